@@ -1,0 +1,83 @@
+"""Snapshot and exact restore of everything a range test disturbs, kept in host memory.
+
+The range test trains the user's model with absurd learning rates. Afterwards the model must be
+exactly as it was: every parameter and buffer (non-persistent ones too), every ``.grad``, each
+module's train/eval flag, the optimizer's state and hyper-parameters, and the RNG streams
+(Python, NumPy, torch CPU and CUDA) so that the user's next run is the one it would have been.
+Nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Deep copy of a (nested) state, with every tensor cloned to host memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+@dataclass
+class Snapshot:
+    tensors: list[torch.Tensor]               # the live parameters and buffers, in order
+    saved: list[torch.Tensor]                 # their values, on the host
+    grads: list[torch.Tensor | None]          # their .grad values, on the host (None: no grad)
+    training: list[tuple[nn.Module, bool]]
+    optimizer_state: dict | None
+    python_rng: Any
+    numpy_rng: Any
+    torch_rng: torch.Tensor
+    cuda_rng: list[torch.Tensor] | None
+
+
+def take(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> Snapshot:
+    """Record the state of ``model``, ``optimizer`` and the RNGs."""
+    tensors = [p for p in model.parameters()] + [b for b in model.buffers()]
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return Snapshot(
+        tensors=tensors,
+        saved=[t.detach().to("cpu", copy=True) for t in tensors],
+        grads=[None if t.grad is None else t.grad.detach().to("cpu", copy=True) for t in tensors],
+        training=[(m, m.training) for m in model.modules()],
+        optimizer_state=_to_cpu(optimizer.state_dict()) if optimizer is not None else None,
+        python_rng=random.getstate(),
+        numpy_rng=np.random.get_state(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=cuda_rng,
+    )
+
+
+def restore(snapshot: Snapshot, optimizer: torch.optim.Optimizer | None) -> None:
+    """Put everything recorded by ``take`` back, bit for bit, in place (tensor identities kept)."""
+    with torch.no_grad():
+        for t, saved, grad in zip(snapshot.tensors, snapshot.saved, snapshot.grads):
+            t.copy_(saved)
+            if grad is None:
+                t.grad = None
+            elif t.grad is None:
+                t.grad = grad.to(t.device)
+            else:
+                t.grad.copy_(grad)
+    for module, flag in snapshot.training:
+        module.training = flag
+    if optimizer is not None and snapshot.optimizer_state is not None:
+        optimizer.state.clear()   # state added during the sweep (e.g. momentum buffers) goes too
+        optimizer.load_state_dict(snapshot.optimizer_state)
+    random.setstate(snapshot.python_rng)
+    np.random.set_state(snapshot.numpy_rng)
+    torch.set_rng_state(snapshot.torch_rng)
+    if snapshot.cuda_rng is not None:
+        torch.cuda.set_rng_state_all(snapshot.cuda_rng)

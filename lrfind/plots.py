@@ -1,0 +1,96 @@
+"""Matplotlib figures. They are returned or written to files; nothing here calls ``plt.show()``.
+
+With ``path`` and no ``ax``, a figure is drawn on a bare ``matplotlib.figure.Figure`` (no pyplot,
+no GUI backend, nothing left open). Without ``path``, pyplot makes the figure so that notebooks
+display it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .result import RangeTestResult
+
+_METHOD_COLOURS = {"balanced": "tab:red", "steepest": "tab:orange", "valley": "tab:green", "minimum": "tab:purple"}
+
+
+def new_axes(path: str | Path | None, *, nrows: int = 1, ncols: int = 1, figsize=(7, 4.5)):
+    """A figure and its axes: a bare Figure when saving to ``path``, a pyplot figure otherwise."""
+    if path is not None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+    else:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    return fig, axes
+
+
+def save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _loss_limits(raw: np.ndarray, smoothed: np.ndarray) -> tuple[float, float] | None:
+    """y-limits that show the descent and the start of the blow-up, not the whole explosion."""
+    finite = smoothed[np.isfinite(smoothed)]
+    if finite.size == 0:
+        return None
+    lo = float(finite.min())
+    start = float(np.nanmean(finite[: max(3, finite.size // 20)]))
+    hi = max(start, lo) + 0.25 * (abs(start - lo) + 1e-12)
+    pad = 0.05 * (hi - lo + 1e-12)
+    raw_finite = raw[np.isfinite(raw)]
+    lo = min(lo, float(np.percentile(raw_finite, 1))) if raw_finite.size else lo
+    return lo - pad, hi + pad
+
+
+def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path: str | Path | None = None,
+                    title: str | None = None) -> "Axes":
+    """Loss against LR (log scale when the sweep was exponential), with every suggestion marked."""
+    fig = None
+    if ax is None:
+        fig, axes = new_axes(path)
+        ax = axes[0, 0]
+    lrs, raw, sm = result.lrs, result.losses, result.smoothed
+    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, lw=0.8, label="loss per batch")
+    ax.plot(lrs, sm, color="tab:blue", lw=2, label="smoothed (centred, no lag)")
+    fr = result.falling_range
+    if fr is not None:
+        ax.axvspan(fr[0], fr[1], color="tab:green", alpha=0.08, label=f"loss falls: {fr[0]:.2g} to {fr[1]:.2g}")
+    for name, s in result.suggestions.items():
+        if s.lr is None or s.index is None:
+            continue
+        main = name == result.method
+        ax.plot([s.lr], [sm[s.index]], "o", ms=9 if main else 6, color=_METHOD_COLOURS.get(name, "black"),
+                label=f"{name}: {s.lr:.2g}" + (" (suggested)" if main else ""), zorder=3)
+    if result.suggested_lr is not None:
+        ax.axvline(result.suggested_lr, color="tab:red", ls="--", lw=1)
+    spread = result.spread
+    if spread is not None and len(result.seed_lrs) > 1:
+        ax.axvspan(*spread, color="tab:red", alpha=0.08, label=f"spread over {len(result.seed_lrs)} seeds")
+    if result.config.get("mode", "exp") == "exp":
+        ax.set_xscale("log")
+    limits = _loss_limits(raw, sm)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation loss" if result.config.get("validation_loss") else "training loss")
+    verdict = (f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr is not None
+               else f"no clear suggestion: {result.reason}")
+    ax.set_title(title or f"LR range test: {verdict}\nstopped: {result.stop_reason}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower left")
+    if path is not None:
+        save(ax.figure if fig is None else fig, path)
+    return ax

@@ -1,0 +1,323 @@
+"""The LR range test (Smith, arXiv:1506.01186): ``find_lr(model, loader)``.
+
+The LR grows from ``start_lr`` to ``end_lr`` over ``num_iter`` optimizer steps while the model
+trains; the loss of every batch is recorded. The sweep stops early when the loss diverges. The
+model, its optimizer and the RNGs are put back exactly as they were afterwards, also when the
+sweep raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import _state
+from .result import RangeTestResult
+from .suggest import DEFAULT_METHOD, METHODS
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Any], torch.Tensor]
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """How the LR moves and when the sweep gives up.
+
+    ``diverge_factor``: stop once the smoothed loss exceeds the best smoothed loss by
+    ``(diverge_factor - 1) * |best|`` (for positive losses: ``loss > diverge_factor * best``; the
+    absolute value keeps the rule right for negative losses), or when a loss is NaN/Inf.
+    ``ema_beta``: the divergence detector's exponential smoothing. ``check_every``: steps between
+    the divergence checks, each a single host-device synchronisation.
+    """
+
+    start_lr: float = 1e-6
+    end_lr: float = 1.0
+    num_iter: int = 100
+    mode: str = "exp"
+    diverge_factor: float = 5.0
+    ema_beta: float = 0.98
+    check_every: int = 10
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_lr) and self.start_lr > 0):
+            raise ValueError(f"start_lr must be a positive number, got {self.start_lr!r}")
+        if not (math.isfinite(self.end_lr) and self.end_lr > self.start_lr):
+            raise ValueError(f"end_lr must be larger than start_lr={self.start_lr!r}, got {self.end_lr!r}")
+        if not (isinstance(self.num_iter, int) and self.num_iter >= 2):
+            raise ValueError(f"num_iter must be an integer >= 2, got {self.num_iter!r}")
+        if self.mode not in ("exp", "linear"):
+            raise ValueError(f"mode must be 'exp' or 'linear', got {self.mode!r}")
+        if not self.diverge_factor > 1:
+            raise ValueError(f"diverge_factor must be > 1, got {self.diverge_factor!r}")
+        if not 0 <= self.ema_beta < 1:
+            raise ValueError(f"ema_beta must be in [0, 1), got {self.ema_beta!r}")
+        if not (isinstance(self.check_every, int) and self.check_every >= 1):
+            raise ValueError(f"check_every must be a positive integer, got {self.check_every!r}")
+
+    def lrs(self) -> np.ndarray:
+        """The LR of every iteration, ``num_iter`` values from ``start_lr`` to ``end_lr``."""
+        if self.mode == "exp":
+            return np.geomspace(self.start_lr, self.end_lr, self.num_iter)
+        return np.linspace(self.start_lr, self.end_lr, self.num_iter)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [_to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def _describe(batch: Any) -> str:
+    if isinstance(batch, torch.Tensor):
+        return f"{tuple(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
+    if isinstance(batch, dict):
+        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in batch.items()) + "}"
+    if isinstance(batch, (list, tuple)):
+        return "(" + ", ".join(_describe(v) for v in batch) + ")"
+    return type(batch).__name__
+
+
+def _default_step(loss_fn: Callable) -> StepFn:
+    def step(model: nn.Module, batch: Any) -> torch.Tensor:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else type(batch).__name__
+            raise TypeError(f"find_lr expects batches of (inputs, targets), got {kind}; "
+                            "pass step_fn=lambda model, batch: <loss> for other batch layouts")
+        x, y = batch
+        return loss_fn(model(x), y)
+    return step
+
+
+class _Batches:
+    """Endless batches from any iterable: starts it again when it runs out, moves them to the device."""
+
+    def __init__(self, loader: Iterable, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self._it: Iterator | None = None
+        self.restarts = 0
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = iter(self.loader)
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.restarts += 1
+            self._it = iter(self.loader)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                raise ValueError("the loader yields no batches") from None
+        return _to_device(batch, self.device)
+
+
+def _group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    lrs = [float(g["lr"]) for g in optimizer.param_groups]
+    top = max(lrs)
+    return [lr / top for lr in lrs] if top > 0 else [1.0] * len(lrs)
+
+
+@dataclass
+class _Run:
+    losses: np.ndarray
+    stop_reason: str
+
+
+def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Optimizer, step_fn: StepFn,
+                sweep: Sweep, accumulation_steps: int, amp: str | None, val_batches: list | None,
+                bar: tqdm) -> _Run:
+    device = batches.device
+    lrs = sweep.lrs()
+    ratios = _group_ratios(optimizer)
+    autocast = (torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp]) if amp
+                else contextlib.nullcontext())
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+
+    n = sweep.num_iter
+    # Per-step values stay on the device; the host looks only every `check_every` steps.
+    losses = torch.full((n,), float("nan"), device=device)
+    flags = torch.zeros(n, dtype=torch.bool, device=device)
+    ema = torch.zeros((), device=device)
+    best = torch.full((), float("inf"), device=device)
+    beta, grow = sweep.ema_beta, sweep.diverge_factor - 1.0
+    model.train()
+    for i in range(n):
+        for group, ratio in zip(optimizer.param_groups, ratios):
+            group["lr"] = float(lrs[i]) * ratio
+        optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=device)
+        for _ in range(accumulation_steps):
+            batch = next(batches)
+            with autocast:
+                try:
+                    loss = step_fn(model, batch)
+                except RuntimeError as e:  # a shape or dtype mismatch surfaces deep inside torch
+                    if i:
+                        raise
+                    raise RuntimeError(f"the first training step failed on a batch of {_describe(batch)}: "
+                                       f"{e}. Check that the loader's batches fit the model") from e
+            if i == 0 and not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+                raise TypeError(f"the step function must return a scalar loss tensor, got "
+                                f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
+            scaled = loss / accumulation_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            total += loss.detach().float()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        value = total / accumulation_steps
+        if val_batches is not None:
+            value = _mean_loss(model, val_batches, step_fn, autocast)
+        losses[i] = value
+        ema.mul_(beta).add_(value, alpha=1 - beta)
+        smoothed = ema / (1 - beta ** (i + 1))
+        torch.minimum(best, smoothed, out=best)
+        flags[i] = (smoothed > best + grow * best.abs()) | ~torch.isfinite(value)
+        bar.update(1)
+        if (i + 1) % sweep.check_every == 0 or i == n - 1:
+            stop = flags[: i + 1].nonzero()            # this is the host-device sync point
+            if stop.numel():
+                j = int(stop[0, 0])
+                finite = bool(torch.isfinite(losses[j]))
+                return _Run(losses[: j + 1].cpu().numpy(), "diverged" if finite else "loss became NaN/Inf")
+            bar.set_postfix(lr=f"{lrs[i]:.2e}", loss=f"{float(value):.4g}", refresh=False)
+    return _Run(losses.cpu().numpy(), "completed")
+
+
+def _mean_loss(model: nn.Module, batches: list, step_fn: StepFn, autocast) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad(), autocast:
+        total = sum(step_fn(model, b).detach().float() for b in batches)
+    model.train()
+    return total / len(batches)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        raise ValueError("the model has no parameters to train") from None
+
+
+def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimizer | None = None,
+            loss_fn: Callable | None = None, step_fn: StepFn | None = None, sweep: Sweep | None = None,
+            accumulation_steps: int = 1, amp: str | None = None, val_loader: Iterable | None = None,
+            val_batches: int | None = None, repeats: int = 1, seed: int | None = None,
+            method: str = DEFAULT_METHOD, progress: bool = True, **sweep_fields: Any) -> RangeTestResult:
+    """Run an LR range test on ``model`` with batches from ``loader`` and suggest a base LR.
+
+    Parameters
+    ----------
+    model: any ``nn.Module``, on the device the test should run on.
+    loader: any iterable of batches (a DataLoader, a list, lrfind's ``DeviceLoader``); started
+        again when it runs out before ``num_iter``.
+    optimizer: its parameter groups keep their LR ratios: one multiplier is swept. Default: SGD
+        with momentum 0.9.
+    loss_fn: applied as ``loss_fn(model(x), y)`` to ``(x, y)`` batches. Default: cross-entropy.
+    step_fn: ``step_fn(model, batch) -> scalar loss`` for batches of any other layout (dicts,
+        several inputs); batches arrive already moved to the model's device.
+    sweep: a ``Sweep``; or give its fields directly: ``start_lr`` (1e-6), ``end_lr`` (1.0),
+        ``num_iter`` (100), ``mode`` ("exp" or "linear"), ``diverge_factor`` (5.0), ...
+    accumulation_steps: batches whose gradients add up to one optimizer step.
+    amp: None, "bf16" or "fp16" (fp16 uses a gradient scaler).
+    val_loader, val_batches: record the mean loss over (the first ``val_batches`` of)
+        ``val_loader`` after every step instead of the training loss. Slower; smoother curves.
+    repeats, seed: run the test ``repeats`` times with seeds ``seed, seed+1, ...`` (from the same
+        initial weights) and report the median suggestion and its spread.
+    method: the suggestion reported as ``suggested_lr``; every method's is in ``suggestions``.
+
+    The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
+    also when an exception is raised. Nothing is written to disk.
+    """
+    if sweep is not None and sweep_fields:
+        raise TypeError(f"give either sweep=Sweep(...) or its fields, not both (got {sorted(sweep_fields)})")
+    try:
+        sweep = sweep or Sweep(**sweep_fields)
+    except TypeError:
+        known = ", ".join(Sweep.__dataclass_fields__)
+        raise TypeError(f"unknown argument(s) {sorted(sweep_fields)}; find_lr takes the Sweep fields {known}") from None
+    if not (isinstance(accumulation_steps, int) and accumulation_steps >= 1):
+        raise ValueError(f"accumulation_steps must be a positive integer, got {accumulation_steps!r}")
+    if amp not in (None, *_AMP_DTYPES):
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown suggestion method {method!r}; choose from {', '.join(METHODS)}")
+    device = _model_device(model)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=sweep.start_lr, momentum=0.9)
+    step_fn = step_fn or _default_step(loss_fn or nn.functional.cross_entropy)
+    ratios = _group_ratios(optimizer)
+    seeds: list[int | None] = ([seed + r for r in range(repeats)] if seed is not None
+                               else [None] if repeats == 1 else list(range(repeats)))
+    generator = getattr(loader, "generator", None)
+    generator = generator if isinstance(generator, torch.Generator) else None
+
+    snapshot = _state.take(model, optimizer)
+    loader_rng = generator.get_state() if generator is not None else None
+    runs: list[_Run] = []
+    try:
+        val = None
+        if val_loader is not None:
+            source = _Batches(val_loader, device)
+            count = val_batches or len(val_loader)  # type: ignore[arg-type]
+            val = [next(source) for _ in range(count)]
+        with tqdm(total=repeats * sweep.num_iter, desc="range test", disable=not progress,
+                  leave=False, dynamic_ncols=True) as bar:
+            for r, s in enumerate(seeds):
+                if r:
+                    _state.restore(snapshot, optimizer)
+                if s is not None:
+                    _seed_everything(s, generator)
+                batches = _Batches(loader, device)
+                runs.append(_sweep_once(model, batches, optimizer, step_fn, sweep, accumulation_steps,
+                                        amp, val, bar))
+                if batches.restarts:
+                    log.info("the loader ran out and was started again %d time(s)", batches.restarts)
+    finally:
+        _state.restore(snapshot, optimizer)
+        if generator is not None:
+            generator.set_state(loader_rng)
+
+    return _result(runs, sweep, ratios, method, seeds, accumulation_steps, amp, val_loader is not None)
+
+
+def _seed_everything(seed: int, generator: torch.Generator | None) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if generator is not None:
+        generator.manual_seed(seed)
+
+
+def _result(runs: list[_Run], sweep: Sweep, ratios: list[float], method: str, seeds: list[int | None],
+            accumulation_steps: int, amp: str | None, validation: bool) -> RangeTestResult:
+    lrs = sweep.lrs()
+    first = runs[0]
+    per_seed = [RangeTestResult(lrs[: r.losses.size], r.losses, method=method) for r in runs]
+    return RangeTestResult(
+        lrs=lrs[: first.losses.size], losses=first.losses, stop_reason=first.stop_reason,
+        num_iter=sweep.num_iter, method=method, group_ratios=ratios,
+        seed_lrs=[p.suggestions[method].lr for p in per_seed],
+        config={**asdict(sweep), "accumulation_steps": accumulation_steps, "amp": amp,
+                "validation_loss": validation, "seeds": seeds},
+    )

@@ -1,0 +1,181 @@
+"""``RangeTestResult``: the data a range test produces, its export and import, and its plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import suggest as _suggest
+
+
+def _num(x: float) -> float | None:
+    """A float for JSON: NaN and Inf become null."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class RangeTestResult:
+    """One range test: the LRs swept, the loss of every batch, and what they suggest.
+
+    ``lrs`` are the LRs of the parameter group with the largest LR (the others kept their ratio to
+    it, listed in ``group_ratios``). ``losses`` are the raw per-batch losses (NaN/Inf kept, as
+    recorded); ``smoothed`` is the lag-free smoothing the suggestions use. ``suggested_lr`` is the
+    suggestion of ``method`` (the median over seeds when the test was repeated), or ``None`` when
+    the curve gives no clear answer; ``reason`` then says why.
+    """
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    stop_reason: str = "completed"
+    num_iter: int = 0
+    method: str = _suggest.DEFAULT_METHOD
+    config: dict[str, Any] = field(default_factory=dict)
+    group_ratios: list[float] = field(default_factory=lambda: [1.0])
+    seed_lrs: list[float | None] = field(default_factory=list)   # the suggestion of each repeat
+
+    def __post_init__(self) -> None:
+        self.lrs = np.asarray(self.lrs, dtype=np.float64)
+        self.losses = np.asarray(self.losses, dtype=np.float64)
+        self.smoothed = _suggest.smooth(self.losses)
+        self.suggestions = _suggest.suggest_all(self.lrs, self.losses)
+        if self.method not in self.suggestions:
+            raise ValueError(f"unknown suggestion method {self.method!r}; choose from "
+                             f"{', '.join(self.suggestions)}")
+        if not self.seed_lrs:
+            self.seed_lrs = [self.suggestions[self.method].lr]
+
+    # -- the answer ----------------------------------------------------------------------------
+    @property
+    def suggested_lr(self) -> float | None:
+        found = [lr for lr in self.seed_lrs if lr is not None]
+        if not found or 2 * len(found) < len(self.seed_lrs):
+            return None   # most repeats found no clear answer
+        return float(np.exp(np.median(np.log(found))))
+
+    @property
+    def reason(self) -> str:
+        s = self.suggestions[self.method]
+        if self.suggested_lr is None and s.lr is not None:
+            return "most repeats gave no clear answer"
+        if len(self.seed_lrs) > 1:
+            return f"median over {len(self.seed_lrs)} seeds of: {s.reason}"
+        return s.reason
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """Lowest and highest suggestion over the repeats (seeds); ``None`` if none was found."""
+        found = [lr for lr in self.seed_lrs if lr is not None]
+        return (min(found), max(found)) if found else None
+
+    @property
+    def falling_range(self) -> tuple[float, float] | None:
+        """The LR range where the smoothed loss falls, from its start to the minimum."""
+        return _suggest.falling_range(self.lrs, self.losses)
+
+    @property
+    def stop_lr(self) -> float | None:
+        return float(self.lrs[-1]) if self.lrs.size else None
+
+    def summary(self) -> str:
+        """A few lines for a terminal."""
+        lines = []
+        lr = self.suggested_lr
+        lines.append(f"suggested LR: {lr:.3g} ({self.method}: {self.reason})" if lr is not None
+                     else f"suggested LR: none ({self.reason})")
+        if len(self.seed_lrs) > 1 and self.spread is not None:
+            lines.append(f"spread over {len(self.seed_lrs)} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}")
+        others = ", ".join(f"{k} {v.lr:.3g}" for k, v in self.suggestions.items()
+                           if k != self.method and v.lr is not None)
+        if others:
+            lines.append(f"other methods: {others}")
+        fr = self.falling_range
+        if fr is not None:
+            lines.append(f"loss falls from LR {fr[0]:.3g} to {fr[1]:.3g}")
+        where = f"after {self.lrs.size} of {self.num_iter} iterations at LR {self.stop_lr:.3g}" \
+            if self.stop_lr is not None else "before the first iteration"
+        lines.append(f"stopped: {self.stop_reason}, {where}")
+        return "\n".join(lines)
+
+    # -- export and import ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suggested_lr": self.suggested_lr,
+            "method": self.method,
+            "reason": self.reason,
+            "suggestions": {k: {"lr": v.lr, "reason": v.reason} for k, v in self.suggestions.items()},
+            "seed_lrs": self.seed_lrs,
+            "spread": list(self.spread) if self.spread else None,
+            "falling_range": list(self.falling_range) if self.falling_range else None,
+            "stop_reason": self.stop_reason,
+            "stop_lr": self.stop_lr,
+            "num_iter": self.num_iter,
+            "group_ratios": self.group_ratios,
+            "config": self.config,
+            "lrs": [float(x) for x in self.lrs],
+            "losses": [_num(x) for x in self.losses],
+            "smoothed": [_num(x) for x in self.smoothed],
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+    def to_csv(self, path: str | Path) -> Path:
+        """One row per iteration: ``iteration, lr, loss, smoothed`` (empty cell for NaN)."""
+        path = Path(path)
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["iteration", "lr", "loss", "smoothed"])
+            for i, (lr, loss, sm) in enumerate(zip(self.lrs, self.losses, self.smoothed)):
+                w.writerow([i, repr(float(lr)), "" if _num(loss) is None else repr(float(loss)),
+                            "" if _num(sm) is None else repr(float(sm))])
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "RangeTestResult":
+        d = json.loads(Path(path).read_text())
+        try:
+            return cls(lrs=d["lrs"], losses=[np.nan if x is None else x for x in d["losses"]],
+                       stop_reason=d.get("stop_reason", "completed"), num_iter=d.get("num_iter", len(d["lrs"])),
+                       method=d.get("method", _suggest.DEFAULT_METHOD), config=d.get("config", {}),
+                       group_ratios=d.get("group_ratios", [1.0]), seed_lrs=d.get("seed_lrs", []))
+        except KeyError as e:
+            raise ValueError(f"{path} is not a range-test JSON file: no {e} field") from None
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "RangeTestResult":
+        with Path(path).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and not {"lr", "loss"} <= set(rows[0]):
+            raise ValueError(f"{path} is not a range-test CSV file: it needs columns lr and loss")
+        lrs = [float(r["lr"]) for r in rows]
+        losses = [float(r["loss"]) if r["loss"] else np.nan for r in rows]
+        return cls(lrs=lrs, losses=losses, num_iter=len(rows))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RangeTestResult":
+        """Read a result written by ``to_json`` or ``to_csv`` (chosen by the file's extension)."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".json":
+            return cls.from_json(path)
+        if suffix == ".csv":
+            return cls.from_csv(path)
+        raise ValueError(f"cannot tell the format of {path}: use a .json or .csv file")
+
+    # -- plot ----------------------------------------------------------------------------------
+    def plot(self, ax=None, *, path: str | Path | None = None, title: str | None = None):
+        """Draw the curve and the suggestions; return the Axes. With ``path``, also save the figure.
+
+        Never calls ``plt.show()``.
+        """
+        from .plots import plot_range_test
+
+        return plot_range_test(self, ax=ax, path=path, title=title)

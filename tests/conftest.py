@@ -1,0 +1,53 @@
+"""Shared fixtures: a small copy of the real MNIST files, so tests read real data quickly."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrfind.data import read_idx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _real_root() -> Path:
+    env = os.environ.get("LRFIND_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> Path:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """A data root holding the first 3,000 training and 500 test images of the real MNIST files."""
+    real = _real_root() / "MNIST" / "raw"
+    if not real.is_dir():
+        pytest.skip(f"real MNIST not found in {real}; set LRFIND_DATA_DIR")
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem, n in [("train-images-idx3-ubyte", 3000), ("train-labels-idx1-ubyte", 3000),
+                    ("t10k-images-idx3-ubyte", 500), ("t10k-labels-idx1-ubyte", 500)]:
+        write_idx(raw / stem, read_idx(real / f"{stem}.gz")[:n])
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+    yield

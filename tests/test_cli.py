@@ -1,0 +1,65 @@
+"""The command line, end to end on a small subset of the real MNIST files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lrfind.cli import main
+
+
+@pytest.fixture
+def run(mnist_root, monkeypatch):
+    monkeypatch.setenv("LRFIND_DATA_DIR", str(mnist_root))
+
+    def invoke(*args: str):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return invoke
+
+
+def test_range_test_writes_plot_json_and_csv(run, tmp_path) -> None:
+    out = tmp_path / "out"
+    result = run("range-test", "--device", "cpu", "--num-iter", "40", "--batch-size", "32", "-q", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "suggested LR" in result.output and "stopped:" in result.output
+    data = json.loads((out / "range_test.json").read_text())
+    assert "suggested_lr" in data and len(data["losses"]) == len(data["lrs"]) <= 40
+    assert data["config"]["model"] == "lenet"
+    assert (out / "range_test.png").stat().st_size > 1000
+    assert (out / "range_test.csv").read_text().startswith("iteration,lr,loss,smoothed")
+
+
+def test_range_test_mlp_adam_repeats(run, tmp_path) -> None:
+    result = run("range-test", "--device", "cpu", "--model", "mlp", "--optimizer", "adam", "--num-iter", "20",
+                 "--repeats", "2", "-q", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "range_test.json").read_text())["seed_lrs"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start-lr", "0"], "--start-lr 0.0: must be positive"),
+    (["--start-lr", "-1"], "must be positive"),
+    (["--start-lr", "0.1", "--end-lr", "0.01"], "--end-lr 0.01: must be larger"),
+    (["--model", "resnet"], "'resnet' is not one of"),
+    (["--dataset", "cifar"], "'cifar' is not one of"),
+    (["--num-iter", "1"], "--num-iter"),
+])
+def test_range_test_bad_arguments_exit_2(run, args, message, tmp_path) -> None:
+    result = run("range-test", "--out", str(tmp_path / "o"), *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_data_folder_is_one_line_exit_2(run, tmp_path) -> None:
+    result = run("range-test", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "train-images-idx3-ubyte" in lines[0] and "--data-dir" in lines[0]
+
+
+def test_help_explains_with_an_example(run) -> None:
+    result = run("range-test", "--help")
+    assert result.exit_code == 0 and "Examples:" in result.output and "--end-lr" in result.output

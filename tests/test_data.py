@@ -1,0 +1,106 @@
+"""Reading IDX files, data location errors, models, and the device loader."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from lrfind import get_model, load_dataset
+from lrfind.data import CorruptDataError, DataNotFoundError, read_idx
+
+from conftest import write_idx
+
+
+def test_load_real_subset_normalised(mnist_root) -> None:
+    data = load_dataset("mnist", "train", root=mnist_root)
+    assert data.images.shape == (3000, 1, 28, 28) and data.labels.shape == (3000,)
+    assert data.images.dtype == torch.float32 and data.labels.dtype == torch.int64
+    assert abs(float(data.images.mean())) < 0.1 and 0.9 < float(data.images.std()) < 1.1
+    assert set(data.labels.tolist()) == set(range(10))
+
+
+def test_uncompressed_files_are_read_too(tmp_path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((5, 28, 28), np.uint8), compress=False)
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(5, dtype=np.uint8), compress=False)
+    assert len(load_dataset("mnist", "test", root=tmp_path, download=False)) == 5
+
+
+def test_env_variable_points_at_data(mnist_root, monkeypatch) -> None:
+    monkeypatch.setenv("LRFIND_DATA_DIR", str(mnist_root))
+    assert len(load_dataset("mnist", "test")) == 500
+
+
+def test_missing_files_named_with_folder_and_advice(tmp_path) -> None:
+    with pytest.raises(DataNotFoundError) as err:
+        load_dataset("mnist", "train", root=tmp_path, download=False)
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte" in msg and str(tmp_path / "MNIST" / "raw") in msg
+    assert "--data-dir" in msg and "LRFIND_DATA_DIR" in msg
+
+
+def test_missing_folder_is_not_created(tmp_path) -> None:
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        load_dataset("mnist", "train", root=tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_truncated_file_is_a_clear_error(tmp_path) -> None:
+    path = write_idx(tmp_path / "img", np.zeros((10, 28, 28), np.uint8), compress=False)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CorruptDataError, match="truncated or corrupt"):
+        read_idx(path)
+
+
+def test_truncated_gzip_is_a_clear_error(tmp_path) -> None:
+    path = write_idx(tmp_path / "img", np.zeros((10, 28, 28), np.uint8))
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(CorruptDataError, match="cannot read"):
+        read_idx(path)
+
+
+def test_wrong_magic_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "x.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"<html>not found</html>")
+    with pytest.raises(CorruptDataError, match="not an IDX file"):
+        read_idx(path)
+
+
+def test_unknown_names_list_the_choices() -> None:
+    with pytest.raises(ValueError, match="fashion-mnist, mnist"):
+        load_dataset("cifar", root="/nonexistent")
+    with pytest.raises(ValueError, match="lenet, mlp"):
+        get_model("resnet")
+
+
+@pytest.mark.parametrize("name", ["lenet", "mlp"])
+def test_models_run_on_mnist_shapes(name: str) -> None:
+    assert get_model(name)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_model_seed_gives_the_same_weights() -> None:
+    a, b = get_model("lenet", seed=3), get_model("lenet", seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_device_loader_covers_an_epoch_in_shuffled_batches(mnist_root) -> None:
+    data = load_dataset("mnist", "test", root=mnist_root)
+    loader = data.loader(100, seed=0)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 5
+    seen = torch.cat([y for _, y in batches])
+    assert sorted(seen.tolist()) == sorted(data.labels.tolist())
+    assert not torch.equal(seen, data.labels)            # shuffled
+    assert not torch.equal(torch.cat([y for _, y in loader]), seen)   # a new order each epoch
+
+
+def test_holdout_keeps_the_last_images_for_validation(mnist_root) -> None:
+    data = load_dataset("mnist", "train", root=mnist_root)
+    train, val = data.holdout(10_000)
+    assert len(val) == 500 and len(train) == 2500
+    assert torch.equal(val.labels, data.labels[-500:])

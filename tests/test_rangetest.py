@@ -1,0 +1,277 @@
+"""find_lr through the public API: sweep, stop, restore, param groups, loaders, modes."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lrfind import RangeTestResult, Sweep, find_lr
+
+
+def make_data(n_batches: int = 8, batch: int = 16, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(10, 3, generator=g)
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(batch, 10, generator=g)
+        out.append((x, (x @ w).argmax(1)))
+    return out
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    # BatchNorm brings buffers (running stats, a counter) that the sweep changes.
+    return nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3))
+
+
+def state_of(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    return {
+        "tensors": {k: v.clone() for k, v in model.state_dict().items()},
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "opt": repr(opt.state_dict()["param_groups"]),
+        "opt_state": {k: {n: t.clone() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
+                      for k, v in opt.state_dict()["state"].items()},
+        "torch_rng": torch.get_rng_state().clone(),
+        "np_rng": np.random.get_state()[1].copy(),
+        "py_rng": random.getstate(),
+    }
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a["tensors"].keys() == b["tensors"].keys()
+    for k in a["tensors"]:
+        assert torch.equal(a["tensors"][k], b["tensors"][k]), k
+    for ga, gb in zip(a["grads"], b["grads"]):
+        assert (ga is None and gb is None) or torch.equal(ga, gb)
+    assert a["training"] == b["training"]
+    assert a["opt"] == b["opt"]
+    assert a["opt_state"].keys() == b["opt_state"].keys()
+    for k in a["opt_state"]:
+        for n, t in a["opt_state"][k].items():
+            other = b["opt_state"][k][n]
+            assert torch.equal(t, other) if isinstance(t, torch.Tensor) else t == other
+    assert torch.equal(a["torch_rng"], b["torch_rng"])
+    assert np.array_equal(a["np_rng"], b["np_rng"])
+    assert a["py_rng"] == b["py_rng"]
+
+
+def warmed_up(model: nn.Module) -> torch.optim.Optimizer:
+    """An Adam optimizer with state, and gradients left on the parameters, as in real use."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = make_data(1)[0]
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    model.eval()   # an unusual mode that must survive too
+    return opt
+
+
+def test_sweep_records_every_step_and_spaces_lrs_exponentially() -> None:
+    model = make_model()
+    result = find_lr(model, make_data(), num_iter=20, end_lr=1e-2, progress=False)
+    assert result.stop_reason == "completed"
+    assert len(result.lrs) == len(result.losses) == len(result.smoothed) == 20
+    assert result.lrs[0] == pytest.approx(1e-6) and result.lrs[-1] == pytest.approx(1e-2)
+    assert np.allclose(np.diff(np.log(result.lrs)), np.log(1e4) / 19)
+
+
+def test_linear_mode_spaces_lrs_evenly() -> None:
+    result = find_lr(make_model(), make_data(), num_iter=11, start_lr=1e-3, end_lr=1e-2, mode="linear",
+                     progress=False)
+    assert np.allclose(np.diff(result.lrs), 9e-4)
+
+
+def test_state_restored_bit_for_bit() -> None:
+    model = make_model()
+    opt = warmed_up(model)
+    random.seed(3)
+    np.random.seed(3)
+    before = state_of(model, opt)
+    find_lr(model, make_data(), optimizer=opt, num_iter=30, progress=False, seed=7)
+    assert_same_state(before, state_of(model, opt))
+
+
+def test_state_restored_after_an_exception_inside_the_sweep() -> None:
+    model = make_model()
+    opt = warmed_up(model)
+    before = state_of(model, opt)
+    calls = []
+
+    def failing_step(m, batch):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt   # also a Ctrl-C in the middle of the sweep
+        x, y = batch
+        return nn.functional.cross_entropy(m(x), y)
+
+    with pytest.raises(KeyboardInterrupt):
+        find_lr(model, make_data(), optimizer=opt, step_fn=failing_step, num_iter=30, progress=False)
+    assert len(calls) == 6
+    assert_same_state(before, state_of(model, opt))
+
+
+def test_param_groups_keep_their_lr_ratio() -> None:
+    model = make_model()
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1},
+                           {"params": model[4].parameters(), "lr": 1.0}], lr=1.0)
+    seen = []
+
+    def step(m, batch):
+        seen.append([g["lr"] for g in opt.param_groups])
+        return nn.functional.cross_entropy(m(batch[0]), batch[1])
+
+    result = find_lr(model, make_data(), optimizer=opt, step_fn=step, num_iter=10, end_lr=1e-2, progress=False)
+    seen = np.array(seen)
+    assert np.allclose(seen[:, 0] / seen[:, 1], 0.1)
+    assert np.allclose(seen[:, 1], result.lrs)       # lrs are the largest group's
+    assert result.group_ratios == pytest.approx([0.1, 1.0])
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 1.0]   # and are put back
+
+
+def test_loader_shorter_than_num_iter_is_started_again() -> None:
+    result = find_lr(make_model(), make_data(n_batches=3), num_iter=10, end_lr=1e-3, progress=False)
+    assert result.stop_reason == "completed" and len(result.losses) == 10
+
+
+def test_empty_loader_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no batches"):
+        find_lr(make_model(), [], num_iter=10, progress=False)
+
+
+def test_divergence_stops_the_sweep_and_says_where() -> None:
+    result = find_lr(make_model(), make_data(), num_iter=200, start_lr=1e-3, end_lr=1e4, progress=False)
+    assert result.stop_reason in ("diverged", "loss became NaN/Inf")
+    assert len(result.losses) < 200
+    assert result.stop_lr == pytest.approx(result.lrs[-1])
+
+
+def scripted(values):
+    """A step function whose loss follows ``values`` (and still depends on the weights)."""
+    it = iter(values)
+
+    def step(model, batch):
+        out = model(batch[0]).sum() * 0.0
+        return out + float(next(it))
+    return step
+
+
+def test_nan_loss_stops_at_the_first_nan() -> None:
+    values = [2.0 - 0.01 * i for i in range(7)] + [float("nan")] * 50
+    result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=50, progress=False)
+    assert result.stop_reason == "loss became NaN/Inf"
+    assert len(result.losses) == 8 and np.isnan(result.losses[-1])
+
+
+def test_divergence_detection_is_right_for_negative_losses() -> None:
+    # The loss falls from -1 to -5, then rises back to +15: the rule must fire on the rise only.
+    values = list(np.linspace(-1, -5, 40)) + list(np.linspace(-5, 15, 60))
+    result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=100,
+                     diverge_factor=3.0, ema_beta=0.0, check_every=1, progress=False)
+    assert result.stop_reason == "diverged"
+    # best -5, limit -5 + 2 * 5 = 5: first value above 5 ends it
+    assert result.losses[-1] > 5 and result.losses[-2] <= 5
+    falling = list(np.linspace(-1, -5, 60))
+    quiet = find_lr(make_model(), make_data(), step_fn=scripted(falling), num_iter=60, progress=False)
+    assert quiet.stop_reason == "completed"
+
+
+def test_gradient_accumulation_takes_several_batches_per_step() -> None:
+    counted = []
+
+    class Counting:
+        def __iter__(self):
+            for b in make_data(4):
+                counted.append(1)
+                yield b
+
+    result = find_lr(make_model(), Counting(), num_iter=6, accumulation_steps=3, end_lr=1e-3, progress=False)
+    assert len(result.losses) == 6 and len(counted) == 18
+
+
+def test_custom_step_fn_for_dict_batches() -> None:
+    batches = [{"x": x, "y": y} for x, y in make_data()]
+    result = find_lr(make_model(), batches, num_iter=10, end_lr=1e-2, progress=False,
+                     step_fn=lambda m, b: nn.functional.cross_entropy(m(b["x"]), b["y"]))
+    assert len(result.losses) == 10 and np.isfinite(result.losses).all()
+
+
+def test_dict_batches_without_step_fn_get_a_clear_error() -> None:
+    batches = [{"x": x, "y": y} for x, y in make_data()]
+    with pytest.raises(TypeError, match="step_fn"):
+        find_lr(make_model(), batches, num_iter=10, progress=False)
+
+
+def test_batches_that_do_not_fit_the_model_name_their_shape() -> None:
+    batches = [(torch.randn(4, 7), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(RuntimeError, match=r"\(4, 7\)"):
+        find_lr(make_model(), batches, num_iter=10, progress=False)
+
+
+def test_bf16_autocast_runs() -> None:
+    result = find_lr(make_model(), make_data(), num_iter=10, end_lr=1e-2, amp="bf16", progress=False)
+    assert np.isfinite(result.losses).all()
+
+
+def test_validation_mode_records_validation_loss() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))   # no running statistics
+    val = make_data(2, seed=1)
+    result = find_lr(model, make_data(), val_loader=val, num_iter=5, end_lr=1e-5, progress=False)
+    model.eval()
+    with torch.no_grad():
+        expected = np.mean([nn.functional.cross_entropy(model(x), y).item() for x, y in val])
+    # at LR <= 1e-5 the weights barely move: the recorded loss is the validation loss
+    assert result.losses[0] == pytest.approx(expected, rel=1e-4)
+    assert result.config["validation_loss"] is True
+
+
+def test_repeats_report_every_seed() -> None:
+    result = find_lr(make_model(), make_data(), num_iter=20, repeats=3, seed=5, progress=False)
+    assert len(result.seed_lrs) == 3 and result.config["seeds"] == [5, 6, 7]
+
+
+def test_same_seed_same_curve() -> None:
+    a = find_lr(make_model(), make_data(), num_iter=20, seed=1, progress=False)
+    b = find_lr(make_model(), make_data(), num_iter=20, seed=1, progress=False)
+    assert np.array_equal(a.losses, b.losses)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"start_lr": 0.0}, "start_lr"), ({"end_lr": 1e-7}, "end_lr"), ({"num_iter": 1}, "num_iter"),
+    ({"mode": "log"}, "mode"), ({"amp": "fp8"}, "amp"), ({"accumulation_steps": 0}, "accumulation_steps"),
+    ({"method": "best"}, "method"), ({"nonsense": 1}, "nonsense"),
+])
+def test_bad_arguments_are_named(bad: dict, match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        find_lr(make_model(), make_data(), progress=False, **bad)
+
+
+def test_sweep_config_object_is_accepted() -> None:
+    result = find_lr(make_model(), make_data(), sweep=Sweep(num_iter=12, end_lr=1e-3), progress=False)
+    assert len(result.losses) == 12
+
+
+def test_json_and_csv_round_trip(tmp_path) -> None:
+    values = [2.0 - 0.01 * i for i in range(30)] + [float("nan")] * 10
+    result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, progress=False)
+    back = RangeTestResult.load(result.to_json(tmp_path / "r.json"))
+    assert np.array_equal(back.lrs, result.lrs)
+    assert np.array_equal(back.losses, result.losses, equal_nan=True)
+    assert back.suggested_lr == result.suggested_lr and back.stop_reason == result.stop_reason
+    csv_back = RangeTestResult.load(result.to_csv(tmp_path / "r.csv"))
+    assert np.array_equal(csv_back.losses, result.losses, equal_nan=True)
+    with pytest.raises(ValueError, match=".txt"):
+        RangeTestResult.load(tmp_path / "r.txt")
+
+
+def test_plot_returns_axes_and_saves(tmp_path) -> None:
+    import matplotlib.axes
+
+    result = find_lr(make_model(), make_data(), num_iter=30, progress=False)
+    assert isinstance(result.plot(), matplotlib.axes.Axes)
+    result.plot(path=tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000

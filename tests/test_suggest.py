@@ -1,0 +1,92 @@
+"""Suggestions on synthetic curves whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrfind.suggest import METHODS, falling_range, minimum, smooth, steepest, suggest_all
+
+LRS = np.geomspace(1e-6, 1.0, 300)
+
+
+def clean_curve(inflection: float = 1e-2, floor_lr: float = 0.2) -> np.ndarray:
+    """Loss 2.3 falling as a logistic in log10(lr) centred on ``inflection``, blowing up past ``floor_lr``."""
+    x = np.log10(LRS)
+    fall = 2.0 / (1 + np.exp(-(x - np.log10(inflection)) * 4))
+    blow = np.where(LRS > floor_lr, 30 * (np.log10(LRS / floor_lr)) ** 2, 0.0)
+    return 2.3 - fall + blow
+
+
+def test_steepest_finds_the_inflection_of_a_clean_curve() -> None:
+    s = steepest(LRS, clean_curve(1e-2))
+    assert s.lr == pytest.approx(1e-2, rel=0.15)
+
+
+def test_steepest_moves_with_the_curve() -> None:
+    assert steepest(LRS, clean_curve(1e-4, floor_lr=0.01)).lr == pytest.approx(1e-4, rel=0.15)
+
+
+def test_minimum_is_a_tenth_of_the_lowest_smoothed_point() -> None:
+    losses = clean_curve(1e-2)
+    assert minimum(LRS, losses).lr == pytest.approx(LRS[np.nanargmin(smooth(losses))] / 10)
+
+
+def test_noisy_curve_keeps_the_suggestion_close() -> None:
+    rng = np.random.default_rng(0)
+    noisy = clean_curve(1e-2) + rng.normal(0, 0.08, LRS.size)
+    assert steepest(LRS, noisy).lr == pytest.approx(1e-2, rel=0.5)
+    assert all(s.lr is not None for s in suggest_all(LRS, noisy).values())
+
+
+def test_default_is_the_geometric_mean_of_minimum_and_steepest() -> None:
+    found = suggest_all(LRS, clean_curve(1e-2))
+    assert found["balanced"].lr == pytest.approx(np.sqrt(found["minimum"].lr * found["steepest"].lr))
+
+
+def test_flat_curve_gives_none_with_a_reason() -> None:
+    rng = np.random.default_rng(1)
+    flat = 2.3 + rng.normal(0, 0.05, LRS.size)
+    for name, s in suggest_all(LRS, flat).items():
+        assert s.lr is None, name
+        assert "does not fall" in s.reason or "rises" in s.reason
+
+
+def test_curve_that_diverges_from_the_start_gives_none() -> None:
+    rising = np.linspace(1.0, 50.0, LRS.size)
+    s = steepest(LRS, rising)
+    assert s.lr is None and "rises from the start" in s.reason
+
+
+def test_nan_tail_is_ignored() -> None:
+    losses = clean_curve(1e-2)
+    losses[250:] = np.nan
+    with_nan = steepest(LRS, losses)
+    assert with_nan.lr == pytest.approx(1e-2, rel=0.15)
+
+
+def test_all_nan_gives_none() -> None:
+    s = steepest(LRS, np.full(LRS.size, np.nan))
+    assert s.lr is None and "finite" in s.reason
+
+
+def test_negative_losses_give_the_same_suggestion() -> None:
+    losses = clean_curve(1e-2)
+    for name in METHODS:
+        assert METHODS[name](LRS, losses - 10.0).lr == pytest.approx(METHODS[name](LRS, losses).lr), name
+
+
+def test_smooth_does_not_lag() -> None:
+    # A ramp through zero: a centred smoother keeps it in place, an EMA would shift it right.
+    ramp = np.linspace(-1, 1, 201)
+    assert smooth(ramp)[100] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_falling_range_brackets_the_descent() -> None:
+    lo, hi = falling_range(LRS, clean_curve(1e-2))
+    assert lo < 1e-2 < hi <= 0.3
+
+
+def test_mismatched_lengths_are_rejected() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        steepest(LRS, np.ones(5))
