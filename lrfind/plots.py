@@ -7,6 +7,7 @@ display it.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,3 +95,32 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
     if path is not None:
         save(ax.figure if fig is None else fig, path)
     return ax
+
+
+def plot_schedules(curves: dict[str, tuple[np.ndarray, str]], *, path: str | Path | None = None,
+                   steps_per_epoch: int | None = None):
+    """One small panel per schedule: LR factor against optimizer step.
+
+    ``curves`` maps a schedule name to ``(factors, caption)``. Returns the figure.
+    """
+    n = len(curves)
+    ncols = min(4, n)
+    nrows = -(-n // ncols)
+    fig, axes = new_axes(path, nrows=nrows, ncols=ncols, figsize=(3.6 * ncols, 2.7 * nrows))
+    for ax, (name, (factors, caption)) in zip(axes.flat, curves.items()):
+        ax.plot(np.arange(len(factors)), factors, color="tab:blue", lw=1.6)
+        ax.set_title(name, fontsize=10, fontweight="bold")
+        ax.set_xlabel(textwrap.fill(caption, 48) or "(no parameters)", fontsize=7)
+        ax.set_ylim(-0.03, 1.08)
+        if steps_per_epoch:
+            for epoch_end in range(steps_per_epoch, len(factors), steps_per_epoch):
+                ax.axvline(epoch_end, color="grey", lw=0.5, ls=":")
+        ax.grid(True, alpha=0.25)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.supxlabel("optimizer step (dotted: epoch ends)", fontsize=9)
+    fig.supylabel("LR / base LR", fontsize=9)
+    if path is not None:
+        save(fig, path)
+    return fig

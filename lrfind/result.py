@@ -57,7 +57,8 @@ class RangeTestResult:
         found = [lr for lr in self.seed_lrs if lr is not None]
         if not found or 2 * len(found) < len(self.seed_lrs):
             return None   # most repeats found no clear answer
-        return float(np.exp(np.median(np.log(found))))
+        # three significant digits: the curve cannot say more, and people type LRs that way
+        return float(f"{np.exp(np.median(np.log(found))):.3g}")
 
     @property
     def reason(self) -> str:

@@ -63,3 +63,36 @@ def test_missing_data_folder_is_one_line_exit_2(run, tmp_path) -> None:
 def test_help_explains_with_an_example(run) -> None:
     result = run("range-test", "--help")
     assert result.exit_code == 0 and "Examples:" in result.output and "--end-lr" in result.output
+
+
+def test_schedules_lists_every_entry_with_parameters() -> None:
+    from lrfind import SCHEDULES
+
+    result = CliRunner().invoke(main, ["schedules"])
+    assert result.exit_code == 0
+    for name in SCHEDULES:
+        assert name in result.output
+    assert "step_size" in result.output and "T_mult" in result.output
+
+
+def test_schedules_plot_all_and_with_parameters(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["schedules", "plot", "--out", str(tmp_path / "all.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "all.png").stat().st_size > 10_000
+    result = CliRunner().invoke(main, ["schedules", "plot", "multistep", "--param", "milestones=100,200",
+                                       "--param", "gamma=0.3", "--out", str(tmp_path / "ms.png")])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cosinus"], "unknown schedule 'cosinus'; choose from constant"),
+    (["step", "--param", "gamma=0"], "step: gamma must be in (0, 1), got 0"),
+    (["step", "--param", "gamma"], "write NAME=VALUE"),
+    (["step", "cosine", "--param", "gamma=0.5"], "exactly one schedule"),
+    (["multistep", "--param", "milestones=200,100"], "milestones must be"),
+])
+def test_schedules_plot_bad_input_exit_2(args, message, tmp_path) -> None:
+    result = CliRunner().invoke(main, ["schedules", "plot", *args, "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,167 @@
+"""Every registered schedule: its pure factor equals torch's scheduler step by step."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from lrfind import SCHEDULES, get_schedule
+
+BASE_LR = 0.05
+TOTAL, PER_EPOCH = 300, 100     # three "epochs" of 100 steps
+
+
+def torch_lrs(name: str, params: dict, total: int, metrics=None, groups: int = 1) -> np.ndarray:
+    """The LR of every optimizer step under torch's scheduler from ``build``; shape (total, groups)."""
+    schedule = get_schedule(name)
+    ps = [torch.nn.Parameter(torch.zeros(1)) for _ in range(groups)]
+    opt = torch.optim.SGD([{"params": [p], "lr": BASE_LR / (i + 1)} for i, p in enumerate(ps)], lr=BASE_LR,
+                          momentum=0.9)
+    sched = schedule.build(opt, total, **params)
+    out = []
+    for step in range(total):
+        out.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        if schedule.needs_metric:
+            if (step + 1) % params["interval"] == 0:
+                sched.step(metrics[(step + 1) // params["interval"] - 1])
+        else:
+            sched.step()
+    return np.array(out)
+
+
+def sampled_params(name: str, seed: int, total: int = TOTAL, per_epoch: int = PER_EPOCH) -> dict:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return get_schedule(name).suggest(study.ask(), total, per_epoch)
+
+
+def metric_history(n: int, seed: int) -> list[float]:
+    """A validation loss that improves, then stalls and wobbles, so that plateau reductions happen."""
+    rng = np.random.default_rng(seed)
+    return list(np.maximum(1.0 / (1 + np.arange(n)), 0.4) + rng.uniform(0, 0.02, n))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_factor_matches_torch_scheduler(name: str, seed: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = sampled_params(name, seed)
+    metrics = metric_history(TOTAL, seed)
+    if get_schedule(name).needs_metric:   # short reports so that several reductions happen
+        params["interval"] = 10
+    expected = BASE_LR * get_schedule(name).factor(np.arange(TOTAL), TOTAL, metrics=metrics, **params)
+    got = torch_lrs(name, params, TOTAL, metrics)[:, 0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12 * BASE_LR, err_msg=f"{name} {params}")
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_example_parameters_match_torch_with_two_groups(name: str) -> None:
+    schedule = get_schedule(name)
+    params = schedule.example(TOTAL, PER_EPOCH)
+    metrics = metric_history(TOTAL, 0)
+    factor = schedule.factor(np.arange(TOTAL), TOTAL, metrics=metrics, **params)
+    got = torch_lrs(name, params, TOTAL, metrics, groups=2)
+    np.testing.assert_allclose(got[:, 0], BASE_LR * factor, rtol=1e-6, atol=1e-12)
+    if name not in ("cosine", "cosine_restarts", "plateau", "cyclic"):   # absolute floors follow group 0
+        np.testing.assert_allclose(got[:, 1], BASE_LR / 2 * factor, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SCHEDULES.items() if s.warmup_allowed))
+def test_warmup_in_front_of_any_entry(name: str) -> None:
+    schedule = get_schedule(name)
+    params = {**schedule.example(TOTAL, PER_EPOCH), "warmup": 30, "warmup_start": 0.2}
+    factor = schedule.factor(np.arange(TOTAL), TOTAL, **params)
+    assert factor[0] == pytest.approx(0.2) and factor[30] == pytest.approx(schedule.factor([0], TOTAL - 30,
+                                                                           **schedule.example(TOTAL, PER_EPOCH))[0])
+    np.testing.assert_allclose(torch_lrs(name, params, TOTAL)[:, 0], BASE_LR * factor, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_snippet_recreates_the_scheduler(name: str) -> None:
+    schedule = get_schedule(name)
+    params = sampled_params(name, 1)
+    code = schedule.snippet(BASE_LR, TOTAL, steps_per_epoch=PER_EPOCH, **params)
+    scope = {"model": torch.nn.Linear(2, 1)}
+    exec(code, scope)
+    opt, sched = scope["optimizer"], scope["scheduler"]
+    metrics = metric_history(TOTAL, 1)
+    lrs = []
+    for step in range(TOTAL):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if schedule.needs_metric:
+            if (step + 1) % params["interval"] == 0:
+                sched.step(metrics[(step + 1) // params["interval"] - 1])
+        else:
+            sched.step()
+    # literals carry 12 significant digits; gamma**300 turns that into about 1e-10
+    np.testing.assert_allclose(lrs, torch_lrs(name, params, TOTAL, metrics)[:, 0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_factor_accepts_torch_tensors(name: str) -> None:
+    schedule = get_schedule(name)
+    params = schedule.example(TOTAL, PER_EPOCH)
+    steps = torch.arange(TOTAL)
+    out = schedule.factor(steps, TOTAL, metrics=metric_history(TOTAL, 0), **params)
+    assert isinstance(out, torch.Tensor) and out.shape == (TOTAL,)
+
+
+def test_every_entry_has_a_description_and_documented_params() -> None:
+    for name, schedule in SCHEDULES.items():
+        assert schedule.description and schedule.torch_name, name
+        assert all(p.doc for p in schedule.all_params), name
+
+
+def test_unknown_name_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="choose from constant, step"):
+        get_schedule("cosinus")
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("step", {"step_size": 10, "gamma": 0.0}, "step: gamma must be in (0, 1), got 0.0"),
+    ("step", {"step_size": 10, "gamma": -2}, "gamma must be in (0, 1), got -2"),
+    ("step", {"step_size": 0, "gamma": 0.5}, "step_size must be an integer in [1, 300), got 0"),
+    ("multistep", {"milestones": [200, 100], "gamma": 0.5}, "milestones must be a non-empty, strictly increasing"),
+    ("cosine", {"warmup": 400}, "warmup must be an integer number of steps in [0, 299)"),
+    ("warmup", {"warmup": 300}, "warmup must be an integer in [1, 300)"),
+    ("exponential", {}, "missing parameter(s) gamma"),
+    ("exponential", {"gamma": 0.9, "gama": 1}, "unknown parameter(s) gama; it takes gamma"),
+    ("onecycle", {"pct_start": 1.5}, "pct_start must be in (0, 1)"),
+    ("cyclic", {"step_size_up": 10, "step_size_down": 10, "mode": "sine"}, "mode must be"),
+])
+def test_invalid_parameters_name_parameter_and_value(name: str, params: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        get_schedule(name).factor(np.arange(10), TOTAL, **params)
+    assert message in str(err.value)
+    with pytest.raises(ValueError):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        get_schedule(name).build(opt, TOTAL, **params)
+
+
+def test_plateau_needs_metrics() -> None:
+    with pytest.raises(ValueError, match="metrics"):
+        get_schedule("plateau").factor(np.arange(10), 10, interval=2)
+
+
+def test_step_every_two_epochs_is_in_the_search_space() -> None:
+    seen = {sampled_params("step", s)["step_size"] for s in range(20)}
+    assert seen == {PER_EPOCH, 2 * PER_EPOCH}
+
+
+@pytest.mark.parametrize("total, per_epoch", [(2, 1), (7, 7), (50, 10), (300, 100), (2811, 937)])
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_search_space_always_gives_valid_parameters(name: str, total: int, per_epoch: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    schedule = get_schedule(name)
+    if total < schedule.min_total:
+        with pytest.raises(ValueError, match=f"at least {schedule.min_total} steps"):
+            schedule.suggest(study.ask(), total, per_epoch)
+        return
+    for _ in range(40):
+        params = schedule.suggest(study.ask(), total, per_epoch)   # validates, raises if invalid
+        factor = schedule.factor(np.arange(total), total, metrics=metric_history(total, 0), **params)
+        assert np.all(np.isfinite(factor)) and np.all(factor > 0) and np.all(factor <= 1 + 1e-12)
