@@ -1,0 +1,298 @@
+"""The trial engine: K trials of one model trained side by side on one device.
+
+A LeNet step uses about 1% of an H100; the rest of the time goes to Python and kernel launches.
+So the K trials of a batch are one model with stacked weights (``torch.func.stack_module_state``),
+run through ``vmap(grad(functional_call))`` on the same batches in the same order (common random
+numbers: a fairer comparison of schedules), each trial with its own LR at every step, taken from
+its schedule's pure ``factor``. The optimizer update is written on the stacked tensors with torch's
+own formulas, so that a fused trial equals the same trial trained alone with ``torch.optim`` and
+the scheduler from ``build()`` (a test holds them equal).
+
+No host synchronisation happens inside an epoch: losses, divergence flags and LRs stay on the
+device; the host reads them once per epoch, when it validates, reports and drops trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from .data import ImageData
+from .models import get_model
+from .schedules import get_schedule
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer every trial uses: SGD (momentum, Nesterov), Adam or AdamW, torch's semantics."""
+
+    name: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.name not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.name!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def torch_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        """The equivalent ``torch.optim`` optimizer, for users' code and for checking the engine."""
+        if self.name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
+                                   weight_decay=self.weight_decay)
+        cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+
+@dataclass
+class TrialSpec:
+    """One trial: a schedule from the registry with its parameters, and the seed of its weights."""
+
+    schedule: str
+    params: dict[str, Any]
+    seed: int = 0
+
+
+@dataclass
+class TrialRecord:
+    """What happened to one trial: per-epoch metrics, and how it ended."""
+
+    spec: TrialSpec
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    status: str = "running"        # running, complete, pruned, failed
+    failed_at: int | None = None   # global step of the first non-finite loss
+
+
+class FusedTrials:
+    """K trials of one model in lockstep. Use ``step`` per batch and ``end_epoch`` per epoch.
+
+    ``model`` is a registered model name or a zero-argument factory returning an ``nn.Module``.
+    """
+
+    def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
+                 total_steps: int, steps_per_epoch: int, optimizer: OptimizerConfig = OptimizerConfig(),
+                 device: str | torch.device = "cpu", same_init: bool = False) -> None:
+        if not specs:
+            raise ValueError("need at least one trial")
+        if not (math.isfinite(base_lr) and base_lr > 0):
+            raise ValueError(f"base_lr must be a positive number, got {base_lr!r}")
+        self.device = torch.device(device)
+        self.specs = list(specs)
+        self.records = [TrialRecord(s) for s in specs]
+        self.schedules = [get_schedule(s.schedule) for s in specs]
+        self.base_lr, self.total, self.per_epoch = base_lr, total_steps, steps_per_epoch
+        self.opt = optimizer
+        for sched, spec in zip(self.schedules, specs):
+            sched.validate(total_steps, **spec.params)     # fail before any work
+
+        factory = (lambda seed: get_model(model, seed=seed)) if isinstance(model, str) else _seeded(model)
+        models = [factory(specs[0].seed if same_init else s.seed).to(self.device) for s in specs]
+        params, buffers = stack_module_state(models)
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.buffers = buffers
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self.index = torch.arange(len(specs), device=self.device)   # rows still in the batch -> records
+        self.state = {k: {} for k in self.params}
+        self.step_count = 0
+        self.alive = torch.ones(len(specs), dtype=torch.bool, device=self.device)
+        self.loss_sum = torch.zeros(len(specs), device=self.device)
+        self.first_bad = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
+        self.lr_table = self._lr_table()
+
+        def loss_fn(p, b, x, y):
+            return nn.functional.cross_entropy(functional_call(self.base, (p, b), (x,)), y)
+
+        self._grad = vmap(grad_and_value(loss_fn), in_dims=(0, 0, None, None))
+        self._forward = vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)), in_dims=(0, 0, None))
+
+    # -- learning rates --------------------------------------------------------------------------
+    def _lr_table(self) -> torch.Tensor:
+        """LR of every trial at every step, (K, total); metric-driven rows start at their first level."""
+        steps = np.arange(self.total)
+        rows = [self.base_lr * sched.factor(steps, self.total, metrics=[], **spec.params)
+                for sched, spec in zip(self.schedules, self.specs)]
+        return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)
+
+    def _refresh_metric_driven(self) -> None:
+        """Plateau-like trials: recompute their LRs from their own validation losses so far."""
+        steps = np.arange(self.total)
+        for row, k in enumerate(self.index.tolist()):
+            sched, rec = self.schedules[k], self.records[k]
+            if sched.needs_metric:
+                f = sched.factor(steps, self.total, metrics=self._metric(rec), **rec.spec.params)
+                self.lr_table[row] = torch.as_tensor(self.base_lr * f, dtype=torch.float32, device=self.device)
+
+    @staticmethod
+    def _metric(rec: TrialRecord) -> list[float]:
+        return rec.val_loss if rec.val_loss else rec.train_loss
+
+    def current_lrs(self) -> torch.Tensor:
+        return self.lr_table[:, min(self.step_count, self.total - 1)]
+
+    # -- one optimizer step for every trial ---------------------------------------------------
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.step_count >= self.total:
+            raise RuntimeError(f"all {self.total} steps are done")
+        grads, losses = self._grad(self.params, self.buffers, x, y)
+        finite = torch.isfinite(losses)
+        newly_bad = self.alive & ~finite
+        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, self.step_count), self.first_bad)
+        self.alive &= finite
+        self.loss_sum += torch.where(self.alive, losses.detach(), 0.0)
+        lr = self.lr_table[:, self.step_count] * self.alive      # failed trials stop moving
+        self._update(grads, lr)
+        self.step_count += 1
+
+    def _update(self, grads: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
+        o, t = self.opt, self.step_count + 1
+        with torch.no_grad():
+            for name, p in self.params.items():
+                g = grads[name]
+                shape = (-1,) + (1,) * (p.ndim - 1)
+                lr_k, live = lr.view(shape), self.alive.view(shape)
+                g = torch.where(live, g, 0.0)        # NaN gradients of failed trials go nowhere
+                st = self.state[name]
+                if o.name == "sgd":
+                    if o.weight_decay:
+                        g = g + o.weight_decay * p
+                    if o.momentum:
+                        buf = st.get("momentum")
+                        buf = g.clone() if buf is None else buf.mul_(o.momentum).add_(g)
+                        st["momentum"] = buf
+                        g = g + o.momentum * buf if o.nesterov else buf
+                    p.sub_(lr_k * g)
+                    continue
+                if o.name == "adamw" and o.weight_decay:
+                    p.mul_(1 - lr_k * o.weight_decay)
+                elif o.weight_decay:
+                    g = g + o.weight_decay * p
+                b1, b2 = o.betas
+                m = st.setdefault("exp_avg", torch.zeros_like(p))
+                v = st.setdefault("exp_avg_sq", torch.zeros_like(p))
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(o.eps)
+                p.sub_((lr_k / (1 - b1 ** t)) * m / denom)
+
+    # -- per epoch ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, data: ImageData, batch_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """Mean loss and accuracy of every trial still in the batch on ``data``, computed batched."""
+        loss = torch.zeros(len(self.index), device=self.device)
+        correct = torch.zeros(len(self.index), device=self.device)
+        for x, y in data.loader(batch_size, shuffle=False, drop_last=False):
+            logits = self._forward(self.params, self.buffers, x)               # (K, B, C)
+            loss += nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
+                                                reduction="none").sum(1)
+            correct += (logits.argmax(-1) == y).sum(1)
+        n = len(data)
+        return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()   # one sync per evaluation
+
+    def end_epoch(self, val: ImageData | None, steps_in_epoch: int) -> None:
+        """Record the epoch's metrics in every live trial's record; mark the failed ones."""
+        train = (self.loss_sum / max(1, steps_in_epoch)).cpu().numpy()
+        alive = self.alive.cpu().numpy()
+        first_bad = self.first_bad.cpu().numpy()
+        self.loss_sum.zero_()
+        val_loss, val_acc = self.evaluate(val) if val is not None else (None, None)
+        for row, k in enumerate(self.index.tolist()):
+            rec = self.records[k]
+            if not alive[row]:
+                if rec.status == "running":
+                    rec.status, rec.failed_at = "failed", int(first_bad[row])
+                continue
+            rec.train_loss.append(float(train[row]))
+            if val_loss is not None:
+                rec.val_loss.append(float(val_loss[row]))
+                rec.val_acc.append(float(val_acc[row]))
+        self._refresh_metric_driven()
+
+    def keep(self, keep: list[bool]) -> None:
+        """Drop the trials (rows of the batch) where ``keep`` is False: they leave the batch."""
+        mask = torch.as_tensor(keep, dtype=torch.bool, device=self.device)
+        if bool(mask.all()):
+            return
+        self.params = {k: v[mask] for k, v in self.params.items()}
+        self.buffers = {k: v[mask] for k, v in self.buffers.items()}
+        self.state = {n: {k: v[mask] for k, v in st.items()} for n, st in self.state.items()}
+        for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
+            setattr(self, name, getattr(self, name)[mask])
+
+    @property
+    def running(self) -> list[int]:
+        """Record indices of the trials still in the batch."""
+        return self.index.tolist()
+
+    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """The weights of trial ``k`` (its index in ``specs``), as a model's state dict."""
+        rows = (self.index == k).nonzero()
+        if not rows.numel():
+            raise KeyError(f"trial {k} has left the batch")
+        row = int(rows[0, 0])
+        return {**{n: v[row].clone() for n, v in self.params.items()},
+                **{n: v[row].clone() for n, v in self.buffers.items()}}
+
+
+def _seeded(factory: Callable[[], nn.Module]) -> Callable[[int], nn.Module]:
+    def make(seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return factory()
+    return make
+
+
+def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], train: ImageData,
+               val: ImageData | None, *, epochs: int, batch_size: int, base_lr: float,
+               optimizer: OptimizerConfig = OptimizerConfig(), seed: int = 0, same_init: bool = False,
+               on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
+               progress=None) -> list[TrialRecord]:
+    """Train ``specs`` side by side for ``epochs`` epochs and return their records.
+
+    ``on_epoch(epoch, records, running)`` is called after each epoch's validation with the record
+    indices still running; the indices it returns are pruned and leave the batch. Without ``val``,
+    metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
+    once per step.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    loader = train.loader(batch_size, seed=seed)
+    per_epoch = len(loader)
+    engine = FusedTrials(model, specs, base_lr=base_lr, total_steps=epochs * per_epoch,
+                         steps_per_epoch=per_epoch, optimizer=optimizer, device=train.images.device,
+                         same_init=same_init)
+    for epoch in range(epochs):
+        for x, y in loader:
+            engine.step(x, y)
+            if progress is not None:
+                progress.update(1)
+        engine.end_epoch(val, per_epoch)
+        running = [k for k in engine.running if engine.records[k].status == "running"]
+        pruned = set(on_epoch(epoch, engine.records, running)) if on_epoch and epoch < epochs - 1 else set()
+        for k in pruned:
+            engine.records[k].status = "pruned"
+        engine.keep([engine.records[k].status == "running" for k in engine.running])
+        if not engine.running:
+            if progress is not None:
+                progress.update((epochs - epoch - 1) * per_epoch)
+            break
+    for rec in engine.records:
+        if rec.status == "running":
+            rec.status = "complete"
+    return engine.records

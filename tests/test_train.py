@@ -1,0 +1,124 @@
+"""The fused trial engine equals torch.optim + torch's schedulers, trial by trial."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lrfind import get_model, get_schedule
+from lrfind.data import ImageData
+from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec, run_trials
+
+STEPS, PER_EPOCH, BASE_LR = 12, 4, 0.05
+
+
+def batches(n: int = STEPS, size: int = 16, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, 1, 28, 28, generator=g), torch.randint(0, 10, (size,), generator=g)) for _ in range(n)]
+
+
+SPECS = [
+    TrialSpec("constant", {}, seed=1),
+    TrialSpec("step", {"step_size": 4, "gamma": 0.3, "warmup": 2}, seed=2),
+    TrialSpec("onecycle", {"pct_start": 0.3}, seed=3),
+]
+
+
+def base_lr(opt_cfg: OptimizerConfig) -> float:
+    # Adam at SGD's LR is chaotic: float rounding of the gradients (vmap vs. one model) grows to 1e-4.
+    return BASE_LR if opt_cfg.name == "sgd" else 1e-3
+
+
+def train_alone(spec: TrialSpec, opt_cfg: OptimizerConfig, data) -> tuple[dict, list[float]]:
+    model = get_model("lenet", seed=spec.seed)
+    opt = opt_cfg.torch_optimizer(model.parameters(), base_lr(opt_cfg))
+    sched = get_schedule(spec.schedule).build(opt, STEPS, **spec.params)
+    lrs = []
+    for x, y in data:
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        sched.step()
+    return model.state_dict(), lrs
+
+
+@pytest.mark.parametrize("opt_cfg", [
+    OptimizerConfig("sgd", momentum=0.9),
+    OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=5e-4),
+    OptimizerConfig("sgd", momentum=0.0),
+    OptimizerConfig("adam", weight_decay=1e-4),
+    OptimizerConfig("adamw", weight_decay=1e-2),
+], ids=["sgd-momentum", "sgd-nesterov-wd", "sgd-plain", "adam", "adamw"])
+def test_fused_trials_equal_torch_optim_one_by_one(opt_cfg: OptimizerConfig) -> None:
+    data = batches()
+    fused = FusedTrials("lenet", SPECS, base_lr=base_lr(opt_cfg), total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                        optimizer=opt_cfg)
+    fused_lrs = []
+    for x, y in data:
+        fused_lrs.append(fused.current_lrs().tolist())
+        fused.step(x, y)
+    for k, spec in enumerate(SPECS):
+        weights, lrs = train_alone(spec, opt_cfg, data)
+        np.testing.assert_allclose(np.array(fused_lrs)[:, k], lrs, rtol=1e-6)
+        got = fused.state_dict(k)
+        for name, value in weights.items():
+            torch.testing.assert_close(got[name], value, atol=1e-5, rtol=1e-5, msg=f"{spec.schedule} {name}")
+
+
+def test_same_init_gives_every_trial_the_first_seed() -> None:
+    fused = FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                        same_init=True)
+    assert torch.equal(fused.state_dict(0)["conv1.weight"], fused.state_dict(2)["conv1.weight"])
+
+
+def test_a_diverging_trial_fails_without_disturbing_the_others() -> None:
+    data = batches()
+    good = TrialSpec("constant", {}, seed=1)
+    bad = TrialSpec("constant", {}, seed=2)
+    together = FusedTrials("lenet", [good, bad], base_lr=0.05, total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+    together.lr_table[1] = 1e12          # trial 1's LR is absurd: NaN within a few steps
+    alone = FusedTrials("lenet", [good], base_lr=0.05, total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+    for x, y in data:
+        together.step(x, y)
+        alone.step(x, y)
+    together.end_epoch(None, STEPS)
+    assert together.records[1].status == "failed" and 0 <= together.records[1].failed_at < STEPS
+    assert together.records[0].status == "running" and len(together.records[0].train_loss) == 1
+    for name, value in alone.state_dict(0).items():
+        torch.testing.assert_close(together.state_dict(0)[name], value, atol=1e-6, rtol=1e-6)
+
+
+def test_plateau_trial_follows_its_own_validation_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    train = ImageData(torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g))
+    val = ImageData(torch.randn(32, 1, 28, 28, generator=g), torch.randint(0, 10, (32,), generator=g))
+    spec = TrialSpec("plateau", {"interval": 4, "factor": 0.5, "patience": 0, "threshold": 0.5}, seed=0)
+    records = run_trials("lenet", [spec], train, val, epochs=3, batch_size=16, base_lr=0.01)
+    # threshold 0.5: no epoch improves the loss by half, so the LR halves after every report but the first
+    expected = get_schedule("plateau").factor(np.arange(12), 12, metrics=records[0].val_loss, **spec.params)
+    assert list(expected[[0, 4, 8]]) == [1.0, 1.0, 0.5]
+    assert records[0].status == "complete" and len(records[0].val_acc) == 3
+
+
+def test_pruned_trials_leave_the_batch() -> None:
+    g = torch.Generator().manual_seed(0)
+    train = ImageData(torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g))
+    specs = [TrialSpec("constant", {}, seed=s) for s in range(3)]
+    seen = []
+
+    def prune_first(epoch, records, running):
+        seen.append(list(running))
+        return {0} if epoch == 0 else set()
+
+    records = run_trials("lenet", specs, train, train, epochs=3, batch_size=16, base_lr=0.01, on_epoch=prune_first)
+    assert [r.status for r in records] == ["pruned", "complete", "complete"]
+    assert seen == [[0, 1, 2], [1, 2]]
+    assert len(records[0].val_acc) == 1 and len(records[1].val_acc) == 3
+
+
+def test_invalid_schedule_parameters_fail_before_training() -> None:
+    with pytest.raises(ValueError, match="gamma"):
+        FusedTrials("lenet", [TrialSpec("step", {"step_size": 4, "gamma": 2.0})], base_lr=0.1, total_steps=STEPS,
+                    steps_per_epoch=PER_EPOCH)
