@@ -23,7 +23,7 @@ _EXPORTS = {
     "DeviceLoader": "data",
     "SCHEDULES": "schedules",
     "get_schedule": "schedules",
-    "tune": "tune",
+    "tune": "tuner",
 }
 __all__ = sorted(_EXPORTS)
 

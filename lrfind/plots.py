@@ -124,3 +124,137 @@ def plot_schedules(curves: dict[str, tuple[np.ndarray, str]], *, path: str | Pat
     if path is not None:
         save(fig, path)
     return fig
+
+
+# -- study figures: read the stored study, so `lrfind show` can draw them from any machine ------------
+_SCHEDULE_COLOURS: dict[str, str] = {}
+
+
+def _colour(name: str) -> str:
+    from matplotlib import colormaps
+
+    if name not in _SCHEDULE_COLOURS:
+        _SCHEDULE_COLOURS[name] = colormaps["tab20"](len(_SCHEDULE_COLOURS) % 20)
+    return _SCHEDULE_COLOURS[name]
+
+
+def _optuna_figure(draw, study, path):
+    """Optuna's matplotlib plots switch pyplot's style globally; keep that inside this figure."""
+    import matplotlib
+
+    with matplotlib.rc_context():
+        return _save_optuna_axes(draw(study, target_name="validation accuracy"), path)
+
+
+def _save_optuna_axes(ax, path):
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.set_size_inches(8, 5)
+    fig.tight_layout()
+    save(fig, path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return fig
+
+
+def plot_history(study, *, path):
+    """Optuna's optimisation history: validation accuracy of every trial, and the best so far."""
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    return _optuna_figure(plot_optimization_history, study, path)
+
+
+def plot_importances(study, *, path):
+    """Optuna's parameter importances (fANOVA) over the complete trials."""
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if len(complete) < 3:
+        raise ValueError(f"importances need at least 3 complete trials, got {len(complete)}")
+    return _optuna_figure(plot_param_importances, study, path)
+
+
+def _top(study, n):
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    return sorted(done, key=lambda t: -t.value)[:n]
+
+
+def plot_top_lr_curves(study, *, path, n: int = 6):
+    """Left: the range test, loss against LR. Right: the LR of the top trials at every step, same LR axis."""
+    from .schedules import get_schedule
+
+    top = _top(study, n)
+    if not top:
+        raise ValueError("no complete trial")
+    base_lr, total = study.user_attrs["base_lr"], study.user_attrs["steps"]
+    per_epoch = study.user_attrs.get("steps_per_epoch")
+    rt = study.user_attrs.get("range_test")
+    fig, axes = new_axes(path, ncols=2 if rt else 1, figsize=(11, 4.8) if rt else (8, 4.8))
+    right = axes[0, -1]
+    if rt:
+        left = axes[0, 0]
+        sm = np.array([np.nan if v is None else v for v in rt["smoothed"]])
+        left.plot(sm, rt["lrs"], color="tab:blue")
+        left.set_xlim(right=np.nanmax(sm[: max(3, len(sm) // 20)]) * 1.15)
+        if rt.get("falling_range"):
+            left.axhspan(*rt["falling_range"], color="tab:green", alpha=0.1, label="loss falls")
+        left.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
+        left.set_xlabel("range-test loss (smoothed)")
+        left.set_yscale("log")
+        left.set_ylabel("learning rate")
+        left.legend(fontsize=8, loc="lower right")
+        left.grid(True, alpha=0.25, which="both")
+        right.sharey(left)
+    else:
+        right.set_ylabel("learning rate")
+    steps = np.arange(total)
+    for rank, t in enumerate(top):
+        schedule = get_schedule(t.user_attrs["schedule"])
+        factor = schedule.factor(steps, total, metrics=t.user_attrs.get("val_loss", []), **t.user_attrs["params"])
+        right.plot(steps, base_lr * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3, color=f"C{rank}",
+                   label=f"#{t.number} {schedule.name}: {100 * t.value:.2f}%", zorder=10 - rank)
+    right.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
+    if per_epoch:
+        for e in range(per_epoch, total, per_epoch):
+            right.axvline(e, color="grey", lw=0.6, ls=":")
+    right.set_yscale("log")
+    if not rt:
+        right.set_ylim(base_lr * 1e-4, base_lr * 2)
+    right.set_xlabel("optimizer step (dotted: epochs)")
+    right.set_title(f"LR of the top {len(top)} trials (validation accuracy)", fontsize=10)
+    right.legend(fontsize=8, loc="lower left")
+    right.grid(True, alpha=0.25, which="both")
+    save(fig, path)
+    return fig
+
+
+def plot_val_acc(study, *, path):
+    """Validation accuracy after every epoch, one line per trial, coloured by schedule."""
+    fig, axes = new_axes(path, figsize=(8, 5))
+    ax = axes[0, 0]
+    seen = set()
+    accs = []
+    for t in study.get_trials(deepcopy=False):
+        acc = t.user_attrs.get("val_acc")
+        if not acc:
+            continue
+        name = t.user_attrs.get("schedule", "?")
+        style = {"COMPLETE": "-", "PRUNED": ":"}.get(t.state.name, "--")
+        ax.plot(np.arange(1, len(acc) + 1), 100 * np.asarray(acc), style, marker="o", ms=3, lw=1.2,
+                color=_colour(name), alpha=0.85, label=None if name in seen else name)
+        seen.add(name)
+        accs.extend(acc)
+    if not accs:
+        raise ValueError("no trial reported a validation accuracy")
+    top = 100 * np.percentile(accs, 99.5)
+    ax.set_ylim(max(100 * np.percentile(accs, 10) - 1, 0), min(100.2, top + 0.3))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("every trial (dotted: pruned)", fontsize=10)
+    ax.legend(fontsize=7, ncols=2, loc="lower right")
+    ax.grid(True, alpha=0.25)
+    save(fig, path)
+    return fig

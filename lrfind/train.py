@@ -78,6 +78,8 @@ class TrialRecord:
     train_loss: list[float] = field(default_factory=list)
     status: str = "running"        # running, complete, pruned, failed
     failed_at: int | None = None   # global step of the first non-finite loss
+    test_loss: float | None = None  # set by run_trials(score_on=...) at the end
+    test_acc: float | None = None
 
 
 class FusedTrials:
@@ -262,13 +264,13 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                val: ImageData | None, *, epochs: int, batch_size: int, base_lr: float,
                optimizer: OptimizerConfig = OptimizerConfig(), seed: int = 0, same_init: bool = False,
                on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
-               progress=None) -> list[TrialRecord]:
+               progress=None, score_on: ImageData | None = None) -> list[TrialRecord]:
     """Train ``specs`` side by side for ``epochs`` epochs and return their records.
 
     ``on_epoch(epoch, records, running)`` is called after each epoch's validation with the record
     indices still running; the indices it returns are pruned and leave the batch. Without ``val``,
     metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
-    once per step.
+    once per step. With ``score_on``, the trials that finish are scored on it once at the end.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -292,6 +294,12 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
             if progress is not None:
                 progress.update((epochs - epoch - 1) * per_epoch)
             break
+    finished = [k for k in engine.running if engine.records[k].status == "running"]
+    if score_on is not None and finished:
+        engine.keep([k in finished for k in engine.running])
+        loss, acc = engine.evaluate(score_on)
+        for row, k in enumerate(engine.running):
+            engine.records[k].test_loss, engine.records[k].test_acc = float(loss[row]), float(acc[row])
     for rec in engine.records:
         if rec.status == "running":
             rec.status = "complete"

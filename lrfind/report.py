@@ -1,0 +1,152 @@
+"""The report of a study: a table of the top trials, the verdict against the constant LR, and files.
+
+Everything here reads the stored study (trial attributes and the study's user attributes), so
+``lrfind show`` prints the same report from any machine that reaches the storage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from . import _study
+from .schedules import get_schedule
+
+log = logging.getLogger(__name__)
+
+
+def _params_text(params: dict[str, Any], limit: int = 60) -> str:
+    def short(v):
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        if isinstance(v, list):
+            return ",".join(short(x) for x in v)
+        return str(v)
+    shown = {k: v for k, v in params.items() if not (k == "warmup_start" and not params.get("warmup"))}
+    if not shown.get("warmup", 1):
+        shown.pop("warmup")
+    text = " ".join(f"{k}={short(v)}" for k, v in shown.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _status(t: FrozenTrial) -> str:
+    epochs = t.user_attrs.get("epochs_run", 0)
+    if t.state == TrialState.COMPLETE:
+        return f"{epochs} epochs"
+    if t.state == TrialState.PRUNED:
+        return f"pruned after {epochs}"
+    if t.user_attrs.get("failure") == "nan":
+        return f"failed: NaN at step {t.user_attrs.get('failed_at_step')}"
+    if "interrupted" in t.user_attrs:
+        return "interrupted"
+    return t.state.name.lower()
+
+
+def top_table(study: optuna.Study, n: int = 10) -> str:
+    """The ``n`` best finished trials, then a count of the rest by state."""
+    trials = [t for t in study.get_trials(deepcopy=False) if _study.is_finished(t)]
+    scored = sorted(trials, key=lambda t: -(t.value if t.value is not None else
+                                             (t.user_attrs.get("val_acc") or [-1])[-1]))
+    rows = [f"{'#':>4}  {'schedule':<16} {'val acc':>8}  {'run':<22} parameters"]
+    for t in scored[:n]:
+        acc = t.value if t.value is not None else (t.user_attrs.get("val_acc") or [float("nan")])[-1]
+        rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {100 * acc:>7.2f}%  {_status(t):<22} "
+                    f"{_params_text(t.user_attrs.get('params', {}))}")
+    counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    rows.append(f"{len(trials)} finished trials: {counts[TrialState.COMPLETE]} complete, "
+                f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed")
+    return "\n".join(rows)
+
+
+def verdict(study: optuna.Study) -> str:
+    """Does decay help? The best schedule against the constant LR, in validation and test accuracy."""
+    best, constant = _study.best(study), _study.best(study, schedule="constant")
+    if best is None:
+        return "no trial completed"
+    lines = [f"base LR {study.user_attrs.get('base_lr', float('nan')):.3g} "
+             f"({study.user_attrs.get('base_lr_source', '?')})"]
+    name = best.user_attrs.get("schedule")
+    lines.append(f"best: trial {best.number}, {name} {_params_text(best.user_attrs.get('params', {}), 200)}")
+    if constant is None:
+        lines.append(f"validation accuracy {100 * best.value:.2f}% (the constant baseline did not complete)")
+    elif name == "constant":
+        lines.append(f"no decay beat the constant LR: {100 * best.value:.2f}% validation accuracy")
+    else:
+        lines.append(f"validation accuracy {100 * best.value:.2f}% vs constant {100 * constant.value:.2f}% "
+                     f"({100 * (best.value - constant.value):+.2f} pp)")
+    final = study.user_attrs.get("final") or {}
+    if final.get("best", {}).get("test_acc") is not None:
+        b, c = final["best"], final.get("constant", {})
+        text = f"test accuracy (retrained on {final['setup']['train_images']} images): {100 * b['test_acc']:.2f}%"
+        if c.get("test_acc") is not None and c.get("trial") != b.get("trial"):
+            text += f" vs constant {100 * c['test_acc']:.2f}% ({100 * (b['test_acc'] - c['test_acc']):+.2f} pp)"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def best_json(study: optuna.Study) -> dict[str, Any]:
+    best = _study.best(study)
+    final = study.user_attrs.get("final") or {}
+    out: dict[str, Any] = {"study": study.study_name, "base_lr": study.user_attrs.get("base_lr"),
+                           "base_lr_source": study.user_attrs.get("base_lr_source"),
+                           "setup": study.user_attrs.get("lrfind_setup"), "trials": len(_study.finished(study))}
+    if best is not None:
+        out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
+                   trial=best.number, val_acc=best.value, val_acc_per_epoch=best.user_attrs.get("val_acc"))
+    constant = _study.best(study, schedule="constant")
+    if constant is not None:
+        out["constant"] = {"trial": constant.number, "val_acc": constant.value}
+    if final:
+        out["final"] = final
+    return out
+
+
+def snippet(study: optuna.Study) -> str | None:
+    """Python that builds the winning optimizer and torch scheduler for the stored setup."""
+    best = _study.best(study)
+    if best is None:
+        return None
+    setup = study.user_attrs.get("lrfind_setup", {})
+    final = (study.user_attrs.get("final") or {}).get("best", {})
+    params = final.get("params") or best.user_attrs["params"]
+    # the retrained run's steps if there was one, else the search's own
+    total = (study.user_attrs.get("final") or {}).get("setup", {}).get("steps") or study.user_attrs["steps"]
+    schedule = get_schedule(best.user_attrs["schedule"])
+    header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, "
+              f"validation accuracy {100 * best.value:.2f}%)\n"
+              f"# for {setup.get('model')} on {setup.get('dataset')}, batch {setup.get('batch_size')}, "
+              f"{setup.get('epochs')} epochs = {total} steps; rescale step counts for other runs.\n")
+    return header + schedule.snippet(study.user_attrs["base_lr"], total, optimizer=setup.get("optimizer", "sgd"),
+                                     momentum=setup.get("momentum", 0.9), **params)
+
+
+def write(study: optuna.Study, out: Path) -> list[Path]:
+    """best.json, best_schedule.py and the figures, into ``out``."""
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "best.json"]
+    (out / "best.json").write_text(json.dumps(best_json(study), indent=2))
+    code = snippet(study)
+    if code:
+        (out / "best_schedule.py").write_text(code)
+        written.append(out / "best_schedule.py")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, draw in (("history.png", plots.plot_history), ("lr_curves.png", plots.plot_top_lr_curves),
+                           ("val_acc.png", plots.plot_val_acc), ("importances.png", plots.plot_importances)):
+            try:
+                draw(study, path=out / name)
+                written.append(out / name)
+            except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for the figure
+                log.info("skipped %s: %s", name, e)
+    return written
+
+
+__all__ = ["top_table", "verdict", "best_json", "snippet", "write"]

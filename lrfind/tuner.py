@@ -1,0 +1,305 @@
+"""The study: pick the LR first (a range test), the decay second (Optuna over the schedule registry).
+
+Stage 1 runs a range test on the model and data of the study and fixes the base LR (or takes
+``base_lr``). Stage 2 asks Optuna for trials in batches of ``parallel``, trains each batch fused on
+one device (``train.run_trials``), reports the validation accuracy after every epoch so that the
+pruner can stop hopeless trials, and tells Optuna how each ended. The constant-LR trial is always
+enqueued first: the report says whether decay helps at all. Stage 3 retrains the best schedule and
+the constant baseline on the whole training set and scores them once on the test set.
+
+Trials are scored on a validation split carved from the training set; the test set is read only in
+stage 3. The study lives in Optuna's RDB storage (a SQLite file by default), so running the same
+command again resumes it and runs only the missing trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from . import _study
+from .data import ImageData, load_dataset
+from .models import get_model
+from .rangetest import find_lr
+from .schedules import SCHEDULES, get_schedule
+from .train import OptimizerConfig, TrialRecord, TrialSpec, run_trials
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Everything a study is made of. Fields that shape the search space are stored with the study,
+    and a resumed study must match them."""
+
+    model: str = "lenet"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    trials: int = 50
+    epochs: int = 3
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    base_lr: float | None = None
+    schedules: tuple[str, ...] | None = None     # None: every registered schedule
+    parallel: int | None = None                  # None: as many as fit
+    storage: str | None = None                   # None: sqlite:///<out>/study.db
+    study_name: str | None = None
+    seed: int = 0
+    same_init: bool = False
+    device: str = "auto"
+    out: str = "lrfind_out"
+    train_subset: int | None = None
+    val_size: int = 10_000
+    final: bool = True
+    pruner: str = "median"
+    range_test_iters: int = 300
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.parallel is not None and not (isinstance(self.parallel, int) and 1 <= self.parallel <= self.trials):
+            raise ValueError(f"parallel must be between 1 and trials={self.trials}, got {self.parallel!r}")
+        if self.base_lr is not None and not (math.isfinite(self.base_lr) and self.base_lr > 0):
+            raise ValueError(f"base_lr must be a positive number, got {self.base_lr!r}")
+        if self.train_subset is not None and self.train_subset < self.batch_size:
+            raise ValueError(f"train_subset must be at least batch_size={self.batch_size}, got {self.train_subset!r}")
+        if self.pruner not in _study.PRUNERS:
+            raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
+        for name in self.schedules or ():
+            get_schedule(name)           # unknown names list the choices
+        OptimizerConfig(self.optimizer, momentum=self.momentum if self.optimizer == "sgd" else 0.0)
+        get_model(self.model)
+
+    @property
+    def choices(self) -> list[str]:
+        """The schedules searched; the constant baseline is always among them."""
+        chosen = list(self.schedules) if self.schedules else list(SCHEDULES)
+        return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
+
+    @property
+    def optimizer_config(self) -> OptimizerConfig:
+        return OptimizerConfig(self.optimizer, momentum=self.momentum if self.optimizer == "sgd" else 0.0)
+
+    def setup(self) -> dict[str, Any]:
+        """What defines the search space and the scores: stored with the study, checked on resume."""
+        keys = ("model", "dataset", "epochs", "batch_size", "optimizer", "momentum", "train_subset", "val_size",
+                "same_init")
+        return {**{k: getattr(self, k) for k in keys}, "schedules": self.choices}
+
+
+@dataclass
+class TuneResult:
+    """What ``tune`` found: the study, the base LR, and the final scores (empty with final=False)."""
+
+    study: optuna.Study
+    base_lr: float
+    out: Path
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+class NoBaseLRError(ValueError):
+    """The range test's curve gave no clear base LR."""
+
+
+class TuneInterrupted(RuntimeError):
+    """Ctrl-C during the study: finished trials are kept, unfinished ones marked; run again to go on."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' is not available here; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
+    """(train, validation): the last ``val_size`` training images validate; ``train_subset`` trims the rest."""
+    train, val = load_dataset(cfg.dataset, "train", root=cfg.data_dir, device=device).holdout(cfg.val_size)
+    if cfg.train_subset is not None:
+        train = train.subset(cfg.train_subset)
+    return train, val
+
+
+def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
+    """Run (or resume) a study: range test, then Optuna over decay schedules, then the final test.
+
+    Give a ``TuneConfig`` or its fields: ``tune(trials=50, epochs=3)``.
+    """
+    if config is not None and fields:
+        raise TypeError("give either a TuneConfig or its fields, not both")
+    cfg = config or TuneConfig(**fields)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    study = _study.open_study(cfg, out)       # checks storage and setup before anything is written
+    train, val = _data(cfg, device)
+    per_epoch = len(train.loader(cfg.batch_size))
+    total = cfg.epochs * per_epoch
+    study.set_user_attr("steps", total)
+    study.set_user_attr("steps_per_epoch", per_epoch)
+
+    base_lr = _study.stored_base_lr(study)
+    if base_lr is None or (cfg.base_lr is not None and cfg.base_lr != base_lr):
+        base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out)
+        study.set_user_attr("base_lr", base_lr)
+        study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")
+    log.info("base LR %.3g (%s)", base_lr, study.user_attrs.get("base_lr_source"))
+
+    _study.prepare_resume(study, cfg)
+    parallel = cfg.parallel or _auto_parallel(cfg, device)
+    _search(study, cfg, train, val, base_lr, total, per_epoch, parallel)
+
+    final: dict[str, Any] = {}
+    if cfg.final:
+        final = _final(study, cfg, device, base_lr)
+        study.set_user_attr("final", final)
+    return TuneResult(study, base_lr, out, final)
+
+
+def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path) -> float:
+    model = get_model(cfg.model, seed=cfg.seed).to(train.images.device)
+    opt = cfg.optimizer_config.torch_optimizer(model.parameters(), 1e-6)
+    result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=opt,
+                     num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress)
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_json(out / "range_test.json")
+    result.plot(path=out / "range_test.png")
+    study.set_user_attr("range_test", {
+        "lrs": result.lrs.tolist(), "smoothed": [x if math.isfinite(x) else None for x in result.smoothed.tolist()],
+        "suggested_lr": result.suggested_lr, "falling_range": result.falling_range, "stop_reason": result.stop_reason})
+    if result.suggested_lr is None:
+        raise NoBaseLRError(f"the range test gave no clear base LR ({result.reason}); see {out / 'range_test.png'} "
+                         "and pass --base-lr")
+    return result.suggested_lr
+
+
+def _auto_parallel(cfg: TuneConfig, device: torch.device) -> int:
+    """As many trials at once as fit: measured on CUDA, 16 on the CPU (where K costs time linearly)."""
+    if device.type != "cuda":
+        return min(cfg.trials, 16)
+    from .train import FusedTrials
+
+    x = torch.zeros(cfg.batch_size, 1, 28, 28, device=device)
+    y = torch.zeros(cfg.batch_size, dtype=torch.long, device=device)
+    used = []
+    for k in (2, 4):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        engine = FusedTrials(cfg.model, [TrialSpec("constant", {}, seed=i) for i in range(k)], base_lr=1e-3,
+                             total_steps=2, steps_per_epoch=1, optimizer=cfg.optimizer_config, device=device)
+        engine.step(x, y)
+        torch.cuda.synchronize()
+        used.append(torch.cuda.max_memory_allocated() - start)
+        del engine
+    per_trial = max(1, (used[1] - used[0]) // 2)
+    free, _ = torch.cuda.mem_get_info()
+    return max(1, min(cfg.trials, 256, int(0.5 * free // per_trial)))
+
+
+def _spec(trial: optuna.trial.BaseTrial, cfg: TuneConfig, total: int, per_epoch: int) -> TrialSpec:
+    name = trial.suggest_categorical("schedule", cfg.choices)
+    params = get_schedule(name).suggest(trial, total, per_epoch)
+    seed = cfg.seed if cfg.same_init else cfg.seed + getattr(trial, "number", 0)
+    return TrialSpec(name, params, seed=seed)
+
+
+def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
+            total: int, per_epoch: int, parallel: int) -> None:
+    done = len(_study.finished(study))
+    if done >= cfg.trials:
+        return
+    bar = tqdm(total=cfg.trials, initial=done, desc="trials", unit="trial", disable=not cfg.progress,
+               dynamic_ncols=True)
+    try:
+        while (remaining := cfg.trials - len(_study.finished(study))) > 0:
+            asked = [study.ask() for _ in range(min(parallel, remaining))]
+            _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar)
+    finally:
+        bar.close()
+
+
+def _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar) -> None:
+    told: set[int] = set()
+    try:
+        specs = [_spec(t, cfg, total, per_epoch) for t in asked]
+        for t, spec in zip(asked, specs):
+            t.set_user_attr("schedule", spec.schedule)
+            t.set_user_attr("params", _study.jsonable(spec.params))
+        steps = tqdm(total=total, desc=f"{len(asked)} trials, epoch 1/{cfg.epochs}", leave=False, unit="step",
+                     disable=not cfg.progress, dynamic_ncols=True)
+
+        def report(epoch: int, records: list[TrialRecord], running: list[int]) -> set[int]:
+            steps.set_description(f"{len(running)} trials, epoch {min(epoch + 2, cfg.epochs)}/{cfg.epochs}")
+            pruned = set()
+            for k in running:
+                asked[k].report(records[k].val_acc[-1], epoch)
+                if asked[k].should_prune():
+                    pruned.add(k)
+            return pruned
+
+        with steps:
+            records = run_trials(cfg.model, specs, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                 base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
+                                 same_init=cfg.same_init, on_epoch=report, progress=steps)
+        for k, (trial, rec) in enumerate(zip(asked, records)):
+            _study.tell(study, trial, rec)
+            told.add(k)
+            bar.update(1)
+    except BaseException as e:
+        for k, trial in enumerate(asked):
+            if k not in told:
+                trial.set_user_attr("interrupted", type(e).__name__)
+                study.tell(trial, state=TrialState.FAIL)
+        if isinstance(e, KeyboardInterrupt):
+            n = len(_study.finished(study))
+            raise TuneInterrupted(f"interrupted: {n} of {cfg.trials} trials finished and stored; "
+                                  "run the same command again to go on") from None
+        raise
+
+
+def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: float) -> dict[str, Any]:
+    """Stage 3: retrain the best schedule and the constant baseline on the whole training set; test once."""
+    best = _study.best(study)
+    constant = _study.best(study, schedule="constant")
+    if best is None:
+        log.warning("no trial completed: nothing to retrain")
+        return {}
+    train, val = _data(cfg, device)     # the whole training set: the trials' train part and validation
+    full = ImageData(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.name)
+    test = load_dataset(cfg.dataset, "test", root=cfg.data_dir, device=device)
+    per_epoch = len(full.loader(cfg.batch_size))
+    total = cfg.epochs * per_epoch
+    picked = [best] + ([constant] if constant is not None and constant.number != best.number else [])
+    # The search space is relative to the run, so replaying a trial's choices rescales its steps.
+    specs = [_spec(optuna.trial.FixedTrial(t.params), cfg, total, per_epoch) for t in picked]
+    specs = [TrialSpec(s.schedule, s.params, seed=cfg.seed) for s in specs]   # same weights for both
+    bar = tqdm(total=total, desc="final: retrain on the full training set", leave=False, disable=not cfg.progress)
+    with bar:
+        records = run_trials(cfg.model, specs, full, None, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                             base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, same_init=True,
+                             progress=bar, score_on=test)
+    out = {}
+    for label, trial, rec in zip(("best", "constant"), picked, records):
+        out[label] = {"trial": trial.number, "schedule": rec.spec.schedule, "params": _study.jsonable(rec.spec.params),
+                      "val_acc": trial.value, "test_acc": rec.test_acc, "test_loss": rec.test_loss,
+                      "status": rec.status}
+    if "constant" not in out and best.user_attrs.get("schedule") == "constant":
+        out["constant"] = dict(out["best"])
+    out["setup"] = {"train_images": len(full), "test_images": len(test), "steps": total}
+    return out
+
+
+__all__ = ["TuneConfig", "TuneResult", "TuneInterrupted", "NoBaseLRError", "tune"]

@@ -1,0 +1,150 @@
+"""The study end to end on a small subset of the real MNIST files, on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from lrfind import _study, tune
+from lrfind.cli import main
+from lrfind.train import FusedTrials
+from lrfind.tuner import TuneConfig, TuneInterrupted
+
+QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=False, base_lr=0.05,
+             final=False, seed=0)
+
+
+def load(out) -> optuna.Study:
+    return optuna.load_study(study_name="lrfind-lenet-mnist", storage=f"sqlite:///{out / 'study.db'}")
+
+
+@pytest.fixture
+def data_env(mnist_root, monkeypatch):
+    monkeypatch.setenv("LRFIND_DATA_DIR", str(mnist_root))
+    return mnist_root
+
+
+def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "tune", "--trials", "4", "--epochs", "2", "--parallel", "2", "--train-subset", "256", "--batch-size", "64",
+        "--device", "cpu", "-q", "--out", str(out), "--range-test-iters", "100"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "finished trials" in result.output and "base LR" in result.output and "test accuracy" in result.output
+    study = load(out)
+    assert len(_study.finished(study)) == 4
+    assert study.trials[0].user_attrs["schedule"] == "constant"
+    assert study.user_attrs["base_lr_source"] == "range test"
+    best = json.loads((out / "best.json").read_text())
+    assert best["base_lr"] == study.user_attrs["base_lr"] and best["schedule"] in [t.user_attrs["schedule"]
+                                                                                     for t in study.trials]
+    assert 0 <= best["final"]["best"]["test_acc"] <= 1
+    json.loads((out / "range_test.json").read_text())
+    for name in ("history.png", "lr_curves.png", "val_acc.png", "range_test.png"):
+        assert (out / name).stat().st_size > 1000, name
+    import torch
+
+    scope = {"model": torch.nn.Linear(2, 2)}
+    exec((out / "best_schedule.py").read_text(), scope)
+    assert "scheduler" in scope
+
+
+def test_resume_runs_only_the_missing_trials(data_env, tmp_path) -> None:
+    tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
+    tune(trials=5, parallel=2, out=str(tmp_path), **QUICK)
+    study = load(tmp_path)
+    assert len(_study.finished(study)) == 5 and len(study.trials) == 5
+    tune(trials=5, parallel=2, out=str(tmp_path), **QUICK)          # nothing left to do
+    assert len(load(tmp_path).trials) == 5
+
+
+def test_interrupted_run_resumes_to_exactly_the_requested_trials(data_env, tmp_path, monkeypatch) -> None:
+    calls = {"n": 0}
+    real_step = FusedTrials.step
+
+    def step_then_ctrl_c(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 8 + 3:         # inside the second batch of trials (8 steps a batch)
+            raise KeyboardInterrupt
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(FusedTrials, "step", step_then_ctrl_c)
+    with pytest.raises(TuneInterrupted, match="run the same command again"):
+        tune(trials=6, parallel=2, out=str(tmp_path), **QUICK)
+    study = load(tmp_path)
+    interrupted = [t for t in study.trials if "interrupted" in t.user_attrs]
+    assert len(_study.finished(study)) == 2 and len(interrupted) == 2
+    assert all(t.state == TrialState.FAIL for t in interrupted)
+
+    monkeypatch.setattr(FusedTrials, "step", real_step)
+    tune(trials=6, parallel=2, out=str(tmp_path), **QUICK)
+    study = load(tmp_path)
+    assert len(_study.finished(study)) == 6
+    redone = {json.dumps(t.params, sort_keys=True) for t in study.trials if _study.is_finished(t)}
+    assert {json.dumps(t.params, sort_keys=True) for t in interrupted} <= redone   # cut-off trials were rerun
+
+
+def test_pruned_trials_are_recorded_and_the_study_goes_on(data_env, tmp_path, monkeypatch) -> None:
+    # A pruner that stops every trial below 100% after its first epoch.
+    monkeypatch.setitem(_study.PRUNERS, "median", lambda: optuna.pruners.ThresholdPruner(lower=1.0))
+    tune(trials=3, parallel=3, out=str(tmp_path), **QUICK)
+    study = load(tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
+    assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)
+
+
+def test_nan_trials_are_recorded_as_failed_and_the_study_goes_on(data_env, tmp_path) -> None:
+    tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": 1e6})
+    study = load(tmp_path)
+    assert len(study.trials) == 3
+    assert all(t.state == TrialState.FAIL and t.user_attrs["failure"] == "nan" for t in study.trials)
+    result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
+    assert result.exit_code == 0 and "failed: NaN at step" in result.output and "no trial completed" in result.output
+
+
+def test_show_prints_the_stored_report(data_env, tmp_path) -> None:
+    tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
+    result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "constant" in result.output and "2 finished trials" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trials", "0"], "--trials must be a positive integer, got 0"),
+    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["--trials", "3", "--parallel", "5"], "--parallel must be between 1 and trials=3, got 5"),
+    (["--schedules", "cosine,cosinus"], "unknown schedule 'cosinus'; choose from"),
+    (["--base-lr", "-1"], "--base-lr must be a positive number, got -1.0"),
+    (["--storage", "bogus://nowhere"], "cannot open storage"),
+])
+def test_tune_bad_input_is_one_line_exit_2_and_writes_nothing(data_env, tmp_path, args, message) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["tune", "--device", "cpu", "-q", "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_existing_study_with_another_setup_is_refused_untouched(data_env, tmp_path) -> None:
+    tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
+    before = len(load(tmp_path).trials)
+    result = CliRunner().invoke(main, ["tune", "--trials", "4", "--epochs", "3", "--batch-size", "64",
+                                       "--train-subset", "256", "--base-lr", "0.05", "--device", "cpu", "-q",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "exists with another setup (epochs 2 there, 3 here)" in result.output
+    assert len(load(tmp_path).trials) == before
+
+
+def test_show_without_a_study_is_a_clear_error(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no study in" in result.output
+
+
+def test_config_lists_constant_first_and_once() -> None:
+    cfg = TuneConfig(schedules=("cosine", "constant", "step"))
+    assert cfg.choices == ["constant", "cosine", "step"]
