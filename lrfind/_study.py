@@ -85,6 +85,10 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
                              for k in sorted(set(stored) | set(setup)) if stored.get(k) != setup.get(k))
             raise StudyError(f"study {name!r} in {describe(url)} exists with another setup ({diff}); "
                              "use the same options to resume it, or another --study-name")
+        stored_lr = storage.get_study_user_attrs(study_id).get("base_lr")
+        if cfg.base_lr is not None and stored_lr is not None and cfg.base_lr != stored_lr:
+            raise StudyError(f"study {name!r} in {describe(url)} runs at base LR {stored_lr:.6g}, not --base-lr "
+                             f"{cfg.base_lr:.6g}; leave --base-lr out to resume it, or use another --study-name")
     sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
                                          n_startup_trials=min(10, max(2, cfg.trials // 5)))
     with warnings.catch_warnings():

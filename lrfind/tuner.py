@@ -143,15 +143,15 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     cfg = config or TuneConfig(**fields)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    study = _study.open_study(cfg, out)       # checks storage and setup before anything is written
-    train, val = _data(cfg, device)
+    train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
+    study = _study.open_study(cfg, out)       # checks storage, setup and base LR before anything is written
     per_epoch = len(train.loader(cfg.batch_size))
     total = cfg.epochs * per_epoch
     study.set_user_attr("steps", total)
     study.set_user_attr("steps_per_epoch", per_epoch)
 
     base_lr = _study.stored_base_lr(study)
-    if base_lr is None or (cfg.base_lr is not None and cfg.base_lr != base_lr):
+    if base_lr is None:
         base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out)
         study.set_user_attr("base_lr", base_lr)
         study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")

@@ -148,3 +148,18 @@ def test_show_without_a_study_is_a_clear_error(tmp_path) -> None:
 def test_config_lists_constant_first_and_once() -> None:
     cfg = TuneConfig(schedules=("cosine", "constant", "step"))
     assert cfg.choices == ["constant", "cosine", "step"]
+
+
+def test_resume_with_another_base_lr_is_refused(data_env, tmp_path) -> None:
+    tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
+    with pytest.raises(_study.StudyError, match="runs at base LR 0.05, not --base-lr 0.1"):
+        tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": 0.1})
+    tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": None})   # resumes at the stored LR
+    assert len(load(tmp_path).trials) == 3
+
+
+def test_missing_data_writes_no_study(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LRFIND_DATA_DIR", str(tmp_path / "nowhere"))
+    result = CliRunner().invoke(main, ["tune", "--device", "cpu", "-q", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "train-images-idx3-ubyte" in result.output
+    assert not (tmp_path / "o").exists()
