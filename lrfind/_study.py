@@ -6,10 +6,15 @@ its user attributes; opening it again with another setup is refused before anyth
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
+import threading
+import time
 import warnings
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import optuna
@@ -55,13 +60,130 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / 'study.db').resolve()}"
 
 
-def connect(url: str) -> optuna.storages.RDBStorage:
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def connect(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; with ``heartbeat`` (seconds), a trial whose worker stops beating for
+    three intervals is failed and a copy of it goes back in the queue (Optuna's retry callback)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():   # Optuna marks heartbeats experimental
             warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(url)
+            kwargs: dict[str, Any] = {}
+            if heartbeat and not is_sqlite(url):
+                retry_class = (getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+                               or optuna.storages.RetryFailedTrialCallback)   # renamed in Optuna 4.9
+                new_name = "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+                kwargs = {"heartbeat_interval": int(heartbeat), "grace_period": 3 * int(heartbeat),
+                          ("heartbeat_stale_trial_callback" if new_name else "failed_trial_callback"):
+                              retry_class(max_retry=3)}
+            return _create_storage(url, kwargs)
+    except ModuleNotFoundError as e:
+        raise StudyError(f"cannot open storage {describe(url)}: {e}; install the driver, e.g. "
+                         "pip install 'lrfind[postgres]'") from None
     except Exception as e:   # SQLAlchemy's errors for bad URLs, refused connections, missing databases
         raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e)}") from None
+
+
+def _create_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    """RDBStorage creates its tables on first use; workers starting together on an empty database
+    race on that (PostgreSQL: "duplicate key ... pg_type"). The loser tries again."""
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as e:
+            text = str(e)
+            if attempt == attempts - 1 or not ("duplicate key" in text or "already exists" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def run_lock(url: str) -> Iterator[None]:
+    """One process at a time per SQLite file (several workers need PostgreSQL): held for the whole run."""
+    if not is_sqlite(url):
+        yield
+        return
+    import fcntl
+
+    from sqlalchemy.engine import make_url
+
+    path = Path(make_url(url).database or "study.db").with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyError(f"{describe(url)} is in use by another lrfind process; wait for it, or use a "
+                             "PostgreSQL --storage to run several workers on one study") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _engine(study: optuna.Study):
+    """The SQLAlchemy engine under the study's (cached) RDB storage, or None."""
+    storage = study._storage
+    return getattr(getattr(storage, "_backend", storage), "engine", None)
+
+
+@contextlib.contextmanager
+def claim(study: optuna.Study) -> Iterator[None]:
+    """Serialise "count the trials, then ask for more" across workers, so that no study overshoots.
+
+    PostgreSQL: an advisory lock keyed by the study. SQLite: ``run_lock`` already makes the process
+    alone. Other databases: no lock (a few extra trials are possible when workers race).
+    """
+    engine = _engine(study)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    key = zlib.crc32(f"lrfind:{study.study_name}".encode())
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+
+class Heartbeat:
+    """Record a heartbeat for the given trials now and every ``interval`` seconds, in a thread."""
+
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        storage = study._storage
+        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.storage, self.ids = storage, [t._trial_id for t in trials]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        for trial_id in self.ids:
+            try:
+                self.storage.record_heartbeat(trial_id)
+            except Exception as e:  # a lost connection must not kill training; the next beat retries
+                log.warning("heartbeat for trial id %s failed: %s", trial_id, _first_line(e))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat()
+
+    def __enter__(self) -> "Heartbeat":
+        if self.interval:
+            self._beat()
+            self._thread = threading.Thread(target=self._run, name="lrfind-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
@@ -70,7 +192,7 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         out.mkdir(parents=True, exist_ok=True)
     url = cfg.storage or default_storage(out)
     name = cfg.study_name or f"lrfind-{cfg.model}-{cfg.dataset}"
-    storage = connect(url)
+    storage = connect(url, cfg.heartbeat)
     setup = jsonable(cfg.setup())
     try:
         study_id = storage.get_study_id_from_name(name)
@@ -78,9 +200,9 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         study_id = None
     if study_id is not None:
         stored = storage.get_study_user_attrs(study_id).get("lrfind_setup")
-        if stored is None:
+        if stored is None and storage.get_all_trials(study_id, deepcopy=False):
             raise StudyError(f"study {name!r} in {describe(url)} was not made by lrfind; use another --study-name")
-        if stored != setup:
+        if stored is not None and stored != setup:
             diff = ", ".join(f"{k} {stored.get(k)!r} there, {setup.get(k)!r} here"
                              for k in sorted(set(stored) | set(setup)) if stored.get(k) != setup.get(k))
             raise StudyError(f"study {name!r} in {describe(url)} exists with another setup ({diff}); "
@@ -95,9 +217,8 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                     pruner=PRUNERS[cfg.pruner](), load_if_exists=True)
-    if study_id is None:
+    if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
         study.set_user_attr("lrfind_setup", setup)
-        study.set_user_attr("storage", describe(url))
     return study
 
 
@@ -115,28 +236,54 @@ def finished(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if is_finished(t)]
 
 
-def prepare_resume(study: optuna.Study, cfg: "TuneConfig") -> None:
-    """Before asking: the constant baseline first, then the trials an interruption cut short."""
+def prepare(study: optuna.Study, sqlite: bool) -> None:
+    """Before asking (under ``claim``): fail and requeue trials whose worker is gone; enqueue the
+    constant baseline once."""
+    if sqlite:
+        # run_lock makes this process the only one on the file: a "running" trial was cut off.
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", "stale")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            requeue(study, t)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)    # heartbeats: failed, and requeued by the retry callback
+        for t in _never_beaten(study):
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", "worker died before its first heartbeat")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            requeue(study, t)
+    if not any(t.user_attrs.get("baseline") and (is_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING))
+               for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(CONSTANT, user_attrs={"baseline": True})
+
+
+def _never_beaten(study: optuna.Study) -> list[FrozenTrial]:
+    """Running trials without a single heartbeat. Called under ``claim``: a live worker records its
+    first beat before it lets the lock go, so such a trial's worker died between ask and beat."""
+    engine = _engine(study)
+    if engine is None or engine.dialect.name != "postgresql":
+        return []
+    import sqlalchemy
+
+    query = sqlalchemy.text("SELECT t.number FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+                            "WHERE t.study_id = :sid AND t.state = 'RUNNING' AND h.trial_id IS NULL")
+    with engine.connect() as conn:
+        numbers = {row[0] for row in conn.execute(query, {"sid": study._study_id})}
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number in numbers]
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
+    """Put a copy of a trial that did not finish back in the queue (same parameters, same role)."""
+    params = trial.params
+    attrs = {"baseline": True} if trial.user_attrs.get("baseline") else {}
+    study.enqueue_trial(params, user_attrs={**attrs, "retry_of": trial.number})
+
+
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials."""
     trials = study.get_trials(deepcopy=False)
-    if study.user_attrs.get("storage", "").startswith("SQLite"):
-        # One process per SQLite file: a trial still "running" was cut off by a killed process.
-        for t in trials:
-            if t.state == TrialState.RUNNING:
-                study._storage.set_trial_user_attr(t._trial_id, "interrupted", "stale")
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        trials = study.get_trials(deepcopy=False)
-    has_constant = any(t.params.get("schedule") == "constant" and (is_finished(t) or t.state in
-                       (TrialState.WAITING, TrialState.RUNNING)) for t in trials)
-    if not has_constant:
-        study.enqueue_trial(CONSTANT)
-    requeued = set(study.user_attrs.get("requeued", []))
-    redo = [t for t in trials if t.state == TrialState.FAIL and "interrupted" in t.user_attrs
-            and t.number not in requeued and t.params.get("schedule") != "constant"]
-    for t in redo:
-        study.enqueue_trial(t.params)
-    if redo:
-        study.set_user_attr("requeued", sorted(requeued | {t.number for t in redo}))
-        log.info("rerunning %d interrupted trial(s)", len(redo))
+    return sum(map(is_finished, trials)), sum(t.state == TrialState.RUNNING for t in trials)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord") -> None:

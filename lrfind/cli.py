@@ -189,14 +189,17 @@ Examples:
               help="Validation images carved off the end of the training set (a sixth of smaller sets).")
 @click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
               help="Optuna pruner that stops hopeless trials after an epoch.")
+@click.option("--heartbeat", default=10, show_default=True, type=int, metavar="SECONDS",
+              help="With a shared --storage: how often workers beat; a trial silent for 3 beats is failed "
+                   "and rerun by another worker.")
 @click.option("--same-init", is_flag=True, help="Start every trial from the same weights (default: a seed each).")
 @click.option("--range-test-iters", default=300, show_default=True, type=int, help="Iterations of the stage-1 range test.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, epochs: int, batch_size: int,
                  optimizer: str, momentum: float, device: str, seed: int, quiet: bool, base_lr: float | None,
                  schedules: str | None, parallel: int | None, storage: str | None, study_name: str | None, out: Path,
-                 train_subset: int | None, val_size: int, pruner: str, same_init: bool, range_test_iters: int,
-                 no_final: bool) -> None:
+                 train_subset: int | None, val_size: int, pruner: str, heartbeat: int, same_init: bool,
+                 range_test_iters: int, no_final: bool) -> None:
     """Find the best LR decay for a built-in model: LR first, decay second.
 
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
@@ -217,7 +220,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
                          epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum, base_lr=base_lr,
                          schedules=names, parallel=parallel, storage=storage, study_name=study_name, seed=seed,
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
-                         val_size=val_size, final=not no_final, pruner=pruner, range_test_iters=range_test_iters,
+                         val_size=val_size, final=not no_final, pruner=pruner, heartbeat=heartbeat,
+                         range_test_iters=range_test_iters,
                          progress=not quiet)
     except ValueError as e:
         raise UserError(_option_message(e)) from None
@@ -236,7 +240,7 @@ def _option_message(e: ValueError) -> str:
     """TuneConfig speaks of fields; the user typed options."""
     text = str(e)
     for field in ("trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
-                  "range_test_iters"):
+                  "range_test_iters", "heartbeat"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text

@@ -14,8 +14,12 @@ command again resumes it and runs only the missing trials.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,11 +65,12 @@ class TuneConfig:
     val_size: int = 10_000
     final: bool = True
     pruner: str = "median"
+    heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
     range_test_iters: int = 300
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters"):
+        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -144,27 +149,28 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
-    study = _study.open_study(cfg, out)       # checks storage, setup and base LR before anything is written
-    per_epoch = len(train.loader(cfg.batch_size))
-    total = cfg.epochs * per_epoch
-    study.set_user_attr("steps", total)
-    study.set_user_attr("steps_per_epoch", per_epoch)
+    url = cfg.storage or _study.default_storage(out)
+    with _study.run_lock(url):
+        study = _study.open_study(cfg, out)   # checks storage, setup and base LR before anything is written
+        per_epoch = len(train.loader(cfg.batch_size))
+        total = cfg.epochs * per_epoch
+        study.set_user_attr("steps", total)
+        study.set_user_attr("steps_per_epoch", per_epoch)
 
-    base_lr = _study.stored_base_lr(study)
-    if base_lr is None:
-        base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out)
-        study.set_user_attr("base_lr", base_lr)
-        study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")
-    log.info("base LR %.3g (%s)", base_lr, study.user_attrs.get("base_lr_source"))
+        base_lr = _study.stored_base_lr(study)
+        if base_lr is None:
+            base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out)
+            study.set_user_attr("base_lr", base_lr)
+            study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")
+        log.info("base LR %.3g (%s)", base_lr, study.user_attrs.get("base_lr_source"))
 
-    _study.prepare_resume(study, cfg)
-    parallel = cfg.parallel or _auto_parallel(cfg, device)
-    _search(study, cfg, train, val, base_lr, total, per_epoch, parallel)
+        parallel = cfg.parallel or _auto_parallel(cfg, device)
+        _search(study, cfg, train, val, base_lr, total, per_epoch, parallel, sqlite=_study.is_sqlite(url))
 
-    final: dict[str, Any] = {}
-    if cfg.final:
-        final = _final(study, cfg, device, base_lr)
-        study.set_user_attr("final", final)
+        final: dict[str, Any] = {}
+        if cfg.final:
+            final = _final(study, cfg, device, base_lr)
+            study.set_user_attr("final", final)
     return TuneResult(study, base_lr, out, final)
 
 
@@ -216,17 +222,38 @@ def _spec(trial: optuna.trial.BaseTrial, cfg: TuneConfig, total: int, per_epoch:
     return TrialSpec(name, params, seed=seed)
 
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
-            total: int, per_epoch: int, parallel: int) -> None:
-    done = len(_study.finished(study))
-    if done >= cfg.trials:
-        return
-    bar = tqdm(total=cfg.trials, initial=done, desc="trials", unit="trial", disable=not cfg.progress,
-               dynamic_ncols=True)
+            total: int, per_epoch: int, parallel: int, *, sqlite: bool) -> None:
+    """Ask, train and tell batches of trials until the study holds ``cfg.trials`` finished ones.
+
+    Several workers may share the study: counting and asking happen under ``_study.claim``, so
+    together they never start more trials than are missing; a worker with nothing left to start
+    waits while others finish (or until their silent trials are failed and requeued).
+    """
+    bar = tqdm(total=cfg.trials, desc="trials", unit="trial", disable=not cfg.progress, dynamic_ncols=True)
     try:
-        while (remaining := cfg.trials - len(_study.finished(study))) > 0:
-            asked = [study.ask() for _ in range(min(parallel, remaining))]
-            _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar)
+        while True:
+            with contextlib.ExitStack() as running:
+                with _study.claim(study):
+                    _study.prepare(study, sqlite)
+                    finished, in_flight = _study.counts(study)
+                    missing = cfg.trials - finished - in_flight
+                    asked = [study.ask() for _ in range(min(parallel, missing))]
+                    for trial in asked:
+                        trial.set_user_attr("worker", WORKER)
+                    running.enter_context(_study.Heartbeat(study, asked))   # first beat before the lock goes
+                bar.n = min(finished, cfg.trials)
+                bar.refresh()
+                if asked:
+                    _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar)
+                elif finished >= cfg.trials:
+                    return
+                else:
+                    bar.set_postfix_str(f"{in_flight} running elsewhere")
+                    time.sleep(cfg.heartbeat)
     finally:
         bar.close()
 
@@ -259,12 +286,14 @@ def _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar) ->
             told.add(k)
             bar.update(1)
     except BaseException as e:
-        for k, trial in enumerate(asked):
-            if k not in told:
-                trial.set_user_attr("interrupted", type(e).__name__)
-                study.tell(trial, state=TrialState.FAIL)
+        with _study.claim(study):
+            for k, trial in enumerate(asked):
+                if k not in told:
+                    trial.set_user_attr("interrupted", type(e).__name__)
+                    study.tell(trial, state=TrialState.FAIL)
+                    _study.requeue(study, trial)      # whoever goes on runs it again
         if isinstance(e, KeyboardInterrupt):
-            n = len(_study.finished(study))
+            n, _ = _study.counts(study)
             raise TuneInterrupted(f"interrupted: {n} of {cfg.trials} trials finished and stored; "
                                   "run the same command again to go on") from None
         raise
