@@ -22,13 +22,12 @@ class UserError(click.ClickException):
 
 
 def resolve_device(name: str):
-    import torch
+    from ._device import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    return torch.device(name)
+    try:
+        return resolve(name)
+    except ValueError as e:
+        raise UserError(f"--device {name}: {e}") from None
 
 
 def load_split(dataset: str, data_dir: Path | None, device, split: str = "train"):
@@ -225,7 +224,6 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
                          progress=not quiet)
     except ValueError as e:
         raise UserError(_option_message(e)) from None
-    resolve_device(device)
     try:
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:

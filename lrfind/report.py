@@ -104,6 +104,8 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
         out["constant"] = {"trial": constant.number, "val_acc": constant.value}
     if final:
         out["final"] = final
+    if study.user_attrs.get("peak_gpu_bytes"):
+        out["peak_gpu_bytes"] = study.user_attrs["peak_gpu_bytes"]   # of the last run of this study
     return out
 
 

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from . import _study
+from ._device import resolve_device
 from .data import ImageData, load_dataset
 from .models import get_model
 from .rangetest import find_lr
@@ -86,6 +87,7 @@ class TuneConfig:
             get_schedule(name)           # unknown names list the choices
         OptimizerConfig(self.optimizer, momentum=self.momentum if self.optimizer == "sgd" else 0.0)
         get_model(self.model)
+        resolve_device(self.device)
 
     @property
     def choices(self) -> list[str]:
@@ -120,14 +122,6 @@ class NoBaseLRError(ValueError):
 
 class TuneInterrupted(RuntimeError):
     """Ctrl-C during the study: finished trials are kept, unfinished ones marked; run again to go on."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' is not available here; use 'cpu' or 'auto'")
-    return torch.device(name)
 
 
 def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
@@ -171,6 +165,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         if cfg.final:
             final = _final(study, cfg, device, base_lr)
             study.set_user_attr("final", final)
+        if device.type == "cuda":
+            study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
     return TuneResult(study, base_lr, out, final)
 
 

@@ -96,3 +96,12 @@ def test_schedules_plot_bad_input_exit_2(args, message, tmp_path) -> None:
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(run, tmp_path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run("range-test", "--device", "cuda", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "--device cuda: device 'cuda' is not available here" in result.output

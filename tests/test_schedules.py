@@ -19,16 +19,19 @@ def torch_lrs(name: str, params: dict, total: int, metrics=None, groups: int = 1
     ps = [torch.nn.Parameter(torch.zeros(1)) for _ in range(groups)]
     opt = torch.optim.SGD([{"params": [p], "lr": BASE_LR / (i + 1)} for i, p in enumerate(ps)], lr=BASE_LR,
                           momentum=0.9)
-    sched = schedule.build(opt, total, **params)
+    return run_scheduler(schedule, opt, schedule.build(opt, total, **params), params, total, metrics)
+
+
+def run_scheduler(schedule, opt, sched, params: dict, total: int, metrics) -> np.ndarray:
+    """Step ``sched`` as a training loop would (metric-driven ones once per interval); LRs per step."""
     out = []
     for step in range(total):
         out.append([g["lr"] for g in opt.param_groups])
         opt.step()
-        if schedule.needs_metric:
-            if (step + 1) % params["interval"] == 0:
-                sched.step(metrics[(step + 1) // params["interval"] - 1])
-        else:
+        if not schedule.needs_metric:
             sched.step()
+        elif (step + 1) % params["interval"] == 0:
+            sched.step(metrics[(step + 1) // params["interval"] - 1])
     return np.array(out)
 
 
@@ -85,17 +88,8 @@ def test_snippet_recreates_the_scheduler(name: str) -> None:
     code = schedule.snippet(BASE_LR, TOTAL, steps_per_epoch=PER_EPOCH, **params)
     scope = {"model": torch.nn.Linear(2, 1)}
     exec(code, scope)
-    opt, sched = scope["optimizer"], scope["scheduler"]
     metrics = metric_history(TOTAL, 1)
-    lrs = []
-    for step in range(TOTAL):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        if schedule.needs_metric:
-            if (step + 1) % params["interval"] == 0:
-                sched.step(metrics[(step + 1) // params["interval"] - 1])
-        else:
-            sched.step()
+    lrs = run_scheduler(schedule, scope["optimizer"], scope["scheduler"], params, TOTAL, metrics)[:, 0]
     # literals carry 12 significant digits; gamma**300 turns that into about 1e-10
     np.testing.assert_allclose(lrs, torch_lrs(name, params, TOTAL, metrics)[:, 0], rtol=1e-9)
 

@@ -1,0 +1,68 @@
+"""Shared pieces of the benchmarks: the pipeline users would otherwise write, and timing."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lrfind.data import default_root, read_idx  # noqa: E402
+
+
+class TorchvisionStyleMNIST(torch.utils.data.Dataset):
+    """MNIST as torchvision serves it: a PIL image per sample, then ToTensor and Normalize.
+
+    torchvision's own class would try to download the rebuilt training file (its md5 differs), so
+    this reads the same IDX files and does the same per-sample work as ``datasets.MNIST``.
+    """
+
+    def __init__(self, split: str = "train", indices: range | None = None) -> None:
+        from torchvision import transforms
+
+        stem = "train" if split == "train" else "t10k"
+        raw = Path(os.environ.get("LRFIND_DATA_DIR") or default_root()) / "MNIST" / "raw"
+        self.images = torch.from_numpy(read_idx(raw / f"{stem}-images-idx3-ubyte.gz").copy())
+        self.labels = torch.from_numpy(read_idx(raw / f"{stem}-labels-idx1-ubyte.gz").astype(np.int64))
+        self.indices = indices if indices is not None else range(len(self.labels))
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        j = self.indices[i]
+        return self.transform(Image.fromarray(self.images[j].numpy(), mode="L")), int(self.labels[j])
+
+
+def loader(split: str, batch_size: int, workers: int, indices: range | None = None, shuffle: bool = True):
+    return torch.utils.data.DataLoader(TorchvisionStyleMNIST(split, indices), batch_size=batch_size, shuffle=shuffle,
+                                       num_workers=workers, pin_memory=torch.cuda.is_available(),
+                                       persistent_workers=workers > 0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Timer:
+    """Wall time of a block, with the device synchronised at both ends."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, 0.0
+
+    def __enter__(self) -> "Timer":
+        sync(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self.start

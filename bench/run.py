@@ -1,0 +1,169 @@
+"""lrfind's benchmark suite: lrfind against what users would otherwise run, in one run, on one device.
+
+    python bench/run.py                 # the full suite, on the GPU machine (writes bench/results.json)
+    python bench/run.py --quick         # a smoke run with tiny sizes, any machine (writes nothing by default)
+
+Measures, on the same model (LeNet), data (MNIST), batch size, epochs and search space:
+  1. `lrfind tune --trials 50` (3 epochs) end to end from the shell, against a sequential Optuna +
+     DataLoader loop (at least 3 of its trials measured; per trial-epoch and extrapolated to 50);
+  2. `lrfind range-test` (300 iterations) against torch-lr-finder 0.2.2 (DataLoader, 4 workers);
+  3. the best test accuracy of each side;
+  4. the trial engine alone: ms per trial-epoch at K = 1, 10, 50, 100, achieved FLOP/s, peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Timer  # noqa: E402
+
+from lrfind import find_lr, get_model, load_dataset  # noqa: E402
+from lrfind.train import FusedTrials, TrialSpec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_tune(args, out: Path) -> dict:
+    """`lrfind tune` end to end, timed from outside like a user's shell."""
+    cmd = [sys.executable, "-m", "lrfind", "tune", "--trials", str(args.trials), "--epochs", str(args.epochs),
+           "--batch-size", str(args.batch_size), "--device", args.device, "--out", str(out), "-q"]
+    if args.train_subset:
+        cmd += ["--train-subset", str(args.train_subset)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"lrfind tune failed:\n{proc.stdout}\n{proc.stderr}")
+    best = json.loads((out / "best.json").read_text())
+    final = best.get("final", {})
+    return {"seconds": seconds, "base_lr": best["base_lr"], "best_schedule": best.get("schedule"),
+            "best_val_acc": best.get("val_acc"), "constant_val_acc": best.get("constant", {}).get("val_acc"),
+            "best_test_acc": final.get("best", {}).get("test_acc"),
+            "constant_test_acc": final.get("constant", {}).get("test_acc"),
+            "peak_gpu_bytes": best.get("peak_gpu_bytes"), "report": proc.stdout}
+
+
+def range_test_lrfind(args, device) -> dict:
+    train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
+    model = get_model("lenet", seed=0).to(device)
+    loader = train.loader(args.range_batch, seed=0)
+    find_lr(model, loader, num_iter=20, progress=False)              # warm-up: kernels, allocator
+    with Timer(device) as t:
+        result = find_lr(model, loader, num_iter=args.range_iters, progress=False)
+    return {"seconds": t.seconds, "iterations": len(result.losses), "suggested_lr": result.suggested_lr}
+
+
+def engine_figures(args, device) -> dict:
+    """ms per trial-epoch with K trials side by side, FLOP/s and peak memory."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
+    if args.train_subset:
+        train = train.subset(args.train_subset)
+    loader = train.loader(args.batch_size, seed=0)
+    model = get_model("lenet")
+    x = torch.zeros(args.batch_size, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), torch.zeros(args.batch_size, dtype=torch.long)).backward()
+    flops_per_step = counter.get_total_flops()           # forward + backward of one model on one batch
+    rows = {}
+    for k in args.ks:
+        specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
+        engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
+                             steps_per_epoch=len(loader), device=device)
+        for i, (xb, yb) in enumerate(loader):            # warm-up
+            engine.step(xb, yb)
+            if i == 10:
+                break
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        with Timer(device) as t:
+            for xb, yb in loader:
+                engine.step(xb, yb)
+        rows[k] = {"epoch_seconds": t.seconds, "ms_per_trial_epoch": 1000 * t.seconds / k,
+                   "tflops": flops_per_step * k * len(loader) / t.seconds / 1e12,
+                   "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None}
+        del engine
+    return {"flops_per_step_one_model": flops_per_step, "steps_per_epoch": len(loader), "by_k": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the suite itself")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=None, help="results file (default: bench/results.json; none with --quick)")
+    args = ap.parse_args()
+    full = not args.quick
+    args.trials, args.epochs, args.batch_size = (50, 3, 128) if full else (4, 1, 128)
+    args.train_subset = None if full else 2048
+    args.baseline_trials = 3 if full else 1
+    args.range_iters, args.range_batch = (300, 64) if full else (40, 64)
+    args.ks = [1, 10, 50, 100] if full else [1, 4]
+    device = torch.device(args.device)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    results: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                     "torch": torch.__version__, "quick": args.quick}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tune = run_tune(args, Path(tmp) / "tune")
+    print(tune.pop("report"))
+    results["tune"] = tune
+
+    from baseline import sequential_study
+    base = sequential_study(args.baseline_trials, args.epochs, args.batch_size, tune["base_lr"], device)
+    results["baseline"] = base
+    baseline_50 = base["seconds_per_trial_epoch"] * args.epochs * 50
+
+    ours = range_test_lrfind(args, device)
+    from peer_range_test import torch_lr_finder_range_test
+    peer = torch_lr_finder_range_test(args.range_iters, args.range_batch, 4, device)
+    results["range_test"] = {"lrfind": ours, "torch_lr_finder": peer}
+
+    results["engine"] = engine_figures(args, device)
+    k50 = results["engine"]["by_k"].get(50) or results["engine"]["by_k"][max(results["engine"]["by_k"])]
+    results.update(
+        tune_seconds=tune["seconds"],
+        baseline_seconds_per_trial_epoch=base["seconds_per_trial_epoch"],
+        baseline_seconds_for_50_trials=baseline_50,
+        tune_speedup=baseline_50 / tune["seconds"] if full else None,
+        range_test_speedup=peer["seconds"] / ours["seconds"],
+        ms_per_trial_epoch_k50=k50["ms_per_trial_epoch"],
+        best_test_acc_lrfind=tune["best_test_acc"],
+        best_test_acc_baseline=base["best_test_acc"],
+    )
+    rows = [
+        (f"lrfind tune, {args.trials} trials x {args.epochs} epochs (s)", f"{tune['seconds']:.1f}"),
+        ("sequential Optuna + DataLoader, per trial-epoch (s)", f"{base['seconds_per_trial_epoch']:.2f}"),
+        ("  extrapolated to 50 trials (s)", f"{baseline_50:.0f}"),
+        ("tune speed-up", f"{results['tune_speedup']:.0f}x" if results["tune_speedup"] else "n/a (quick)"),
+        ("range test: lrfind / torch-lr-finder (s)", f"{ours['seconds']:.2f} / {peer['seconds']:.2f}"),
+        ("range test speed-up", f"{results['range_test_speedup']:.1f}x"),
+        ("suggested LR: lrfind / torch-lr-finder", f"{ours['suggested_lr']} / {peer['suggested_lr']}"),
+        ("best test acc: lrfind / baseline", f"{tune['best_test_acc']} / {base['best_test_acc']:.4f}"),
+    ]
+    for k, row in results["engine"]["by_k"].items():
+        rows.append((f"engine K={k}: ms per trial-epoch, TFLOP/s", f"{row['ms_per_trial_epoch']:.1f}, {row['tflops']:.2f}"))
+    width = max(len(r[0]) for r in rows)
+    print(f"\nbenchmarks on {results['device']} (torch {torch.__version__})")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    out = args.out or (None if args.quick else Path(__file__).with_name("results.json"))
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2, default=str))
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
