@@ -211,10 +211,10 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         if cfg.base_lr is not None and stored_lr is not None and cfg.base_lr != stored_lr:
             raise StudyError(f"study {name!r} in {describe(url)} runs at base LR {stored_lr:.6g}, not --base-lr "
                              f"{cfg.base_lr:.6g}; leave --base-lr out to resume it, or use another --study-name")
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
-                                         n_startup_trials=min(10, max(2, cfg.trials // 5)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
+                                             n_startup_trials=min(10, max(2, cfg.trials // 5)))
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                     pruner=PRUNERS[cfg.pruner](), load_if_exists=True)
     if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
@@ -278,6 +278,14 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
     params = trial.params
     attrs = {"baseline": True} if trial.user_attrs.get("baseline") else {}
     study.enqueue_trial(params, user_attrs={**attrs, "retry_of": trial.number})
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``. lrfind records heartbeats itself (``Heartbeat``), so Optuna's warning that
+    heartbeats are meant for ``Study.optimize`` does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return study.ask()
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:

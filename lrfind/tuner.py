@@ -237,7 +237,7 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                     _study.prepare(study, sqlite)
                     finished, in_flight = _study.counts(study)
                     missing = cfg.trials - finished - in_flight
-                    asked = [study.ask() for _ in range(min(parallel, missing))]
+                    asked = [_study.ask(study) for _ in range(min(parallel, missing))]
                     for trial in asked:
                         trial.set_user_attr("worker", WORKER)
                     running.enter_context(_study.Heartbeat(study, asked))   # first beat before the lock goes
