@@ -2,20 +2,18 @@
 
     LRFIND_DATA_DIR=../shared/data python examples/own_model.py
 
-Uses torchvision's MNIST class and a plain DataLoader, as a user's project would; any iterable of
-(inputs, targets) batches works, and `step_fn=` handles other batch layouts.
+A small CNN with batch norm, AdamW with two parameter groups, and a plain DataLoader over a
+TensorDataset, as a user's project would have; any iterable of (inputs, targets) batches works,
+and `step_fn=` handles other batch layouts. Writes own_model_range_test.png and .json here.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from lrfind import find_lr
+from lrfind import find_lr, load_dataset
 
 
 class SmallCNN(nn.Module):
@@ -30,14 +28,9 @@ class SmallCNN(nn.Module):
 
 
 def main() -> None:
-    root = os.environ.get("LRFIND_DATA_DIR", os.path.expanduser("~/.cache/lrfind"))
-    # torchvision checks md5 sums and reads the processed files; with download=False it accepts the raw
-    # IDX files only once decompressed. For this example, lrfind's own reader does the work instead:
-    from lrfind import load_dataset
-
-    data = load_dataset("mnist", "train", root=root)
-    dataset = torch.utils.data.TensorDataset(data.images, data.labels)
-    loader = DataLoader(Subset(dataset, range(20_000)), batch_size=64, shuffle=True)
+    # Your own Dataset goes here; lrfind's reader just provides MNIST tensors on the CPU.
+    data = load_dataset("mnist", "train")            # $LRFIND_DATA_DIR, else ~/.cache/lrfind
+    loader = DataLoader(Subset(TensorDataset(data.images, data.labels), range(20_000)), batch_size=64, shuffle=True)
 
     model = SmallCNN()
     optimizer = torch.optim.AdamW([
@@ -58,5 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = datasets, transforms   # imported to show where a user's own dataset would come from
     main()
