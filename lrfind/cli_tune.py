@@ -1,0 +1,146 @@
+"""``lrfind tune`` and ``lrfind show``: thin click commands over ``lrfind.tune`` and the report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from .cli import UserError, batch_size_option, data_options, main, run_options
+
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO on stderr; keep that for --verbose only."""
+    import optuna
+
+    if not logging.getLogger("lrfind").isEnabledFor(logging.INFO):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@main.command("tune", epilog="""\b
+Examples:
+  lrfind tune --trials 50
+  lrfind tune --trials 20 --epochs 2 --schedules cosine,onecycle,step --out runs/quick
+  lrfind tune --trials 8 --train-subset 5000 --device cpu --no-final       # a quick look on a laptop
+  lrfind tune --storage postgresql://user:pw@host/db --study-name mnist-lenet --trials 200
+""")
+@click.option("--trials", default=50, show_default=True, type=int, help="Trials in the study (in total, over resumes).")
+@data_options
+@click.option("--epochs", default=3, show_default=True, type=int, help="Epochs each trial trains.")
+@batch_size_option(128)
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),
+              help="Optimizer of every trial.")
+@run_options
+@click.option("--base-lr", type=float, default=None, help="Skip the range test and use this base LR.")
+@click.option("--schedules", default=None, metavar="NAME,NAME,...",
+              help="Schedules to search (default: all; see `lrfind schedules`). The constant LR is always included.")
+@click.option("--parallel", type=int, default=None, help="Trials trained side by side. Default: as many as fit.")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage URL. Default: sqlite:///OUT/study.db (readable by optuna-dashboard).")
+@click.option("--study-name", default=None, help="Study name in the storage. Default: lrfind-MODEL-DATASET.")
+@click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the study, report and figures.")
+@click.option("--train-subset", type=int, default=None, metavar="N", help="Train on the first N images only (quick runs).")
+@click.option("--val-size", default=10_000, show_default=True, type=int,
+              help="Validation images carved off the end of the training set (a sixth of smaller sets).")
+@click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
+              help="Optuna pruner that stops hopeless trials after an epoch.")
+@click.option("--heartbeat", default=10, show_default=True, type=int, metavar="SECONDS",
+              help="With a shared --storage: how often workers beat; a trial silent for 3 beats is failed "
+                   "and rerun by another worker.")
+@click.option("--same-init", is_flag=True, help="Start every trial from the same weights (default: a seed each).")
+@click.option("--range-test-iters", default=300, show_default=True, type=int, help="Iterations of the stage-1 range test.")
+@click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
+def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, epochs: int, batch_size: int,
+                 optimizer: str, momentum: float, device: str, seed: int, quiet: bool, base_lr: float | None,
+                 schedules: str | None, parallel: int | None, storage: str | None, study_name: str | None, out: Path,
+                 train_subset: int | None, val_size: int, pruner: str, heartbeat: int, same_init: bool,
+                 range_test_iters: int, no_final: bool) -> None:
+    """Find the best LR decay for a built-in model: LR first, decay second.
+
+    Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
+    study over the decay type and its parameters; trials are trained side by side on one device
+    and scored on a validation split of the training set, and the constant LR is always trial 0.
+    Stage 3 retrains the best schedule and the constant on the whole training set and scores both
+    once on the test set. Run the same command again to resume: only missing trials are run.
+    """
+    from .data import CorruptDataError, DataNotFoundError
+    from .tuner import NoBaseLRError, TuneConfig, TuneInterrupted, tune
+    from ._study import StudyError
+
+    quiet_optuna()
+    names = tuple(n.strip() for n in schedules.split(",") if n.strip()) if schedules else None
+    try:
+        cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, trials=trials,
+                         epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum, base_lr=base_lr,
+                         schedules=names, parallel=parallel, storage=storage, study_name=study_name, seed=seed,
+                         same_init=same_init, device=device, out=str(out), train_subset=train_subset,
+                         val_size=val_size, final=not no_final, pruner=pruner, heartbeat=heartbeat,
+                         range_test_iters=range_test_iters,
+                         progress=not quiet)
+    except ValueError as e:
+        raise UserError(_option_message(e)) from None
+    try:
+        result = tune(cfg)
+    except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
+        raise UserError(str(e)) from None
+    except TuneInterrupted as e:
+        click.echo(str(e), err=True)
+        raise SystemExit(130) from None
+    _print_report(result.study, out)
+
+
+def _option_message(e: ValueError) -> str:
+    """TuneConfig speaks of fields; the user typed options."""
+    text = str(e)
+    for field in ("trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
+                  "range_test_iters", "heartbeat"):
+        if text.startswith(field + " "):
+            return "--" + field.replace("_", "-") + text[len(field):]
+    return text
+
+
+def _print_report(study, out: Path) -> None:
+    from . import report
+
+    click.echo(report.top_table(study))
+    click.echo("")
+    click.echo(report.verdict(study))
+    written = report.write(study, out)
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+@main.command("show", epilog="""\b
+Examples:
+  lrfind show                      # the study in ./lrfind_out/study.db
+  lrfind show --out runs/quick
+  lrfind show --storage postgresql://user:pw@host/db --study-name mnist-lenet
+""")
+@click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the study (its study.db), where the report is written again.")
+@click.option("--storage", default=None, metavar="URL", help="Optuna storage URL. Default: sqlite:///OUT/study.db.")
+@click.option("--study-name", default=None, help="Which study; needed when the storage holds several.")
+def show(out: Path, storage: str | None, study_name: str | None) -> None:
+    """Print the report of a stored study: top trials, verdict, and write its files again."""
+    import optuna
+
+    from ._study import StudyError, connect, default_storage, describe
+
+    quiet_optuna()
+    url = storage or default_storage(out)
+    if storage is None and not (out / "study.db").is_file():
+        raise UserError(f"no study in {out}: {out / 'study.db'} does not exist; pass --out or --storage")
+    try:
+        backend = connect(url)
+    except StudyError as e:
+        raise UserError(str(e)) from None
+    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
+    if study_name is None:
+        if len(names) != 1:
+            raise UserError(f"{describe(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                            "pick one with --study-name")
+        study_name = names[0]
+    elif study_name not in names:
+        raise UserError(f"no study {study_name!r} in {describe(url)}; it holds: {', '.join(names) or 'none'}")
+    _print_report(optuna.load_study(study_name=study_name, storage=backend), out)
