@@ -242,20 +242,23 @@ def prepare(study: optuna.Study, sqlite: bool) -> None:
     if sqlite:
         # run_lock makes this process the only one on the file: a "running" trial was cut off.
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study._storage.set_trial_user_attr(t._trial_id, "interrupted", "stale")
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            requeue(study, t)
+            _fail_and_requeue(study, t, "stale")
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)    # heartbeats: failed, and requeued by the retry callback
         for t in _never_beaten(study):
-            study._storage.set_trial_user_attr(t._trial_id, "interrupted", "worker died before its first heartbeat")
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            requeue(study, t)
+            _fail_and_requeue(study, t, "worker died before its first heartbeat")
     if not any(t.user_attrs.get("baseline") and (is_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING))
                for t in study.get_trials(deepcopy=False)):
         study.enqueue_trial(CONSTANT, user_attrs={"baseline": True})
+
+
+def _fail_and_requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> None:
+    """Fail a running trial whose worker is gone (it does not count as finished) and queue a copy."""
+    study._storage.set_trial_user_attr(t._trial_id, "interrupted", reason)
+    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    requeue(study, t)
 
 
 def _never_beaten(study: optuna.Study) -> list[FrozenTrial]:
