@@ -275,3 +275,8 @@ def test_plot_returns_axes_and_saves(tmp_path) -> None:
     assert isinstance(result.plot(), matplotlib.axes.Axes)
     result.plot(path=tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_fp16_autocast_with_grad_scaler_runs() -> None:
+    result = find_lr(make_model(), make_data(), num_iter=10, end_lr=1e-2, amp="fp16", progress=False)
+    assert len(result.losses) == 10 and np.isfinite(result.losses).all()
