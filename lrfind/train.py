@@ -107,11 +107,15 @@ class FusedTrials:
         factory = (lambda seed: get_model(model, seed=seed)) if isinstance(model, str) else _seeded(model)
         models = [factory(specs[0].seed if same_init else s.seed).to(self.device) for s in specs]
         params, buffers = stack_module_state(models)
-        self.params = {k: v.detach() for k, v in params.items()}
+        # All weights of a trial live in one row of a (K, P) tensor; the model sees views into it.
+        # The optimizer then updates every tensor of every trial in a handful of kernels.
+        self._shapes = {k: v.shape[1:] for k, v in params.items()}
+        self.flat = torch.cat([v.detach().reshape(len(specs), -1) for v in params.values()], 1)
+        self.params = self._views(self.flat)
         self.buffers = buffers
         self.base = copy.deepcopy(models[0]).to("meta")
         self.index = torch.arange(len(specs), device=self.device)   # rows still in the batch -> records
-        self.state = {k: {} for k in self.params}
+        self.state: dict[str, torch.Tensor] = {}                     # optimizer state, (K, P) each
         self.step_count = 0
         self.alive = torch.ones(len(specs), dtype=torch.bool, device=self.device)
         self.loss_sum = torch.zeros(len(specs), device=self.device)
@@ -162,36 +166,37 @@ class FusedTrials:
         self._update(grads, lr)
         self.step_count += 1
 
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        sizes = [math.prod(shape) for shape in self._shapes.values()]
+        return {name: part.view(len(flat), *shape)
+                for (name, shape), part in zip(self._shapes.items(), flat.split(sizes, dim=1))}
+
     def _update(self, grads: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
-        o, t = self.opt, self.step_count + 1
+        """torch.optim's update rules on the (K, P) weights, with one LR per trial (row)."""
+        o, t, st, p = self.opt, self.step_count + 1, self.state, self.flat
         with torch.no_grad():
-            for name, p in self.params.items():
-                g = grads[name]
-                shape = (-1,) + (1,) * (p.ndim - 1)
-                lr_k, live = lr.view(shape), self.alive.view(shape)
-                g = torch.where(live, g, 0.0)        # NaN gradients of failed trials go nowhere
-                st = self.state[name]
-                if o.name == "sgd":
-                    if o.weight_decay:
-                        g = g + o.weight_decay * p
-                    if o.momentum:
-                        buf = st.get("momentum")
-                        buf = g.clone() if buf is None else buf.mul_(o.momentum).add_(g)
-                        st["momentum"] = buf
-                        g = g + o.momentum * buf if o.nesterov else buf
-                    p.sub_(lr_k * g)
-                    continue
-                if o.name == "adamw" and o.weight_decay:
-                    p.mul_(1 - lr_k * o.weight_decay)
-                elif o.weight_decay:
+            g = torch.cat([grads[name].reshape(len(p), -1) for name in self._shapes], 1)
+            lr = lr.unsqueeze(1)
+            g = torch.where(self.alive.unsqueeze(1), g, 0.0)     # NaN gradients of failed trials go nowhere
+            if o.name == "sgd":
+                if o.weight_decay:
                     g = g + o.weight_decay * p
-                b1, b2 = o.betas
-                m = st.setdefault("exp_avg", torch.zeros_like(p))
-                v = st.setdefault("exp_avg_sq", torch.zeros_like(p))
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(o.eps)
-                p.sub_((lr_k / (1 - b1 ** t)) * m / denom)
+                if o.momentum:
+                    buf = st["momentum"] = g.clone() if "momentum" not in st else st["momentum"].mul_(o.momentum).add_(g)
+                    g = g + o.momentum * buf if o.nesterov else buf
+                p.sub_(lr * g)
+                return
+            if o.name == "adamw" and o.weight_decay:
+                p.mul_(1 - lr * o.weight_decay)
+            elif o.weight_decay:
+                g = g + o.weight_decay * p
+            b1, b2 = o.betas
+            m = st.setdefault("exp_avg", torch.zeros_like(p))
+            v = st.setdefault("exp_avg_sq", torch.zeros_like(p))
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(o.eps)
+            p.sub_((lr / (1 - b1 ** t)) * m / denom)
 
     # -- per epoch ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -231,9 +236,10 @@ class FusedTrials:
         mask = torch.as_tensor(keep, dtype=torch.bool, device=self.device)
         if bool(mask.all()):
             return
-        self.params = {k: v[mask] for k, v in self.params.items()}
+        self.flat = self.flat[mask]
+        self.params = self._views(self.flat)
         self.buffers = {k: v[mask] for k, v in self.buffers.items()}
-        self.state = {n: {k: v[mask] for k, v in st.items()} for n, st in self.state.items()}
+        self.state = {k: v[mask] for k, v in self.state.items()}
         for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
             setattr(self, name, getattr(self, name)[mask])
 
