@@ -195,7 +195,9 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
         left = axes[0, 0]
         sm = np.array([np.nan if v is None else v for v in rt["smoothed"]])
         left.plot(sm, rt["lrs"], color="tab:blue")
-        left.set_xlim(right=np.nanmax(sm[: max(3, len(sm) // 20)]) * 1.15)
+        start, low = np.nanmax(sm[: max(3, len(sm) // 20)]), np.nanmin(sm)
+        pad = 0.05 * (start - low + 1e-12)
+        left.set_xlim(low - pad, start + 3 * pad)     # the descent, not the blow-up at its end
         if rt.get("falling_range"):
             left.axhspan(*rt["falling_range"], color="tab:green", alpha=0.1, label="loss falls")
         left.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
