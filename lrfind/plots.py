@@ -213,7 +213,8 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
     for rank, t in enumerate(top):
         schedule = get_schedule(t.user_attrs["schedule"])
         factor = schedule.factor(steps, total, metrics=t.user_attrs.get("val_loss", []), **t.user_attrs["params"])
-        right.plot(steps, base_lr * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3, color=f"C{rank}",
+        peak = base_lr * t.user_attrs.get("peak_scale", 1.0)
+        right.plot(steps, peak * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3, color=f"C{rank}",
                    label=f"#{t.number} {schedule.name}: {100 * t.value:.2f}%", zorder=10 - rank)
     right.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
     if per_epoch:

@@ -53,11 +53,13 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
     trials = [t for t in study.get_trials(deepcopy=False) if _study.is_finished(t)]
     scored = sorted(trials, key=lambda t: -(t.value if t.value is not None else
                                              (t.user_attrs.get("val_acc") or [-1])[-1]))
-    rows = [f"{'#':>4}  {'schedule':<16} {'val acc':>8}  {'run':<22} parameters"]
+    base_lr = study.user_attrs.get("base_lr", float("nan"))
+    rows = [f"{'#':>4}  {'schedule':<16} {'val acc':>8}  {'peak LR':>8}  {'run':<22} parameters"]
     for t in scored[:n]:
         acc = t.value if t.value is not None else (t.user_attrs.get("val_acc") or [float("nan")])[-1]
-        rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {100 * acc:>7.2f}%  {_status(t):<22} "
-                    f"{_params_text(t.user_attrs.get('params', {}))}")
+        peak = base_lr * t.user_attrs.get("peak_scale", 1.0)
+        rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {100 * acc:>7.2f}%  {peak:>8.3g}  "
+                    f"{_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     rows.append(f"{len(trials)} finished trials: {counts[TrialState.COMPLETE]} complete, "
                 f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed")
@@ -69,10 +71,12 @@ def verdict(study: optuna.Study) -> str:
     best, constant = _study.best(study), _study.best(study, schedule="constant")
     if best is None:
         return "no trial completed"
-    lines = [f"base LR {study.user_attrs.get('base_lr', float('nan')):.3g} "
-             f"({study.user_attrs.get('base_lr_source', '?')})"]
+    base_lr = study.user_attrs.get("base_lr", float("nan"))
+    lines = [f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})"]
     name = best.user_attrs.get("schedule")
-    lines.append(f"best: trial {best.number}, {name} {_params_text(best.user_attrs.get('params', {}), 200)}")
+    peak = base_lr * best.user_attrs.get("peak_scale", 1.0)
+    lines.append(f"best: trial {best.number}, {name} peaking at LR {peak:.3g}, "
+                 f"{_params_text(best.user_attrs.get('params', {}), 200)}")
     if constant is None:
         lines.append(f"validation accuracy {100 * best.value:.2f}% (the constant baseline did not complete)")
     elif name == "constant":
@@ -97,8 +101,10 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
                            "base_lr_source": study.user_attrs.get("base_lr_source"),
                            "setup": study.user_attrs.get("lrfind_setup"), "trials": len(_study.finished(study))}
     if best is not None:
+        scale = best.user_attrs.get("peak_scale", 1.0)
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
-                   trial=best.number, val_acc=best.value, val_acc_per_epoch=best.user_attrs.get("val_acc"))
+                   peak_scale=scale, lr=out["base_lr"] * scale, trial=best.number, val_acc=best.value,
+                   val_acc_per_epoch=best.user_attrs.get("val_acc"))
     constant = _study.best(study, schedule="constant")
     if constant is not None:
         out["constant"] = {"trial": constant.number, "val_acc": constant.value}
@@ -117,6 +123,7 @@ def snippet(study: optuna.Study) -> str | None:
     setup = study.user_attrs.get("lrfind_setup", {})
     final = (study.user_attrs.get("final") or {}).get("best", {})
     params = final.get("params") or best.user_attrs["params"]
+    lr = study.user_attrs["base_lr"] * best.user_attrs.get("peak_scale", 1.0)   # the schedule's peak
     # the retrained run's steps if there was one, else the search's own
     total = (study.user_attrs.get("final") or {}).get("setup", {}).get("steps") or study.user_attrs["steps"]
     schedule = get_schedule(best.user_attrs["schedule"])
@@ -124,7 +131,7 @@ def snippet(study: optuna.Study) -> str | None:
               f"validation accuracy {100 * best.value:.2f}%)\n"
               f"# for {setup.get('model')} on {setup.get('dataset')}, batch {setup.get('batch_size')}, "
               f"{setup.get('epochs')} epochs = {total} steps; rescale step counts for other runs.\n")
-    return header + schedule.snippet(study.user_attrs["base_lr"], total, optimizer=setup.get("optimizer", "sgd"),
+    return header + schedule.snippet(lr, total, optimizer=setup.get("optimizer", "sgd"),
                                      momentum=setup.get("momentum", 0.9), **params)
 
 

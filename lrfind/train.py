@@ -61,11 +61,13 @@ class OptimizerConfig:
 
 @dataclass
 class TrialSpec:
-    """One trial: a schedule from the registry with its parameters, and the seed of its weights."""
+    """One trial: a schedule from the registry with its parameters, the seed of its weights, and
+    ``lr_scale``, its peak LR relative to the base LR (above 1 only for schedules that warm up)."""
 
     schedule: str
     params: dict[str, Any]
     seed: int = 0
+    lr_scale: float = 1.0
 
 
 @dataclass
@@ -132,7 +134,7 @@ class FusedTrials:
     def _lr_table(self) -> torch.Tensor:
         """LR of every trial at every step, (K, total); metric-driven rows start at their first level."""
         steps = np.arange(self.total)
-        rows = [self.base_lr * sched.factor(steps, self.total, metrics=[], **spec.params)
+        rows = [self.base_lr * spec.lr_scale * sched.factor(steps, self.total, metrics=[], **spec.params)
                 for sched, spec in zip(self.schedules, self.specs)]
         return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)
 
@@ -143,7 +145,8 @@ class FusedTrials:
             sched, rec = self.schedules[k], self.records[k]
             if sched.needs_metric:
                 f = sched.factor(steps, self.total, metrics=self._metric(rec), **rec.spec.params)
-                self.lr_table[row] = torch.as_tensor(self.base_lr * f, dtype=torch.float32, device=self.device)
+                lr = self.base_lr * rec.spec.lr_scale * f
+                self.lr_table[row] = torch.as_tensor(lr, dtype=torch.float32, device=self.device)
 
     @staticmethod
     def _metric(rec: TrialRecord) -> list[float]:

@@ -67,6 +67,7 @@ class TuneConfig:
     final: bool = True
     pruner: str = "median"
     heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
+    max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
     range_test_iters: int = 300
     progress: bool = True
 
@@ -81,6 +82,8 @@ class TuneConfig:
             raise ValueError(f"base_lr must be a positive number, got {self.base_lr!r}")
         if self.train_subset is not None and self.train_subset < self.batch_size:
             raise ValueError(f"train_subset must be at least batch_size={self.batch_size}, got {self.train_subset!r}")
+        if self.max_peak is not None and not (math.isfinite(self.max_peak) and self.max_peak >= 1):
+            raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
         if self.pruner not in _study.PRUNERS:
             raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
         for name in self.schedules or ():
@@ -102,7 +105,7 @@ class TuneConfig:
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
         keys = ("model", "dataset", "epochs", "batch_size", "optimizer", "momentum", "train_subset", "val_size",
-                "same_init")
+                "same_init", "max_peak")
         return {**{k: getattr(self, k) for k in keys}, "schedules": self.choices}
 
 
@@ -156,14 +159,18 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
             base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out)
             study.set_user_attr("base_lr", base_lr)
             study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")
-        log.info("base LR %.3g (%s)", base_lr, study.user_attrs.get("base_lr_source"))
+        if "max_peak" not in study.user_attrs:
+            study.set_user_attr("max_peak", _max_peak(cfg, study, base_lr))
+        max_peak = study.user_attrs["max_peak"]
+        log.info("base LR %.3g (%s); warming schedules may peak up to %.3g", base_lr,
+                 study.user_attrs.get("base_lr_source"), base_lr * max_peak)
 
         parallel = cfg.parallel or _auto_parallel(cfg, device)
-        _search(study, cfg, train, val, base_lr, total, per_epoch, parallel, sqlite=_study.is_sqlite(url))
+        _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, sqlite=_study.is_sqlite(url))
 
         final: dict[str, Any] = {}
         if cfg.final:
-            final = _final(study, cfg, device, base_lr)
+            final = _final(study, cfg, device, base_lr, max_peak)
             study.set_user_attr("final", final)
         if device.type == "cuda":
             study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
@@ -185,6 +192,21 @@ def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Pat
         raise NoBaseLRError(f"the range test gave no clear base LR ({result.reason}); see {out / 'range_test.png'} "
                          "and pass --base-lr")
     return result.suggested_lr
+
+
+def _max_peak(cfg: TuneConfig, study: optuna.Study, base_lr: float) -> float:
+    """How far above the base LR a schedule that warms up may peak.
+
+    The base LR is right for a constant LR; a schedule that climbs from a low LR tolerates more (the
+    range test's loss keeps falling up to its minimum, typically 3-6x higher). Default: the LR at
+    the range test's lowest loss, over the base LR, between 1 and 10; 3 when the base LR was given.
+    """
+    if cfg.max_peak is not None:
+        return cfg.max_peak
+    falling = (study.user_attrs.get("range_test") or {}).get("falling_range")
+    if not falling:
+        return 3.0
+    return float(min(10.0, max(1.0, falling[1] / base_lr)))
 
 
 def _auto_parallel(cfg: TuneConfig, device: torch.device) -> int:
@@ -211,18 +233,23 @@ def _auto_parallel(cfg: TuneConfig, device: torch.device) -> int:
     return max(1, min(cfg.trials, 256, int(0.5 * free // per_trial)))
 
 
-def _spec(trial: optuna.trial.BaseTrial, cfg: TuneConfig, total: int, per_epoch: int) -> TrialSpec:
+def _spec(trial: optuna.trial.BaseTrial, cfg: TuneConfig, total: int, per_epoch: int, max_peak: float) -> TrialSpec:
+    """A trial's schedule, its parameters and, for schedules that warm up, how high it peaks."""
     name = trial.suggest_categorical("schedule", cfg.choices)
-    params = get_schedule(name).suggest(trial, total, per_epoch)
+    schedule = get_schedule(name)
+    params = schedule.suggest(trial, total, per_epoch)
+    scale = 1.0
+    if schedule.warms_up(params) and max_peak > 1:
+        scale = trial.suggest_float("peak_scale", 1.0, max_peak, log=True)
     seed = cfg.seed if cfg.same_init else cfg.seed + getattr(trial, "number", 0)
-    return TrialSpec(name, params, seed=seed)
+    return TrialSpec(name, params, seed=seed, lr_scale=scale)
 
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
-            total: int, per_epoch: int, parallel: int, *, sqlite: bool) -> None:
+            max_peak: float, total: int, per_epoch: int, parallel: int, *, sqlite: bool) -> None:
     """Ask, train and tell batches of trials until the study holds ``cfg.trials`` finished ones.
 
     Several workers may share the study: counting and asking happen under ``_study.claim``, so
@@ -244,7 +271,7 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                 bar.n = min(finished, cfg.trials)
                 bar.refresh()
                 if asked:
-                    _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar)
+                    _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar)
                 elif finished >= cfg.trials:
                     return
                 else:
@@ -254,13 +281,14 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
         bar.close()
 
 
-def _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar) -> None:
+def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar) -> None:
     told: set[int] = set()
     try:
-        specs = [_spec(t, cfg, total, per_epoch) for t in asked]
+        specs = [_spec(t, cfg, total, per_epoch, max_peak) for t in asked]
         for t, spec in zip(asked, specs):
             t.set_user_attr("schedule", spec.schedule)
             t.set_user_attr("params", _study.jsonable(spec.params))
+            t.set_user_attr("peak_scale", spec.lr_scale)
         steps = tqdm(total=total, desc=f"{len(asked)} trials, epoch 1/{cfg.epochs}", leave=False, unit="step",
                      disable=not cfg.progress, dynamic_ncols=True)
 
@@ -295,7 +323,8 @@ def _run_batch(study, cfg, asked, train, val, base_lr, total, per_epoch, bar) ->
         raise
 
 
-def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: float) -> dict[str, Any]:
+def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: float,
+           max_peak: float) -> dict[str, Any]:
     """Stage 3: retrain the best schedule and the constant baseline on the whole training set; test once."""
     best = _study.best(study)
     constant = _study.best(study, schedule="constant")
@@ -309,8 +338,8 @@ def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: 
     total = cfg.epochs * per_epoch
     picked = [best] + ([constant] if constant is not None and constant.number != best.number else [])
     # The search space is relative to the run, so replaying a trial's choices rescales its steps.
-    specs = [_spec(optuna.trial.FixedTrial(t.params), cfg, total, per_epoch) for t in picked]
-    specs = [TrialSpec(s.schedule, s.params, seed=cfg.seed) for s in specs]   # same weights for both
+    specs = [_spec(optuna.trial.FixedTrial(t.params), cfg, total, per_epoch, max_peak) for t in picked]
+    specs = [TrialSpec(s.schedule, s.params, seed=cfg.seed, lr_scale=s.lr_scale) for s in specs]  # same weights
     bar = tqdm(total=total, desc="final: retrain on the full training set", leave=False, disable=not cfg.progress)
     with bar:
         records = run_trials(cfg.model, specs, full, None, epochs=cfg.epochs, batch_size=cfg.batch_size,
@@ -319,8 +348,8 @@ def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: 
     out = {}
     for label, trial, rec in zip(("best", "constant"), picked, records):
         out[label] = {"trial": trial.number, "schedule": rec.spec.schedule, "params": _study.jsonable(rec.spec.params),
-                      "val_acc": trial.value, "test_acc": rec.test_acc, "test_loss": rec.test_loss,
-                      "status": rec.status}
+                      "peak_scale": rec.spec.lr_scale, "lr": base_lr * rec.spec.lr_scale, "val_acc": trial.value,
+                      "test_acc": rec.test_acc, "test_loss": rec.test_loss, "status": rec.status}
     if "constant" not in out and best.user_attrs.get("schedule") == "constant":
         out["constant"] = dict(out["best"])
     out["setup"] = {"train_images": len(full), "test_images": len(test), "steps": total}

@@ -159,3 +159,9 @@ def test_search_space_always_gives_valid_parameters(name: str, total: int, per_e
         params = schedule.suggest(study.ask(), total, per_epoch)   # validates, raises if invalid
         factor = schedule.factor(np.arange(total), total, metrics=metric_history(total, 0), **params)
         assert np.all(np.isfinite(factor)) and np.all(factor > 0) and np.all(factor <= 1 + 1e-12)
+
+
+def test_schedules_that_climb_say_so() -> None:
+    assert get_schedule("onecycle").warms_up({}) and get_schedule("warmup").warms_up({})
+    assert not get_schedule("cosine").warms_up({"warmup": 0})
+    assert get_schedule("cosine").warms_up({"warmup": 10})

@@ -122,3 +122,11 @@ def test_invalid_schedule_parameters_fail_before_training() -> None:
     with pytest.raises(ValueError, match="gamma"):
         FusedTrials("lenet", [TrialSpec("step", {"step_size": 4, "gamma": 2.0})], base_lr=0.1, total_steps=STEPS,
                     steps_per_epoch=PER_EPOCH)
+
+
+def test_lr_scale_raises_the_whole_curve() -> None:
+    spec = TrialSpec("onecycle", {"pct_start": 0.3}, seed=0)
+    plain = FusedTrials("lenet", [spec], base_lr=0.01, total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+    scaled = FusedTrials("lenet", [TrialSpec("onecycle", {"pct_start": 0.3}, seed=0, lr_scale=3.0)], base_lr=0.01,
+                         total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+    torch.testing.assert_close(scaled.lr_table, 3.0 * plain.lr_table)

@@ -163,3 +163,17 @@ def test_missing_data_writes_no_study(tmp_path, monkeypatch) -> None:
     result = CliRunner().invoke(main, ["tune", "--device", "cpu", "-q", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "train-images-idx3-ubyte" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_warming_schedules_may_peak_above_the_base_lr(data_env, tmp_path) -> None:
+    tune(trials=4, parallel=4, out=str(tmp_path), schedules=("onecycle",), max_peak=4.0, **QUICK)
+    study = load(tmp_path)
+    scales = {t.user_attrs["schedule"]: t.user_attrs["peak_scale"] for t in study.trials}
+    assert scales["constant"] == 1.0                      # the baseline stays at the base LR
+    onecycle = [t.user_attrs["peak_scale"] for t in study.trials if t.user_attrs["schedule"] == "onecycle"]
+    assert onecycle and all(1.0 <= s <= 4.0 for s in onecycle) and max(onecycle) > 1.0
+    from lrfind import report
+
+    best = report.best_json(study)
+    assert best["lr"] == pytest.approx(0.05 * best["peak_scale"])
+    assert f"lr={best['lr']:.12g}" in report.snippet(study)

@@ -69,6 +69,7 @@ class Schedule:
     params: ClassVar[tuple[Param, ...]]
     warmup_allowed: ClassVar[bool] = True
     needs_metric: ClassVar[bool] = False    # stepped with a validation metric (plateau)
+    starts_low: ClassVar[bool] = False      # climbs to its peak (one-cycle, cyclic, warmup)
     min_total: ClassVar[int] = 2            # the shortest run the schedule makes sense for
 
     # -- what subclasses implement -------------------------------------------------------------
@@ -96,6 +97,11 @@ class Schedule:
     @property
     def all_params(self) -> tuple[Param, ...]:
         return self.params + (WARMUP_PARAMS if self.warmup_allowed else ())
+
+    def warms_up(self, params: dict[str, Any]) -> bool:
+        """Does the LR start low and climb to its peak? Such schedules tolerate a peak above the
+        base LR that the range test found for a constant LR (one-cycle's "super-convergence")."""
+        return self.starts_low or bool(params.get("warmup"))
 
     def key(self, name: str) -> str:
         """The Optuna parameter name: prefixed, so that schedules never share a distribution."""

@@ -69,6 +69,7 @@ class OneCycle(Schedule):
               Param("anneal_strategy", "'cos' or 'linear'", "cos"),
               Param("div_factor", "start LR = base / div_factor, >= 1", 25.0),
               Param("final_div_factor", "end LR = start LR / final_div_factor, >= 1", 1e4))
+    starts_low = True
     warmup_allowed = False
     min_total = 4
 
@@ -124,6 +125,7 @@ class Cyclic(Schedule):
               Param("mode", "'triangular', 'triangular2' or 'exp_range'", "triangular"),
               Param("gamma", "per-step scale for exp_range, 0 < gamma <= 1", 1.0),
               Param("min_factor", "the low LR as a fraction of the base LR, 0 < min_factor < 1", 0.1))
+    starts_low = True
     warmup_allowed = False
     _SCALE = {"triangular": "cycle", "triangular2": "cycle", "exp_range": "iterations"}
 
@@ -247,6 +249,7 @@ class Warmup(Schedule):
     description = "linear warmup from warmup_start * base to the base LR, then constant"
     params = (Param("warmup", "steps of warmup, 1 <= warmup < total"),
               Param("warmup_start", "LR factor at the first step, 0 < warmup_start < 1", 0.1))
+    starts_low = True
     warmup_allowed = False   # it is the warmup
 
     def _suggest(self, trial, total, steps_per_epoch):
@@ -282,6 +285,7 @@ class WarmupExp(Schedule):
     params = (Param("warmup", "steps of warmup, 1 <= warmup < total"),
               Param("decay", "exponential decay rate per step after warmup, > 0"),
               Param("min_factor", "floor as a fraction of the base LR, 0 <= min_factor < 1", 0.0))
+    starts_low = True
     warmup_allowed = False
 
     def _suggest(self, trial, total, steps_per_epoch):
