@@ -54,12 +54,14 @@ Examples:
                    "Default: where the range test's loss stops falling (at most 10x; 3x with --base-lr).")
 @click.option("--same-init", is_flag=True, help="Start every trial from the same weights (default: a seed each).")
 @click.option("--range-test-iters", default=300, show_default=True, type=int, help="Iterations of the stage-1 range test.")
+@click.option("--final-seeds", default=3, show_default=True, type=int,
+              help="Stage 3 retrains best and constant this many times each (seeds in pairs) and averages.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, epochs: int, batch_size: int,
                  optimizer: str, momentum: float, device: str, seed: int, quiet: bool, base_lr: float | None,
                  schedules: str | None, parallel: int | None, storage: str | None, study_name: str | None, out: Path,
                  train_subset: int | None, val_size: int, pruner: str, heartbeat: int, max_peak: float | None,
-                 same_init: bool, range_test_iters: int, no_final: bool) -> None:
+                 same_init: bool, range_test_iters: int, final_seeds: int, no_final: bool) -> None:
     """Find the best LR decay for a built-in model: LR first, decay second.
 
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
@@ -80,6 +82,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
                          schedules=names, parallel=parallel, storage=storage, study_name=study_name, seed=seed,
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
                          val_size=val_size, final=not no_final, pruner=pruner, heartbeat=heartbeat, max_peak=max_peak,
+                         final_seeds=final_seeds,
                          range_test_iters=range_test_iters,
                          progress=not quiet)
     except ValueError as e:
@@ -98,7 +101,7 @@ def _option_message(e: ValueError) -> str:
     """TuneConfig speaks of fields; the user typed options."""
     text = str(e)
     for field in ("trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
-                  "range_test_iters", "heartbeat", "max_peak"):
+                  "range_test_iters", "heartbeat", "max_peak", "final_seeds"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text

@@ -87,9 +87,13 @@ def verdict(study: optuna.Study) -> str:
     final = study.user_attrs.get("final") or {}
     if final.get("best", {}).get("test_acc") is not None:
         b, c = final["best"], final.get("constant", {})
-        text = f"test accuracy (retrained on {final['setup']['train_images']} images): {100 * b['test_acc']:.2f}%"
+        n = final["setup"].get("seeds", 1)
+        text = (f"test accuracy (retrained on {final['setup']['train_images']} images, mean of {n} seeds): "
+                f"{100 * b['test_acc']:.2f}%")
         if c.get("test_acc") is not None and c.get("trial") != b.get("trial"):
-            text += f" vs constant {100 * c['test_acc']:.2f}% ({100 * (b['test_acc'] - c['test_acc']):+.2f} pp)"
+            text += f" vs constant {100 * c['test_acc']:.2f}% ({100 * (b['test_acc'] - c['test_acc']):+.2f} pp"
+            pairs = list(zip(b.get("test_acc_per_seed", []), c.get("test_acc_per_seed", [])))
+            text += (f"; per seed {', '.join(f'{100 * (x - y):+.2f}' for x, y in pairs)})" if len(pairs) > 1 else ")")
         lines.append(text)
     return "\n".join(lines)
 

@@ -68,11 +68,12 @@ class TuneConfig:
     pruner: str = "median"
     heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
     max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
+    final_seeds: int = 3                         # retrains of best and constant in stage 3
     range_test_iters: int = 300
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat"):
+        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -325,7 +326,12 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
 
 def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: float,
            max_peak: float) -> dict[str, Any]:
-    """Stage 3: retrain the best schedule and the constant baseline on the whole training set; test once."""
+    """Stage 3: retrain the best schedule and the constant baseline on the whole training set,
+    ``final_seeds`` times each (seed r of both starts from the same weights), and test once.
+
+    One retrain is not enough to compare two good schedules: two runs of the same configuration
+    differ by about 0.3 pp of test accuracy on MNIST. The fused engine trains all of them at once.
+    """
     best = _study.best(study)
     constant = _study.best(study, schedule="constant")
     if best is None:
@@ -336,23 +342,32 @@ def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: 
     test = load_dataset(cfg.dataset, "test", root=cfg.data_dir, device=device)
     per_epoch = len(full.loader(cfg.batch_size))
     total = cfg.epochs * per_epoch
-    picked = [best] + ([constant] if constant is not None and constant.number != best.number else [])
+    picked = {"best": best}
+    if constant is not None and constant.number != best.number:
+        picked["constant"] = constant
     # The search space is relative to the run, so replaying a trial's choices rescales its steps.
-    specs = [_spec(optuna.trial.FixedTrial(t.params), cfg, total, per_epoch, max_peak) for t in picked]
-    specs = [TrialSpec(s.schedule, s.params, seed=cfg.seed, lr_scale=s.lr_scale) for s in specs]  # same weights
-    bar = tqdm(total=total, desc="final: retrain on the full training set", leave=False, disable=not cfg.progress)
+    replayed = {label: _spec(optuna.trial.FixedTrial(t.params), cfg, total, per_epoch, max_peak)
+                for label, t in picked.items()}
+    seeds = [cfg.seed + r for r in range(cfg.final_seeds)]
+    specs = [TrialSpec(s.schedule, s.params, seed=seed, lr_scale=s.lr_scale) for s in replayed.values() for seed in seeds]
+    bar = tqdm(total=total, desc=f"final: {len(specs)} retrains on the full training set", leave=False,
+               disable=not cfg.progress)
     with bar:
         records = run_trials(cfg.model, specs, full, None, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                             base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, same_init=True,
-                             progress=bar, score_on=test)
-    out = {}
-    for label, trial, rec in zip(("best", "constant"), picked, records):
-        out[label] = {"trial": trial.number, "schedule": rec.spec.schedule, "params": _study.jsonable(rec.spec.params),
-                      "peak_scale": rec.spec.lr_scale, "lr": base_lr * rec.spec.lr_scale, "val_acc": trial.value,
-                      "test_acc": rec.test_acc, "test_loss": rec.test_loss, "status": rec.status}
+                             base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,
+                             score_on=test)
+    out: dict[str, Any] = {}
+    for i, (label, trial) in enumerate(picked.items()):
+        recs = records[i * len(seeds):(i + 1) * len(seeds)]
+        accs = [r.test_acc for r in recs if r.test_acc is not None]    # a NaN retrain has none
+        spec = replayed[label]
+        out[label] = {"trial": trial.number, "schedule": spec.schedule, "params": _study.jsonable(spec.params),
+                      "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale, "val_acc": trial.value,
+                      "test_acc": sum(accs) / len(accs) if accs else None, "test_acc_per_seed": accs,
+                      "seeds": seeds, "failed": sum(r.status == "failed" for r in recs)}
     if "constant" not in out and best.user_attrs.get("schedule") == "constant":
         out["constant"] = dict(out["best"])
-    out["setup"] = {"train_images": len(full), "test_images": len(test), "steps": total}
+    out["setup"] = {"train_images": len(full), "test_images": len(test), "steps": total, "seeds": len(seeds)}
     return out
 
 

@@ -43,6 +43,7 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path) -> N
     assert best["base_lr"] == study.user_attrs["base_lr"] and best["schedule"] in [t.user_attrs["schedule"]
                                                                                      for t in study.trials]
     assert 0 <= best["final"]["best"]["test_acc"] <= 1
+    assert len(best["final"]["best"]["test_acc_per_seed"]) == 3       # paired retrains, averaged
     json.loads((out / "range_test.json").read_text())
     for name in ("history.png", "lr_curves.png", "val_acc.png", "range_test.png"):
         assert (out / name).stat().st_size > 1000, name
