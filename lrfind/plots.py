@@ -127,15 +127,14 @@ def plot_schedules(curves: dict[str, tuple[np.ndarray, str]], *, path: str | Pat
 
 
 # -- study figures: read the stored study, so `lrfind show` can draw them from any machine ------------
-_SCHEDULE_COLOURS: dict[str, str] = {}
-
-
-def _colour(name: str) -> str:
+def _colour(name: str):
+    """One colour per schedule, the same in every figure: its place in the registry."""
     from matplotlib import colormaps
 
-    if name not in _SCHEDULE_COLOURS:
-        _SCHEDULE_COLOURS[name] = colormaps["tab20"](len(_SCHEDULE_COLOURS) % 20)
-    return _SCHEDULE_COLOURS[name]
+    from .schedules import SCHEDULES
+
+    names = list(SCHEDULES)
+    return colormaps["tab20"](names.index(name) % 20 if name in names else 19)
 
 
 def _optuna_figure(draw, study, path):

@@ -22,15 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def _params_text(params: dict[str, Any], limit: int = 60) -> str:
+    """``name=value`` pairs, short; the warmup pair only where there is a warmup."""
     def short(v):
         if isinstance(v, float):
             return f"{v:.3g}"
         if isinstance(v, list):
             return ",".join(short(x) for x in v)
         return str(v)
-    shown = {k: v for k, v in params.items() if not (k == "warmup_start" and not params.get("warmup"))}
-    if not shown.get("warmup", 1):
-        shown.pop("warmup")
+    shown = {k: v for k, v in params.items() if params.get("warmup") or k not in ("warmup", "warmup_start")}
     text = " ".join(f"{k}={short(v)}" for k, v in shown.items())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -171,7 +171,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
         final: dict[str, Any] = {}
         if cfg.final:
-            final = _final(study, cfg, device, base_lr, max_peak)
+            final = _final(study, cfg, train, val, base_lr, max_peak)
             study.set_user_attr("final", final)
         if device.type == "cuda":
             study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
@@ -324,7 +324,7 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
         raise
 
 
-def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: float,
+def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
            max_peak: float) -> dict[str, Any]:
     """Stage 3: retrain the best schedule and the constant baseline on the whole training set,
     ``final_seeds`` times each (seed r of both starts from the same weights), and test once.
@@ -337,9 +337,9 @@ def _final(study: optuna.Study, cfg: TuneConfig, device: torch.device, base_lr: 
     if best is None:
         log.warning("no trial completed: nothing to retrain")
         return {}
-    train, val = _data(cfg, device)     # the whole training set: the trials' train part and validation
+    # the whole training set: the trials' train part and their validation images
     full = ImageData(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.name)
-    test = load_dataset(cfg.dataset, "test", root=cfg.data_dir, device=device)
+    test = load_dataset(cfg.dataset, "test", root=cfg.data_dir, device=train.images.device)
     per_epoch = len(full.loader(cfg.batch_size))
     total = cfg.epochs * per_epoch
     picked = {"best": best}
