@@ -152,10 +152,6 @@ class ImageData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    @property
-    def num_classes(self) -> int:
-        return 10
-
     def subset(self, n: int) -> "ImageData":
         """The first ``n`` examples (all of them when ``n`` is larger than the set)."""
         if n <= 0:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import _state
 from .result import RangeTestResult
-from .suggest import DEFAULT_METHOD, METHODS
+from .suggest import DEFAULT_METHOD, get_method
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if not (isinstance(repeats, int) and repeats >= 1):
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown suggestion method {method!r}; choose from {', '.join(METHODS)}")
+    get_method(method)                          # an unknown name lists the choices
     device = _model_device(model)
     if optimizer is None:
         optimizer = torch.optim.SGD(model.parameters(), lr=sweep.start_lr, momentum=0.9)

@@ -44,10 +44,8 @@ class RangeTestResult:
         self.lrs = np.asarray(self.lrs, dtype=np.float64)
         self.losses = np.asarray(self.losses, dtype=np.float64)
         self.smoothed = _suggest.smooth(self.losses)
+        _suggest.get_method(self.method)        # an unknown name lists the choices
         self.suggestions = _suggest.suggest_all(self.lrs, self.losses)
-        if self.method not in self.suggestions:
-            raise ValueError(f"unknown suggestion method {self.method!r}; choose from "
-                             f"{', '.join(self.suggestions)}")
         if not self.seed_lrs:
             self.seed_lrs = [self.suggestions[self.method].lr]
 
