@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
+from ._graph import CapturedStep
 from .data import ImageData
 from .models import get_model
 from .schedules import get_schedule
@@ -88,13 +89,20 @@ class FusedTrials:
     """K trials of one model in lockstep. Use ``step`` per batch and ``end_epoch`` per epoch.
 
     ``model`` is a registered model name or a zero-argument factory returning an ``nn.Module``.
+    ``amp="bf16"`` runs forward and backward under bfloat16 autocast (weights and the update stay
+    float32). ``cuda_graph`` (default: on for CUDA devices) replays each training step from a CUDA graph:
+    the step is written with in-place updates of fixed tensors only (the step counter, LRs and
+    optimizer state live on the device), so a captured step is the same arithmetic as an eager one.
     """
 
     def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
                  total_steps: int, steps_per_epoch: int, optimizer: OptimizerConfig = OptimizerConfig(),
-                 device: str | torch.device = "cpu", same_init: bool = False) -> None:
+                 device: str | torch.device = "cpu", same_init: bool = False,
+                 cuda_graph: bool | None = None, amp: str | None = None) -> None:
         if not specs:
             raise ValueError("need at least one trial")
+        if amp not in (None, "bf16"):
+            raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
         if not (math.isfinite(base_lr) and base_lr > 0):
             raise ValueError(f"base_lr must be a positive number, got {base_lr!r}")
         self.device = torch.device(device)
@@ -117,8 +125,9 @@ class FusedTrials:
         self.buffers = buffers
         self.base = copy.deepcopy(models[0]).to("meta")
         self.index = torch.arange(len(specs), device=self.device)   # rows still in the batch -> records
-        self.state: dict[str, torch.Tensor] = {}                     # optimizer state, (K, P) each
-        self.step_count = 0
+        self.state = self._initial_state()                            # optimizer state, (K, P) each
+        self.step_count = 0                                           # the host's count ...
+        self.step_t = torch.zeros((), dtype=torch.long, device=self.device)   # ... and the device's
         self.alive = torch.ones(len(specs), dtype=torch.bool, device=self.device)
         self.loss_sum = torch.zeros(len(specs), device=self.device)
         self.first_bad = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
@@ -129,6 +138,11 @@ class FusedTrials:
 
         self._grad = vmap(grad_and_value(loss_fn), in_dims=(0, 0, None, None))
         self._forward = vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)), in_dims=(0, 0, None))
+        self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        if self.cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a CUDA device, got {self.device}")
+        self._graph: CapturedStep | None = None
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
     # -- learning rates --------------------------------------------------------------------------
     def _lr_table(self) -> torch.Tensor:
@@ -159,24 +173,42 @@ class FusedTrials:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.step_count >= self.total:
             raise RuntimeError(f"all {self.total} steps are done")
-        grads, losses = self._grad(self.params, self.buffers, x, y)
-        finite = torch.isfinite(losses)
-        newly_bad = self.alive & ~finite
-        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, self.step_count), self.first_bad)
-        self.alive &= finite
-        self.loss_sum += torch.where(self.alive, losses.detach(), 0.0)
-        lr = self.lr_table[:, self.step_count] * self.alive      # failed trials stop moving
-        self._update(grads, lr)
+        if self.cuda_graph:
+            self._graph = self._graph or CapturedStep(self._step)
+            self._graph(x, y)
+        else:
+            self._step(x, y)
         self.step_count += 1
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One step of every trial, in place: safe to capture in a CUDA graph and replay."""
+        with self.autocast:
+            grads, losses = self._grad(self.params, self.buffers, x, y)
+        finite = torch.isfinite(losses)
+        self.first_bad.copy_(torch.where(self.alive & ~finite, self.step_t, self.first_bad))
+        self.alive &= finite
+        self.loss_sum.add_(torch.where(self.alive, losses.detach(), 0.0))
+        lr = self.lr_table.index_select(1, self.step_t.view(1)).squeeze(1) * self.alive   # failed trials stop
+        self.step_t.add_(1)
+        self._update(grads, lr)
 
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         sizes = [math.prod(shape) for shape in self._shapes.values()]
         return {name: part.view(len(flat), *shape)
                 for (name, shape), part in zip(self._shapes.items(), flat.split(sizes, dim=1))}
 
+    def _initial_state(self) -> dict[str, torch.Tensor]:
+        """The optimizer's buffers, made up front so that a step never allocates state.
+        A zero momentum buffer gives torch's first step exactly (0 * momentum + g = g)."""
+        o = self.opt
+        names = (["momentum"] if o.name == "sgd" and o.momentum else [] if o.name == "sgd"
+                 else ["exp_avg", "exp_avg_sq"])
+        return {name: torch.zeros_like(self.flat) for name in names}
+
     def _update(self, grads: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
-        """torch.optim's update rules on the (K, P) weights, with one LR per trial (row)."""
-        o, t, st, p = self.opt, self.step_count + 1, self.state, self.flat
+        """torch.optim's update rules on the (K, P) weights, with one LR per trial (row).
+        ``self.step_t`` already counts this step (torch's ``step`` state)."""
+        o, st, p = self.opt, self.state, self.flat
         with torch.no_grad():
             g = torch.cat([grads[name].reshape(len(p), -1) for name in self._shapes], 1)
             lr = lr.unsqueeze(1)
@@ -185,7 +217,7 @@ class FusedTrials:
                 if o.weight_decay:
                     g = g + o.weight_decay * p
                 if o.momentum:
-                    buf = st["momentum"] = g.clone() if "momentum" not in st else st["momentum"].mul_(o.momentum).add_(g)
+                    buf = st["momentum"].mul_(o.momentum).add_(g)
                     g = g + o.momentum * buf if o.nesterov else buf
                 p.sub_(lr * g)
                 return
@@ -194,12 +226,14 @@ class FusedTrials:
             elif o.weight_decay:
                 g = g + o.weight_decay * p
             b1, b2 = o.betas
-            m = st.setdefault("exp_avg", torch.zeros_like(p))
-            v = st.setdefault("exp_avg_sq", torch.zeros_like(p))
+            m, v = st["exp_avg"], st["exp_avg_sq"]
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(o.eps)
-            p.sub_((lr / (1 - b1 ** t)) * m / denom)
+            t = self.step_t.double()                              # bias corrections in double, as torch
+            correction1 = (1 - b1 ** t).float()
+            correction2_sqrt = (1 - b2 ** t).sqrt().float()
+            denom = (v.sqrt() / correction2_sqrt).add_(o.eps)
+            p.sub_((lr / correction1) * m / denom)
 
     # -- per epoch ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -208,7 +242,8 @@ class FusedTrials:
         loss = torch.zeros(len(self.index), device=self.device)
         correct = torch.zeros(len(self.index), device=self.device)
         for x, y in data.loader(batch_size, shuffle=False, drop_last=False):
-            logits = self._forward(self.params, self.buffers, x)               # (K, B, C)
+            with self.autocast:
+                logits = self._forward(self.params, self.buffers, x).float()   # (K, B, C)
             loss += nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
                                                 reduction="none").sum(1)
             correct += (logits.argmax(-1) == y).sum(1)
@@ -245,6 +280,7 @@ class FusedTrials:
         self.state = {k: v[mask] for k, v in self.state.items()}
         for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
             setattr(self, name, getattr(self, name)[mask])
+        self._graph = None                  # the captured step points at the old tensors
 
     @property
     def running(self) -> list[int]:
@@ -273,13 +309,14 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                val: ImageData | None, *, epochs: int, batch_size: int, base_lr: float,
                optimizer: OptimizerConfig = OptimizerConfig(), seed: int = 0, same_init: bool = False,
                on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
-               progress=None, score_on: ImageData | None = None) -> list[TrialRecord]:
+               progress=None, score_on: ImageData | None = None, amp: str | None = None) -> list[TrialRecord]:
     """Train ``specs`` side by side for ``epochs`` epochs and return their records.
 
     ``on_epoch(epoch, records, running)`` is called after each epoch's validation with the record
     indices still running; the indices it returns are pruned and leave the batch. Without ``val``,
     metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
     once per step. With ``score_on``, the trials that finish are scored on it once at the end.
+    ``amp="bf16"``: forward and backward under bfloat16 autocast.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -287,7 +324,7 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
     per_epoch = len(loader)
     engine = FusedTrials(model, specs, base_lr=base_lr, total_steps=epochs * per_epoch,
                          steps_per_epoch=per_epoch, optimizer=optimizer, device=train.images.device,
-                         same_init=same_init)
+                         same_init=same_init, amp=amp)
     for epoch in range(epochs):
         for x, y in loader:
             engine.step(x, y)

@@ -130,3 +130,19 @@ def test_lr_scale_raises_the_whole_curve() -> None:
     scaled = FusedTrials("lenet", [TrialSpec("onecycle", {"pct_start": 0.3}, seed=0, lr_scale=3.0)], base_lr=0.01,
                          total_steps=STEPS, steps_per_epoch=PER_EPOCH)
     torch.testing.assert_close(scaled.lr_table, 3.0 * plain.lr_table)
+
+
+def test_bf16_autocast_trains_and_keeps_float32_weights() -> None:
+    data = batches()
+    fp32 = FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+    bf16 = FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH, amp="bf16")
+    for x, y in data:
+        fp32.step(x, y)
+        bf16.step(x, y)
+    for k in range(len(SPECS)):
+        a, b = fp32.state_dict(k), bf16.state_dict(k)
+        assert all(v.dtype == torch.float32 for v in b.values())
+        for name in a:                      # close to float32 training, not equal to it
+            assert 0 < (a[name] - b[name]).abs().max() < 0.05, name
+    with pytest.raises(ValueError, match="amp must be None or 'bf16', got 'fp16'"):
+        FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH, amp="fp16")

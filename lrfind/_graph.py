@@ -1,0 +1,135 @@
+"""A training step captured once in a CUDA graph and replayed: one launch instead of a hundred.
+
+LeNet-sized steps spend their time in Python and kernel launches, not arithmetic; replaying a
+captured step removes both. The step must only update fixed tensors in place (weights, optimizer
+state, counters on the device) and read its inputs from the tensors it was captured with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+class CapturedStep:
+    """Calls ``step(*inputs)``: eagerly for the first ``warmup`` calls (real steps, during which
+    cuDNN and cuBLAS set themselves up outside any capture), then from a CUDA graph captured on
+    the next call, with the inputs copied into the tensors it was captured with. Inputs of another
+    shape or dtype (a last, smaller batch) run eagerly. Returns what the step returns.
+    """
+
+    def __init__(self, step: Callable[..., Any], warmup: int = 2) -> None:
+        self.step, self.warmup = step, warmup
+        self.inputs: tuple[torch.Tensor, ...] | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.output: Any = None
+
+    def __call__(self, *inputs: torch.Tensor) -> Any:
+        if self.warmup:
+            self.warmup -= 1
+            return self.step(*inputs)
+        if self.inputs is None:
+            self.inputs = tuple(x.clone() for x in inputs)
+        elif any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(inputs, self.inputs)):
+            return self.step(*inputs)
+        for static, x in zip(self.inputs, inputs):
+            static.copy_(x)
+        if self.graph is None:
+            graph = torch.cuda.CUDAGraph()
+            torch.cuda.synchronize()
+            with torch.cuda.graph(graph):
+                self.output = self.step(*self.inputs)          # recorded, not run
+            self.graph = graph
+        self.graph.replay()
+        return self.output
+
+
+def sweep_step_unsupported(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
+    """Why the range test cannot replay ``model``'s steps from a graph (None: it can)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if not all(p.is_cuda for p in params):
+        return "the parameters are not all on a CUDA device"
+    if type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        return f"{type(optimizer).__name__} is not SGD, Adam or AdamW"
+    if optimizer.state:
+        return "the optimizer already holds state"
+    for g in optimizer.param_groups:
+        if g.get("maximize") or g.get("amsgrad") or g.get("dampening", 0) or g.get("differentiable"):
+            return "maximize, amsgrad, dampening or differentiable is set"
+    return None
+
+
+class SweepStep:
+    """One training step of a plain model for the range test, replayable from a CUDA graph.
+
+    The update is torch's SGD (momentum, Nesterov, weight decay) or Adam/AdamW written with foreach
+    ops on the parameters, the LR read from a device tensor, so that one captured graph serves every
+    LR of the sweep. Its optimizer state starts empty, as the optimizer's does (checked by
+    ``sweep_step_unsupported``); the sweep's end state is thrown away by the range test's restore.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ratios: list[float]) -> None:
+        self.model, self.loss_fn = model, loss_fn
+        self.adam = isinstance(optimizer, torch.optim.Adam)
+        self.decoupled = isinstance(optimizer, torch.optim.AdamW)
+        self.groups = [(g, [p for p in g["params"] if p.requires_grad], ratio)
+                       for g, ratio in zip(optimizer.param_groups, ratios)]
+        self.params = [p for _, ps, _ in self.groups for p in ps]
+        device = self.params[0].device
+        self.lr = torch.zeros((), device=device)
+        self.t = torch.zeros((), dtype=torch.float64, device=device)
+        zeros = lambda: [torch.zeros_like(p) for p in self.params]   # noqa: E731
+        self.state = {"exp_avg": zeros(), "exp_avg_sq": zeros()} if self.adam else {"momentum": zeros()}
+        self.captured = CapturedStep(self._step) if device.type == "cuda" else self._step
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        self.lr.fill_(lr)
+        return self.captured(x, y)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(self.model(x), y)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        with torch.no_grad():
+            self.t.add_(1)
+            offset = 0
+            for group, params, ratio in self.groups:
+                n = len(params)
+                self._update(group, params, list(grads[offset:offset + n]), offset, self.lr * ratio)
+                offset += n
+        return loss.detach()
+
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list, offset: int, lr: torch.Tensor) -> None:
+        keep = [i for i, g in enumerate(grads) if g is not None]      # torch skips parameters without grads
+        ps, gs = [params[i] for i in keep], [grads[i] for i in keep]
+        if not ps:
+            return
+        wd = group["weight_decay"]
+        if not self.adam:
+            momentum = group["momentum"]
+            if wd:
+                gs = torch._foreach_add(gs, ps, alpha=wd)
+            if momentum:
+                bufs = [self.state["momentum"][offset + i] for i in keep]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, gs)
+                gs = torch._foreach_add(gs, bufs, alpha=momentum) if group["nesterov"] else bufs
+            torch._foreach_sub_(ps, torch._foreach_mul(gs, lr))
+            return
+        b1, b2 = group["betas"]
+        if self.decoupled and wd:
+            torch._foreach_mul_(ps, 1 - lr * wd)
+        elif wd:
+            gs = torch._foreach_add(gs, ps, alpha=wd)
+        m = [self.state["exp_avg"][offset + i] for i in keep]
+        v = [self.state["exp_avg_sq"][offset + i] for i in keep]
+        torch._foreach_lerp_(m, gs, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, gs, gs, value=1 - b2)
+        step_size = lr / (1 - b1 ** self.t).float()
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, (1 - b2 ** self.t).sqrt().float())
+        torch._foreach_add_(denom, group["eps"])
+        update = torch._foreach_div(m, denom)
+        torch._foreach_sub_(ps, torch._foreach_mul(update, step_size))

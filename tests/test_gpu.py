@@ -1,0 +1,95 @@
+"""On a CUDA device: the graph-captured engine equals the eager one and torch.optim. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lrfind import find_lr, get_model
+from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec
+from test_train import BASE_LR, PER_EPOCH, SPECS, STEPS, base_lr, batches, train_alone
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+
+
+def on_cuda(data):
+    return [(x.to(CUDA), y.to(CUDA)) for x, y in data]
+
+
+@pytest.fixture(autouse=True)
+def _exact_float32():
+    """TF32 matrix products would differ from the CPU reference by about 1e-3."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("opt_cfg", [OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=5e-4),
+                                     OptimizerConfig("adamw", weight_decay=1e-2)], ids=["sgd-nesterov", "adamw"])
+def test_graph_replay_equals_torch_optim_one_by_one(opt_cfg: OptimizerConfig) -> None:
+    data = batches()
+    fused = FusedTrials("lenet", SPECS, base_lr=base_lr(opt_cfg), total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                        optimizer=opt_cfg, device=CUDA)
+    assert fused.cuda_graph
+    lrs = []
+    for x, y in on_cuda(data):
+        lrs.append(fused.current_lrs().tolist())
+        fused.step(x, y)
+    assert fused._graph is not None and fused._graph.graph is not None, "the step was never captured"
+    for k, spec in enumerate(SPECS):
+        weights, expected_lrs = train_alone(spec, opt_cfg, data)
+        np.testing.assert_allclose(np.array(lrs)[:, k], expected_lrs, rtol=1e-6)
+        got = fused.state_dict(k)
+        for name, value in weights.items():
+            torch.testing.assert_close(got[name].cpu(), value, atol=1e-5, rtol=1e-5, msg=f"{spec.schedule} {name}")
+
+
+def test_graph_survives_dropping_trials_and_a_failed_trial() -> None:
+    data = on_cuda(batches())
+    specs = SPECS + [TrialSpec("constant", {}, seed=4, lr_scale=1e6)]         # diverges to NaN
+    runs = {}
+    for graph in (False, True):
+        fused = FusedTrials("lenet", specs, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                            device=CUDA, cuda_graph=graph)
+        for i, (x, y) in enumerate(data):
+            fused.step(x, y)
+            if i == PER_EPOCH - 1:
+                fused.end_epoch(None, PER_EPOCH)
+                fused.keep([k != 1 for k in fused.running])                  # trial 1 is pruned
+        fused.end_epoch(None, PER_EPOCH)
+        runs[graph] = fused
+    eager, graphed = runs[False], runs[True]
+    assert graphed.running == eager.running == [0, 2, 3]
+    assert [r.status for r in graphed.records] == [r.status for r in eager.records]
+    assert graphed.records[3].status == "failed" and graphed.records[3].failed_at == eager.records[3].failed_at
+    for k in (0, 2):
+        for name, value in eager.state_dict(k).items():
+            torch.testing.assert_close(graphed.state_dict(k)[name], value, atol=1e-6, rtol=1e-6)
+
+
+def test_range_test_runs_on_cuda_and_restores_the_model() -> None:
+    model = get_model("lenet", seed=0).to(CUDA)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = find_lr(model, on_cuda(batches(40, size=32)), num_iter=40, progress=False)
+    assert len(result.losses) > 10
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("make", [lambda p: torch.optim.SGD(p, lr=1e-6, momentum=0.9, nesterov=True, weight_decay=1e-4),
+                                  lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=1e-2)], ids=["sgd", "adamw"])
+def test_range_test_from_a_graph_equals_the_eager_sweep(make) -> None:
+    data = on_cuda(batches(60, size=64))
+    results = {}
+    for graph in (True, False):
+        model = get_model("lenet", seed=0).to(CUDA)
+        results[graph] = find_lr(model, data, optimizer=make(model.parameters()), num_iter=60, end_lr=0.3,
+                                 cuda_graph=graph, progress=False)
+    assert results[True].config["cuda_graph"] and not results[False].config["cuda_graph"]
+    n = min(len(results[True].losses), len(results[False].losses))
+    assert n > 30
+    np.testing.assert_allclose(results[True].losses[:30], results[False].losses[:30], rtol=1e-4)
+    assert results[True].suggested_lr == pytest.approx(results[False].suggested_lr, rel=0.05)
