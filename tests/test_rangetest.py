@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import numpy as np
@@ -280,3 +281,40 @@ def test_plot_returns_axes_and_saves(tmp_path) -> None:
 def test_fp16_autocast_with_grad_scaler_runs() -> None:
     result = find_lr(make_model(), make_data(), num_iter=10, end_lr=1e-2, amp="fp16", progress=False)
     assert len(result.losses) == 10 and np.isfinite(result.losses).all()
+
+
+@pytest.mark.parametrize("make", [
+    lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    lambda groups: torch.optim.SGD(groups, lr=0.1),
+    lambda groups: torch.optim.Adam(groups, lr=0.1, weight_decay=1e-3),
+    lambda groups: torch.optim.AdamW(groups, lr=0.1, weight_decay=1e-2),
+], ids=["sgd-nesterov-wd", "sgd-plain", "adam-wd", "adamw"])
+def test_graphable_sweep_step_updates_like_torch_optim(make) -> None:
+    """The update the range test replays from a CUDA graph is torch's own, group ratios included
+    (run eagerly here; tests/test_gpu.py replays it on a GPU)."""
+    from lrfind._graph import SweepStep
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    twin = copy.deepcopy(model)
+    groups = lambda m: [{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 0.05}]  # noqa: E731
+    ours, reference = make(groups(model)), make(groups(twin))
+    step = SweepStep(model, ours, nn.functional.cross_entropy, ratios=[1.0, 0.5])
+    for lr in np.geomspace(1e-4, 1e-1, 12):
+        x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+        loss = step(x, y, float(lr))
+        for group, ratio in zip(reference.param_groups, (1.0, 0.5)):
+            group["lr"] = float(lr) * ratio
+        reference.zero_grad()
+        expected = nn.functional.cross_entropy(twin(x), y)
+        expected.backward()
+        reference.step()
+        torch.testing.assert_close(loss, expected.detach())
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_cuda_graph_on_a_cpu_model_is_a_clear_error() -> None:
+    model = nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="cuda_graph=True cannot be used here: the parameters are not all on a CUDA"):
+        find_lr(model, [(torch.randn(8, 4), torch.randint(0, 2, (8,)))], num_iter=5, cuda_graph=True, progress=False)
