@@ -291,6 +291,35 @@ def ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
+class _Snapshot:
+    """The study as read once, for a pruner that judges a whole batch: ``Trial.should_prune`` reads
+    every trial from the storage again for each trial it judges (40 ms a call on SQLite)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self._trials = study.get_trials(deepcopy=False)
+
+    def get_trials(self, deepcopy: bool = False, states=None) -> list[FrozenTrial]:
+        return [t for t in self._trials if states is None or t.state in states]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+def should_prune(study: optuna.Study, trials: list[optuna.Trial]) -> list[bool]:
+    """The pruner's verdict on each trial of a batch that has just reported. Pruners that only
+    read the study's trials (median, percentile, none) judge all of them from one read."""
+    if not isinstance(study.pruner, (optuna.pruners.PercentilePruner, optuna.pruners.NopPruner)):
+        return [t.should_prune() for t in trials]
+    snapshot = _Snapshot(study)
+    frozen = {t.number: t for t in snapshot.trials}
+    return [study.pruner.prune(snapshot, frozen[t.number]) for t in trials]
+
+
 def counts(study: optuna.Study) -> tuple[int, int]:
     """(finished, running) trials."""
     trials = study.get_trials(deepcopy=False)

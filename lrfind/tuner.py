@@ -70,6 +70,7 @@ class TuneConfig:
     max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
     final_seeds: int = 3                         # retrains of best and constant in stage 3
     range_test_iters: int = 300
+    amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -85,6 +86,8 @@ class TuneConfig:
             raise ValueError(f"train_subset must be at least batch_size={self.batch_size}, got {self.train_subset!r}")
         if self.max_peak is not None and not (math.isfinite(self.max_peak) and self.max_peak >= 1):
             raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
         if self.pruner not in _study.PRUNERS:
             raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
         for name in self.schedules or ():
@@ -106,7 +109,7 @@ class TuneConfig:
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
         keys = ("model", "dataset", "epochs", "batch_size", "optimizer", "momentum", "train_subset", "val_size",
-                "same_init", "max_peak")
+                "same_init", "max_peak", "amp")
         return {**{k: getattr(self, k) for k in keys}, "schedules": self.choices}
 
 
@@ -155,6 +158,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         study.set_user_attr("steps", total)
         study.set_user_attr("steps_per_epoch", per_epoch)
 
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
         base_lr = _study.stored_base_lr(study)
         if base_lr is None:
             base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out)
@@ -166,13 +171,17 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         log.info("base LR %.3g (%s); warming schedules may peak up to %.3g", base_lr,
                  study.user_attrs.get("base_lr_source"), base_lr * max_peak)
 
+        seconds["range_test"], clock = time.perf_counter() - clock, time.perf_counter()
         parallel = cfg.parallel or _auto_parallel(cfg, device)
         _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, sqlite=_study.is_sqlite(url))
+        seconds["search"], clock = time.perf_counter() - clock, time.perf_counter()
 
         final: dict[str, Any] = {}
         if cfg.final:
             final = _final(study, cfg, train, val, base_lr, max_peak)
             study.set_user_attr("final", final)
+            seconds["final"] = time.perf_counter() - clock
+        study.set_user_attr("seconds", {k: round(v, 2) for k, v in seconds.items()})   # of the last run
         if device.type == "cuda":
             study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
     return TuneResult(study, base_lr, out, final)
@@ -295,17 +304,15 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
 
         def report(epoch: int, records: list[TrialRecord], running: list[int]) -> set[int]:
             steps.set_description(f"{len(running)} trials, epoch {min(epoch + 2, cfg.epochs)}/{cfg.epochs}")
-            pruned = set()
             for k in running:
                 asked[k].report(records[k].val_acc[-1], epoch)
-                if asked[k].should_prune():
-                    pruned.add(k)
-            return pruned
+            verdicts = _study.should_prune(study, [asked[k] for k in running])
+            return {k for k, prune in zip(running, verdicts) if prune}
 
         with steps:
             records = run_trials(cfg.model, specs, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
-                                 same_init=cfg.same_init, on_epoch=report, progress=steps)
+                                 same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp)
         for k, (trial, rec) in enumerate(zip(asked, records)):
             _study.tell(study, trial, rec)
             told.add(k)
@@ -355,7 +362,7 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     with bar:
         records = run_trials(cfg.model, specs, full, None, epochs=cfg.epochs, batch_size=cfg.batch_size,
                              base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,
-                             score_on=test)
+                             score_on=test, amp=cfg.amp)
     out: dict[str, Any] = {}
     for i, (label, trial) in enumerate(picked.items()):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]

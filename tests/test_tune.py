@@ -178,3 +178,24 @@ def test_warming_schedules_may_peak_above_the_base_lr(data_env, tmp_path) -> Non
     best = report.best_json(study)
     assert best["lr"] == pytest.approx(0.05 * best["peak_scale"])
     assert f"lr={best['lr']:.12g}" in report.snippet(study)
+
+
+@pytest.mark.parametrize("pruner", [optuna.pruners.MedianPruner(n_startup_trials=2),
+                                     optuna.pruners.HyperbandPruner(min_resource=1, max_resource=3),
+                                     optuna.pruners.NopPruner()], ids=["median", "hyperband", "none"])
+def test_batch_pruning_verdicts_equal_optunas_own(pruner) -> None:
+    from lrfind import _study
+
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for value in (0.5, 0.7, 0.9):
+        trial = study.ask()
+        for step in range(3):
+            trial.report(value + 0.01 * step, step)
+        study.tell(trial, value + 0.02)
+    batch = [study.ask() for _ in range(6)]
+    for i, trial in enumerate(batch):
+        trial.report(0.4 + 0.1 * i, 0)
+    expected = [t.should_prune() for t in batch]
+    assert _study.should_prune(study, batch) == expected
+    if isinstance(pruner, optuna.pruners.MedianPruner):
+        assert True in expected and False in expected       # the test tells pruned from kept
