@@ -33,14 +33,20 @@ from lrfind.train import FusedTrials, TrialSpec  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_tune(args, out: Path) -> dict:
+def run_tune(args, out: Path, *extra: str) -> dict:
     """`lrfind tune` end to end, timed from outside like a user's shell."""
     cmd = [sys.executable, "-m", "lrfind", "tune", "--trials", str(args.trials), "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--device", args.device, "--out", str(out), "-q"]
+           "--batch-size", str(args.batch_size), "--device", args.device, "--out", str(out), "-q", *extra]
     if args.train_subset:
         cmd += ["--train-subset", str(args.train_subset)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    # A user's second run: bytecode compiled, matplotlib's font cache built, the data files read once.
+    subprocess.run([sys.executable, "-m", "lrfind", "tune", "--trials", "2", "--epochs", "1", "--train-subset", "2048",
+                    "--no-final", "--device", args.device, "--out", str(out.with_name("warmup")), "-q"],
+                   cwd=REPO, capture_output=True, env=env, check=True)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"lrfind tune failed:\n{proc.stdout}\n{proc.stderr}")
@@ -50,7 +56,8 @@ def run_tune(args, out: Path) -> dict:
             "best_val_acc": best.get("val_acc"), "constant_val_acc": best.get("constant", {}).get("val_acc"),
             "best_test_acc": final.get("best", {}).get("test_acc"),
             "constant_test_acc": final.get("constant", {}).get("test_acc"),
-            "peak_gpu_bytes": best.get("peak_gpu_bytes"), "report": proc.stdout}
+            "peak_gpu_bytes": best.get("peak_gpu_bytes"), "stage_seconds": best.get("seconds"),
+            "report": proc.stdout}
 
 
 def range_test_lrfind(args, device) -> dict:
@@ -77,23 +84,30 @@ def engine_figures(args, device) -> dict:
         torch.nn.functional.cross_entropy(model(x), torch.zeros(args.batch_size, dtype=torch.long)).backward()
     flops_per_step = counter.get_total_flops()           # forward + backward of one model on one batch
     rows = {}
+    modes = [("graph", True, None), ("eager", False, None), ("bf16", True, "bf16")] if device.type == "cuda" \
+        else [("eager", False, None)]
     for k in args.ks:
-        specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
-        engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
-                             steps_per_epoch=len(loader), device=device)
-        for i, (xb, yb) in enumerate(loader):            # warm-up
-            engine.step(xb, yb)
-            if i == 10:
-                break
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        with Timer(device) as t:
-            for xb, yb in loader:
+        for mode, graph, amp in modes:
+            specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
+            engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
+                                 steps_per_epoch=len(loader), device=device, cuda_graph=graph, amp=amp)
+            for i, (xb, yb) in enumerate(loader):            # warm-up, and the graph's capture
                 engine.step(xb, yb)
-        rows[k] = {"epoch_seconds": t.seconds, "ms_per_trial_epoch": 1000 * t.seconds / k,
+                if i == 10:
+                    break
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            with Timer(device) as t:
+                for xb, yb in loader:
+                    engine.step(xb, yb)
+            row = {"epoch_seconds": t.seconds, "ms_per_trial_epoch": 1000 * t.seconds / k,
                    "tflops": flops_per_step * k * len(loader) / t.seconds / 1e12,
                    "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None}
-        del engine
+            if k not in rows:
+                rows[k] = row
+            else:
+                rows[k][f"{mode}_ms_per_trial_epoch"] = row["ms_per_trial_epoch"]
+            del engine
     return {"flops_per_step_one_model": flops_per_step, "steps_per_epoch": len(loader), "by_k": rows}
 
 
@@ -118,8 +132,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tune = run_tune(args, Path(tmp) / "tune")
-    print(tune.pop("report"))
-    results["tune"] = tune
+        print(tune.pop("report"))
+        results["tune"] = tune
+        if device.type == "cuda":
+            results["tune_bf16"] = run_tune(args, Path(tmp) / "tune_bf16", "--amp", "bf16")
+            results["tune_bf16"].pop("report")
 
     from baseline import sequential_study
     base = sequential_study(args.baseline_trials, args.epochs, args.batch_size, tune["base_lr"], device)
@@ -140,6 +157,9 @@ def main() -> None:
         tune_speedup=baseline_50 / tune["seconds"] if full else None,
         range_test_speedup=peer["seconds"] / ours["seconds"],
         ms_per_trial_epoch_k50=k50["ms_per_trial_epoch"],
+        ms_per_trial_epoch_k50_bf16=k50.get("bf16_ms_per_trial_epoch"),
+        tune_seconds_bf16=results.get("tune_bf16", {}).get("seconds"),
+        best_test_acc_lrfind_bf16=results.get("tune_bf16", {}).get("best_test_acc"),
         best_test_acc_lrfind=tune["best_test_acc"],
         best_test_acc_baseline=base["best_test_acc"],
     )
@@ -153,8 +173,14 @@ def main() -> None:
         ("suggested LR: lrfind / torch-lr-finder", f"{ours['suggested_lr']} / {peer['suggested_lr']}"),
         ("best test acc: lrfind / baseline", f"{tune['best_test_acc']} / {base['best_test_acc']:.4f}"),
     ]
+    if "tune_bf16" in results:
+        rows.insert(1, ("  with --amp bf16: seconds, best test acc",
+                        f"{results['tune_bf16']['seconds']:.1f}, {results['tune_bf16']['best_test_acc']}"))
     for k, row in results["engine"]["by_k"].items():
-        rows.append((f"engine K={k}: ms per trial-epoch, TFLOP/s", f"{row['ms_per_trial_epoch']:.1f}, {row['tflops']:.2f}"))
+        others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16")
+                           if f"{m}_ms_per_trial_epoch" in row)
+        rows.append((f"engine K={k}: ms per trial-epoch ({'graph' if device.type == 'cuda' else 'eager'}, fp32), TFLOP/s",
+                     f"{row['ms_per_trial_epoch']:.1f}{f' ({others})' if others else ''}, {row['tflops']:.2f}"))
     width = max(len(r[0]) for r in rows)
     print(f"\nbenchmarks on {results['device']} (torch {torch.__version__})")
     for name, value in rows:

@@ -1,0 +1,76 @@
+"""The trial engine's step at K trials under its options, and where its GPU time goes.
+
+    python bench/engine_variants.py --k 50
+
+Prints ms per trial-epoch for: eager, CUDA graph, graph + cudnn.benchmark, graph + bf16 autocast,
+graph + TF32 matmuls; then the top CUDA kernels of a few eager steps (torch.profiler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Timer  # noqa: E402
+
+from lrfind import load_dataset  # noqa: E402
+from lrfind.train import FusedTrials, TrialSpec  # noqa: E402
+
+
+def epoch_ms(k: int, loader, device, **options) -> float:
+    specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
+    engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
+                         steps_per_epoch=len(loader), device=device, **options)
+    for i, (x, y) in enumerate(loader):
+        engine.step(x, y)
+        if i == 10:
+            break
+    with Timer(device) as t:
+        for x, y in loader:
+            engine.step(x, y)
+    return 1000 * t.seconds / k
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--k", type=int, nargs="+", default=[50])
+    ap.add_argument("--batch-size", type=int, default=128)
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
+    loader = train.loader(args.batch_size, seed=0)
+    for k in args.k:
+        rows = {"eager": epoch_ms(k, loader, device, cuda_graph=False),
+                "graph": epoch_ms(k, loader, device)}
+        torch.backends.cudnn.benchmark = True
+        rows["graph + cudnn.benchmark"] = epoch_ms(k, loader, device)
+        rows["graph + cudnn.benchmark + bf16"] = epoch_ms(k, loader, device, amp="bf16")
+        torch.set_float32_matmul_precision("high")
+        rows["graph + cudnn.benchmark + tf32 matmul"] = epoch_ms(k, loader, device)
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.benchmark = False
+        for name, ms in rows.items():
+            print(f"K={k:<4} {name:<40} {ms:7.1f} ms per trial-epoch")
+    from torch.profiler import ProfilerActivity, profile
+
+    k = args.k[0]
+    specs = [TrialSpec("constant", {}, seed=i) for i in range(k)]
+    engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=40, steps_per_epoch=20, device=device,
+                         cuda_graph=False)
+    batches = [b for _, b in zip(range(8), loader)]
+    for x, y in batches[:3]:
+        engine.step(x, y)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for x, y in batches[3:]:
+            engine.step(x, y)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()
