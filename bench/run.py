@@ -41,6 +41,10 @@ def run_tune(args, out: Path, *extra: str) -> dict:
         cmd += ["--train-subset", str(args.train_subset)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        # The GPU image ships torch without bytecode and forbids writing it: every process would
+        # compile torch's sources again (7.6 s measured). A pip-installed torch has its bytecode.
+        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "lrfind-bench-pycache"))
     # A user's second run: bytecode compiled, matplotlib's font cache built, the data files read once.
     subprocess.run([sys.executable, "-m", "lrfind", "tune", "--trials", "2", "--epochs", "1", "--train-subset", "2048",
                     "--no-final", "--device", args.device, "--out", str(out.with_name("warmup")), "-q"],
