@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -96,7 +97,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
     except TuneInterrupted as e:
         click.echo(str(e), err=True)
         raise SystemExit(130) from None
-    _print_report(result.study, out)
+    _print_report(result.study, out, written=result.files)
+    click.echo(_timing(result.seconds))
 
 
 def _option_message(e: ValueError) -> str:
@@ -109,13 +111,31 @@ def _option_message(e: ValueError) -> str:
     return text
 
 
-def _print_report(study, out: Path) -> None:
+def _timing(seconds: dict[str, float]) -> str:
+    names = {"setup": "data and storage", "range_test": "range test", "search": "trials", "final": "final"}
+    parts = [f"{names[k]} {v:.1f} s" for k, v in seconds.items() if k in names]
+    total = _process_seconds()
+    return f"time: {', '.join(parts)}" + (f"; {total:.1f} s since the process started" if total else "")
+
+
+def _process_seconds() -> float | None:
+    """Seconds since this process started (Linux), so that start-up and imports are counted too."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _print_report(study, out: Path, written: list[Path] | None = None) -> None:
+    """The table and the verdict; writes the report files unless ``written`` lists them already."""
     from . import report
 
     click.echo(report.top_table(study))
     click.echo("")
     click.echo(report.verdict(study))
-    written = report.write(study, out)
+    written = report.write(study, out) if written is None else written
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -141,14 +140,8 @@ def snippet(study: optuna.Study) -> str | None:
                                      momentum=setup.get("momentum", 0.9), **params)
 
 
-def write(study: optuna.Study, out: Path, *, parallel: bool = True) -> list[Path]:
-    """best.json, best_schedule.py and the figures, into ``out``.
-
-    The figures take seconds each to lay out and encode; with ``parallel`` (and where processes
-    can be forked) each is drawn in its own process from an in-memory copy of the study.
-    """
-    from . import plots
-
+def write(study: optuna.Study, out: Path, *, figures: bool = True) -> list[Path]:
+    """best.json, best_schedule.py and (with ``figures``) the figures, into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "best.json"]
     (out / "best.json").write_text(json.dumps(best_json(study), indent=2))
@@ -156,27 +149,31 @@ def write(study: optuna.Study, out: Path, *, parallel: bool = True) -> list[Path
     if code:
         (out / "best_schedule.py").write_text(code)
         written.append(out / "best_schedule.py")
-    figures = [(out / "history.png", plots.plot_history), (out / "lr_curves.png", plots.plot_top_lr_curves),
-               (out / "val_acc.png", plots.plot_val_acc), (out / "importances.png", plots.plot_importances)]
-    for path, _ in figures:
-        path.unlink(missing_ok=True)          # what exists afterwards was drawn now
-    if not (parallel and _draw_in_processes(_in_memory(study), figures)):
-        for path, draw in figures:
-            _draw(draw, study, path)
-    return written + [path for path, _ in figures if path.exists()]
+    return written + (draw_figures(study, out) if figures else [])
 
 
-def _draw(draw, study: optuna.Study, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            draw(study, path=path)
-        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for the figure
-            log.info("skipped %s: %s", path.name, e)
+def draw_figures(study: optuna.Study, out: Path) -> list[Path]:
+    """The report's figures, into ``out``; those the study has too few trials for are skipped.
+    Uses matplotlib's object API only (no pyplot state), so it may run in a thread of its own."""
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = []
+    for name, draw in (("history.png", plots.plot_history), ("lr_curves.png", plots.plot_top_lr_curves),
+                       ("val_acc.png", plots.plot_val_acc), ("importances.png", plots.plot_importances)):
+        path = out / name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                draw(study, path=path)
+                drawn.append(path)
+            except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for the figure
+                log.info("skipped %s: %s", name, e)
+    return drawn
 
 
-def _in_memory(study: optuna.Study) -> optuna.Study:
-    """A copy of the study that needs no storage connection (a forked child must not share one)."""
+def snapshot(study: optuna.Study) -> optuna.Study:
+    """An in-memory copy of the study, for drawing in another thread while the stored one changes."""
     copy = optuna.create_study(direction=study.direction, study_name=study.study_name)
     copy.add_trials(study.get_trials(deepcopy=False))
     for key, value in study.user_attrs.items():
@@ -184,29 +181,4 @@ def _in_memory(study: optuna.Study) -> optuna.Study:
     return copy
 
 
-def _draw_in_processes(study: optuna.Study, figures: list, timeout: float = 60.0) -> bool:
-    """Draw each figure in a forked process; False (nothing left running) where that is not possible."""
-    import multiprocessing
-
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    ctx = multiprocessing.get_context("fork")
-    import matplotlib.backends.backend_agg  # noqa: F401  imported once here, not in every child
-    import optuna.visualization.matplotlib  # noqa: F401
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # "multi-threaded, fork() may deadlock"
-        procs = [ctx.Process(target=_draw, args=(draw, study, path), daemon=True) for path, draw in figures]
-        for proc in procs:
-            proc.start()
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        proc.join(max(0.0, deadline - time.monotonic()))
-    if any(proc.is_alive() or proc.exitcode for proc in procs):   # a hung or crashed child: draw here
-        for proc in procs:
-            proc.kill()
-        log.info("drawing the figures in parallel failed; drawing them one by one")
-        return False
-    return True
-
-
-__all__ = ["top_table", "verdict", "best_json", "snippet", "write"]
+__all__ = ["top_table", "verdict", "best_json", "snippet", "write", "draw_figures", "snapshot"]

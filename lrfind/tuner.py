@@ -20,6 +20,7 @@ import math
 import os
 import socket
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from . import _study
+from . import _study, report
 from ._device import resolve_device
 from .data import ImageData, load_dataset
 from .models import get_model
@@ -121,6 +122,8 @@ class TuneResult:
     base_lr: float
     out: Path
     final: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)     # wall time of each stage of this run
+    files: list[Path] = field(default_factory=list)              # the report written into ``out``
 
 
 class NoBaseLRError(ValueError):
@@ -147,22 +150,24 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     if config is not None and fields:
         raise TypeError("give either a TuneConfig or its fields, not both")
     cfg = config or TuneConfig(**fields)
+    clock = time.perf_counter()
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
     url = cfg.storage or _study.default_storage(out)
-    with _study.run_lock(url):
+    # Figures are drawn in a thread while the device trains: torch releases the GIL while it waits.
+    with _study.run_lock(url), ThreadPoolExecutor(1, thread_name_prefix="lrfind-figures") as painter:
         study = _study.open_study(cfg, out)   # checks storage, setup and base LR before anything is written
         per_epoch = len(train.loader(cfg.batch_size))
         total = cfg.epochs * per_epoch
         study.set_user_attr("steps", total)
         study.set_user_attr("steps_per_epoch", per_epoch)
 
-        seconds: dict[str, float] = {}
+        seconds: dict[str, float] = {"setup": time.perf_counter() - clock}     # data and storage
         clock = time.perf_counter()
         base_lr = _study.stored_base_lr(study)
         if base_lr is None:
-            base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out)
+            base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out, painter)
             study.set_user_attr("base_lr", base_lr)
             study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")
         if "max_peak" not in study.user_attrs:
@@ -175,30 +180,34 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         parallel = cfg.parallel or _auto_parallel(cfg, device)
         _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, sqlite=_study.is_sqlite(url))
         seconds["search"], clock = time.perf_counter() - clock, time.perf_counter()
+        figures = painter.submit(report.draw_figures, report.snapshot(study), out)   # stage 3 adds no trials
 
         final: dict[str, Any] = {}
         if cfg.final:
             final = _final(study, cfg, train, val, base_lr, max_peak)
             study.set_user_attr("final", final)
             seconds["final"] = time.perf_counter() - clock
-        study.set_user_attr("seconds", {k: round(v, 2) for k, v in seconds.items()})   # of the last run
+        seconds = {k: round(v, 2) for k, v in seconds.items()}
+        study.set_user_attr("seconds", seconds)                      # of the last run
         if device.type == "cuda":
             study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
-    return TuneResult(study, base_lr, out, final)
+        files = report.write(study, out, figures=False) + figures.result()
+    return TuneResult(study, base_lr, out, final, seconds, files)
 
 
-def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path) -> float:
+def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path, painter: Executor) -> float:
     model = get_model(cfg.model, seed=cfg.seed).to(train.images.device)
     opt = cfg.optimizer_config.torch_optimizer(model.parameters(), 1e-6)
     result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=opt,
                      num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")
-    result.plot(path=out / "range_test.png")
+    figure = painter.submit(result.plot, path=out / "range_test.png")
     study.set_user_attr("range_test", {
         "lrs": result.lrs.tolist(), "smoothed": [x if math.isfinite(x) else None for x in result.smoothed.tolist()],
         "suggested_lr": result.suggested_lr, "falling_range": result.falling_range, "stop_reason": result.stop_reason})
     if result.suggested_lr is None:
+        figure.result()                       # the error points at it
         raise NoBaseLRError(f"the range test gave no clear base LR ({result.reason}); see {out / 'range_test.png'} "
                          "and pass --base-lr")
     return result.suggested_lr

@@ -45,8 +45,11 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path) -> N
     assert 0 <= best["final"]["best"]["test_acc"] <= 1
     assert len(best["final"]["best"]["test_acc_per_seed"]) == 3       # paired retrains, averaged
     json.loads((out / "range_test.json").read_text())
-    for name in ("history.png", "lr_curves.png", "val_acc.png", "range_test.png"):
+    for name in ("history.png", "lr_curves.png", "val_acc.png", "importances.png", "range_test.png"):
         assert (out / name).stat().st_size > 1000, name
+    assert f"{out / 'importances.png'}" in result.output
+    assert "time: data and storage" in result.output and "trials" in result.output.split("time:")[1]
+    assert set(best["seconds"]) == {"setup", "range_test", "search", "final"}
     import torch
 
     scope = {"model": torch.nn.Linear(2, 2)}
