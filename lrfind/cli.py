@@ -249,8 +249,32 @@ def _short(value) -> str:
     return str(value)
 
 
+def entry() -> None:
+    """The ``lrfind`` console script: the command, then an exit that skips the interpreter's
+    teardown. After a study on a GPU, freeing the CUDA graphs' pools and the caching allocator's
+    blocks one by one took 1.5 s on an H100; the operating system reclaims all of it at once.
+    Everything lrfind writes is closed before (files, SQLite commits); stdout and stderr are
+    flushed. ``LRFIND_CLEAN_EXIT=1`` restores the ordinary exit."""
+    import os
+    import sys
+
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    if os.environ.get("LRFIND_CLEAN_EXIT") == "1":
+        sys.exit(code)
+    if isinstance(code, str):       # SystemExit("message"): Python prints it and exits with 1
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 # `lrfind tune` and `lrfind show` live in their own module; they register on `main` here.
 from . import cli_tune  # noqa: E402,F401
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -105,3 +105,14 @@ def test_cuda_without_a_gpu_is_a_clear_error(run, tmp_path) -> None:
         pytest.skip("this machine has CUDA")
     result = run("range-test", "--device", "cuda", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "--device cuda: device 'cuda' is not available here" in result.output
+
+
+def test_the_console_entry_keeps_exit_codes_and_output() -> None:
+    """``python -m lrfind`` leaves through os._exit: its output must be flushed, its codes kept."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "lrfind", "schedules"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "onecycle" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "lrfind", "tune", "--trials", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--trials must be a positive integer, got 0" in bad.stderr
