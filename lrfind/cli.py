@@ -9,8 +9,7 @@ from typing import Callable
 
 import click
 
-from .data import DATASETS
-from .models import MODELS
+from ._names import DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
 
@@ -48,9 +47,9 @@ def _options(*decorators: Callable) -> Callable:
 
 
 data_options = _options(
-    click.option("--model", default="lenet", show_default=True, type=click.Choice(sorted(MODELS)),
+    click.option("--model", default="lenet", show_default=True, type=click.Choice(MODEL_NAMES),
                  help="Built-in model to train."),
-    click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS),
+    click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASET_NAMES),
                  help="Built-in data set."),
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Folder holding MNIST/raw/ (torchvision's layout). Default: $LRFIND_DATA_DIR, "

@@ -116,3 +116,19 @@ def test_the_console_entry_keeps_exit_codes_and_output() -> None:
     assert ok.returncode == 0 and "onecycle" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "lrfind", "tune", "--trials", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--trials must be a positive integer, got 0" in bad.stderr
+
+
+def test_the_command_lines_names_match_the_registries() -> None:
+    from lrfind._names import DATASET_NAMES, MODEL_NAMES
+    from lrfind.data import DATASETS
+    from lrfind.models import MODELS
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS) and sorted(DATASET_NAMES) == sorted(DATASETS)
+
+
+def test_help_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from lrfind.cli import main; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
