@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[50])
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("engine_variants.py compares CUDA-graph and bf16 variants: it needs a CUDA device "
+                         "(bench/run.py --quick runs anywhere)")
     device = torch.device("cuda")
     train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
     loader = train.loader(args.batch_size, seed=0)
