@@ -7,9 +7,12 @@ state, counters on the device) and read its inputs from the tensors it was captu
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class CapturedStep:
@@ -17,17 +20,23 @@ class CapturedStep:
     cuDNN and cuBLAS set themselves up outside any capture), then from a CUDA graph captured on
     the next call, with the inputs copied into the tensors it was captured with. Inputs of another
     shape or dtype (a last, smaller batch) run eagerly. Returns what the step returns.
+
+    A step that cannot be captured (a host synchronisation such as ``.item()``, data-dependent
+    control flow, an op CUDA graphs do not support) runs eagerly from then on, with a warning;
+    with ``strict`` the capture's error is raised instead. Nothing of the step runs during a
+    capture, so a failed one leaves weights and optimizer state as they were.
     """
 
-    def __init__(self, step: Callable[..., Any], warmup: int = 2) -> None:
-        self.step, self.warmup = step, warmup
+    def __init__(self, step: Callable[..., Any], warmup: int = 2, strict: bool = False) -> None:
+        self.step, self.warmup, self.strict = step, warmup, strict
         self.inputs: tuple[torch.Tensor, ...] | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.output: Any = None
+        self.failure: str | None = None          # why the step runs eagerly after all
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
-        if self.warmup:
-            self.warmup -= 1
+        if self.warmup or self.failure:
+            self.warmup = max(0, self.warmup - 1)
             return self.step(*inputs)
         if self.inputs is None:
             self.inputs = tuple(x.clone() for x in inputs)
@@ -35,14 +44,27 @@ class CapturedStep:
             return self.step(*inputs)
         for static, x in zip(self.inputs, inputs):
             static.copy_(x)
-        if self.graph is None:
-            graph = torch.cuda.CUDAGraph()
-            torch.cuda.synchronize()
-            with torch.cuda.graph(graph):
-                self.output = self.step(*self.inputs)          # recorded, not run
-            self.graph = graph
+        if self.graph is None and not self._capture():
+            return self.step(*inputs)
         self.graph.replay()
         return self.output
+
+    def _capture(self) -> bool:
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        try:
+            with torch.cuda.graph(graph):
+                self.output = self.step(*self.inputs)          # recorded, not run
+        except RuntimeError as e:
+            if self.strict:
+                raise
+            self.failure = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.warning("the training step could not be captured in a CUDA graph (%s); it runs eagerly",
+                        self.failure)
+            torch.cuda.synchronize()
+            return False
+        self.graph = graph
+        return True
 
 
 def sweep_step_unsupported(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
@@ -70,7 +92,8 @@ class SweepStep:
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ratios: list[float]) -> None:
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ratios: list[float],
+                 strict: bool = False) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.adam = isinstance(optimizer, torch.optim.Adam)
         self.decoupled = isinstance(optimizer, torch.optim.AdamW)
@@ -82,7 +105,7 @@ class SweepStep:
         self.t = torch.zeros((), dtype=torch.float64, device=device)
         zeros = lambda: [torch.zeros_like(p) for p in self.params]   # noqa: E731
         self.state = {"exp_avg": zeros(), "exp_avg_sq": zeros()} if self.adam else {"momentum": zeros()}
-        self.captured = CapturedStep(self._step) if device.type == "cuda" else self._step
+        self.captured = CapturedStep(self._step, strict=strict) if device.type == "cuda" else self._step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         self.lr.fill_(lr)

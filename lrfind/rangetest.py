@@ -290,7 +290,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     method: the suggestion reported as ``suggested_lr``; every method's is in ``suggestions``.
     cuda_graph: replay each step (forward, backward, update) from a CUDA graph, about 10x faster
         for small models. Default: on where it applies: a CUDA model, ``(x, y)`` batches with the
-        default step, no accumulation, amp or validation loss, and a fresh SGD/Adam/AdamW.
+        default step, no accumulation, amp or validation loss, and a fresh SGD/Adam/AdamW; a model
+        whose step cannot be captured (``.item()`` in forward, say) then runs eagerly, with a
+        warning. ``True`` raises instead, ``False`` never captures.
 
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk.
@@ -341,7 +343,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                 if s is not None:
                     _seed_everything(s, generator)
                 batches = _Batches(loader, device)
-                graphed = SweepStep(model, optimizer, loss_fn, ratios) if use_graph else None
+                graphed = SweepStep(model, optimizer, loss_fn, ratios, strict=bool(cuda_graph)) if use_graph else None
                 runs.append(_sweep_once(model, batches, optimizer, step_fn, sweep, accumulation_steps,
                                         amp, val, bar, graphed))
                 if batches.restarts:

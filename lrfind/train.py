@@ -139,6 +139,7 @@ class FusedTrials:
         self._grad = vmap(grad_and_value(loss_fn), in_dims=(0, 0, None, None))
         self._forward = vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)), in_dims=(0, 0, None))
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
         if self.cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a CUDA device, got {self.device}")
         self._graph: CapturedStep | None = None
@@ -174,7 +175,7 @@ class FusedTrials:
         if self.step_count >= self.total:
             raise RuntimeError(f"all {self.total} steps are done")
         if self.cuda_graph:
-            self._graph = self._graph or CapturedStep(self._step)
+            self._graph = self._graph or CapturedStep(self._step, strict=self._strict_graph)
             self._graph(x, y)
         else:
             self._step(x, y)

@@ -93,3 +93,26 @@ def test_range_test_from_a_graph_equals_the_eager_sweep(make) -> None:
     assert n > 30
     np.testing.assert_allclose(results[True].losses[:30], results[False].losses[:30], rtol=1e-4)
     assert results[True].suggested_lr == pytest.approx(results[False].suggested_lr, rel=0.05)
+
+
+class _SyncsInForward(torch.nn.Module):
+    """A model whose forward reads a value on the host: CUDA graphs cannot record that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = get_model("lenet", seed=0)
+
+    def forward(self, x):
+        if x.abs().max().item() > 1e9:
+            raise AssertionError("unreachable")
+        return self.net(x)
+
+
+def test_a_model_that_syncs_falls_back_to_eager_steps(caplog) -> None:
+    data = on_cuda(batches(30, size=32))
+    with caplog.at_level("WARNING", logger="lrfind._graph"):
+        result = find_lr(_SyncsInForward().to(CUDA), data, num_iter=30, progress=False)
+    assert len(result.losses) == 30 and np.isfinite(result.losses).all()
+    assert "could not be captured in a CUDA graph" in caplog.text
+    with pytest.raises(RuntimeError):
+        find_lr(_SyncsInForward().to(CUDA), data, num_iter=30, progress=False, cuda_graph=True)

@@ -318,3 +318,33 @@ def test_cuda_graph_on_a_cpu_model_is_a_clear_error() -> None:
     model = nn.Linear(4, 2)
     with pytest.raises(ValueError, match="cuda_graph=True cannot be used here: the parameters are not all on a CUDA"):
         find_lr(model, [(torch.randn(8, 4), torch.randint(0, 2, (8,)))], num_iter=5, cuda_graph=True, progress=False)
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> None:
+    """CapturedStep's fallback, with the CUDA calls replaced: a capture that fails (as a host sync
+    inside the step makes it fail) leaves the step eager, with a warning; strict raises."""
+    from lrfind import _graph
+
+    class FailingCapture:
+        def __init__(self, graph):
+            pass
+
+        def __enter__(self):
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\n(details)")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(_graph.torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(_graph.torch.cuda, "graph", FailingCapture)
+    monkeypatch.setattr(_graph.torch.cuda, "synchronize", lambda: None)
+    calls = []
+    step = _graph.CapturedStep(lambda x: calls.append(x.clone()) or 2 * x, warmup=1)
+    with caplog.at_level("WARNING", logger="lrfind._graph"):
+        outs = [step(torch.full((2,), float(i))) for i in range(4)]
+    assert [float(o[0]) for o in outs] == [0.0, 2.0, 4.0, 6.0] and len(calls) == 4   # every step ran once
+    assert step.failure == "CUDA error: operation not permitted when stream is capturing"
+    assert "could not be captured in a CUDA graph" in caplog.text
+    strict = _graph.CapturedStep(lambda x: x, warmup=0, strict=True)
+    with pytest.raises(RuntimeError, match="operation not permitted"):
+        strict(torch.zeros(2))
