@@ -160,10 +160,17 @@ def plot_history(study, *, path):
         numbers, values = zip(*done)
         ax.step(numbers, np.maximum.accumulate(values), where="post", color="black", lw=1.2, label="best so far")
     accs = [100 * t.user_attrs["val_acc"][-1] for t in trials]
-    ax.set_ylim(max(np.percentile(accs, 10) - 1, 0), min(100.2, max(accs) + 0.3))   # not the diverged ones
-    ax.set_xlabel("trial")
+    return _accuracy_axes(fig, ax, path, accs, top=max(accs), xlabel="trial",
+                          title="optimisation history (hollow: pruned)")
+
+
+def _accuracy_axes(fig, ax, path, accs_pct, *, top: float, xlabel: str, title: str):
+    """Finish a validation-accuracy figure: the y-range of the good trials (not the diverged ones
+    at 10%), labels, legend by schedule; save it."""
+    ax.set_ylim(max(np.percentile(accs_pct, 10) - 1, 0), min(100.2, top + 0.3))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("optimisation history (hollow: pruned)", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncols=2, loc="lower right")
     ax.grid(True, alpha=0.25)
     save(fig, path)
@@ -272,15 +279,9 @@ def plot_val_acc(study, *, path):
         accs.extend(acc)
     if not accs:
         raise ValueError("no trial reported a validation accuracy")
-    top = 100 * np.percentile(accs, 99.5)
-    ax.set_ylim(max(100 * np.percentile(accs, 10) - 1, 0), min(100.2, top + 0.3))
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("every trial (dotted: pruned)", fontsize=10)
-    ax.legend(fontsize=7, ncols=2, loc="lower right")
-    ax.grid(True, alpha=0.25)
-    save(fig, path)
-    return fig
+    pct = 100 * np.asarray(accs)
+    return _accuracy_axes(fig, ax, path, pct, top=np.percentile(pct, 99.5), xlabel="epoch",
+                          title="every trial (dotted: pruned)")
