@@ -141,37 +141,44 @@ def _colour(name: str):
 
 def plot_history(study, *, path):
     """The optimisation history: every trial's validation accuracy in the order it was asked,
-    coloured by schedule (hollow: pruned, at its last epoch), and the best so far."""
+    coloured by schedule (hollow: pruned, at its last epoch), and the best so far. Trials below
+    the axis (diverged ones, at chance level) sit on its floor as downward triangles."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("val_acc")]
     if not trials:
         raise ValueError("no trial reported a validation accuracy")
-    fig, axes = new_axes(path, figsize=(8, 5))
+    fig, axes = new_axes(path, figsize=(8.5, 5))
     ax = axes[0, 0]
+    accs = [100 * t.user_attrs["val_acc"][-1] for t in trials]
+    floor = _accuracy_floor(accs)
     seen: set[str] = set()
-    for t in trials:
+    for t, acc in zip(trials, accs):
         name = t.user_attrs.get("schedule", "?")
         complete = t.state.name == "COMPLETE"
-        ax.scatter(t.number, 100 * t.user_attrs["val_acc"][-1], s=28, zorder=3,
+        ax.scatter(t.number, max(acc, floor), s=28, zorder=3, marker="o" if acc >= floor else "v",
                    color=_colour(name) if complete else "none", edgecolors=_colour(name),
-                   label=None if name in seen else name)
+                   label=None if name in seen else name, clip_on=False)
         seen.add(name)
     done = sorted((t.number, 100 * t.value) for t in trials if t.state.name == "COMPLETE")
     if done:
         numbers, values = zip(*done)
         ax.step(numbers, np.maximum.accumulate(values), where="post", color="black", lw=1.2, label="best so far")
-    accs = [100 * t.user_attrs["val_acc"][-1] for t in trials]
-    return _accuracy_axes(fig, ax, path, accs, top=max(accs), xlabel="trial",
-                          title="optimisation history (hollow: pruned)")
+    return _accuracy_axes(fig, ax, path, floor, top=max(accs), xlabel="trial",
+                          title="optimisation history (hollow: pruned; \u25bc: below the axis)")
 
 
-def _accuracy_axes(fig, ax, path, accs_pct, *, top: float, xlabel: str, title: str):
-    """Finish a validation-accuracy figure: the y-range of the good trials (not the diverged ones
-    at 10%), labels, legend by schedule; save it."""
-    ax.set_ylim(max(np.percentile(accs_pct, 10) - 1, 0), min(100.2, top + 0.3))
+def _accuracy_floor(accs_pct) -> float:
+    """The lower y-limit of accuracy figures: the good trials, not the diverged ones at 10%."""
+    return float(max(np.percentile(accs_pct, 10) - 1, 0))
+
+
+def _accuracy_axes(fig, ax, path, floor: float, *, top: float, xlabel: str, title: str):
+    """Finish a validation-accuracy figure: y from ``floor``, labels, the legend by schedule
+    beside the axes (never over a point); save it."""
+    ax.set_ylim(floor, min(100.2, top + 0.3))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncols=2, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(True, alpha=0.25)
     save(fig, path)
     return fig
@@ -283,5 +290,5 @@ def plot_val_acc(study, *, path):
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     pct = 100 * np.asarray(accs)
-    return _accuracy_axes(fig, ax, path, pct, top=np.percentile(pct, 99.5), xlabel="epoch",
+    return _accuracy_axes(fig, ax, path, _accuracy_floor(pct), top=np.percentile(pct, 99.5), xlabel="epoch",
                           title="every trial (dotted: pruned)")
