@@ -66,3 +66,24 @@ class Timer:
     def __exit__(self, *exc) -> None:
         sync(self.device)
         self.seconds = time.perf_counter() - self.start
+
+
+def engine_epoch_seconds(k: int, loader, device: torch.device, **options) -> float:
+    """Wall time of one epoch of K LeNet trials side by side in lrfind's engine, after 11 warm-up
+    steps (kernels, allocator, the CUDA graph's capture). ``options`` go to ``FusedTrials``.
+    The device's peak-memory counter is reset after the warm-up."""
+    from lrfind.train import FusedTrials, TrialSpec
+
+    specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
+    engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
+                         steps_per_epoch=len(loader), device=device, **options)
+    for i, (x, y) in enumerate(loader):
+        engine.step(x, y)
+        if i == 10:
+            break
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with Timer(device) as t:
+        for x, y in loader:
+            engine.step(x, y)
+    return t.seconds

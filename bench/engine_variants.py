@@ -15,24 +15,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer  # noqa: E402
+from common import engine_epoch_seconds  # noqa: E402
 
 from lrfind import load_dataset  # noqa: E402
 from lrfind.train import FusedTrials, TrialSpec  # noqa: E402
 
 
 def epoch_ms(k: int, loader, device, **options) -> float:
-    specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
-    engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
-                         steps_per_epoch=len(loader), device=device, **options)
-    for i, (x, y) in enumerate(loader):
-        engine.step(x, y)
-        if i == 10:
-            break
-    with Timer(device) as t:
-        for x, y in loader:
-            engine.step(x, y)
-    return 1000 * t.seconds / k
+    return 1000 * engine_epoch_seconds(k, loader, device, **options) / k
 
 
 def main() -> None:

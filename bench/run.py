@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer  # noqa: E402
+from common import Timer, engine_epoch_seconds  # noqa: E402
 
 from lrfind import find_lr, get_model, load_dataset  # noqa: E402
-from lrfind.train import FusedTrials, TrialSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,26 +91,13 @@ def engine_figures(args, device) -> dict:
         else [("eager", False, None)]
     for k in args.ks:
         for mode, graph, amp in modes:
-            specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
-            engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
-                                 steps_per_epoch=len(loader), device=device, cuda_graph=graph, amp=amp)
-            for i, (xb, yb) in enumerate(loader):            # warm-up, and the graph's capture
-                engine.step(xb, yb)
-                if i == 10:
-                    break
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            with Timer(device) as t:
-                for xb, yb in loader:
-                    engine.step(xb, yb)
-            row = {"epoch_seconds": t.seconds, "ms_per_trial_epoch": 1000 * t.seconds / k,
-                   "tflops": flops_per_step * k * len(loader) / t.seconds / 1e12,
-                   "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None}
-            if k not in rows:
-                rows[k] = row
-            else:
-                rows[k][f"{mode}_ms_per_trial_epoch"] = row["ms_per_trial_epoch"]
-            del engine
+            seconds = engine_epoch_seconds(k, loader, device, cuda_graph=graph, amp=amp)
+            if k in rows:
+                rows[k][f"{mode}_ms_per_trial_epoch"] = 1000 * seconds / k
+                continue
+            rows[k] = {"epoch_seconds": seconds, "ms_per_trial_epoch": 1000 * seconds / k,
+                       "tflops": flops_per_step * k * len(loader) / seconds / 1e12,
+                       "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None}
     return {"flops_per_step_one_model": flops_per_step, "steps_per_epoch": len(loader), "by_k": rows}
 
 
