@@ -144,12 +144,11 @@ class _Run:
     stop_reason: str
 
 
-def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Optimizer, step_fn: StepFn,
-                sweep: Sweep, accumulation_steps: int, amp: str | None, val_batches: list | None,
+def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Optimizer, ratios: list[float],
+                step_fn: StepFn, sweep: Sweep, accumulation_steps: int, amp: str | None, val_batches: list | None,
                 bar: tqdm, graphed: SweepStep | None = None) -> _Run:
     device = batches.device
     lrs = sweep.lrs()
-    ratios = _group_ratios(optimizer)
     autocast = (torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp]) if amp
                 else contextlib.nullcontext())
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
@@ -344,7 +343,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                     _seed_everything(s, generator)
                 batches = _Batches(loader, device)
                 graphed = SweepStep(model, optimizer, loss_fn, ratios, strict=bool(cuda_graph)) if use_graph else None
-                runs.append(_sweep_once(model, batches, optimizer, step_fn, sweep, accumulation_steps,
+                runs.append(_sweep_once(model, batches, optimizer, ratios, step_fn, sweep, accumulation_steps,
                                         amp, val, bar, graphed))
                 if batches.restarts:
                     log.info("the loader ran out and was started again %d time(s)", batches.restarts)

@@ -93,7 +93,7 @@ class TuneConfig:
             raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
         for name in self.schedules or ():
             get_schedule(name)           # unknown names list the choices
-        OptimizerConfig(self.optimizer, momentum=self.momentum if self.optimizer == "sgd" else 0.0)
+        self.optimizer_config                # checks the optimizer's name and momentum
         get_model(self.model)
         resolve_device(self.device)
 
