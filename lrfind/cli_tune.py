@@ -37,8 +37,9 @@ Examples:
 @click.option("--schedules", default=None, metavar="NAME,NAME,...",
               help="Schedules to search (default: all; see `lrfind schedules`). The constant LR is always included.")
 @click.option("--parallel", type=int, default=None, help="Trials trained side by side. Default: as many as fit.")
-@click.option("--storage", default=None, metavar="URL",
-              help="Optuna storage URL. Default: sqlite:///OUT/study.db (readable by optuna-dashboard).")
+@click.option("--storage", default=None, metavar="PATH|URL",
+              help="Where the study lives: a journal file path, or an RDB URL (sqlite:///study.db, "
+                   "postgresql://...). Default: OUT/study.log (readable by optuna-dashboard).")
 @click.option("--study-name", default=None, help="Study name in the storage. Default: lrfind-MODEL-DATASET.")
 @click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the study, report and figures.")
@@ -141,26 +142,27 @@ def _print_report(study, out: Path, written: list[Path] | None = None) -> None:
 
 @main.command("show", epilog="""\b
 Examples:
-  lrfind show                      # the study in ./lrfind_out/study.db
+  lrfind show                      # the study in ./lrfind_out/study.log
   lrfind show --out runs/quick
   lrfind show --storage postgresql://user:pw@host/db --study-name mnist-lenet
 """)
 @click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of the study (its study.db), where the report is written again.")
-@click.option("--storage", default=None, metavar="URL", help="Optuna storage URL. Default: sqlite:///OUT/study.db.")
+              help="Folder of the study (its study.log), where the report is written again.")
+@click.option("--storage", default=None, metavar="PATH|URL",
+              help="A journal file path or an RDB URL. Default: OUT/study.log (OUT/study.db from older runs).")
 @click.option("--study-name", default=None, help="Which study; needed when the storage holds several.")
 def show(out: Path, storage: str | None, study_name: str | None) -> None:
     """Print the report of a stored study: top trials, verdict, and write its files again."""
     import optuna
 
-    from ._study import StudyError, connect, default_storage, describe
+    from ._study import StudyError, connect, describe, find_default_storage
 
     quiet_optuna()
-    url = storage or default_storage(out)
-    if storage is None and not (out / "study.db").is_file():
-        raise UserError(f"no study in {out}: {out / 'study.db'} does not exist; pass --out or --storage")
+    url = storage or find_default_storage(out)
+    if url is None:
+        raise UserError(f"no study in {out}: {out / 'study.log'} does not exist; pass --out or --storage")
     try:
-        backend = connect(url)
+        backend = connect(url, create=False)
     except StudyError as e:
         raise UserError(str(e)) from None
     names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]

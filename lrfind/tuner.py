@@ -8,8 +8,8 @@ enqueued first: the report says whether decay helps at all. Stage 3 retrains the
 the constant baseline on the whole training set and scores them once on the test set.
 
 Trials are scored on a validation split carved from the training set; the test set is read only in
-stage 3. The study lives in Optuna's RDB storage (a SQLite file by default), so running the same
-command again resumes it and runs only the missing trials.
+stage 3. The study lives in Optuna's storage (a journal file by default; SQLite or PostgreSQL by
+URL), so running the same command again resumes it and runs only the missing trials.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class TuneConfig:
     base_lr: float | None = None
     schedules: tuple[str, ...] | None = None     # None: every registered schedule
     parallel: int | None = None                  # None: as many as fit
-    storage: str | None = None                   # None: sqlite:///<out>/study.db
+    storage: str | None = None                   # None: <out>/study.log (an Optuna journal file)
     study_name: str | None = None
     seed: int = 0
     same_init: bool = False
@@ -178,7 +178,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
         seconds["range_test"], clock = time.perf_counter() - clock, time.perf_counter()
         parallel = cfg.parallel or _auto_parallel(cfg, device)
-        _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, sqlite=_study.is_sqlite(url))
+        _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, single=_study.single_process(url))
         seconds["search"], clock = time.perf_counter() - clock, time.perf_counter()
         figures = painter.submit(report.draw_figures, report.snapshot(study), out)   # stage 3 adds no trials
 
@@ -268,7 +268,7 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
-            max_peak: float, total: int, per_epoch: int, parallel: int, *, sqlite: bool) -> None:
+            max_peak: float, total: int, per_epoch: int, parallel: int, *, single: bool) -> None:
     """Ask, train and tell batches of trials until the study holds ``cfg.trials`` finished ones.
 
     Several workers may share the study: counting and asking happen under ``_study.claim``, so
@@ -280,7 +280,7 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
         while True:
             with contextlib.ExitStack() as running:
                 with _study.claim(study):
-                    _study.prepare(study, sqlite)
+                    _study.prepare(study, single)
                     finished, in_flight = _study.counts(study)
                     missing = cfg.trials - finished - in_flight
                     asked = [_study.ask(study) for _ in range(min(parallel, missing))]

@@ -19,7 +19,7 @@ QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=F
 
 
 def load(out) -> optuna.Study:
-    return optuna.load_study(study_name="lrfind-lenet-mnist", storage=f"sqlite:///{out / 'study.db'}")
+    return optuna.load_study(study_name="lrfind-lenet-mnist", storage=_study.connect(str(out / "study.log")))
 
 
 @pytest.fixture
@@ -202,3 +202,47 @@ def test_batch_pruning_verdicts_equal_optunas_own(pruner) -> None:
     assert _study.should_prune(study, batch) == expected
     if isinstance(pruner, optuna.pruners.MedianPruner):
         assert True in expected and False in expected       # the test tells pruned from kept
+
+
+def test_sqlite_storage_works_and_an_older_study_db_is_resumed(data_env, tmp_path) -> None:
+    db = tmp_path / "study.db"
+    tune(trials=2, parallel=2, out=str(tmp_path), storage=f"sqlite:///{db}", **QUICK)
+    tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)        # no --storage: the study.db found there
+    assert not (tmp_path / "study.log").exists()
+    study = optuna.load_study(study_name="lrfind-lenet-mnist", storage=f"sqlite:///{db}")
+    assert len(_study.finished(study)) == 3
+    result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
+    assert result.exit_code == 0 and "3 finished trials" in result.output, result.output
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("study.db", None, "looks like a SQLite file; give it as a URL, sqlite:///"),
+    ("notes.log", "these are my notes\nnot a study\n", "is not an Optuna journal file"),
+    ("folder", "<dir>", "it is a folder"),
+])
+def test_a_storage_path_that_is_not_a_journal_is_a_clear_error(tmp_path, name, content, message) -> None:
+    path = tmp_path / name
+    if content == "<dir>":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(_study.StudyError, match=message):
+        _study.connect(str(path))
+    if content not in (None, "<dir>"):
+        assert path.read_text() == content                         # untouched
+
+
+def test_a_journal_in_use_by_another_run_is_refused(tmp_path) -> None:
+    url = str(tmp_path / "study.log")
+    with _study.run_lock(url):
+        with pytest.raises(_study.StudyError, match="in use by another lrfind process"):
+            with _study.run_lock(url):
+                pass
+    with _study.run_lock(url):          # released: the next run may go on
+        pass
+
+
+def test_show_with_a_missing_journal_file_is_a_clear_error(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["show", "--storage", str(tmp_path / "nope.log")])
+    assert result.exit_code == 2 and "no study in" in result.output and "nope.log" in result.output
+    assert not (tmp_path / "nope.log").exists()

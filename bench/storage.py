@@ -1,0 +1,111 @@
+"""The study's bookkeeping alone: what `lrfind tune` spends in Optuna's storage for 50 trials.
+
+    python bench/storage.py                    # journal file vs SQLite, 50 trials x 3 epochs, batches of 50
+    python bench/storage.py --parallel 16      # as the CPU runs it
+
+Runs the tuner's real search loop (`tuner._search`: ask, suggest, attributes, reports, pruning
+verdicts, tell) with the training replaced by made-up accuracies, so that only the storage and the
+sampler are timed. Any machine; no GPU needed. Prints seconds per storage and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import optuna  # noqa: E402
+
+from lrfind import _study, tuner  # noqa: E402
+from lrfind.train import TrialRecord  # noqa: E402
+
+
+def instant_trials(model, specs, train, val, *, epochs, on_epoch=None, **_):
+    """run_trials without training: each trial's accuracy is drawn from its parameters."""
+    records = [TrialRecord(s) for s in specs]
+    rngs = [random.Random(json.dumps([s.schedule, _study.jsonable(s.params)], sort_keys=True)) for s in specs]
+    running = list(range(len(specs)))
+    for epoch in range(epochs):
+        for k in running:
+            acc = 0.9 + 0.09 * rngs[k].random() * (epoch + 1) / epochs
+            records[k].val_acc.append(acc)
+            records[k].val_loss.append(1 - acc)
+            records[k].train_loss.append(1 - acc)
+        pruned = set(on_epoch(epoch, records, running)) if on_epoch and epoch < epochs - 1 else set()
+        for k in pruned:
+            records[k].status = "pruned"
+        running = [k for k in running if k not in pruned]
+    for k in running:
+        records[k].status = "complete"
+    return records
+
+
+def bookkeeping_seconds(storage: str | None, out: Path, trials: int, epochs: int, parallel: int) -> tuple[float, int]:
+    """(seconds, storage writes) of a study's search stage with instant training."""
+    cfg = tuner.TuneConfig(trials=trials, epochs=epochs, parallel=parallel, base_lr=0.05, device="cpu",
+                           storage=storage, out=str(out), progress=False, final=False)
+    url = storage or _study.default_storage(out)
+    tuner.run_trials = instant_trials
+    with _study.run_lock(url):
+        study = _study.open_study(cfg, out)
+        writes = _count_writes(study)
+        start = time.perf_counter()
+        tuner._search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
+                      single=_study.single_process(url))
+        seconds = time.perf_counter() - start
+    assert len(_study.finished(study)) == trials
+    return seconds, writes()
+
+
+def _count_writes(study: optuna.Study):
+    """A counter of the storage's writes from now: journal lines, or SQL commits."""
+    engine = _study._engine(study)
+    if engine is None:
+        backend = study._storage._backend
+        path = Path(backend._file_path)
+        before = len(path.read_bytes().splitlines())
+        return lambda: len(path.read_bytes().splitlines()) - before
+    import sqlalchemy
+
+    commits = [0]
+    sqlalchemy.event.listen(engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+    return lambda: commits[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--parallel", type=int, default=50, help="trials per batch (50: one batch, as on the H100)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    results: dict[str, dict[str, float]] = {}
+    for label in ("journal", "sqlite"):
+        runs = []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp)
+                storage = None if label == "journal" else f"sqlite:///{out / 'study.db'}"
+                runs.append(bookkeeping_seconds(storage, out, args.trials, args.epochs, args.parallel))
+        seconds = sorted(s for s, _ in runs)
+        results[label] = {"seconds_median": seconds[len(seconds) // 2], "seconds_min": seconds[0],
+                          "writes": runs[0][1]}
+        print(f"{label:8s} {results[label]['seconds_median']:6.2f} s (median of {args.repeats}; "
+              f"min {seconds[0]:.2f})  {runs[0][1]} writes", flush=True)
+    ratio = results["sqlite"]["seconds_median"] / results["journal"]["seconds_median"]
+    print(f"{args.trials} trials x {args.epochs} epochs in batches of {args.parallel}: "
+          f"the journal file takes {ratio:.1f}x less time than SQLite")
+    if args.json:
+        args.json.write_text(json.dumps({**results, "sqlite_over_journal": ratio, "trials": args.trials,
+                                         "epochs": args.epochs, "parallel": args.parallel}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
