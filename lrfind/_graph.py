@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import torch
 
+from ._update import adam_, sgd_
+
 log = logging.getLogger(__name__)
 
 
@@ -85,8 +87,8 @@ def sweep_step_unsupported(model: torch.nn.Module, optimizer: torch.optim.Optimi
 class SweepStep:
     """One training step of a plain model for the range test, replayable from a CUDA graph.
 
-    The update is torch's SGD (momentum, Nesterov, weight decay) or Adam/AdamW written with foreach
-    ops on the parameters, the LR read from a device tensor, so that one captured graph serves every
+    The update is torch's SGD (momentum, Nesterov, weight decay) or Adam/AdamW from ``_update``, on
+    the parameters with the LR read from a device tensor, so that one captured graph serves every
     LR of the sweep. Its optimizer state starts empty, as the optimizer's does (checked by
     ``sweep_step_unsupported``); the sweep's end state is thrown away by the range test's restore.
     """
@@ -128,31 +130,10 @@ class SweepStep:
         ps, gs = [params[i] for i in keep], [grads[i] for i in keep]
         if not ps:
             return
-        wd = group["weight_decay"]
-        if not self.adam:
-            momentum = group["momentum"]
-            if wd:
-                gs = torch._foreach_add(gs, ps, alpha=wd)
-            if momentum:
-                bufs = [self.state["momentum"][offset + i] for i in keep]
-                torch._foreach_mul_(bufs, momentum)
-                torch._foreach_add_(bufs, gs)
-                gs = torch._foreach_add(gs, bufs, alpha=momentum) if group["nesterov"] else bufs
-            torch._foreach_sub_(ps, torch._foreach_mul(gs, lr))
-            return
-        b1, b2 = group["betas"]
-        if self.decoupled and wd:
-            torch._foreach_mul_(ps, 1 - lr * wd)
-        elif wd:
-            gs = torch._foreach_add(gs, ps, alpha=wd)
-        m = [self.state["exp_avg"][offset + i] for i in keep]
-        v = [self.state["exp_avg_sq"][offset + i] for i in keep]
-        torch._foreach_lerp_(m, gs, 1 - b1)
-        torch._foreach_mul_(v, b2)
-        torch._foreach_addcmul_(v, gs, gs, value=1 - b2)
-        step_size = lr / (1 - b1 ** self.t).float()
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, (1 - b2 ** self.t).sqrt().float())
-        torch._foreach_add_(denom, group["eps"])
-        update = torch._foreach_div(m, denom)
-        torch._foreach_sub_(ps, torch._foreach_mul(update, step_size))
+        state = {name: [bufs[offset + i] for i in keep] for name, bufs in self.state.items()}
+        if self.adam:
+            adam_(ps, gs, state["exp_avg"], state["exp_avg_sq"], lr, self.t, betas=group["betas"], eps=group["eps"],
+                  weight_decay=group["weight_decay"], decoupled=self.decoupled)
+        else:
+            sgd_(ps, gs, state["momentum"], lr, momentum=group["momentum"], nesterov=group["nesterov"],
+                 weight_decay=group["weight_decay"])

@@ -25,6 +25,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from ._graph import CapturedStep
+from ._update import adam_, sgd_
 from .data import ImageData
 from .models import get_model
 from .schedules import get_schedule
@@ -212,29 +213,14 @@ class FusedTrials:
         o, st, p = self.opt, self.state, self.flat
         with torch.no_grad():
             g = torch.cat([grads[name].reshape(len(p), -1) for name in self._shapes], 1)
-            lr = lr.unsqueeze(1)
             g = torch.where(self.alive.unsqueeze(1), g, 0.0)     # NaN gradients of failed trials go nowhere
+            lr = lr.unsqueeze(1)
             if o.name == "sgd":
-                if o.weight_decay:
-                    g = g + o.weight_decay * p
-                if o.momentum:
-                    buf = st["momentum"].mul_(o.momentum).add_(g)
-                    g = g + o.momentum * buf if o.nesterov else buf
-                p.sub_(lr * g)
-                return
-            if o.name == "adamw" and o.weight_decay:
-                p.mul_(1 - lr * o.weight_decay)
-            elif o.weight_decay:
-                g = g + o.weight_decay * p
-            b1, b2 = o.betas
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            t = self.step_t.double()                              # bias corrections in double, as torch
-            correction1 = (1 - b1 ** t).float()
-            correction2_sqrt = (1 - b2 ** t).sqrt().float()
-            denom = (v.sqrt() / correction2_sqrt).add_(o.eps)
-            p.sub_((lr / correction1) * m / denom)
+                sgd_([p], [g], [st["momentum"]] if o.momentum else [], lr, momentum=o.momentum,
+                     nesterov=o.nesterov, weight_decay=o.weight_decay)
+            else:
+                adam_([p], [g], [st["exp_avg"]], [st["exp_avg_sq"]], lr, self.step_t.double(), betas=o.betas,
+                      eps=o.eps, weight_decay=o.weight_decay, decoupled=o.name == "adamw")
 
     # -- per epoch ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,64 @@
+"""torch.optim's update rules, written once for both of lrfind's captured training steps.
+
+SGD (momentum, Nesterov, weight decay), Adam and AdamW with torch's semantics, in place, on lists
+of tensors with foreach ops, the LR and the step count read from device tensors: a CUDA graph that
+captured an update replays it at whatever LR the tensor holds. Two callers:
+
+- the trial engine (``train.FusedTrials``): one (K, P) tensor of every trial's weights, and an LR
+  of shape (K, 1), one per trial;
+- the range test (``_graph.SweepStep``): a model's parameters, and one 0-dim LR for all of them.
+
+Both are checked against ``torch.optim`` by the tests.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensors = list[torch.Tensor]
+
+
+def _times(tensors: Tensors, factor: torch.Tensor) -> Tensors:
+    """``t * factor`` for each tensor. Foreach ops take a 0-dim tensor only; a per-row factor
+    (the engine's (K, 1) LRs) broadcasts tensor by tensor."""
+    if factor.dim() == 0:
+        return torch._foreach_mul(tensors, factor)
+    return [t * factor for t in tensors]
+
+
+def sgd_(params: Tensors, grads: Tensors, momentum_buffers: Tensors, lr: torch.Tensor, *, momentum: float,
+         nesterov: bool, weight_decay: float) -> None:
+    """torch.optim.SGD's step (no dampening). Momentum buffers start at zero: torch's first step
+    sets ``buf = g``, which ``0 * momentum + g`` equals exactly."""
+    if weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    if momentum:
+        torch._foreach_mul_(momentum_buffers, momentum)
+        torch._foreach_add_(momentum_buffers, grads)
+        grads = torch._foreach_add(grads, momentum_buffers, alpha=momentum) if nesterov else momentum_buffers
+    torch._foreach_sub_(params, _times(grads, lr))
+
+
+def adam_(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: Tensors, lr: torch.Tensor,
+          step: torch.Tensor, *, betas: tuple[float, float], eps: float, weight_decay: float,
+          decoupled: bool) -> None:
+    """torch.optim.Adam's step, or AdamW's with ``decoupled``. ``step`` counts this step (1 on the
+    first), a float64 tensor: the bias corrections are computed in double, as torch does."""
+    b1, b2 = betas
+    if decoupled and weight_decay:
+        decay = 1 - lr * weight_decay
+        if decay.dim() == 0:
+            torch._foreach_mul_(params, decay)
+        else:
+            for p in params:
+                p.mul_(decay)
+    elif weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - b1)
+    torch._foreach_mul_(exp_avg_sqs, b2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - b2)
+    step_size = lr / (1 - b1 ** step).float()
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, (1 - b2 ** step).sqrt().float())
+    torch._foreach_add_(denom, eps)
+    torch._foreach_sub_(params, _times(torch._foreach_div(exp_avgs, denom), step_size))
