@@ -8,7 +8,8 @@ Measures, on the same model (LeNet), data (MNIST), batch size, epochs and search
      DataLoader loop (at least 3 of its trials measured; per trial-epoch and extrapolated to 50);
   2. `lrfind range-test` (300 iterations) against torch-lr-finder 0.2.2 (DataLoader, 4 workers);
   3. the best test accuracy of each side;
-  4. the trial engine alone: ms per trial-epoch at K = 1, 10, 50, 100, achieved FLOP/s, peak memory.
+  4. the trial engine alone: ms per trial-epoch at K = 1, 10, 50, 100, achieved FLOP/s, peak memory;
+  5. the study's bookkeeping alone (Optuna's storage for 50 trials): journal file against SQLite.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def main() -> None:
     results["range_test"] = {"lrfind": ours, "torch_lr_finder": peer}
 
     results["engine"] = engine_figures(args, device)
+    from storage import compare
+    results["storage"] = compare(args.trials, args.epochs, parallel=args.trials, repeats=3 if full else 1)
     k50 = results["engine"]["by_k"].get(50) or results["engine"]["by_k"][max(results["engine"]["by_k"])]
     results.update(
         tune_seconds=tune["seconds"],
@@ -166,6 +169,10 @@ def main() -> None:
     if "tune_bf16" in results:
         rows.insert(1, ("  with --amp bf16: seconds, best test acc",
                         f"{results['tune_bf16']['seconds']:.1f}, {results['tune_bf16']['best_test_acc']}"))
+    st = results["storage"]
+    rows.append((f"storage bookkeeping, {args.trials} trials: journal / SQLite (s)",
+                 f"{st['journal']['seconds_median']:.2f} / {st['sqlite']['seconds_median']:.2f} "
+                 f"({st['sqlite_over_journal']:.1f}x)"))
     for k, row in results["engine"]["by_k"].items():
         others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16")
                            if f"{m}_ms_per_trial_epoch" in row)

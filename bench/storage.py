@@ -50,16 +50,35 @@ def bookkeeping_seconds(storage: str | None, out: Path, trials: int, epochs: int
     cfg = tuner.TuneConfig(trials=trials, epochs=epochs, parallel=parallel, base_lr=0.05, device="cpu",
                            storage=storage, out=str(out), progress=False, final=False)
     url = storage or _study.default_storage(out)
-    tuner.run_trials = instant_trials
-    with _study.run_lock(url):
-        study = _study.open_study(cfg, out)
-        writes = _count_writes(study)
-        start = time.perf_counter()
-        tuner._search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
-                      single=_study.single_process(url))
-        seconds = time.perf_counter() - start
+    real, tuner.run_trials = tuner.run_trials, instant_trials
+    try:
+        with _study.run_lock(url):
+            study = _study.open_study(cfg, out)
+            writes = _count_writes(study)
+            start = time.perf_counter()
+            tuner._search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
+                          single=_study.single_process(url))
+            seconds = time.perf_counter() - start
+    finally:
+        tuner.run_trials = real
     assert len(_study.finished(study)) == trials
     return seconds, writes()
+
+
+def compare(trials: int = 50, epochs: int = 3, parallel: int = 50, repeats: int = 3) -> dict:
+    """Median seconds and writes of the bookkeeping on a journal file and on SQLite."""
+    results: dict = {}
+    for label in ("journal", "sqlite"):
+        runs = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp)
+                storage = None if label == "journal" else f"sqlite:///{out / 'study.db'}"
+                runs.append(bookkeeping_seconds(storage, out, trials, epochs, parallel))
+        seconds = sorted(s for s, _ in runs)
+        results[label] = {"seconds_median": seconds[len(seconds) // 2], "seconds_min": seconds[0], "writes": runs[0][1]}
+    results["sqlite_over_journal"] = results["sqlite"]["seconds_median"] / results["journal"]["seconds_median"]
+    return {**results, "trials": trials, "epochs": epochs, "parallel": parallel}
 
 
 def _count_writes(study: optuna.Study):
@@ -86,26 +105,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    results: dict[str, dict[str, float]] = {}
+    results = compare(args.trials, args.epochs, args.parallel, args.repeats)
     for label in ("journal", "sqlite"):
-        runs = []
-        for _ in range(args.repeats):
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp)
-                storage = None if label == "journal" else f"sqlite:///{out / 'study.db'}"
-                runs.append(bookkeeping_seconds(storage, out, args.trials, args.epochs, args.parallel))
-        seconds = sorted(s for s, _ in runs)
-        results[label] = {"seconds_median": seconds[len(seconds) // 2], "seconds_min": seconds[0],
-                          "writes": runs[0][1]}
-        print(f"{label:8s} {results[label]['seconds_median']:6.2f} s (median of {args.repeats}; "
-              f"min {seconds[0]:.2f})  {runs[0][1]} writes", flush=True)
-    ratio = results["sqlite"]["seconds_median"] / results["journal"]["seconds_median"]
+        r = results[label]
+        print(f"{label:8s} {r['seconds_median']:6.2f} s (median of {args.repeats}; min {r['seconds_min']:.2f})  "
+              f"{r['writes']} writes")
     print(f"{args.trials} trials x {args.epochs} epochs in batches of {args.parallel}: "
-          f"the journal file takes {ratio:.1f}x less time than SQLite")
+          f"the journal file takes {results['sqlite_over_journal']:.1f}x less time than SQLite")
     if args.json:
-        args.json.write_text(json.dumps({**results, "sqlite_over_journal": ratio, "trials": args.trials,
-                                         "epochs": args.epochs, "parallel": args.parallel}, indent=2) + "\n")
-
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()
