@@ -147,12 +147,41 @@ def _open_journal(path: Path, create: bool) -> optuna.storages.BaseStorage:
         raise StudyError(f"no study in {path}: the file does not exist; check the path, or pass an RDB URL")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            _drop_cut_last_line(path)
         file = str(path)
         return JournalStorage(JournalFileBackend(file, lock_obj=JournalFileOpenLock(file)))
     except OSError as e:
         raise StudyError(f"cannot open storage {name}: {e.strerror or e}") from None
     except Exception as e:   # lines that are not Optuna's journal
         raise StudyError(f"cannot open storage {name}: it is not an Optuna journal file ({_first_line(e)})") from None
+
+
+def _drop_cut_last_line(path: Path, block: int = 1 << 16) -> None:
+    """A crash in the middle of a write can leave the journal's last line without its newline.
+    Optuna skips such a line when reading, but the next write would be appended to it and make
+    both unreadable: drop it first. Only the writer calls this (``tune`` holds ``run_lock``)."""
+    if not path.is_file():
+        return
+    with path.open("rb+") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        log.warning("%s: the last line was cut short (%d bytes, a crash while writing?); dropped it",
+                    path, size - end)
+        f.truncate(end)
 
 
 def _create_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:

@@ -246,3 +246,15 @@ def test_show_with_a_missing_journal_file_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(main, ["show", "--storage", str(tmp_path / "nope.log")])
     assert result.exit_code == 2 and "no study in" in result.output and "nope.log" in result.output
     assert not (tmp_path / "nope.log").exists()
+
+
+def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path, caplog) -> None:
+    tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
+    journal = tmp_path / "study.log"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code":5,"worker_id":"x","trial_id":1,"par')   # a write cut in the middle
+    with caplog.at_level("WARNING", logger="lrfind"):
+        tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
+    assert "last line was cut short" in caplog.text
+    assert journal.read_bytes().startswith(whole) and journal.read_bytes().endswith(b"\n")
+    assert len(_study.finished(load(tmp_path))) == 3
