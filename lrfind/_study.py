@@ -89,7 +89,7 @@ def single_process(url: str) -> bool:
 def local_file(url: str) -> Path:
     """The file of a journal or SQLite storage."""
     if is_journal(url):
-        return Path(url)
+        return Path(url).expanduser()
     from sqlalchemy.engine import make_url
 
     return Path(make_url(url).database or "study.db")
@@ -104,7 +104,7 @@ def connect(url: str, heartbeat: int | None = None, create: bool = True) -> optu
     goes back in the queue (Optuna's retry callback). ``create=False``: a missing journal file is an
     error, not a new study."""
     if is_journal(url):
-        return _open_journal(Path(url), create)
+        return _open_journal(local_file(url), create)
     if is_sqlite(url) and not create and not local_file(url).is_file():
         raise StudyError(f"no study in {describe(url)}: the file does not exist; check the path")
     try:
@@ -208,7 +208,7 @@ def run_lock(url: str) -> Iterator[None]:
     import fcntl
 
     if is_journal(url):
-        path = Path(url)               # the journal itself: Optuna locks its writes with a file beside it
+        path = local_file(url)         # the journal itself: Optuna locks its writes with a file beside it
         _check_journal_path(path)
     else:
         path = local_file(url).with_suffix(".lock")   # not the database: SQLite locks that one itself
