@@ -454,6 +454,13 @@ def best(study: optuna.Study, schedule: str | None = None) -> FrozenTrial | None
     return max(done, key=lambda t: t.value) if done else None
 
 
+def constant_baseline(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial of the plain constant LR (no warmup, at the base LR): the baseline
+    every schedule is judged against. A constant LR after a warmup is a schedule like the others."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.params == CONSTANT]
+    return max(done, key=lambda t: t.value) if done else None
+
+
 def jsonable(value: Any) -> Any:
     """Plain Python for JSON and Optuna attributes: numpy scalars and tuples converted."""
     if isinstance(value, dict):

@@ -67,19 +67,21 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
 
 def verdict(study: optuna.Study) -> str:
     """Does decay help? The best schedule against the constant LR, in validation and test accuracy."""
-    best, constant = _study.best(study), _study.best(study, schedule="constant")
+    best, constant = _study.best(study), _study.constant_baseline(study)
     if best is None:
         return "no trial completed"
     base_lr = study.user_attrs.get("base_lr", float("nan"))
     lines = [f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})"]
     name = best.user_attrs.get("schedule")
+    if name == "constant" and best.user_attrs.get("params", {}).get("warmup"):
+        name = "constant after a warmup"
     peak = base_lr * best.user_attrs.get("peak_scale", 1.0)
     lines.append(f"best: trial {best.number}, {name} peaking at LR {peak:.3g}, "
                  f"{_params_text(best.user_attrs.get('params', {}), 200)}")
     if constant is None:
         lines.append(f"validation accuracy {100 * best.value:.2f}% (the constant baseline did not complete)")
-    elif name == "constant":
-        lines.append(f"no decay beat the constant LR: {100 * best.value:.2f}% validation accuracy")
+    elif best.number == constant.number:
+        lines.append(f"no schedule beat the constant LR: {100 * best.value:.2f}% validation accuracy")
     else:
         lines.append(f"validation accuracy {100 * best.value:.2f}% vs constant {100 * constant.value:.2f}% "
                      f"({100 * (best.value - constant.value):+.2f} pp)")
@@ -108,7 +110,7 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
                    peak_scale=scale, lr=out["base_lr"] * scale, trial=best.number, val_acc=best.value,
                    val_acc_per_epoch=best.user_attrs.get("val_acc"))
-    constant = _study.best(study, schedule="constant")
+    constant = _study.constant_baseline(study)
     if constant is not None:
         out["constant"] = {"trial": constant.number, "val_acc": constant.value}
     if final:

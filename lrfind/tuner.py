@@ -349,7 +349,7 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     differ by about 0.3 pp of test accuracy on MNIST. The fused engine trains all of them at once.
     """
     best = _study.best(study)
-    constant = _study.best(study, schedule="constant")
+    constant = _study.constant_baseline(study)
     if best is None:
         log.warning("no trial completed: nothing to retrain")
         return {}
@@ -381,7 +381,7 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
                       "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale, "val_acc": trial.value,
                       "test_acc": sum(accs) / len(accs) if accs else None, "test_acc_per_seed": accs,
                       "seeds": seeds, "failed": sum(r.status == "failed" for r in recs)}
-    if "constant" not in out and best.user_attrs.get("schedule") == "constant":
+    if constant is not None and constant.number == best.number:     # the baseline itself won
         out["constant"] = dict(out["best"])
     out["setup"] = {"train_images": len(full), "test_images": len(test), "steps": total, "seeds": len(seeds)}
     return out

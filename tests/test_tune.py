@@ -258,3 +258,25 @@ def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path
     assert "last line was cut short" in caplog.text
     assert journal.read_bytes().startswith(whole) and journal.read_bytes().endswith(b"\n")
     assert len(_study.finished(load(tmp_path))) == 3
+
+
+def test_a_constant_lr_after_a_warmup_is_judged_against_the_plain_constant() -> None:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from lrfind import report
+
+    study = optuna.create_study(direction="maximize")
+    dists = {"schedule": CategoricalDistribution(["constant", "cosine"]),
+             "constant.use_warmup": CategoricalDistribution([False, True])}
+    plain = {"schedule": "constant", "constant.use_warmup": False}
+    warmed = {"schedule": "constant", "constant.use_warmup": True, "constant.warmup": 11}
+    for value, params, attrs in [(0.80, plain, {"params": {}}),
+                                 (0.90, warmed, {"params": {"warmup": 11, "warmup_start": 0.1}, "peak_scale": 2.0})]:
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={**dists, "constant.warmup": IntDistribution(1, 50)} if "constant.warmup"
+            in params else dists, value=value, user_attrs={"schedule": "constant", **attrs}))
+    study.set_user_attr("base_lr", 0.01)
+    assert _study.constant_baseline(study).number == 0
+    text = report.verdict(study)
+    assert "constant after a warmup" in text and "90.00% vs constant 80.00% (+10.00 pp)" in text
+    assert report.best_json(study)["constant"] == {"trial": 0, "val_acc": 0.80}
