@@ -119,9 +119,9 @@ def connect(url: str, heartbeat: int | None = None, create: bool = True) -> optu
                           ("heartbeat_stale_trial_callback" if new_name else "failed_trial_callback"):
                               retry_class(max_retry=3)}
             return _create_storage(url, kwargs)
-    except ModuleNotFoundError as e:
-        raise StudyError(f"cannot open storage {describe(url)}: {e}; install the driver, e.g. "
-                         "pip install 'lrfind[postgres]'") from None
+    except ImportError as e:       # Optuna re-raises a missing driver as a plain ImportError
+        raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e)}; install the database's driver, "
+                         "e.g. pip install 'lrfind[postgres]' for PostgreSQL") from None
     except Exception as e:   # SQLAlchemy's errors for bad URLs, refused connections, missing databases
         raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e)}") from None
 

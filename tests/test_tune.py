@@ -280,3 +280,12 @@ def test_a_constant_lr_after_a_warmup_is_judged_against_the_plain_constant() -> 
     text = report.verdict(study)
     assert "constant after a warmup" in text and "90.00% vs constant 80.00% (+10.00 pp)" in text
     assert report.best_json(study)["constant"] == {"trial": 0, "val_acc": 0.80}
+
+
+def test_a_missing_database_driver_names_the_package_to_install(monkeypatch) -> None:
+    def no_driver(*args, **kwargs):
+        raise ImportError("Failed to import DB access module for the specified storage URL.")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", no_driver)
+    with pytest.raises(_study.StudyError, match=r"cannot open storage .*host dbhost.*pip install 'lrfind\[postgres\]'"):
+        _study.connect("postgresql://u:secret@dbhost/db")
