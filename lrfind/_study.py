@@ -120,7 +120,7 @@ def connect(url: str, heartbeat: int | None = None, create: bool = True) -> optu
                               retry_class(max_retry=3)}
             return _create_storage(url, kwargs)
     except ImportError as e:       # Optuna re-raises a missing driver as a plain ImportError
-        raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e)}; install the database's driver, "
+        raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e).rstrip('.')}; install the database's driver, "
                          "e.g. pip install 'lrfind[postgres]' for PostgreSQL") from None
     except Exception as e:   # SQLAlchemy's errors for bad URLs, refused connections, missing databases
         raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e)}") from None
