@@ -29,10 +29,11 @@ def _exact_float32():
 
 @pytest.mark.parametrize("opt_cfg", [OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=5e-4),
                                      OptimizerConfig("adamw", weight_decay=1e-2)], ids=["sgd-nesterov", "adamw"])
-def test_graph_replay_equals_torch_optim_one_by_one(opt_cfg: OptimizerConfig) -> None:
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
+def test_graph_replay_equals_torch_optim_one_by_one(opt_cfg: OptimizerConfig, vectorize: bool) -> None:
     data = batches()
     fused = FusedTrials("lenet", SPECS, base_lr=base_lr(opt_cfg), total_steps=STEPS, steps_per_epoch=PER_EPOCH,
-                        optimizer=opt_cfg, device=CUDA)
+                        optimizer=opt_cfg, device=CUDA, vectorize=vectorize)
     assert fused.cuda_graph
     lrs = []
     for x, y in on_cuda(data):

@@ -51,10 +51,11 @@ def train_alone(spec: TrialSpec, opt_cfg: OptimizerConfig, data) -> tuple[dict, 
     OptimizerConfig("adam", weight_decay=1e-4),
     OptimizerConfig("adamw", weight_decay=1e-2),
 ], ids=["sgd-momentum", "sgd-nesterov-wd", "sgd-plain", "adam", "adamw"])
-def test_fused_trials_equal_torch_optim_one_by_one(opt_cfg: OptimizerConfig) -> None:
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
+def test_fused_trials_equal_torch_optim_one_by_one(opt_cfg: OptimizerConfig, vectorize: bool) -> None:
     data = batches()
     fused = FusedTrials("lenet", SPECS, base_lr=base_lr(opt_cfg), total_steps=STEPS, steps_per_epoch=PER_EPOCH,
-                        optimizer=opt_cfg)
+                        optimizer=opt_cfg, vectorize=vectorize)
     fused_lrs = []
     for x, y in data:
         fused_lrs.append(fused.current_lrs().tolist())
@@ -146,3 +147,25 @@ def test_bf16_autocast_trains_and_keeps_float32_weights() -> None:
             assert 0 < (a[name] - b[name]).abs().max() < 0.05, name
     with pytest.raises(ValueError, match="amp must be None or 'bf16', got 'fp16'"):
         FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH, amp="fp16")
+
+
+def test_looped_and_vectorized_trials_agree_in_training_and_validation() -> None:
+    g = torch.Generator().manual_seed(0)
+    val = ImageData(torch.randn(48, 1, 28, 28, generator=g), torch.randint(0, 10, (48,), generator=g))
+    engines = [FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                           vectorize=v) for v in (True, False)]
+    assert FusedTrials("lenet", SPECS[:1], base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH).vectorize \
+        is False                                  # the CPU default
+    for x, y in batches():
+        for engine in engines:
+            engine.step(x, y)
+    for engine in engines:
+        engine.keep([True, False, True])          # the looped engine follows the batch as it shrinks
+        engine.end_epoch(val, STEPS)
+    vmapped, looped = engines
+    for k in (0, 2):
+        for name, value in vmapped.state_dict(k).items():
+            torch.testing.assert_close(looped.state_dict(k)[name], value, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(looped.records[k].val_loss, vmapped.records[k].val_loss, rtol=1e-5)
+        np.testing.assert_allclose(looped.records[k].train_loss, vmapped.records[k].train_loss, rtol=1e-5)
+        assert looped.records[k].val_acc == vmapped.records[k].val_acc
