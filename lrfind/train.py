@@ -4,7 +4,8 @@ A LeNet step uses about 1% of an H100; the rest of the time goes to Python and k
 So the K trials of a batch are one model with stacked weights (``torch.func.stack_module_state``),
 run through ``vmap(grad(functional_call))`` on the same batches in the same order (common random
 numbers: a fairer comparison of schedules), each trial with its own LR at every step, taken from
-its schedule's pure ``factor``. The optimizer update is written on the stacked tensors with torch's
+its schedule's pure ``factor``. (On a CPU the gradients are computed trial after trial instead:
+vmap's batched kernels are slower there than K plain ones.) The optimizer update is written on the stacked tensors with torch's
 own formulas, so that a fused trial equals the same trial trained alone with ``torch.optim`` and
 the scheduler from ``build()`` (a test holds them equal).
 
