@@ -26,10 +26,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
-    "none": optuna.pruners.NopPruner,
+# Each takes the number of epochs a trial trains. The median rule judges a trial from its second
+# report on when there are three epochs or more: schedules that climb to a high peak (one-cycle,
+# cyclic, warmup) are at their worst after the first epoch, and they are the ones that win at 3.
+PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+    "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1 if epochs >= 3 else 0),
+    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=1),
+    "none": lambda epochs: optuna.pruners.NopPruner(),
 }
 CONSTANT = {"schedule": "constant", "constant.use_warmup": False}
 
@@ -321,7 +324,7 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
                                              n_startup_trials=min(10, max(2, cfg.trials // 5)))
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
-                                    pruner=PRUNERS[cfg.pruner](), load_if_exists=True)
+                                    pruner=PRUNERS[cfg.pruner](cfg.epochs), load_if_exists=True)
     if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
         study.set_user_attr("lrfind_setup", setup)
     return study

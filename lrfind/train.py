@@ -5,9 +5,9 @@ So the K trials of a batch are one model with stacked weights (``torch.func.stac
 run through ``vmap(grad(functional_call))`` on the same batches in the same order (common random
 numbers: a fairer comparison of schedules), each trial with its own LR at every step, taken from
 its schedule's pure ``factor``. (On a CPU the gradients are computed trial after trial instead:
-vmap's batched kernels are slower there than K plain ones.) The optimizer update is written on the stacked tensors with torch's
-own formulas, so that a fused trial equals the same trial trained alone with ``torch.optim`` and
-the scheduler from ``build()`` (a test holds them equal).
+vmap's batched kernels are slower there than K plain ones.) The optimizer update is written on
+the stacked tensors with torch's own formulas, so that a fused trial equals the same trial trained
+alone with ``torch.optim`` and the scheduler from ``build()`` (a test holds them equal).
 
 No host synchronisation happens inside an epoch: losses, divergence flags and LRs stay on the
 device; the host reads them once per epoch, when it validates, reports and drops trials.
@@ -160,24 +160,26 @@ class FusedTrials:
         return nn.functional.cross_entropy(self._logits(p, b, x), y)
 
     @staticmethod
-    def _row(tensors: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-        return {name: v[k] for name, v in tensors.items()}
+    def _rows(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]):
+        """Each trial's parameters and buffers, as views of the stacked ones."""
+        for k in range(len(next(iter(p.values())))):
+            yield {name: v[k] for name, v in p.items()}, {name: v[k] for name, v in b.items()}
 
     def _looped_grad(self, p, b, x, y) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """What the vmapped ``grad_and_value`` returns, one trial after the other: on a CPU the
         batched kernels vmap makes (grouped convolutions) are slower than K plain ones."""
         grads: dict[str, list[torch.Tensor]] = {name: [] for name in p}
         losses = []
-        for k in range(len(next(iter(p.values())))):
-            pk = {name: v.detach().requires_grad_() for name, v in self._row(p, k).items()}
-            loss = self._loss(pk, self._row(b, k), x, y)
+        for pk, bk in self._rows(p, b):
+            pk = {name: v.detach().requires_grad_() for name, v in pk.items()}
+            loss = self._loss(pk, bk, x, y)
             for name, g in zip(pk, torch.autograd.grad(loss, list(pk.values()))):
                 grads[name].append(g)
             losses.append(loss.detach())
         return {name: torch.stack(g) for name, g in grads.items()}, torch.stack(losses)
 
     def _looped_forward(self, p, b, x) -> torch.Tensor:
-        return torch.stack([self._logits(self._row(p, k), self._row(b, k), x) for k in range(len(next(iter(p.values()))))])
+        return torch.stack([self._logits(pk, bk, x) for pk, bk in self._rows(p, b)])
 
     # -- learning rates --------------------------------------------------------------------------
     def _lr_table(self) -> torch.Tensor:

@@ -94,7 +94,7 @@ def test_interrupted_run_resumes_to_exactly_the_requested_trials(data_env, tmp_p
 
 def test_pruned_trials_are_recorded_and_the_study_goes_on(data_env, tmp_path, monkeypatch) -> None:
     # A pruner that stops every trial below 100% after its first epoch.
-    monkeypatch.setitem(_study.PRUNERS, "median", lambda: optuna.pruners.ThresholdPruner(lower=1.0))
+    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
     tune(trials=3, parallel=3, out=str(tmp_path), **QUICK)
     study = load(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
@@ -289,3 +289,18 @@ def test_a_missing_database_driver_names_the_package_to_install(monkeypatch) -> 
     monkeypatch.setattr(optuna.storages, "RDBStorage", no_driver)
     with pytest.raises(_study.StudyError, match=r"cannot open storage .*host dbhost.*pip install 'lrfind\[postgres\]'"):
         _study.connect("postgresql://u:secret@dbhost/db")
+
+
+@pytest.mark.parametrize("epochs, pruned_after_first", [(3, False), (2, True)])
+def test_the_median_rule_waits_for_the_second_epoch_when_there_are_three(epochs, pruned_after_first) -> None:
+    study = optuna.create_study(direction="maximize", pruner=_study.PRUNERS["median"](epochs))
+    for value in (0.95, 0.96, 0.97, 0.98, 0.99):
+        trial = study.ask()
+        trial.report(value, 0)
+        trial.report(value, 1)
+        study.tell(trial, value)
+    climbing = study.ask()                    # a schedule at its peak LR after the first epoch
+    climbing.report(0.90, 0)
+    assert climbing.should_prune() is pruned_after_first
+    climbing.report(0.91, 1)
+    assert climbing.should_prune()            # still the worst after the second: pruned
