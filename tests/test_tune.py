@@ -301,6 +301,6 @@ def test_the_median_rule_waits_for_the_second_epoch_when_there_are_three(epochs,
         study.tell(trial, value)
     climbing = study.ask()                    # a schedule at its peak LR after the first epoch
     climbing.report(0.90, 0)
-    assert climbing.should_prune() is pruned_after_first
+    assert bool(climbing.should_prune()) is pruned_after_first
     climbing.report(0.91, 1)
     assert climbing.should_prune()            # still the worst after the second: pruned
