@@ -47,7 +47,8 @@ Examples:
 @click.option("--val-size", default=10_000, show_default=True, type=int,
               help="Validation images carved off the end of the training set (a sixth of smaller sets).")
 @click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
-              help="Optuna pruner that stops hopeless trials after an epoch.")
+              help="Optuna pruner that stops hopeless trials after an epoch (median: from the second "
+                   "epoch's report on when --epochs is 3 or more).")
 @click.option("--heartbeat", default=10, show_default=True, type=int, metavar="SECONDS",
               help="With a shared --storage: how often workers beat; a trial silent for 3 beats is failed "
                    "and rerun by another worker.")
