@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 
-from lrfind import _study, tuner  # noqa: E402
+from lrfind import _storage, _study, tuner  # noqa: E402
 from lrfind.train import TrialRecord  # noqa: E402
 
 
@@ -49,15 +49,15 @@ def bookkeeping_seconds(storage: str | None, out: Path, trials: int, epochs: int
     """(seconds, storage writes) of a study's search stage with instant training."""
     cfg = tuner.TuneConfig(trials=trials, epochs=epochs, parallel=parallel, base_lr=0.05, device="cpu",
                            storage=storage, out=str(out), progress=False, final=False)
-    url = storage or _study.default_storage(out)
+    url = storage or _storage.default_storage(out)
     real, tuner.run_trials = tuner.run_trials, instant_trials
     try:
-        with _study.run_lock(url):
+        with _storage.run_lock(url):
             study = _study.open_study(cfg, out)
             writes = _count_writes(study)
             start = time.perf_counter()
             tuner._search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
-                          single=_study.single_process(url))
+                          single=_storage.single_process(url))
             seconds = time.perf_counter() - start
     finally:
         tuner.run_trials = real

@@ -1,4 +1,4 @@
-"""Optuna storage for ``tune``: open or resume a study safely, count and record trials.
+"""The study of ``tune`` in its storage: open or resume it safely, ask, count and record trials.
 
 A study remembers the setup that shaped its search space (model, data, epochs, schedules, ...) in
 its user attributes; opening it again with another setup is refused before anything is written.
@@ -7,10 +7,8 @@ its user attributes; opening it again with another setup is refused before anyth
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import threading
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from ._storage import StudyError, connect, default_storage, describe, first_line
 
 if TYPE_CHECKING:
     from .train import TrialRecord
@@ -35,201 +35,6 @@ PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "none": lambda epochs: optuna.pruners.NopPruner(),
 }
 CONSTANT = {"schedule": "constant", "constant.use_warmup": False}
-
-
-class StudyError(ValueError):
-    """The storage cannot be opened, or the study exists with another setup."""
-
-
-def describe(url: str) -> str:
-    """The storage as a person would name it: a journal file's path, or the URL without its password."""
-    if is_journal(url):
-        return f"journal file {url}"
-    try:
-        from sqlalchemy.engine import make_url
-
-        u = make_url(url)
-        if u.drivername.startswith("sqlite"):
-            return f"SQLite file {u.database}"
-        return f"{u.render_as_string(hide_password=True)} (host {u.host or 'localhost'}, database {u.database})"
-    except Exception:  # not even a URL: show it as given
-        return repr(url)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def default_storage(out: Path) -> str:
-    """``OUT/study.log``, an Optuna journal file; ``OUT/study.db`` (SQLite) where an older run left one."""
-    journal, sqlite = out / "study.log", out / "study.db"
-    if sqlite.is_file() and not journal.exists():
-        return f"sqlite:///{sqlite.resolve()}"
-    return str(journal.resolve())
-
-
-def find_default_storage(out: Path) -> str | None:
-    """The default storage of ``out`` if a study is stored there, else None."""
-    url = default_storage(out)
-    return url if local_file(url).is_file() else None
-
-
-def is_journal(url: str) -> bool:
-    """A storage given as a file path (no ``scheme://``) is an Optuna journal file."""
-    return "://" not in url
-
-
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
-
-
-def single_process(url: str) -> bool:
-    """A local file (journal or SQLite): one lrfind process at a time, held by ``run_lock``."""
-    return is_journal(url) or is_sqlite(url)
-
-
-def local_file(url: str) -> Path:
-    """The file of a journal or SQLite storage."""
-    if is_journal(url):
-        return Path(url).expanduser()
-    from sqlalchemy.engine import make_url
-
-    return Path(make_url(url).database or "study.db")
-
-
-SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-
-def connect(url: str, heartbeat: int | None = None, create: bool = True) -> optuna.storages.BaseStorage:
-    """Open a storage: a journal file (a path), or an RDB URL. With ``heartbeat`` (seconds) and an
-    RDB server, a trial whose worker stops beating for three intervals is failed and a copy of it
-    goes back in the queue (Optuna's retry callback). ``create=False``: a missing journal file is an
-    error, not a new study."""
-    if is_journal(url):
-        return _open_journal(local_file(url), create)
-    if is_sqlite(url) and not create and not local_file(url).is_file():
-        raise StudyError(f"no study in {describe(url)}: the file does not exist; check the path")
-    try:
-        with warnings.catch_warnings():   # Optuna marks heartbeats experimental
-            warnings.simplefilter("ignore")
-            kwargs: dict[str, Any] = {}
-            if heartbeat and not is_sqlite(url):
-                retry_class = (getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-                               or optuna.storages.RetryFailedTrialCallback)   # renamed in Optuna 4.9
-                new_name = "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
-                kwargs = {"heartbeat_interval": int(heartbeat), "grace_period": 3 * int(heartbeat),
-                          ("heartbeat_stale_trial_callback" if new_name else "failed_trial_callback"):
-                              retry_class(max_retry=3)}
-            return _create_storage(url, kwargs)
-    except ImportError as e:       # Optuna re-raises a missing driver as a plain ImportError
-        raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e).rstrip('.')}; install the database's driver, "
-                         "e.g. pip install 'lrfind[postgres]' for PostgreSQL") from None
-    except Exception as e:   # SQLAlchemy's errors for bad URLs, refused connections, missing databases
-        raise StudyError(f"cannot open storage {describe(url)}: {_first_line(e)}") from None
-
-
-def _check_journal_path(path: Path) -> None:
-    if path.suffix in SQLITE_SUFFIXES:
-        raise StudyError(f"--storage {path} looks like a SQLite file; give it as a URL, sqlite:///{path}, "
-                         "or use a .log path for a journal file")
-    if path.is_dir():
-        raise StudyError(f"cannot open storage {describe(str(path))}: it is a folder; give a file path such as "
-                         f"{path / 'study.log'}")
-
-
-def _open_journal(path: Path, create: bool) -> optuna.storages.BaseStorage:
-    """Optuna's journal storage on a file: one appended JSON line per operation. It costs a tenth
-    of SQLite's time per write (no SQL layer; 50 trials' bookkeeping 0.4 s against 3.4 s on a
-    2-core machine, ``bench/storage.py``), and needs no SQLAlchemy to start."""
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
-
-    name = describe(str(path))
-    _check_journal_path(path)
-    if not create and not path.is_file():
-        raise StudyError(f"no study in {path}: the file does not exist; check the path, or pass an RDB URL")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if create:
-            _drop_cut_last_line(path)
-        file = str(path)
-        return JournalStorage(JournalFileBackend(file, lock_obj=JournalFileOpenLock(file)))
-    except OSError as e:
-        raise StudyError(f"cannot open storage {name}: {e.strerror or e}") from None
-    except Exception as e:   # lines that are not Optuna's journal
-        raise StudyError(f"cannot open storage {name}: it is not an Optuna journal file ({_first_line(e)})") from None
-
-
-def _drop_cut_last_line(path: Path, block: int = 1 << 16) -> None:
-    """A crash in the middle of a write can leave the journal's last line without its newline.
-    Optuna skips such a line when reading, but the next write would be appended to it and make
-    both unreadable: drop it first. Only the writer calls this (``tune`` holds ``run_lock``)."""
-    if not path.is_file():
-        return
-    with path.open("rb+") as f:
-        size = f.seek(0, 2)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        end = size
-        while end > 0:
-            start = max(0, end - block)
-            f.seek(start)
-            newline = f.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        log.warning("%s: the last line was cut short (%d bytes, a crash while writing?); dropped it",
-                    path, size - end)
-        f.truncate(end)
-
-
-def _create_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
-    """RDBStorage creates its tables on first use; workers starting together on an empty database
-    race on that (PostgreSQL: "duplicate key ... pg_type"). The loser tries again."""
-    for attempt in range(attempts):
-        try:
-            return optuna.storages.RDBStorage(url, **kwargs)
-        except Exception as e:
-            text = str(e)
-            if attempt == attempts - 1 or not ("duplicate key" in text or "already exists" in text):
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def run_lock(url: str) -> Iterator[None]:
-    """One process at a time per journal or SQLite file (several workers need PostgreSQL): held for
-    the whole run."""
-    if not single_process(url):
-        yield
-        return
-    import fcntl
-
-    if is_journal(url):
-        path = local_file(url)         # the journal itself: Optuna locks its writes with a file beside it
-        _check_journal_path(path)
-    else:
-        path = local_file(url).with_suffix(".lock")   # not the database: SQLite locks that one itself
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = path.open("a+")
-    except OSError as e:
-        raise StudyError(f"cannot open storage {describe(url)}: {e.strerror or e}") from None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StudyError(f"{describe(url)} is in use by another lrfind process; wait for it, or use a "
-                             "PostgreSQL --storage to run several workers on one study") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _engine(study: optuna.Study):
@@ -275,7 +80,7 @@ class Heartbeat:
             try:
                 self.storage.record_heartbeat(trial_id)
             except Exception as e:  # a lost connection must not kill training; the next beat retries
-                log.warning("heartbeat for trial id %s failed: %s", trial_id, _first_line(e))
+                log.warning("heartbeat for trial id %s failed: %s", trial_id, first_line(e))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

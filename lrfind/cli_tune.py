@@ -156,7 +156,7 @@ def show(out: Path, storage: str | None, study_name: str | None) -> None:
     """Print the report of a stored study: top trials, verdict, and write its files again."""
     import optuna
 
-    from ._study import StudyError, connect, describe, find_default_storage
+    from ._storage import StudyError, connect, describe, find_default_storage
 
     quiet_optuna()
     url = storage or find_default_storage(out)

@@ -30,7 +30,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from . import _study, report
+from . import _storage, _study, report
 from ._device import resolve_device
 from .data import ImageData, load_dataset
 from .models import get_model
@@ -154,9 +154,9 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
-    url = cfg.storage or _study.default_storage(out)
+    url = cfg.storage or _storage.default_storage(out)
     # Figures are drawn in a thread while the device trains: torch releases the GIL while it waits.
-    with _study.run_lock(url), ThreadPoolExecutor(1, thread_name_prefix="lrfind-figures") as painter:
+    with _storage.run_lock(url), ThreadPoolExecutor(1, thread_name_prefix="lrfind-figures") as painter:
         study = _study.open_study(cfg, out)   # checks storage, setup and base LR before anything is written
         per_epoch = len(train.loader(cfg.batch_size))
         total = cfg.epochs * per_epoch
@@ -178,7 +178,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
         seconds["range_test"], clock = time.perf_counter() - clock, time.perf_counter()
         parallel = cfg.parallel or _auto_parallel(cfg, device)
-        _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, single=_study.single_process(url))
+        _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, single=_storage.single_process(url))
         seconds["search"], clock = time.perf_counter() - clock, time.perf_counter()
         figures = painter.submit(report.draw_figures, report.snapshot(study), out)   # stage 3 adds no trials
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from lrfind import _study, tune
+from lrfind import _storage, _study, tune
 from lrfind.cli import main
 from lrfind.train import FusedTrials
 from lrfind.tuner import TuneConfig, TuneInterrupted
@@ -19,7 +19,7 @@ QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=F
 
 
 def load(out) -> optuna.Study:
-    return optuna.load_study(study_name="lrfind-lenet-mnist", storage=_study.connect(str(out / "study.log")))
+    return optuna.load_study(study_name="lrfind-lenet-mnist", storage=_storage.connect(str(out / "study.log")))
 
 
 @pytest.fixture
@@ -226,19 +226,19 @@ def test_a_storage_path_that_is_not_a_journal_is_a_clear_error(tmp_path, name, c
         path.mkdir()
     elif content is not None:
         path.write_text(content)
-    with pytest.raises(_study.StudyError, match=message):
-        _study.connect(str(path))
+    with pytest.raises(_storage.StudyError, match=message):
+        _storage.connect(str(path))
     if content not in (None, "<dir>"):
         assert path.read_text() == content                         # untouched
 
 
 def test_a_journal_in_use_by_another_run_is_refused(tmp_path) -> None:
     url = str(tmp_path / "study.log")
-    with _study.run_lock(url):
-        with pytest.raises(_study.StudyError, match="in use by another lrfind process"):
-            with _study.run_lock(url):
+    with _storage.run_lock(url):
+        with pytest.raises(_storage.StudyError, match="in use by another lrfind process"):
+            with _storage.run_lock(url):
                 pass
-    with _study.run_lock(url):          # released: the next run may go on
+    with _storage.run_lock(url):          # released: the next run may go on
         pass
 
 
@@ -287,8 +287,8 @@ def test_a_missing_database_driver_names_the_package_to_install(monkeypatch) -> 
         raise ImportError("Failed to import DB access module for the specified storage URL.")
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", no_driver)
-    with pytest.raises(_study.StudyError, match=r"cannot open storage .*host dbhost.*pip install 'lrfind\[postgres\]'"):
-        _study.connect("postgresql://u:secret@dbhost/db")
+    with pytest.raises(_storage.StudyError, match=r"cannot open storage .*host dbhost.*pip install 'lrfind\[postgres\]'"):
+        _storage.connect("postgresql://u:secret@dbhost/db")
 
 
 @pytest.mark.parametrize("epochs, pruned_after_first", [(3, False), (2, True)])
