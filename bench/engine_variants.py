@@ -3,13 +3,16 @@
     python bench/engine_variants.py --k 50
 
 Prints ms per trial-epoch for: eager, CUDA graph, graph + cudnn.benchmark, graph + bf16 autocast,
-graph + TF32 matmuls; then the top CUDA kernels of a few eager steps (torch.profiler).
+graph + TF32 matmuls, the looped engine (the CPU's default) from a graph, and the step compiled by
+``torch.compile`` then captured (with its warm-up time: compiling is paid once per process unless
+Inductor's cache has it); then the top CUDA kernels of a few eager steps (torch.profiler).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -46,6 +49,15 @@ def main() -> None:
         rows["graph + cudnn.benchmark + tf32 matmul"] = epoch_ms(k, loader, device)
         torch.set_float32_matmul_precision("highest")
         torch.backends.cudnn.benchmark = False
+        rows["graph, looped (vectorize=False)"] = epoch_ms(k, loader, device, vectorize=False)
+        start = time.perf_counter()
+        try:
+            rows["torch.compile, then graph"] = epoch_ms(k, loader, device, wrap_step=torch.compile)
+            total = time.perf_counter() - start
+            print(f"K={k:<4} torch.compile: {total - k * rows['torch.compile, then graph'] / 1000:.1f} s of warm-up "
+                  "(compile and capture) before the timed epoch")
+        except Exception as e:       # an experiment: report it and go on to the profile
+            print(f"K={k:<4} torch.compile failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
         for name, ms in rows.items():
             print(f"K={k:<4} {name:<40} {ms:7.1f} ms per trial-epoch")
     from torch.profiler import ProfilerActivity, profile
