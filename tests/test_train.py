@@ -169,3 +169,20 @@ def test_looped_and_vectorized_trials_agree_in_training_and_validation() -> None
         np.testing.assert_allclose(looped.records[k].val_loss, vmapped.records[k].val_loss, rtol=1e-5)
         np.testing.assert_allclose(looped.records[k].train_loss, vmapped.records[k].train_loss, rtol=1e-5)
         assert looped.records[k].val_acc == vmapped.records[k].val_acc
+
+
+def test_looped_trials_update_batch_norm_buffers_like_vmap() -> None:
+    def bn_model():
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                   torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10))
+
+    specs = [TrialSpec("constant", {}, seed=s) for s in range(2)]
+    engines = [FusedTrials(bn_model, specs, base_lr=0.01, total_steps=STEPS, steps_per_epoch=PER_EPOCH, vectorize=v)
+               for v in (True, False)]
+    for x, y in batches(4):
+        for engine in engines:
+            engine.step(x, y)
+    vmapped, looped = engines
+    assert not torch.equal(looped.buffers["1.running_mean"], torch.zeros_like(looped.buffers["1.running_mean"]))
+    for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        torch.testing.assert_close(looped.buffers[name], vmapped.buffers[name], atol=1e-5, rtol=1e-5)

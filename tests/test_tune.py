@@ -19,7 +19,7 @@ QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=F
 
 
 def load(out) -> optuna.Study:
-    return optuna.load_study(study_name="lrfind-lenet-mnist", storage=_storage.connect(str(out / "study.log")))
+    return optuna.load_study(study_name="lrfind-lenet-mnist", storage=_storage.connect(str(out / "study.log"), create=False))
 
 
 @pytest.fixture
