@@ -173,8 +173,9 @@ class FusedTrials:
         for pk, bk in self._rows(p, b):
             pk = {name: v.detach().requires_grad_() for name, v in pk.items()}
             loss = self._loss(pk, bk, x, y)
-            for name, g in zip(pk, torch.autograd.grad(loss, list(pk.values()))):
-                grads[name].append(g)
+            tensors = list(pk.values())
+            for (name, v), g in zip(pk.items(), torch.autograd.grad(loss, tensors, allow_unused=True)):
+                grads[name].append(torch.zeros_like(v) if g is None else g)   # unused: zero, as vmap's grad
             losses.append(loss.detach())
         return {name: torch.stack(g) for name, g in grads.items()}, torch.stack(losses)
 

@@ -186,3 +186,23 @@ def test_looped_trials_update_batch_norm_buffers_like_vmap() -> None:
     assert not torch.equal(looped.buffers["1.running_mean"], torch.zeros_like(looped.buffers["1.running_mean"]))
     for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
         torch.testing.assert_close(looped.buffers[name], vmapped.buffers[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
+def test_a_parameter_the_loss_does_not_use_gets_a_zero_gradient(vectorize: bool) -> None:
+    class Spare(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.spare = torch.nn.Linear(784, 10), torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    engine = FusedTrials(Spare, [TrialSpec("constant", {}, seed=s) for s in range(2)], base_lr=0.1, total_steps=STEPS,
+                         steps_per_epoch=PER_EPOCH, vectorize=vectorize)
+    before = engine.state_dict(0)
+    for x, y in batches(2):
+        engine.step(x, y)
+    after = engine.state_dict(0)
+    assert torch.equal(after["spare.weight"], before["spare.weight"])
+    assert not torch.equal(after["fc.weight"], before["fc.weight"])
