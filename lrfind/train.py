@@ -128,7 +128,7 @@ class FusedTrials:
         self.flat = torch.cat([v.detach().reshape(len(specs), -1) for v in params.values()], 1)
         self.params = self._views(self.flat)
         self.buffers = buffers
-        self.base = copy.deepcopy(models[0]).to("meta")
+        self.base = copy.deepcopy(models[0]).to("meta").train()       # trials train; evaluate() switches
         self.index = torch.arange(len(specs), device=self.device)   # rows still in the batch -> records
         self.state = self._initial_state()                            # optimizer state, (K, P) each
         self.step_count = 0                                           # the host's count ...
@@ -140,8 +140,9 @@ class FusedTrials:
 
         self.vectorize = self.device.type == "cuda" if vectorize is None else vectorize
         if self.vectorize:
-            self._grad = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None))
-            self._forward = vmap(self._logits, in_dims=(0, 0, None))
+            # randomness="different": each trial draws its own dropout masks, as if trained alone
+            self._grad = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
+            self._forward = vmap(self._logits, in_dims=(0, 0, None), randomness="different")
         else:
             self._grad, self._forward = self._looped_grad, self._looped_forward
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -264,12 +265,16 @@ class FusedTrials:
         """Mean loss and accuracy of every trial still in the batch on ``data``, computed batched."""
         loss = torch.zeros(len(self.index), device=self.device)
         correct = torch.zeros(len(self.index), device=self.device)
-        for x, y in data.loader(batch_size, shuffle=False, drop_last=False):
-            with self.autocast:
-                logits = self._forward(self.params, self.buffers, x).float()   # (K, B, C)
-            loss += nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
-                                                reduction="none").sum(1)
-            correct += (logits.argmax(-1) == y).sum(1)
+        self.base.eval()                    # dropout off, batch norm from its running statistics
+        try:
+            for x, y in data.loader(batch_size, shuffle=False, drop_last=False):
+                with self.autocast:
+                    logits = self._forward(self.params, self.buffers, x).float()   # (K, B, C)
+                loss += nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
+                                                    reduction="none").sum(1)
+                correct += (logits.argmax(-1) == y).sum(1)
+        finally:
+            self.base.train()
         n = len(data)
         return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()   # one sync per evaluation
 

@@ -206,3 +206,29 @@ def test_a_parameter_the_loss_does_not_use_gets_a_zero_gradient(vectorize: bool)
     after = engine.state_dict(0)
     assert torch.equal(after["spare.weight"], before["spare.weight"])
     assert not torch.equal(after["fc.weight"], before["fc.weight"])
+
+
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
+def test_dropout_and_batch_norm_train_per_trial_and_validate_in_eval_mode(vectorize: bool) -> None:
+    def model():
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                   torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4 * 26 * 26, 10))
+
+    g = torch.Generator().manual_seed(0)
+    val = ImageData(torch.randn(40, 1, 28, 28, generator=g), torch.randint(0, 10, (40,), generator=g))
+    engine = FusedTrials(model, [TrialSpec("constant", {}, seed=s) for s in range(2)], base_lr=0.01,
+                         total_steps=STEPS, steps_per_epoch=PER_EPOCH, vectorize=vectorize)
+    for x, y in batches(3):
+        engine.step(x, y)
+    buffers = {k: v.clone() for k, v in engine.buffers.items()}
+    first, again = engine.evaluate(val), engine.evaluate(val)
+    np.testing.assert_array_equal(first[0], again[0])                 # no dropout in validation
+    for name, value in buffers.items():
+        assert torch.equal(engine.buffers[name], value), name          # validation does not touch running stats
+    alone = model()
+    alone.load_state_dict(engine.state_dict(0))
+    alone.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(alone(val.images), val.labels)
+    assert first[0][0] == pytest.approx(float(expected), rel=1e-5)
+    assert engine.base.training                                          # back to training
