@@ -98,6 +98,7 @@ class FusedTrials:
     one. ``vectorize`` (default: on for CUDA devices) computes every trial's forward and gradient in
     one ``vmap``; off, trial after trial (1.5-2x faster per trial on a 2-core CPU with LeNet, where
     vmap's grouped convolutions are slow); the optimizer update is fused over all trials either way.
+    Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
     """
 
     def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
@@ -122,6 +123,11 @@ class FusedTrials:
         factory = (lambda seed: get_model(model, seed=seed)) if isinstance(model, str) else _seeded(model)
         models = [factory(specs[0].seed if same_init else s.seed).to(self.device) for s in specs]
         params, buffers = stack_module_state(models)
+        # Parameters the model froze (requires_grad=False) are not trained: they ride with the buffers.
+        frozen = {name for name, q in models[0].named_parameters() if not q.requires_grad}
+        buffers.update({name: params.pop(name).detach() for name in frozen})
+        if not params:
+            raise ValueError("the model has no trainable parameters (every one has requires_grad=False)")
         # All weights of a trial live in one row of a (K, P) tensor; the model sees views into it.
         # The optimizer then updates every tensor of every trial in a handful of kernels.
         self._shapes = {k: v.shape[1:] for k, v in params.items()}

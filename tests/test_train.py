@@ -232,3 +232,37 @@ def test_dropout_and_batch_norm_train_per_trial_and_validate_in_eval_mode(vector
         expected = torch.nn.functional.cross_entropy(alone(val.images), val.labels)
     assert first[0][0] == pytest.approx(float(expected), rel=1e-5)
     assert engine.base.training                                          # back to training
+
+
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
+def test_frozen_parameters_stay_as_they_are_like_torch_optim(vectorize: bool) -> None:
+    def model():
+        net = get_model("lenet")
+        net.conv1.requires_grad_(False)
+        return net
+
+    spec = TrialSpec("constant", {}, seed=1)
+    engine = FusedTrials(model, [spec], base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                         vectorize=vectorize, optimizer=OptimizerConfig("sgd", momentum=0.9, weight_decay=1e-3))
+    torch.manual_seed(1)
+    alone = model()
+    opt = torch.optim.SGD([q for q in alone.parameters() if q.requires_grad], lr=BASE_LR, momentum=0.9,
+                          weight_decay=1e-3)
+    before = {k: v.clone() for k, v in alone.state_dict().items()}
+    for x, y in batches():
+        engine.step(x, y)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(alone(x), y).backward()
+        opt.step()
+    got = engine.state_dict(0)
+    assert torch.equal(got["conv1.weight"], before["conv1.weight"])
+    for name, value in alone.state_dict().items():
+        torch.testing.assert_close(got[name], value, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_a_model_with_nothing_to_train_is_a_clear_error() -> None:
+    def frozen():
+        return get_model("lenet").requires_grad_(False)
+
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        FusedTrials(frozen, SPECS[:1], base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH)
