@@ -255,18 +255,21 @@ def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord") -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
-def best(study: optuna.Study, schedule: str | None = None) -> FrozenTrial | None:
-    """The complete trial with the highest validation accuracy (of one schedule, if given)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if schedule is None or t.user_attrs.get("schedule") == schedule]
+def best(study: optuna.Study, where: Callable[[FrozenTrial], bool] = lambda t: True) -> FrozenTrial | None:
+    """The complete trial with the highest validation accuracy (of those ``where`` accepts)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if where(t)]
     return max(done, key=lambda t: t.value) if done else None
 
 
 def constant_baseline(study: optuna.Study) -> FrozenTrial | None:
     """The best complete trial of the plain constant LR (no warmup, at the base LR): the baseline
     every schedule is judged against. A constant LR after a warmup is a schedule like the others."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.params == CONSTANT]
-    return max(done, key=lambda t: t.value) if done else None
+    return best(study, where=lambda t: t.params == CONSTANT)
+
+
+def peak_lr(study: optuna.Study, trial: FrozenTrial) -> float:
+    """The highest LR of a trial's schedule: the base LR, times its peak scale if it warms up."""
+    return study.user_attrs.get("base_lr", float("nan")) * trial.user_attrs.get("peak_scale", 1.0)
 
 
 def jsonable(value: Any) -> Any:

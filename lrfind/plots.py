@@ -216,6 +216,7 @@ def _top(study, n):
 
 def plot_top_lr_curves(study, *, path, n: int = 6):
     """Left: the range test, loss against LR. Right: the LR of the top trials at every step, same LR axis."""
+    from ._study import peak_lr
     from .schedules import get_schedule
 
     top = _top(study, n)
@@ -250,9 +251,8 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
     for rank, t in enumerate(top):
         schedule = get_schedule(t.user_attrs["schedule"])
         factor = schedule.factor(steps, total, metrics=t.user_attrs.get("val_loss", []), **t.user_attrs["params"])
-        peak = base_lr * t.user_attrs.get("peak_scale", 1.0)
-        right.plot(steps, peak * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3, color=f"C{rank}",
-                   label=f"#{t.number} {schedule.name}: {100 * t.value:.2f}%", zorder=10 - rank)
+        right.plot(steps, peak_lr(study, t) * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3,
+                   color=f"C{rank}", label=f"#{t.number} {schedule.name}: {100 * t.value:.2f}%", zorder=10 - rank)
     right.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
     if per_epoch:
         for e in range(per_epoch, total, per_epoch):

@@ -52,13 +52,11 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
     trials = [t for t in study.get_trials(deepcopy=False) if _study.is_finished(t)]
     scored = sorted(trials, key=lambda t: -(t.value if t.value is not None else
                                              (t.user_attrs.get("val_acc") or [-1])[-1]))
-    base_lr = study.user_attrs.get("base_lr", float("nan"))
     rows = [f"{'#':>4}  {'schedule':<16} {'val acc':>8}  {'peak LR':>8}  {'run':<22} parameters"]
     for t in scored[:n]:
         acc = t.value if t.value is not None else (t.user_attrs.get("val_acc") or [float("nan")])[-1]
-        peak = base_lr * t.user_attrs.get("peak_scale", 1.0)
-        rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {100 * acc:>7.2f}%  {peak:>8.3g}  "
-                    f"{_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
+        rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {100 * acc:>7.2f}%  "
+                    f"{_study.peak_lr(study, t):>8.3g}  {_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     rows.append(f"{len(trials)} finished trials: {counts[TrialState.COMPLETE]} complete, "
                 f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed")
@@ -75,8 +73,7 @@ def verdict(study: optuna.Study) -> str:
     name = best.user_attrs.get("schedule")
     if name == "constant" and best.user_attrs.get("params", {}).get("warmup"):
         name = "constant after a warmup"
-    peak = base_lr * best.user_attrs.get("peak_scale", 1.0)
-    lines.append(f"best: trial {best.number}, {name} peaking at LR {peak:.3g}, "
+    lines.append(f"best: trial {best.number}, {name} peaking at LR {_study.peak_lr(study, best):.3g}, "
                  f"{_params_text(best.user_attrs.get('params', {}), 200)}")
     if constant is None:
         lines.append(f"validation accuracy {100 * best.value:.2f}% (the constant baseline did not complete)")
@@ -106,9 +103,9 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
                            "base_lr_source": study.user_attrs.get("base_lr_source"),
                            "setup": study.user_attrs.get("lrfind_setup"), "trials": len(_study.finished(study))}
     if best is not None:
-        scale = best.user_attrs.get("peak_scale", 1.0)
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
-                   peak_scale=scale, lr=out["base_lr"] * scale, trial=best.number, val_acc=best.value,
+                   peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
+                   trial=best.number, val_acc=best.value,
                    val_acc_per_epoch=best.user_attrs.get("val_acc"))
     constant = _study.constant_baseline(study)
     if constant is not None:
@@ -130,7 +127,7 @@ def snippet(study: optuna.Study) -> str | None:
     setup = study.user_attrs.get("lrfind_setup", {})
     final = (study.user_attrs.get("final") or {}).get("best", {})
     params = final.get("params") or best.user_attrs["params"]
-    lr = study.user_attrs["base_lr"] * best.user_attrs.get("peak_scale", 1.0)   # the schedule's peak
+    lr = _study.peak_lr(study, best)          # the schedule's highest LR
     # the retrained run's steps if there was one, else the search's own
     total = (study.user_attrs.get("final") or {}).get("setup", {}).get("steps") or study.user_attrs["steps"]
     schedule = get_schedule(best.user_attrs["schedule"])

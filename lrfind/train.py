@@ -192,19 +192,20 @@ class FusedTrials:
     # -- learning rates --------------------------------------------------------------------------
     def _lr_table(self) -> torch.Tensor:
         """LR of every trial at every step, (K, total); metric-driven rows start at their first level."""
-        steps = np.arange(self.total)
-        rows = [self.base_lr * spec.lr_scale * sched.factor(steps, self.total, metrics=[], **spec.params)
-                for sched, spec in zip(self.schedules, self.specs)]
+        rows = [self._lrs(sched, spec, metrics=[]) for sched, spec in zip(self.schedules, self.specs)]
         return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)
+
+    def _lrs(self, sched, spec: TrialSpec, metrics: list[float]) -> np.ndarray:
+        """One trial's LR at every step: base LR x its peak scale x its schedule's factor."""
+        return self.base_lr * spec.lr_scale * sched.factor(np.arange(self.total), self.total, metrics=metrics,
+                                                            **spec.params)
 
     def _refresh_metric_driven(self) -> None:
         """Plateau-like trials: recompute their LRs from their own validation losses so far."""
-        steps = np.arange(self.total)
         for row, k in enumerate(self.index.tolist()):
             sched, rec = self.schedules[k], self.records[k]
             if sched.needs_metric:
-                f = sched.factor(steps, self.total, metrics=self._metric(rec), **rec.spec.params)
-                lr = self.base_lr * rec.spec.lr_scale * f
+                lr = self._lrs(sched, rec.spec, metrics=self._metric(rec))
                 self.lr_table[row] = torch.as_tensor(lr, dtype=torch.float32, device=self.device)
 
     @staticmethod
