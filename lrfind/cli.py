@@ -252,7 +252,7 @@ def entry() -> None:
     """The ``lrfind`` console script: the command, then an exit that skips the interpreter's
     teardown. After a study on a GPU, freeing the CUDA graphs' pools and the caching allocator's
     blocks one by one took 1.5 s on an H100; the operating system reclaims all of it at once.
-    Everything lrfind writes is closed before (files, SQLite commits); stdout and stderr are
+    Everything lrfind writes is closed before (files, the study's storage); stdout and stderr are
     flushed. ``LRFIND_CLEAN_EXIT=1`` restores the ordinary exit."""
     import os
     import sys
