@@ -9,7 +9,8 @@ Measures, on the same model (LeNet), data (MNIST), batch size, epochs and search
   2. `lrfind range-test` (300 iterations) against torch-lr-finder 0.2.2 (DataLoader, 4 workers);
   3. the best test accuracy of each side;
   4. the trial engine alone: ms per trial-epoch at K = 1, 10, 50, 100, achieved FLOP/s, peak memory;
-  5. the study's bookkeeping alone (Optuna's storage for 50 trials): journal file against SQLite.
+  5. the study's bookkeeping alone (Optuna's storage for 50 trials): journal file against SQLite;
+  6. the report's figures beside a training loop: drawn in a thread against lrfind's child process.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def main() -> None:
     results["engine"] = engine_figures(args, device)
     from storage import compare
     results["storage"] = compare(args.trials, args.epochs, parallel=args.trials, repeats=3 if full else 1)
+    import painter
+    results["painter"] = painter.compare(k=6, emulate=device.type != "cuda", repeats=3 if full else 1)
     k50 = results["engine"]["by_k"].get(50) or results["engine"]["by_k"][max(results["engine"]["by_k"])]
     results.update(
         tune_seconds=tune["seconds"],
@@ -173,6 +176,10 @@ def main() -> None:
     rows.append((f"storage bookkeeping, {args.trials} trials: journal / SQLite (s)",
                  f"{st['journal']['seconds_median']:.2f} / {st['sqlite']['seconds_median']:.2f} "
                  f"({st['sqlite_over_journal']:.1f}x)"))
+    pt = results["painter"]
+    rows.append((f"{pt['loop']}: alone / figures in a thread / in a process (s)",
+                 f"{pt['alone']['loop_seconds']:.2f} / {pt['thread']['loop_seconds']:.2f} / "
+                 f"{pt['process']['loop_seconds']:.2f}"))
     for k, row in results["engine"]["by_k"].items():
         others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16")
                            if f"{m}_ms_per_trial_epoch" in row)

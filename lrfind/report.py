@@ -171,8 +171,16 @@ def draw_figures(study: optuna.Study, out: Path) -> list[Path]:
     return drawn
 
 
+def draw_range_test(result: Any, path: Path) -> Path:
+    """The range test's figure, into ``path``: ``result.plot`` for a painter (the path comes back, not
+    the Axes)."""
+    result.plot(path=path)
+    return path
+
+
 def snapshot(study: optuna.Study) -> optuna.Study:
-    """An in-memory copy of the study, for drawing in another thread while the stored one changes."""
+    """An in-memory copy of the study, for drawing elsewhere (another thread or process) while the
+    stored one changes."""
     copy = optuna.create_study(direction=study.direction, study_name=study.study_name)
     copy.add_trials(study.get_trials(deepcopy=False))
     for key, value in study.user_attrs.items():
@@ -180,4 +188,4 @@ def snapshot(study: optuna.Study) -> optuna.Study:
     return copy
 
 
-__all__ = ["top_table", "verdict", "best_json", "snippet", "write", "draw_figures", "snapshot"]
+__all__ = ["top_table", "verdict", "best_json", "snippet", "write", "draw_figures", "draw_range_test", "snapshot"]

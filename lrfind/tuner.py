@@ -20,7 +20,6 @@ import math
 import os
 import socket
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report
+from ._painter import Painter
 from ._device import resolve_device
 from .data import ImageData, load_dataset
 from .models import get_model
@@ -155,8 +155,9 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
     url = cfg.storage or _storage.default_storage(out)
-    # Figures are drawn in a thread while the device trains: torch releases the GIL while it waits.
-    with _storage.run_lock(url), ThreadPoolExecutor(1, thread_name_prefix="lrfind-figures") as painter:
+    # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
+    # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.
+    with _storage.run_lock(url), Painter(process=device.type == "cuda") as painter:
         study = _study.open_study(cfg, out)   # checks storage, setup and base LR before anything is written
         per_epoch = len(train.loader(cfg.batch_size))
         total = cfg.epochs * per_epoch
@@ -195,14 +196,14 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     return TuneResult(study, base_lr, out, final, seconds, files)
 
 
-def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path, painter: Executor) -> float:
+def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path, painter: Painter) -> float:
     model = get_model(cfg.model, seed=cfg.seed).to(train.images.device)
     opt = cfg.optimizer_config.torch_optimizer(model.parameters(), 1e-6)
     result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=opt,
                      num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")
-    figure = painter.submit(result.plot, path=out / "range_test.png")
+    figure = painter.submit(report.draw_range_test, result, out / "range_test.png")
     study.set_user_attr("range_test", {
         "lrs": result.lrs.tolist(), "smoothed": [x if math.isfinite(x) else None for x in result.smoothed.tolist()],
         "suggested_lr": result.suggested_lr, "falling_range": result.falling_range, "stop_reason": result.stop_reason})

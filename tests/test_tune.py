@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from lrfind import _storage, _study, tune
+from lrfind import _storage, _study, tune, tuner
+from lrfind._painter import Painter
 from lrfind.cli import main
 from lrfind.train import FusedTrials
 from lrfind.tuner import TuneConfig, TuneInterrupted
@@ -28,7 +29,17 @@ def data_env(mnist_root, monkeypatch):
     return mnist_root
 
 
-def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path) -> None:
+@pytest.mark.parametrize("figures_in", ["thread", "process"])     # a CPU's way, and a GPU's
+def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monkeypatch, figures_in) -> None:
+    painters = []
+
+    class Recorded(Painter):
+        def __init__(self, process: bool) -> None:
+            assert process is False                       # the CPU's default
+            super().__init__(process=figures_in == "process")
+            painters.append(self)
+
+    monkeypatch.setattr(tuner, "Painter", Recorded)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
         "tune", "--trials", "4", "--epochs", "2", "--parallel", "2", "--train-subset", "256", "--batch-size", "64",
@@ -48,6 +59,7 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path) -> N
     for name in ("history.png", "lr_curves.png", "val_acc.png", "importances.png", "range_test.png"):
         assert (out / name).stat().st_size > 1000, name
     assert f"{out / 'importances.png'}" in result.output
+    assert painters[0]._count == (2 if figures_in == "process" else 0)   # range test and report, by the child
     assert "time: data and storage" in result.output and "trials" in result.output.split("time:")[1]
     assert set(best["seconds"]) == {"setup", "range_test", "search", "final"}
     import torch

@@ -1,0 +1,74 @@
+"""Figures drawn in a child process (beside a GPU) or a thread, and never lost to the mechanism."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import pytest
+
+from lrfind._painter import Painter
+
+
+@pytest.fixture(scope="module")
+def painter():
+    with Painter(process=True) as p:
+        yield p
+
+
+def test_jobs_run_in_another_process_and_their_results_come_back(painter) -> None:
+    assert painter.in_process
+    assert painter.submit(math.sqrt, 16.0).result(timeout=120) == 4.0
+    assert painter.submit(os.getpid).result() != os.getpid()
+
+
+def test_a_jobs_error_reaches_the_caller_with_its_type(painter) -> None:
+    with pytest.raises(ValueError, match="invalid literal"):
+        painter.submit(int, "not a number").result(timeout=120)
+    assert painter.submit(math.sqrt, 4.0).result() == 2.0            # the child goes on
+
+
+def test_a_job_that_cannot_be_pickled_is_run_in_a_thread(painter) -> None:
+    assert painter.submit(lambda: os.getpid()).result(timeout=120) == os.getpid()
+
+
+def test_a_range_test_figure_is_drawn_by_the_child(painter, tmp_path) -> None:
+    import numpy as np
+
+    from lrfind import report
+    from lrfind.result import RangeTestResult
+
+    lrs = np.geomspace(1e-6, 1, 120)
+    losses = 2.3 - 2 / (1 + np.exp(-4 * (np.log10(lrs) + 2.5))) + 30 * np.maximum(lrs - 0.2, 0)
+    result = RangeTestResult(lrs, losses, stop_reason="diverged", num_iter=120)
+    path = painter.submit(report.draw_range_test, result, tmp_path / "rt.png").result(timeout=120)
+    assert path == tmp_path / "rt.png" and path.stat().st_size > 1000
+
+
+def test_when_the_child_dies_its_jobs_and_later_ones_are_drawn_here(caplog) -> None:
+    with Painter(process=True) as p:
+        assert p.submit(os.getpid).result(timeout=120) != os.getpid()     # started and answering
+        with caplog.at_level(logging.WARNING, logger="lrfind._painter"):
+            in_flight = p.submit(time.sleep, 1.0)
+            p._child.kill()
+            assert in_flight.result(timeout=60) is None                 # redone in the thread
+            assert p.submit(os.getpid).result(timeout=60) == os.getpid()
+        assert not p.in_process
+    assert "figure process stopped" in caplog.text
+
+
+def test_a_painter_never_used_closes_at_once_and_reaps_its_child() -> None:
+    p = Painter(process=True)
+    child = p._child
+    p.close()
+    assert child.returncode is not None
+
+
+def test_the_thread_painter_runs_jobs_here() -> None:
+    with Painter(process=False) as p:
+        assert not p.in_process
+        assert p.submit(os.getpid).result() == os.getpid()
+        with pytest.raises(ZeroDivisionError):
+            p.submit(lambda: 1 / 0).result()
