@@ -117,3 +117,23 @@ def test_a_model_that_syncs_falls_back_to_eager_steps(caplog) -> None:
     assert "could not be captured in a CUDA graph" in caplog.text
     with pytest.raises(RuntimeError):
         find_lr(_SyncsInForward().to(CUDA), data, num_iter=30, progress=False, cuda_graph=True)
+
+
+def test_a_study_on_cuda_draws_its_figures_in_a_child_process(mnist_root, tmp_path, monkeypatch) -> None:
+    from lrfind import tune, tuner
+    from lrfind._painter import Painter
+
+    painters = []
+
+    class Recorded(Painter):
+        def __init__(self, process: bool) -> None:
+            super().__init__(process=process)
+            painters.append(self)
+
+    monkeypatch.setattr(tuner, "Painter", Recorded)
+    out = tmp_path / "run"
+    tune(trials=4, epochs=2, parallel=4, batch_size=64, train_subset=512, device="cuda", progress=False,
+         data_dir=str(mnist_root), out=str(out), range_test_iters=100, final_seeds=1)
+    assert painters[0]._count == 2                     # the range test's figure and the report's, by the child
+    for name in ("range_test.png", "history.png", "lr_curves.png", "val_acc.png", "importances.png"):
+        assert (out / name).stat().st_size > 1000, name
