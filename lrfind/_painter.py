@@ -9,9 +9,9 @@ steps. ``bench/painter.py`` measures it.
 ``Painter(process=True)`` draws in a child Python process instead (``lrfind._painter.serve``),
 started at once so that its imports (matplotlib, Optuna, torch) overlap the work before the first
 figure. Jobs are a module-level function and its arguments, pickled through a pipe; the result
-or the exception comes back pickled, into a ``Future``. A job that cannot be pickled, and every
-job once the child could not start or has died, is drawn in a thread instead, so a figure is never
-lost to the mechanism. ``Painter(process=False)`` is the thread alone: where the training keeps
+or the exception comes back pickled, into a ``Future``. A job that cannot be pickled here or
+loaded there, and every job once the child could not start or has died, is drawn in a thread
+instead, so a figure is never lost to the mechanism. ``Painter(process=False)`` is the thread alone: where the training keeps
 every core busy (on a CPU), a second process would only compete with it for them.
 """
 
@@ -51,7 +51,8 @@ class Painter:
             # A writer thread, because a job larger than the pipe's buffer would block the caller
             # until the child finishes the figure it is drawing.
             threading.Thread(target=self._send, name="lrfind-figures-send", daemon=True).start()
-            threading.Thread(target=self._receive, name="lrfind-figures-receive", daemon=True).start()
+            self._receiver = threading.Thread(target=self._receive, name="lrfind-figures-receive", daemon=True)
+            self._receiver.start()
 
     @property
     def in_process(self) -> bool:
@@ -100,20 +101,30 @@ class Painter:
         while True:
             try:
                 number, ok, value = pickle.load(child.stdout)
-            except Exception:                    # EOF: the child exited or died
-                break
+            except Exception:                    # EOF (the child exited or died), or an answer
+                break                            # this process cannot read: done with the child
             with self._lock:
-                future = self._pending.pop(number)[0]
-            if ok:
-                future.set_result(value)
+                job = self._pending.pop(number)
+            if ok is None:
+                log.debug("drawing %s in a thread: the figure process cannot load it (%s)", job[1], value)
+                self._in_thread(job)
+            elif ok:
+                job[0].set_result(value)
             else:
-                future.set_exception(value)
+                job[0].set_exception(value)
         with self._lock:
             self._child, orphans = None, list(self._pending.values())
             self._pending.clear()
+        code = child.poll()
+        child.kill()                             # (still running if its answer was unreadable)
+        child.wait()
+        for pipe in (child.stdin, child.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
         if orphans:
-            log.warning("the figure process stopped (exit code %s); drawing %d figure(s) here",
-                        child.poll(), len(orphans))
+            log.warning("the figure process stopped (exit code %s); drawing %d figure(s) here", code, len(orphans))
         for job in orphans:
             self._in_thread(job)
 
@@ -121,17 +132,11 @@ class Painter:
         """Wait for every job, then stop the child (it holds nothing worth a graceful exit, and one
         still importing would keep an early error waiting) and the thread."""
         concurrent.futures.wait(list(self._futures))
-        with self._lock:
-            child, self._child = self._child, None
+        child = self._child
         self._outbox.put(None)
         if child is not None:
             child.kill()
-            child.wait()
-            for pipe in (child.stdin, child.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+            self._receiver.join()                # it reaps the child
         self._thread.shutdown(wait=True)
 
     def __enter__(self) -> Painter:
@@ -176,9 +181,13 @@ def serve(level: int = logging.WARNING) -> None:
             return
         try:
             fn, args, kwargs = pickle.loads(payload)
-            answer = pickle.dumps((number, True, fn(*args, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:
-            answer = pickle.dumps((number, False, _portable(e)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:                   # not importable here (a function of a script's
+            answer = pickle.dumps((number, None, repr(e)))   # __main__, say): the parent runs it
+        else:
+            try:
+                answer = pickle.dumps((number, True, fn(*args, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as e:
+                answer = pickle.dumps((number, False, _portable(e)), protocol=pickle.HIGHEST_PROTOCOL)
         answers.write(answer)
         answers.flush()
 
@@ -186,11 +195,13 @@ def serve(level: int = logging.WARNING) -> None:
 def _warm_up() -> None:
     """Import what the figures need and draw a blank one (fonts, the Agg canvas) while the parent
     has not asked for anything yet."""
+    import importlib
     import io
 
     from matplotlib.figure import Figure
 
-    from . import plots, report  # noqa: F401
+    for module in ("plots", "report"):
+        importlib.import_module(f"{__package__}.{module}")
 
     fig = Figure(figsize=(2, 2))
     ax = fig.subplots()

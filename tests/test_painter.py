@@ -34,6 +34,15 @@ def test_a_job_that_cannot_be_pickled_is_run_in_a_thread(painter) -> None:
     assert painter.submit(lambda: os.getpid()).result(timeout=120) == os.getpid()
 
 
+def here() -> int:
+    return os.getpid()
+
+
+def test_a_job_the_child_cannot_import_is_run_in_a_thread(painter) -> None:
+    assert painter.submit(here).result(timeout=120) == os.getpid()       # this test module is not on its path
+    assert painter.in_process
+
+
 def test_a_range_test_figure_is_drawn_by_the_child(painter, tmp_path) -> None:
     import numpy as np
 
