@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Everything a GPU session measures, in one call on the GPU machine (after ../shared/bin/gpu-prep
+# here, with .device carried along):
+#
+#     bash bench/gpu_all.sh                       # every step; logs and results under $OUT (or ./gpu_out)
+#     bash bench/gpu_all.sh suite painter_k6      # only these steps (a device call lasts 10 minutes at most)
+#
+# 1. tests/test_gpu.py (graph replay, range test from a graph, figures in a child process);
+# 2. bench/run.py, the suite (writes bench/results.json, copied to the output folder);
+# 3. bench/painter.py at K=6 (stage 3's size) and K=50 (the search's);
+# 4. bench/engine_variants.py --k 50 (eager, graph, bf16, TF32, looped, torch.compile; profile).
+# A step that fails is reported and the next one still runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-$PWD/gpu_out}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl || exit 1
+export PYTHONPATH=$PWD:/tmp/site LRFIND_DATA_DIR=$PWD/.device/data PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+# The image forbids bytecode and its torch ships none: give every process one cache to share.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/lrfind-bench-pycache
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
+wanted=" $* "
+step() {
+  local name=$1; shift
+  [[ "$wanted" == "  " || "$wanted" == *" $name "* ]] || return 0
+  echo "== $name: $*"
+  local start=$SECONDS
+  "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  echo "   exit $rc after $((SECONDS - start)) s; last lines:"
+  tail -n 25 "$out/$name.log" | sed 's/^/   /'
+}
+step test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step suite python3 bench/run.py
+[[ -f "$out/suite.log" ]] && cp bench/results.json "$out/results.json"
+step painter_k6 python3 bench/painter.py --k 6 --json "$out/painter_k6.json"
+step painter_k50 python3 bench/painter.py --k 50 --json "$out/painter_k50.json"
+step engine_variants python3 bench/engine_variants.py --k 50
