@@ -37,7 +37,8 @@ def train_one_epoch(model_name, optimizer_name, lr, train, val, batch_size, seed
         opt.step()
     model.eval()
     with torch.no_grad():
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in val.loader(1000, shuffle=False))
+        batches = val.loader(1000, shuffle=False, drop_last=False)       # every image, the last batch too
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
     return correct / len(val)
 
 

@@ -30,7 +30,8 @@ class SmallCNN(nn.Module):
 def main() -> None:
     # Your own Dataset goes here; lrfind's reader just provides MNIST tensors on the CPU.
     data = load_dataset("mnist", "train")            # $LRFIND_DATA_DIR, else ~/.cache/lrfind
-    loader = DataLoader(Subset(TensorDataset(data.images, data.labels), range(20_000)), batch_size=64, shuffle=True)
+    subset = Subset(TensorDataset(data.images, data.labels), range(min(20_000, len(data))))
+    loader = DataLoader(subset, batch_size=64, shuffle=True)
 
     model = SmallCNN()
     optimizer = torch.optim.AdamW([

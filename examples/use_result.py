@@ -46,7 +46,8 @@ def main() -> None:
             scheduler.step()
         model.eval()
         with torch.no_grad():
-            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in val.loader(1000, shuffle=False))
+            batches = val.loader(1000, shuffle=False, drop_last=False)   # every image, the last batch too
+            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
         print(f"epoch {epoch + 1}: validation accuracy {100 * correct / len(val):.2f}%, "
               f"LR now {scheduler.get_last_lr()[0]:.3g}")
 

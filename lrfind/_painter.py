@@ -11,8 +11,9 @@ started at once so that its imports (matplotlib, Optuna, torch) overlap the work
 figure. Jobs are a module-level function and its arguments, pickled through a pipe; the result
 or the exception comes back pickled, into a ``Future``. A job that cannot be pickled here or
 loaded there, and every job once the child could not start or has died, is drawn in a thread
-instead, so a figure is never lost to the mechanism. ``Painter(process=False)`` is the thread alone: where the training keeps
-every core busy (on a CPU), a second process would only compete with it for them.
+instead, so a figure is never lost to the mechanism. ``Painter(process=False)`` is the thread
+alone: where the training keeps every core busy (on a CPU), a second process would only compete
+with it for them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,27 @@
+"""The examples run as a user runs them, on the small copy of MNIST, and write what they say."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(script: str, *args: str, cwd: Path, data: Path) -> str:
+    env = {**os.environ, "LRFIND_DATA_DIR": str(data), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_own_model_then_use_result(mnist_root, tmp_path) -> None:
+    out = run("own_model.py", cwd=tmp_path, data=mnist_root)
+    assert "suggested LR" in out and "LRs set to" in out
+    assert (tmp_path / "own_model_range_test.png").stat().st_size > 1000
+    saved = tmp_path / "own_model_range_test.json"
+    out = run("use_result.py", str(saved), cwd=tmp_path, data=mnist_root)
+    assert "scheduler = SequentialLR" in out and "epoch 2: validation accuracy" in out
