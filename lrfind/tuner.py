@@ -30,8 +30,8 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report
-from ._painter import Painter
 from ._device import resolve_device
+from ._painter import Painter
 from .data import ImageData, load_dataset
 from .models import get_model
 from .rangetest import find_lr
