@@ -31,6 +31,8 @@ from .data import ImageData
 from .models import get_model
 from .schedules import get_schedule
 
+EVAL_IMAGE_TRIALS = 32_768      # images x trials per forward pass of evaluate(): about 1.5 GB for LeNet
+
 
 @dataclass(frozen=True)
 class OptimizerConfig:
@@ -268,10 +270,17 @@ class FusedTrials:
 
     # -- per epoch ---------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, data: ImageData, batch_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-        """Mean loss and accuracy of every trial still in the batch on ``data``, computed batched."""
-        loss = torch.zeros(len(self.index), device=self.device)
-        correct = torch.zeros(len(self.index), device=self.device)
+    def evaluate(self, data: ImageData, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean loss and accuracy of every trial still in the batch on ``data``, computed batched.
+
+        Default batch: ``EVAL_IMAGE_TRIALS`` images x trials at a time, so that the activations of
+        a forward pass take the same memory at any K (a LeNet image costs about 45 KB of them per
+        trial: 2,000 images at K=50 took 6.3 GB on an H100, and K=200 would take four times that).
+        """
+        k = len(self.index)
+        batch_size = batch_size or max(64, EVAL_IMAGE_TRIALS // max(1, k))
+        loss = torch.zeros(k, device=self.device)
+        correct = torch.zeros(k, device=self.device)
         self.base.eval()                    # dropout off, batch norm from its running statistics
         try:
             for x, y in data.loader(batch_size, shuffle=False, drop_last=False):

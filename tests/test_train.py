@@ -266,3 +266,24 @@ def test_a_model_with_nothing_to_train_is_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match="no trainable parameters"):
         FusedTrials(frozen, SPECS[:1], base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_evaluation_batches_shrink_as_trials_grow_and_change_no_score(monkeypatch, vectorize) -> None:
+    import lrfind.train as train_module
+
+    g = torch.Generator().manual_seed(1)
+    val = ImageData(torch.randn(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g))
+    engine = FusedTrials("lenet", [TrialSpec("constant", {}, seed=s) for s in range(4)], base_lr=0.01,
+                         total_steps=STEPS, steps_per_epoch=PER_EPOCH, vectorize=vectorize)
+    for x, y in batches(2):
+        engine.step(x, y)
+    whole = engine.evaluate(val, batch_size=len(val))
+    seen = []
+    forward = engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda p, b, x: seen.append(len(x)) or forward(p, b, x))
+    monkeypatch.setattr(train_module, "EVAL_IMAGE_TRIALS", 4 * 100)
+    chunked = engine.evaluate(val)
+    assert seen == [100, 100, 100]                        # 400 image-trials at a time, over 4 trials
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5)
+    np.testing.assert_array_equal(chunked[1], whole[1])
