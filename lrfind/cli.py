@@ -12,6 +12,8 @@ import click
 from ._names import DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
+# suggest.METHODS' names, written out so that `--help` does not import numpy (a test keeps them equal)
+SUGGESTION_METHODS = ["balanced", "steepest", "valley", "minimum"]
 
 
 class UserError(click.ClickException):
@@ -105,12 +107,16 @@ Examples:
               help="Space the LRs on a log (exp) or linear scale.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
               help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread.")
+@click.option("--method", default="balanced", show_default=True, type=click.Choice(SUGGESTION_METHODS),
+              help="Which suggestion is THE suggested LR (all are printed and saved): balanced = geometric "
+                   "mean of steepest and minimum; steepest = fastest fall of the smoothed loss; valley = "
+                   "fastai's rule; minimum = a tenth of the LR at the lowest loss.")
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int, optimizer: str, momentum: float,
                device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
-               repeats: int, out: Path) -> None:
+               repeats: int, method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
     Records the loss of every batch, stops when the loss diverges, and writes the curve, every
@@ -133,7 +139,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     opt = OptimizerConfig(optimizer, momentum=momentum if optimizer == "sgd" else 0.0).torch_optimizer(
         net.parameters(), start_lr)
     result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
-                     seed=seed, progress=not quiet)
+                     seed=seed, method=method, progress=not quiet)
     result.config.update(model=model, dataset=dataset, batch_size=batch_size, optimizer=optimizer,
                          momentum=momentum if optimizer == "sgd" else None, device=str(dev))
     out.mkdir(parents=True, exist_ok=True)

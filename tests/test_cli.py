@@ -31,11 +31,20 @@ def test_range_test_writes_plot_json_and_csv(run, tmp_path) -> None:
     assert (out / "range_test.csv").read_text().startswith("iteration,lr,loss,smoothed")
 
 
-def test_range_test_mlp_adam_repeats(run, tmp_path) -> None:
-    result = run("range-test", "--device", "cpu", "--model", "mlp", "--optimizer", "adam", "--num-iter", "20",
-                 "--repeats", "2", "-q", "--out", str(tmp_path))
+def test_range_test_mlp_adam_repeats_with_another_method(run, tmp_path) -> None:
+    result = run("range-test", "--device", "cpu", "--model", "mlp", "--optimizer", "adam", "--num-iter", "40",
+                 "--repeats", "2", "--method", "steepest", "-q", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert len(json.loads((tmp_path / "range_test.json").read_text())["seed_lrs"]) == 2
+    data = json.loads((tmp_path / "range_test.json").read_text())
+    assert len(data["seed_lrs"]) == 2 and data["method"] == "steepest"
+    assert "(steepest" in result.output
+
+
+def test_the_clis_method_names_are_the_suggestion_methods() -> None:
+    from lrfind.cli import SUGGESTION_METHODS
+    from lrfind.suggest import DEFAULT_METHOD, METHODS
+
+    assert SUGGESTION_METHODS == list(METHODS) and SUGGESTION_METHODS[0] == DEFAULT_METHOD
 
 
 @pytest.mark.parametrize("args, message", [
@@ -44,6 +53,7 @@ def test_range_test_mlp_adam_repeats(run, tmp_path) -> None:
     (["--start-lr", "0.1", "--end-lr", "0.01"], "--end-lr 0.01: must be larger"),
     (["--model", "resnet"], "'resnet' is not one of"),
     (["--dataset", "cifar"], "'cifar' is not one of"),
+    (["--method", "fastest"], "'fastest' is not one of"),
     (["--num-iter", "1"], "--num-iter"),
 ])
 def test_range_test_bad_arguments_exit_2(run, args, message, tmp_path) -> None:
