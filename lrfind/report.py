@@ -168,6 +168,9 @@ def draw_figures(study: optuna.Study, out: Path) -> list[Path]:
                 drawn.append(path)
             except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for the figure
                 log.info("skipped %s: %s", name, e)
+            except Exception as e:              # a bug in a figure must not cost the report
+                log.warning("could not draw %s (%s: %s); the study and the other files are fine",
+                            name, type(e).__name__, e)
     return drawn
 
 

@@ -129,6 +129,19 @@ def test_show_prints_the_stored_report(data_env, tmp_path) -> None:
     assert "constant" in result.output and "2 finished trials" in result.output
 
 
+def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, caplog) -> None:
+    from lrfind import plots
+
+    def broken(study, *, path):
+        raise TypeError("a bug in a figure")
+
+    monkeypatch.setattr(plots, "plot_val_acc", broken)
+    result = tune(trials=3, parallel=3, out=str(tmp_path), **QUICK)
+    names = {f.name for f in result.files}
+    assert "val_acc.png" not in names and {"best.json", "history.png", "lr_curves.png"} <= names
+    assert "could not draw val_acc.png (TypeError: a bug in a figure)" in caplog.text
+
+
 @pytest.mark.parametrize("args, message", [
     (["--trials", "0"], "--trials must be a positive integer, got 0"),
     (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
