@@ -26,6 +26,15 @@ def _times(tensors: Tensors, factor: torch.Tensor) -> Tensors:
     return [t * factor for t in tensors]
 
 
+def _scale_(tensors: Tensors, factor: torch.Tensor) -> None:
+    """``t *= factor`` for each tensor, in place; the factor 0-dim or per row, as in ``_times``."""
+    if factor.dim() == 0:
+        torch._foreach_mul_(tensors, factor)
+    else:
+        for t in tensors:
+            t.mul_(factor)
+
+
 def sgd_(params: Tensors, grads: Tensors, momentum_buffers: Tensors, lr: torch.Tensor, *, momentum: float,
          nesterov: bool, weight_decay: float) -> None:
     """torch.optim.SGD's step (no dampening). Momentum buffers start at zero: torch's first step
@@ -46,12 +55,7 @@ def adam_(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: Tenso
     first), a float64 tensor: the bias corrections are computed in double, as torch does."""
     b1, b2 = betas
     if decoupled and weight_decay:
-        decay = 1 - lr * weight_decay
-        if decay.dim() == 0:
-            torch._foreach_mul_(params, decay)
-        else:
-            for p in params:
-                p.mul_(decay)
+        _scale_(params, 1 - lr * weight_decay)
     elif weight_decay:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1 - b1)
