@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import Timer  # noqa: E402
-from storage import instant_trials  # noqa: E402
+from storage import instant_training  # noqa: E402
 
 from lrfind import _storage, _study, report, tuner  # noqa: E402
 from lrfind._painter import Painter  # noqa: E402
@@ -40,20 +40,17 @@ def fifty_trial_study(out: Path, trials: int = 50, epochs: int = 3):
     """An in-memory snapshot of a study as the tuner leaves it after its search."""
     cfg = tuner.TuneConfig(trials=trials, epochs=epochs, parallel=trials, base_lr=0.035, device="cpu",
                            out=str(out), progress=False, final=False)
-    real, tuner.run_trials = tuner.run_trials, instant_trials
-    try:
-        study = _study.open_study(cfg, out)
-        study.set_user_attr("steps", epochs * 391)
-        study.set_user_attr("steps_per_epoch", 391)
-        study.set_user_attr("base_lr", 0.035)
-        lrs = np.geomspace(1e-6, 1, 300)
-        loss = 2.3 - 2.1 / (1 + np.exp(-3 * (np.log10(lrs) + 3))) + 40 * np.maximum(lrs - 0.15, 0)
-        study.set_user_attr("range_test", {"lrs": lrs.tolist(), "smoothed": loss.tolist(), "suggested_lr": 0.035,
-                                           "falling_range": [0.0005, 0.15], "stop_reason": "diverged"})
+    study = _study.open_study(cfg, out)
+    study.set_user_attr("steps", epochs * 391)
+    study.set_user_attr("steps_per_epoch", 391)
+    study.set_user_attr("base_lr", 0.035)
+    lrs = np.geomspace(1e-6, 1, 300)
+    loss = 2.3 - 2.1 / (1 + np.exp(-3 * (np.log10(lrs) + 3))) + 40 * np.maximum(lrs - 0.15, 0)
+    study.set_user_attr("range_test", {"lrs": lrs.tolist(), "smoothed": loss.tolist(), "suggested_lr": 0.035,
+                                       "falling_range": [0.0005, 0.15], "stop_reason": "diverged"})
+    with instant_training():
         tuner._search(study, cfg, None, None, 0.035, 3.0, epochs * 391, 391, trials,
                       single=_storage.single_process(_storage.default_storage(out)))
-    finally:
-        tuner.run_trials = real
     return report.snapshot(study)
 
 

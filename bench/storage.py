@@ -11,6 +11,7 @@ sampler are timed. Any machine; no GPU needed. Prints seconds per storage and th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -45,22 +46,28 @@ def instant_trials(model, specs, train, val, *, epochs, on_epoch=None, **_):
     return records
 
 
+@contextlib.contextmanager
+def instant_training():
+    """The tuner with ``instant_trials`` in place of its training, for as long as the block lasts."""
+    real, tuner.run_trials = tuner.run_trials, instant_trials
+    try:
+        yield
+    finally:
+        tuner.run_trials = real
+
+
 def bookkeeping_seconds(storage: str | None, out: Path, trials: int, epochs: int, parallel: int) -> tuple[float, int]:
     """(seconds, storage writes) of a study's search stage with instant training."""
     cfg = tuner.TuneConfig(trials=trials, epochs=epochs, parallel=parallel, base_lr=0.05, device="cpu",
                            storage=storage, out=str(out), progress=False, final=False)
     url = storage or _storage.default_storage(out)
-    real, tuner.run_trials = tuner.run_trials, instant_trials
-    try:
-        with _storage.run_lock(url):
-            study = _study.open_study(cfg, out)
-            writes = _count_writes(study)
-            start = time.perf_counter()
-            tuner._search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
-                          single=_storage.single_process(url))
-            seconds = time.perf_counter() - start
-    finally:
-        tuner.run_trials = real
+    with instant_training(), _storage.run_lock(url):
+        study = _study.open_study(cfg, out)
+        writes = _count_writes(study)
+        start = time.perf_counter()
+        tuner._search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
+                      single=_storage.single_process(url))
+        seconds = time.perf_counter() - start
     assert len(_study.finished(study)) == trials
     return seconds, writes()
 
