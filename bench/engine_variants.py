@@ -2,9 +2,9 @@
 
     python bench/engine_variants.py --k 50
 
-Prints ms per trial-epoch for: eager, CUDA graph, graph + cudnn.benchmark, graph + bf16 autocast,
-graph + TF32 matmuls, the looped engine (the CPU's default) from a graph, and the step compiled by
-``torch.compile`` then captured (with its warm-up time: compiling is paid once per process unless
+Prints ms per trial-epoch for: eager, CUDA graph, the graph of the former vmap(grad) gradients,
+graph + cudnn.benchmark, graph + bf16 autocast, graph + TF32 matmuls, the looped engine (the
+CPU's default) from a graph, and the step compiled by ``torch.compile`` then captured (with its warm-up time: compiling is paid once per process unless
 Inductor's cache has it); then the top CUDA kernels of a few eager steps (torch.profiler).
 """
 
@@ -24,6 +24,20 @@ from lrfind import load_dataset  # noqa: E402
 from lrfind.train import FusedTrials, TrialSpec  # noqa: E402
 
 
+class GradOfVmap(FusedTrials):
+    """The engine's gradients as they were until 2026-11: ``vmap(grad_and_value(loss))`` (torch.func
+    transforms the backward), where the engine now runs one ``autograd.grad`` through the vmapped
+    forward (and so never imports torch._dynamo, which torch.func.grad does)."""
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from torch.func import grad_and_value, vmap
+
+        grad_of = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
+        with self.autocast:
+            grads, losses = grad_of(self.params, self.buffers, x, y)
+        return losses, torch.cat([grads[name].reshape(len(self.flat), -1) for name in self._shapes], 1)
+
+
 def epoch_ms(k: int, loader, device, **options) -> float:
     return 1000 * engine_epoch_seconds(k, loader, device, **options) / k
 
@@ -41,7 +55,8 @@ def main() -> None:
     loader = train.loader(args.batch_size, seed=0)
     for k in args.k:
         rows = {"eager": epoch_ms(k, loader, device, cuda_graph=False),
-                "graph": epoch_ms(k, loader, device)}
+                "graph": epoch_ms(k, loader, device),
+                "graph, vmap(grad) as before 2026-11": epoch_ms(k, loader, device, engine_class=GradOfVmap)}
         torch.backends.cudnn.benchmark = True
         rows["graph + cudnn.benchmark"] = epoch_ms(k, loader, device)
         rows["graph + cudnn.benchmark + bf16"] = epoch_ms(k, loader, device, amp="bf16")

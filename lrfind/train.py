@@ -2,10 +2,10 @@
 
 A LeNet step uses about 1% of an H100; the rest of the time goes to Python and kernel launches.
 So the K trials of a batch are one model with stacked weights (``torch.func.stack_module_state``),
-run through ``vmap(grad(functional_call))`` on the same batches in the same order (common random
-numbers: a fairer comparison of schedules), each trial with its own LR at every step, taken from
-its schedule's pure ``factor``. (On a CPU the gradients are computed trial after trial instead:
-vmap's batched kernels are slower there than K plain ones.) The optimizer update is written on
+run forward through ``vmap(functional_call)`` and backward in one ``autograd.grad`` on the same
+batches in the same order (common random numbers: a fairer comparison of schedules), each trial
+with its own LR at every step, taken from its schedule's pure ``factor``. (On a CPU the forward
+runs trial after trial instead: vmap's batched kernels are slower there than K plain ones.) The optimizer update is written on
 the stacked tensors with torch's own formulas, so that a fused trial equals the same trial trained
 alone with ``torch.optim`` and the scheduler from ``build()`` (a test holds them equal).
 
@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from ._graph import CapturedStep
 from ._update import adam_, sgd_
@@ -149,10 +149,10 @@ class FusedTrials:
         self.vectorize = self.device.type == "cuda" if vectorize is None else vectorize
         if self.vectorize:
             # randomness="different": each trial draws its own dropout masks, as if trained alone
-            self._grad = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
+            self._losses = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
             self._forward = vmap(self._logits, in_dims=(0, 0, None), randomness="different")
         else:
-            self._grad, self._forward = self._looped_grad, self._looped_forward
+            self._losses, self._forward = self._looped_losses, self._looped_forward
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
         if self.cuda_graph and self.device.type != "cuda":
@@ -174,19 +174,23 @@ class FusedTrials:
         for k in range(len(next(iter(p.values())))):
             yield {name: v[k] for name, v in p.items()}, {name: v[k] for name, v in b.items()}
 
-    def _looped_grad(self, p, b, x, y) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """What the vmapped ``grad_and_value`` returns, one trial after the other: on a CPU the
-        batched kernels vmap makes (grouped convolutions) are slower than K plain ones."""
-        grads: dict[str, list[torch.Tensor]] = {name: [] for name in p}
-        losses = []
-        for pk, bk in self._rows(p, b):
-            pk = {name: v.detach().requires_grad_() for name, v in pk.items()}
-            loss = self._loss(pk, bk, x, y)
-            tensors = list(pk.values())
-            for (name, v), g in zip(pk.items(), torch.autograd.grad(loss, tensors, allow_unused=True)):
-                grads[name].append(torch.zeros_like(v) if g is None else g)   # unused: zero, as vmap's grad
-            losses.append(loss.detach())
-        return {name: torch.stack(g) for name, g in grads.items()}, torch.stack(losses)
+    def _looped_losses(self, p, b, x, y) -> torch.Tensor:
+        """What the vmapped ``_loss`` returns, trial after trial: on a CPU the batched kernels vmap
+        makes (grouped convolutions) are slower than K plain ones."""
+        return torch.stack([self._loss(pk, bk, x, y) for pk, bk in self._rows(p, b)])
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every trial's loss (K,) and gradient (K, P) on one batch.
+
+        The trials are independent, so the gradient of their summed losses is each trial's own
+        gradient. One backward pass through the (vmapped or looped) forward gives them all; unlike
+        ``torch.func.grad`` it does not import ``torch._dynamo`` (1-2 s of a study's start-up).
+        """
+        flat = self.flat.detach().requires_grad_()       # a leaf sharing the weights' memory
+        with self.autocast:
+            losses = self._losses(self._views(flat), self.buffers, x, y)
+        (grad,) = torch.autograd.grad(losses.sum(), flat, allow_unused=True, materialize_grads=True)
+        return losses.detach(), grad        # a parameter the loss does not use gets zeros, as torch.func's
 
     def _looped_forward(self, p, b, x) -> torch.Tensor:
         return torch.stack([self._logits(pk, bk, x) for pk, bk in self._rows(p, b)])
@@ -230,15 +234,14 @@ class FusedTrials:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One step of every trial, in place: safe to capture in a CUDA graph and replay."""
-        with self.autocast:
-            grads, losses = self._grad(self.params, self.buffers, x, y)
+        losses, grad = self._gradients(x, y)
         finite = torch.isfinite(losses)
         self.first_bad.copy_(torch.where(self.alive & ~finite, self.step_t, self.first_bad))
         self.alive &= finite
-        self.loss_sum.add_(torch.where(self.alive, losses.detach(), 0.0))
+        self.loss_sum.add_(torch.where(self.alive, losses, 0.0))
         lr = self.lr_table.index_select(1, self.step_t.view(1)).squeeze(1) * self.alive   # failed trials stop
         self.step_t.add_(1)
-        self._update(grads, lr)
+        self._update(grad, lr)
 
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         sizes = [math.prod(shape) for shape in self._shapes.values()]
@@ -253,13 +256,12 @@ class FusedTrials:
                  else ["exp_avg", "exp_avg_sq"])
         return {name: torch.zeros_like(self.flat) for name in names}
 
-    def _update(self, grads: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
+    def _update(self, grad: torch.Tensor, lr: torch.Tensor) -> None:
         """torch.optim's update rules on the (K, P) weights, with one LR per trial (row).
         ``self.step_t`` already counts this step (torch's ``step`` state)."""
         o, st, p = self.opt, self.state, self.flat
         with torch.no_grad():
-            g = torch.cat([grads[name].reshape(len(p), -1) for name in self._shapes], 1)
-            g = torch.where(self.alive.unsqueeze(1), g, 0.0)     # NaN gradients of failed trials go nowhere
+            g = torch.where(self.alive.unsqueeze(1), grad, 0.0)     # NaN gradients of failed trials go nowhere
             lr = lr.unsqueeze(1)
             if o.name == "sgd":
                 sgd_([p], [g], [st["momentum"]] if o.momentum else [], lr, momentum=o.momentum,

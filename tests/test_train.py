@@ -287,3 +287,26 @@ def test_evaluation_batches_shrink_as_trials_grow_and_change_no_score(monkeypatc
     assert seen == [100, 100, 100]                        # 400 image-trials at a time, over 4 trials
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5)
     np.testing.assert_array_equal(chunked[1], whole[1])
+
+
+def test_training_does_not_import_torch_dynamo() -> None:
+    """torch.func.grad and torch.optim import torch._dynamo on first use: 1-2 s of every study's
+    start-up for nothing the engine needs. A fresh interpreter trains both ways without it."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, torch
+from lrfind.train import FusedTrials, TrialSpec
+from lrfind.data import ImageData
+x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+for vectorize in (True, False):
+    engine = FusedTrials("lenet", [TrialSpec("cosine", {}, seed=i) for i in range(2)], base_lr=0.05,
+                         total_steps=4, steps_per_epoch=2, vectorize=vectorize)
+    engine.step(x, y)
+    engine.end_epoch(ImageData(x, y, "noise"), 1)
+print(sorted(m for m in sys.modules if m.startswith("torch._dynamo")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
