@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "find_lr": "rangetest",
+    "OptimizerConfig": "optimizer",
     "Sweep": "rangetest",
     "RangeTestResult": "result",
     "get_model": "models",

@@ -69,45 +69,30 @@ class CapturedStep:
         return True
 
 
-def sweep_step_unsupported(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
-    """Why the range test cannot replay ``model``'s steps from a graph (None: it can)."""
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    if not all(p.is_cuda for p in params):
-        return "the parameters are not all on a CUDA device"
-    if type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
-        return f"{type(optimizer).__name__} is not SGD, Adam or AdamW"
-    if optimizer.state:
-        return "the optimizer already holds state"
-    for g in optimizer.param_groups:
-        if g.get("maximize") or g.get("amsgrad") or g.get("dampening", 0) or g.get("differentiable"):
-            return "maximize, amsgrad, dampening or differentiable is set"
-    return None
-
-
 class SweepStep:
     """One training step of a plain model for the range test, replayable from a CUDA graph.
 
-    The update is torch's SGD (momentum, Nesterov, weight decay) or Adam/AdamW from ``_update``, on
-    the parameters with the LR read from a device tensor, so that one captured graph serves every
-    LR of the sweep. Its optimizer state starts empty, as the optimizer's does (checked by
-    ``sweep_step_unsupported``); the sweep's end state is thrown away by the range test's restore.
+    The update is torch's SGD (momentum, Nesterov, weight decay) or Adam/AdamW (``rule``) from
+    ``_update``, on the parameters of ``groups`` (torch's param-group layout) with the LR read
+    from a device tensor, so that one captured graph serves every LR of the sweep. Its optimizer
+    state starts empty, as a fresh optimizer's does; the sweep's end state is thrown away by the
+    range test's restore. With ``graph`` (CUDA only) the step is replayed from a CUDA graph;
+    without, it runs eagerly: a fresh optimizer's steps without a ``torch.optim`` object.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ratios: list[float],
+    def __init__(self, model: torch.nn.Module, rule: str, groups: list[dict], ratios: list[float],
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, graph: bool,
                  strict: bool = False) -> None:
         self.model, self.loss_fn = model, loss_fn
-        self.adam = isinstance(optimizer, torch.optim.Adam)
-        self.decoupled = isinstance(optimizer, torch.optim.AdamW)
-        self.groups = [(g, [p for p in g["params"] if p.requires_grad], ratio)
-                       for g, ratio in zip(optimizer.param_groups, ratios)]
+        self.adam, self.decoupled = rule in ("adam", "adamw"), rule == "adamw"
+        self.groups = [(g, [p for p in g["params"] if p.requires_grad], ratio) for g, ratio in zip(groups, ratios)]
         self.params = [p for _, ps, _ in self.groups for p in ps]
         device = self.params[0].device
         self.lr = torch.zeros((), device=device)
         self.t = torch.zeros((), dtype=torch.float64, device=device)
         zeros = lambda: [torch.zeros_like(p) for p in self.params]   # noqa: E731
         self.state = {"exp_avg": zeros(), "exp_avg_sq": zeros()} if self.adam else {"momentum": zeros()}
-        self.captured = CapturedStep(self._step, strict=strict) if device.type == "cuda" else self._step
+        self.captured = CapturedStep(self._step, strict=strict) if graph else self._step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         self.lr.fill_(lr)

@@ -126,7 +126,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     """
     from .models import get_model
     from .rangetest import Sweep, find_lr
-    from .train import OptimizerConfig
+    from .optimizer import OptimizerConfig
 
     if not start_lr > 0:
         raise UserError(f"--start-lr {start_lr}: must be positive")
@@ -136,8 +136,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     dev = resolve_device(device)
     train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
     net = get_model(model, seed=seed).to(dev)
-    opt = OptimizerConfig(optimizer, momentum=momentum if optimizer == "sgd" else 0.0).torch_optimizer(
-        net.parameters(), start_lr)
+    opt = OptimizerConfig(optimizer, momentum=momentum if optimizer == "sgd" else 0.0)
     result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
                      seed=seed, method=method, progress=not quiet)
     result.config.update(model=model, dataset=dataset, batch_size=batch_size, optimizer=optimizer,

@@ -21,7 +21,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _state
-from ._graph import SweepStep, sweep_step_unsupported
+from ._graph import SweepStep
+from .optimizer import OptimizerConfig, own_rule
 from .result import RangeTestResult
 from .suggest import DEFAULT_METHOD, get_method
 
@@ -132,8 +133,8 @@ class _Batches:
         return _to_device(batch, self.device)
 
 
-def _group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
-    lrs = [float(g["lr"]) for g in optimizer.param_groups]
+def _group_ratios(groups: list[dict]) -> list[float]:
+    lrs = [float(g["lr"]) for g in groups]
     top = max(lrs)
     return [lr / top for lr in lrs] if top > 0 else [1.0] * len(lrs)
 
@@ -144,9 +145,9 @@ class _Run:
     stop_reason: str
 
 
-def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Optimizer, ratios: list[float],
+def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Optimizer | None, ratios: list[float],
                 step_fn: StepFn, sweep: Sweep, accumulation_steps: int, amp: str | None, val_batches: list | None,
-                bar: tqdm, graphed: SweepStep | None = None) -> _Run:
+                bar: tqdm, own: SweepStep | None = None) -> _Run:
     device = batches.device
     lrs = sweep.lrs()
     autocast = (torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp]) if amp
@@ -161,10 +162,10 @@ def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Opti
     checked = 0
     model.train()
     for i in range(n):
-        if graphed is not None:             # forward, backward and update replayed from a CUDA graph
+        if own is not None:         # lrfind's step: forward, backward, update; replayed from a CUDA graph
             batch = next(batches)
             with _first_step_errors(i, batch):
-                losses[i] = graphed(*_inputs_targets(batch), float(lrs[i]))
+                losses[i] = own(*_inputs_targets(batch), float(lrs[i]))
         else:
             losses[i] = _eager_step(i, model, batches, optimizer, step_fn, float(lrs[i]), ratios,
                                     accumulation_steps, autocast, scaler, val_batches)
@@ -260,7 +261,7 @@ def _model_device(model: nn.Module) -> torch.device:
         raise ValueError("the model has no parameters to train") from None
 
 
-def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimizer | None = None,
+def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimizer | OptimizerConfig | None = None,
             loss_fn: Callable | None = None, step_fn: StepFn | None = None, sweep: Sweep | None = None,
             accumulation_steps: int = 1, amp: str | None = None, val_loader: Iterable | None = None,
             val_batches: int | None = None, repeats: int = 1, seed: int | None = None,
@@ -273,8 +274,10 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     model: any ``nn.Module``, on the device the test should run on.
     loader: any iterable of batches (a DataLoader, a list, lrfind's ``DeviceLoader``); started
         again when it runs out before ``num_iter``.
-    optimizer: its parameter groups keep their LR ratios: one multiplier is swept. Default: SGD
-        with momentum 0.9.
+    optimizer: a ``torch.optim`` optimizer: its parameter groups keep their LR ratios (one
+        multiplier is swept). Or an ``OptimizerConfig`` ("sgd", "adam" or "adamw" with their
+        hyper-parameters): the same update without creating a torch optimizer, which imports
+        ``torch._dynamo`` (1-2 s, longer than a GPU's whole sweep). Default: SGD with momentum 0.9.
     loss_fn: applied as ``loss_fn(model(x), y)`` to ``(x, y)`` batches. Default: cross-entropy.
     step_fn: ``step_fn(model, batch) -> scalar loss`` for batches of any other layout (dicts,
         several inputs); batches arrive already moved to the model's device.
@@ -289,7 +292,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     method: the suggestion reported as ``suggested_lr``; every method's is in ``suggestions``.
     cuda_graph: replay each step (forward, backward, update) from a CUDA graph, about 10x faster
         for small models. Default: on where it applies: a CUDA model, ``(x, y)`` batches with the
-        default step, no accumulation, amp or validation loss, and a fresh SGD/Adam/AdamW; a model
+        default step, no accumulation, amp or validation loss, and an ``OptimizerConfig`` or a
+        fresh SGD/Adam/AdamW; a model
         whose step cannot be captured (``.item()`` in forward, say) then runs eagerly, with a
         warning. ``True`` raises instead, ``False`` never captures.
 
@@ -311,15 +315,20 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     get_method(method)                          # an unknown name lists the choices
     device = _model_device(model)
-    if optimizer is None:
-        optimizer = torch.optim.SGD(model.parameters(), lr=sweep.start_lr, momentum=0.9)
-    graphable = _graph_unsupported(model, optimizer, step_fn, accumulation_steps, amp, val_loader)
-    if cuda_graph and graphable is not None:
-        raise ValueError(f"cuda_graph=True cannot be used here: {graphable}")
-    use_graph = graphable is None and cuda_graph is not False
+    optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
+    rule, groups, own_unsupported = _rule(optimizer, model, sweep)
+    own_unsupported = _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported
+    graph_unsupported = own_unsupported or _not_on_cuda(groups)
+    if cuda_graph and graph_unsupported:
+        raise ValueError(f"cuda_graph=True cannot be used here: {graph_unsupported}")
+    use_graph = not graph_unsupported and cuda_graph is not False
+    # lrfind's own step replays a sweep from a graph, and runs an optimizer given as a config eagerly
+    use_own = use_graph or (isinstance(optimizer, OptimizerConfig) and not own_unsupported)
+    if isinstance(optimizer, OptimizerConfig):      # the torch optimizer it describes, for the eager path only
+        optimizer = None if use_own else optimizer.torch_optimizer(model.parameters(), sweep.start_lr)
     loss_fn = loss_fn or nn.functional.cross_entropy
     step_fn = step_fn or _default_step(loss_fn)
-    ratios = _group_ratios(optimizer)
+    ratios = _group_ratios(groups)
     seeds: list[int | None] = ([seed + r for r in range(repeats)] if seed is not None
                                else [None] if repeats == 1 else list(range(repeats)))
     generator = getattr(loader, "generator", None)
@@ -342,9 +351,10 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                 if s is not None:
                     _seed_everything(s, generator)
                 batches = _Batches(loader, device)
-                graphed = SweepStep(model, optimizer, loss_fn, ratios, strict=bool(cuda_graph)) if use_graph else None
+                own = (SweepStep(model, rule, groups, ratios, loss_fn, graph=use_graph, strict=bool(cuda_graph))
+                       if use_own else None)
                 runs.append(_sweep_once(model, batches, optimizer, ratios, step_fn, sweep, accumulation_steps,
-                                        amp, val, bar, graphed))
+                                        amp, val, bar, own))
                 if batches.restarts:
                     log.info("the loader ran out and was started again %d time(s)", batches.restarts)
     finally:
@@ -357,12 +367,33 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     return result
 
 
-def _graph_unsupported(model: nn.Module, optimizer: torch.optim.Optimizer, step_fn: StepFn | None,
-                       accumulation_steps: int, amp: str | None, val_loader: Iterable | None) -> str | None:
-    """Why the sweep's steps cannot be replayed from a CUDA graph (None: they can)."""
+def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,
+          sweep: Sweep) -> tuple[str | None, list[dict], str]:
+    """The update rule lrfind's own step would apply, the parameter groups it trains, and why it
+    cannot take over the optimizer's steps ("" if it can)."""
+    if isinstance(optimizer, OptimizerConfig):
+        rule, groups, why_not = optimizer.name, optimizer.param_groups(model.parameters(), sweep.start_lr), ""
+    elif isinstance(optimizer, torch.optim.Optimizer):
+        (rule, why_not), groups = own_rule(optimizer), optimizer.param_groups
+    else:
+        raise TypeError(f"optimizer must be a torch.optim optimizer or an lrfind OptimizerConfig, "
+                        f"got {type(optimizer).__name__}")
+    if not any(p.requires_grad for g in groups for p in g["params"]):
+        raise ValueError("nothing to train: every parameter the optimizer holds has requires_grad=False")
+    return rule, groups, why_not
+
+
+def _custom_step(step_fn: StepFn | None, accumulation_steps: int, amp: str | None, val_loader: Iterable | None) -> str:
+    """Why the sweep must step through a torch optimizer ("" if lrfind's own step can do it)."""
     if step_fn is not None or accumulation_steps > 1 or amp or val_loader is not None:
         return "a step_fn, accumulation_steps, amp or val_loader is given"
-    return sweep_step_unsupported(model, optimizer)
+    return ""
+
+
+def _not_on_cuda(groups: list[dict]) -> str:
+    if not all(p.is_cuda for g in groups for p in g["params"]):
+        return "the parameters are not all on a CUDA device"
+    return ""
 
 
 def _seed_everything(seed: int, generator: torch.Generator | None) -> None:

@@ -29,39 +29,10 @@ from ._graph import CapturedStep
 from ._update import adam_, sgd_
 from .data import ImageData
 from .models import get_model
+from .optimizer import OptimizerConfig
 from .schedules import get_schedule
 
 EVAL_IMAGE_TRIALS = 32_768      # images x trials per forward pass of evaluate(): about 1.5 GB for LeNet
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """The optimizer every trial uses: SGD (momentum, Nesterov), Adam or AdamW, torch's semantics."""
-
-    name: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-
-    def __post_init__(self) -> None:
-        if self.name not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.name!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-
-    def torch_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
-        """The equivalent ``torch.optim`` optimizer, for users' code and for checking the engine."""
-        if self.name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
-                                   weight_decay=self.weight_decay)
-        cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
 
 @dataclass

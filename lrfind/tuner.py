@@ -36,7 +36,8 @@ from .data import ImageData, load_dataset
 from .models import get_model
 from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
-from .train import OptimizerConfig, TrialRecord, TrialSpec, run_trials
+from .optimizer import OptimizerConfig
+from .train import TrialRecord, TrialSpec, run_trials
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
 def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path, painter: Painter) -> float:
     model = get_model(cfg.model, seed=cfg.seed).to(train.images.device)
-    opt = cfg.optimizer_config.torch_optimizer(model.parameters(), 1e-6)
-    result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=opt,
+    result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=cfg.optimizer_config,
                      num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")

@@ -32,6 +32,20 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> Path:
     return path
 
 
+def dynamo_modules_after(script: str) -> list[str]:
+    """The ``torch._dynamo`` modules a fresh interpreter has imported after running ``script``.
+
+    torch imports torch._dynamo the first time a ``torch.optim`` optimizer is created or
+    ``torch.func.grad`` is called: 1-2 s of start-up that lrfind's own paths avoid."""
+    import subprocess
+    import sys
+
+    report = '\nimport sys\nprint(sorted(m for m in sys.modules if m.startswith("torch._dynamo")))'
+    done = subprocess.run([sys.executable, "-c", script + report], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory) -> Path:
     """A data root holding the first 3,000 training and 500 test images of the real MNIST files."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import dynamo_modules_after
 from lrfind import find_lr, get_model
 from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec
 from test_train import BASE_LR, PER_EPOCH, SPECS, STEPS, base_lr, batches, train_alone
@@ -137,3 +138,24 @@ def test_a_study_on_cuda_draws_its_figures_in_a_child_process(mnist_root, tmp_pa
     assert painters[0]._count == 2                     # the range test's figure and the report's, by the child
     for name in ("range_test.png", "history.png", "lr_curves.png", "val_acc.png", "importances.png"):
         assert (out / name).stat().st_size > 1000, name
+
+
+def test_a_sweep_given_an_optimizer_config_replays_from_a_graph_like_torch_optim() -> None:
+    data = on_cuda(batches(60, size=64))
+    config = OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=1e-4)
+    ours = find_lr(get_model("lenet", seed=0).to(CUDA), data, optimizer=config, num_iter=60, end_lr=0.3,
+                   progress=False)
+    model = get_model("lenet", seed=0).to(CUDA)
+    theirs = find_lr(model, data, optimizer=config.torch_optimizer(model.parameters(), 1e-6), num_iter=60,
+                     end_lr=0.3, cuda_graph=False, progress=False)
+    assert ours.config["cuda_graph"] and not theirs.config["cuda_graph"]
+    np.testing.assert_allclose(ours.losses[:30], theirs.losses[:30], rtol=1e-4)
+
+
+def test_a_study_on_cuda_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
+    """Its range test (from an OptimizerConfig, from a graph) and its vmapped engine need no torch._dynamo."""
+    assert dynamo_modules_after(f"""
+from lrfind import tune
+tune(trials=2, epochs=1, parallel=2, batch_size=64, train_subset=512, device="cuda", progress=False,
+     data_dir={str(mnist_root)!r}, out={str(tmp_path / "run")!r}, range_test_iters=50, final_seeds=1)
+""") == []

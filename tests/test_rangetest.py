@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lrfind import RangeTestResult, Sweep, find_lr
+from conftest import dynamo_modules_after
+from lrfind import OptimizerConfig, RangeTestResult, Sweep, find_lr
 
 
 def make_data(n_batches: int = 8, batch: int = 16, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -293,13 +294,15 @@ def test_graphable_sweep_step_updates_like_torch_optim(make) -> None:
     """The update the range test replays from a CUDA graph is torch's own, group ratios included
     (run eagerly here; tests/test_gpu.py replays it on a GPU)."""
     from lrfind._graph import SweepStep
+    from lrfind.optimizer import own_rule
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     twin = copy.deepcopy(model)
     groups = lambda m: [{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 0.05}]  # noqa: E731
     ours, reference = make(groups(model)), make(groups(twin))
-    step = SweepStep(model, ours, nn.functional.cross_entropy, ratios=[1.0, 0.5])
+    rule, _ = own_rule(ours)
+    step = SweepStep(model, rule, ours.param_groups, [1.0, 0.5], nn.functional.cross_entropy, graph=False)
     for lr in np.geomspace(1e-4, 1e-1, 12):
         x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
         loss = step(x, y, float(lr))
@@ -312,6 +315,52 @@ def test_graphable_sweep_step_updates_like_torch_optim(make) -> None:
         torch.testing.assert_close(loss, expected.detach())
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", [
+    OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=1e-3),
+    OptimizerConfig("sgd", momentum=0.0),
+    OptimizerConfig("adamw", weight_decay=1e-2),
+], ids=["sgd-nesterov-wd", "sgd-plain", "adamw"])
+def test_an_optimizer_config_sweeps_like_the_torch_optimizer_it_describes(config: OptimizerConfig) -> None:
+    """Given as a config, the optimizer is lrfind's own step (no torch.optim object); the curve is
+    torch's. With a step_fn the config's torch optimizer is built and stepped instead."""
+    data = make_data(n_batches=30)
+    model = make_model()
+    ours = find_lr(model, data, optimizer=config, num_iter=30, end_lr=0.3, seed=0, progress=False)
+    twin = make_model()
+    theirs = find_lr(twin, data, optimizer=config.torch_optimizer(twin.parameters(), 1e-6), num_iter=30,
+                     end_lr=0.3, seed=0, progress=False)
+    np.testing.assert_allclose(ours.losses, theirs.losses, rtol=1e-4, atol=1e-6)
+    stepped = find_lr(make_model(), data, optimizer=config, num_iter=30, end_lr=0.3, seed=0, progress=False,
+                      step_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]))
+    np.testing.assert_allclose(stepped.losses, theirs.losses, rtol=1e-4, atol=1e-6)
+    for a, b in zip(model.state_dict().values(), make_model().state_dict().values()):
+        assert torch.equal(a, b)                # restored, as with a torch optimizer
+
+
+def test_the_default_sweep_does_not_import_torch_dynamo() -> None:
+    """A torch.optim optimizer imports torch._dynamo when created (1-2 s, longer than a GPU's
+    sweep); find_lr's default optimizer is lrfind's own SGD step."""
+    assert dynamo_modules_after("""
+import torch
+from lrfind import find_lr
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+data = [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))) for _ in range(4)]
+assert len(find_lr(model, data, num_iter=8, progress=False).losses) == 8
+""") == []
+
+
+def test_an_optimizer_of_the_wrong_kind_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim optimizer or an lrfind OptimizerConfig, "
+                                        "got str"):
+        find_lr(make_model(), make_data(), optimizer="adam", progress=False)
+
+
+def test_a_model_with_nothing_to_train_is_a_clear_error() -> None:
+    model = make_model().requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        find_lr(model, make_data(), progress=False)
 
 
 def test_cuda_graph_on_a_cpu_model_is_a_clear_error() -> None:
@@ -348,3 +397,16 @@ def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> Non
     strict = _graph.CapturedStep(lambda x: x, warmup=0, strict=True)
     with pytest.raises(RuntimeError, match="operation not permitted"):
         strict(torch.zeros(2))
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"name": "rmsprop"}, "optimizer must be 'sgd', 'adam' or 'adamw', got 'rmsprop'"),
+    ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
+    ({"name": "adam", "nesterov": True}, "nesterov needs optimizer 'sgd' with momentum > 0"),
+    ({"weight_decay": -0.1}, "weight_decay must be >= 0, got -0.1"),
+    ({"name": "adam", "betas": (0.9, 1.5)}, r"betas must be two numbers in \[0, 1\), got \(0.9, 1.5\)"),
+    ({"name": "adam", "eps": 0.0}, "eps must be > 0, got 0.0"),
+])
+def test_an_impossible_optimizer_config_names_the_field(fields: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        OptimizerConfig(**fields)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import dynamo_modules_after
 from lrfind import get_model, get_schedule
 from lrfind.data import ImageData
 from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec, run_trials
@@ -290,13 +291,10 @@ def test_evaluation_batches_shrink_as_trials_grow_and_change_no_score(monkeypatc
 
 
 def test_training_does_not_import_torch_dynamo() -> None:
-    """torch.func.grad and torch.optim import torch._dynamo on first use: 1-2 s of every study's
-    start-up for nothing the engine needs. A fresh interpreter trains both ways without it."""
-    import subprocess
-    import sys
-
-    script = """
-import sys, torch
+    """torch.func.grad would import torch._dynamo: 1-2 s of every study's start-up for nothing the
+    engine needs. A fresh interpreter trains both ways without it."""
+    assert dynamo_modules_after("""
+import torch
 from lrfind.train import FusedTrials, TrialSpec
 from lrfind.data import ImageData
 x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
@@ -305,8 +303,4 @@ for vectorize in (True, False):
                          total_steps=4, steps_per_epoch=2, vectorize=vectorize)
     engine.step(x, y)
     engine.end_epoch(ImageData(x, y, "noise"), 1)
-print(sorted(m for m in sys.modules if m.startswith("torch._dynamo")))
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+""") == []

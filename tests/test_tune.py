@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
+from conftest import dynamo_modules_after
 from lrfind import _storage, _study, tune, tuner
 from lrfind._painter import Painter
 from lrfind.cli import main
@@ -329,3 +330,13 @@ def test_the_median_rule_waits_for_the_second_epoch_when_there_are_three(epochs,
     assert bool(climbing.should_prune()) is pruned_after_first
     climbing.report(0.91, 1)
     assert climbing.should_prune()            # still the worst after the second: pruned
+
+
+def test_a_study_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
+    """Its range test steps from an OptimizerConfig, not a torch.optim optimizer (whose creation
+    imports torch._dynamo: 1.4 s on a 2-core CPU). tests/test_gpu.py checks the same on CUDA."""
+    assert dynamo_modules_after(f"""
+from lrfind import tune
+tune(trials=2, epochs=1, parallel=2, batch_size=64, train_subset=512, device="cpu", progress=False,
+     data_dir={str(mnist_root)!r}, out={str(tmp_path / "run")!r}, range_test_iters=50, final_seeds=1)
+""") == []
