@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -58,8 +59,13 @@ data_options = _options(
                       "else ~/.cache/lrfind."),
 )
 run_options = _options(
+    click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),
+                 help="Optimizer, with torch's semantics."),
     click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-                 help="SGD momentum (ignored for Adam)."),
+                 help="SGD momentum (ignored for Adam and AdamW)."),
+    click.option("--weight-decay", default=None, type=click.FloatRange(min=0),
+                 help="Weight decay: L2 in the gradient for SGD and Adam, decoupled for AdamW. "
+                      "Default: torch's, 0 (AdamW: 0.01)."),
     click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                  help="Where to train; auto picks CUDA when available."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed for weights and batch order."),
@@ -96,8 +102,6 @@ Examples:
 """)
 @data_options
 @batch_size_option(64)
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]),
-              help="Optimizer to use.")
 @run_options
 @click.option("--start-lr", default=1e-6, show_default=True, type=float, help="First LR of the sweep (> 0).")
 @click.option("--end-lr", default=1.0, show_default=True, type=float, help="Last LR of the sweep (> start LR).")
@@ -115,7 +119,7 @@ Examples:
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int, optimizer: str, momentum: float,
-               device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
+               weight_decay: float | None, device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
                repeats: int, method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
@@ -126,7 +130,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     """
     from .models import get_model
     from .rangetest import Sweep, find_lr
-    from .optimizer import OptimizerConfig
+    from .optimizer import OptimizerConfig, default_weight_decay
 
     if not start_lr > 0:
         raise UserError(f"--start-lr {start_lr}: must be positive")
@@ -136,11 +140,15 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     dev = resolve_device(device)
     train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
     net = get_model(model, seed=seed).to(dev)
-    opt = OptimizerConfig(optimizer, momentum=momentum if optimizer == "sgd" else 0.0)
+    if weight_decay is not None and not math.isfinite(weight_decay):
+        raise UserError(f"--weight-decay {weight_decay}: must be a finite number >= 0")
+    opt = OptimizerConfig(optimizer, momentum=momentum if optimizer == "sgd" else 0.0,
+                          weight_decay=default_weight_decay(optimizer) if weight_decay is None else weight_decay)
     result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
                      seed=seed, method=method, progress=not quiet)
     result.config.update(model=model, dataset=dataset, batch_size=batch_size, optimizer=optimizer,
-                         momentum=momentum if optimizer == "sgd" else None, device=str(dev))
+                         momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
+                         device=str(dev))
     out.mkdir(parents=True, exist_ok=True)
     result.plot(path=out / "range_test.png", title=f"{model} on {dataset}, {optimizer}, batch {batch_size}: "
                 f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr else None)

@@ -30,8 +30,6 @@ Examples:
 @data_options
 @click.option("--epochs", default=3, show_default=True, type=int, help="Epochs each trial trains.")
 @batch_size_option(128)
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),
-              help="Optimizer of every trial.")
 @run_options
 @click.option("--base-lr", type=float, default=None, help="Skip the range test and use this base LR.")
 @click.option("--schedules", default=None, metavar="NAME,NAME,...",
@@ -64,7 +62,7 @@ Examples:
                    "faster on an H100 at 50 trials; compare its accuracy with a float32 study before relying on it.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, epochs: int, batch_size: int,
-                 optimizer: str, momentum: float, device: str, seed: int, quiet: bool, base_lr: float | None,
+                 optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool, base_lr: float | None,
                  schedules: str | None, parallel: int | None, storage: str | None, study_name: str | None, out: Path,
                  train_subset: int | None, val_size: int, pruner: str, heartbeat: int, max_peak: float | None,
                  same_init: bool, range_test_iters: int, final_seeds: int, amp: str | None, no_final: bool) -> None:
@@ -84,8 +82,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
     names = tuple(n.strip() for n in schedules.split(",") if n.strip()) if schedules else None
     try:
         cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, trials=trials,
-                         epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum, base_lr=base_lr,
-                         schedules=names, parallel=parallel, storage=storage, study_name=study_name, seed=seed,
+                         epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
+                         weight_decay=weight_decay, base_lr=base_lr, schedules=names, parallel=parallel, storage=storage, study_name=study_name, seed=seed,
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
                          val_size=val_size, final=not no_final, pruner=pruner, heartbeat=heartbeat, max_peak=max_peak,
                          final_seeds=final_seeds, range_test_iters=range_test_iters, amp=amp,
@@ -107,7 +105,7 @@ def _option_message(e: ValueError) -> str:
     """TuneConfig speaks of fields; the user typed options."""
     text = str(e)
     for field in ("trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
-                  "range_test_iters", "heartbeat", "max_peak", "final_seeds"):
+                  "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text

@@ -38,7 +38,7 @@ class OptimizerConfig:
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if not self.eps > 0:
@@ -61,6 +61,11 @@ class OptimizerConfig:
                                    weight_decay=self.weight_decay)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+
+def default_weight_decay(name: str) -> float:
+    """torch's default weight decay for the rule ``name``: 0.01 for AdamW, else 0."""
+    return 0.01 if name == "adamw" else 0.0
 
 
 def own_rule(optimizer: torch.optim.Optimizer) -> tuple[str | None, str]:

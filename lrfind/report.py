@@ -136,7 +136,8 @@ def snippet(study: optuna.Study) -> str | None:
               f"# for {setup.get('model')} on {setup.get('dataset')}, batch {setup.get('batch_size')}, "
               f"{setup.get('epochs')} epochs = {total} steps; rescale step counts for other runs.\n")
     return header + schedule.snippet(lr, total, optimizer=setup.get("optimizer", "sgd"),
-                                     momentum=setup.get("momentum", 0.9), **params)
+                                     momentum=setup.get("momentum", 0.9),
+                                     weight_decay=setup.get("weight_decay", 0.0), **params)
 
 
 def write(study: optuna.Study, out: Path, *, figures: bool = True) -> list[Path]:

@@ -36,7 +36,7 @@ from .data import ImageData, load_dataset
 from .models import get_model
 from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
-from .optimizer import OptimizerConfig
+from .optimizer import OptimizerConfig, default_weight_decay
 from .train import TrialRecord, TrialSpec, run_trials
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class TuneConfig:
     batch_size: int = 128
     optimizer: str = "sgd"
     momentum: float = 0.9
+    weight_decay: float | None = None            # None: torch's default, 0 (AdamW: 0.01)
     base_lr: float | None = None
     schedules: tuple[str, ...] | None = None     # None: every registered schedule
     parallel: int | None = None                  # None: as many as fit
@@ -94,7 +95,7 @@ class TuneConfig:
             raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
         for name in self.schedules or ():
             get_schedule(name)           # unknown names list the choices
-        self.optimizer_config                # checks the optimizer's name and momentum
+        self.optimizer_config                # checks the optimizer's name, momentum and weight decay
         get_model(self.model)
         resolve_device(self.device)
 
@@ -106,13 +107,19 @@ class TuneConfig:
 
     @property
     def optimizer_config(self) -> OptimizerConfig:
-        return OptimizerConfig(self.optimizer, momentum=self.momentum if self.optimizer == "sgd" else 0.0)
+        decay = default_weight_decay(self.optimizer) if self.weight_decay is None else self.weight_decay
+        return OptimizerConfig(self.optimizer, momentum=self.momentum if self.optimizer == "sgd" else 0.0,
+                               weight_decay=decay)
 
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
         keys = ("model", "dataset", "epochs", "batch_size", "optimizer", "momentum", "train_subset", "val_size",
                 "same_init", "max_peak", "amp")
-        return {**{k: getattr(self, k) for k in keys}, "schedules": self.choices}
+        setup = {**{k: getattr(self, k) for k in keys}, "schedules": self.choices}
+        decay = self.optimizer_config.weight_decay
+        if decay:                    # no decay is left out: studies from before the option resume
+            setup["weight_decay"] = decay
+        return setup
 
 
 @dataclass

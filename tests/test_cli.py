@@ -40,6 +40,14 @@ def test_range_test_mlp_adam_repeats_with_another_method(run, tmp_path) -> None:
     assert "(steepest" in result.output
 
 
+def test_range_test_adamw_with_weight_decay(run, tmp_path) -> None:
+    result = run("range-test", "--device", "cpu", "--model", "mlp", "--optimizer", "adamw", "--weight-decay", "0.05",
+                 "--num-iter", "20", "-q", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "range_test.json").read_text())["config"]
+    assert config["optimizer"] == "adamw" and config["weight_decay"] == 0.05
+
+
 def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     from lrfind.cli import SUGGESTION_METHODS
     from lrfind.suggest import DEFAULT_METHOD, METHODS
@@ -55,6 +63,8 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--dataset", "cifar"], "'cifar' is not one of"),
     (["--method", "fastest"], "'fastest' is not one of"),
     (["--num-iter", "1"], "--num-iter"),
+    (["--weight-decay", "nan"], "--weight-decay nan: must be a finite number >= 0"),
+    (["--optimizer", "rmsprop"], "'rmsprop' is not one of"),
 ])
 def test_range_test_bad_arguments_exit_2(run, args, message, tmp_path) -> None:
     result = run("range-test", "--out", str(tmp_path / "o"), *args)

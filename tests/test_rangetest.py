@@ -403,7 +403,7 @@ def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> Non
     ({"name": "rmsprop"}, "optimizer must be 'sgd', 'adam' or 'adamw', got 'rmsprop'"),
     ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
     ({"name": "adam", "nesterov": True}, "nesterov needs optimizer 'sgd' with momentum > 0"),
-    ({"weight_decay": -0.1}, "weight_decay must be >= 0, got -0.1"),
+    ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0, got -0.1"),
     ({"name": "adam", "betas": (0.9, 1.5)}, r"betas must be two numbers in \[0, 1\), got \(0.9, 1.5\)"),
     ({"name": "adam", "eps": 0.0}, "eps must be > 0, got 0.0"),
 ])

@@ -150,6 +150,7 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
     (["--schedules", "cosine,cosinus"], "unknown schedule 'cosinus'; choose from"),
     (["--base-lr", "-1"], "--base-lr must be a positive number, got -1.0"),
     (["--storage", "bogus://nowhere"], "cannot open storage"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
 ])
 def test_tune_bad_input_is_one_line_exit_2_and_writes_nothing(data_env, tmp_path, args, message) -> None:
     out = tmp_path / "o"
@@ -340,3 +341,23 @@ from lrfind import tune
 tune(trials=2, epochs=1, parallel=2, batch_size=64, train_subset=512, device="cpu", progress=False,
      data_dir={str(mnist_root)!r}, out={str(tmp_path / "run")!r}, range_test_iters=50, final_seeds=1)
 """) == []
+
+
+def test_weight_decay_is_torchs_default_stored_with_the_study_and_in_the_snippet() -> None:
+    """AdamW's own default decay is 0.01: a study without --weight-decay trains with it, and the
+    snippet names it, so that the user's AdamW is the one the study tuned."""
+    import torch
+
+    adamw = TuneConfig(optimizer="adamw")
+    assert adamw.optimizer_config.weight_decay == 0.01 and adamw.setup()["weight_decay"] == 0.01
+    assert TuneConfig(optimizer="sgd", weight_decay=5e-4).optimizer_config.weight_decay == 5e-4
+    # no decay is left out of the stored setup: studies from before the option still resume
+    assert "weight_decay" not in TuneConfig(optimizer="sgd").setup()
+    from lrfind import get_schedule
+
+    code = get_schedule("cosine").snippet(0.01, 100, optimizer="adamw", weight_decay=0.0, min_factor=0.0)
+    scope = {"model": torch.nn.Linear(2, 1)}
+    exec(code, scope)
+    assert type(scope["optimizer"]) is torch.optim.AdamW and scope["optimizer"].defaults["weight_decay"] == 0.0
+    sgd = get_schedule("cosine").snippet(0.01, 100, optimizer="sgd", weight_decay=5e-4, min_factor=0.0)
+    assert "torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)" in sgd

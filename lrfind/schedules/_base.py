@@ -195,13 +195,15 @@ class Schedule:
                 sorted({*names, "LinearLR", "SequentialLR"}))
 
     def snippet(self, base_lr: float, total: int, *, optimizer: str = "sgd", momentum: float = 0.9,
-                steps_per_epoch: int | None = None, **params: Any) -> str:
+                weight_decay: float = 0.0, steps_per_epoch: int | None = None, **params: Any) -> str:
         """A Python snippet that builds the optimizer and this scheduler for a user's ``model``."""
         statements, names = self.code(base_lr, total, **params)
         classes = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
         if optimizer not in classes:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(classes)}")
         extra = f", momentum={fmt(momentum)}" if optimizer == "sgd" else ""
+        if weight_decay or optimizer == "adamw":      # AdamW's own default is 0.01: always say which
+            extra += f", weight_decay={fmt(weight_decay)}"
         lines = ["import math"] if any("math." in line for line in statements) else []
         lines += ["import torch", f"from torch.optim.lr_scheduler import {', '.join(names)}", "",
                   f"optimizer = torch.optim.{classes[optimizer]}(model.parameters(), lr={fmt(base_lr)}{extra})",
