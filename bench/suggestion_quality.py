@@ -1,9 +1,13 @@
-"""Does the suggested LR land near the best? One epoch of training at the suggestion and at 3x and
-10x above and below it, validation accuracy on the last 10k training images.
+"""Does the suggested LR land near the best? Training at the suggestion and at 3x and 10x above
+and below it (and at every method's suggestion), validation accuracy on the last 10k training images.
 
     python bench/suggestion_quality.py --model lenet --optimizer sgd --seeds 3
+    python bench/suggestion_quality.py --epochs 3 --schedule cosine --out bench/sq_lenet_sgd_cos3.json
 
-Prints a table and writes bench/suggestion_quality.json (runs on CPU too, slowly).
+``--epochs`` (1) and ``--schedule`` (constant; any registered one with its default parameters,
+e.g. cosine) set the training at each LR: the question is the base LR of a run of that length
+and decay. Every LR x seed is one trial of lrfind's fused engine (held equal to torch.optim by
+the tests), all trained side by side. Prints a table and writes the JSON (runs on CPU too, slowly).
 """
 
 from __future__ import annotations
@@ -18,28 +22,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lrfind import find_lr, get_model, load_dataset  # noqa: E402
+from lrfind import OptimizerConfig, find_lr, get_model, get_schedule, load_dataset  # noqa: E402
+from lrfind.train import TrialSpec, run_trials  # noqa: E402
 
 
-def make_optimizer(name: str, params, lr: float):
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return torch.optim.Adam(params, lr=lr)
-
-
-def train_one_epoch(model_name, optimizer_name, lr, train, val, batch_size, seed):
-    model = get_model(model_name, seed=seed).to(train.images.device)
-    opt = make_optimizer(optimizer_name, model.parameters(), lr)
-    model.train()
-    for x, y in train.loader(batch_size, seed=seed):
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        batches = val.loader(1000, shuffle=False, drop_last=False)       # every image, the last batch too
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
-    return correct / len(val)
+def train_grid(args, grid: dict[str, float], base_lr: float, train, val) -> dict[str, list[float]]:
+    """Validation accuracy of every grid LR x seed after ``args.epochs`` epochs under ``args.schedule``."""
+    per_epoch = len(train.loader(args.batch_size))
+    params = get_schedule(args.schedule).example(args.epochs * per_epoch, per_epoch)
+    specs = [TrialSpec(args.schedule, params, seed=seed, lr_scale=lr / base_lr)
+             for lr in grid.values() for seed in range(args.seeds)]
+    records = run_trials(args.model, specs, train, val, epochs=args.epochs, batch_size=args.batch_size,
+                         base_lr=base_lr, optimizer=OptimizerConfig(args.optimizer), seed=0)
+    accs = [r.val_acc[-1] if r.val_acc and r.status != "failed" else 0.0 for r in records]   # diverged: 0
+    return {label: accs[i * args.seeds:(i + 1) * args.seeds] for i, label in enumerate(grid)}
 
 
 def main() -> None:
@@ -51,6 +47,8 @@ def main() -> None:
     ap.add_argument("--num-iter", type=int, default=300)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--grid", default="", help="extra comma-separated LRs to train at")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--schedule", default="constant", help="decay of the training at each LR (default parameters)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("suggestion_quality.json")))
     args = ap.parse_args()
 
@@ -58,9 +56,8 @@ def main() -> None:
     train, val = data.split(10_000)
     t0 = time.perf_counter()
     model = get_model(args.model, seed=0).to(args.device)
-    opt = make_optimizer(args.optimizer, model.parameters(), 1e-6)
-    result = find_lr(model, train.loader(args.batch_size, seed=0), optimizer=opt, num_iter=args.num_iter,
-                     repeats=args.seeds, seed=0, progress=False)
+    result = find_lr(model, train.loader(args.batch_size, seed=0), optimizer=OptimizerConfig(args.optimizer),
+                     num_iter=args.num_iter, repeats=args.seeds, seed=0, progress=False)
     lr = result.suggested_lr
     print(result.summary())
     if lr is None:
@@ -69,16 +66,16 @@ def main() -> None:
     for v in filter(None, args.grid.split(",")):
         grid[v] = float(v)
     for name, s in result.suggestions.items():
-        if s.lr is not None:
+        if s.lr is not None and name != result.method:        # the suggestion itself is "lr"
             grid.setdefault(f"{name}", s.lr)
     rows = {}
-    for label, value in grid.items():
-        accs = [train_one_epoch(args.model, args.optimizer, value, train, val, args.batch_size, s)
-                for s in range(args.seeds)]
+    for label, accs in train_grid(args, grid, lr, train, val).items():
+        value = grid[label]
         rows[label] = {"lr": value, "val_acc_mean": float(np.mean(accs)), "val_acc_all": accs}
         print(f"{label:>10} lr={value:9.4g}  val acc {100 * np.mean(accs):6.2f}%  ({', '.join(f'{100*a:.2f}' for a in accs)})",
               flush=True)
-    out = {"model": args.model, "optimizer": args.optimizer, "batch_size": args.batch_size,
+    out = {"model": args.model, "optimizer": args.optimizer, "batch_size": args.batch_size, "epochs": args.epochs,
+           "schedule": args.schedule,
            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "suggested_lr": lr, "spread": result.spread, "suggestions": {k: v.lr for k, v in result.suggestions.items()},
            "rows": rows, "seconds": time.perf_counter() - t0}

@@ -293,9 +293,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     cuda_graph: replay each step (forward, backward, update) from a CUDA graph, about 10x faster
         for small models. Default: on where it applies: a CUDA model, ``(x, y)`` batches with the
         default step, no accumulation, amp or validation loss, and an ``OptimizerConfig`` or a
-        fresh SGD/Adam/AdamW; a model
-        whose step cannot be captured (``.item()`` in forward, say) then runs eagerly, with a
-        warning. ``True`` raises instead, ``False`` never captures.
+        fresh SGD/Adam/AdamW; a model whose step cannot be captured (``.item()`` in forward, say)
+        then runs eagerly, with a warning. ``True`` raises instead, ``False`` never captures.
 
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk.
