@@ -160,8 +160,9 @@ class FusedTrials:
         flat = self.flat.detach().requires_grad_()       # a leaf sharing the weights' memory
         with self.autocast:
             losses = self._losses(self._views(flat), self.buffers, x, y)
-        (grad,) = torch.autograd.grad(losses.sum(), flat, allow_unused=True, materialize_grads=True)
-        return losses.detach(), grad        # a parameter the loss does not use gets zeros, as torch.func's
+        # The views' backward fills the rows of a parameter the loss does not use with zeros, as torch.func
+        (grad,) = torch.autograd.grad(losses.sum(), flat)
+        return losses.detach(), grad
 
     def _looped_forward(self, p, b, x) -> torch.Tensor:
         return torch.stack([self._logits(pk, bk, x) for pk, bk in self._rows(p, b)])
