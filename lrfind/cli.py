@@ -14,7 +14,7 @@ from ._names import DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
 # suggest.METHODS' names, written out so that `--help` does not import numpy (a test keeps them equal)
-SUGGESTION_METHODS = ["balanced", "steepest", "valley", "minimum"]
+SUGGESTION_METHODS = ["balanced", "steepest", "valley", "minimum", "smith"]
 
 
 class UserError(click.ClickException):
@@ -114,7 +114,8 @@ Examples:
 @click.option("--method", default="balanced", show_default=True, type=click.Choice(SUGGESTION_METHODS),
               help="Which suggestion is THE suggested LR (all are printed and saved): balanced = geometric "
                    "mean of steepest and minimum; steepest = fastest fall of the smoothed loss; valley = "
-                   "fastai's rule; minimum = a tenth of the LR at the lowest loss.")
+                   "fastai's rule; minimum = a tenth of the LR at the lowest loss; smith = a third of it "
+                   "(Smith's rule for cyclical LRs).")
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")

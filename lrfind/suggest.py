@@ -110,15 +110,26 @@ def steepest(lrs, losses) -> Suggestion:
     return Suggestion(float(lrs[i]), i, "steepest descent of the smoothed loss in log-LR")
 
 
-def minimum(lrs, losses) -> Suggestion:
-    """One tenth of the LR at the minimum of the smoothed loss (fastai's ``minimum``)."""
+def _below_minimum(lrs, losses, divisor: float, reason: str) -> Suggestion:
+    """The LR at the minimum of the smoothed loss divided by ``divisor``."""
     lrs, raw, sm, verdict = _prepare(lrs, losses)
     if verdict is not None:
         return verdict
     i = int(np.nanargmin(sm))
-    target = lrs[i] / 10.0
+    target = lrs[i] / divisor
     j = int(np.argmin(np.abs(np.log(lrs) - np.log(target)))) if np.all(lrs > 0) else i
-    return Suggestion(float(target), j, "a tenth of the LR at the smoothed loss's minimum")
+    return Suggestion(float(target), j, reason)
+
+
+def minimum(lrs, losses) -> Suggestion:
+    """One tenth of the LR at the minimum of the smoothed loss (fastai's ``minimum``)."""
+    return _below_minimum(lrs, losses, 10.0, "a tenth of the LR at the smoothed loss's minimum")
+
+
+def smith(lrs, losses) -> Suggestion:
+    """A third of the LR at the minimum of the smoothed loss: Smith's rule for cyclical LRs (the
+    highest usable LR is where the loss stops falling; the base LR a third of it)."""
+    return _below_minimum(lrs, losses, 3.0, "a third of the LR at the smoothed loss's minimum (Smith's rule)")
 
 
 def valley(lrs, losses) -> Suggestion:
@@ -168,6 +179,7 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray], Suggestion]] = {
     "steepest": steepest,
     "valley": valley,
     "minimum": minimum,
+    "smith": smith,
 }
 DEFAULT_METHOD = "balanced"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrfind.suggest import METHODS, falling_range, minimum, smooth, steepest, suggest_all
+from lrfind.suggest import METHODS, falling_range, minimum, smith, smooth, steepest, suggest_all
 
 LRS = np.geomspace(1e-6, 1.0, 300)
 
@@ -27,9 +27,12 @@ def test_steepest_moves_with_the_curve() -> None:
     assert steepest(LRS, clean_curve(1e-4, floor_lr=0.01)).lr == pytest.approx(1e-4, rel=0.15)
 
 
-def test_minimum_is_a_tenth_of_the_lowest_smoothed_point() -> None:
+def test_minimum_is_a_tenth_and_smith_a_third_of_the_lowest_smoothed_point() -> None:
     losses = clean_curve(1e-2)
-    assert minimum(LRS, losses).lr == pytest.approx(LRS[np.nanargmin(smooth(losses))] / 10)
+    lowest = LRS[np.nanargmin(smooth(losses))]
+    assert minimum(LRS, losses).lr == pytest.approx(lowest / 10)
+    found = smith(LRS, losses)
+    assert found.lr == pytest.approx(lowest / 3) and LRS[found.index] == pytest.approx(lowest / 3, rel=0.03)
 
 
 def test_noisy_curve_keeps_the_suggestion_close() -> None:
