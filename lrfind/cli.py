@@ -14,7 +14,7 @@ from ._names import DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
 # suggest.METHODS' names, written out so that `--help` does not import numpy (a test keeps them equal)
-SUGGESTION_METHODS = ["balanced", "steepest", "valley", "minimum", "smith"]
+SUGGESTION_METHODS = ["smith", "balanced", "steepest", "valley", "minimum"]
 
 
 class UserError(click.ClickException):
@@ -111,11 +111,11 @@ Examples:
               help="Space the LRs on a log (exp) or linear scale.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
               help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread.")
-@click.option("--method", default="balanced", show_default=True, type=click.Choice(SUGGESTION_METHODS),
-              help="Which suggestion is THE suggested LR (all are printed and saved): balanced = geometric "
-                   "mean of steepest and minimum; steepest = fastest fall of the smoothed loss; valley = "
-                   "fastai's rule; minimum = a tenth of the LR at the lowest loss; smith = a third of it "
-                   "(Smith's rule for cyclical LRs).")
+@click.option("--method", default=SUGGESTION_METHODS[0], show_default=True, type=click.Choice(SUGGESTION_METHODS),
+              help="Which suggestion is THE suggested LR (all are printed and saved): smith = a third of the "
+                   "LR at the lowest loss (Smith's rule); balanced = geometric mean of steepest and minimum; "
+                   "steepest = fastest fall of the smoothed loss; valley = fastai's rule; minimum = a tenth "
+                   "of the LR at the lowest loss.")
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")

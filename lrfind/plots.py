@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
     from .result import RangeTestResult
 
-_METHOD_COLOURS = {"balanced": "tab:red", "steepest": "tab:orange", "valley": "tab:green", "minimum": "tab:purple",
-                   "smith": "tab:brown"}
+_METHOD_COLOURS = {"smith": "tab:red", "balanced": "tab:brown", "steepest": "tab:orange", "valley": "tab:green",
+                   "minimum": "tab:purple"}
 
 
 def new_axes(path: str | Path | None, *, nrows: int = 1, ncols: int = 1, figsize=(7, 4.5), layout="constrained"):

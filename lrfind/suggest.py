@@ -127,8 +127,12 @@ def minimum(lrs, losses) -> Suggestion:
 
 
 def smith(lrs, losses) -> Suggestion:
-    """A third of the LR at the minimum of the smoothed loss: Smith's rule for cyclical LRs (the
-    highest usable LR is where the loss stops falling; the base LR a third of it)."""
+    """lrfind's default: a third of the LR at the minimum of the smoothed loss, Smith's rule for
+    cyclical LRs (the highest usable LR is where the loss stops falling; the base LR a third of it).
+
+    Trained for 3 epochs at a grid of LRs (LeNet and an MLP, SGD and Adam, constant and cosine;
+    the README's table) the best LR lay near it in every setup, while ``balanced`` was up to 10x
+    lower for the MLP and for Adam (1-2 pp of validation accuracy lost)."""
     return _below_minimum(lrs, losses, 3.0, "a third of the LR at the smoothed loss's minimum (Smith's rule)")
 
 
@@ -158,12 +162,11 @@ def valley(lrs, losses) -> Suggestion:
 
 
 def balanced(lrs, losses) -> Suggestion:
-    """lrfind's default: the geometric mean of ``steepest`` and ``minimum``.
+    """The geometric mean of ``steepest`` and ``minimum`` (lrfind's default before ``smith``).
 
     ``steepest`` (lag-free) sits inside the descent, sometimes near the cliff's upper edge;
     ``minimum`` (a tenth of the LR at the lowest loss) is a safe margin below the cliff. Their
-    geometric mean lands in the middle of the plateau of good LRs on the curves we measured (see
-    the README's table) and moves less across seeds than either alone.
+    geometric mean is the best LR for LeNet with SGD, and safe but low for the MLP and for Adam.
     """
     a, b = steepest(lrs, losses), minimum(lrs, losses)
     if a.lr is None or b.lr is None:
@@ -175,13 +178,13 @@ def balanced(lrs, losses) -> Suggestion:
 
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray], Suggestion]] = {
+    "smith": smith,
     "balanced": balanced,
     "steepest": steepest,
     "valley": valley,
     "minimum": minimum,
-    "smith": smith,
 }
-DEFAULT_METHOD = "balanced"
+DEFAULT_METHOD = "smith"
 
 
 def suggest_all(lrs, losses) -> dict[str, Suggestion]:

@@ -225,7 +225,7 @@ def _max_peak(cfg: TuneConfig, study: optuna.Study, base_lr: float) -> float:
     """How far above the base LR a schedule that warms up may peak.
 
     The base LR is right for a constant LR; a schedule that climbs from a low LR tolerates more (the
-    range test's loss keeps falling up to its minimum, typically 3-6x higher). Default: the LR at
+    range test's loss keeps falling up to its minimum, 3x the default suggestion). Default: the LR at
     the range test's lowest loss, over the base LR, between 1 and 10; 3 when the base LR was given.
     """
     if cfg.max_peak is not None:

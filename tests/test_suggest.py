@@ -42,7 +42,7 @@ def test_noisy_curve_keeps_the_suggestion_close() -> None:
     assert all(s.lr is not None for s in suggest_all(LRS, noisy).values())
 
 
-def test_default_is_the_geometric_mean_of_minimum_and_steepest() -> None:
+def test_balanced_is_the_geometric_mean_of_minimum_and_steepest() -> None:
     found = suggest_all(LRS, clean_curve(1e-2))
     assert found["balanced"].lr == pytest.approx(np.sqrt(found["minimum"].lr * found["steepest"].lr))
 
