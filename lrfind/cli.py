@@ -120,8 +120,8 @@ Examples:
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int, optimizer: str, momentum: float,
-               weight_decay: float | None, device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
-               repeats: int, method: str, out: Path) -> None:
+               weight_decay: float | None, device: str, seed: int, quiet: bool, start_lr: float, end_lr: float,
+               num_iter: int, mode: str, repeats: int, method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
     Records the loss of every batch, stops when the loss diverges, and writes the curve, every
@@ -131,7 +131,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     """
     from .models import get_model
     from .rangetest import Sweep, find_lr
-    from .optimizer import OptimizerConfig, default_weight_decay
+    from .optimizer import OptimizerConfig
 
     if not start_lr > 0:
         raise UserError(f"--start-lr {start_lr}: must be positive")
@@ -143,8 +143,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     net = get_model(model, seed=seed).to(dev)
     if weight_decay is not None and not math.isfinite(weight_decay):
         raise UserError(f"--weight-decay {weight_decay}: must be a finite number >= 0")
-    opt = OptimizerConfig(optimizer, momentum=momentum if optimizer == "sgd" else 0.0,
-                          weight_decay=default_weight_decay(optimizer) if weight_decay is None else weight_decay)
+    opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
     result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
                      seed=seed, method=method, progress=not quiet)
     result.config.update(model=model, dataset=dataset, batch_size=batch_size, optimizer=optimizer,

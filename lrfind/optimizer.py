@@ -44,6 +44,13 @@ class OptimizerConfig:
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps!r}")
 
+    @classmethod
+    def of(cls, name: str, *, momentum: float = 0.9, weight_decay: float | None = None) -> "OptimizerConfig":
+        """The optimizer the command-line options describe: ``momentum`` counts for SGD only, and
+        ``weight_decay=None`` is torch's default for the rule (0; AdamW 0.01)."""
+        decay = (0.01 if name == "adamw" else 0.0) if weight_decay is None else weight_decay
+        return cls(name, momentum=momentum if name == "sgd" else 0.0, weight_decay=decay)
+
     def param_groups(self, params: Iterable[torch.Tensor], lr: float) -> list[dict[str, Any]]:
         """One parameter group in ``torch.optim``'s layout: the parameters, ``lr`` and this rule's
         hyper-parameters under torch's names."""
@@ -61,11 +68,6 @@ class OptimizerConfig:
                                    weight_decay=self.weight_decay)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
-
-
-def default_weight_decay(name: str) -> float:
-    """torch's default weight decay for the rule ``name``: 0.01 for AdamW, else 0."""
-    return 0.01 if name == "adamw" else 0.0
 
 
 def own_rule(optimizer: torch.optim.Optimizer) -> tuple[str | None, str]:

@@ -36,7 +36,7 @@ from .data import ImageData, load_dataset
 from .models import get_model
 from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
-from .optimizer import OptimizerConfig, default_weight_decay
+from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,7 @@ class TuneConfig:
 
     @property
     def optimizer_config(self) -> OptimizerConfig:
-        decay = default_weight_decay(self.optimizer) if self.weight_decay is None else self.weight_decay
-        return OptimizerConfig(self.optimizer, momentum=self.momentum if self.optimizer == "sgd" else 0.0,
-                               weight_decay=decay)
+        return OptimizerConfig.of(self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
