@@ -72,8 +72,8 @@ def main() -> None:
     for label, accs in train_grid(args, grid, lr, train, val).items():
         value = grid[label]
         rows[label] = {"lr": value, "val_acc_mean": float(np.mean(accs)), "val_acc_all": accs}
-        print(f"{label:>10} lr={value:9.4g}  val acc {100 * np.mean(accs):6.2f}%  ({', '.join(f'{100*a:.2f}' for a in accs)})",
-              flush=True)
+        seeds = ", ".join(f"{100 * a:.2f}" for a in accs)
+        print(f"{label:>10} lr={value:9.4g}  val acc {100 * np.mean(accs):6.2f}%  ({seeds})", flush=True)
     out = {"model": args.model, "optimizer": args.optimizer, "batch_size": args.batch_size, "epochs": args.epochs,
            "schedule": args.schedule,
            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",

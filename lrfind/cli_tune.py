@@ -62,8 +62,8 @@ Examples:
                    "faster on an H100 at 50 trials; compare its accuracy with a float32 study before relying on it.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, epochs: int, batch_size: int,
-                 optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool, base_lr: float | None,
-                 schedules: str | None, parallel: int | None, storage: str | None, study_name: str | None, out: Path,
+                 optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool,
+                 base_lr: float | None, schedules: str | None, parallel: int | None, storage: str | None, study_name: str | None, out: Path,
                  train_subset: int | None, val_size: int, pruner: str, heartbeat: int, max_peak: float | None,
                  same_init: bool, range_test_iters: int, final_seeds: int, amp: str | None, no_final: bool) -> None:
     """Find the best LR decay for a built-in model: LR first, decay second.
@@ -83,7 +83,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
     try:
         cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, trials=trials,
                          epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
-                         weight_decay=weight_decay, base_lr=base_lr, schedules=names, parallel=parallel, storage=storage, study_name=study_name, seed=seed,
+                         weight_decay=weight_decay, base_lr=base_lr, schedules=names, parallel=parallel,
+                         storage=storage, study_name=study_name, seed=seed,
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
                          val_size=val_size, final=not no_final, pruner=pruner, heartbeat=heartbeat, max_peak=max_peak,
                          final_seeds=final_seeds, range_test_iters=range_test_iters, amp=amp,

@@ -5,9 +5,10 @@ So the K trials of a batch are one model with stacked weights (``torch.func.stac
 run forward through ``vmap(functional_call)`` and backward in one ``autograd.grad`` on the same
 batches in the same order (common random numbers: a fairer comparison of schedules), each trial
 with its own LR at every step, taken from its schedule's pure ``factor``. (On a CPU the forward
-runs trial after trial instead: vmap's batched kernels are slower there than K plain ones.) The optimizer update is written on
-the stacked tensors with torch's own formulas, so that a fused trial equals the same trial trained
-alone with ``torch.optim`` and the scheduler from ``build()`` (a test holds them equal).
+runs trial after trial instead: vmap's batched kernels are slower there than K plain ones.) The
+optimizer update is written on the stacked tensors with torch's own formulas, so that a fused
+trial equals the same trial trained alone with ``torch.optim`` and the scheduler from ``build()``
+(a test holds them equal).
 
 No host synchronisation happens inside an epoch: losses, divergence flags and LRs stay on the
 device; the host reads them once per epoch, when it validates, reports and drops trials.
