@@ -5,7 +5,8 @@
 Prints ms per trial-epoch for: eager, CUDA graph, the graph of the former vmap(grad) gradients,
 graph + cudnn.benchmark, graph + bf16 autocast, graph + TF32 matmuls, the looped engine (the
 CPU's default) from a graph, and the step compiled by ``torch.compile`` then captured (with its
-warm-up time: compiling is paid once per process unless Inductor's cache has it); then the top CUDA kernels of a few eager steps (torch.profiler).
+warm-up time: compiling is paid once per process unless Inductor's cache has it); then the top
+CUDA kernels of a few eager steps (torch.profiler).
 """
 
 from __future__ import annotations
