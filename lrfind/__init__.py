@@ -18,6 +18,7 @@ _EXPORTS = {
     "OptimizerConfig": "optimizer",
     "Sweep": "rangetest",
     "RangeTestResult": "result",
+    "RangeTestWarning": "result",
     "get_model": "models",
     "MODELS": "models",
     "load_dataset": "data",

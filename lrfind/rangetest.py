@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import random
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from . import _state
 from ._graph import SweepStep
 from .optimizer import OptimizerConfig, own_rule
-from .result import RangeTestResult
+from .result import RangeTestResult, RangeTestWarning
 from .suggest import DEFAULT_METHOD, get_method
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         then runs eagerly, with a warning. ``True`` raises instead, ``False`` never captures.
 
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
-    also when an exception is raised. Nothing is written to disk.
+    also when an exception is raised. Nothing is written to disk. A result that needs a second look
+    (the loss had not turned up by ``end_lr``; repeats that disagree) warns with a
+    ``RangeTestWarning``; ``result.warnings`` lists the same.
     """
     if sweep is not None and sweep_fields:
         raise TypeError(f"give either sweep=Sweep(...) or its fields, not both (got {sorted(sweep_fields)})")
@@ -363,6 +366,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
 
     result = _result(runs, sweep, ratios, method, seeds, accumulation_steps, amp, val_loader is not None)
     result.config["cuda_graph"] = use_graph
+    for text in result.warnings:
+        warnings.warn(text, RangeTestWarning, stacklevel=2)
     return result
 
 

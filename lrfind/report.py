@@ -70,6 +70,7 @@ def verdict(study: optuna.Study) -> str:
         return "no trial completed"
     base_lr = study.user_attrs.get("base_lr", float("nan"))
     lines = [f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})"]
+    lines += [f"range test warning: {w}" for w in (study.user_attrs.get("range_test") or {}).get("warnings", [])]
     name = best.user_attrs.get("schedule")
     if name == "constant" and best.user_attrs.get("params", {}).get("warmup"):
         name = "constant after a warmup"

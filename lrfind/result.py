@@ -14,6 +14,10 @@ import numpy as np
 from . import suggest as _suggest
 
 
+class RangeTestWarning(UserWarning):
+    """A range test's result that needs a second look (``RangeTestResult.warnings`` says why)."""
+
+
 def _num(x: float) -> float | None:
     """A float for JSON: NaN and Inf become null."""
     x = float(x)
@@ -79,6 +83,18 @@ class RangeTestResult:
         return _suggest.falling_range(self.lrs, self.losses)
 
     @property
+    def warnings(self) -> list[str]:
+        """What to check before trusting the suggestion: the sweep ended before the loss turned up,
+        or the repeats disagree by more than 3x. Empty when nothing."""
+        found = _suggest.caveats(self.lrs, self.losses)
+        spread = self.spread
+        if len(self.seed_lrs) > 1 and spread is not None and spread[1] > 3 * spread[0]:
+            found.append(f"the {len(self.seed_lrs)} repeats' suggestions span {spread[0]:.3g} to {spread[1]:.3g}, "
+                         f"{spread[1] / spread[0]:.1f}x: the curve is noisy; a larger batch or more iterations "
+                         "steady it")
+        return found
+
+    @property
     def stop_lr(self) -> float | None:
         return float(self.lrs[-1]) if self.lrs.size else None
 
@@ -88,6 +104,7 @@ class RangeTestResult:
         lr = self.suggested_lr
         lines.append(f"suggested LR: {lr:.3g} ({self.method}: {self.reason})" if lr is not None
                      else f"suggested LR: none ({self.reason})")
+        lines += [f"warning: {w}" for w in self.warnings]
         if len(self.seed_lrs) > 1 and self.spread is not None:
             lines.append(f"spread over {len(self.seed_lrs)} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}")
         others = ", ".join(f"{k} {v.lr:.3g}" for k, v in self.suggestions.items()
@@ -108,6 +125,7 @@ class RangeTestResult:
             "suggested_lr": self.suggested_lr,
             "method": self.method,
             "reason": self.reason,
+            "warnings": self.warnings,
             "suggestions": {k: {"lr": v.lr, "reason": v.reason} for k, v in self.suggestions.items()},
             "seed_lrs": self.seed_lrs,
             "spread": list(self.spread) if self.spread else None,

@@ -90,6 +90,29 @@ def _descent_region(sm: np.ndarray) -> tuple[int, int]:
     return lo, hi
 
 
+def rise_not_reached(lrs, losses) -> bool:
+    """Whether the sweep ended before the loss turned up: the smoothed minimum lies in the last 5% of
+    the steps, the curve does not rise after it, and it does not break off in NaN/Inf (that is a
+    cliff). Where the loss stops falling then lies at or beyond the last LR, unmeasured."""
+    lrs, raw, sm, verdict = _prepare(lrs, losses)
+    if verdict is not None or raw.size < np.asarray(losses).size:
+        return False
+    n = sm.size
+    low = int(np.nanargmin(sm))
+    noise = 1.4826 * float(np.nanmedian(np.abs(raw - sm)))
+    return low >= n - max(3, n // 20) and float(sm[-1] - sm[low]) <= max(2.0 * noise, 1e-12)
+
+
+def caveats(lrs, losses) -> list[str]:
+    """What a reader of the suggestions should know that the LRs alone do not say (empty when nothing)."""
+    if not rise_not_reached(lrs, losses):
+        return []
+    last = float(np.asarray(lrs, dtype=np.float64)[-1])
+    return [f"the loss had not turned up by the sweep's last LR ({last:.3g}): where it stops falling lies "
+            f"beyond, so smith, balanced and minimum may be too low; raise end_lr (--end-lr) to "
+            f"{10 * last:.3g}, say, and run again"]
+
+
 def falling_range(lrs, losses) -> tuple[float, float] | None:
     """The LR range over which the smoothed loss falls: from the first 5% of the drop to the minimum."""
     lrs, raw, sm, verdict = _prepare(lrs, losses)

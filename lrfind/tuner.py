@@ -20,6 +20,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from ._painter import Painter
 from .data import ImageData, load_dataset
 from .models import get_model
 from .rangetest import find_lr
+from .result import RangeTestWarning
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
@@ -204,14 +206,19 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
 def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path, painter: Painter) -> float:
     model = get_model(cfg.model, seed=cfg.seed).to(train.images.device)
-    result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=cfg.optimizer_config,
-                     num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress)
+    with warnings.catch_warnings():                     # logged below, one line each
+        warnings.simplefilter("ignore", RangeTestWarning)
+        result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=cfg.optimizer_config,
+                         num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress)
+    for text in result.warnings:
+        log.warning("range test: %s", text)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")
     figure = painter.submit(report.draw_range_test, result, out / "range_test.png")
     study.set_user_attr("range_test", {
         "lrs": result.lrs.tolist(), "smoothed": [x if math.isfinite(x) else None for x in result.smoothed.tolist()],
-        "suggested_lr": result.suggested_lr, "falling_range": result.falling_range, "stop_reason": result.stop_reason})
+        "suggested_lr": result.suggested_lr, "falling_range": result.falling_range, "stop_reason": result.stop_reason,
+        "warnings": result.warnings})
     if result.suggested_lr is None:
         figure.result()                       # the error points at it
         raise NoBaseLRError(f"the range test gave no clear base LR ({result.reason}); see {out / 'range_test.png'} "

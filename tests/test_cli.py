@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from click.testing import CliRunner
@@ -46,6 +47,19 @@ def test_range_test_adamw_with_weight_decay(run, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "range_test.json").read_text())["config"]
     assert config["optimizer"] == "adamw" and config["weight_decay"] == 0.05
+
+
+def test_range_test_prints_a_warning_once_in_its_summary(run, tmp_path, monkeypatch) -> None:
+    from lrfind import suggest
+    from lrfind.result import RangeTestWarning
+
+    monkeypatch.setattr(suggest, "caveats", lambda lrs, losses: ["the curve needs a second look"])
+    warnings.simplefilter("error", RangeTestWarning)         # a Python warning as well would fail here
+    result = run("range-test", "--device", "cpu", "--num-iter", "20", "-q", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("the curve needs a second look") == 1
+    assert "warning: the curve needs a second look" in result.output
+    assert json.loads((tmp_path / "range_test.json").read_text())["warnings"] == ["the curve needs a second look"]
 
 
 def test_the_clis_method_names_are_the_suggestion_methods() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from conftest import dynamo_modules_after
-from lrfind import OptimizerConfig, RangeTestResult, Sweep, find_lr
+from lrfind import OptimizerConfig, RangeTestResult, RangeTestWarning, Sweep, find_lr
 
 
 def make_data(n_batches: int = 8, batch: int = 16, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -268,6 +270,33 @@ def test_json_and_csv_round_trip(tmp_path) -> None:
     assert np.array_equal(csv_back.losses, result.losses, equal_nan=True)
     with pytest.raises(ValueError, match=".txt"):
         RangeTestResult.load(tmp_path / "r.txt")
+
+
+def test_a_sweep_that_ends_before_the_loss_turns_up_warns_and_says_so_everywhere(tmp_path) -> None:
+    values = [2.0 - 0.03 * i for i in range(40)]            # still falling at end_lr
+    with pytest.warns(RangeTestWarning, match="had not turned up by the sweep's last LR") as caught:
+        result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, progress=False)
+    assert len(caught) == 1 and caught[0].filename == __file__     # points at the caller's line
+    assert result.suggested_lr is not None and len(result.warnings) == 1
+    assert f"warning: {result.warnings[0]}" in result.summary()
+    assert RangeTestResult.load(result.to_json(tmp_path / "r.json")).warnings == result.warnings
+    assert json.loads((tmp_path / "r.json").read_text())["warnings"] == result.warnings
+
+
+def test_a_sweep_stopped_by_divergence_does_not_warn() -> None:
+    values = [2.0 - 0.03 * i for i in range(30)] + [1.1 * 2.0 ** i for i in range(30)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeTestWarning)
+        result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=60, progress=False)
+    assert result.stop_reason.startswith("diverged") and result.warnings == []
+
+
+def test_repeats_that_disagree_by_more_than_3x_are_a_warning() -> None:
+    losses = np.linspace(2.0, 1.0, 40)
+    agree = RangeTestResult(np.geomspace(1e-4, 1, 40), losses, seed_lrs=[0.01, 0.02, 0.025])
+    assert not any("repeats" in w for w in agree.warnings)
+    apart = RangeTestResult(np.geomspace(1e-4, 1, 40), losses, seed_lrs=[0.01, 0.02, 0.05])
+    assert any("3 repeats' suggestions span 0.01 to 0.05, 5.0x" in w for w in apart.warnings)
 
 
 def test_plot_returns_axes_and_saves(tmp_path) -> None:

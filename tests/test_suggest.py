@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrfind.suggest import METHODS, falling_range, minimum, smith, smooth, steepest, suggest_all
+from lrfind.suggest import (METHODS, caveats, falling_range, minimum, rise_not_reached, smith, smooth, steepest,
+                            suggest_all)
 
 LRS = np.geomspace(1e-6, 1.0, 300)
 
@@ -93,3 +94,30 @@ def test_falling_range_brackets_the_descent() -> None:
 def test_mismatched_lengths_are_rejected() -> None:
     with pytest.raises(ValueError, match="same length"):
         steepest(LRS, np.ones(5))
+
+
+def test_a_curve_that_has_not_turned_up_by_the_last_lr_gets_a_caveat() -> None:
+    rng = np.random.default_rng(2)
+    for falling in (clean_curve(0.3, floor_lr=10.0), clean_curve(0.3, floor_lr=10.0) + rng.normal(0, 0.05, LRS.size)):
+        assert rise_not_reached(LRS, falling)
+        (text,) = caveats(LRS, falling)
+        assert "had not turned up by the sweep's last LR (1)" in text and "end_lr" in text and "to 10" in text
+
+
+def _cliff_in_the_last_steps() -> np.ndarray:
+    losses = clean_curve(0.1, floor_lr=10.0)
+    losses[-8:] += np.linspace(0.5, 4.0, 8)       # the divergence stop's last few steps
+    return losses
+
+
+def _nan_after_the_fall() -> np.ndarray:
+    losses = clean_curve(0.3, floor_lr=10.0)
+    losses[-5:] = np.nan                          # falling, then blown up: that is the cliff
+    return losses
+
+
+@pytest.mark.parametrize("losses", [clean_curve(1e-2), _cliff_in_the_last_steps(), _nan_after_the_fall(),
+                                    2.3 + np.random.default_rng(1).normal(0, 0.05, LRS.size)],
+                         ids=["cliff", "rise in the last steps", "nan after the fall", "flat"])
+def test_a_curve_that_turns_up_or_gives_no_answer_gets_no_caveat(losses) -> None:
+    assert not rise_not_reached(LRS, losses) and caveats(LRS, losses) == []

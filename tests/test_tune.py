@@ -31,7 +31,10 @@ def data_env(mnist_root, monkeypatch):
 
 
 @pytest.mark.parametrize("figures_in", ["thread", "process"])     # a CPU's way, and a GPU's
-def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monkeypatch, figures_in) -> None:
+def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monkeypatch, figures_in, caplog) -> None:
+    from lrfind import suggest
+
+    monkeypatch.setattr(suggest, "caveats", lambda lrs, losses: ["the curve needs a second look"])
     painters = []
 
     class Recorded(Painter):
@@ -51,6 +54,10 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     assert len(_study.finished(study)) == 4
     assert study.trials[0].user_attrs["schedule"] == "constant"
     assert study.user_attrs["base_lr_source"] == "range test"
+    assert study.user_attrs["range_test"]["warnings"] == ["the curve needs a second look"]
+    assert [r.getMessage() for r in caplog.records if "second look" in r.getMessage()] == [
+        "range test: the curve needs a second look"]
+    assert "range test warning: the curve needs a second look" in result.output      # in the verdict, too
     best = json.loads((out / "best.json").read_text())
     assert best["base_lr"] == study.user_attrs["base_lr"] and best["schedule"] in [t.user_attrs["schedule"]
                                                                                      for t in study.trials]
