@@ -24,6 +24,37 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+class ModelName(click.ParamType):
+    """A built-in model's name, or the user's factory as module:function or path/to/file.py:function
+    (imported later, by the command: `--help` and a wrong option must not import torch)."""
+
+    name = "model"
+
+    def get_metavar(self, param, ctx=None) -> str:      # click 8.1 passes no ctx
+        return f"[{'|'.join(MODEL_NAMES)}|MODULE:FUNCTION|FILE.py:FUNCTION]"
+
+    def convert(self, value, param, ctx):
+        if value.lower() in MODEL_NAMES:
+            return value.lower()
+        if ":" in value.strip(":"):
+            return value
+        self.fail(f"{value!r} is neither a built-in model ({', '.join(MODEL_NAMES)}) nor your own, named as "
+                  "module:function or path/to/file.py:function", param, ctx)
+
+
+def build_model(name: str, seed: int, images):
+    """The model on the images' device, checked to map them to class scores; a one-line error if not."""
+    from .data import NUM_CLASSES
+    from .models import ModelError, check_fits, get_model
+
+    try:
+        model = get_model(name, seed=seed).to(images.device)
+        check_fits(model, images, NUM_CLASSES, name)
+    except ModelError as e:
+        raise UserError(f"--{e}" if str(e).startswith("model ") else str(e)) from None
+    return model
+
+
 def resolve_device(name: str):
     from ._device import resolve_device as resolve
 
@@ -51,8 +82,10 @@ def _options(*decorators: Callable) -> Callable:
 
 
 data_options = _options(
-    click.option("--model", default="lenet", show_default=True, type=click.Choice(MODEL_NAMES),
-                 help="Built-in model to train."),
+    click.option("--model", default="lenet", show_default=True, type=ModelName(),
+                 help="Model to train: a built-in one, or your own as module:function or path/to/file.py:function, "
+                      "a callable with no arguments that returns an nn.Module mapping 1x28x28 images to 10 "
+                      "class scores."),
     click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASET_NAMES),
                  help="Built-in data set."),
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -130,7 +163,6 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     without its last 10,000 images (a sixth of smaller sets), which `lrfind tune`
     keeps for validation.
     """
-    from .models import get_model
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
     from .result import RangeTestWarning
@@ -142,7 +174,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
     dev = resolve_device(device)
     train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
-    net = get_model(model, seed=seed).to(dev)
+    net = build_model(model, seed, train.images)
     if weight_decay is not None and not math.isfinite(weight_decay):
         raise UserError(f"--weight-decay {weight_decay}: must be a finite number >= 0")
     opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)

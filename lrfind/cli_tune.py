@@ -67,7 +67,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
                  study_name: str | None, out: Path, train_subset: int | None, val_size: int, pruner: str,
                  heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int, final_seeds: int,
                  amp: str | None, no_final: bool) -> None:
-    """Find the best LR decay for a built-in model: LR first, decay second.
+    """Find the best LR decay for a model: LR first, decay second.
 
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
     study over the decay type and its parameters; trials are trained side by side on one device
@@ -76,6 +76,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
     once on the test set. Run the same command again to resume: only missing trials are run.
     """
     from .data import CorruptDataError, DataNotFoundError
+    from .models import ModelError
     from .tuner import NoBaseLRError, TuneConfig, TuneInterrupted, tune
     from ._study import StudyError
 
@@ -96,6 +97,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
         raise UserError(str(e)) from None
+    except ModelError as e:
+        raise UserError(_option_message(e)) from None
     except TuneInterrupted as e:
         click.echo(str(e), err=True)
         raise SystemExit(130) from None
@@ -106,7 +109,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
 def _option_message(e: ValueError) -> str:
     """TuneConfig speaks of fields; the user typed options."""
     text = str(e)
-    for field in ("trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
+    for field in ("model", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
                   "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]

@@ -39,6 +39,7 @@ _SPECS = {
     "fashion-mnist": _Spec("FashionMNIST", "FashionMNIST", 0.2860, 0.3530),
 }
 DATASETS = tuple(sorted(_SPECS))
+NUM_CLASSES = 10                 # of every built-in data set
 
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -1,12 +1,29 @@
-"""Registry of the built-in models, all for 1x28x28 inputs and 10 classes."""
+"""Registry of the built-in models, all for 1x28x28 inputs and 10 classes, and the user's own.
+
+Wherever a model name is taken (``get_model``, ``--model``, ``tune(model=...)``), a factory of the
+user's own can be named instead: ``package.module:function`` or ``path/to/file.py:function`` (as in
+uvicorn or gunicorn), a callable that takes no arguments and returns an ``nn.Module``. Each trial,
+each worker of a shared study and each resume builds its models from it afresh.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+
+class ModelError(ValueError):
+    """A model named by the user cannot be loaded, built, or does not fit the data."""
 
 
 class LeNet(nn.Module):
@@ -53,14 +70,102 @@ class MLP(nn.Module):
 MODELS: dict[str, Callable[..., nn.Module]] = {"lenet": LeNet, "mlp": MLP}
 
 
+def is_builtin(name: str) -> bool:
+    return name.lower() in MODELS
+
+
 def get_model(name: str, *, seed: int | None = None, **kwargs) -> nn.Module:
-    """Build a registered model; with ``seed``, its initial weights are reproducible."""
-    try:
-        factory = MODELS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}") from None
+    """Build a registered model, or the user's own named ``module:function`` or ``file.py:function``;
+    with ``seed``, its initial weights are reproducible."""
+    factory = MODELS[name.lower()] if is_builtin(name) else load_factory(name)
     if seed is None:
-        return factory(**kwargs)
+        return _build(name, factory, kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        return _build(name, factory, kwargs)
+
+
+def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module:
+    if is_builtin(name):
         return factory(**kwargs)
+    try:
+        model = factory(**kwargs)
+    except Exception as e:
+        raise ModelError(f"model {name}: calling it failed ({type(e).__name__}: {e}); it must take no "
+                         "arguments and return an nn.Module") from e
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model {name}: it returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def load_factory(name: str) -> Callable[..., nn.Module]:
+    """The callable that ``module:function`` or ``path/to/file.py:function`` names (imported once)."""
+    where, sep, attr = name.rpartition(":")
+    if not sep or not where or not attr:
+        raise ModelError(f"unknown model {name!r}: choose a built-in one ({', '.join(sorted(MODELS))}) or name "
+                         "your own as module:function or path/to/file.py:function")
+    module = _load_file(name, where) if where.endswith(".py") or os.sep in where else _import(name, where)
+    target = module
+    for part in attr.split("."):                  # file.py:Class.method works too
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ModelError(f"model {name}: {where} has no {attr!r}") from None
+    if not callable(target):
+        raise ModelError(f"model {name}: {attr} is a {type(target).__name__}, not a class or function")
+    return target
+
+
+def _load_file(name: str, where: str):
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        raise ModelError(f"model {name}: no file {path}")
+    module_name = f"lrfind_user_model_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module                 # pickling and dataclasses look modules up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise ModelError(f"model {name}: running {path} failed ({type(e).__name__}: {e})") from e
+    return module
+
+
+def _import(name: str, where: str):
+    if os.getcwd() not in sys.path:                   # the console script's path lacks the working directory
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as e:
+        if e.name and where.startswith(e.name):
+            raise ModelError(f"model {name}: no module {e.name!r} (looked in the working directory and "
+                             "sys.path; a file can be named as path/to/file.py:function)") from None
+        raise ModelError(f"model {name}: importing {where} failed ({type(e).__name__}: {e})") from e
+    except Exception as e:
+        raise ModelError(f"model {name}: importing {where} failed ({type(e).__name__}: {e})") from e
+
+
+def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: str) -> None:
+    """Raise a clear ModelError unless ``model`` maps two of ``images`` to ``num_classes`` scores each.
+
+    Runs in eval mode without gradients, with the RNG and the model's state left as they were."""
+    x = images[:2]
+    shape = "x".join(map(str, x.shape[1:]))
+    was_training = model.training
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            model.eval()
+            out = model(x)
+    except Exception as e:
+        raise ModelError(f"model {name} does not take this data set's {shape} images: a batch of shape "
+                         f"{tuple(x.shape)} raised {type(e).__name__}: {e}") from None
+    finally:
+        model.train(was_training)
+        model.load_state_dict(state)
+    if not (isinstance(out, torch.Tensor) and out.shape == (len(x), num_classes)):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"model {name} must return {num_classes} class scores per image: a batch of shape "
+                         f"{tuple(x.shape)} gave {got}, expected {(len(x), num_classes)}")

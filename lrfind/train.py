@@ -17,6 +17,7 @@ device; the host reads them once per epoch, when it validates, reports and drops
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -32,6 +33,8 @@ from .data import ImageData
 from .models import get_model
 from .optimizer import OptimizerConfig
 from .schedules import get_schedule
+
+log = logging.getLogger(__name__)
 
 EVAL_IMAGE_TRIALS = 32_768      # images x trials per forward pass of evaluate(): about 1.5 GB for LeNet
 
@@ -72,6 +75,8 @@ class FusedTrials:
     one. ``vectorize`` (default: on for CUDA devices) computes every trial's forward and gradient in
     one ``vmap``; off, trial after trial (1.5-2x faster per trial on a 2-core CPU with LeNet, where
     vmap's grouped convolutions are slow); the optimizer update is fused over all trials either way.
+    By default a model vmap cannot batch (a ``.item()`` in its forward, say) trains trial after
+    trial, with a warning; ``vectorize=True`` lets vmap's error through.
     Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
     """
 
@@ -119,6 +124,7 @@ class FusedTrials:
         self.lr_table = self._lr_table()
 
         self.vectorize = self.device.type == "cuda" if vectorize is None else vectorize
+        self._check_vmap = vectorize is None and self.vectorize     # on the first step; asked for: no check
         if self.vectorize:
             # randomness="different": each trial draws its own dropout masks, as if trained alone
             self._losses = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
@@ -165,6 +171,23 @@ class FusedTrials:
         (grad,) = torch.autograd.grad(losses.sum(), flat)
         return losses.detach(), grad
 
+    def _unvectorize_unless_vmappable(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Train trial after trial if vmap cannot batch the model (a ``.item()`` or a branch on a
+        tensor's value in its forward, an operator vmap lacks). Tries one step's forward and backward
+        on copies, leaving the weights, buffers and RNG as they were."""
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                flat = self.flat.detach().requires_grad_()
+                buffers = {k: v.clone() for k, v in self.buffers.items()}
+                with self.autocast:
+                    losses = self._losses(self._views(flat), buffers, x, y)
+                torch.autograd.grad(losses.sum(), flat)
+        except Exception as e:            # vmap says RuntimeError or NotImplementedError, models anything
+            log.warning("the model cannot be batched with vmap (%s: %s); its %d trials train one after another "
+                        "(slower on a GPU)", type(e).__name__, str(e).splitlines()[0] if str(e) else "", len(self.index))
+            self.vectorize = False
+            self._losses, self._forward = self._looped_losses, self._looped_forward
+
     def _looped_forward(self, p, b, x) -> torch.Tensor:
         return torch.stack([self._logits(pk, bk, x) for pk, bk in self._rows(p, b)])
 
@@ -198,6 +221,9 @@ class FusedTrials:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.step_count >= self.total:
             raise RuntimeError(f"all {self.total} steps are done")
+        if self._check_vmap:
+            self._check_vmap = False
+            self._unvectorize_unless_vmappable(x, y)
         if self.cuda_graph:
             self._graph = self._graph or CapturedStep(self._step, strict=self._strict_graph)
             self._graph(x, y)

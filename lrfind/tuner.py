@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from . import _storage, _study, report
 from ._device import resolve_device
 from ._painter import Painter
-from .data import ImageData, load_dataset
-from .models import get_model
+from .data import NUM_CLASSES, ImageData, load_dataset
+from .models import check_fits, get_model, is_builtin
 from .rangetest import find_lr
 from .result import RangeTestWarning
 from .schedules import SCHEDULES, get_schedule
@@ -119,6 +119,8 @@ class TuneConfig:
         decay = self.optimizer_config.weight_decay
         if decay:                    # no decay is left out: studies from before the option resume
             setup["weight_decay"] = decay
+        if not is_builtin(self.model):   # the user's file may change between runs: a resume checks its size
+            setup["model_parameters"] = sum(p.numel() for p in get_model(self.model).parameters())
         return setup
 
 
@@ -162,6 +164,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
+    check_fits(get_model(cfg.model, seed=cfg.seed).to(device), train.images, NUM_CLASSES, cfg.model)  # ... or model
     url = cfg.storage or _storage.default_storage(out)
     # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
     # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.

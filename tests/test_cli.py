@@ -62,6 +62,15 @@ def test_range_test_prints_a_warning_once_in_its_summary(run, tmp_path, monkeypa
     assert json.loads((tmp_path / "range_test.json").read_text())["warnings"] == ["the curve needs a second look"]
 
 
+def test_range_test_on_your_own_model_from_a_file(run, tmp_path) -> None:
+    net = tmp_path / "net.py"
+    net.write_text("from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    result = run("range-test", "--device", "cpu", "--num-iter", "20", "-q", "--model", f"{net}:make",
+                 "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "range_test.json").read_text())["config"]["model"] == f"{net}:make"
+
+
 def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     from lrfind.cli import SUGGESTION_METHODS
     from lrfind.suggest import DEFAULT_METHOD, METHODS
@@ -73,7 +82,9 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--start-lr", "0"], "--start-lr 0.0: must be positive"),
     (["--start-lr", "-1"], "must be positive"),
     (["--start-lr", "0.1", "--end-lr", "0.01"], "--end-lr 0.01: must be larger"),
-    (["--model", "resnet"], "'resnet' is not one of"),
+    (["--model", "resnet"], "'resnet' is neither a built-in model (lenet, mlp) nor your own"),
+    (["--model", "torch.nn:Identity"], "--model torch.nn:Identity must return 10 class scores per image"),
+    (["--model", "nowhere/net.py:make"], "--model nowhere/net.py:make: no file"),
     (["--dataset", "cifar"], "'cifar' is not one of"),
     (["--method", "fastest"], "'fastest' is not one of"),
     (["--num-iter", "1"], "--num-iter"),

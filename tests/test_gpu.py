@@ -120,6 +120,29 @@ def test_a_model_that_syncs_falls_back_to_eager_steps(caplog) -> None:
         find_lr(_SyncsInForward().to(CUDA), data, num_iter=30, progress=False, cuda_graph=True)
 
 
+class _ReadsItsWeights(torch.nn.Module):
+    """A forward that reads a weight's value: vmap cannot batch it (nor a CUDA graph capture it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = get_model("lenet", seed=0)
+
+    def forward(self, x):
+        scale = 2.0 if self.net.fc3.weight.sum().item() > 1e9 else 1.0
+        return self.net(x) * scale
+
+
+def test_the_engine_trains_a_model_vmap_cannot_batch_trial_after_trial(caplog) -> None:
+    engine = FusedTrials(_ReadsItsWeights, SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                         device=CUDA)
+    before = engine.flat.clone()
+    with caplog.at_level("WARNING", logger="lrfind"):
+        for x, y in on_cuda(batches()):
+            engine.step(x, y)
+    assert not engine.vectorize and "cannot be batched with vmap" in caplog.text
+    assert torch.isfinite(engine.flat).all() and not torch.equal(engine.flat, before)
+
+
 def test_a_study_on_cuda_draws_its_figures_in_a_child_process(mnist_root, tmp_path, monkeypatch) -> None:
     from lrfind import tune, tuner
     from lrfind._painter import Painter

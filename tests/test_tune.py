@@ -13,6 +13,7 @@ from conftest import dynamo_modules_after
 from lrfind import _storage, _study, tune, tuner
 from lrfind._painter import Painter
 from lrfind.cli import main
+from lrfind.models import load_factory
 from lrfind.train import FusedTrials
 from lrfind.tuner import TuneConfig, TuneInterrupted
 
@@ -158,6 +159,8 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
     (["--base-lr", "-1"], "--base-lr must be a positive number, got -1.0"),
     (["--storage", "bogus://nowhere"], "cannot open storage"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
+    (["--model", "nowhere/net.py:make"], "--model nowhere/net.py:make: no file"),
+    (["--model", "torch.nn:Identity"], "--model torch.nn:Identity must return 10 class scores per image"),
 ])
 def test_tune_bad_input_is_one_line_exit_2_and_writes_nothing(data_env, tmp_path, args, message) -> None:
     out = tmp_path / "o"
@@ -165,6 +168,23 @@ def test_tune_bad_input_is_one_line_exit_2_and_writes_nothing(data_env, tmp_path
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_study_of_your_own_model_resumes_only_with_a_model_of_the_same_size(data_env, tmp_path) -> None:
+    net = tmp_path / "net.py"
+    layers = "nn.Flatten(), nn.Linear(784, {}), nn.ReLU(), nn.Linear({}, 10)"
+    net.write_text(f"from torch import nn\n\ndef make():\n    return nn.Sequential({layers.format(8, 8)})\n")
+    args = ["tune", "--trials", "2", "--parallel", "2", "--epochs", "2", "--batch-size", "64", "--train-subset", "256",
+            "--base-lr", "0.05", "--no-final", "--device", "cpu", "-q", "--model", f"{net}:make", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name=f"lrfind-{net}:make-mnist", storage=_storage.connect(str(tmp_path / "study.log")))
+    assert study.user_attrs["lrfind_setup"]["model_parameters"] == 784 * 8 + 8 + 8 * 10 + 10
+    assert len(_study.finished(study)) == 2 and all(t.value > 0.1 for t in _study.finished(study))
+    net.write_text(f"from torch import nn\n\ndef make():\n    return nn.Sequential({layers.format(16, 16)})\n")
+    load_factory.cache_clear()                        # as a new process would read the edited file
+    result = CliRunner().invoke(main, [*args[:2], "3", *args[3:]])
+    assert result.exit_code == 2 and "model_parameters 6370 there, 12730 here" in result.output
 
 
 def test_existing_study_with_another_setup_is_refused_untouched(data_env, tmp_path) -> None:

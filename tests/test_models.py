@@ -1,0 +1,140 @@
+"""The user's own model, named as module:function or path/to/file.py:function."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from lrfind.models import ModelError, check_fits, get_model, load_factory
+from lrfind.train import FusedTrials, TrialSpec
+
+USER_MODELS = '''
+import torch
+from torch import nn
+
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+class WithBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.fc(x.flatten(1)))))
+
+class Branchy(nn.Module):
+    """A forward that reads a tensor's value: vmap cannot batch it."""
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        scale = 2.0 if self.fc.weight.sum().item() > 1e9 else 1.0
+        return self.fc(x.flatten(1)) * scale
+
+def takes_arguments(width):
+    return nn.Linear(784, width)
+
+def not_a_module():
+    return "a string"
+
+def wrong_input():
+    return nn.Linear(100, 10)
+
+def wrong_output():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 5))
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    path = tmp_path / "user_models.py"
+    path.write_text(USER_MODELS)
+    return path
+
+
+def test_a_factory_in_a_file_builds_seeded_models(user_file) -> None:
+    a, b = get_model(f"{user_file}:make", seed=3), get_model(f"{user_file}:make", seed=3)
+    assert isinstance(a, nn.Sequential) and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a[1].weight, get_model(f"{user_file}:make", seed=4)[1].weight)
+
+
+def test_a_factory_in_a_module_of_the_working_directory(user_file, monkeypatch) -> None:
+    monkeypatch.chdir(user_file.parent)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(user_file.parent))])
+    monkeypatch.delitem(sys.modules, "user_models", raising=False)
+    load_factory.cache_clear()
+    assert isinstance(get_model("user_models:WithBatchNorm"), nn.Module)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("resnet", "unknown model 'resnet': choose a built-in one (lenet, mlp) or name your own"),
+    ("{dir}/missing.py:make", "no file"),
+    ("{file}:absent", "has no 'absent'"),
+    ("{file}:NOT_CALLABLE", "NOT_CALLABLE is a int, not a class or function"),
+    ("{file}:takes_arguments", "calling it failed (TypeError"),
+    ("{file}:not_a_module", "it returned a str, not an nn.Module"),
+    ("no_such_module_here:make", "no module 'no_such_module_here'"),
+])
+def test_a_model_that_cannot_be_built_is_a_clear_error(user_file, name, message) -> None:
+    with pytest.raises(ModelError, match=re.escape(message)):
+        get_model(name.format(dir=user_file.parent, file=user_file))
+
+
+def test_a_file_that_fails_to_run_names_the_error(tmp_path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import no_such_package_at_all\n")
+    with pytest.raises(ModelError, match="running .*broken.py failed .*ModuleNotFoundError"):
+        get_model(f"{broken}:make")
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("wrong_input", r"does not take this data set's 1x28x28 images: a batch of shape \(2, 1, 28, 28\) raised"),
+    ("wrong_output", r"must return 10 class scores per image: .* gave \(2, 5\), expected \(2, 10\)"),
+])
+def test_a_model_that_does_not_fit_the_images_is_a_clear_error(user_file, factory, message) -> None:
+    with pytest.raises(ModelError, match=message):
+        check_fits(get_model(f"{user_file}:{factory}"), torch.zeros(4, 1, 28, 28), 10, factory)
+
+
+def test_checking_a_model_leaves_its_state_and_mode(user_file) -> None:
+    model = get_model(f"{user_file}:WithBatchNorm", seed=0).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.randn(4, 1, 28, 28)
+    rng = torch.get_rng_state()
+    check_fits(model, images, 10, "WithBatchNorm")
+    assert model.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_model_vmap_cannot_batch_trains_trial_after_trial(user_file, caplog) -> None:
+    name = f"{user_file}:Branchy"
+    engine = FusedTrials(name, [TrialSpec("constant", {}, seed=s) for s in range(3)], base_lr=0.1, total_steps=4,
+                         steps_per_epoch=4, vectorize=True)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    weights = engine.flat.clone()
+    with caplog.at_level(logging.WARNING, logger="lrfind"):
+        engine._unvectorize_unless_vmappable(x, y)         # what the default does on a GPU's first step
+    assert not engine.vectorize and torch.equal(engine.flat, weights)
+    assert "cannot be batched with vmap" in caplog.text and "3 trials train one after another" in caplog.text
+    engine.step(x, y)
+    assert not torch.equal(engine.flat, weights) and torch.isfinite(engine.flat).all()
+
+
+def test_a_model_vmap_can_batch_stays_vectorized(user_file, caplog) -> None:
+    engine = FusedTrials(f"{user_file}:WithBatchNorm", [TrialSpec("constant", {}, seed=s) for s in range(2)],
+                         base_lr=0.1, total_steps=4, steps_per_epoch=4, vectorize=True)
+    buffers = {k: v.clone() for k, v in engine.buffers.items()}
+    engine._unvectorize_unless_vmappable(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    assert engine.vectorize and "vmap" not in caplog.text
+    assert all(torch.equal(v, buffers[k]) for k, v in engine.buffers.items())    # the running stats untouched
