@@ -270,7 +270,7 @@ def test_a_model_with_nothing_to_train_is_a_clear_error() -> None:
 
 
 @pytest.mark.parametrize("vectorize", [True, False])
-def test_evaluation_batches_shrink_as_trials_grow_and_change_no_score(monkeypatch, vectorize) -> None:
+def test_evaluation_in_batches_changes_no_score(monkeypatch, vectorize) -> None:
     import lrfind.train as train_module
 
     g = torch.Generator().manual_seed(1)
@@ -283,11 +283,21 @@ def test_evaluation_batches_shrink_as_trials_grow_and_change_no_score(monkeypatc
     seen = []
     forward = engine._forward
     monkeypatch.setattr(engine, "_forward", lambda p, b, x: seen.append(len(x)) or forward(p, b, x))
-    monkeypatch.setattr(train_module, "EVAL_IMAGE_TRIALS", 4 * 100)
+    monkeypatch.setattr(train_module, "EVAL_IMAGES_CPU", 100)
     chunked = engine.evaluate(val)
-    assert seen == [100, 100, 100]                        # 400 image-trials at a time, over 4 trials
+    assert seen == [100, 100, 100]
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5)
     np.testing.assert_array_equal(chunked[1], whole[1])
+
+
+def test_evaluation_batches_shrink_as_trials_grow_on_a_gpu_and_stay_small_on_a_cpu() -> None:
+    from lrfind.train import EVAL_IMAGE_TRIALS, EVAL_IMAGES_CPU, eval_batch_size
+
+    cuda = torch.device("cuda")
+    assert [eval_batch_size(k, cuda) for k in (1, 50, 200)] == [EVAL_IMAGE_TRIALS, EVAL_IMAGE_TRIALS // 50,
+                                                                 EVAL_IMAGE_TRIALS // 200]
+    assert eval_batch_size(10_000, cuda) == 64
+    assert {eval_batch_size(k, torch.device("cpu")) for k in (1, 8, 50)} == {EVAL_IMAGES_CPU}
 
 
 def test_training_does_not_import_torch_dynamo() -> None:
