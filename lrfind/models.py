@@ -147,6 +147,17 @@ def _import(name: str, where: str):
         raise ModelError(f"model {name}: importing {where} failed ({type(e).__name__}: {e})") from e
 
 
+def model_name(factory: Callable[..., nn.Module]) -> str:
+    """``module:qualname`` of a class or function defined at the top level of a module (``__main__``
+    included: a script's or a notebook's own), by which ``get_model`` finds it again."""
+    qualname = getattr(factory, "__qualname__", "")
+    module = getattr(factory, "__module__", None)
+    if not module or not qualname or "<" in qualname:     # <lambda>, <locals>
+        raise ModelError(f"model {qualname or factory!r}: give a class or function defined at the top level of "
+                         "a module (a lambda or a function inside a function has no name to find it by)")
+    return f"{module}:{qualname}"
+
+
 def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: str) -> None:
     """Raise a clear ModelError unless ``model`` maps two of ``images`` to ``num_classes`` scores each.
 

@@ -34,7 +34,7 @@ from . import _storage, _study, report
 from ._device import resolve_device
 from ._painter import Painter
 from .data import NUM_CLASSES, ImageData, load_dataset
-from .models import check_fits, get_model, is_builtin
+from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
 from .result import RangeTestWarning
 from .schedules import SCHEDULES, get_schedule
@@ -49,7 +49,7 @@ class TuneConfig:
     """Everything a study is made of. Fields that shape the search space are stored with the study,
     and a resumed study must match them."""
 
-    model: str = "lenet"
+    model: str = "lenet"                         # or module:function, file.py:function, or the callable itself
     dataset: str = "mnist"
     data_dir: str | None = None
     trials: int = 50
@@ -79,6 +79,8 @@ class TuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if callable(self.model):               # stored, resumed and shared by its name
+            object.__setattr__(self, "model", model_name(self.model))
         for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):

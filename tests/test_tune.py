@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import torch
 import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
@@ -185,6 +186,23 @@ def test_a_study_of_your_own_model_resumes_only_with_a_model_of_the_same_size(da
     load_factory.cache_clear()                        # as a new process would read the edited file
     result = CliRunner().invoke(main, [*args[:2], "3", *args[3:]])
     assert result.exit_code == 2 and "model_parameters 6370 there, 12730 here" in result.output
+
+
+class Linear784(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_tune_takes_a_model_class_and_stores_it_by_name(data_env, tmp_path) -> None:
+    result = tune(model=Linear784, trials=2, parallel=2, out=str(tmp_path), **QUICK)
+    assert result.study.user_attrs["lrfind_setup"]["model"] == "test_tune:Linear784"
+    assert result.study.study_name == "lrfind-test_tune:Linear784-mnist" and result.study.best_value > 0.1
+    with pytest.raises(ValueError, match="a lambda or a function inside a function has no name"):
+        TuneConfig(model=lambda: Linear784())
 
 
 def test_existing_study_with_another_setup_is_refused_untouched(data_env, tmp_path) -> None:
