@@ -132,6 +132,7 @@ def main(verbose: bool) -> None:
 Examples:
   lrfind range-test --model lenet
   lrfind range-test --model mlp --optimizer adam --num-iter 500 --repeats 3 --out runs/mlp
+  lrfind range-test --model examples/own_model.py:SmallCNN --optimizer adamw     # your own model
   LRFIND_DATA_DIR=../shared/data lrfind range-test --device cpu --num-iter 100
 """)
 @data_options

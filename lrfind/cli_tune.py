@@ -24,6 +24,7 @@ Examples:
   lrfind tune --trials 50
   lrfind tune --trials 20 --epochs 2 --schedules cosine,onecycle,step --out runs/quick
   lrfind tune --trials 8 --train-subset 5000 --device cpu --no-final       # a quick look on a laptop
+  lrfind tune --model examples/own_model.py:SmallCNN --trials 50            # your own model
   lrfind tune --storage postgresql://user:pw@host/db --study-name mnist-lenet --trials 200
 """)
 @click.option("--trials", default=50, show_default=True, type=int, help="Trials in the study (in total, over resumes).")
