@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -166,7 +165,6 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     """
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
-    from .result import RangeTestWarning
 
     if not start_lr > 0:
         raise UserError(f"--start-lr {start_lr}: must be positive")
@@ -179,10 +177,8 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     if weight_decay is not None and not math.isfinite(weight_decay):
         raise UserError(f"--weight-decay {weight_decay}: must be a finite number >= 0")
     opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
-    with warnings.catch_warnings():                 # the summary prints them
-        warnings.simplefilter("ignore", RangeTestWarning)
-        result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
-                         seed=seed, method=method, progress=not quiet)
+    result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
+                     seed=seed, method=method, progress=not quiet, warn=False)     # the summary prints them
     result.config.update(model=model, dataset=dataset, batch_size=batch_size, optimizer=optimizer,
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))

@@ -267,7 +267,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
             accumulation_steps: int = 1, amp: str | None = None, val_loader: Iterable | None = None,
             val_batches: int | None = None, repeats: int = 1, seed: int | None = None,
             method: str = DEFAULT_METHOD, progress: bool = True, cuda_graph: bool | None = None,
-            **sweep_fields: Any) -> RangeTestResult:
+            warn: bool = True, **sweep_fields: Any) -> RangeTestResult:
     """Run an LR range test on ``model`` with batches from ``loader`` and suggest a base LR.
 
     Parameters
@@ -300,7 +300,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk. A result that needs a second look
     (the loss had not turned up by ``end_lr``; repeats that disagree) warns with a
-    ``RangeTestWarning``; ``result.warnings`` lists the same.
+    ``RangeTestWarning``; ``result.warnings`` lists the same (``warn=False``: only there, for
+    callers that show them themselves).
     """
     if sweep is not None and sweep_fields:
         raise TypeError(f"give either sweep=Sweep(...) or its fields, not both (got {sorted(sweep_fields)})")
@@ -366,7 +367,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
 
     result = _result(runs, sweep, ratios, method, seeds, accumulation_steps, amp, val_loader is not None)
     result.config["cuda_graph"] = use_graph
-    for text in result.warnings:
+    for text in result.warnings if warn else []:
         warnings.warn(text, RangeTestWarning, stacklevel=2)
     return result
 

@@ -20,7 +20,6 @@ import math
 import os
 import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,6 @@ from ._painter import Painter
 from .data import NUM_CLASSES, ImageData, load_dataset
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
-from .result import RangeTestWarning
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
@@ -211,11 +209,9 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
 def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path, painter: Painter) -> float:
     model = get_model(cfg.model, seed=cfg.seed).to(train.images.device)
-    with warnings.catch_warnings():                     # logged below, one line each
-        warnings.simplefilter("ignore", RangeTestWarning)
-        result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=cfg.optimizer_config,
-                         num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress)
-    for text in result.warnings:
+    result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=cfg.optimizer_config,
+                     num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress, warn=False)
+    for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")

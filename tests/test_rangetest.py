@@ -281,6 +281,10 @@ def test_a_sweep_that_ends_before_the_loss_turns_up_warns_and_says_so_everywhere
     assert f"warning: {result.warnings[0]}" in result.summary()
     assert RangeTestResult.load(result.to_json(tmp_path / "r.json")).warnings == result.warnings
     assert json.loads((tmp_path / "r.json").read_text())["warnings"] == result.warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeTestWarning)
+        quiet = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, progress=False, warn=False)
+    assert quiet.warnings == result.warnings
 
 
 def test_a_sweep_stopped_by_divergence_does_not_warn() -> None:
