@@ -164,7 +164,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
-    check_fits(get_model(cfg.model, seed=cfg.seed).to(device), train.images, NUM_CLASSES, cfg.model)  # ... or model
+    model = get_model(cfg.model, seed=cfg.seed).to(device)     # the range test's, checked before the storage too
+    check_fits(model, train.images, NUM_CLASSES, cfg.model)
     url = cfg.storage or _storage.default_storage(out)
     # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
     # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.
@@ -179,7 +180,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         clock = time.perf_counter()
         base_lr = _study.stored_base_lr(study)
         if base_lr is None:
-            base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, study, train, out, painter)
+            base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, model, study, train, out, painter)
             study.set_user_attr("base_lr", base_lr)
             study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")
         if "max_peak" not in study.user_attrs:
@@ -207,8 +208,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     return TuneResult(study, base_lr, out, final, seconds, files)
 
 
-def _range_test(cfg: TuneConfig, study: optuna.Study, train: ImageData, out: Path, painter: Painter) -> float:
-    model = get_model(cfg.model, seed=cfg.seed).to(train.images.device)
+def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, train: ImageData, out: Path,
+                painter: Painter) -> float:
     result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=cfg.optimizer_config,
                      num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress, warn=False)
     for text in result.warnings:                      # one log line each
