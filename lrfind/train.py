@@ -158,8 +158,10 @@ class FusedTrials:
         makes (grouped convolutions) are slower than K plain ones."""
         return torch.stack([self._loss(pk, bk, x, y) for pk, bk in self._rows(p, b)])
 
-    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every trial's loss (K,) and gradient (K, P) on one batch.
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor,
+                   buffers: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every trial's loss (K,) and gradient (K, P) on one batch (``buffers``: instead of the
+        trials' own, which batch norm updates).
 
         The trials are independent, so the gradient of their summed losses is each trial's own
         gradient. One backward pass through the (vmapped or looped) forward gives them all; unlike
@@ -167,7 +169,7 @@ class FusedTrials:
         """
         flat = self.flat.detach().requires_grad_()       # a leaf sharing the weights' memory
         with self.autocast:
-            losses = self._losses(self._views(flat), self.buffers, x, y)
+            losses = self._losses(self._views(flat), self.buffers if buffers is None else buffers, x, y)
         # The views' backward fills the rows of a parameter the loss does not use with zeros, as torch.func
         (grad,) = torch.autograd.grad(losses.sum(), flat)
         return losses.detach(), grad
@@ -178,14 +180,11 @@ class FusedTrials:
         on copies, leaving the weights, buffers and RNG as they were."""
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                flat = self.flat.detach().requires_grad_()
-                buffers = {k: v.clone() for k, v in self.buffers.items()}
-                with self.autocast:
-                    losses = self._losses(self._views(flat), buffers, x, y)
-                torch.autograd.grad(losses.sum(), flat)
+                self._gradients(x, y, buffers={k: v.clone() for k, v in self.buffers.items()})
         except Exception as e:            # vmap says RuntimeError or NotImplementedError, models anything
+            first_line = str(e).splitlines()[0] if str(e) else ""
             log.warning("the model cannot be batched with vmap (%s: %s); its %d trials train one after another "
-                        "(slower on a GPU)", type(e).__name__, str(e).splitlines()[0] if str(e) else "", len(self.index))
+                        "(slower on a GPU)", type(e).__name__, first_line, len(self.index))
             self.vectorize = False
             self._losses, self._forward = self._looped_losses, self._looped_forward
 

@@ -176,10 +176,12 @@ def test_a_study_of_your_own_model_resumes_only_with_a_model_of_the_same_size(da
     layers = "nn.Flatten(), nn.Linear(784, {}), nn.ReLU(), nn.Linear({}, 10)"
     net.write_text(f"from torch import nn\n\ndef make():\n    return nn.Sequential({layers.format(8, 8)})\n")
     args = ["tune", "--trials", "2", "--parallel", "2", "--epochs", "2", "--batch-size", "64", "--train-subset", "256",
-            "--base-lr", "0.05", "--no-final", "--device", "cpu", "-q", "--model", f"{net}:make", "--out", str(tmp_path)]
+            "--base-lr", "0.05", "--no-final", "--device", "cpu", "-q", "--model", f"{net}:make",
+            "--out", str(tmp_path)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name=f"lrfind-{net}:make-mnist", storage=_storage.connect(str(tmp_path / "study.log")))
+    storage = _storage.connect(str(tmp_path / "study.log"))
+    study = optuna.load_study(study_name=f"lrfind-{net}:make-mnist", storage=storage)
     assert study.user_attrs["lrfind_setup"]["model_parameters"] == 784 * 8 + 8 + 8 * 10 + 10
     assert len(_study.finished(study)) == 2 and all(t.value > 0.1 for t in _study.finished(study))
     net.write_text(f"from torch import nn\n\ndef make():\n    return nn.Sequential({layers.format(16, 16)})\n")
