@@ -41,6 +41,16 @@ class ModelName(click.ParamType):
                   "module:function or path/to/file.py:function", param, ctx)
 
 
+def option_message(e: ValueError) -> str:
+    """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
+    text = str(e)
+    for field in ("model", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
+                  "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
+        if text.startswith(field + " "):
+            return "--" + field.replace("_", "-") + text[len(field):]
+    return text
+
+
 def build_model(name: str, seed: int, images):
     """The model on the images' device, checked to map them to class scores; a one-line error if not."""
     from .data import NUM_CLASSES
@@ -50,7 +60,7 @@ def build_model(name: str, seed: int, images):
         model = get_model(name, seed=seed).to(images.device)
         check_fits(model, images, NUM_CLASSES, name)
     except ModelError as e:
-        raise UserError(f"--{e}" if str(e).startswith("model ") else str(e)) from None
+        raise UserError(option_message(e)) from None
     return model
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import UserError, batch_size_option, data_options, main, run_options
+from .cli import UserError, batch_size_option, data_options, main, option_message, run_options
 
 
 def quiet_optuna() -> None:
@@ -93,28 +93,18 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
                          final_seeds=final_seeds, range_test_iters=range_test_iters, amp=amp,
                          progress=not quiet)
     except ValueError as e:
-        raise UserError(_option_message(e)) from None
+        raise UserError(option_message(e)) from None
     try:
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
         raise UserError(str(e)) from None
     except ModelError as e:
-        raise UserError(_option_message(e)) from None
+        raise UserError(option_message(e)) from None
     except TuneInterrupted as e:
         click.echo(str(e), err=True)
         raise SystemExit(130) from None
     _print_report(result.study, out, written=result.files)
     click.echo(_timing(result.seconds))
-
-
-def _option_message(e: ValueError) -> str:
-    """TuneConfig speaks of fields; the user typed options."""
-    text = str(e)
-    for field in ("model", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
-                  "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
-        if text.startswith(field + " "):
-            return "--" + field.replace("_", "-") + text[len(field):]
-    return text
 
 
 def _timing(seconds: dict[str, float]) -> str:
