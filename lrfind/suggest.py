@@ -53,6 +53,11 @@ def smooth(losses: np.ndarray, width: float | None = None) -> np.ndarray:
     return out
 
 
+def _noise(raw: np.ndarray, smoothed: np.ndarray) -> float:
+    """Robust standard deviation of the losses around their smoothed curve (1.4826 x median |deviation|)."""
+    return 1.4826 * float(np.nanmedian(np.abs(raw - smoothed)))
+
+
 def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestion | None]:
     """Common checks; returns (lrs, raw, smoothed, verdict) where verdict is set when unclear."""
     lrs = np.asarray(lrs, dtype=np.float64)
@@ -70,7 +75,7 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
     low = int(np.nanargmin(sm))
     start = float(np.nanmean(sm[: max(3, raw.size // 20)]))
     drop = start - float(sm[low])
-    noise = 1.4826 * float(np.nanmedian(np.abs(raw - sm)))  # robust std of the noise around the curve
+    noise = _noise(raw, sm)
     if low <= raw.size // 20:
         return lrs, raw, sm, Suggestion(None, None, "the loss rises from the start: lower start_lr")
     if drop <= max(2.0 * noise, 0.01 * abs(start), 1e-12):
@@ -99,8 +104,7 @@ def rise_not_reached(lrs, losses) -> bool:
         return False
     n = sm.size
     low = int(np.nanargmin(sm))
-    noise = 1.4826 * float(np.nanmedian(np.abs(raw - sm)))
-    return low >= n - max(3, n // 20) and float(sm[-1] - sm[low]) <= max(2.0 * noise, 1e-12)
+    return low >= n - max(3, n // 20) and float(sm[-1] - sm[low]) <= max(2.0 * _noise(raw, sm), 1e-12)
 
 
 def caveats(lrs, losses) -> list[str]:
