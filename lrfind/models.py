@@ -8,18 +8,13 @@ each worker of a shared study and each resume builds its models from it afresh.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib
-import importlib.util
-import os
-import sys
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from ._imports import callable_name, is_import_path, load_callable
 
 
 class ModelError(ValueError):
@@ -98,64 +93,17 @@ def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Mod
     return model
 
 
-@functools.lru_cache(maxsize=None)
 def load_factory(name: str) -> Callable[..., nn.Module]:
-    """The callable that ``module:function`` or ``path/to/file.py:function`` names (imported once)."""
-    where, sep, attr = name.rpartition(":")
-    if not sep or not where or not attr:
+    """The callable that ``module:function`` or ``path/to/file.py:function`` names."""
+    if not is_import_path(name):
         raise ModelError(f"unknown model {name!r}: choose a built-in one ({', '.join(sorted(MODELS))}) or name "
                          "your own as module:function or path/to/file.py:function")
-    module = _load_file(name, where) if where.endswith(".py") or os.sep in where else _import(name, where)
-    target = module
-    for part in attr.split("."):                  # file.py:Class.method works too
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ModelError(f"model {name}: {where} has no {attr!r}") from None
-    if not callable(target):
-        raise ModelError(f"model {name}: {attr} is a {type(target).__name__}, not a class or function")
-    return target
-
-
-def _load_file(name: str, where: str):
-    path = Path(where).expanduser().resolve()
-    if not path.is_file():
-        raise ModelError(f"model {name}: no file {path}")
-    module_name = f"lrfind_user_model_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module                 # pickling and dataclasses look modules up there
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        del sys.modules[module_name]
-        raise ModelError(f"model {name}: running {path} failed ({type(e).__name__}: {e})") from e
-    return module
-
-
-def _import(name: str, where: str):
-    if os.getcwd() not in sys.path:                   # the console script's path lacks the working directory
-        sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(where)
-    except ModuleNotFoundError as e:
-        if e.name and where.startswith(e.name):
-            raise ModelError(f"model {name}: no module {e.name!r} (looked in the working directory and "
-                             "sys.path; a file can be named as path/to/file.py:function)") from None
-        raise ModelError(f"model {name}: importing {where} failed ({type(e).__name__}: {e})") from e
-    except Exception as e:
-        raise ModelError(f"model {name}: importing {where} failed ({type(e).__name__}: {e})") from e
+    return load_callable(name, "model", ModelError)
 
 
 def model_name(factory: Callable[..., nn.Module]) -> str:
-    """``module:qualname`` of a class or function defined at the top level of a module (``__main__``
-    included: a script's or a notebook's own), by which ``get_model`` finds it again."""
-    qualname = getattr(factory, "__qualname__", "")
-    module = getattr(factory, "__module__", None)
-    if not module or not qualname or "<" in qualname:     # <lambda>, <locals>
-        raise ModelError(f"model {qualname or factory!r}: give a class or function defined at the top level of "
-                         "a module (a lambda or a function inside a function has no name to find it by)")
-    return f"{module}:{qualname}"
+    """``module:qualname`` of a top-level class or function, by which ``get_model`` finds it again."""
+    return callable_name(factory, "model", ModelError)
 
 
 def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lrfind.models import ModelError, check_fits, get_model, load_factory
+from lrfind.models import ModelError, check_fits, get_model
 from lrfind.train import FusedTrials, TrialSpec
 
 USER_MODELS = '''
@@ -73,7 +73,6 @@ def test_a_factory_in_a_module_of_the_working_directory(user_file, monkeypatch) 
     monkeypatch.chdir(user_file.parent)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(user_file.parent))])
     monkeypatch.delitem(sys.modules, "user_models", raising=False)
-    load_factory.cache_clear()
     assert isinstance(get_model("user_models:WithBatchNorm"), nn.Module)
 
 
@@ -81,7 +80,7 @@ def test_a_factory_in_a_module_of_the_working_directory(user_file, monkeypatch) 
     ("resnet", "unknown model 'resnet': choose a built-in one (lenet, mlp) or name your own"),
     ("{dir}/missing.py:make", "no file"),
     ("{file}:absent", "has no 'absent'"),
-    ("{file}:NOT_CALLABLE", "NOT_CALLABLE is a int, not a class or function"),
+    ("{file}:NOT_CALLABLE", "NOT_CALLABLE is an int, not a class or function"),
     ("{file}:takes_arguments", "calling it failed (TypeError"),
     ("{file}:not_a_module", "it returned a str, not an nn.Module"),
     ("no_such_module_here:make", "no module 'no_such_module_here'"),
