@@ -87,7 +87,8 @@ def verdict(study: optuna.Study) -> str:
     if final.get("best", {}).get("test_acc") is not None:
         b, c = final["best"], final.get("constant", {})
         n = final["setup"].get("seeds", 1)
-        text = (f"test accuracy (retrained on {final['setup']['train_images']} images, mean of {n} seeds): "
+        seeds = f"mean of {n} seeds" if n != 1 else "1 seed"
+        text = (f"test accuracy (retrained on {final['setup']['train_images']} images, {seeds}): "
                 f"{100 * b['test_acc']:.2f}%")
         if c.get("test_acc") is not None and c.get("trial") != b.get("trial"):
             text += f" vs constant {100 * c['test_acc']:.2f}% ({100 * (b['test_acc'] - c['test_acc']):+.2f} pp"
@@ -186,7 +187,12 @@ def draw_range_test(result: Any, path: Path) -> Path:
 def snapshot(study: optuna.Study) -> optuna.Study:
     """An in-memory copy of the study, for drawing elsewhere (another thread or process) while the
     stored one changes."""
-    copy = optuna.create_study(direction=study.direction, study_name=study.study_name)
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)      # not "A new study created in memory" each time
+    try:
+        copy = optuna.create_study(direction=study.direction, study_name=study.study_name)
+    finally:
+        optuna.logging.set_verbosity(level)
     copy.add_trials(study.get_trials(deepcopy=False))
     for key, value in study.user_attrs.items():
         copy.set_user_attr(key, value)
