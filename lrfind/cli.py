@@ -41,24 +41,41 @@ class ModelName(click.ParamType):
                   "module:function or path/to/file.py:function", param, ctx)
 
 
+class DatasetName(click.ParamType):
+    """A built-in data set's name, or the user's function as module:function or path/to/file.py:function
+    (imported later, by the command)."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(DATASET_NAMES)}|MODULE:FUNCTION|FILE.py:FUNCTION]"
+
+    def convert(self, value, param, ctx):
+        if value.lower() in DATASET_NAMES:
+            return value.lower()
+        if ":" in value.strip(":"):
+            return value
+        self.fail(f"{value!r} is neither a built-in data set ({', '.join(DATASET_NAMES)}) nor your own, named as "
+                  "module:function or path/to/file.py:function", param, ctx)
+
+
 def option_message(e: ValueError) -> str:
     """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
     text = str(e)
-    for field in ("model", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
+    for field in ("model", "dataset", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
                   "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text
 
 
-def build_model(name: str, seed: int, images):
-    """The model on the images' device, checked to map them to class scores; a one-line error if not."""
-    from .data import NUM_CLASSES
+def build_model(name: str, seed: int, data):
+    """The model on the data's device, checked to map its images to class scores; a one-line error if not."""
     from .models import ModelError, check_fits, get_model
 
     try:
-        model = get_model(name, seed=seed).to(images.device)
-        check_fits(model, images, NUM_CLASSES, name)
+        model = get_model(name, seed=seed).to(data.images.device)
+        check_fits(model, data.images, data.classes, name)
     except ModelError as e:
         raise UserError(option_message(e)) from None
     return model
@@ -74,13 +91,17 @@ def resolve_device(name: str):
 
 
 def load_split(dataset: str, data_dir: Path | None, device, split: str = "train"):
-    """Load a built-in data set, turning a missing or corrupt file into a one-line error."""
+    """Load a data set, turning a missing or corrupt file, or a broken function of the user's, into a
+    one-line error."""
     from .data import CorruptDataError, DataNotFoundError, load_dataset
+    from .userdata import DataSetError
 
     try:
         return load_dataset(dataset, split, root=data_dir, device=device)
     except (DataNotFoundError, CorruptDataError) as e:
         raise UserError(str(e)) from None
+    except DataSetError as e:
+        raise UserError(option_message(e)) from None
 
 
 def _options(*decorators: Callable) -> Callable:
@@ -93,10 +114,13 @@ def _options(*decorators: Callable) -> Callable:
 data_options = _options(
     click.option("--model", default="lenet", show_default=True, type=ModelName(),
                  help="Model to train: a built-in one, or your own as module:function or path/to/file.py:function, "
-                      "a callable with no arguments that returns an nn.Module mapping 1x28x28 images to 10 "
-                      "class scores."),
-    click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASET_NAMES),
-                 help="Built-in data set."),
+                      "a callable with no arguments that returns an nn.Module mapping the data set's images "
+                      "(1x28x28 for the built-in ones) to class scores (10)."),
+    click.option("--dataset", default="mnist", show_default=True, type=DatasetName(),
+                 help="A built-in data set, or your own as module:function or path/to/file.py:function, a "
+                      "function with no arguments that returns the training set or (train, test): Datasets of "
+                      "(image tensor, label) items or (images, labels) tensor pairs. It is kept whole on the "
+                      "device."),
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Folder holding MNIST/raw/ (torchvision's layout). Default: $LRFIND_DATA_DIR, "
                       "else ~/.cache/lrfind."),
@@ -142,6 +166,7 @@ Examples:
   lrfind range-test --model lenet
   lrfind range-test --model mlp --optimizer adam --num-iter 500 --repeats 3 --out runs/mlp
   lrfind range-test --model examples/own_model.py:SmallCNN --optimizer adamw     # your own model
+  lrfind range-test --dataset examples/own_data.py:digits                        # your own data
   LRFIND_DATA_DIR=../shared/data lrfind range-test --device cpu --num-iter 100
 """)
 @data_options
@@ -183,7 +208,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
     dev = resolve_device(device)
     train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
-    net = build_model(model, seed, train.images)
+    net = build_model(model, seed, train)
     if weight_decay is not None and not math.isfinite(weight_decay):
         raise UserError(f"--weight-decay {weight_decay}: must be a finite number >= 0")
     opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)

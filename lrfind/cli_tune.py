@@ -25,6 +25,7 @@ Examples:
   lrfind tune --trials 20 --epochs 2 --schedules cosine,onecycle,step --out runs/quick
   lrfind tune --trials 8 --train-subset 5000 --device cpu --no-final       # a quick look on a laptop
   lrfind tune --model examples/own_model.py:SmallCNN --trials 50            # your own model
+  lrfind tune --dataset examples/own_data.py:cifar10 --model examples/own_data.py:CifarNet   # and data
   lrfind tune --storage postgresql://user:pw@host/db --study-name mnist-lenet --trials 200
 """)
 @click.option("--trials", default=50, show_default=True, type=int, help="Trials in the study (in total, over resumes).")
@@ -78,6 +79,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
     """
     from .data import CorruptDataError, DataNotFoundError
     from .models import ModelError
+    from .userdata import DataSetError
     from .tuner import NoBaseLRError, TuneConfig, TuneInterrupted, tune
     from ._study import StudyError
 
@@ -98,7 +100,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
         raise UserError(str(e)) from None
-    except ModelError as e:
+    except (ModelError, DataSetError) as e:
         raise UserError(option_message(e)) from None
     except TuneInterrupted as e:
         click.echo(str(e), err=True)

@@ -21,6 +21,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ._imports import is_import_path
+
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "LRFIND_DATA_DIR"
@@ -70,7 +72,24 @@ def _spec(name: str) -> _Spec:
     try:
         return _SPECS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}") from None
+        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, or name your own as "
+                         "module:function or path/to/file.py:function") from None
+
+
+def check_dataset(name: str) -> None:
+    """Raise a ValueError that lists the choices unless ``name`` is a built-in data set, or the user's own
+    function, which is imported (not called)."""
+    if is_user_dataset(name):
+        from .userdata import load_function
+
+        load_function(name)
+    else:
+        _spec(name)
+
+
+def is_user_dataset(name: str) -> bool:
+    """Whether ``name`` names the user's own data set (``module:function``) rather than a built-in one."""
+    return name.lower() not in _SPECS and is_import_path(name)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -143,12 +162,14 @@ def _locate(name: str, split: str, root: Path, download: bool) -> tuple[Path, Pa
 class ImageData:
     """A whole image classification data set as two tensors on one device.
 
-    ``images`` is float32 ``(N, 1, 28, 28)``, already normalised; ``labels`` is int64 ``(N,)``.
+    ``images`` is float32 ``(N, 1, 28, 28)`` for the built-in sets (any ``(N, ...)`` for the user's own),
+    already normalised; ``labels`` is int64 ``(N,)``.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     name: str = ""
+    classes: int = NUM_CLASSES        # labels are 0 .. classes-1
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -157,7 +178,7 @@ class ImageData:
         """The first ``n`` examples (all of them when ``n`` is larger than the set)."""
         if n <= 0:
             raise ValueError(f"subset size must be positive, got {n}")
-        return ImageData(self.images[:n], self.labels[:n], self.name)
+        return ImageData(self.images[:n], self.labels[:n], self.name, self.classes)
 
     def split(self, n_val: int) -> tuple["ImageData", "ImageData"]:
         """Carve the last ``n_val`` examples off as a validation set: ``(train, val)``.
@@ -168,8 +189,8 @@ class ImageData:
         if not 0 < n_val < len(self):
             raise ValueError(f"validation size must be between 1 and {len(self) - 1}, got {n_val}")
         cut = len(self) - n_val
-        return (ImageData(self.images[:cut], self.labels[:cut], self.name),
-                ImageData(self.images[cut:], self.labels[cut:], f"{self.name} (val)"))
+        return (ImageData(self.images[:cut], self.labels[:cut], self.name, self.classes),
+                ImageData(self.images[cut:], self.labels[cut:], f"{self.name} (val)", self.classes))
 
     def holdout(self, n_val: int = 10_000) -> tuple["ImageData", "ImageData"]:
         """``split`` with the validation size capped at a sixth of the set, for small subsets."""
@@ -183,13 +204,18 @@ class ImageData:
 
 def load_dataset(name: str = "mnist", split: str = "train", *, root: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu", download: bool = True) -> ImageData:
-    """Load a built-in data set onto ``device``, normalised with the training set's mean and std.
+    """Load a built-in data set onto ``device``, normalised with the training set's mean and std,
+    or the user's own named ``module:function`` or ``file.py:function`` (see ``lrfind.userdata``).
 
     Raises ``DataNotFoundError`` naming the missing files and the folder looked in when they are
     absent and cannot be downloaded, and ``CorruptDataError`` for a truncated or malformed file.
     """
     if split not in _FILES:
         raise ValueError(f"unknown split {split!r}; choose from train, test")
+    if is_user_dataset(name):
+        from .userdata import load_user_dataset
+
+        return load_user_dataset(name, split, device)
     spec = _spec(name)
     root = Path(root).expanduser() if root is not None else default_root()
     img_path, lbl_path = _locate(name, split, root, download)

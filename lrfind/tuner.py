@@ -32,12 +32,13 @@ from tqdm.auto import tqdm
 from . import _storage, _study, report
 from ._device import resolve_device
 from ._painter import Painter
-from .data import NUM_CLASSES, ImageData, load_dataset
+from .data import ImageData, check_dataset, is_user_dataset, load_dataset
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
+from .userdata import dataset_name, describe as describe_dataset
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class TuneConfig:
     and a resumed study must match them."""
 
     model: str = "lenet"                         # or module:function, file.py:function, or the callable itself
-    dataset: str = "mnist"
+    dataset: str = "mnist"                       # "fashion-mnist", or the user's own named (or given) as a model is
     data_dir: str | None = None
     trials: int = 50
     epochs: int = 3
@@ -79,6 +80,8 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if callable(self.model):               # stored, resumed and shared by its name
             object.__setattr__(self, "model", model_name(self.model))
+        if callable(self.dataset):
+            object.__setattr__(self, "dataset", dataset_name(self.dataset))
         for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -99,6 +102,7 @@ class TuneConfig:
             get_schedule(name)           # unknown names list the choices
         self.optimizer_config                # checks the optimizer's name, momentum and weight decay
         get_model(self.model)
+        check_dataset(self.dataset)
         resolve_device(self.device)
 
     @property
@@ -121,6 +125,8 @@ class TuneConfig:
             setup["weight_decay"] = decay
         if not is_builtin(self.model):   # the user's file may change between runs: a resume checks its size
             setup["model_parameters"] = sum(p.numel() for p in get_model(self.model).parameters())
+        if is_user_dataset(self.dataset):  # and a resume checks the user's data set's size, shape and classes
+            setup["data"] = describe_dataset(self.dataset)
         return setup
 
 
@@ -165,7 +171,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
     model = get_model(cfg.model, seed=cfg.seed).to(device)     # the range test's, checked before the storage too
-    check_fits(model, train.images, NUM_CLASSES, cfg.model)
+    check_fits(model, train.images, train.classes, cfg.model)
     url = cfg.storage or _storage.default_storage(out)
     # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
     # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.
@@ -190,7 +196,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
                  study.user_attrs.get("base_lr_source"), base_lr * max_peak)
 
         seconds["range_test"], clock = time.perf_counter() - clock, time.perf_counter()
-        parallel = cfg.parallel or _auto_parallel(cfg, device)
+        parallel = cfg.parallel or _auto_parallel(cfg, device, train)
         _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, single=_storage.single_process(url))
         seconds["search"], clock = time.perf_counter() - clock, time.perf_counter()
         figures = painter.submit(report.draw_figures, report.snapshot(study), out)   # stage 3 adds no trials
@@ -243,7 +249,7 @@ def _max_peak(cfg: TuneConfig, study: optuna.Study, base_lr: float) -> float:
     return float(min(10.0, max(1.0, falling[1] / base_lr)))
 
 
-def _auto_parallel(cfg: TuneConfig, device: torch.device) -> int:
+def _auto_parallel(cfg: TuneConfig, device: torch.device, train: ImageData) -> int:
     """As many trials at once as fit on CUDA (measured). 8 on the CPU: there the trials are looped, so
     a batch's size does not change the cost per trial, and smaller batches give the sampler and the
     pruner more finished trials to learn from (a 50-trial CPU study found one-cycle, 98.98% test, in
@@ -252,8 +258,7 @@ def _auto_parallel(cfg: TuneConfig, device: torch.device) -> int:
         return min(cfg.trials, 8)
     from .train import FusedTrials
 
-    x = torch.zeros(cfg.batch_size, 1, 28, 28, device=device)
-    y = torch.zeros(cfg.batch_size, dtype=torch.long, device=device)
+    x, y = train.images[:cfg.batch_size], train.labels[:cfg.batch_size]
     used = []
     for k in (2, 4):
         torch.cuda.synchronize()
@@ -372,7 +377,8 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
         log.warning("no trial completed: nothing to retrain")
         return {}
     # the whole training set: the trials' train part and their validation images
-    full = ImageData(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.name)
+    full = ImageData(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.name,
+                     train.classes)
     test = load_dataset(cfg.dataset, "test", root=cfg.data_dir, device=train.images.device)
     per_epoch = len(full.loader(cfg.batch_size))
     total = cfg.epochs * per_epoch

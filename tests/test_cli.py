@@ -85,7 +85,7 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--model", "resnet"], "'resnet' is neither a built-in model (lenet, mlp) nor your own"),
     (["--model", "torch.nn:Identity"], "--model torch.nn:Identity must return 10 class scores per image"),
     (["--model", "nowhere/net.py:make"], "--model nowhere/net.py:make: no file"),
-    (["--dataset", "cifar"], "'cifar' is not one of"),
+    (["--dataset", "cifar"], "'cifar' is neither a built-in data set (mnist, fashion-mnist) nor your own"),
     (["--method", "fastest"], "'fastest' is not one of"),
     (["--num-iter", "1"], "--num-iter"),
     (["--weight-decay", "nan"], "--weight-decay nan: must be a finite number >= 0"),

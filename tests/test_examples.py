@@ -25,3 +25,11 @@ def test_own_model_then_use_result(mnist_root, tmp_path) -> None:
     saved = tmp_path / "own_model_range_test.json"
     out = run("use_result.py", str(saved), cwd=tmp_path, data=mnist_root)
     assert "scheduler = SequentialLR" in out and "epoch 2: validation accuracy" in out
+
+
+def test_own_data_runs_a_study_on_a_data_set_function(mnist_root, tmp_path) -> None:
+    out = run("own_data.py", str(tmp_path / "study"), cwd=tmp_path, data=mnist_root)
+    assert "best schedule" in out and "test accuracy" in out
+    assert (tmp_path / "study" / "best_schedule.py").is_file()
+    again = run("own_data.py", str(tmp_path / "study"), cwd=tmp_path, data=mnist_root)    # resumes: same result
+    assert again.splitlines()[0] == out.splitlines()[0]

@@ -182,3 +182,14 @@ from lrfind import tune
 tune(trials=2, epochs=1, parallel=2, batch_size=64, train_subset=512, device="cuda", progress=False,
      data_dir={str(mnist_root)!r}, out={str(tmp_path / "run")!r}, range_test_iters=50, final_seeds=1)
 """) == []
+
+
+def test_a_study_of_your_own_data_and_model_on_cuda(tmp_path) -> None:
+    """Other image shapes and class counts through the auto-sized batch of trials, vmap and the graph."""
+    from lrfind import tune
+    from test_userdata import BlobNetHere, small_blobs
+
+    result = tune(dataset=small_blobs, model=BlobNetHere, trials=4, epochs=2, batch_size=32, device="cuda",
+                  progress=False, out=str(tmp_path), range_test_iters=60, final_seeds=1, val_size=100)
+    assert result.study.user_attrs["lrfind_setup"]["data"]["shape"] == [3, 8, 8]
+    assert result.study.best_value > 0.5 and result.final["best"]["test_acc"] > 0.5

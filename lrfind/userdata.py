@@ -1,0 +1,211 @@
+"""The user's own data set, named like a model: ``--dataset path/to/file.py:function``.
+
+The function (or ``package.module:function``, or the function itself in ``tune(dataset=...)``)
+takes no arguments and returns the training set, or ``(train, test)``. Each part is either
+
+- a map-style ``torch.utils.data.Dataset`` whose items are ``(image tensor, integer label)``, such
+  as a torchvision data set with ``transform=ToTensor()``, or
+- a pair ``(images, labels)`` of tensors or numpy arrays, one row per example.
+
+lrfind reads it once into two tensors and keeps them on the device, as it does with MNIST, so the
+whole set must fit in the device's memory. Float images are used as given (normalise them as your
+own training would); uint8 images are scaled to [0, 1] and standardised with the training set's
+mean and std (per channel for ``(N, C, H, W)``), as the built-in data sets are. The classes are
+``0 .. C-1`` with ``C`` the largest label + 1. Without a test set, the last sixth of the training
+set (at most 10,000 examples) is held out as one: trials never see it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from ._imports import a, callable_name, load_callable
+from .data import ImageData
+
+log = logging.getLogger(__name__)
+
+TEST_HOLDOUT = 10_000          # examples held out as the test set when the function gives none
+READ_BATCH = 1_000             # items collated at a time when a Dataset is read into tensors
+
+
+class DataSetError(ValueError):
+    """A data set named by the user cannot be loaded or is not image classification data."""
+
+
+class _Splits(NamedTuple):
+    train: tuple[torch.Tensor, torch.Tensor]      # on the host, checked and converted
+    test: tuple[torch.Tensor, torch.Tensor]
+    classes: int
+
+
+def dataset_name(function: Callable[[], Any]) -> str:
+    """``module:qualname`` of a top-level function, by which ``load_dataset`` finds it again."""
+    return callable_name(function, "dataset", DataSetError)
+
+
+def load_function(name: str) -> Callable[[], Any]:
+    """The function that ``name`` points to, not called yet."""
+    return load_callable(name, "dataset", DataSetError)
+
+
+def load_user_dataset(name: str, split: str, device: str | torch.device = "cpu") -> ImageData:
+    """One split of the user's data set on ``device``. The function runs once for both splits and
+    every study of the process, again only when it was redefined or its file edited."""
+    splits = _read(name, load_function(name))
+    x, y = splits.train if split == "train" else splits.test
+    try:
+        return ImageData(x.to(device), y.to(device), name, classes=splits.classes)
+    except torch.cuda.OutOfMemoryError:
+        raise DataSetError(f"dataset {name}: its {split} set ({x.numel() * 4 / 2**30:.1f} GiB as float32) does not "
+                           f"fit in the memory of {device}; lrfind keeps the whole set on the device, so give it "
+                           "a smaller one") from None
+
+
+def describe(name: str) -> dict[str, Any]:
+    """What a study stores of the user's data set, so that a resume notices that it changed."""
+    splits = _read(name, load_function(name))
+    return {"train_examples": len(splits.train[1]), "test_examples": len(splits.test[1]),
+            "shape": list(splits.train[0].shape[1:]), "classes": splits.classes}
+
+
+@functools.lru_cache(maxsize=2)
+def _read(name: str, function: Callable[[], Any]) -> _Splits:
+    try:
+        value = function()
+    except Exception as e:
+        hint = "; it must take no arguments" if isinstance(e, TypeError) else ""
+        raise DataSetError(f"dataset {name}: calling it failed ({type(e).__name__}: {e}){hint}") from e
+    train, test = _parts(name, value)
+    x, y = _tensors(name, "training", train)
+    if test is None:
+        n_test = max(1, min(TEST_HOLDOUT, len(y) // 6))
+        if len(y) - n_test < 2:
+            raise DataSetError(f"dataset {name}: its training set holds {len(y)} examples, too few to hold a test "
+                               "set out of it; give more, or return (train, test)")
+        log.info("dataset %s gave no test set: its last %d training examples are held out as one", name, n_test)
+        x, y, tx, ty = x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:]
+    else:
+        tx, ty = _tensors(name, "test", test)
+        if tx.shape[1:] != x.shape[1:]:
+            raise DataSetError(f"dataset {name}: its test images are {_shape(tx)} but its training images "
+                               f"{_shape(x)}")
+    classes = int(max(y.max(), ty.max())) + 1
+    if classes < 2:
+        raise DataSetError(f"dataset {name}: every label is 0; a classifier needs at least two classes")
+    if x.dtype == torch.uint8:
+        x, tx = _standardise(x, tx)
+    return _Splits((x, y), (tx, ty), classes)
+
+
+def _parts(name: str, value: Any) -> tuple[Any, Any]:
+    """(train, test or None) from what the function returned."""
+    if isinstance(value, dict) and "train" in value:
+        return value["train"], value.get("test")
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        if all(_is_array(v) for v in value):
+            return value, None                       # (images, labels)
+        if all(_is_part(v) for v in value):
+            return value[0], value[1]                # (train, test)
+    if _is_dataset(value):                           # a list of (image, label) items is one too
+        return value, None                           # one Dataset
+    raise DataSetError(f"dataset {name}: it returned {_kind(value)}; return a Dataset of (image, label) items, "
+                       "a pair (images, labels) of tensors, or (train, test) of either")
+
+
+def _tensors(name: str, split: str, part: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if _is_dataset(part):
+        x, y = _read_dataset(name, split, part)
+    elif _is_part(part):                  # numpy arrays copied: they may be read-only, torch tensors may not
+        x, y = (torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for v in part)
+    else:
+        raise DataSetError(f"dataset {name}: its {split} set is {_kind(part)}; give a Dataset of (image, label) "
+                           "items or a pair (images, labels) of tensors")
+    return _checked(name, split, x.detach().cpu(), y.detach().cpu())
+
+
+def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A map-style Dataset read in order into (images, labels), with a progress bar on long reads."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    n = len(data)
+    if n == 0:
+        raise DataSetError(f"dataset {name}: its {split} set is empty")
+    item = data[0]
+    if not (isinstance(item, (tuple, list)) and len(item) == 2 and _is_array(item[0])
+            and isinstance(item[1], (int, np.integer, torch.Tensor))):
+        shown = (f"({', '.join(_kind(v) for v in item)})" if isinstance(item, (tuple, list)) else _kind(item))
+        pil = isinstance(item, (tuple, list)) and type(item[0]).__module__.startswith("PIL")
+        hint = "; add transform=ToTensor()" if pil else ""
+        raise DataSetError(f"dataset {name}: its {split} set's items must be (image tensor, integer label), "
+                           f"item 0 is {shown}{hint}")
+    xs, ys = [], []
+    loader = DataLoader(data, batch_size=READ_BATCH, shuffle=False, num_workers=0)
+    try:
+        for x, y in tqdm(loader, desc=f"reading {split} set", unit="batch", leave=False, disable=n < 10 * READ_BATCH):
+            xs.append(torch.as_tensor(x))
+            ys.append(torch.as_tensor(y))
+    except Exception as e:
+        raise DataSetError(f"dataset {name}: reading its {split} set failed after {len(xs) * READ_BATCH} items "
+                           f"({type(e).__name__}: {e}); every item must be an image of the same shape and a label")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _checked(name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    where = f"dataset {name}: its {split}"
+    if x.ndim < 2 or len(x) == 0:
+        raise DataSetError(f"{where} images have shape {tuple(x.shape)}; give one row per example, (N, ...)")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataSetError(f"{where} labels have shape {tuple(y.shape)}, expected ({len(x)},): one per image")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DataSetError(f"{where} labels are {y.dtype}; give integer class indices 0 .. C-1")
+    if int(y.min()) < 0:
+        raise DataSetError(f"{where} labels include {int(y.min())}; give class indices 0 .. C-1")
+    if x.dtype == torch.uint8:
+        return x, y.long()
+    if not x.is_floating_point():
+        raise DataSetError(f"{where} images are {x.dtype}; give float images (or uint8 pixels)")
+    if not bool(torch.isfinite(x).all()):
+        raise DataSetError(f"{where} images hold NaN or infinite values")
+    return x.float(), y.long()
+
+
+def _standardise(x: torch.Tensor, tx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 pixels to floats with the training set's mean 0 and std 1 (per channel for N, C, H, W)."""
+    x, tx = x.float().div_(255), tx.float().div_(255)
+    dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim))
+    mean = x.double().mean(dim=dims, keepdim=True)
+    std = x.double().std(dim=dims, keepdim=True)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std)).float()        # a constant channel is only centred
+    mean = mean.float()
+    return (x - mean) / std, (tx - mean) / std
+
+
+def _is_part(value: Any) -> bool:
+    """A training or test set: a Dataset, or an (images, labels) pair."""
+    return _is_dataset(value) or (isinstance(value, (tuple, list)) and len(value) == 2
+                                  and all(_is_array(v) for v in value))
+
+
+def _is_dataset(value: Any) -> bool:
+    """Map-style: items by index and a length (a torch Dataset, or a list of (image, label) pairs)."""
+    return (hasattr(value, "__getitem__") and hasattr(value, "__len__")
+            and not isinstance(value, (str, bytes, dict, tuple)) and not _is_array(value))
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray))
+
+
+def _shape(x: torch.Tensor) -> str:
+    return "x".join(map(str, x.shape[1:]))
+
+
+def _kind(value: Any) -> str:
+    shape = f" of shape {tuple(value.shape)}" if _is_array(value) else ""
+    return a(type(value).__name__) + shape

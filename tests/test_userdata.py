@@ -1,0 +1,312 @@
+"""The user's own data set, named as module:function or path/to/file.py:function, or given to tune()."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lrfind import _storage, load_dataset, tune
+from lrfind.cli import main
+from lrfind.models import ModelError
+from lrfind.tuner import TuneConfig
+from lrfind.userdata import DataSetError, _read, load_function
+
+USER_DATA = '''
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+def blobs(n=600, classes=3, seed=0):
+    """Colour 8x8 images whose class is a bright channel: easy to learn, unlike MNIST's shape."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(classes, (n,), generator=g)
+    x = torch.randn(n, 3, 8, 8, generator=g) * 0.5
+    x[torch.arange(n), y] += 1.0
+    return x, y
+
+def pair():
+    return blobs()
+
+def train_and_test():
+    return TensorDataset(*blobs(600)), TensorDataset(*blobs(120, seed=1))
+
+def as_dict():
+    return {"train": blobs(600), "test": blobs(120, seed=1)}
+
+def pixels():
+    x = np.zeros((60, 2, 4, 4), dtype=np.uint8)
+    x[:, 0] = np.arange(60)[:, None, None]                 # channel 0: 0..59, channel 1: all 200
+    x[:, 1] = 200
+    return x, np.arange(60) % 2
+
+class Listed(Dataset):
+    """A Dataset of the usual kind: one (tensor, int) item per index."""
+    def __init__(self):
+        self.x, self.y = blobs(300)
+    def __len__(self):
+        return len(self.y)
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+def listed():
+    return Listed()
+
+class BlobNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(8, 3))
+    def forward(self, x):
+        return self.net(x)
+
+def float_labels():
+    x, y = blobs()
+    return x, y.float()
+
+def negative_labels():
+    x, y = blobs()
+    return x, y - 1
+
+def one_class():
+    x, y = blobs()
+    return x, y * 0
+
+def with_nan():
+    x, y = blobs()
+    x[5, 0, 0, 0] = float("nan")
+    return x, y
+
+def mismatched():
+    return blobs(600), (torch.zeros(10, 3, 9, 9), torch.zeros(10, dtype=torch.long))
+
+def too_many_labels():
+    x, y = blobs()
+    return x, torch.cat([y, y])
+
+class Picture:
+    pass
+
+def pictures():
+    return [(Picture(), 0), (Picture(), 1)]
+
+def ragged():
+    return [(torch.zeros(3, 8, 8), 0), (torch.zeros(3, 9, 9), 1)]
+
+def needs_arguments(n):
+    return blobs(n)
+
+def broken():
+    raise OSError("the disk is gone")
+
+def a_string():
+    return "data"
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    path = tmp_path / "user_data.py"
+    path.write_text(USER_DATA)
+    _read.cache_clear()
+    yield path
+    _read.cache_clear()
+
+
+def test_a_tensor_pair_without_a_test_set_holds_the_last_sixth_out(user_file) -> None:
+    train = load_dataset(f"{user_file}:pair", "train")
+    test = load_dataset(f"{user_file}:pair", "test")
+    assert (len(train), len(test)) == (500, 100) and train.classes == test.classes == 3
+    assert train.images.shape[1:] == (3, 8, 8) and train.images.dtype == torch.float32
+    x, y = sys.modules[_module_of(user_file)].blobs()
+    assert torch.equal(test.images, x[-100:]) and torch.equal(test.labels, y[-100:])    # float images as given
+
+
+@pytest.mark.parametrize("function", ["train_and_test", "as_dict"])
+def test_a_train_and_test_pair_of_datasets_or_a_dict(user_file, function) -> None:
+    train = load_dataset(f"{user_file}:{function}", "train")
+    test = load_dataset(f"{user_file}:{function}", "test")
+    assert (len(train), len(test), train.labels.dtype) == (600, 120, torch.int64)
+
+
+def test_a_dataset_of_items_reads_in_order(user_file) -> None:
+    data = load_dataset(f"{user_file}:listed", "train")
+    x, y = sys.modules[_module_of(user_file)].blobs(300)
+    assert torch.equal(data.images, x[:250]) and torch.equal(data.labels, y[:250])
+
+
+def test_uint8_pixels_are_standardised_per_channel_with_the_training_sets_statistics(user_file) -> None:
+    train = load_dataset(f"{user_file}:pixels", "train")
+    test = load_dataset(f"{user_file}:pixels", "test")
+    assert train.images.dtype == torch.float32 and train.classes == 2
+    assert torch.allclose(train.images[:, 0].mean(), torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(train.images[:, 0].std(), torch.tensor(1.0), atol=1e-3)
+    assert train.images[:, 1].abs().max() < 1e-6              # a constant channel: centred, not divided by 0
+    assert test.images[:, 0].min() > train.images[:, 0].max()  # the test set uses the training set's mean
+
+
+def test_the_function_runs_once_for_both_splits(user_file, monkeypatch) -> None:
+    calls = []
+    load_dataset(f"{user_file}:pair", "train")
+    module = sys.modules[_module_of(user_file)]
+    original = module.blobs
+    monkeypatch.setattr(module, "blobs", lambda *a, **k: calls.append(1) or original(*a, **k))
+    load_dataset(f"{user_file}:pair", "test")
+    assert calls == []
+
+
+@pytest.mark.parametrize("function, message", [
+    ("float_labels", "its training labels are torch.float32; give integer class indices 0 .. C-1"),
+    ("negative_labels", "its training labels include -1"),
+    ("one_class", "every label is 0; a classifier needs at least two classes"),
+    ("with_nan", "its training images hold NaN or infinite values"),
+    ("mismatched", "its test images are 3x9x9 but its training images 3x8x8"),
+    ("too_many_labels", "its training labels have shape (1200,), expected (600,): one per image"),
+    ("pictures", "items must be (image tensor, integer label), item 0 is (a Picture, an int)"),
+    ("ragged", "reading its training set failed after 0 items"),
+    ("needs_arguments", "calling it failed (TypeError: needs_arguments() missing 1 required positional argument: "
+                        "'n'); it must take no arguments"),
+    ("broken", "calling it failed (OSError: the disk is gone)"),
+    ("a_string", "it returned a str; return a Dataset of (image, label) items"),
+    ("NOT_CALLABLE", "NOT_CALLABLE is an int, not a class or function"),
+    ("nowhere", "has no 'nowhere'"),
+])
+def test_a_data_set_that_is_not_classification_data_is_one_clear_error(user_file, function, message) -> None:
+    with pytest.raises(DataSetError) as caught:
+        load_dataset(f"{user_file}:{function}", "train")
+    assert f"dataset {user_file}:{function}: " in str(caught.value) and message in str(caught.value)
+
+
+def test_a_pil_image_item_suggests_to_tensor(user_file) -> None:
+    pytest.importorskip("PIL.Image")
+    source = user_file.read_text() + "\ndef pil():\n    import PIL.Image\n    return [(PIL.Image.new('L', (4, 4)), 0)]\n"
+    user_file.write_text(source)
+    with pytest.raises(DataSetError, match=r"item 0 is \(an Image, an int\); add transform=ToTensor\(\)"):
+        load_dataset(f"{user_file}:pil", "train")
+
+
+def test_an_unknown_data_set_name_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="choose from fashion-mnist, mnist, or name your own as module:function"):
+        TuneConfig(dataset="cifar")
+    with pytest.raises(DataSetError, match="dataset nowhere/data.py:f: no file"):
+        TuneConfig(dataset="nowhere/data.py:f")
+
+
+QUICK = dict(trials=2, parallel=2, epochs=2, batch_size=32, device="cpu", progress=False, base_lr=0.05, seed=0,
+             final_seeds=1, val_size=100)
+
+
+def test_a_study_on_your_own_data_and_model_runs_and_scores_on_its_test_set(user_file, tmp_path) -> None:
+    result = tune(dataset=f"{user_file}:train_and_test", model=f"{user_file}:BlobNet", out=str(tmp_path), **QUICK)
+    setup = result.study.user_attrs["lrfind_setup"]
+    assert setup["data"] == {"train_examples": 600, "test_examples": 120, "shape": [3, 8, 8], "classes": 3}
+    assert result.study.best_value > 0.5                       # well above a third: it learnt
+    assert result.final["setup"] == {"train_images": 600, "test_images": 120, "steps": 2 * (600 // 32), "seeds": 1}
+    assert result.final["best"]["test_acc"] > 0.5
+
+
+def test_a_resume_after_the_data_set_changed_is_refused(user_file, tmp_path) -> None:
+    args = ["tune", "--dataset", f"{user_file}:pair", "--model", f"{user_file}:BlobNet", "--trials", "2",
+            "--parallel", "2", "--epochs", "1", "--batch-size", "32", "--base-lr", "0.05", "--no-final",
+            "--device", "cpu", "-q", "--out", str(tmp_path)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    user_file.write_text(USER_DATA.replace("def blobs(n=600", "def blobs(n=720"))     # read again: it changed
+    result = CliRunner().invoke(main, [*args[:6], "3", *args[7:]])
+    assert result.exit_code == 2
+    assert "'train_examples': 500, 'test_examples': 100" in result.output and "600, 'test_examples': 120" in result.output
+
+
+def test_tune_takes_a_data_set_function_and_stores_it_by_name(tmp_path) -> None:
+    cfg = TuneConfig(dataset=small_blobs, model=BlobNetHere, out=str(tmp_path), **QUICK)
+    assert cfg.dataset == "test_userdata:small_blobs"
+    result = tune(cfg)
+    study = optuna.load_study(study_name="lrfind-test_userdata:BlobNetHere-test_userdata:small_blobs",
+                              storage=_storage.connect(str(tmp_path / "study.log"), create=False))
+    assert study.best_value == result.study.best_value
+    with pytest.raises(DataSetError, match="a lambda or a function inside a function has no name"):
+        TuneConfig(dataset=lambda: small_blobs())
+
+
+def test_a_function_redefined_in_a_notebook_is_read_again(monkeypatch) -> None:
+    """A notebook's functions live in __main__; running a cell again replaces one by a new function."""
+    notebook = types.ModuleType("notebook")
+    monkeypatch.setitem(sys.modules, "notebook", notebook)
+    notebook.data = lambda: (torch.zeros(12, 4), torch.arange(12) % 2)
+    assert len(load_dataset("notebook:data", "train")) == 10
+    notebook.data = lambda: (torch.zeros(24, 4), torch.arange(24) % 2)
+    assert len(load_dataset("notebook:data", "train")) == 20
+
+
+def test_a_built_in_model_on_images_of_another_shape_says_so(user_file, tmp_path) -> None:
+    with pytest.raises(ModelError, match=r"model lenet does not take this data set's 3x8x8 images"):
+        tune(dataset=f"{user_file}:pair", out=str(tmp_path / "o"), **QUICK)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_range_test_on_your_own_data(user_file, tmp_path) -> None:
+    result = CliRunner().invoke(main, ["range-test", "--dataset", f"{user_file}:listed", "--model",
+                                       f"{user_file}:BlobNet", "--batch-size", "16", "--num-iter", "30", "--device",
+                                       "cpu", "-q", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "range_test.png").stat().st_size > 1000 and "suggested LR" in result.output
+
+
+@pytest.mark.parametrize("command", ["range-test", "tune"])
+@pytest.mark.parametrize("dataset, message", [
+    ("nowhere/data.py:f", "--dataset nowhere/data.py:f: no file"),
+    ("{file}:one_class", "--dataset {file}:one_class: every label is 0"),
+    ("cifar", "'cifar' is neither a built-in data set (mnist, fashion-mnist) nor your own"),
+])
+def test_cli_bad_data_set_is_one_line_exit_2(user_file, tmp_path, command, dataset, message) -> None:
+    out = tmp_path / "o"
+    dataset, message = dataset.format(file=user_file), message.format(file=user_file)
+    result = CliRunner().invoke(main, [command, "--dataset", dataset, "--device", "cpu", "-q", "--out", str(out)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not out.exists()
+
+
+def test_the_cifar10_example_reads_torchvisions_dataset_into_tensors(monkeypatch) -> None:
+    """examples/own_data.py:cifar10 with torchvision's FakeData in place of the download."""
+    datasets = pytest.importorskip("torchvision.datasets")
+    monkeypatch.setattr(datasets, "CIFAR10", lambda root, train, transform, download: datasets.FakeData(
+        size=60 if train else 12, image_size=(3, 32, 32), num_classes=10, transform=transform, random_offset=train))
+    _read.cache_clear()
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "own_data.py"
+    train = load_dataset(f"{example}:cifar10", "train")
+    test = load_dataset(f"{example}:cifar10", "test")
+    _read.cache_clear()
+    assert train.images.shape == (60, 3, 32, 32) and len(test) == 12 and train.classes <= 10
+    from lrfind.models import check_fits, get_model
+
+    check_fits(get_model(f"{example}:CifarNet"), train.images, 10, "CifarNet")
+
+
+def small_blobs():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(3, (600,), generator=g)
+    x = torch.randn(600, 3, 8, 8, generator=g) * 0.5
+    x[torch.arange(600), y] += 1.0
+    return x, y
+
+
+class BlobNetHere(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _module_of(path) -> str:
+    """The name under which the user's file was imported."""
+    return load_function(f"{path}:pair").__module__
