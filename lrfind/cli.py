@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -206,12 +205,13 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     if not end_lr > start_lr:
         raise UserError(f"--end-lr {end_lr}: must be larger than --start-lr {start_lr}")
     sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
+    try:
+        opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
+    except ValueError as e:                                    # a weight decay of nan or inf
+        raise UserError(option_message(e)) from None
     dev = resolve_device(device)
     train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
     net = build_model(model, seed, train)
-    if weight_decay is not None and not math.isfinite(weight_decay):
-        raise UserError(f"--weight-decay {weight_decay}: must be a finite number >= 0")
-    opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
     result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
                      seed=seed, method=method, progress=not quiet, warn=False)     # the summary prints them
     result.config.update(model=model, dataset=dataset, batch_size=batch_size, optimizer=optimizer,

@@ -88,7 +88,7 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--dataset", "cifar"], "'cifar' is neither a built-in data set (mnist, fashion-mnist) nor your own"),
     (["--method", "fastest"], "'fastest' is not one of"),
     (["--num-iter", "1"], "--num-iter"),
-    (["--weight-decay", "nan"], "--weight-decay nan: must be a finite number >= 0"),
+    (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),
     (["--optimizer", "rmsprop"], "'rmsprop' is not one of"),
 ])
 def test_range_test_bad_arguments_exit_2(run, args, message, tmp_path) -> None:
