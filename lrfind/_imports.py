@@ -27,6 +27,11 @@ def is_import_path(name: str) -> bool:
     return bool(sep and where and attr)
 
 
+def short_name(name: str) -> str:
+    """What a figure's title calls a model or data set: ``SmallCNN`` for ``path/to/file.py:SmallCNN``."""
+    return name.rpartition(":")[2] if is_import_path(name) else name
+
+
 def load_callable(name: str, kind: str, error: type[Exception]) -> Callable[..., Any]:
     """The callable that ``module:function`` or ``path/to/file.py:function`` names; ``file.py:Class.method``
     works too. Each failure is one ``error`` that says what was looked for and where.

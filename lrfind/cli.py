@@ -197,6 +197,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     without its last 10,000 images (a sixth of smaller sets), which `lrfind tune`
     keeps for validation.
     """
+    from ._imports import short_name
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
 
@@ -218,7 +219,8 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))
     out.mkdir(parents=True, exist_ok=True)
-    result.plot(path=out / "range_test.png", title=f"{model} on {dataset}, {optimizer}, batch {batch_size}: "
+    result.plot(path=out / "range_test.png", title=f"{short_name(model)} on {short_name(dataset)}, {optimizer}, "
+                f"batch {batch_size}: "
                 f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr else None)
     result.to_json(out / "range_test.json")
     result.to_csv(out / "range_test.csv")
