@@ -7,6 +7,8 @@ takes no arguments and returns the training set, or ``(train, test)``. Each part
   as a torchvision data set with ``transform=ToTensor()``, or
 - a pair ``(images, labels)`` of tensors or numpy arrays, one row per example.
 
+A DataLoader stands for its Dataset: lrfind draws its own batches.
+
 lrfind reads it once into two tensors and keeps them on the device, as it does with MNIST, so the
 whole set must fit in the device's memory. Float images are used as given (normalise them as your
 own training would); uint8 images are scaled to [0, 1] and standardised with the training set's
@@ -104,13 +106,14 @@ def _read(name: str, function: Callable[[], Any]) -> _Splits:
 
 def _parts(name: str, value: Any) -> tuple[Any, Any]:
     """(train, test or None) from what the function returned."""
+    value = _unloaded(value)
     if isinstance(value, dict) and "train" in value:
         return value["train"], value.get("test")
     if isinstance(value, (tuple, list)) and len(value) == 2:
         if all(_is_array(v) for v in value):
             return value, None                       # (images, labels)
-        if all(_is_part(v) for v in value):
-            return value[0], value[1]                # (train, test)
+        if all(_is_part(_unloaded(v)) for v in value):
+            return _unloaded(value[0]), _unloaded(value[1])     # (train, test)
     if _is_dataset(value):                           # a list of (image, label) items is one too
         return value, None                           # one Dataset
     raise DataSetError(f"dataset {name}: it returned {_kind(value)}; return a Dataset of (image, label) items, "
@@ -184,6 +187,13 @@ def _standardise(x: torch.Tensor, tx: torch.Tensor) -> tuple[torch.Tensor, torch
     std = torch.where(std > 1e-6, std, torch.ones_like(std)).float()        # a constant channel is only centred
     mean = mean.float()
     return (x - mean) / std, (tx - mean) / std
+
+
+def _unloaded(value: Any) -> Any:
+    """A DataLoader's Dataset: lrfind draws its own batches, so the loader's batching and order do not matter."""
+    from torch.utils.data import DataLoader
+
+    return value.dataset if isinstance(value, DataLoader) else value
 
 
 def _is_part(value: Any) -> bool:

@@ -36,6 +36,11 @@ def pair():
 def train_and_test():
     return TensorDataset(*blobs(600)), TensorDataset(*blobs(120, seed=1))
 
+def loaders():
+    from torch.utils.data import DataLoader
+    return (DataLoader(TensorDataset(*blobs(600)), batch_size=50, shuffle=True),
+            DataLoader(TensorDataset(*blobs(120, seed=1)), batch_size=50))
+
 def as_dict():
     return {"train": blobs(600), "test": blobs(120, seed=1)}
 
@@ -129,8 +134,8 @@ def test_a_tensor_pair_without_a_test_set_holds_the_last_sixth_out(user_file) ->
     assert torch.equal(test.images, x[-100:]) and torch.equal(test.labels, y[-100:])    # float images as given
 
 
-@pytest.mark.parametrize("function", ["train_and_test", "as_dict"])
-def test_a_train_and_test_pair_of_datasets_or_a_dict(user_file, function) -> None:
+@pytest.mark.parametrize("function", ["train_and_test", "as_dict", "loaders"])
+def test_a_train_and_test_pair_of_datasets_dataloaders_or_a_dict(user_file, function) -> None:
     train = load_dataset(f"{user_file}:{function}", "train")
     test = load_dataset(f"{user_file}:{function}", "test")
     assert (len(train), len(test), train.labels.dtype) == (600, 120, torch.int64)
