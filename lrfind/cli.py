@@ -22,40 +22,24 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-class ModelName(click.ParamType):
-    """A built-in model's name, or the user's factory as module:function or path/to/file.py:function
-    (imported later, by the command: `--help` and a wrong option must not import torch)."""
+class BuiltinOrOwn(click.ParamType):
+    """A built-in model's (data set's) name, or the user's function as module:function or
+    path/to/file.py:function (imported later, by the command: `--help` and a wrong option must not
+    import torch)."""
 
-    name = "model"
+    def __init__(self, name: str, builtins: tuple[str, ...], what: str) -> None:
+        self.name, self.builtins, self.what = name, builtins, what
 
     def get_metavar(self, param, ctx=None) -> str:      # click 8.1 passes no ctx
-        return f"[{'|'.join(MODEL_NAMES)}|MODULE:FUNCTION|FILE.py:FUNCTION]"
+        return f"[{'|'.join(self.builtins)}|MODULE:FUNCTION|FILE.py:FUNCTION]"
 
     def convert(self, value, param, ctx):
-        if value.lower() in MODEL_NAMES:
+        if value.lower() in self.builtins:
             return value.lower()
         if ":" in value.strip(":"):
             return value
-        self.fail(f"{value!r} is neither a built-in model ({', '.join(MODEL_NAMES)}) nor your own, named as "
-                  "module:function or path/to/file.py:function", param, ctx)
-
-
-class DatasetName(click.ParamType):
-    """A built-in data set's name, or the user's function as module:function or path/to/file.py:function
-    (imported later, by the command)."""
-
-    name = "dataset"
-
-    def get_metavar(self, param, ctx=None) -> str:
-        return f"[{'|'.join(DATASET_NAMES)}|MODULE:FUNCTION|FILE.py:FUNCTION]"
-
-    def convert(self, value, param, ctx):
-        if value.lower() in DATASET_NAMES:
-            return value.lower()
-        if ":" in value.strip(":"):
-            return value
-        self.fail(f"{value!r} is neither a built-in data set ({', '.join(DATASET_NAMES)}) nor your own, named as "
-                  "module:function or path/to/file.py:function", param, ctx)
+        self.fail(f"{value!r} is neither a built-in {self.what} ({', '.join(self.builtins)}) nor your own, named "
+                  "as module:function or path/to/file.py:function", param, ctx)
 
 
 def option_message(e: ValueError) -> str:
@@ -111,11 +95,11 @@ def _options(*decorators: Callable) -> Callable:
 
 
 data_options = _options(
-    click.option("--model", default="lenet", show_default=True, type=ModelName(),
+    click.option("--model", default="lenet", show_default=True, type=BuiltinOrOwn("model", MODEL_NAMES, "model"),
                  help="Model to train: a built-in one, or your own as module:function or path/to/file.py:function, "
                       "a callable with no arguments that returns an nn.Module mapping the data set's images "
                       "(1x28x28 for the built-in ones) to class scores (10)."),
-    click.option("--dataset", default="mnist", show_default=True, type=DatasetName(),
+    click.option("--dataset", default="mnist", show_default=True, type=BuiltinOrOwn("dataset", DATASET_NAMES, "data set"),
                  help="A built-in data set, or your own as module:function or path/to/file.py:function, a "
                       "function with no arguments that returns the training set or (train, test): Datasets of "
                       "(image tensor, label) items or (images, labels) tensor pairs. It is kept whole on the "
