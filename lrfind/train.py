@@ -137,6 +137,7 @@ class FusedTrials:
         if self.cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a CUDA device, got {self.device}")
         self._graph: CapturedStep | None = None
+        self._eval_batch: int | None = None          # set when the default ran out of memory
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
     # -- forward and gradients of every trial -----------------------------------------------------
@@ -279,10 +280,24 @@ class FusedTrials:
         trial: 2,000 images at K=50 took 6.3 GB on an H100, and K=200 would take four times that).
         On a CPU, ``EVAL_IMAGES_CPU`` images: activations that stay in its caches. At K=8 on 2 cores
         that scores 10,000 images in 4.7-4.9 s instead of 5.3-5.4 s for LeNet and in 8.6-9.1 s
-        instead of 19-23 s for examples/own_model.py's CNN (3 runs each).
+        instead of 19-23 s for examples/own_model.py's CNN (3 runs each). A batch that runs out of
+        GPU memory is halved until one fits, and that size kept.
         """
+        batch_size = batch_size or self._eval_batch or eval_batch_size(len(self.index), self.device)
+        while True:
+            try:
+                return self._evaluate(data, batch_size)
+            except torch.cuda.OutOfMemoryError:
+                # A model larger than LeNet (the user's own) has more activations per image than the
+                # default batch assumes: halve it until it fits, and keep that size for the next epochs.
+                if batch_size == 1:
+                    raise
+                batch_size = self._eval_batch = batch_size // 2
+                torch.cuda.empty_cache()
+                log.info("evaluation ran out of GPU memory: %d images per forward pass from now on", batch_size)
+
+    def _evaluate(self, data: ImageData, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.index)
-        batch_size = batch_size or eval_batch_size(k, self.device)
         loss = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device)
         self.base.eval()                    # dropout off, batch norm from its running statistics

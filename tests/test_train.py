@@ -290,6 +290,39 @@ def test_evaluation_in_batches_changes_no_score(monkeypatch, vectorize) -> None:
     np.testing.assert_array_equal(chunked[1], whole[1])
 
 
+def test_an_evaluation_that_runs_out_of_gpu_memory_halves_its_batch_and_keeps_it(monkeypatch) -> None:
+    """A model with more activations per image than LeNet's: the default batch does not fit."""
+    g = torch.Generator().manual_seed(1)
+    val = ImageData(torch.randn(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g))
+    engine = FusedTrials("lenet", [TrialSpec("constant", {}, seed=s) for s in range(2)], base_lr=0.01,
+                         total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+    whole = engine.evaluate(val, batch_size=len(val))
+    seen = []
+    forward = engine._forward
+
+    def small_memory(p, b, x):
+        seen.append(len(x))
+        if len(x) > 70:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return forward(p, b, x)
+
+    monkeypatch.setattr(engine, "_forward", small_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    first = engine.evaluate(val, batch_size=512)
+    assert seen[:4] == [300, 256, 128, 64] and set(seen[3:]) <= {64, 44}     # 300 = the whole set at once
+    np.testing.assert_allclose(first[0], whole[0], rtol=1e-5)
+    seen.clear()
+    engine.evaluate(val)                                # the next epoch starts at the size that fitted
+    assert seen == [64, 64, 64, 64, 44]
+
+    def no_memory(p, b, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_forward", no_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):     # not even one image fits: that is the user's to see
+        engine.evaluate(val, batch_size=1)
+
+
 def test_evaluation_batches_shrink_as_trials_grow_on_a_gpu_and_stay_small_on_a_cpu() -> None:
     from lrfind.train import EVAL_IMAGE_TRIALS, EVAL_IMAGES_CPU, eval_batch_size
 
