@@ -304,12 +304,16 @@ def small_blobs():
 
 
 class BlobNetHere(torch.nn.Module):
+    """With batch norm, whose running statistics vmap must keep per trial on a GPU."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.fc = torch.nn.Linear(3 * 8 * 8, 3)
+        nn = torch.nn
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(8, 3))
 
     def forward(self, x):
-        return self.fc(x.flatten(1))
+        return self.net(x)
 
 
 def _module_of(path) -> str:
