@@ -313,7 +313,8 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                 bar.n = min(finished, cfg.trials)
                 bar.refresh()
                 if asked:
-                    _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar)
+                    parallel = _run_or_halve(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch,
+                                             bar) or parallel
                 elif finished >= cfg.trials:
                     return
                 else:
@@ -321,6 +322,23 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                     time.sleep(cfg.heartbeat)
     finally:
         bar.close()
+
+
+def _run_or_halve(study, cfg, asked, *args) -> int | None:
+    """Run a batch of trials; after CUDA ran out of memory, the smaller size its requeued trials run at.
+
+    The size came from a two-step probe (``_auto_parallel``); a model of the user's may need more
+    at evaluation or in cuDNN's workspaces than those two steps showed."""
+    try:
+        _run_batch(study, cfg, asked, *args)
+        return None
+    except torch.cuda.OutOfMemoryError:
+        if len(asked) == 1:
+            raise
+    torch.cuda.empty_cache()               # out of the except clause: the failed batch's tensors are free
+    log.warning("out of GPU memory with %d trials side by side: they run again, %d at a time",
+                len(asked), len(asked) // 2)
+    return len(asked) // 2
 
 
 def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar) -> None:

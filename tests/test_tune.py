@@ -122,6 +122,24 @@ def test_pruned_trials_are_recorded_and_the_study_goes_on(data_env, tmp_path, mo
     assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)
 
 
+def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_halves(data_env, tmp_path, monkeypatch, caplog) -> None:
+    sizes = []
+    real = tuner.run_trials
+
+    def small_gpu(model, specs, *args, **kwargs):
+        sizes.append(len(specs))
+        if len(specs) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, specs, *args, **kwargs)
+
+    monkeypatch.setattr(tuner, "run_trials", small_gpu)
+    result = tune(trials=5, parallel=5, out=str(tmp_path), **QUICK)
+    assert sizes == [5, 2, 2, 1]
+    assert len(_study.finished(result.study)) == 5 and "they run again, 2 at a time" in caplog.text
+    retried = [t for t in result.study.trials if t.user_attrs.get("interrupted") == "OutOfMemoryError"]
+    assert len(retried) == 5 and result.study.trials[5].user_attrs["baseline"]     # the constant first again
+
+
 def test_nan_trials_are_recorded_as_failed_and_the_study_goes_on(data_env, tmp_path) -> None:
     tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": 1e6})
     study = load(tmp_path)
