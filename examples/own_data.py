@@ -29,6 +29,8 @@ def digits():
     from lrfind.data import read_idx
 
     raw = Path(os.environ.get("LRFIND_DATA_DIR", "~/.cache/lrfind")).expanduser() / "MNIST" / "raw"
+    if not raw.is_dir():
+        raise FileNotFoundError(f"no folder {raw}: set LRFIND_DATA_DIR to the folder that holds MNIST/raw/")
     def pair(prefix: str) -> tuple[np.ndarray, np.ndarray]:
         images = read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")
         return images[:, None], read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")

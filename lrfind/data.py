@@ -99,6 +99,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
+    except FileNotFoundError:
+        raise DataNotFoundError(f"no file {path}") from None
     except (OSError, EOFError) as e:  # gzip raises these for truncated or non-gzip files
         raise CorruptDataError(f"cannot read {path}: {e}; delete it and fetch a fresh copy") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:

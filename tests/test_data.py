@@ -104,3 +104,8 @@ def test_holdout_keeps_the_last_images_for_validation(mnist_root) -> None:
     train, val = data.holdout(10_000)
     assert len(val) == 500 and len(train) == 2500
     assert torch.equal(val.labels, data.labels[-500:])
+
+
+def test_read_idx_of_a_missing_file_says_so_without_advising_to_delete_it(tmp_path) -> None:
+    with pytest.raises(DataNotFoundError, match="no file .*absent.gz$"):
+        read_idx(tmp_path / "absent.gz")
