@@ -99,6 +99,9 @@ def _read(name: str, function: Callable[[], Any]) -> _Splits:
     classes = int(max(y.max(), ty.max())) + 1
     if classes < 2:
         raise DataSetError(f"dataset {name}: every label is 0; a classifier needs at least two classes")
+    if int(min(y.min(), ty.min())) > 0:
+        log.warning("dataset %s: no label is 0, so its classes are 0 .. %d and the model must return %d scores; "
+                    "labels counted from 1 should be shifted to start at 0", name, classes - 1, classes)
     if x.dtype == torch.uint8:
         x, tx = _standardise(x, tx)
     return _Splits((x, y), (tx, ty), classes)

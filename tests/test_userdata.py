@@ -78,6 +78,10 @@ def negative_labels():
     x, y = blobs()
     return x, y - 1
 
+def from_one():
+    x, y = blobs()
+    return x, y + 1
+
 def one_class():
     x, y = blobs()
     return x, y * 0
@@ -155,6 +159,11 @@ def test_uint8_pixels_are_standardised_per_channel_with_the_training_sets_statis
     assert torch.allclose(train.images[:, 0].std(), torch.tensor(1.0), atol=1e-3)
     assert train.images[:, 1].abs().max() < 1e-6              # a constant channel: centred, not divided by 0
     assert test.images[:, 0].min() > train.images[:, 0].max()  # the test set uses the training set's mean
+
+
+def test_labels_counted_from_one_are_taken_but_flagged(user_file, caplog) -> None:
+    assert load_dataset(f"{user_file}:from_one", "train").classes == 4
+    assert "no label is 0, so its classes are 0 .. 3 and the model must return 4 scores" in caplog.text
 
 
 def test_the_function_runs_once_for_both_splits(user_file, monkeypatch) -> None:
