@@ -45,8 +45,8 @@ class BuiltinOrOwn(click.ParamType):
 def option_message(e: ValueError) -> str:
     """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
     text = str(e)
-    for field in ("model", "dataset", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset", "val_size",
-                  "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
+    for field in ("model", "dataset", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset",
+                  "val_size", "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text
@@ -99,14 +99,15 @@ data_options = _options(
                  help="Model to train: a built-in one, or your own as module:function or path/to/file.py:function, "
                       "a callable with no arguments that returns an nn.Module mapping the data set's images "
                       "(1x28x28 for the built-in ones) to class scores (10)."),
-    click.option("--dataset", default="mnist", show_default=True, type=BuiltinOrOwn("dataset", DATASET_NAMES, "data set"),
+    click.option("--dataset", default="mnist", show_default=True,
+                 type=BuiltinOrOwn("dataset", DATASET_NAMES, "data set"),
                  help="A built-in data set, or your own as module:function or path/to/file.py:function, a "
                       "function with no arguments that returns the training set or (train, test): Datasets of "
                       "(image tensor, label) items or (images, labels) tensor pairs. It is kept whole on the "
                       "device."),
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                 help="Folder holding MNIST/raw/ (torchvision's layout). Default: $LRFIND_DATA_DIR, "
-                      "else ~/.cache/lrfind."),
+                 help="Folder holding MNIST/raw/ (torchvision's layout) for the built-in data sets. "
+                      "Default: $LRFIND_DATA_DIR, else ~/.cache/lrfind."),
 )
 run_options = _options(
     click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),

@@ -200,8 +200,8 @@ def test_a_data_set_that_is_not_classification_data_is_one_clear_error(user_file
 
 def test_a_pil_image_item_suggests_to_tensor(user_file) -> None:
     pytest.importorskip("PIL.Image")
-    source = user_file.read_text() + "\ndef pil():\n    import PIL.Image\n    return [(PIL.Image.new('L', (4, 4)), 0)]\n"
-    user_file.write_text(source)
+    user_file.write_text(user_file.read_text() + "\ndef pil():\n    import PIL.Image\n"
+                         "    return [(PIL.Image.new('L', (4, 4)), 0)]\n")
     with pytest.raises(DataSetError, match=r"item 0 is \(an Image, an int\); add transform=ToTensor\(\)"):
         load_dataset(f"{user_file}:pil", "train")
 
@@ -234,7 +234,8 @@ def test_a_resume_after_the_data_set_changed_is_refused(user_file, tmp_path) -> 
     user_file.write_text(USER_DATA.replace("def blobs(n=600", "def blobs(n=720"))     # read again: it changed
     result = CliRunner().invoke(main, [*args[:6], "3", *args[7:]])
     assert result.exit_code == 2
-    assert "'train_examples': 500, 'test_examples': 100" in result.output and "600, 'test_examples': 120" in result.output
+    assert "'train_examples': 500, 'test_examples': 100" in result.output          # there
+    assert "'train_examples': 600, 'test_examples': 120" in result.output          # here
 
 
 def test_tune_takes_a_data_set_function_and_stores_it_by_name(tmp_path) -> None:
