@@ -185,10 +185,8 @@ def _standardise(x: torch.Tensor, tx: torch.Tensor) -> tuple[torch.Tensor, torch
     """uint8 pixels to floats with the training set's mean 0 and std 1 (per channel for N, C, H, W)."""
     x, tx = x.float().div_(255), tx.float().div_(255)
     dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim))
-    mean = x.double().mean(dim=dims, keepdim=True)
-    std = x.double().std(dim=dims, keepdim=True)
-    std = torch.where(std > 1e-6, std, torch.ones_like(std)).float()        # a constant channel is only centred
-    mean = mean.float()
+    std, mean = torch.std_mean(x, dim=dims, keepdim=True)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))        # a constant channel is only centred
     return (x - mean) / std, (tx - mean) / std
 
 
