@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from ._names import DATASET_NAMES, MODEL_NAMES
+from ._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
 # suggest.METHODS' names, written out so that `--help` does not import numpy (a test keeps them equal)
@@ -45,7 +45,7 @@ class BuiltinOrOwn(click.ParamType):
 def option_message(e: ValueError) -> str:
     """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
     text = str(e)
-    for field in ("model", "dataset", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset",
+    for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset",
                   "val_size", "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
@@ -62,6 +62,20 @@ def build_model(name: str, seed: int, data):
     except ModelError as e:
         raise UserError(option_message(e)) from None
     return model
+
+
+def load_augment(name: str | None, data):
+    """The augmentation named, checked on the data's images; a one-line error if it does not fit."""
+    from .augment import AugmentError, check_augment, get_augment
+
+    if name is None:
+        return None
+    try:
+        augment = get_augment(name)
+        check_augment(augment, data.images, name)
+    except AugmentError as e:
+        raise UserError(option_message(e)) from None
+    return augment
 
 
 def resolve_device(name: str):
@@ -108,6 +122,11 @@ data_options = _options(
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Folder holding MNIST/raw/ (torchvision's layout) for the built-in data sets. "
                       "Default: $LRFIND_DATA_DIR, else ~/.cache/lrfind."),
+    click.option("--augment", default=None, type=BuiltinOrOwn("augment", AUGMENT_NAMES, "augmentation"),
+                 help="Augment each training batch on the device, afresh every epoch: flip-crop (mirror half, "
+                      "shift up to 4 pixels: CIFAR's recipe), crop (shifts only: digits, text), or your own "
+                      "function (images, generator) -> images as module:function or path/to/file.py:function. "
+                      "Default: none."),
 )
 run_options = _options(
     click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),
@@ -172,7 +191,7 @@ Examples:
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")
-def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int, optimizer: str, momentum: float,
+def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int, optimizer: str, momentum: float,
                weight_decay: float | None, device: str, seed: int, quiet: bool, start_lr: float, end_lr: float,
                num_iter: int, mode: str, repeats: int, method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
@@ -198,9 +217,10 @@ def range_test(model: str, dataset: str, data_dir: Path | None, batch_size: int,
     dev = resolve_device(device)
     train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
     net = build_model(model, seed, train)
-    result = find_lr(net, train.loader(batch_size, seed=seed), optimizer=opt, sweep=sweep, repeats=repeats,
-                     seed=seed, method=method, progress=not quiet, warn=False)     # the summary prints them
-    result.config.update(model=model, dataset=dataset, batch_size=batch_size, optimizer=optimizer,
+    loader = train.loader(batch_size, seed=seed, augment=load_augment(augment, train))
+    result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
+                     progress=not quiet, warn=False)     # the summary prints them
+    result.config.update(model=model, dataset=dataset, augment=augment, batch_size=batch_size, optimizer=optimizer,
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))
     out.mkdir(parents=True, exist_ok=True)

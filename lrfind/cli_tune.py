@@ -25,7 +25,7 @@ Examples:
   lrfind tune --trials 20 --epochs 2 --schedules cosine,onecycle,step --out runs/quick
   lrfind tune --trials 8 --train-subset 5000 --device cpu --no-final       # a quick look on a laptop
   lrfind tune --model examples/own_model.py:SmallCNN --trials 50            # your own model
-  lrfind tune --dataset examples/own_data.py:cifar10 --model examples/own_data.py:CifarNet   # and data
+  lrfind tune --dataset examples/own_data.py:cifar10 --model examples/own_data.py:CifarNet --augment flip-crop
   lrfind tune --storage postgresql://user:pw@host/db --study-name mnist-lenet --trials 200
 """)
 @click.option("--trials", default=50, show_default=True, type=int, help="Trials in the study (in total, over resumes).")
@@ -63,8 +63,8 @@ Examples:
               help="Train the trials under bfloat16 autocast (weights and updates stay float32): about 25% "
                    "faster on an H100 at 50 trials; compare its accuracy with a float32 study before relying on it.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
-def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, epochs: int, batch_size: int,
-                 optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool,
+def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, augment: str | None, epochs: int,
+                 batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool,
                  base_lr: float | None, schedules: str | None, parallel: int | None, storage: str | None,
                  study_name: str | None, out: Path, train_subset: int | None, val_size: int, pruner: str,
                  heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int, final_seeds: int,
@@ -79,6 +79,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
     """
     from .data import CorruptDataError, DataNotFoundError
     from .models import ModelError
+    from .augment import AugmentError
     from .userdata import DataSetError
     from .tuner import NoBaseLRError, TuneConfig, TuneInterrupted, tune
     from ._study import StudyError
@@ -86,7 +87,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
     quiet_optuna()
     names = tuple(n.strip() for n in schedules.split(",") if n.strip()) if schedules else None
     try:
-        cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, trials=trials,
+        cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, augment=augment,
+                         trials=trials,
                          epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
                          weight_decay=weight_decay, base_lr=base_lr, schedules=names, parallel=parallel,
                          storage=storage, study_name=study_name, seed=seed,
@@ -100,7 +102,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, e
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
         raise UserError(str(e)) from None
-    except (ModelError, DataSetError) as e:
+    except (ModelError, DataSetError, AugmentError) as e:
         raise UserError(option_message(e)) from None
     except TuneInterrupted as e:
         click.echo(str(e), err=True)

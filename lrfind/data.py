@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -199,9 +199,9 @@ class ImageData:
         return self.split(max(1, min(n_val, len(self) // 6)))
 
     def loader(self, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
-               seed: int | None = None) -> "DeviceLoader":
+               seed: int | None = None, augment: Callable | None = None) -> "DeviceLoader":
         return DeviceLoader(self.images, self.labels, batch_size, shuffle=shuffle,
-                            drop_last=drop_last, seed=seed)
+                            drop_last=drop_last, seed=seed, augment=augment)
 
 
 def load_dataset(name: str = "mnist", split: str = "train", *, root: str | os.PathLike | None = None,
@@ -242,16 +242,20 @@ class DeviceLoader:
 
     Each pass draws one permutation on the device and slices it; no host work per batch, no
     host-device synchronisation. Iterating again starts a new epoch with a new permutation.
+    ``augment(images, generator)`` (see ``lrfind.augment``) transforms each batch with the
+    loader's generator.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
-                 shuffle: bool = True, drop_last: bool = True, seed: int | None = None) -> None:
+                 shuffle: bool = True, drop_last: bool = True, seed: int | None = None,
+                 augment: Callable | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if len(labels) < batch_size and drop_last:
             raise ValueError(f"batch_size {batch_size} is larger than the data set ({len(labels)} examples)")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.augment = augment
         self.generator = torch.Generator(device=images.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
 
@@ -274,4 +278,5 @@ class DeviceLoader:
         b = self.batch_size
         for i in range(len(self)):
             idx = order[i * b:(i + 1) * b]
-            yield self.images[idx], self.labels[idx]
+            x = self.images[idx]
+            yield (self.augment(x, self.generator) if self.augment else x), self.labels[idx]

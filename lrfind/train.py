@@ -377,18 +377,20 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                val: ImageData | None, *, epochs: int, batch_size: int, base_lr: float,
                optimizer: OptimizerConfig = OptimizerConfig(), seed: int = 0, same_init: bool = False,
                on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
-               progress=None, score_on: ImageData | None = None, amp: str | None = None) -> list[TrialRecord]:
+               progress=None, score_on: ImageData | None = None, amp: str | None = None,
+               augment: Callable | None = None) -> list[TrialRecord]:
     """Train ``specs`` side by side for ``epochs`` epochs and return their records.
 
     ``on_epoch(epoch, records, running)`` is called after each epoch's validation with the record
     indices still running; the indices it returns are pruned and leave the batch. Without ``val``,
     metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
     once per step. With ``score_on``, the trials that finish are scored on it once at the end.
-    ``amp="bf16"``: forward and backward under bfloat16 autocast.
+    ``amp="bf16"``: forward and backward under bfloat16 autocast. ``augment``: see ``lrfind.augment``
+    (training batches only).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    loader = train.loader(batch_size, seed=seed)
+    loader = train.loader(batch_size, seed=seed, augment=augment)
     per_epoch = len(loader)
     engine = FusedTrials(model, specs, base_lr=base_lr, total_steps=epochs * per_epoch,
                          steps_per_epoch=per_epoch, optimizer=optimizer, device=train.images.device,

@@ -31,7 +31,9 @@ from tqdm.auto import tqdm
 
 from . import _storage, _study, report
 from ._device import resolve_device
+from ._imports import callable_name
 from ._painter import Painter
+from .augment import Augment, AugmentError, check_augment, get_augment
 from .data import ImageData, check_dataset, is_user_dataset, load_dataset
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
@@ -75,6 +77,7 @@ class TuneConfig:
     final_seeds: int = 3                         # retrains of best and constant in stage 3
     range_test_iters: int = 300
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
+    augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -82,6 +85,8 @@ class TuneConfig:
             object.__setattr__(self, "model", model_name(self.model))
         if callable(self.dataset):
             object.__setattr__(self, "dataset", dataset_name(self.dataset))
+        if callable(self.augment):
+            object.__setattr__(self, "augment", callable_name(self.augment, "augment", AugmentError))
         for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -103,6 +108,7 @@ class TuneConfig:
         self.optimizer_config                # checks the optimizer's name, momentum and weight decay
         get_model(self.model)
         check_dataset(self.dataset)
+        self.augment_fn                      # a built-in augmentation's name, or the user's function
         resolve_device(self.device)
 
     @property
@@ -110,6 +116,10 @@ class TuneConfig:
         """The schedules searched; the constant baseline is always among them."""
         chosen = list(self.schedules) if self.schedules else list(SCHEDULES)
         return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
+
+    @property
+    def augment_fn(self) -> Augment | None:
+        return get_augment(self.augment) if self.augment else None
 
     @property
     def optimizer_config(self) -> OptimizerConfig:
@@ -127,6 +137,8 @@ class TuneConfig:
             setup["model_parameters"] = sum(p.numel() for p in get_model(self.model).parameters())
         if is_user_dataset(self.dataset):  # and a resume checks the user's data set's size, shape and classes
             setup["data"] = describe_dataset(self.dataset)
+        if self.augment:                 # none is left out: studies from before the option resume
+            setup["augment"] = self.augment
         return setup
 
 
@@ -172,6 +184,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
     model = get_model(cfg.model, seed=cfg.seed).to(device)     # the range test's, checked before the storage too
     check_fits(model, train.images, train.classes, cfg.model)
+    if cfg.augment:
+        check_augment(cfg.augment_fn, train.images, cfg.augment)
     url = cfg.storage or _storage.default_storage(out)
     # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
     # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.
@@ -216,7 +230,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
 def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, train: ImageData, out: Path,
                 painter: Painter) -> float:
-    result = find_lr(model, train.loader(cfg.batch_size, seed=cfg.seed), optimizer=cfg.optimizer_config,
+    loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
+    result = find_lr(model, loader, optimizer=cfg.optimizer_config,
                      num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress, warn=False)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
@@ -362,7 +377,8 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
         with steps:
             records = run_trials(cfg.model, specs, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
-                                 same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp)
+                                 same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp,
+                                 augment=cfg.augment_fn)
         for k, (trial, rec) in enumerate(zip(asked, records)):
             _study.tell(study, trial, rec)
             told.add(k)
@@ -413,7 +429,7 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     with bar:
         records = run_trials(cfg.model, specs, full, None, epochs=cfg.epochs, batch_size=cfg.batch_size,
                              base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,
-                             score_on=test, amp=cfg.amp)
+                             score_on=test, amp=cfg.amp, augment=cfg.augment_fn)
     out: dict[str, Any] = {}
     for i, (label, trial) in enumerate(picked.items()):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]

@@ -164,11 +164,13 @@ def test_the_console_entry_keeps_exit_codes_and_output() -> None:
 
 
 def test_the_command_lines_names_match_the_registries() -> None:
-    from lrfind._names import DATASET_NAMES, MODEL_NAMES
+    from lrfind._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
+    from lrfind.augment import AUGMENTATIONS
     from lrfind.data import DATASETS
     from lrfind.models import MODELS
 
     assert sorted(MODEL_NAMES) == sorted(MODELS) and sorted(DATASET_NAMES) == sorted(DATASETS)
+    assert sorted(AUGMENT_NAMES) == sorted(AUGMENTATIONS)
 
 
 def test_help_does_not_import_torch() -> None:

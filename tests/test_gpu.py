@@ -185,11 +185,24 @@ tune(trials=2, epochs=1, parallel=2, batch_size=64, train_subset=512, device="cu
 
 
 def test_a_study_of_your_own_data_and_model_on_cuda(tmp_path) -> None:
-    """Other image shapes and class counts through the auto-sized batch of trials, vmap and the graph."""
+    """Other image shapes and class counts through the auto-sized batch of trials, vmap and the graph;
+    crops and flips drawn by the loader's CUDA generator."""
     from lrfind import tune
     from test_userdata import BlobNetHere, small_blobs
 
     result = tune(dataset=small_blobs, model=BlobNetHere, trials=4, epochs=2, batch_size=32, device="cuda",
-                  progress=False, out=str(tmp_path), range_test_iters=60, final_seeds=1, val_size=100)
+                  progress=False, out=str(tmp_path), range_test_iters=60, final_seeds=1, val_size=100,
+                  augment="flip-crop")
     assert result.study.user_attrs["lrfind_setup"]["data"]["shape"] == [3, 8, 8]
     assert result.study.best_value > 0.5 and result.final["best"]["test_acc"] > 0.5
+
+
+def test_augmentation_on_cuda_equals_the_cpus_for_the_same_offsets() -> None:
+    from lrfind.augment import random_crop
+
+    x = torch.randn(32, 3, 8, 8)
+    on_gpu = random_crop(x.to(CUDA), torch.Generator(device=CUDA).manual_seed(0), padding=2)
+    offsets = torch.randint(0, 5, (2, 32), device=CUDA, generator=torch.Generator(device=CUDA).manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i, (dy, dx) in enumerate(offsets.T.tolist()):
+        assert torch.equal(on_gpu[i].cpu(), padded[i, :, dy:dy + 8, dx:dx + 8])
