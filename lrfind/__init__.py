@@ -26,6 +26,8 @@ _EXPORTS = {
     "SCHEDULES": "schedules",
     "get_schedule": "schedules",
     "tune": "tuner",
+    "get_augment": "augment",
+    "AUGMENTATIONS": "augment",
 }
 __all__ = sorted(_EXPORTS)
 
