@@ -11,8 +11,9 @@ A DataLoader stands for its Dataset: lrfind draws its own batches.
 
 lrfind reads it once into two tensors and keeps them on the device, as it does with MNIST, so the
 whole set must fit in the device's memory. Float images are used as given (normalise them as your
-own training would); uint8 images are scaled to [0, 1] and standardised with the training set's
-mean and std (per channel for ``(N, C, H, W)``), as the built-in data sets are. The classes are
+own training would); uint8 images are pixels: ``(N, H, W)`` and ``(N, H, W, C)``, as numpy keeps
+them, become ``(N, C, H, W)``, scaled to [0, 1] and standardised with the training set's mean and
+std per channel, as the built-in data sets are. The classes are
 ``0 .. C-1`` with ``C`` the largest label + 1. Without a test set, the last sixth of the training
 set (at most 10,000 examples) is held out as one: trials never see it.
 """
@@ -103,7 +104,7 @@ def _read(name: str, function: Callable[[], Any]) -> _Splits:
         log.warning("dataset %s: no label is 0, so its classes are 0 .. %d and the model must return %d scores; "
                     "labels counted from 1 should be shifted to start at 0", name, classes - 1, classes)
     if x.dtype == torch.uint8:
-        x, tx = _standardise(x, tx)
+        x, tx = _standardise(_channels_first(name, x), _channels_first(name, tx))
     return _Splits((x, y), (tx, ty), classes)
 
 
@@ -179,6 +180,17 @@ def _checked(name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     if not bool(torch.isfinite(x).all()):
         raise DataSetError(f"{where} images hold NaN or infinite values")
     return x.float(), y.long()
+
+
+def _channels_first(name: str, x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as numpy and PIL keep them, (N, H, W) or (N, H, W, C), as torch's (N, C, H, W)."""
+    if x.ndim == 3:
+        return x.unsqueeze(1)
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] > 4:     # 1-4 channels last, more rows
+        log.info("dataset %s: uint8 images %s taken as (N, H, W, C) and moved to (N, C, H, W)",
+                 name, tuple(x.shape))
+        return x.permute(0, 3, 1, 2).contiguous()
+    return x
 
 
 def _standardise(x: torch.Tensor, tx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -164,6 +165,20 @@ def test_uint8_pixels_are_standardised_per_channel_with_the_training_sets_statis
 def test_labels_counted_from_one_are_taken_but_flagged(user_file, caplog) -> None:
     assert load_dataset(f"{user_file}:from_one", "train").classes == 4
     assert "no label is 0, so its classes are 0 .. 3 and the model must return 4 scores" in caplog.text
+
+
+@pytest.mark.parametrize("layout", ["NHW", "NHWC"])
+def test_uint8_pixels_as_numpy_keeps_them_become_channels_first(user_file, layout) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (60, 8, 8, 3) if layout == "NHWC" else (60, 8, 8),
+                                               dtype=np.uint8)
+    user_file.write_text(user_file.read_text() + f"\nimport numpy as np\nPIXELS = np.load({str(user_file)!r} + "
+                         "'.npy')\ndef numpy_pixels():\n    return PIXELS, np.arange(60) % 3\n")
+    np.save(str(user_file) + ".npy", pixels)
+    data = load_dataset(f"{user_file}:numpy_pixels", "train")
+    assert data.images.shape[1:] == ((3, 8, 8) if layout == "NHWC" else (1, 8, 8))
+    channel = torch.from_numpy(pixels[:50, ..., 0] if layout == "NHWC" else pixels[:50]).float()
+    expected = (channel - channel.mean()) / channel.std()       # channel 0, standardised on its own
+    assert torch.allclose(data.images[:, 0], expected, atol=1e-4)
 
 
 def test_the_function_runs_once_for_both_splits(user_file, monkeypatch) -> None:
