@@ -22,9 +22,10 @@ from torch import nn
 
 
 def digits():
-    """Arrays you already hold, here MNIST's read by hand: uint8 (N, 1, 28, 28) images and their labels.
+    """Arrays you already hold, here MNIST's read by hand: uint8 (N, 28, 28) pixels and their labels.
 
-    lrfind scales uint8 pixels to [0, 1] and standardises them with the training set's mean and std.
+    lrfind takes uint8 arrays as pixels: adds the channel, scales them to [0, 1] and standardises
+    them with the training set's mean and std.
     """
     from lrfind.data import read_idx
 
@@ -32,8 +33,7 @@ def digits():
     if not raw.is_dir():
         raise FileNotFoundError(f"no folder {raw}: set LRFIND_DATA_DIR to the folder that holds MNIST/raw/")
     def pair(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-        images = read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")
-        return images[:, None], read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
+        return read_idx(raw / f"{prefix}-images-idx3-ubyte.gz"), read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
     return pair("train"), pair("t10k")
 
 
