@@ -137,7 +137,6 @@ def _tensors(name: str, split: str, part: Any) -> tuple[torch.Tensor, torch.Tens
 
 def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """A map-style Dataset read in order into (images, labels), with a progress bar on long reads."""
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     n = len(data)
@@ -152,15 +151,29 @@ def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch
         raise DataSetError(f"dataset {name}: its {split} set's items must be (image tensor, integer label), "
                            f"item 0 is {shown}{hint}")
     xs, ys = [], []
-    loader = DataLoader(data, batch_size=READ_BATCH, shuffle=False, num_workers=0)
+    failure = None
+    chunks = tqdm(_chunks(data, n), total=-(-n // READ_BATCH), desc=f"reading {split} set", unit="batch",
+                  leave=False, disable=n < 10 * READ_BATCH)
     try:
-        for x, y in tqdm(loader, desc=f"reading {split} set", unit="batch", leave=False, disable=n < 10 * READ_BATCH):
+        for items in chunks:
+            x, y = torch.utils.data.default_collate(items)
             xs.append(torch.as_tensor(x))
             ys.append(torch.as_tensor(y))
     except Exception as e:
+        failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    finally:
+        chunks.close()
+    if failure is not None:
         raise DataSetError(f"dataset {name}: reading its {split} set failed after {len(xs) * READ_BATCH} items "
-                           f"({type(e).__name__}: {e}); every item must be an image of the same shape and a label")
+                           f"({failure}); every item must be an image of the same shape and a label")
     return torch.cat(xs), torch.cat(ys)
+
+
+def _chunks(data: Any, n: int):
+    """Lists of READ_BATCH items, in order, read in this process. Forked readers were tried: 1.5x
+    faster on 2 cores, but a child forked after torch ran its thread pool can deadlock in it."""
+    for lo in range(0, n, READ_BATCH):
+        yield [data[i] for i in range(lo, min(n, lo + READ_BATCH))]
 
 
 def _checked(name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -108,6 +108,20 @@ def pictures():
 def ragged():
     return [(torch.zeros(3, 8, 8), 0), (torch.zeros(3, 9, 9), 1)]
 
+def ragged_long():
+    return [(torch.zeros(3, 8, 8) if i != 150 else torch.zeros(3, 9, 9), 0) for i in range(300)]
+
+class BrokenItem(Dataset):
+    def __len__(self):
+        return 300
+    def __getitem__(self, i):
+        if i == 150:
+            raise ValueError("image 150 is unreadable")
+        return torch.zeros(3, 8, 8), 0
+
+def broken_item_long():
+    return BrokenItem()
+
 def needs_arguments(n):
     return blobs(n)
 
@@ -165,6 +179,23 @@ def test_uint8_pixels_are_standardised_per_channel_with_the_training_sets_statis
 def test_labels_counted_from_one_are_taken_but_flagged(user_file, caplog) -> None:
     assert load_dataset(f"{user_file}:from_one", "train").classes == 4
     assert "no label is 0, so its classes are 0 .. 3 and the model must return 4 scores" in caplog.text
+
+
+def test_a_long_read_in_batches_gives_the_same_tensors_and_names_a_failure(user_file, monkeypatch) -> None:
+    import lrfind.userdata as userdata
+
+    monkeypatch.setattr(userdata, "READ_BATCH", 25)              # 300 items: a long read of 12 batches
+    data = load_dataset(f"{user_file}:listed", "train")
+    x, y = sys.modules[_module_of(user_file)].blobs(300)
+    assert torch.equal(data.images, x[:250]) and torch.equal(data.labels, y[:250])
+    with pytest.raises(DataSetError) as caught:                  # an item of another shape
+        load_dataset(f"{user_file}:ragged_long", "train")
+    assert "reading its training set failed after" in str(caught.value) and "\n" not in str(caught.value)
+    assert "stack expects each tensor to be equal size" in str(caught.value)
+    with pytest.raises(DataSetError) as caught:                  # an item's own error
+        load_dataset(f"{user_file}:broken_item_long", "train")
+    assert str(caught.value).endswith("failed after 150 items (ValueError: image 150 is unreadable); every item "
+                                      "must be an image of the same shape and a label")
 
 
 @pytest.mark.parametrize("layout", ["NHW", "NHWC"])
