@@ -69,15 +69,15 @@ class Timer:
 
 
 def engine_epoch_seconds(k: int, loader, device: torch.device, wrap_step=None, engine_class=None,
-                         **options) -> float:
-    """Wall time of one epoch of K LeNet trials side by side in lrfind's engine, after 11 warm-up
+                         model: str = "lenet", **options) -> float:
+    """Wall time of one epoch of K trials of ``model`` side by side in lrfind's engine, after 11 warm-up
     steps (kernels, allocator, the CUDA graph's capture). ``options`` go to ``FusedTrials`` (or to
     ``engine_class``, a variant of it); ``wrap_step`` replaces the engine's step function before
     the first step (``torch.compile``). The device's peak-memory counter is reset after the warm-up."""
     from lrfind.train import FusedTrials, TrialSpec
 
     specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
-    engine = (engine_class or FusedTrials)("lenet", specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
+    engine = (engine_class or FusedTrials)(model, specs, base_lr=0.05, total_steps=2 * len(loader) + 10,
                          steps_per_epoch=len(loader), device=device, **options)
     if wrap_step is not None:
         engine._step = wrap_step(engine._step)          # the CUDA graph then captures the wrapped step
