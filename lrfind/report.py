@@ -133,9 +133,10 @@ def snippet(study: optuna.Study) -> str | None:
     # the retrained run's steps if there was one, else the search's own
     total = (study.user_attrs.get("final") or {}).get("setup", {}).get("steps") or study.user_attrs["steps"]
     schedule = get_schedule(best.user_attrs["schedule"])
+    augment = f" with {setup['augment']} augmentation" if setup.get("augment") else ""
     header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, "
               f"validation accuracy {100 * best.value:.2f}%)\n"
-              f"# for {setup.get('model')} on {setup.get('dataset')}, batch {setup.get('batch_size')}, "
+              f"# for {setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}, "
               f"{setup.get('epochs')} epochs = {total} steps; rescale step counts for other runs.\n")
     return header + schedule.snippet(lr, total, optimizer=setup.get("optimizer", "sgd"),
                                      momentum=setup.get("momentum", 0.9),

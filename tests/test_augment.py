@@ -126,6 +126,7 @@ def test_a_study_augments_every_training_batch_and_no_validation_one(mnist_root,
     # the check on two images, then the range test, the batch of 2 trials and stage 3
     assert CALLS == [2] + [64] * (sweep + steps + final)
     assert result.study.best_value > 0.1
+    assert "on mnist with test_augment:counted augmentation" in (tmp_path / "best_schedule.py").read_text()
 
 
 def test_a_resume_with_another_augmentation_is_refused(mnist_root, monkeypatch, tmp_path) -> None:
