@@ -74,8 +74,9 @@ def verdict(study: optuna.Study) -> str:
     name = best.user_attrs.get("schedule")
     if name == "constant" and best.user_attrs.get("params", {}).get("warmup"):
         name = "constant after a warmup"
-    lines.append(f"best: trial {best.number}, {name} peaking at LR {_study.peak_lr(study, best):.3g}, "
-                 f"{_params_text(best.user_attrs.get('params', {}), 200)}")
+    params = _params_text(best.user_attrs.get("params", {}), 200)
+    lines.append(f"best: trial {best.number}, {name} " + (f"peaking at LR {_study.peak_lr(study, best):.3g}, {params}"
+                 if params else f"at LR {_study.peak_lr(study, best):.3g}"))
     if constant is None:
         lines.append(f"validation accuracy {100 * best.value:.2f}% (the constant baseline did not complete)")
     elif best.number == constant.number:

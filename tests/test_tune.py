@@ -369,7 +369,11 @@ def test_a_constant_lr_after_a_warmup_is_judged_against_the_plain_constant() -> 
     assert _study.constant_baseline(study).number == 0
     text = report.verdict(study)
     assert "constant after a warmup" in text and "90.00% vs constant 80.00% (+10.00 pp)" in text
+    assert "best: trial 1, constant after a warmup peaking at LR 0.02, warmup=11 warmup_start=0.1" in text
     assert report.best_json(study)["constant"] == {"trial": 0, "val_acc": 0.80}
+    study.add_trial(optuna.trial.create_trial(params=plain, distributions=dists, value=0.95,
+                                              user_attrs={"schedule": "constant", "params": {}}))
+    assert "best: trial 2, constant at LR 0.01\n" in report.verdict(study)        # nothing to list after it
 
 
 def test_a_missing_database_driver_names_the_package_to_install(monkeypatch) -> None:
