@@ -111,7 +111,7 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
 
     Runs in eval mode without gradients, with the RNG and the model's state left as they were."""
     x = images[:2]
-    shape = "x".join(map(str, x.shape[1:]))
+    shape = "x".join(map(str, x.shape[1:])) + (" images" if x.ndim > 2 else "-feature examples")
     was_training = model.training
     state = {k: v.clone() for k, v in model.state_dict().items()}
     try:
@@ -119,7 +119,7 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
             model.eval()
             out = model(x)
     except Exception as e:
-        raise ModelError(f"model {name} does not take this data set's {shape} images: a batch of shape "
+        raise ModelError(f"model {name} does not take this data set's {shape}: a batch of shape "
                          f"{tuple(x.shape)} raised {type(e).__name__}: {e}") from None
     finally:
         model.train(was_training)

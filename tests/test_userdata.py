@@ -311,6 +311,12 @@ def test_a_built_in_model_on_images_of_another_shape_says_so(user_file, tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def test_examples_that_are_not_images_are_named_so(tmp_path) -> None:
+    with pytest.raises(ModelError, match=r"model lenet does not take this data set's 20-feature examples: a batch "
+                                         r"of shape \(2, 20\) raised"):
+        tune(dataset=table, out=str(tmp_path / "o"), **QUICK)
+
+
 def test_cli_range_test_on_your_own_data(user_file, tmp_path) -> None:
     result = CliRunner().invoke(main, ["range-test", "--dataset", f"{user_file}:listed", "--model",
                                        f"{user_file}:BlobNet", "--batch-size", "16", "--num-iter", "30", "--device",
@@ -349,6 +355,12 @@ def test_the_cifar10_example_reads_torchvisions_dataset_into_tensors(monkeypatch
     from lrfind.models import check_fits, get_model
 
     check_fits(get_model(f"{example}:CifarNet"), train.images, 10, "CifarNet")
+
+
+def table():
+    """Tabular data: 20 features, two classes."""
+    x = torch.randn(600, 20, generator=torch.Generator().manual_seed(0))
+    return x, (x[:, 0] > 0).long()
 
 
 def small_blobs():
