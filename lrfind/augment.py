@@ -29,7 +29,10 @@ class AugmentError(ValueError):
     """An augmentation named by the user cannot be loaded or does not keep the images' shape."""
 
 
-def random_crop(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+PADDING = 4                # pixels a built-in crop shifts by, at most, in each direction
+
+
+def random_crop(images: torch.Tensor, generator: torch.Generator, padding: int = PADDING) -> torch.Tensor:
     """Each image shifted by up to ``padding`` pixels in each direction, the border mirrored (as in
     airbench; torchvision's ``RandomCrop(size, padding, padding_mode="reflect")`` per item)."""
     n, _, h, w = images.shape
@@ -70,12 +73,16 @@ def check_augment(augment: Augment, images: torch.Tensor, name: str) -> None:
     x = images[:2]
     if name in AUGMENTATIONS and x.ndim != 4:
         raise AugmentError(f"augment {name} needs (N, C, H, W) images; this data set's are {tuple(x.shape[1:])}")
+    if name in AUGMENTATIONS and min(x.shape[2:]) <= PADDING:
+        raise AugmentError(f"augment {name} shifts images by up to {PADDING} pixels with mirrored borders: they must "
+                           f"be larger than {PADDING}x{PADDING}; this data set's are {x.shape[2]}x{x.shape[3]}")
     generator = torch.Generator(device=x.device).manual_seed(0)
     try:
         out = augment(x.clone(), generator)
     except Exception as e:
-        raise AugmentError(f"augment {name}: a batch of shape {tuple(x.shape)} raised {type(e).__name__}: {e}; "
-                           "it must take (images, generator)") from None
+        hint = "; it must take (images, generator)" if isinstance(e, TypeError) else ""
+        raise AugmentError(f"augment {name}: a batch of shape {tuple(x.shape)} raised {type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}{hint}") from None
     if not (isinstance(out, torch.Tensor) and out.shape == x.shape and out.dtype == x.dtype):
         got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise AugmentError(f"augment {name} must return images of the shape and dtype it was given: "

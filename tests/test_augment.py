@@ -101,6 +101,8 @@ def test_an_augmentation_that_does_not_fit_is_one_clear_error(user_file, name, m
 def test_a_built_in_crop_needs_image_shaped_data() -> None:
     with pytest.raises(AugmentError, match=r"augment crop needs \(N, C, H, W\) images; this data set's are \(20,\)"):
         check_augment(get_augment("crop"), torch.zeros(4, 20), "crop")
+    with pytest.raises(AugmentError, match="must be larger than 4x4; this data set's are 4x4"):
+        check_augment(get_augment("flip-crop"), torch.zeros(4, 3, 4, 4), "flip-crop")
 
 
 CALLS: list[int] = []
