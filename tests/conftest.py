@@ -32,6 +32,13 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> Path:
     return path
 
 
+def user_file(folder: Path, name: str, source: str) -> Path:
+    """``source`` written to ``folder/name``: a file of the user's, named as ``path/to/file.py:function``."""
+    path = folder / name
+    path.write_text(source)
+    return path
+
+
 def dynamo_modules_after(script: str) -> list[str]:
     """The ``torch._dynamo`` modules a fresh interpreter has imported after running ``script``.
 

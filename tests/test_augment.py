@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+import conftest
 from lrfind import tune
 from lrfind.augment import AugmentError, check_augment, flip_crop, get_augment, random_crop, random_flip
 from lrfind.cli import main
@@ -72,9 +73,7 @@ def no_generator(images):
 
 @pytest.fixture
 def user_file(tmp_path):
-    path = tmp_path / "user_augment.py"
-    path.write_text(USER_AUGMENT)
-    return path
+    return conftest.user_file(tmp_path, "user_augment.py", USER_AUGMENT)
 
 
 def test_the_users_own_augmentation_by_path(user_file) -> None:

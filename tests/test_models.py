@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import conftest
 from lrfind.models import ModelError, check_fits, get_model
 from lrfind.train import FusedTrials, TrialSpec
 
@@ -58,9 +59,7 @@ NOT_CALLABLE = 3
 
 @pytest.fixture
 def user_file(tmp_path):
-    path = tmp_path / "user_models.py"
-    path.write_text(USER_MODELS)
-    return path
+    return conftest.user_file(tmp_path, "user_models.py", USER_MODELS)
 
 
 def test_a_factory_in_a_file_builds_seeded_models(user_file) -> None:

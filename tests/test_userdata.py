@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import conftest
 from lrfind import _storage, load_dataset, tune
 from lrfind.cli import main
 from lrfind.models import ModelError
@@ -137,8 +138,7 @@ NOT_CALLABLE = 3
 
 @pytest.fixture
 def user_file(tmp_path):
-    path = tmp_path / "user_data.py"
-    path.write_text(USER_DATA)
+    path = conftest.user_file(tmp_path, "user_data.py", USER_DATA)
     _read.cache_clear()
     yield path
     _read.cache_clear()
