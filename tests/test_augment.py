@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 import conftest
-from lrfind import tune
+from lrfind import report, tune
 from lrfind.augment import AugmentError, check_augment, flip_crop, get_augment, random_crop, random_flip
 from lrfind.cli import main
 from lrfind.data import DeviceLoader, ImageData
@@ -128,6 +128,7 @@ def test_a_study_augments_every_training_batch_and_no_validation_one(mnist_root,
     assert CALLS == [2] + [64] * (sweep + steps + final)
     assert result.study.best_value > 0.1
     assert "on mnist with test_augment:counted augmentation" in (tmp_path / "best_schedule.py").read_text()
+    assert "examples of 1x28x28, 10 classes, augmented with test_augment:counted" in report.verdict(result.study)
 
 
 def test_a_resume_with_another_augmentation_is_refused(mnist_root, monkeypatch, tmp_path) -> None:

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 import conftest
-from lrfind import _storage, load_dataset, tune
+from lrfind import _storage, load_dataset, report, tune
 from lrfind.cli import main
 from lrfind.models import ModelError
 from lrfind.tuner import TuneConfig
@@ -270,6 +270,8 @@ def test_a_study_on_your_own_data_and_model_runs_and_scores_on_its_test_set(user
     assert result.study.best_value > 0.5                       # well above a third: it learnt
     assert result.final["setup"] == {"train_images": 600, "test_images": 120, "steps": 2 * (600 // 32), "seeds": 1}
     assert result.final["best"]["test_acc"] > 0.5
+    assert f"data: {user_file}:train_and_test, 500 training and 100 validation examples of 3x8x8, 3 classes\n" \
+        in report.verdict(result.study)
 
 
 def test_a_resume_after_the_data_set_changed_is_refused(user_file, tmp_path) -> None:
@@ -311,10 +313,12 @@ def test_a_built_in_model_on_images_of_another_shape_says_so(user_file, tmp_path
     assert not (tmp_path / "o").exists()
 
 
-def test_examples_that_are_not_images_are_named_so(tmp_path) -> None:
+def test_rows_of_features_train_and_are_named_so(tmp_path) -> None:
     with pytest.raises(ModelError, match=r"model lenet does not take this data set's 20-feature examples: a batch "
                                          r"of shape \(2, 20\) raised"):
         tune(dataset=table, out=str(tmp_path / "o"), **QUICK)
+    result = tune(dataset=table, model=TableNet, out=str(tmp_path / "t"), **QUICK)
+    assert "417 training and 83 validation examples of 20 features, 2 classes" in report.verdict(result.study)
 
 
 def test_cli_range_test_on_your_own_data(user_file, tmp_path) -> None:
@@ -361,6 +365,15 @@ def table():
     """Tabular data: 20 features, two classes."""
     x = torch.randn(600, 20, generator=torch.Generator().manual_seed(0))
     return x, (x[:, 0] > 0).long()
+
+
+class TableNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(20, 2)
+
+    def forward(self, x):
+        return self.fc(x)
 
 
 def small_blobs():
