@@ -45,8 +45,9 @@ class BuiltinOrOwn(click.ParamType):
 def option_message(e: ValueError) -> str:
     """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
     text = str(e)
-    for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr", "train_subset",
-                  "val_size", "range_test_iters", "heartbeat", "max_peak", "final_seeds", "weight_decay"):
+    for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr",
+                  "train_subset", "val_size", "range_test_iters", "heartbeat", "max_peak", "final_seeds",
+                  "weight_decay"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text
@@ -76,6 +77,13 @@ def load_augment(name: str | None, data):
     except AugmentError as e:
         raise UserError(option_message(e)) from None
     return augment
+
+
+def out_of_memory(e: Exception, batch_size: int) -> UserError:
+    """CUDA ran out of memory with one model (a range test, or a study already down to one trial at a time)."""
+    first = str(e).strip().split(". ")[0] if str(e).strip() else "CUDA out of memory"
+    return UserError(f"out of GPU memory with one model at --batch-size {batch_size} ({first}): lower --batch-size "
+                     "or use a smaller model; a study keeps its finished trials, so run the same command again")
 
 
 def resolve_device(name: str):
@@ -191,9 +199,9 @@ Examples:
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")
-def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int, optimizer: str, momentum: float,
-               weight_decay: float | None, device: str, seed: int, quiet: bool, start_lr: float, end_lr: float,
-               num_iter: int, mode: str, repeats: int, method: str, out: Path) -> None:
+def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
+               optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool,
+               start_lr: float, end_lr: float, num_iter: int, mode: str, repeats: int, method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
     Records the loss of every batch, stops when the loss diverges, and writes the curve, every
@@ -201,6 +209,8 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     without its last 10,000 images (a sixth of smaller sets), which `lrfind tune`
     keeps for validation.
     """
+    import torch
+
     from ._imports import short_name
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
@@ -218,8 +228,11 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
     net = build_model(model, seed, train)
     loader = train.loader(batch_size, seed=seed, augment=load_augment(augment, train))
-    result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
-                     progress=not quiet, warn=False)     # the summary prints them
+    try:
+        result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
+                         progress=not quiet, warn=False)     # the summary prints them
+    except torch.cuda.OutOfMemoryError as e:
+        raise out_of_memory(e, batch_size) from None
     result.config.update(model=model, dataset=dataset, augment=augment, batch_size=batch_size, optimizer=optimizer,
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import UserError, batch_size_option, data_options, main, option_message, run_options
+from .cli import UserError, batch_size_option, data_options, main, option_message, out_of_memory, run_options
 
 
 def quiet_optuna() -> None:
@@ -64,11 +64,11 @@ Examples:
                    "faster on an H100 at 50 trials; compare its accuracy with a float32 study before relying on it.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, augment: str | None, epochs: int,
-                 batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool,
-                 base_lr: float | None, schedules: str | None, parallel: int | None, storage: str | None,
-                 study_name: str | None, out: Path, train_subset: int | None, val_size: int, pruner: str,
-                 heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int, final_seeds: int,
-                 amp: str | None, no_final: bool) -> None:
+                 batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str,
+                 seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
+                 storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
+                 pruner: str, heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int,
+                 final_seeds: int, amp: str | None, no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.
 
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
@@ -77,6 +77,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     Stage 3 retrains the best schedule and the constant on the whole training set and scores both
     once on the test set. Run the same command again to resume: only missing trials are run.
     """
+    import torch
+
     from .data import CorruptDataError, DataNotFoundError
     from .models import ModelError
     from .augment import AugmentError
@@ -107,6 +109,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     except TuneInterrupted as e:
         click.echo(str(e), err=True)
         raise SystemExit(130) from None
+    except torch.cuda.OutOfMemoryError as e:       # tune halves a batch of trials first: this is one trial
+        raise out_of_memory(e, batch_size) from None
     _print_report(result.study, out, written=result.files)
     click.echo(_timing(result.seconds))
 

@@ -6,6 +6,7 @@ import json
 import warnings
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from lrfind.cli import main
@@ -179,3 +180,29 @@ def test_help_does_not_import_torch() -> None:
 
     code = "import sys; from lrfind.cli import main; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity "
+                                      "of 79.19 GiB of which 1.02 GiB is free.")
+
+
+def test_range_test_out_of_gpu_memory_is_one_line_that_says_what_to_lower(run, monkeypatch, tmp_path) -> None:
+    import lrfind.rangetest
+
+    monkeypatch.setattr(lrfind.rangetest, "find_lr", _out_of_memory)
+    result = run("range-test", "--device", "cpu", "-q", "--batch-size", "512", "--out", str(tmp_path))
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert ("out of GPU memory with one model at --batch-size 512 (CUDA out of memory): lower --batch-size "
+            "or use a smaller model") in result.output
+
+
+def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(run, monkeypatch, tmp_path) -> None:
+    from lrfind import tuner
+
+    monkeypatch.setattr(tuner, "run_trials", _out_of_memory)
+    result = run("tune", "--device", "cpu", "-q", "--trials", "2", "--parallel", "1", "--base-lr", "0.05",
+                 "--train-subset", "256", "--epochs", "1", "--out", str(tmp_path))
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "out of GPU memory with one model at --batch-size 128" in result.output
+    assert "run the same command again" in result.output and (tmp_path / "study.log").is_file()
