@@ -1,7 +1,8 @@
 """Find the user's own callable by its name: ``package.module:function`` or ``path/to/file.py:function``.
 
-Models (``--model``) and data sets (``--dataset``) are both named this way, as in uvicorn or
-gunicorn; ``kind`` ("model", "data set") starts every error message, which is raised as ``error``.
+Models (``--model``), data sets (``--dataset``) and augmentations (``--augment``) are named this
+way, as in uvicorn or gunicorn; ``kind`` ("model", "dataset", "augment") starts every error
+message, which is raised as ``error``.
 """
 
 from __future__ import annotations
