@@ -225,7 +225,10 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     except ValueError as e:                                    # a weight decay of nan or inf
         raise UserError(option_message(e)) from None
     dev = resolve_device(device)
-    train, _ = load_split(dataset, data_dir, dev).holdout(10_000)
+    train, val = load_split(dataset, data_dir, dev).holdout(10_000)
+    if len(train) < batch_size:
+        raise UserError(f"--batch-size {batch_size} is more than the {len(train)} training examples left after "
+                        f"{len(val)} for validation: lower it")
     net = build_model(model, seed, train)
     loader = train.loader(batch_size, seed=seed, augment=load_augment(augment, train))
     try:

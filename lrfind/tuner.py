@@ -40,7 +40,7 @@ from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
-from .userdata import dataset_name, describe as describe_dataset
+from .userdata import DataSetError, dataset_name, describe as describe_dataset
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,9 @@ def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
     train, val = load_dataset(cfg.dataset, "train", root=cfg.data_dir, device=device).holdout(cfg.val_size)
     if cfg.train_subset is not None:
         train = train.subset(cfg.train_subset)
+    if len(train) < cfg.batch_size:        # a small data set of the user's: say so before anything is written
+        raise DataSetError(f"batch_size {cfg.batch_size} is more than the {len(train)} training examples left "
+                           f"after {len(val)} for validation: lower it")
     return train, val
 
 

@@ -329,6 +329,23 @@ def test_cli_range_test_on_your_own_data(user_file, tmp_path) -> None:
     assert (tmp_path / "range_test.png").stat().st_size > 1000 and "suggested LR" in result.output
 
 
+def tiny():
+    x = torch.randn(100, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    return x, torch.arange(100) % 3
+
+
+@pytest.mark.parametrize("command", ["range-test", "tune"])
+def test_a_batch_larger_than_a_small_data_set_is_one_line_exit_2(tmp_path, command) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, [command, "--dataset", "test_userdata:tiny", "--model",
+                                       "test_userdata:BlobNetHere", "--batch-size", "128", "--device", "cpu", "-q",
+                                       "--out", str(out)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "--batch-size 128 is more than the 70 training examples left after 14 for validation: lower it" \
+        in result.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command", ["range-test", "tune"])
 @pytest.mark.parametrize("dataset, message", [
     ("nowhere/data.py:f", "--dataset nowhere/data.py:f: no file"),
