@@ -114,7 +114,7 @@ def _parts(name: str, value: Any) -> tuple[Any, Any]:
     if isinstance(value, dict) and "train" in value:
         return value["train"], value.get("test")
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        if all(_is_array(v) for v in value):
+        if _is_pair(value):
             return value, None                       # (images, labels)
         if all(_is_part(_unloaded(v)) for v in value):
             return _unloaded(value[0]), _unloaded(value[1])     # (train, test)
@@ -125,10 +125,13 @@ def _parts(name: str, value: Any) -> tuple[Any, Any]:
 
 
 def _tensors(name: str, split: str, part: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if _is_dataset(part):
+    if _is_pair(part):                    # numpy arrays copied: they may be read-only, torch tensors may not
+        try:
+            x, y = (torch.from_numpy(np.array(v)) if isinstance(v, (np.ndarray, list)) else v for v in part)
+        except TypeError as e:            # an array of strings or objects
+            raise DataSetError(f"dataset {name}: its {split} images or labels are not numbers ({e})") from None
+    elif _is_dataset(part):
         x, y = _read_dataset(name, split, part)
-    elif _is_part(part):                  # numpy arrays copied: they may be read-only, torch tensors may not
-        x, y = (torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for v in part)
     else:
         raise DataSetError(f"dataset {name}: its {split} set is {_kind(part)}; give a Dataset of (image, label) "
                            "items or a pair (images, labels) of tensors")
@@ -224,8 +227,13 @@ def _unloaded(value: Any) -> Any:
 
 def _is_part(value: Any) -> bool:
     """A training or test set: a Dataset, or an (images, labels) pair."""
-    return _is_dataset(value) or (isinstance(value, (tuple, list)) and len(value) == 2
-                                  and all(_is_array(v) for v in value))
+    return _is_dataset(value) or _is_pair(value)
+
+
+def _is_pair(value: Any) -> bool:
+    """(images, labels): arrays, the labels possibly a list (torchvision's ``targets`` are one)."""
+    return (isinstance(value, (tuple, list)) and len(value) == 2 and _is_array(value[0])
+            and (_is_array(value[1]) or (isinstance(value[1], list) and len(value[1]) == len(value[0]))))
 
 
 def _is_dataset(value: Any) -> bool:

@@ -72,6 +72,14 @@ class BlobNet(nn.Module):
     def forward(self, x):
         return self.net(x)
 
+def label_list():
+    x, y = blobs()
+    return (x.numpy(), y.tolist()), [x[:60], y[:60].tolist()]   # as CIFAR10(...).data and .targets come
+
+def word_labels():
+    x, y = blobs()
+    return x, np.array(["cat"] * len(x))
+
 def float_labels():
     x, y = blobs()
     return x, y.float()
@@ -153,6 +161,11 @@ def test_a_tensor_pair_without_a_test_set_holds_the_last_sixth_out(user_file) ->
     assert torch.equal(test.images, x[-100:]) and torch.equal(test.labels, y[-100:])    # float images as given
 
 
+def test_labels_as_a_list_as_torchvision_keeps_them(user_file) -> None:
+    train, test = load_dataset(f"{user_file}:label_list", "train"), load_dataset(f"{user_file}:label_list", "test")
+    assert (len(train), len(test), train.labels.dtype, train.classes) == (600, 60, torch.int64, 3)
+
+
 @pytest.mark.parametrize("function", ["train_and_test", "as_dict", "loaders"])
 def test_a_train_and_test_pair_of_datasets_dataloaders_or_a_dict(user_file, function) -> None:
     train = load_dataset(f"{user_file}:{function}", "train")
@@ -224,6 +237,7 @@ def test_the_function_runs_once_for_both_splits(user_file, monkeypatch) -> None:
 
 @pytest.mark.parametrize("function, message", [
     ("float_labels", "its training labels are torch.float32; give integer class indices 0 .. C-1"),
+    ("word_labels", "its training images or labels are not numbers (can't convert np.ndarray of type numpy.str_"),
     ("negative_labels", "its training labels include -1"),
     ("one_class", "every label is 0; a classifier needs at least two classes"),
     ("with_nan", "its training images hold NaN or infinite values"),
