@@ -327,6 +327,17 @@ def test_a_built_in_model_on_images_of_another_shape_says_so(user_file, tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def grey_floats():
+    x = torch.randn(120, 28, 28, generator=torch.Generator().manual_seed(0))
+    return x, torch.arange(120) % 10
+
+
+def test_float_images_without_a_channel_axis_get_a_hint(tmp_path) -> None:
+    with pytest.raises(ModelError, match=r"does not take this data set's 28x28 images: .*images without a channel "
+                                         r"axis\? give them as \(N, 1, H, W\)$"):
+        tune(dataset=grey_floats, out=str(tmp_path / "o"), **QUICK)
+
+
 def test_rows_of_features_train_and_are_named_so(tmp_path) -> None:
     with pytest.raises(ModelError, match=r"model lenet does not take this data set's 20-feature examples: a batch "
                                          r"of shape \(2, 20\) raised"):
