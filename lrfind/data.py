@@ -80,9 +80,12 @@ def check_dataset(name: str) -> None:
     """Raise a ValueError that lists the choices unless ``name`` is a built-in data set, or the user's own
     function, which is imported (not called)."""
     if is_user_dataset(name):
-        from .userdata import load_function
+        from .userdata import GIVEN_PREFIX, describe, load_function
 
-        load_function(name)
+        if name.startswith(GIVEN_PREFIX):
+            describe(name)                     # data given as a value: still held by this process?
+        else:
+            load_function(name)
     else:
         _spec(name)
 

@@ -40,7 +40,7 @@ from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
-from .userdata import DataSetError, dataset_name, describe as describe_dataset
+from .userdata import DataSetError, dataset_name, describe as describe_dataset, given_name
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class TuneConfig:
     and a resumed study must match them."""
 
     model: str = "lenet"                         # or module:function, file.py:function, or the callable itself
-    dataset: str = "mnist"                       # "fashion-mnist", or the user's own named (or given) as a model is
+    dataset: str = "mnist"                       # "fashion-mnist", the user's own named as a model is, or the data
     data_dir: str | None = None
     trials: int = 50
     epochs: int = 3
@@ -85,6 +85,8 @@ class TuneConfig:
             object.__setattr__(self, "model", model_name(self.model))
         if callable(self.dataset):
             object.__setattr__(self, "dataset", dataset_name(self.dataset))
+        elif not isinstance(self.dataset, str):    # tensors, arrays or a Dataset given as they are
+            object.__setattr__(self, "dataset", given_name(self.dataset))
         if callable(self.augment):
             object.__setattr__(self, "augment", callable_name(self.augment, "augment", AugmentError))
         for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):

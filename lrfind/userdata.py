@@ -1,7 +1,8 @@
 """The user's own data set, named like a model: ``--dataset path/to/file.py:function``.
 
 The function (or ``package.module:function``, or the function itself in ``tune(dataset=...)``)
-takes no arguments and returns the training set, or ``(train, test)``. Each part is either
+takes no arguments and returns the training set, or ``(train, test)``; ``tune(dataset=...)`` also
+takes what it would return, as it is (stored as ``given:`` and a hash of the tensors). Each part is either
 
 - a map-style ``torch.utils.data.Dataset`` whose items are ``(image tensor, integer label)``, such
   as a torchvision data set with ``transform=ToTensor()``, or
@@ -21,6 +22,7 @@ set (at most 10,000 examples) is held out as one: trials never see it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from typing import Any, Callable, NamedTuple
 
@@ -56,10 +58,39 @@ def load_function(name: str) -> Callable[[], Any]:
     return load_callable(name, "dataset", DataSetError)
 
 
+GIVEN_PREFIX = "given:"
+_GIVEN: dict[str, _Splits] = {}          # data given as a value to tune(dataset=...), by its name
+
+
+def given_name(value: Any) -> str:
+    """Read data given as a value (``tune(dataset=(x, y))``, a Dataset, ``(train, test)``, ...) and
+    return the name it is stored under: ``given:`` and a hash of its tensors, so that the same data
+    given again, in this process or the next, names the same study (and resumes it)."""
+    splits = _splits("given", value)
+    digest = hashlib.sha1()
+    for t in (*splits.train, *splits.test):
+        rows = t[:: max(1, len(t) // 4096)]          # a few thousand rows, evenly spread: fast for any size
+        digest.update(f"{tuple(t.shape)} {t.dtype}".encode())
+        digest.update(rows.contiguous().numpy().tobytes())
+    name = GIVEN_PREFIX + digest.hexdigest()[:16]
+    _GIVEN.setdefault(name, splits)
+    return name
+
+
+def _splits_of(name: str) -> _Splits:
+    if name.startswith(GIVEN_PREFIX):
+        try:
+            return _GIVEN[name]
+        except KeyError:
+            raise DataSetError(f"dataset {name}: data given as a value lives in the process it was given to; "
+                               "give it again (tune(dataset=...)), or name a function that returns it") from None
+    return _read(name, load_function(name))
+
+
 def load_user_dataset(name: str, split: str, device: str | torch.device = "cpu") -> ImageData:
     """One split of the user's data set on ``device``. The function runs once for both splits and
     every study of the process, again only when it was redefined or its file edited."""
-    splits = _read(name, load_function(name))
+    splits = _splits_of(name)
     x, y = splits.train if split == "train" else splits.test
     try:
         return ImageData(x.to(device), y.to(device), name, classes=splits.classes)
@@ -71,7 +102,7 @@ def load_user_dataset(name: str, split: str, device: str | torch.device = "cpu")
 
 def describe(name: str) -> dict[str, Any]:
     """What a study stores of the user's data set, so that a resume notices that it changed."""
-    splits = _read(name, load_function(name))
+    splits = _splits_of(name)
     return {"train_examples": len(splits.train[1]), "test_examples": len(splits.test[1]),
             "shape": list(splits.train[0].shape[1:]), "classes": splits.classes}
 
@@ -83,6 +114,11 @@ def _read(name: str, function: Callable[[], Any]) -> _Splits:
     except Exception as e:
         hint = "; it must take no arguments" if isinstance(e, TypeError) else ""
         raise DataSetError(f"dataset {name}: calling it failed ({type(e).__name__}: {e}){hint}") from e
+    return _splits(name, value)
+
+
+def _splits(name: str, value: Any) -> _Splits:
+    """Checked training and test tensors on the host from what the user's function returned (or gave)."""
     train, test = _parts(name, value)
     x, y = _tensors(name, "training", train)
     if test is None:

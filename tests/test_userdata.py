@@ -10,6 +10,7 @@ import optuna
 import pytest
 import torch
 from click.testing import CliRunner
+from torch.utils.data import TensorDataset
 
 import conftest
 from lrfind import _storage, load_dataset, report, tune
@@ -319,6 +320,27 @@ def test_a_function_redefined_in_a_notebook_is_read_again(monkeypatch) -> None:
     assert len(load_dataset("notebook:data", "train")) == 10
     notebook.data = lambda: (torch.zeros(24, 4), torch.arange(24) % 2)
     assert len(load_dataset("notebook:data", "train")) == 20
+
+
+def test_data_given_as_it_is_runs_a_study_that_the_same_data_resumes(tmp_path) -> None:
+    x, y = small_blobs()
+    first = tune(dataset=(x, y), model=BlobNetHere, out=str(tmp_path), **QUICK)
+    name = first.study.user_attrs["lrfind_setup"]["dataset"]
+    assert name.startswith("given:") and first.study.study_name == f"lrfind-test_userdata:BlobNetHere-{name}"
+    again = tune(dataset=(x.clone(), y.clone()), model=BlobNetHere, out=str(tmp_path), **{**QUICK, "trials": 3})
+    assert again.study.study_name == first.study.study_name and len(again.study.trials) == 3    # resumed
+    other = TuneConfig(dataset=(x[:300], y[:300]), model=BlobNetHere, **QUICK)
+    assert other.dataset != name                                                     # other data, other study
+    assert TuneConfig(dataset=TensorDataset(x, y), model=BlobNetHere, **QUICK).dataset == name   # same tensors
+
+
+def test_data_given_elsewhere_or_malformed_is_one_clear_error() -> None:
+    with pytest.raises(DataSetError, match="dataset given:0123456789abcdef: data given as a value lives in the "
+                                           "process it was given to"):
+        TuneConfig(dataset="given:0123456789abcdef")
+    x, y = small_blobs()
+    with pytest.raises(DataSetError, match="dataset given: its training labels are torch.float32"):
+        TuneConfig(dataset=(x, y.float()))
 
 
 def test_a_built_in_model_on_images_of_another_shape_says_so(user_file, tmp_path) -> None:
