@@ -68,10 +68,9 @@ def given_name(value: Any) -> str:
     given again, in this process or the next, names the same study (and resumes it)."""
     splits = _splits("given", value)
     digest = hashlib.sha1()
-    for t in (*splits.train, *splits.test):
-        rows = t[:: max(1, len(t) // 4096)]          # a few thousand rows, evenly spread: fast for any size
+    for t in (*splits.train, *splits.test):            # every byte: 0.6 GB of CIFAR-10 floats in about 1 s
         digest.update(f"{tuple(t.shape)} {t.dtype}".encode())
-        digest.update(rows.contiguous().numpy().tobytes())
+        digest.update(memoryview(t.contiguous().numpy()).cast("B"))
     name = GIVEN_PREFIX + digest.hexdigest()[:16]
     _GIVEN.setdefault(name, splits)
     return name
