@@ -188,6 +188,14 @@ def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch
         hint = "; add transform=ToTensor()" if pil else ""
         raise DataSetError(f"dataset {name}: its {split} set's items must be (image tensor, integer label), "
                            f"item 0 is {shown}{hint}")
+    first = torch.as_tensor(item[0])
+    need = n * first.numel() * 4            # bytes as float32
+    free = _host_bytes_free()
+    if free is not None and need > free:
+        raise DataSetError(f"dataset {name}: its {split} set's {n:,} items of {'x'.join(map(str, first.shape))} "
+                           f"take {need / 2**30:.1f} GiB as float32, more than the {free / 2**30:.1f} GiB of "
+                           "available memory; lrfind keeps a data set whole on the device: give a subset (torch.utils.data."
+                           "Subset) or smaller images")
     xs, ys = [], []
     failure = None
     chunks = tqdm(_chunks(data, n), total=-(-n // READ_BATCH), desc=f"reading {split} set", unit="batch",
@@ -205,6 +213,19 @@ def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch
         raise DataSetError(f"dataset {name}: reading its {split} set failed after {len(xs) * READ_BATCH} items "
                            f"({failure}); every item must be an image of the same shape and a label")
     return torch.cat(xs), torch.cat(ys)
+
+
+def _host_bytes_free() -> int | None:
+    """Memory available to a new allocation now (Linux's MemAvailable: free pages and the page cache
+    that can be dropped), or None where it cannot be asked: then nothing is refused."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _chunks(data: Any, n: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -160,6 +161,27 @@ def test_a_tensor_pair_without_a_test_set_holds_the_last_sixth_out(user_file) ->
     assert train.images.shape[1:] == (3, 8, 8) and train.images.dtype == torch.float32
     x, y = sys.modules[_module_of(user_file)].blobs()
     assert torch.equal(test.images, x[-100:]) and torch.equal(test.labels, y[-100:])    # float images as given
+
+
+class Huge(torch.utils.data.Dataset):
+    """ImageNet's size: 1,281,167 images of 3x224x224 (only item 0 is ever read)."""
+
+    def __len__(self):
+        return 1_281_167
+
+    def __getitem__(self, i):
+        return torch.zeros(3, 224, 224), 0
+
+
+def huge():
+    return Huge()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="available memory is read from /proc/meminfo")
+def test_a_dataset_too_large_for_memory_is_refused_before_reading() -> None:
+    with pytest.raises(DataSetError, match=r"dataset test_userdata:huge: its training set's 1,281,167 items of "
+                                           r"3x224x224 take 718.4 GiB as float32, more than the .* GiB of available memory"):
+        load_dataset("test_userdata:huge", "train")
 
 
 def test_labels_as_a_list_as_torchvision_keeps_them(user_file) -> None:
