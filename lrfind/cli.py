@@ -212,6 +212,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     import torch
 
     from ._imports import short_name
+    from .data import shape_text
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
 
@@ -236,7 +237,9 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                          progress=not quiet, warn=False)     # the summary prints them
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None
-    result.config.update(model=model, dataset=dataset, augment=augment, batch_size=batch_size, optimizer=optimizer,
+    result.config.update(model=model, dataset=dataset, augment=augment, train_examples=len(train),
+                         input_shape=list(train.images.shape[1:]), classes=train.classes, batch_size=batch_size,
+                         optimizer=optimizer,
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))
     out.mkdir(parents=True, exist_ok=True)
@@ -245,6 +248,8 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                 f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr else None)
     result.to_json(out / "range_test.json")
     result.to_csv(out / "range_test.csv")
+    click.echo(f"data: {dataset}, {len(train):,} training examples of {shape_text(train.images.shape[1:])}, "
+               f"{train.classes} classes" + (f", augmented with {augment}" if augment else ""))
     click.echo(result.summary())
     click.echo(f"wrote {out / 'range_test.png'}, range_test.json, range_test.csv")
 

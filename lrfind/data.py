@@ -163,6 +163,12 @@ def _locate(name: str, split: str, root: Path, download: bool) -> tuple[Path, Pa
     )
 
 
+def shape_text(shape) -> str:
+    """An example's shape as people say it: "1x28x28" for an image, "20 features" for a row."""
+    shape = list(shape)
+    return "x".join(map(str, shape)) if len(shape) > 1 else f"{shape[0]} features"
+
+
 @dataclass
 class ImageData:
     """A whole image classification data set as two tensors on one device.

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import _study
+from .data import shape_text
 from .schedules import get_schedule
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
 
 def _data_text(data: dict[str, Any]) -> str:
     """What the trials trained on: "data: mnist, 50,000 training and 10,000 validation examples of 1x28x28, ..."."""
-    shape = "x".join(map(str, data["shape"])) if len(data["shape"]) > 1 else f"{data['shape'][0]} features"
+    shape = shape_text(data["shape"])
     augment = f", augmented with {data['augment']}" if data.get("augment") else ""
     return (f"data: {data['name']}, {data['train']:,} training and {data['val']:,} validation examples of {shape}, "
             f"{data['classes']} classes{augment}")

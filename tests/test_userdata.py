@@ -396,6 +396,7 @@ def test_cli_range_test_on_your_own_data(user_file, tmp_path) -> None:
                                        "cpu", "-q", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "range_test.png").stat().st_size > 1000 and "suggested LR" in result.output
+    assert result.output.startswith(f"data: {user_file}:listed, 209 training examples of 3x8x8, 3 classes\n")
 
 
 def tiny():
