@@ -115,6 +115,8 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
     out: dict[str, Any] = {"study": study.study_name, "base_lr": study.user_attrs.get("base_lr"),
                            "base_lr_source": study.user_attrs.get("base_lr_source"),
                            "setup": study.user_attrs.get("lrfind_setup"), "trials": len(_study.finished(study))}
+    if study.user_attrs.get("data"):
+        out["data"] = study.user_attrs["data"]                       # what the trials trained on
     if best is not None:
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
                    peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),

@@ -309,6 +309,8 @@ def test_a_study_on_your_own_data_and_model_runs_and_scores_on_its_test_set(user
     assert result.final["best"]["test_acc"] > 0.5
     assert f"data: {user_file}:train_and_test, 500 training and 100 validation examples of 3x8x8, 3 classes\n" \
         in report.verdict(result.study)
+    assert report.best_json(result.study)["data"] == {"name": f"{user_file}:train_and_test", "train": 500,
+                                                      "val": 100, "shape": [3, 8, 8], "classes": 3, "augment": None}
 
 
 def test_a_resume_after_the_data_set_changed_is_refused(user_file, tmp_path) -> None:
