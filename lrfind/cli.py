@@ -167,6 +167,8 @@ def main(verbose: bool) -> None:
       lrfind schedules                    list the decay schedules lrfind knows
       lrfind schedules plot --out s.png   draw them
       lrfind tune --trials 50             search the decay with Optuna
+      lrfind tune --model net.py:Net --dataset data.py:load --augment flip-crop
+                                          ... on your own model and data
       lrfind show                         report a stored study
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
