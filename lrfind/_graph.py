@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from ._errors import first_line
 from ._update import adam_, sgd_
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class CapturedStep:
         except RuntimeError as e:
             if self.strict:
                 raise
-            self.failure = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.failure = first_line(e)
             log.warning("the training step could not be captured in a CUDA graph (%s); it runs eagerly",
                         self.failure)
             torch.cuda.synchronize()

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import optuna
 
+from ._errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -37,11 +39,6 @@ def describe(url: str) -> str:
         return f"{u.render_as_string(hide_password=True)} (host {u.host or 'localhost'}, database {u.database})"
     except Exception:  # not even a URL: show it as given
         return repr(url)
-
-
-def first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def default_storage(out: Path) -> str:

@@ -18,7 +18,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ._storage import StudyError, connect, default_storage, describe, first_line
+from ._errors import first_line
+from ._storage import StudyError, connect, default_storage, describe
 
 if TYPE_CHECKING:
     from .train import TrialRecord

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ._errors import message
 from ._imports import is_import_path, load_callable
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -82,7 +83,7 @@ def check_augment(augment: Augment, images: torch.Tensor, name: str) -> None:
     except Exception as e:
         hint = "; it must take (images, generator)" if isinstance(e, TypeError) else ""
         raise AugmentError(f"augment {name}: a batch of shape {tuple(x.shape)} raised {type(e).__name__}: "
-                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}{hint}") from None
+                           f"{message(e)}{hint}") from None
     if not (isinstance(out, torch.Tensor) and out.shape == x.shape and out.dtype == x.dtype):
         got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise AugmentError(f"augment {name} must return images of the shape and dtype it was given: "

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ._errors import first_line
 from ._imports import is_import_path
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,7 @@ def _locate(name: str, split: str, root: Path, download: bool) -> tuple[Path, Pa
         try:
             _try_download(spec, root)
         except Exception as e:  # no network, mirror down, disk full: all end in the same advice
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            reason = f"download through torchvision failed ({first.rstrip(':')}; no network?)"
+            reason = f"download through torchvision failed ({first_line(e).rstrip(':')}; no network?)"
         found = [_find(raw_dir, s) for s in stems]
         if all(found):
             return found[0], found[1]

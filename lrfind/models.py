@@ -14,6 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ._errors import message
 from ._imports import callable_name, is_import_path, load_callable
 
 
@@ -120,9 +121,8 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
             out = model(x)
     except Exception as e:
         hint = ("; images without a channel axis? give them as (N, 1, H, W)" if x.ndim == 3 else "")
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelError(f"model {name} does not take this data set's {shape}: a batch of shape "
-                         f"{tuple(x.shape)} raised {type(e).__name__}: {first}{hint}") from None
+                         f"{tuple(x.shape)} raised {type(e).__name__}: {message(e)}{hint}") from None
     finally:
         model.train(was_training)
         model.load_state_dict(state)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ._errors import message
 from ._graph import CapturedStep
 from ._update import adam_, sgd_
 from .data import ImageData
@@ -183,9 +184,8 @@ class FusedTrials:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self._gradients(x, y, buffers={k: v.clone() for k, v in self.buffers.items()})
         except Exception as e:            # vmap says RuntimeError or NotImplementedError, models anything
-            first_line = str(e).splitlines()[0] if str(e) else ""
             log.warning("the model cannot be batched with vmap (%s: %s); its %d trials train one after another "
-                        "(slower on a GPU)", type(e).__name__, first_line, len(self.index))
+                        "(slower on a GPU)", type(e).__name__, message(e), len(self.index))
             self.vectorize = False
             self._losses, self._forward = self._looped_losses, self._looped_forward
 

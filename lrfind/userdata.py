@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
+from ._errors import message
 from ._imports import a, callable_name, load_callable
 from .data import ImageData
 
@@ -206,7 +207,7 @@ def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch
             xs.append(torch.as_tensor(x))
             ys.append(torch.as_tensor(y))
     except Exception as e:
-        failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        failure = f"{type(e).__name__}: {message(e)}"
     finally:
         chunks.close()
     if failure is not None:

@@ -1,0 +1,16 @@
+"""What an exception says, in one line: for the one-line errors and warnings lrfind writes about
+failures in the user's code, torch, a download or a database driver."""
+
+from __future__ import annotations
+
+
+def message(e: BaseException) -> str:
+    """The first line of what ``e`` says, '' when it says nothing. A database error wrapped by
+    SQLAlchemy speaks through its driver's (``orig``)."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def first_line(e: BaseException) -> str:
+    """``message(e)``, or the exception's type name when it says nothing."""
+    return message(e) or type(e).__name__
