@@ -214,7 +214,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     import torch
 
     from ._imports import short_name
-    from .data import shape_text
+    from .data import DataSizeError, check_batch_fits, data_line
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
 
@@ -229,9 +229,10 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
         raise UserError(option_message(e)) from None
     dev = resolve_device(device)
     train, val = load_split(dataset, data_dir, dev).holdout(10_000)
-    if len(train) < batch_size:
-        raise UserError(f"--batch-size {batch_size} is more than the {len(train)} training examples left after "
-                        f"{len(val)} for validation: lower it")
+    try:
+        check_batch_fits(batch_size, train, val)
+    except DataSizeError as e:
+        raise UserError(option_message(e)) from None
     net = build_model(model, seed, train)
     loader = train.loader(batch_size, seed=seed, augment=load_augment(augment, train))
     try:
@@ -250,8 +251,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                 f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr else None)
     result.to_json(out / "range_test.json")
     result.to_csv(out / "range_test.csv")
-    click.echo(f"data: {dataset}, {len(train):,} training examples of {shape_text(train.images.shape[1:])}, "
-               f"{train.classes} classes" + (f", augmented with {augment}" if augment else ""))
+    click.echo(data_line(dataset, len(train), train.images.shape[1:], train.classes, augment))
     click.echo(result.summary())
     click.echo(f"wrote {out / 'range_test.png'}, range_test.json, range_test.csv")
 

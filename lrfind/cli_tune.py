@@ -79,7 +79,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     """
     import torch
 
-    from .data import CorruptDataError, DataNotFoundError
+    from .data import CorruptDataError, DataNotFoundError, DataSizeError
     from .models import ModelError
     from .augment import AugmentError
     from .userdata import DataSetError
@@ -104,7 +104,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
         raise UserError(str(e)) from None
-    except (ModelError, DataSetError, AugmentError) as e:
+    except (ModelError, DataSetError, AugmentError, DataSizeError) as e:
         raise UserError(option_message(e)) from None
     except TuneInterrupted as e:
         click.echo(str(e), err=True)

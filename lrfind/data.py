@@ -56,6 +56,10 @@ class DataNotFoundError(FileNotFoundError):
     """The data set files are missing and could not be downloaded."""
 
 
+class DataSizeError(ValueError):
+    """A batch larger than the training split that is left (a small data set of the user's)."""
+
+
 class CorruptDataError(ValueError):
     """A data file exists but is not a valid IDX file of the expected shape."""
 
@@ -161,6 +165,21 @@ def _locate(name: str, split: str, root: Path, download: bool) -> tuple[Path, Pa
         f"Point lrfind at a folder that holds {spec.folder}/raw/ with --data-dir DIR "
         f"or ${DATA_DIR_ENV}=DIR."
     )
+
+
+def check_batch_fits(batch_size: int, train: "ImageData", val: "ImageData") -> None:
+    """Raise DataSizeError unless the training split left after validation holds a batch."""
+    if len(train) < batch_size:
+        raise DataSizeError(f"batch_size {batch_size} is more than the {len(train)} training examples left after "
+                            f"{len(val)} for validation: lower it")
+
+
+def data_line(name: str, train: int, shape, classes: int, augment: str | None = None, val: int | None = None) -> str:
+    """What a range test or the trials trained on: "data: mnist, 50,000 training and 10,000 validation
+    examples of 1x28x28, 10 classes"."""
+    counts = f"{train:,} training" + (f" and {val:,} validation" if val is not None else "")
+    return (f"data: {name}, {counts} examples of {shape_text(shape)}, {classes} classes"
+            + (f", augmented with {augment}" if augment else ""))
 
 
 def shape_text(shape) -> str:

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import _study
-from .data import shape_text
+from .data import data_line
 from .schedules import get_schedule
 
 log = logging.getLogger(__name__)
@@ -64,21 +64,15 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
     return "\n".join(rows)
 
 
-def _data_text(data: dict[str, Any]) -> str:
-    """What the trials trained on: "data: mnist, 50,000 training and 10,000 validation examples of 1x28x28, ..."."""
-    shape = shape_text(data["shape"])
-    augment = f", augmented with {data['augment']}" if data.get("augment") else ""
-    return (f"data: {data['name']}, {data['train']:,} training and {data['val']:,} validation examples of {shape}, "
-            f"{data['classes']} classes{augment}")
-
-
 def verdict(study: optuna.Study) -> str:
     """Does decay help? The best schedule against the constant LR, in validation and test accuracy."""
     best, constant = _study.best(study), _study.constant_baseline(study)
     if best is None:
         return "no trial completed"
     base_lr = study.user_attrs.get("base_lr", float("nan"))
-    lines = [_data_text(study.user_attrs["data"])] if "data" in study.user_attrs else []    # older studies lack it
+    data = study.user_attrs.get("data")                   # what the trials trained on; older studies lack it
+    lines = [data_line(data["name"], data["train"], data["shape"], data["classes"], data.get("augment"),
+                       val=data["val"])] if data else []
     lines.append(f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})")
     lines += [f"range test warning: {w}" for w in (study.user_attrs.get("range_test") or {}).get("warnings", [])]
     name = best.user_attrs.get("schedule")

@@ -34,13 +34,13 @@ from ._device import resolve_device
 from ._imports import callable_name
 from ._painter import Painter
 from .augment import Augment, AugmentError, check_augment, get_augment
-from .data import ImageData, check_dataset, is_user_dataset, load_dataset
+from .data import ImageData, check_batch_fits, check_dataset, is_user_dataset, load_dataset
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
-from .userdata import DataSetError, dataset_name, describe as describe_dataset, given_name
+from .userdata import dataset_name, describe as describe_dataset, given_name
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +169,7 @@ def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
     train, val = load_dataset(cfg.dataset, "train", root=cfg.data_dir, device=device).holdout(cfg.val_size)
     if cfg.train_subset is not None:
         train = train.subset(cfg.train_subset)
-    if len(train) < cfg.batch_size:        # a small data set of the user's: say so before anything is written
-        raise DataSetError(f"batch_size {cfg.batch_size} is more than the {len(train)} training examples left "
-                           f"after {len(val)} for validation: lower it")
+    check_batch_fits(cfg.batch_size, train, val)       # a small data set of the user's: before anything is written
     return train, val
 
 
