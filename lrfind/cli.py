@@ -47,7 +47,7 @@ def option_message(e: ValueError) -> str:
     text = str(e)
     for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr",
                   "train_subset", "val_size", "range_test_iters", "heartbeat", "max_peak", "final_seeds",
-                  "weight_decay"):
+                  "weight_decay", "timeout"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text

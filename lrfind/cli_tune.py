@@ -24,6 +24,7 @@ Examples:
   lrfind tune --trials 50
   lrfind tune --trials 20 --epochs 2 --schedules cosine,onecycle,step --out runs/quick
   lrfind tune --trials 8 --train-subset 5000 --device cpu --no-final       # a quick look on a laptop
+  lrfind tune --trials 50 --device cpu --timeout 20m                        # as many as 20 minutes allow
   lrfind tune --model examples/own_model.py:SmallCNN --trials 50            # your own model
   lrfind tune --dataset examples/own_data.py:cifar10 --model examples/own_data.py:CifarNet --augment flip-crop
   lrfind tune --storage postgresql://user:pw@host/db --study-name mnist-lenet --trials 200
@@ -62,13 +63,16 @@ Examples:
 @click.option("--amp", type=click.Choice(["bf16"]), default=None,
               help="Train the trials under bfloat16 autocast (weights and updates stay float32): about 25% "
                    "faster on an H100 at 50 trials; compare its accuracy with a float32 study before relying on it.")
+@click.option("--timeout", default=None, metavar="DURATION",
+              help="Start no more trials after this long (600, 90s, 10m, 1h30m), counted from the start; the "
+                   "trials running finish, stage 3 follows, and the same command again goes on with the rest.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, augment: str | None, epochs: int,
                  batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str,
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
                  pruner: str, heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int,
-                 final_seeds: int, amp: str | None, no_final: bool) -> None:
+                 final_seeds: int, amp: str | None, timeout: str | None, no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.
 
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
@@ -96,7 +100,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                          storage=storage, study_name=study_name, seed=seed,
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
                          val_size=val_size, final=not no_final, pruner=pruner, heartbeat=heartbeat, max_peak=max_peak,
-                         final_seeds=final_seeds, range_test_iters=range_test_iters, amp=amp,
+                         final_seeds=final_seeds, range_test_iters=range_test_iters, amp=amp, timeout=timeout,
                          progress=not quiet)
     except ValueError as e:
         raise UserError(option_message(e)) from None

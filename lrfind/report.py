@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import _study
+from ._duration import duration_text
 from .data import data_line
 from .schedules import get_schedule
 
@@ -64,6 +65,15 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
     return "\n".join(rows)
 
 
+def final_of(study: optuna.Study, best: FrozenTrial | None) -> dict[str, Any]:
+    """Stage 3's stored results, if they are the current best trial's: trials added later by a run
+    without stage 3 (``--no-final``, a worker of a shared study) may have found a better one."""
+    final = study.user_attrs.get("final") or {}
+    if best is None or final.get("best", {}).get("trial") != best.number:
+        return {}
+    return final
+
+
 def verdict(study: optuna.Study) -> str:
     """Does decay help? The best schedule against the constant LR, in validation and test accuracy."""
     best, constant = _study.best(study), _study.constant_baseline(study)
@@ -75,6 +85,10 @@ def verdict(study: optuna.Study) -> str:
                        val=data["val"])] if data else []
     lines.append(f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})")
     lines += [f"range test warning: {w}" for w in (study.user_attrs.get("range_test") or {}).get("warnings", [])]
+    stopped = study.user_attrs.get("stopped_by_timeout")
+    if stopped:
+        lines.append(f"search stopped by --timeout {duration_text(stopped['timeout'])} after {stopped['finished']} of "
+                     f"{stopped['trials']} trials: run the same command again to go on")
     name = best.user_attrs.get("schedule")
     if name == "constant" and best.user_attrs.get("params", {}).get("warmup"):
         name = "constant after a warmup"
@@ -88,7 +102,11 @@ def verdict(study: optuna.Study) -> str:
     else:
         lines.append(f"validation accuracy {100 * best.value:.2f}% vs constant {100 * constant.value:.2f}% "
                      f"({100 * (best.value - constant.value):+.2f} pp)")
-    final = study.user_attrs.get("final") or {}
+    final = final_of(study, best)
+    earlier = (study.user_attrs.get("final") or {}).get("best", {}).get("trial")
+    if not final and earlier is not None:
+        lines.append(f"test accuracy: not measured for trial {best.number} (stage 3 retrained trial {earlier}, "
+                     "the best before it); run the same command without --no-final to test it")
     if final.get("best", {}).get("test_acc") is not None:
         b, c = final["best"], final.get("constant", {})
         n = final["setup"].get("seeds", 1)
@@ -105,12 +123,14 @@ def verdict(study: optuna.Study) -> str:
 
 def best_json(study: optuna.Study) -> dict[str, Any]:
     best = _study.best(study)
-    final = study.user_attrs.get("final") or {}
+    final = final_of(study, best)
     out: dict[str, Any] = {"study": study.study_name, "base_lr": study.user_attrs.get("base_lr"),
                            "base_lr_source": study.user_attrs.get("base_lr_source"),
                            "setup": study.user_attrs.get("lrfind_setup"), "trials": len(_study.finished(study))}
     if study.user_attrs.get("data"):
         out["data"] = study.user_attrs["data"]                       # what the trials trained on
+    if study.user_attrs.get("stopped_by_timeout"):
+        out["stopped_by_timeout"] = study.user_attrs["stopped_by_timeout"]   # fewer trials than asked for
     if best is not None:
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
                    peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
@@ -134,11 +154,11 @@ def snippet(study: optuna.Study) -> str | None:
     if best is None:
         return None
     setup = study.user_attrs.get("lrfind_setup", {})
-    final = (study.user_attrs.get("final") or {}).get("best", {})
-    params = final.get("params") or best.user_attrs["params"]
+    final = final_of(study, best)
+    params = final.get("best", {}).get("params") or best.user_attrs["params"]
     lr = _study.peak_lr(study, best)          # the schedule's highest LR
     # the retrained run's steps if there was one, else the search's own
-    total = (study.user_attrs.get("final") or {}).get("setup", {}).get("steps") or study.user_attrs["steps"]
+    total = final.get("setup", {}).get("steps") or study.user_attrs["steps"]
     schedule = get_schedule(best.user_attrs["schedule"])
     augment = f" with {setup['augment']} augmentation" if setup.get("augment") else ""
     header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, "

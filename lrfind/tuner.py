@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from . import _storage, _study, report
 from ._device import resolve_device
+from ._duration import duration_text, parse_duration
 from ._imports import callable_name
 from ._painter import Painter
 from .augment import Augment, AugmentError, check_augment, get_augment
@@ -43,6 +44,7 @@ from .train import TrialRecord, TrialSpec, run_trials
 from .userdata import dataset_name, describe as describe_dataset, given_name
 
 log = logging.getLogger(__name__)
+_now = time.monotonic          # the --timeout clock
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class TuneConfig:
     range_test_iters: int = 300
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
+    timeout: float | str | None = None           # seconds (or "10m"): no batch of trials starts after it
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -89,6 +92,15 @@ class TuneConfig:
             object.__setattr__(self, "dataset", given_name(self.dataset))
         if callable(self.augment):
             object.__setattr__(self, "augment", callable_name(self.augment, "augment", AugmentError))
+        if isinstance(self.timeout, str):
+            try:
+                object.__setattr__(self, "timeout", parse_duration(self.timeout))
+            except ValueError as e:
+                raise ValueError(f"timeout {e}") from None
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout)
+                                             and self.timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds or a duration like '10m', "
+                             f"got {self.timeout!r}")
         for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -182,6 +194,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         raise TypeError("give either a TuneConfig or its fields, not both")
     cfg = config or TuneConfig(**fields)
     clock = time.perf_counter()
+    deadline = _now() + cfg.timeout if cfg.timeout else None      # no batch of trials starts after it
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
@@ -217,7 +230,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
         seconds["range_test"], clock = time.perf_counter() - clock, time.perf_counter()
         parallel = cfg.parallel or _auto_parallel(cfg, device, train)
-        _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel, single=_storage.single_process(url))
+        _search(study, cfg, train, val, base_lr, max_peak, total, per_epoch, parallel,
+                single=_storage.single_process(url), deadline=deadline)
         seconds["search"], clock = time.perf_counter() - clock, time.perf_counter()
         figures = painter.submit(report.draw_figures, report.snapshot(study), out)   # stage 3 adds no trials
 
@@ -312,8 +326,11 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
-            max_peak: float, total: int, per_epoch: int, parallel: int, *, single: bool) -> None:
-    """Ask, train and tell batches of trials until the study holds ``cfg.trials`` finished ones.
+            max_peak: float, total: int, per_epoch: int, parallel: int, *, single: bool,
+            deadline: float | None = None) -> None:
+    """Ask, train and tell batches of trials until the study holds ``cfg.trials`` finished ones, or
+    until ``deadline`` (of ``_now()``) has passed after a batch (Optuna's ``timeout``: a
+    running batch is not cut short, and every run trains at least one).
 
     Several workers may share the study: counting and asking happen under ``_study.claim``, so
     together they never start more trials than are missing; a worker with nothing left to start
@@ -337,10 +354,20 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                     parallel = _run_or_halve(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch,
                                              bar) or parallel
                 elif finished >= cfg.trials:
+                    if study.user_attrs.get("stopped_by_timeout"):      # an earlier run's, now made up
+                        study.set_user_attr("stopped_by_timeout", None)
                     return
                 else:
                     bar.set_postfix_str(f"{in_flight} running elsewhere")
                     time.sleep(cfg.heartbeat)
+            if deadline is not None and _now() >= deadline:
+                n, _ = _study.counts(study)
+                if n < cfg.trials:
+                    study.set_user_attr("stopped_by_timeout", {"timeout": cfg.timeout, "finished": n,
+                                                               "trials": cfg.trials})
+                    log.info("--timeout %s passed: %d of %d trials finished; stage 3 follows",
+                             duration_text(cfg.timeout), n, cfg.trials)
+                    return
     finally:
         bar.close()
 

@@ -428,3 +428,69 @@ def test_weight_decay_is_torchs_default_stored_with_the_study_and_in_the_snippet
     assert type(scope["optimizer"]) is torch.optim.AdamW and scope["optimizer"].defaults["weight_decay"] == 0.0
     sgd = get_schedule("cosine").snippet(0.01, 100, optimizer="sgd", weight_decay=5e-4, min_factor=0.0)
     assert "torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)" in sgd
+
+
+def test_timeout_stops_starting_trials_and_a_run_without_it_goes_on(data_env, tmp_path, monkeypatch) -> None:
+    clock = {"now": 0.0}
+    monkeypatch.setattr(tuner, "_now", lambda: clock["now"])
+    real_run = tuner._run_batch
+
+    def batch_takes_a_minute(*args, **kwargs):
+        clock["now"] += 60.0
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(tuner, "_run_batch", batch_takes_a_minute)
+    result = tune(trials=6, parallel=2, out=str(tmp_path), timeout="1m30s", **QUICK)
+    study = load(tmp_path)
+    assert len(_study.finished(study)) == 4          # batches start at 0 s and 60 s; none after 90 s
+    assert study.user_attrs["stopped_by_timeout"] == {"timeout": 90.0, "finished": 4, "trials": 6}
+    from lrfind import report
+    assert "search stopped by --timeout 1m30s after 4 of 6 trials: run the same command again" in report.verdict(study)
+    assert json.loads((tmp_path / "best.json").read_text())["stopped_by_timeout"]["finished"] == 4
+    assert result.study.user_attrs["stopped_by_timeout"]
+
+    tune(trials=6, parallel=2, out=str(tmp_path), **QUICK)              # no timeout: the rest
+    study = load(tmp_path)
+    assert len(_study.finished(study)) == 6 and not study.user_attrs["stopped_by_timeout"]
+    assert "search stopped" not in report.verdict(study)
+
+
+def test_timeout_still_trains_one_batch_a_run(data_env, tmp_path) -> None:
+    tune(trials=4, parallel=2, out=str(tmp_path), timeout=1e-9, **QUICK)
+    assert len(_study.finished(load(tmp_path))) == 2
+
+
+@pytest.mark.parametrize("value, message", [("10 minutes", "--timeout '10 minutes' is not a duration"),
+                                            ("0", "--timeout '0' is not a positive duration"),
+                                            ("-1m", "is not a duration: give seconds (600)")])
+def test_a_bad_timeout_is_one_line_before_anything_is_read(tmp_path, value, message) -> None:
+    result = CliRunner().invoke(main, ["tune", "--timeout", value, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_durations_read_as_people_type_them() -> None:
+    from lrfind._duration import duration_text, parse_duration
+
+    assert [parse_duration(t) for t in ("600", "90s", "10m", "1h30m", "2.5h", "1m30", " 10 m ")] == \
+        [600, 90, 600, 5400, 9000, 90, 600]
+    assert [duration_text(s) for s in (600, 5400, 42.5, 90, 3600)] == ["10m", "1h30m", "42.5s", "1m30s", "1h"]
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("ten minutes")
+
+
+def test_stage_3_of_an_earlier_best_is_not_reported_as_the_new_best(data_env, tmp_path) -> None:
+    from lrfind import report
+
+    tune(trials=2, parallel=2, out=str(tmp_path), **{**QUICK, "final": True, "final_seeds": 1})
+    study = load(tmp_path)
+    best = _study.best(study)
+    assert report.final_of(study, best)["best"]["trial"] == best.number
+    stale = dict(study.user_attrs["final"], best={**study.user_attrs["final"]["best"], "trial": 99,
+                                                  "params": {"not": "this trial's"}})
+    study.set_user_attr("final", stale)             # as if trials added with --no-final had beaten it
+    text = report.verdict(study)
+    assert f"test accuracy: not measured for trial {best.number} (stage 3 retrained trial 99" in text
+    assert "retrained on" not in text
+    assert "final" not in report.best_json(study)
+    assert "not" not in (report.snippet(study) or "")       # the best's own parameters, not the stale ones
