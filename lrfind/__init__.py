@@ -1,7 +1,8 @@
 """lrfind: pick the learning rate first, decay second.
 
 ``find_lr(model, loader)`` runs an LR range test on any model and suggests a base LR;
-``tune(...)`` searches the decay schedule with Optuna; ``SCHEDULES`` / ``get_schedule`` hold every
+``tune(...)`` searches the decay schedule with Optuna and ``load_best(out)`` gives it to your own
+training run; ``SCHEDULES`` / ``get_schedule`` hold every
 decay type as an Optuna search space, a pure LR-multiplier function and a torch scheduler.
 Submodules load on first use, so ``import lrfind`` stays cheap.
 """
@@ -26,6 +27,8 @@ _EXPORTS = {
     "SCHEDULES": "schedules",
     "get_schedule": "schedules",
     "tune": "tuner",
+    "load_best": "tuned",
+    "TunedSchedule": "tuned",
     "get_augment": "augment",
     "AUGMENTATIONS": "augment",
 }

@@ -151,6 +151,7 @@ def _print_report(study, out: Path, written: list[Path] | None = None) -> None:
 Examples:
   lrfind show                      # the study in ./lrfind_out/study.log
   lrfind show --out runs/quick
+  lrfind show --epochs 30 --steps-per-epoch 469    # the best schedule for your own, longer run
   lrfind show --storage postgresql://user:pw@host/db --study-name mnist-lenet
 """)
 @click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
@@ -158,7 +159,13 @@ Examples:
 @click.option("--storage", default=None, metavar="PATH|URL",
               help="A journal file path or an RDB URL. Default: OUT/study.log (OUT/study.db from older runs).")
 @click.option("--study-name", default=None, help="Which study; needed when the storage holds several.")
-def show(out: Path, storage: str | None, study_name: str | None) -> None:
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="With --steps-per-epoch: also write the best schedule for your own run of this many epochs "
+                   "(its periods keep their share of the run) into OUT/best_schedule_EPOCHSxSTEPS.py.")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
+              help="Optimizer steps per epoch of your run (len(train_loader)).")
+def show(out: Path, storage: str | None, study_name: str | None, epochs: int | None,
+         steps_per_epoch: int | None) -> None:
     """Print the report of a stored study: top trials, verdict, and write its files again."""
     import optuna
 
@@ -180,4 +187,28 @@ def show(out: Path, storage: str | None, study_name: str | None) -> None:
         study_name = names[0]
     elif study_name not in names:
         raise UserError(f"no study {study_name!r} in {describe(url)}; it holds: {', '.join(names) or 'none'}")
-    _print_report(optuna.load_study(study_name=study_name, storage=backend), out)
+    if (epochs is None) != (steps_per_epoch is None):
+        raise UserError("--epochs and --steps-per-epoch go together: give both, for a run of EPOCHS x STEPS optimizer "
+                        "steps, or neither")
+    study = optuna.load_study(study_name=study_name, storage=backend)
+    for_run = _for_run(study, epochs, steps_per_epoch) if epochs is not None else None    # checked first
+    _print_report(study, out)
+    if for_run is not None:
+        tuned, code = for_run
+        path = out / f"best_schedule_{epochs}x{steps_per_epoch}.py"
+        path.write_text(f"# lrfind study {study.study_name!r}: {tuned}, stretched to {epochs} epochs of "
+                        f"{steps_per_epoch} steps\n" + code)
+        click.echo(f"\nfor {epochs} epochs of {steps_per_epoch} steps (tuned on {tuned.epochs} of "
+                   f"{tuned.steps_per_epoch}), wrote {path}:\n\n{code}", nl=False)
+
+
+def _for_run(study, epochs: int, steps_per_epoch: int):
+    """The best schedule and its code for a run of the user's, or a one-line error."""
+    from . import report
+    from .tuned import BestFileError, from_best_json
+
+    try:
+        tuned = from_best_json(report.best_json(study), study.study_name)
+        return tuned, tuned.snippet(epochs=epochs, steps_per_epoch=steps_per_epoch)
+    except (BestFileError, ValueError) as e:
+        raise UserError(str(e)) from None

@@ -135,6 +135,7 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
                    peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
                    trial=best.number, val_acc=best.value,
+                   choices=best.params, steps_per_epoch=study.user_attrs.get("steps_per_epoch"),  # for load_best
                    val_acc_per_epoch=best.user_attrs.get("val_acc"))
     constant = _study.constant_baseline(study)
     if constant is not None:
@@ -164,7 +165,8 @@ def snippet(study: optuna.Study) -> str | None:
     header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, "
               f"validation accuracy {100 * best.value:.2f}%)\n"
               f"# for {setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}, "
-              f"{setup.get('epochs')} epochs = {total} steps; rescale step counts for other runs.\n")
+              f"{setup.get('epochs')} epochs = {total} steps.\n"
+              f"# For a run of another length: lrfind show --epochs N --steps-per-epoch M, or lrfind.load_best.\n")
     return header + schedule.snippet(lr, total, optimizer=setup.get("optimizer", "sgd"),
                                      momentum=setup.get("momentum", 0.9),
                                      weight_decay=setup.get("weight_decay", 0.0), **params)

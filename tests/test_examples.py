@@ -33,3 +33,10 @@ def test_own_data_runs_a_study_on_a_data_set_function(mnist_root, tmp_path) -> N
     assert (tmp_path / "study" / "best_schedule.py").is_file()
     again = run("own_data.py", str(tmp_path / "study"), cwd=tmp_path, data=mnist_root)    # resumes: same result
     assert again.splitlines()[0] == out.splitlines()[0]
+
+
+def test_use_tuned_trains_with_a_studys_best_schedule_at_another_length(mnist_root, tmp_path) -> None:
+    run("own_data.py", str(tmp_path / "study"), cwd=tmp_path, data=mnist_root)    # a 1-epoch study of lenet
+    out = run("use_tuned.py", str(tmp_path / "study"), "2", cwd=tmp_path, data=mnist_root)
+    assert "tuned: " in out and "tuned on 1 epoch" in out and "for 2 epochs of" in out
+    assert "epoch 2: validation accuracy" in out

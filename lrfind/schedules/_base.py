@@ -231,6 +231,38 @@ def period(trial, key: str, total: int, steps_per_epoch: int, low: float = 0.1, 
     return max(1, min(total - 1, round(trial.suggest_float(key + "_frac", low, high) * total)))
 
 
+class Replay:
+    """A trial's choices, answered again to ``Schedule.suggest`` for a run of another length.
+
+    Every choice is relative to the run (fractions, final factors) except ``period``'s whole epochs:
+    given the tuned run's steps and epochs after its warmup, a period keeps its share of the run
+    ("every epoch of 3" becomes "every 10 epochs of 30"), and becomes a fraction for runs shorter
+    than two epochs, and back. A choice outside what a (short) run allows is moved to the nearest
+    value it does allow. Asked for the tuned run itself, it answers as ``FixedTrial`` does.
+    """
+
+    def __init__(self, choices: dict[str, Any], *, steps: int, epochs: int, steps_per_epoch: int) -> None:
+        self.choices, self.steps, self.epochs, self.steps_per_epoch = choices, steps, epochs, steps_per_epoch
+
+    def suggest_categorical(self, name: str, choices):
+        return self.choices[name]
+
+    def suggest_int(self, name: str, low: int, high: int, **kwargs) -> int:
+        if name.endswith("_epochs"):
+            stem = name.removesuffix("_epochs")
+            share = self.choices[name] / self.epochs if name in self.choices else self.choices[stem + "_frac"]
+            value = round(share * (high + 1))             # high + 1: this run's epochs after its warmup
+        else:
+            value = self.choices[name]
+        return max(low, min(high, value))
+
+    def suggest_float(self, name: str, low: float, high: float, **kwargs) -> float:
+        stem = name.removesuffix("_frac")
+        if name not in self.choices and stem + "_epochs" in self.choices:
+            return self.choices[stem + "_epochs"] * self.steps_per_epoch / self.steps
+        return max(low, min(high, self.choices[name]))    # a short run allows less (one-cycle's phases)
+
+
 def cosine(pct: np.ndarray) -> np.ndarray:
     """Half a cosine from 1 (pct 0) down to 0 (pct 1)."""
     return 0.5 * (1.0 + np.cos(math.pi * pct))
