@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
@@ -42,6 +42,9 @@ from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
 from .userdata import dataset_name, describe as describe_dataset, given_name
+
+if TYPE_CHECKING:
+    from .tuned import TunedSchedule
 
 log = logging.getLogger(__name__)
 _now = time.monotonic          # the --timeout clock
@@ -166,6 +169,14 @@ class TuneResult:
     final: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)     # wall time of each stage of this run
     files: list[Path] = field(default_factory=list)              # the report written into ``out``
+
+    @property
+    def best(self) -> "TunedSchedule | None":
+        """The best schedule, for a training run of any length (``load_best``); None if no trial completed."""
+        from .tuned import from_best_json
+
+        data = report.best_json(self.study)
+        return from_best_json(data, self.study.study_name) if "schedule" in data else None
 
 
 class NoBaseLRError(ValueError):

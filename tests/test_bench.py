@@ -21,3 +21,21 @@ def test_own_model_bench_runs_quick_on_the_cpu(tmp_path) -> None:
     assert set(result["ms_per_trial_epoch"]) == {"plain torch loop, 1 model", "lrfind engine, K=1",
                                                  "lrfind engine, K=2"}
     assert all(ms > 0 for ms in result["ms_per_trial_epoch"].values()) and result["device"] == "cpu"
+
+
+def test_stretch_bench_retrains_a_studys_best_at_other_lengths(mnist_root, tmp_path, monkeypatch) -> None:
+    from lrfind import tune
+
+    monkeypatch.setenv("LRFIND_DATA_DIR", str(mnist_root))
+    tune(trials=2, epochs=2, batch_size=64, train_subset=256, device="cpu", progress=False, base_lr=0.05,
+         final=False, out=str(tmp_path / "study"))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "stretch.json"
+    done = subprocess.run([sys.executable, str(BENCH / "stretch.py"), str(tmp_path / "study"), "--epochs", "1", "2",
+                           "--seeds", "1", "--train-subset", "512", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["epochs"] for r in runs] == [1, 2]
+    assert all(0 <= a <= 1 for r in runs for a in r["best_test_acc"] + r["constant_test_acc"])
+    assert " 2 epochs: " in done.stdout

@@ -45,7 +45,7 @@ def test_the_best_of_a_study_rebuilds_its_trial_and_its_stage_3_run(mnist_root, 
     got = lrs_of(best.scheduler(optimizer, epochs=2, steps_per_epoch=per_epoch), optimizer, total)
     want = data["lr"] * get_schedule(data["schedule"]).factor(np.arange(total), total, **data["params"])
     np.testing.assert_allclose(got, want, rtol=1e-6)
-    assert load_best(tmp_path / "best.json") == best
+    assert load_best(tmp_path / "best.json") == best == result.best
 
     # the same from the command line, for a run of the user's
     from click.testing import CliRunner
