@@ -179,6 +179,7 @@ Examples:
   lrfind range-test --model lenet
   lrfind range-test --model mlp --optimizer adam --num-iter 500 --repeats 3 --out runs/mlp
   lrfind range-test --model examples/own_model.py:SmallCNN --optimizer adamw     # your own model
+  lrfind range-test --val-batches 5          # the validation loss after every step: smoother, slower
   lrfind range-test --dataset examples/own_data.py:digits                        # your own data
   LRFIND_DATA_DIR=../shared/data lrfind range-test --device cpu --num-iter 100
 """)
@@ -193,6 +194,10 @@ Examples:
               help="Space the LRs on a log (exp) or linear scale.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
               help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread.")
+@click.option("--val-batches", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Record the mean loss over N batches of the held-out validation split after every step, "
+                   "instead of the training batch's loss: smoother curves, N forward passes more per step "
+                   "(torch-lr-finder's val_loader mode).")
 @click.option("--method", default=SUGGESTION_METHODS[0], show_default=True, type=click.Choice(SUGGESTION_METHODS),
               help="Which suggestion is THE suggested LR (all are printed and saved): smith = a third of the "
                    "LR at the lowest loss (Smith's rule); balanced = geometric mean of steepest and minimum; "
@@ -203,7 +208,8 @@ Examples:
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool,
-               start_lr: float, end_lr: float, num_iter: int, mode: str, repeats: int, method: str, out: Path) -> None:
+               start_lr: float, end_lr: float, num_iter: int, mode: str, repeats: int, val_batches: int | None,
+               method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
     Records the loss of every batch, stops when the loss diverges, and writes the curve, every
@@ -235,14 +241,21 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
         raise UserError(option_message(e)) from None
     net = build_model(model, seed, train)
     loader = train.loader(batch_size, seed=seed, augment=load_augment(augment, train))
+    val_loader = None
+    if val_batches is not None:
+        val_loader = val.loader(batch_size, shuffle=False, drop_last=False)
+        if val_batches > len(val_loader):
+            raise UserError(f"--val-batches {val_batches}: the validation split has {len(val):,} examples, "
+                            f"{len(val_loader)} batches of {batch_size}; give at most {len(val_loader)}")
     try:
         result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
+                         val_loader=val_loader, val_batches=val_batches,
                          progress=not quiet, warn=False)     # the summary prints them
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None
     result.config.update(model=model, dataset=dataset, augment=augment, train_examples=len(train),
                          input_shape=list(train.images.shape[1:]), classes=train.classes, batch_size=batch_size,
-                         optimizer=optimizer,
+                         optimizer=optimizer, val_batches=val_batches,
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))
     out.mkdir(parents=True, exist_ok=True)

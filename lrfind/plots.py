@@ -67,7 +67,8 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
         fig, axes = new_axes(path)
         ax = axes[0, 0]
     lrs, raw, sm = result.lrs, result.losses, result.smoothed
-    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, lw=0.8, label="loss per batch")
+    raw_label = "after each step" if result.config.get("validation_loss") else "loss per batch"
+    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, lw=0.8, label=raw_label)
     ax.plot(lrs, sm, color="tab:blue", lw=2, label="smoothed (centred, no lag)")
     fr = result.falling_range
     if fr is not None:

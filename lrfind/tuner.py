@@ -360,6 +360,8 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                         trial.set_user_attr("worker", WORKER)
                     running.enter_context(_study.Heartbeat(study, asked))   # first beat before the lock goes
                 bar.n = min(finished, cfg.trials)
+                if deadline is not None:
+                    bar.set_postfix_str(f"--timeout: {duration_text(max(0.0, deadline - _now()))} left", refresh=False)
                 bar.refresh()
                 if asked:
                     parallel = _run_or_halve(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch,

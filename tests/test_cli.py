@@ -50,6 +50,17 @@ def test_range_test_adamw_with_weight_decay(run, tmp_path) -> None:
     assert config["optimizer"] == "adamw" and config["weight_decay"] == 0.05
 
 
+def test_range_test_records_the_validation_loss_with_val_batches(run, tmp_path) -> None:
+    result = run("range-test", "--device", "cpu", "--num-iter", "20", "--val-batches", "2", "--batch-size", "32", "-q",
+                 "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "range_test.json").read_text())
+    assert data["config"]["validation_loss"] is True and data["config"]["val_batches"] == 2
+    steps = run("range-test", "--device", "cpu", "--num-iter", "20", "--batch-size", "32", "-q", "--out",
+                str(tmp_path / "train"))
+    assert steps.exit_code == 0 and json.loads((tmp_path / "train" / "range_test.json").read_text())["losses"] != data["losses"]
+
+
 def test_range_test_prints_a_warning_once_in_its_summary(run, tmp_path, monkeypatch) -> None:
     from lrfind import suggest
     from lrfind.result import RangeTestWarning
@@ -91,6 +102,8 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--num-iter", "1"], "--num-iter"),
     (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),
     (["--optimizer", "rmsprop"], "'rmsprop' is not one of"),
+    (["--val-batches", "0"], "0 is not in the range x>=1"),
+    (["--val-batches", "100000"], "--val-batches 100000: the validation split has"),
 ])
 def test_range_test_bad_arguments_exit_2(run, args, message, tmp_path) -> None:
     result = run("range-test", "--out", str(tmp_path / "o"), *args)
