@@ -198,8 +198,9 @@ def show(out: Path, storage: str | None, study_name: str | None, epochs: int | N
         path = out / f"best_schedule_{epochs}x{steps_per_epoch}.py"
         path.write_text(f"# lrfind study {study.study_name!r}: {tuned}, stretched to {epochs} epochs of "
                         f"{steps_per_epoch} steps\n" + code)
+        tuned.plot(epochs=epochs, steps_per_epoch=steps_per_epoch, path=path.with_suffix(".png"))
         click.echo(f"\nfor {epochs} epochs of {steps_per_epoch} steps (tuned on {tuned.epochs} of "
-                   f"{tuned.steps_per_epoch}), wrote {path}:\n\n{code}", nl=False)
+                   f"{tuned.steps_per_epoch}), wrote {path} and {path.with_suffix('.png')}:\n\n{code}", nl=False)
 
 
 def _for_run(study, epochs: int, steps_per_epoch: int):

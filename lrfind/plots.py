@@ -134,6 +134,29 @@ def plot_schedules(curves: dict[str, tuple[np.ndarray, str]], *, path: str | Pat
     return fig
 
 
+def plot_runs(runs: dict[str, tuple[np.ndarray, int]], *, title: str = "", path: str | Path | None = None):
+    """One schedule's LR in runs of different lengths, a panel each, against epochs.
+
+    ``runs`` maps a caption to ``(LR per optimizer step, steps per epoch)``. Returns the figure.
+    """
+    fig, axes = new_axes(path, ncols=len(runs), figsize=(4.2 * len(runs), 3.4))
+    top = max(float(np.max(lrs)) for lrs, _ in runs.values())
+    for ax, (caption, (lrs, per_epoch)) in zip(axes.flat, runs.items()):
+        ax.plot(np.arange(len(lrs)) / per_epoch, lrs, color="tab:blue", lw=1.6)
+        ax.set_title(caption, fontsize=9)
+        ax.set_ylim(0, 1.08 * top)
+        ax.set_xlim(0, len(lrs) / per_epoch)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(True, alpha=0.25)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].set_ylabel("learning rate", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
 # -- study figures: read the stored study, so `lrfind show` can draw them from any machine ------------
 def _colour(name: str):
     """One colour per schedule, the same in every figure: its place in the registry."""

@@ -87,6 +87,27 @@ class TunedSchedule:
             weight_decay=cfg.weight_decay, steps_per_epoch=steps_per_epoch,
             **self.params(epochs=epochs, steps_per_epoch=steps_per_epoch))
 
+    def lrs(self, *, epochs: int, steps_per_epoch: int):
+        """The LR at every optimizer step of that run (numpy); plateau's as if the loss kept improving."""
+        import numpy as np
+
+        total = epochs * steps_per_epoch
+        params = self.params(epochs=epochs, steps_per_epoch=steps_per_epoch)
+        schedule = get_schedule(self.schedule)
+        improving = 0.9 ** np.arange(total // params["interval"] + 1) if schedule.needs_metric else None
+        return self.lr * schedule.factor(np.arange(total), total, metrics=improving, **params)
+
+    def plot(self, *, epochs: int, steps_per_epoch: int, path: str | Path | None = None):
+        """The LR over the tuned run beside the LR over yours (``epochs`` x ``steps_per_epoch``)."""
+        from .plots import plot_runs
+
+        runs = {f"tuned: {self.epochs} x {self.steps_per_epoch} steps":
+                (self.lrs(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch), self.steps_per_epoch),
+                f"your run: {epochs} x {steps_per_epoch} steps":
+                (self.lrs(epochs=epochs, steps_per_epoch=steps_per_epoch), steps_per_epoch)}
+        note = " (drawn as if the loss kept improving)" if get_schedule(self.schedule).needs_metric else ""
+        return plot_runs(runs, title=f"{self.schedule} peaking at LR {self.lr:.3g}{note}", path=path)
+
     def __str__(self) -> str:
         score = f", {100 * self.val_acc:.2f}% validation" if self.val_acc is not None else ""
         score += f", {100 * self.test_acc:.2f}% test" if self.test_acc is not None else ""

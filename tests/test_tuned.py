@@ -56,6 +56,7 @@ def test_the_best_of_a_study_rebuilds_its_trial_and_its_stage_3_run(mnist_root, 
     code = (tmp_path / "best_schedule_6x50.py").read_text()
     assert f"for 6 epochs of 50 steps (tuned on 2 of {per_epoch})" in shown.output and code.split("\n", 1)[1] in shown.output
     assert best.snippet(epochs=6, steps_per_epoch=50) in code and "300 steps in all" in code
+    assert (tmp_path / "best_schedule_6x50.png").stat().st_size > 1000
     for args, message in [(["--epochs", "6"], "--epochs and --steps-per-epoch go together"),
                           (["--epochs", "1", "--steps-per-epoch", "1"], "needs a run of at least")]:
         bad = CliRunner().invoke(main, ["show", "--out", str(tmp_path), *args])
@@ -98,6 +99,8 @@ def test_every_schedule_rebuilds_at_other_lengths_without_warnings() -> None:
                     optimizer = tuned.optimizer([torch.zeros(1, requires_grad=True)])
                     tuned.scheduler(optimizer, epochs=epochs, steps_per_epoch=per_epoch)
                 assert schedule.validate(epochs * per_epoch, **params)
+            lrs = tuned.lrs(epochs=7, steps_per_epoch=30)
+            assert lrs.shape == (210,) and np.all(np.isfinite(lrs)) and lrs.max() <= 0.1 * (1 + 1e-9)
         assert "AdamW" in tuned.snippet(epochs=40, steps_per_epoch=391)
 
 
