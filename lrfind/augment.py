@@ -72,6 +72,8 @@ def get_augment(name: str) -> Augment:
 def check_augment(augment: Augment, images: torch.Tensor, name: str) -> None:
     """Raise a clear AugmentError unless ``augment`` maps two of ``images`` to images of the same shape."""
     x = images[:2]
+    if name in AUGMENTATIONS and not x.is_floating_point():
+        raise AugmentError(f"augment {name} shifts and mirrors images; this data set's inputs are {x.dtype} token ids")
     if name in AUGMENTATIONS and x.ndim != 4:
         raise AugmentError(f"augment {name} needs (N, C, H, W) images; this data set's are {tuple(x.shape[1:])}")
     if name in AUGMENTATIONS and min(x.shape[2:]) <= PADDING:

@@ -264,7 +264,8 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                 f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr else None)
     result.to_json(out / "range_test.json")
     result.to_csv(out / "range_test.csv")
-    click.echo(data_line(dataset, len(train), train.images.shape[1:], train.classes, augment))
+    click.echo(data_line(dataset, len(train), train.images.shape[1:], train.classes, augment,
+                         tokens=not train.images.is_floating_point()))
     click.echo(result.summary())
     click.echo(f"wrote {out / 'range_test.png'}, range_test.json, range_test.csv")
 

@@ -174,17 +174,21 @@ def check_batch_fits(batch_size: int, train: "ImageData", val: "ImageData") -> N
                             f"{len(val)} for validation: lower it")
 
 
-def data_line(name: str, train: int, shape, classes: int, augment: str | None = None, val: int | None = None) -> str:
+def data_line(name: str, train: int, shape, classes: int, augment: str | None = None, val: int | None = None,
+              tokens: bool = False) -> str:
     """What a range test or the trials trained on: "data: mnist, 50,000 training and 10,000 validation
     examples of 1x28x28, 10 classes"."""
     counts = f"{train:,} training" + (f" and {val:,} validation" if val is not None else "")
-    return (f"data: {name}, {counts} examples of {shape_text(shape)}, {classes} classes"
+    return (f"data: {name}, {counts} examples of {shape_text(shape, tokens)}, {classes} classes"
             + (f", augmented with {augment}" if augment else ""))
 
 
-def shape_text(shape) -> str:
-    """An example's shape as people say it: "1x28x28" for an image, "20 features" for a row."""
+def shape_text(shape, tokens: bool = False) -> str:
+    """An example's shape as people say it: "1x28x28" for an image, "20 features" for a row, "64
+    token ids" for integer inputs (``tokens``)."""
     shape = list(shape)
+    if tokens:
+        return "x".join(map(str, shape)) + " token ids"
     return "x".join(map(str, shape)) if len(shape) > 1 else f"{shape[0]} features"
 
 

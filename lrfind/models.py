@@ -112,7 +112,8 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
 
     Runs in eval mode without gradients, with the RNG and the model's state left as they were."""
     x = images[:2]
-    shape = "x".join(map(str, x.shape[1:])) + (" images" if x.ndim > 2 else "-feature examples")
+    kind = (" images" if x.ndim > 2 else "-feature examples") if x.is_floating_point() else "-token examples"
+    shape = "x".join(map(str, x.shape[1:])) + kind
     was_training = model.training
     state = {k: v.clone() for k, v in model.state_dict().items()}
     try:

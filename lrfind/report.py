@@ -82,7 +82,7 @@ def verdict(study: optuna.Study) -> str:
     base_lr = study.user_attrs.get("base_lr", float("nan"))
     data = study.user_attrs.get("data")                   # what the trials trained on; older studies lack it
     lines = [data_line(data["name"], data["train"], data["shape"], data["classes"], data.get("augment"),
-                       val=data["val"])] if data else []
+                       val=data["val"], tokens=data.get("tokens", False))] if data else []
     lines.append(f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})")
     lines += [f"range test warning: {w}" for w in (study.user_attrs.get("range_test") or {}).get("warnings", [])]
     stopped = study.user_attrs.get("stopped_by_timeout")

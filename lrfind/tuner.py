@@ -221,9 +221,11 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         per_epoch = len(train.loader(cfg.batch_size))
         total = cfg.epochs * per_epoch
         study.set_user_attr("steps", total)
-        study.set_user_attr("data", {"name": cfg.dataset, "train": len(train), "val": len(val),
-                                     "shape": list(train.images.shape[1:]), "classes": train.classes,
-                                     "augment": cfg.augment})
+        data = {"name": cfg.dataset, "train": len(train), "val": len(val), "shape": list(train.images.shape[1:]),
+                "classes": train.classes, "augment": cfg.augment}
+        if not train.images.is_floating_point():
+            data["tokens"] = True                    # integer inputs: token ids for a model that embeds them
+        study.set_user_attr("data", data)
         study.set_user_attr("steps_per_epoch", per_epoch)
 
         seconds: dict[str, float] = {"setup": time.perf_counter() - clock}     # data and storage

@@ -14,7 +14,8 @@ lrfind reads it once into two tensors and keeps them on the device, as it does w
 whole set must fit in the device's memory. Float images are used as given (normalise them as your
 own training would); uint8 images are pixels: ``(N, H, W)`` and ``(N, H, W, C)``, as numpy keeps
 them, become ``(N, C, H, W)``, scaled to [0, 1] and standardised with the training set's mean and
-std per channel, as the built-in data sets are. The classes are
+std per channel, as the built-in data sets are; other integer inputs are token ids (kept as int64,
+for a model that embeds them). The classes are
 ``0 .. C-1`` with ``C`` the largest label + 1. Without a test set, the last sixth of the training
 set (at most 10,000 examples) is held out as one: trials never see it.
 """
@@ -248,6 +249,11 @@ def _checked(name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> tuple[t
         raise DataSetError(f"{where} labels include {int(y.min())}; give class indices 0 .. C-1")
     if x.dtype == torch.uint8:
         return x, y.long()
+    if x.dtype in (torch.int16, torch.int32, torch.int64):      # token ids, for a model that embeds them
+        if int(x.min()) < 0:
+            raise DataSetError(f"{where} inputs are integers (token ids) and include {int(x.min())}; "
+                               "give ids >= 0, or float inputs")
+        return x.long(), y.long()
     if not x.is_floating_point():
         raise DataSetError(f"{where} images are {x.dtype}; give float images (or uint8 pixels)")
     if not bool(torch.isfinite(x).all()):

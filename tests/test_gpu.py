@@ -197,6 +197,17 @@ def test_a_study_of_your_own_data_and_model_on_cuda(tmp_path) -> None:
     assert result.study.best_value > 0.5 and result.final["best"]["test_acc"] > 0.5
 
 
+def test_a_study_of_token_ids_and_an_embedding_model_on_cuda(tmp_path) -> None:
+    """Integer inputs through vmap's embedding and the CUDA graph."""
+    from lrfind import tune
+    from test_userdata import BagOfWords, token_ids
+
+    result = tune(dataset=token_ids, model=BagOfWords, trials=4, epochs=2, batch_size=32, device="cuda",
+                  progress=False, out=str(tmp_path), range_test_iters=60, final_seeds=1, val_size=100)
+    assert result.study.user_attrs["data"]["tokens"] is True
+    assert result.study.best_value > 0.5 and result.final["best"]["test_acc"] > 0.5
+
+
 def test_augmentation_on_cuda_equals_the_cpus_for_the_same_offsets() -> None:
     from lrfind.augment import random_crop
 

@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 import conftest
 from lrfind import _storage, load_dataset, report, tune
 from lrfind.cli import main
+from lrfind.augment import AugmentError
 from lrfind.models import ModelError
 from lrfind.tuner import TuneConfig
 from lrfind.userdata import DataSetError, _read, load_function
@@ -489,3 +490,44 @@ class BlobNetHere(torch.nn.Module):
 def _module_of(path) -> str:
     """The name under which the user's file was imported."""
     return load_function(f"{path}:pair").__module__
+
+
+def token_ids():
+    """Text classification: sequences of 12 token ids from a vocabulary of 50; is token 7 in it?"""
+    x = torch.randint(0, 50, (600, 12), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    return x, (x == 7).any(1).long()
+
+
+class BagOfWords(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.embed(x).max(1).values)
+
+
+def test_token_ids_train_a_model_that_embeds_them(tmp_path) -> None:
+    from lrfind.userdata import dataset_name
+
+    train, _ = load_dataset(dataset_name(token_ids), "train").holdout(100)
+    assert train.images.dtype == torch.int64
+    with pytest.raises(ModelError, match=r"model lenet does not take this data set's 12-token examples"):
+        tune(dataset=token_ids, out=str(tmp_path / "o"), **QUICK)
+    with pytest.raises(AugmentError, match="augment crop shifts and mirrors images; this data set's inputs are "
+                                           "torch.int64 token ids"):
+        tune(dataset=token_ids, model=BagOfWords, augment="crop", out=str(tmp_path / "a"), **QUICK)
+    result = tune(dataset=token_ids, model=BagOfWords, out=str(tmp_path / "t"), **{**QUICK, "final": True})
+    text = report.verdict(result.study)
+    assert "417 training and 83 validation examples of 12 token ids, 2 classes" in text
+    assert result.final["best"]["test_acc"] is not None
+
+
+def negative_ids():
+    return torch.full((60, 4), -1), torch.arange(60) % 2
+
+
+def test_negative_token_ids_are_refused(tmp_path) -> None:
+    with pytest.raises(DataSetError, match="inputs are integers \\(token ids\\) and include -1"):
+        tune(dataset=negative_ids, model=BagOfWords, out=str(tmp_path / "o"), **QUICK)
