@@ -145,6 +145,11 @@ def _print_report(study, out: Path, written: list[Path] | None = None) -> None:
     click.echo(report.verdict(study))
     written = report.write(study, out) if written is None else written
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
+    epochs = study.user_attrs.get("lrfind_setup", {}).get("epochs")
+    if any(p.name == "best_schedule.py" for p in written) and epochs:
+        run = f"{epochs} epoch{'s' if epochs != 1 else ''} of {report.snippet_steps(study) // epochs} steps"
+        click.echo(f"best_schedule.py is for {run}; for your own run: lrfind show --out {out} --epochs N "
+                   f"--steps-per-epoch M, or lrfind.load_best({str(out)!r})")
 
 
 @main.command("show", epilog="""\b

@@ -158,8 +158,7 @@ def snippet(study: optuna.Study) -> str | None:
     final = final_of(study, best)
     params = final.get("best", {}).get("params") or best.user_attrs["params"]
     lr = _study.peak_lr(study, best)          # the schedule's highest LR
-    # the retrained run's steps if there was one, else the search's own
-    total = final.get("setup", {}).get("steps") or study.user_attrs["steps"]
+    total = snippet_steps(study)
     schedule = get_schedule(best.user_attrs["schedule"])
     augment = f" with {setup['augment']} augmentation" if setup.get("augment") else ""
     header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, "
@@ -170,6 +169,13 @@ def snippet(study: optuna.Study) -> str | None:
     return header + schedule.snippet(lr, total, optimizer=setup.get("optimizer", "sgd"),
                                      momentum=setup.get("momentum", 0.9),
                                      weight_decay=setup.get("weight_decay", 0.0), **params)
+
+
+def snippet_steps(study: optuna.Study) -> int:
+    """The run best_schedule.py is written for: stage 3's on the whole training set if it tested the
+    best trial, else the search's own."""
+    final = final_of(study, _study.best(study))
+    return final.get("setup", {}).get("steps") or study.user_attrs["steps"]
 
 
 def write(study: optuna.Study, out: Path, *, figures: bool = True) -> list[Path]:

@@ -19,8 +19,7 @@ import optuna
 import torch
 
 from .optimizer import OptimizerConfig
-from .schedules import get_schedule
-from .schedules._base import Replay
+from .schedules import Replay, get_schedule
 
 
 class BestFileError(ValueError):
@@ -142,8 +141,9 @@ def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule
                                 weight_decay=setup.get("weight_decay", 0.0))
     test = ((data.get("final") or {}).get("best") or {}).get("test_acc")
     return TunedSchedule(schedule=data["schedule"], lr=float(data["lr"]), choices=data["choices"],
-                         optimizer_config=config, epochs=int(setup["epochs"]), steps_per_epoch=int(data["steps_per_epoch"]),
-                         study=data.get("study", ""), val_acc=data.get("val_acc"), test_acc=test)
+                         optimizer_config=config, epochs=int(setup["epochs"]),
+                         steps_per_epoch=int(data["steps_per_epoch"]), study=data.get("study", ""),
+                         val_acc=data.get("val_acc"), test_acc=test)
 
 
 __all__ = ["TunedSchedule", "load_best", "BestFileError"]

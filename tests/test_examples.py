@@ -27,16 +27,14 @@ def test_own_model_then_use_result(mnist_root, tmp_path) -> None:
     assert "scheduler = SequentialLR" in out and "epoch 2: validation accuracy" in out
 
 
-def test_own_data_runs_a_study_on_a_data_set_function(mnist_root, tmp_path) -> None:
+def test_own_data_runs_a_study_then_use_tuned_trains_with_its_best(mnist_root, tmp_path) -> None:
     out = run("own_data.py", str(tmp_path / "study"), cwd=tmp_path, data=mnist_root)
     assert "best schedule" in out and "test accuracy" in out
     assert (tmp_path / "study" / "best_schedule.py").is_file()
     again = run("own_data.py", str(tmp_path / "study"), cwd=tmp_path, data=mnist_root)    # resumes: same result
     assert again.splitlines()[0] == out.splitlines()[0]
 
-
-def test_use_tuned_trains_with_a_studys_best_schedule_at_another_length(mnist_root, tmp_path) -> None:
-    run("own_data.py", str(tmp_path / "study"), cwd=tmp_path, data=mnist_root)    # a 1-epoch study of lenet
+    # use_tuned trains with that study's best schedule (tuned on 1 epoch) for 2 epochs
     out = run("use_tuned.py", str(tmp_path / "study"), "2", cwd=tmp_path, data=mnist_root)
     assert "tuned: " in out and "tuned on 1 epoch" in out and "for 2 epochs of" in out
     assert "epoch 2: validation accuracy" in out

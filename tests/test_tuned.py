@@ -54,6 +54,7 @@ def test_the_best_of_a_study_rebuilds_its_trial_and_its_stage_3_run(mnist_root, 
     shown = CliRunner().invoke(main, ["show", "--out", str(tmp_path), "--epochs", "6", "--steps-per-epoch", "50"])
     assert shown.exit_code == 0, shown.output
     code = (tmp_path / "best_schedule_6x50.py").read_text()
+    assert f"best_schedule.py is for 2 epochs of {final_per_epoch} steps; for your own run: lrfind show" in shown.output
     assert f"for 6 epochs of 50 steps (tuned on 2 of {per_epoch})" in shown.output and code.split("\n", 1)[1] in shown.output
     assert best.snippet(epochs=6, steps_per_epoch=50) in code and "300 steps in all" in code
     assert (tmp_path / "best_schedule_6x50.png").stat().st_size > 1000

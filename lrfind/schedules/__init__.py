@@ -8,7 +8,7 @@ steps. ``get_schedule(name)`` fetches one and lists the choices when the name is
 
 from __future__ import annotations
 
-from ._base import WARMUP_PARAMS, Param, Schedule
+from ._base import WARMUP_PARAMS, Param, Replay, Schedule
 from ._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
 from ._decay import Constant, Cosine, Exponential, InverseTime, Linear, MultiStep, Polynomial, Step
 
@@ -26,4 +26,4 @@ def get_schedule(name: str) -> Schedule:
         raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}") from None
 
 
-__all__ = ["SCHEDULES", "Schedule", "Param", "WARMUP_PARAMS", "get_schedule"]
+__all__ = ["SCHEDULES", "Schedule", "Param", "Replay", "WARMUP_PARAMS", "get_schedule"]
