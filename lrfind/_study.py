@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import warnings
 import zlib
@@ -36,6 +37,44 @@ PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "none": lambda epochs: optuna.pruners.NopPruner(),
 }
 CONSTANT = {"schedule": "constant", "constant.use_warmup": False}
+# Setup fields added after studies were stored without them, and the value those studies had.
+SETUP_DEFAULTS = {"metric": "accuracy"}
+# What trials are scored on: the record's per-epoch list, and which way is better.
+METRICS = {"accuracy": ("val_acc", "maximize"), "loss": ("val_loss", "minimize")}
+
+
+def objective(rec: "TrialRecord", metric: str) -> float:
+    """A trial's score after its latest epoch: validation accuracy or loss."""
+    return getattr(rec, METRICS[metric][0])[-1]
+
+
+def metric_of(study: optuna.Study) -> str:
+    """The study's metric: ``loss`` for a study that minimises, else accuracy (every older study)."""
+    return "loss" if study.direction == optuna.study.StudyDirection.MINIMIZE else "accuracy"
+
+
+def val_acc(t: FrozenTrial, study: optuna.Study | None = None) -> float | None:
+    """A trial's validation accuracy after its last epoch, whatever the study's metric (its value in
+    a study scored on accuracy, when the per-epoch record is missing)."""
+    accs = t.user_attrs.get("val_acc")
+    if accs:
+        return accs[-1]
+    return t.value if study is not None and metric_of(study) == "accuracy" else None
+
+
+def ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Best first by the study's metric; trials without a value (pruned, failed) by their last
+    report, after those with one."""
+    key = METRICS[metric_of(study)][0]
+    sign = 1.0 if key == "val_acc" else -1.0
+
+    def score(t: FrozenTrial) -> tuple[int, float]:
+        if t.value is not None:
+            return 1, sign * t.value
+        last = (t.user_attrs.get(key) or [None])[-1]
+        return 0, sign * last if last is not None and math.isfinite(last) else -math.inf
+    return sorted(trials, key=score, reverse=True)
+
 
 
 def _engine(study: optuna.Study):
@@ -116,6 +155,8 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         stored = storage.get_study_user_attrs(study_id).get("lrfind_setup")
         if stored is None and storage.get_all_trials(study_id, deepcopy=False):
             raise StudyError(f"study {name!r} in {describe(url)} was not made by lrfind; use another --study-name")
+        if stored is not None:
+            stored = {**SETUP_DEFAULTS, **stored}          # what studies from before an option meant
         if stored is not None and stored != setup:
             diff = ", ".join(f"{k} {stored.get(k)!r} there, {setup.get(k)!r} here"
                              for k in sorted(set(stored) | set(setup)) if stored.get(k) != setup.get(k))
@@ -129,7 +170,8 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
                                              n_startup_trials=min(10, max(2, cfg.trials // 5)))
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+        study = optuna.create_study(storage=storage, study_name=name, direction=METRICS[cfg.metric][1],
+                                    sampler=sampler,
                                     pruner=PRUNERS[cfg.pruner](cfg.epochs), load_if_exists=True)
     if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
         study.set_user_attr("lrfind_setup", setup)
@@ -240,14 +282,14 @@ def counts(study: optuna.Study) -> tuple[int, int]:
     return sum(map(is_finished, trials)), sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord") -> None:
-    """Store a trial's history and tell Optuna how it ended."""
+def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord", metric: str = "accuracy") -> None:
+    """Store a trial's history and tell Optuna how it ended, scored by ``metric``."""
     trial.set_user_attr("val_acc", rec.val_acc)
     trial.set_user_attr("val_loss", rec.val_loss)
     trial.set_user_attr("train_loss", rec.train_loss)
     trial.set_user_attr("epochs_run", len(rec.val_acc))
     if rec.status == "complete":
-        study.tell(trial, rec.val_acc[-1])
+        study.tell(trial, objective(rec, metric))
     elif rec.status == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
@@ -257,9 +299,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord") -> None:
 
 
 def best(study: optuna.Study, where: Callable[[FrozenTrial], bool] = lambda t: True) -> FrozenTrial | None:
-    """The complete trial with the highest validation accuracy (of those ``where`` accepts)."""
+    """The complete trial with the best score, by the study's metric (of those ``where`` accepts)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if where(t)]
-    return max(done, key=lambda t: t.value) if done else None
+    return ranked(study, done)[0] if done else None
 
 
 def constant_baseline(study: optuna.Study) -> FrozenTrial | None:

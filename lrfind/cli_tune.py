@@ -47,6 +47,10 @@ Examples:
 @click.option("--train-subset", type=int, default=None, metavar="N", help="Train on the first N images only (quick runs).")
 @click.option("--val-size", default=10_000, show_default=True, type=int,
               help="Validation images carved off the end of the training set (a sixth of smaller sets).")
+@click.option("--metric", default="accuracy", show_default=True, type=click.Choice(["accuracy", "loss"]),
+              help="What trials are scored, pruned and ranked on: validation accuracy (higher is better) or "
+                   "validation loss (cross-entropy, lower is better: it separates trials whose accuracies tie, "
+                   "and rewards confident right answers). Both are reported.")
 @click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
               help="Optuna pruner that stops hopeless trials after an epoch (median: from the second "
                    "epoch's report on when --epochs is 3 or more).")
@@ -71,7 +75,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                  batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str,
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
-                 pruner: str, heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int,
+                 metric: str, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int,
                  final_seeds: int, amp: str | None, timeout: str | None, no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.
 
@@ -99,7 +103,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                          weight_decay=weight_decay, base_lr=base_lr, schedules=names, parallel=parallel,
                          storage=storage, study_name=study_name, seed=seed,
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
-                         val_size=val_size, final=not no_final, pruner=pruner, heartbeat=heartbeat, max_peak=max_peak,
+                         val_size=val_size, final=not no_final, metric=metric, pruner=pruner, heartbeat=heartbeat,
+                         max_peak=max_peak,
                          final_seeds=final_seeds, range_test_iters=range_test_iters, amp=amp, timeout=timeout,
                          progress=not quiet)
     except ValueError as e:

@@ -193,7 +193,7 @@ def plot_history(study, *, path):
 
     for name in dict.fromkeys(names):       # the legend: one entry per schedule, in order of appearance
         ax.add_line(Line2D([], [], ls="none", marker="o", ms=6, color=_colour(name), label=name))
-    done = sorted((t.number, 100 * t.value) for t in trials if t.state.name == "COMPLETE")
+    done = sorted((t.number, 100 * t.user_attrs["val_acc"][-1]) for t in trials if t.state.name == "COMPLETE")
     if done:
         numbers, values = zip(*done)
         ax.step(numbers, np.maximum.accumulate(values), where="post", color="black", lw=1.2, label="best so far")
@@ -225,6 +225,8 @@ def plot_importances(study, *, path):
     values set the top trials apart. The 12 most important parameters are shown."""
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
+    from ._study import metric_of
+
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if len(complete) < 3:
         raise ValueError(f"importances need at least 3 complete trials, got {len(complete)}")
@@ -237,7 +239,7 @@ def plot_importances(study, *, path):
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     for y, name in enumerate(names):
         ax.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=8)
-    ax.set_xlabel("importance for validation accuracy (PED-ANOVA)")
+    ax.set_xlabel(f"importance for validation {metric_of(study)} (PED-ANOVA)")
     ax.set_title(f"parameter importances over {len(complete)} complete trials", fontsize=10)
     ax.grid(True, axis="x", alpha=0.25)
     save(fig, path)
@@ -245,15 +247,17 @@ def plot_importances(study, *, path):
 
 
 def _top(study, n):
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    return sorted(done, key=lambda t: -t.value)[:n]
+    """The ``n`` best complete trials by the study's metric."""
+    from ._study import ranked
+
+    return ranked(study, [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])[:n]
 
 
 def plot_top_lr_curves(study, *, path, n: int = 6):
     """Left: the range test, loss against LR. Right: the LR of the top trials at every step, same LR axis."""
     from matplotlib.ticker import LogLocator
 
-    from ._study import peak_lr
+    from ._study import metric_of, peak_lr
     from .schedules import get_schedule
 
     top = _top(study, n)
@@ -289,7 +293,8 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
         schedule = get_schedule(t.user_attrs["schedule"])
         factor = schedule.factor(steps, total, metrics=t.user_attrs.get("val_loss", []), **t.user_attrs["params"])
         right.plot(steps, peak_lr(study, t) * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3,
-                   color=f"C{rank}", label=f"#{t.number} {schedule.name}: {100 * t.value:.2f}%", zorder=10 - rank)
+                   color=f"C{rank}", label=f"#{t.number} {schedule.name}: {100 * t.user_attrs['val_acc'][-1]:.2f}%",
+                   zorder=10 - rank)
     right.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
     if per_epoch:
         for e in range(per_epoch, total, per_epoch):
@@ -300,7 +305,8 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
     if not rt:
         right.set_ylim(base_lr * 1e-4, base_lr * 2)
     right.set_xlabel("optimizer step (dotted: epochs)")
-    right.set_title(f"LR of the top {len(top)} trials (validation accuracy)", fontsize=10)
+    ranked_by = " by validation loss" if metric_of(study) == "loss" else ""
+    right.set_title(f"LR of the top {len(top)} trials{ranked_by} (validation accuracy)", fontsize=10)
     right.legend(fontsize=8, loc="lower left")
     right.grid(True, alpha=0.25, which="both")
     save(fig, path)

@@ -50,14 +50,18 @@ def _status(t: FrozenTrial) -> str:
 
 
 def top_table(study: optuna.Study, n: int = 10) -> str:
-    """The ``n`` best finished trials, then a count of the rest by state."""
+    """The ``n`` best finished trials by the study's metric, then a count of the rest by state."""
     trials = [t for t in study.get_trials(deepcopy=False) if _study.is_finished(t)]
-    scored = sorted(trials, key=lambda t: -(t.value if t.value is not None else
-                                             (t.user_attrs.get("val_acc") or [-1])[-1]))
-    rows = [f"{'#':>4}  {'schedule':<16} {'val acc':>8}  {'peak LR':>8}  {'run':<22} parameters"]
-    for t in scored[:n]:
-        acc = t.value if t.value is not None else (t.user_attrs.get("val_acc") or [float("nan")])[-1]
-        rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {100 * acc:>7.2f}%  "
+    loss = _study.metric_of(study) == "loss"           # then its column comes first: it ranks them
+    rows = [f"{'#':>4}  {'schedule':<16} " + (f"{'val loss':>8}  " if loss else "")
+            + f"{'val acc':>8}  {'peak LR':>8}  {'run':<22} parameters"]
+    for t in _study.ranked(study, trials)[:n]:
+        acc = _study.val_acc(t, study)
+        shown = f"{100 * acc:>7.2f}%" if acc is not None else f"{'-':>8}"
+        if loss:
+            value = (t.user_attrs.get("val_loss") or [float("nan")])[-1]
+            shown = f"{value:>8.4f}  " + shown
+        rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {shown}  "
                     f"{_study.peak_lr(study, t):>8.3g}  {_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     rows.append(f"{len(trials)} finished trials: {counts[TrialState.COMPLETE]} complete, "
@@ -95,13 +99,7 @@ def verdict(study: optuna.Study) -> str:
     params = _params_text(best.user_attrs.get("params", {}), 200)
     lines.append(f"best: trial {best.number}, {name} " + (f"peaking at LR {_study.peak_lr(study, best):.3g}, {params}"
                  if params else f"at LR {_study.peak_lr(study, best):.3g}"))
-    if constant is None:
-        lines.append(f"validation accuracy {100 * best.value:.2f}% (the constant baseline did not complete)")
-    elif best.number == constant.number:
-        lines.append(f"no schedule beat the constant LR: {100 * best.value:.2f}% validation accuracy")
-    else:
-        lines.append(f"validation accuracy {100 * best.value:.2f}% vs constant {100 * constant.value:.2f}% "
-                     f"({100 * (best.value - constant.value):+.2f} pp)")
+    lines += _validation_lines(study, best, constant)
     final = final_of(study, best)
     earlier = (study.user_attrs.get("final") or {}).get("best", {}).get("trial")
     if not final and earlier is not None:
@@ -118,7 +116,31 @@ def verdict(study: optuna.Study) -> str:
             pairs = list(zip(b.get("test_acc_per_seed", []), c.get("test_acc_per_seed", [])))
             text += (f"; per seed {', '.join(f'{100 * (x - y):+.2f}' for x, y in pairs)})" if len(pairs) > 1 else ")")
         lines.append(text)
+        if _study.metric_of(study) == "loss" and b.get("test_loss") is not None:
+            text = f"test loss: {b['test_loss']:.4f}"
+            if c.get("test_loss") is not None and c.get("trial") != b.get("trial"):
+                text += f" vs constant {c['test_loss']:.4f} ({b['test_loss'] - c['test_loss']:+.4f})"
+            lines.append(text)
     return "\n".join(lines)
+
+
+def _validation_lines(study: optuna.Study, best: FrozenTrial, constant: FrozenTrial | None) -> list[str]:
+    """Best against constant on validation: accuracy, and first the loss when it is the metric."""
+    def acc(t: FrozenTrial) -> str:
+        return f"{100 * _study.val_acc(t, study):.2f}%"
+
+    loss = _study.metric_of(study) == "loss"
+    if constant is None:
+        return [(f"validation loss {best.value:.4f}, accuracy " if loss else "validation accuracy ") + acc(best)
+                + " (the constant baseline did not complete)"]
+    if best.number == constant.number:
+        return ["no schedule beat the constant LR: " + (f"{best.value:.4f} validation loss, " if loss else "")
+                + f"{acc(best)} validation accuracy"]
+    lines = [f"validation loss {best.value:.4f} vs constant {constant.value:.4f} "
+             f"({best.value - constant.value:+.4f})"] if loss else []
+    gain = 100 * (_study.val_acc(best, study) - _study.val_acc(constant, study))
+    lines.append(f"validation accuracy {acc(best)} vs constant {acc(constant)} ({gain:+.2f} pp)")
+    return lines
 
 
 def best_json(study: optuna.Study) -> dict[str, Any]:
@@ -134,12 +156,14 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
     if best is not None:
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
                    peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
-                   trial=best.number, val_acc=best.value,
+                   trial=best.number, val_acc=_study.val_acc(best, study),
+                   val_loss=(best.user_attrs.get("val_loss") or [None])[-1], metric=_study.metric_of(study),
                    choices=best.params, steps_per_epoch=study.user_attrs.get("steps_per_epoch"),  # for load_best
                    val_acc_per_epoch=best.user_attrs.get("val_acc"))
     constant = _study.constant_baseline(study)
     if constant is not None:
-        out["constant"] = {"trial": constant.number, "val_acc": constant.value}
+        out["constant"] = {"trial": constant.number, "val_acc": _study.val_acc(constant, study),
+                           "val_loss": (constant.user_attrs.get("val_loss") or [None])[-1]}
     if final:
         out["final"] = final
     if study.user_attrs.get("seconds"):
@@ -162,7 +186,7 @@ def snippet(study: optuna.Study) -> str | None:
     schedule = get_schedule(best.user_attrs["schedule"])
     augment = f" with {setup['augment']} augmentation" if setup.get("augment") else ""
     header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, "
-              f"validation accuracy {100 * best.value:.2f}%)\n"
+              f"validation accuracy {100 * _study.val_acc(best, study):.2f}%)\n"
               f"# for {setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}, "
               f"{setup.get('epochs')} epochs = {total} steps.\n"
               f"# For a run of another length: lrfind show --epochs N --steps-per-epoch M, or lrfind.load_best.\n")

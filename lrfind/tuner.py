@@ -84,6 +84,7 @@ class TuneConfig:
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
     timeout: float | str | None = None           # seconds (or "10m"): no batch of trials starts after it
+    metric: str = "accuracy"                     # what trials are scored on: validation "accuracy" or "loss"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -118,6 +119,8 @@ class TuneConfig:
             raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
+        if self.metric not in _study.METRICS:
+            raise ValueError(f"metric must be 'accuracy' or 'loss', got {self.metric!r}")
         if self.pruner not in _study.PRUNERS:
             raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
         for name in self.schedules or ():
@@ -145,7 +148,7 @@ class TuneConfig:
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
         keys = ("model", "dataset", "epochs", "batch_size", "optimizer", "momentum", "train_subset", "val_size",
-                "same_init", "max_peak", "amp")
+                "same_init", "max_peak", "amp", "metric")
         setup = {**{k: getattr(self, k) for k in keys}, "schedules": self.choices}
         decay = self.optimizer_config.weight_decay
         if decay:                    # no decay is left out: studies from before the option resume
@@ -418,7 +421,7 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
         def report(epoch: int, records: list[TrialRecord], running: list[int]) -> set[int]:
             steps.set_description(f"{len(running)} trials, epoch {min(epoch + 2, cfg.epochs)}/{cfg.epochs}")
             for k in running:
-                asked[k].report(records[k].val_acc[-1], epoch)
+                asked[k].report(_study.objective(records[k], cfg.metric), epoch)
             verdicts = _study.should_prune(study, [asked[k] for k in running])
             return {k for k, prune in zip(running, verdicts) if prune}
 
@@ -428,7 +431,7 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
                                  same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp,
                                  augment=cfg.augment_fn)
         for k, (trial, rec) in enumerate(zip(asked, records)):
-            _study.tell(study, trial, rec)
+            _study.tell(study, trial, rec, cfg.metric)
             told.add(k)
             bar.update(1)
     except BaseException as e:
@@ -482,10 +485,13 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     for i, (label, trial) in enumerate(picked.items()):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]
         accs = [r.test_acc for r in recs if r.test_acc is not None]    # a NaN retrain has none
+        losses = [r.test_loss for r in recs if r.test_loss is not None]
         spec = replayed[label]
         out[label] = {"trial": trial.number, "schedule": spec.schedule, "params": _study.jsonable(spec.params),
-                      "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale, "val_acc": trial.value,
+                      "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale, "val_acc": _study.val_acc(trial, study),
+                      "val_loss": (trial.user_attrs.get("val_loss") or [None])[-1],
                       "test_acc": sum(accs) / len(accs) if accs else None, "test_acc_per_seed": accs,
+                      "test_loss": sum(losses) / len(losses) if losses else None, "test_loss_per_seed": losses,
                       "seeds": seeds, "failed": sum(r.status == "failed" for r in recs)}
     if constant is not None and constant.number == best.number:     # the baseline itself won
         out["constant"] = dict(out["best"])

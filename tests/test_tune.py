@@ -273,21 +273,24 @@ def test_warming_schedules_may_peak_above_the_base_lr(data_env, tmp_path) -> Non
     assert f"lr={best['lr']:.12g}" in report.snippet(study)
 
 
-@pytest.mark.parametrize("pruner", [optuna.pruners.MedianPruner(n_startup_trials=2),
-                                     optuna.pruners.HyperbandPruner(min_resource=1, max_resource=3),
-                                     optuna.pruners.NopPruner()], ids=["median", "hyperband", "none"])
-def test_batch_pruning_verdicts_equal_optunas_own(pruner) -> None:
+@pytest.mark.parametrize("make_pruner", [lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+                                         lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=3),
+                                         optuna.pruners.NopPruner], ids=["median", "hyperband", "none"])
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])       # accuracy, loss
+def test_batch_pruning_verdicts_equal_optunas_own(make_pruner, direction) -> None:
     from lrfind import _study
 
-    study = optuna.create_study(direction="maximize", pruner=pruner)
+    pruner = make_pruner()
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    sign = 1 if direction == "maximize" else -1
     for value in (0.5, 0.7, 0.9):
         trial = study.ask()
         for step in range(3):
-            trial.report(value + 0.01 * step, step)
-        study.tell(trial, value + 0.02)
+            trial.report(sign * (value + 0.01 * step), step)
+        study.tell(trial, sign * (value + 0.02))
     batch = [study.ask() for _ in range(6)]
     for i, trial in enumerate(batch):
-        trial.report(0.4 + 0.1 * i, 0)
+        trial.report(sign * (0.4 + 0.1 * i), 0)
     expected = [t.should_prune() for t in batch]
     assert _study.should_prune(study, batch) == expected
     if isinstance(pruner, optuna.pruners.MedianPruner):
@@ -370,7 +373,7 @@ def test_a_constant_lr_after_a_warmup_is_judged_against_the_plain_constant() -> 
     text = report.verdict(study)
     assert "constant after a warmup" in text and "90.00% vs constant 80.00% (+10.00 pp)" in text
     assert "best: trial 1, constant after a warmup peaking at LR 0.02, warmup=11 warmup_start=0.1" in text
-    assert report.best_json(study)["constant"] == {"trial": 0, "val_acc": 0.80}
+    assert report.best_json(study)["constant"] == {"trial": 0, "val_acc": 0.80, "val_loss": None}
     study.add_trial(optuna.trial.create_trial(params=plain, distributions=dists, value=0.95,
                                               user_attrs={"schedule": "constant", "params": {}}))
     assert "best: trial 2, constant at LR 0.01\n" in report.verdict(study)        # nothing to list after it
@@ -494,3 +497,35 @@ def test_stage_3_of_an_earlier_best_is_not_reported_as_the_new_best(data_env, tm
     assert "retrained on" not in text
     assert "final" not in report.best_json(study)
     assert "stale_parameter" not in (report.snippet(study) or "x")     # the best's own parameters
+
+
+def test_a_study_scored_on_validation_loss_ranks_prunes_and_reports_by_it(data_env, tmp_path) -> None:
+    from lrfind import report
+
+    result = tune(trials=4, parallel=4, out=str(tmp_path), metric="loss", **{**QUICK, "final": True, "final_seeds": 1})
+    study = load(tmp_path)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and _study.metric_of(study) == "loss"
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all(t.value == t.user_attrs["val_loss"][-1] for t in complete)
+    best = _study.best(study)
+    assert best.value == min(t.value for t in complete)
+    text = report.verdict(study)
+    if best.number != _study.constant_baseline(study).number:
+        assert "validation loss " in text and " vs constant " in text
+    assert "test loss: " in text and result.final["best"]["test_loss"] > 0
+    assert report.top_table(study).splitlines()[0].split()[2:4] == ["val", "loss"]
+    data = json.loads((tmp_path / "best.json").read_text())
+    assert data["metric"] == "loss" and data["val_loss"] == best.value and data["val_acc"] == best.user_attrs["val_acc"][-1]
+    with pytest.raises(_study.StudyError, match="metric 'loss' there, 'accuracy' here"):
+        tune(trials=5, parallel=4, out=str(tmp_path), **QUICK)
+    with pytest.raises(ValueError, match="metric must be 'accuracy' or 'loss', got 'auc'"):
+        TuneConfig(metric="auc")
+
+
+def test_a_study_stored_before_the_metric_option_resumes_as_accuracy(data_env, tmp_path) -> None:
+    tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
+    study = load(tmp_path)
+    older = {k: v for k, v in study.user_attrs["lrfind_setup"].items() if k != "metric"}
+    study.set_user_attr("lrfind_setup", older)
+    tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
+    assert len(_study.finished(load(tmp_path))) == 3
