@@ -313,27 +313,50 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
     return fig
 
 
+def _per_epoch_lines(ax, study, key: str, scale: float = 1.0) -> np.ndarray:
+    """One line per trial of its ``key`` record (val_acc, val_loss) after every epoch, coloured by
+    schedule (dotted: pruned); returns every value drawn."""
+    from matplotlib.ticker import MaxNLocator
+
+    seen, values = set(), []
+    for t in study.get_trials(deepcopy=False):
+        record = t.user_attrs.get(key)
+        if not record:
+            continue
+        name = t.user_attrs.get("schedule", "?")
+        style = {"COMPLETE": "-", "PRUNED": ":"}.get(t.state.name, "--")
+        ax.plot(np.arange(1, len(record) + 1), scale * np.asarray(record, dtype=float), style, marker="o", ms=3,
+                lw=1.2, color=_colour(name), alpha=0.85, label=None if name in seen else name)
+        seen.add(name)
+        values.extend(record)
+    if not values:
+        raise ValueError(f"no trial reported a {key.replace('_', ' ')}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return scale * np.asarray(values, dtype=float)
+
+
 def plot_val_acc(study, *, path):
     """Validation accuracy after every epoch, one line per trial, coloured by schedule."""
     fig, axes = new_axes(path, figsize=(8, 5))
     ax = axes[0, 0]
-    seen = set()
-    accs = []
-    for t in study.get_trials(deepcopy=False):
-        acc = t.user_attrs.get("val_acc")
-        if not acc:
-            continue
-        name = t.user_attrs.get("schedule", "?")
-        style = {"COMPLETE": "-", "PRUNED": ":"}.get(t.state.name, "--")
-        ax.plot(np.arange(1, len(acc) + 1), 100 * np.asarray(acc), style, marker="o", ms=3, lw=1.2,
-                color=_colour(name), alpha=0.85, label=None if name in seen else name)
-        seen.add(name)
-        accs.extend(acc)
-    if not accs:
-        raise ValueError("no trial reported a validation accuracy")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    pct = 100 * np.asarray(accs)
+    pct = _per_epoch_lines(ax, study, "val_acc", 100.0)
     return _accuracy_axes(fig, ax, path, _accuracy_floor(pct), top=np.percentile(pct, 99.5), xlabel="epoch",
                           title="every trial (dotted: pruned)")
+
+
+def plot_val_loss(study, *, path):
+    """Validation loss after every epoch, one line per trial, coloured by schedule (studies scored on it)."""
+    fig, axes = new_axes(path, figsize=(8, 5))
+    ax = axes[0, 0]
+    losses = _per_epoch_lines(ax, study, "val_loss")
+    finite = losses[np.isfinite(losses)]
+    if finite.size:           # the good trials, not a diverged one's loss of 2.3 or worse
+        low, high = float(finite.min()), float(np.percentile(finite, 90))
+        ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss (cross-entropy)")
+    ax.set_title("every trial (dotted: pruned; lower is better)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.grid(True, alpha=0.25)
+    save(fig, path)
+    return fig

@@ -221,8 +221,11 @@ def draw_figures(study: optuna.Study, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     drawn = []
-    for name, draw in (("history.png", plots.plot_history), ("lr_curves.png", plots.plot_top_lr_curves),
-                       ("val_acc.png", plots.plot_val_acc), ("importances.png", plots.plot_importances)):
+    figures = [("history.png", plots.plot_history), ("lr_curves.png", plots.plot_top_lr_curves),
+               ("val_acc.png", plots.plot_val_acc), ("importances.png", plots.plot_importances)]
+    if _study.metric_of(study) == "loss":
+        figures.insert(3, ("val_loss.png", plots.plot_val_loss))
+    for name, draw in figures:
         path = out / name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

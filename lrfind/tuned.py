@@ -121,7 +121,8 @@ def load_best(path: str | Path) -> TunedSchedule:
     try:
         data = json.loads(file.read_text())
     except FileNotFoundError:
-        raise BestFileError(f"no file {file}: give the --out folder of `lrfind tune`, or its best.json") from None
+        hint = " (it holds a range test only)" if (file.parent / "range_test.json").is_file() else ""
+        raise BestFileError(f"no file {file}{hint}: give the --out folder of `lrfind tune`, or its best.json") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BestFileError(f"{file} is not a best.json of lrfind ({e})") from None
     return from_best_json(data, file)

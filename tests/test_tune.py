@@ -67,6 +67,7 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     json.loads((out / "range_test.json").read_text())
     for name in ("history.png", "lr_curves.png", "val_acc.png", "importances.png", "range_test.png"):
         assert (out / name).stat().st_size > 1000, name
+    assert not (out / "val_loss.png").exists()                # drawn for studies scored on the loss
     assert f"{out / 'importances.png'}" in result.output
     assert painters[0]._count == (2 if figures_in == "process" else 0)   # range test and report, by the child
     assert "time: data and storage" in result.output and "trials" in result.output.split("time:")[1]
@@ -516,6 +517,7 @@ def test_a_study_scored_on_validation_loss_ranks_prunes_and_reports_by_it(data_e
     assert report.top_table(study).splitlines()[0].split()[2:4] == ["val", "loss"]
     data = json.loads((tmp_path / "best.json").read_text())
     assert data["metric"] == "loss" and data["val_loss"] == best.value and data["val_acc"] == best.user_attrs["val_acc"][-1]
+    assert (tmp_path / "val_loss.png").stat().st_size > 1000 and (tmp_path / "val_acc.png").is_file()
     with pytest.raises(_study.StudyError, match="metric 'loss' there, 'accuracy' here"):
         tune(trials=5, parallel=4, out=str(tmp_path), **QUICK)
     with pytest.raises(ValueError, match="metric must be 'accuracy' or 'loss', got 'auc'"):
