@@ -76,7 +76,6 @@ def ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(trials, key=score, reverse=True)
 
 
-
 def _engine(study: optuna.Study):
     """The SQLAlchemy engine under the study's (cached) RDB storage, or None."""
     storage = study._storage
