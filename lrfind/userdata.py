@@ -244,7 +244,9 @@ def _checked(name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     if y.ndim != 1 or len(y) != len(x):
         raise DataSetError(f"{where} labels have shape {tuple(y.shape)}, expected ({len(x)},): one per image")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise DataSetError(f"{where} labels are {y.dtype}; give integer class indices 0 .. C-1")
+        hint = ("; regression targets are not supported by lrfind's data sets: use find_lr(model, loader, "
+                "loss_fn=torch.nn.functional.mse_loss) for the range test") if y.is_floating_point() else ""
+        raise DataSetError(f"{where} labels are {y.dtype}; give integer class indices 0 .. C-1{hint}")
     if int(y.min()) < 0:
         raise DataSetError(f"{where} labels include {int(y.min())}; give class indices 0 .. C-1")
     if x.dtype == torch.uint8:
