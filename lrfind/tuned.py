@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,9 @@ class TunedSchedule:
     def params(self, *, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
         """The schedule's parameters, in optimizer steps, for a run of ``epochs`` x ``steps_per_epoch``."""
         for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        epochs, steps_per_epoch = int(epochs), int(steps_per_epoch)      # numpy's integers too
         schedule = get_schedule(self.schedule)
         total = epochs * steps_per_epoch
         if total < max(schedule.min_total, 2):

@@ -113,6 +113,7 @@ def test_an_optimizer_at_another_lr_is_warned_about() -> None:
         tuned.scheduler(optimizer, epochs=2, steps_per_epoch=10)
     with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
         tuned.params(epochs=0, steps_per_epoch=10)
+    assert tuned.params(epochs=np.int64(2), steps_per_epoch=np.int32(10)) == tuned.params(epochs=2, steps_per_epoch=10)
 
 
 @pytest.mark.parametrize("content, message", [
