@@ -286,7 +286,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord", metric: s
     trial.set_user_attr("val_acc", rec.val_acc)
     trial.set_user_attr("val_loss", rec.val_loss)
     trial.set_user_attr("train_loss", rec.train_loss)
-    trial.set_user_attr("epochs_run", len(rec.val_acc))
+    trial.set_user_attr("epochs_run", len(rec.val_loss))      # regression targets have no accuracy
     if rec.status == "complete":
         study.tell(trial, objective(rec, metric))
     elif rec.status == "pruned":

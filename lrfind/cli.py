@@ -59,7 +59,7 @@ def build_model(name: str, seed: int, data):
 
     try:
         model = get_model(name, seed=seed).to(data.images.device)
-        check_fits(model, data.images, data.classes, name)
+        check_fits(model, data.images, data.classes, name, regression=data.labels.is_floating_point())
     except ModelError as e:
         raise UserError(option_message(e)) from None
     return model
@@ -221,6 +221,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
 
     from ._imports import short_name
     from .data import DataSizeError, check_batch_fits, data_line
+    from .losses import is_regression, task_loss
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
 
@@ -249,7 +250,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                             f"{len(val_loader)} batches of {batch_size}; give at most {len(val_loader)}")
     try:
         result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
-                         val_loader=val_loader, val_batches=val_batches,
+                         val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss,
                          progress=not quiet, warn=False)     # the summary prints them
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None
@@ -265,7 +266,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     result.to_json(out / "range_test.json")
     result.to_csv(out / "range_test.csv")
     click.echo(data_line(dataset, len(train), train.images.shape[1:], train.classes, augment,
-                         tokens=not train.images.is_floating_point()))
+                         tokens=not train.images.is_floating_point(), regression=is_regression(train.labels)))
     click.echo(result.summary())
     click.echo(f"wrote {out / 'range_test.png'}, range_test.json, range_test.csv")
 

@@ -47,10 +47,11 @@ Examples:
 @click.option("--train-subset", type=int, default=None, metavar="N", help="Train on the first N images only (quick runs).")
 @click.option("--val-size", default=10_000, show_default=True, type=int,
               help="Validation images carved off the end of the training set (a sixth of smaller sets).")
-@click.option("--metric", default="accuracy", show_default=True, type=click.Choice(["accuracy", "loss"]),
+@click.option("--metric", default=None, type=click.Choice(["accuracy", "loss"]),
               help="What trials are scored, pruned and ranked on: validation accuracy (higher is better) or "
                    "validation loss (cross-entropy, lower is better: it separates trials whose accuracies tie, "
-                   "and rewards confident right answers). Both are reported.")
+                   "and rewards confident right answers). Both are reported. Default: accuracy; loss (mean "
+                   "squared error) for a data set of float regression targets.")
 @click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
               help="Optuna pruner that stops hopeless trials after an epoch (median: from the second "
                    "epoch's report on when --epochs is 3 or more).")
@@ -75,7 +76,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                  batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str,
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
-                 metric: str, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int,
+                 metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int,
                  final_seeds: int, amp: str | None, timeout: str | None, no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.
 

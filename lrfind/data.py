@@ -175,11 +175,12 @@ def check_batch_fits(batch_size: int, train: "ImageData", val: "ImageData") -> N
 
 
 def data_line(name: str, train: int, shape, classes: int, augment: str | None = None, val: int | None = None,
-              tokens: bool = False) -> str:
+              tokens: bool = False, regression: bool = False) -> str:
     """What a range test or the trials trained on: "data: mnist, 50,000 training and 10,000 validation
-    examples of 1x28x28, 10 classes"."""
+    examples of 1x28x28, 10 classes" (``regression``: "1 regression target")."""
     counts = f"{train:,} training" + (f" and {val:,} validation" if val is not None else "")
-    return (f"data: {name}, {counts} examples of {shape_text(shape, tokens)}, {classes} classes"
+    labels = f"{classes} regression target{'s' if classes != 1 else ''}" if regression else f"{classes} classes"
+    return (f"data: {name}, {counts} examples of {shape_text(shape, tokens)}, {labels}"
             + (f", augmented with {augment}" if augment else ""))
 
 
@@ -197,7 +198,8 @@ class ImageData:
     """A whole image classification data set as two tensors on one device.
 
     ``images`` is float32 ``(N, 1, 28, 28)`` for the built-in sets (any ``(N, ...)`` for the user's own),
-    already normalised; ``labels`` is int64 ``(N,)``.
+    already normalised; ``labels`` is int64 ``(N,)``, or for the user's regression data float32
+    ``(N, k)`` targets, ``classes`` then being ``k``, the outputs the model must give.
     """
 
     images: torch.Tensor

@@ -107,8 +107,9 @@ def model_name(factory: Callable[..., nn.Module]) -> str:
     return callable_name(factory, "model", ModelError)
 
 
-def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: str) -> None:
-    """Raise a clear ModelError unless ``model`` maps two of ``images`` to ``num_classes`` scores each.
+def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: str, regression: bool = False) -> None:
+    """Raise a clear ModelError unless ``model`` maps two of ``images`` to ``num_classes`` scores each
+    (``regression``: to that many values, one per target).
 
     Runs in eval mode without gradients, with the RNG and the model's state left as they were."""
     x = images[:2]
@@ -129,5 +130,7 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
         model.load_state_dict(state)
     if not (isinstance(out, torch.Tensor) and out.shape == (len(x), num_classes)):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"model {name} must return {num_classes} class scores per image: a batch of shape "
+        what = (f"{num_classes} value{'s' if num_classes != 1 else ''} per example (the data set's regression "
+                f"target{'s' if num_classes != 1 else ''})" if regression else f"{num_classes} class scores per image")
+        raise ModelError(f"model {name} must return {what}: a batch of shape "
                          f"{tuple(x.shape)} gave {got}, expected {(len(x), num_classes)}")

@@ -171,34 +171,56 @@ def _colour(name: str):
 def plot_history(study, *, path):
     """The optimisation history: every trial's validation accuracy in the order it was asked,
     coloured by schedule (hollow: pruned, at its last epoch), and the best so far. Trials below
-    the axis (diverged ones, at chance level) sit on its floor as downward triangles."""
+    the axis (diverged ones, at chance level) sit on its floor as downward triangles. A study of
+    regression targets, which have no accuracy, shows the validation loss (lower is better)."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("val_acc")]
-    if not trials:
-        raise ValueError("no trial reported a validation accuracy")
+    higher = bool(trials)
+    if higher:
+        values = np.array([100 * t.user_attrs["val_acc"][-1] for t in trials])
+        limit = _accuracy_floor(values)
+        off = values < limit                       # below the axis
+    else:
+        trials = [t for t in study.get_trials(deepcopy=False)
+                  if t.user_attrs.get("val_loss") and np.isfinite(t.user_attrs["val_loss"][-1])]
+        if not trials:
+            raise ValueError("no trial reported a validation score")
+        values = np.array([t.user_attrs["val_loss"][-1] for t in trials])
+        low, high = float(values.min()), float(np.percentile(values, 90))
+        limit = high + 0.1 * (high - low + 1e-9)
+        off = values > limit                       # above the axis
     fig, axes = new_axes(path, figsize=(8.5, 5))
     ax = axes[0, 0]
-    accs = np.array([100 * t.user_attrs["val_acc"][-1] for t in trials])
-    floor = _accuracy_floor(accs)
     names = [t.user_attrs.get("schedule", "?") for t in trials]
     edges = [_colour(name) for name in names]
     faces = [e if t.state.name == "COMPLETE" else "none" for t, e in zip(trials, edges)]
     x = np.array([t.number for t in trials])
+    shown = np.maximum(values, limit) if higher else np.minimum(values, limit)
     # one scatter per marker, not one per trial: 50 artists cost most of a second to make and draw
-    for marker, where in (("o", accs >= floor), ("v", accs < floor)):
+    for marker, where in (("o", ~off), ("v" if higher else "^", off)):
         if where.any():
-            ax.scatter(x[where], np.maximum(accs[where], floor), s=28, zorder=3, marker=marker, clip_on=False,
+            ax.scatter(x[where], shown[where], s=28, zorder=3, marker=marker, clip_on=False,
                        facecolors=[f for f, w in zip(faces, where) if w],
                        edgecolors=[e for e, w in zip(edges, where) if w])
     from matplotlib.lines import Line2D
 
     for name in dict.fromkeys(names):       # the legend: one entry per schedule, in order of appearance
         ax.add_line(Line2D([], [], ls="none", marker="o", ms=6, color=_colour(name), label=name))
-    done = sorted((t.number, 100 * t.user_attrs["val_acc"][-1]) for t in trials if t.state.name == "COMPLETE")
+    done = sorted((t.number, v) for t, v in zip(trials, values) if t.state.name == "COMPLETE")
     if done:
-        numbers, values = zip(*done)
-        ax.step(numbers, np.maximum.accumulate(values), where="post", color="black", lw=1.2, label="best so far")
-    return _accuracy_axes(fig, ax, path, floor, top=max(accs), xlabel="trial",
-                          title="optimisation history (hollow: pruned; \u25bc: below the axis)")
+        numbers, scores = zip(*done)
+        best = np.maximum.accumulate(scores) if higher else np.minimum.accumulate(scores)
+        ax.step(numbers, best, where="post", color="black", lw=1.2, label="best so far")
+    if higher:
+        return _accuracy_axes(fig, ax, path, limit, top=max(values), xlabel="trial",
+                              title="optimisation history (hollow: pruned; \u25bc: below the axis)")
+    ax.set_ylim(low - 0.05 * (limit - low + 1e-9), limit)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation loss")
+    ax.set_title("optimisation history (hollow: pruned; \u25b2: above the axis; lower is better)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.grid(True, alpha=0.25)
+    save(fig, path)
+    return fig
 
 
 def _accuracy_floor(accs_pct) -> float:
@@ -253,6 +275,12 @@ def _top(study, n):
     return ranked(study, [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])[:n]
 
 
+def _score_text(t) -> str:
+    """A trial's validation accuracy, or its loss where there is none (regression targets)."""
+    accs = t.user_attrs.get("val_acc")
+    return f"{100 * accs[-1]:.2f}%" if accs else f"loss {t.user_attrs['val_loss'][-1]:.4g}"
+
+
 def plot_top_lr_curves(study, *, path, n: int = 6):
     """Left: the range test, loss against LR. Right: the LR of the top trials at every step, same LR axis."""
     from matplotlib.ticker import LogLocator
@@ -293,7 +321,7 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
         schedule = get_schedule(t.user_attrs["schedule"])
         factor = schedule.factor(steps, total, metrics=t.user_attrs.get("val_loss", []), **t.user_attrs["params"])
         right.plot(steps, peak_lr(study, t) * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3,
-                   color=f"C{rank}", label=f"#{t.number} {schedule.name}: {100 * t.user_attrs['val_acc'][-1]:.2f}%",
+                   color=f"C{rank}", label=f"#{t.number} {schedule.name}: {_score_text(t)}",
                    zorder=10 - rank)
     right.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
     if per_epoch:
@@ -306,7 +334,8 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
         right.set_ylim(base_lr * 1e-4, base_lr * 2)
     right.set_xlabel("optimizer step (dotted: epochs)")
     ranked_by = " by validation loss" if metric_of(study) == "loss" else ""
-    right.set_title(f"LR of the top {len(top)} trials{ranked_by} (validation accuracy)", fontsize=10)
+    shown = "validation accuracy" if top[0].user_attrs.get("val_acc") else "validation loss"
+    right.set_title(f"LR of the top {len(top)} trials{ranked_by} ({shown})", fontsize=10)
     right.legend(fontsize=8, loc="lower left")
     right.grid(True, alpha=0.25, which="both")
     save(fig, path)

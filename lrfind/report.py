@@ -86,7 +86,8 @@ def verdict(study: optuna.Study) -> str:
     base_lr = study.user_attrs.get("base_lr", float("nan"))
     data = study.user_attrs.get("data")                   # what the trials trained on; older studies lack it
     lines = [data_line(data["name"], data["train"], data["shape"], data["classes"], data.get("augment"),
-                       val=data["val"], tokens=data.get("tokens", False))] if data else []
+                       val=data["val"], tokens=data.get("tokens", False),
+                       regression=data.get("regression", False))] if data else []
     lines.append(f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})")
     lines += [f"range test warning: {w}" for w in (study.user_attrs.get("range_test") or {}).get("warnings", [])]
     stopped = study.user_attrs.get("stopped_by_timeout")
@@ -105,41 +106,51 @@ def verdict(study: optuna.Study) -> str:
     if not final and earlier is not None:
         lines.append(f"test accuracy: not measured for trial {best.number} (stage 3 retrained trial {earlier}, "
                      "the best before it); run the same command without --no-final to test it")
-    if final.get("best", {}).get("test_acc") is not None:
-        b, c = final["best"], final.get("constant", {})
-        n = final["setup"].get("seeds", 1)
-        seeds = f"mean of {n} seeds" if n != 1 else "1 seed"
-        text = (f"test accuracy (retrained on {final['setup']['train_images']} images, {seeds}): "
-                f"{100 * b['test_acc']:.2f}%")
-        if c.get("test_acc") is not None and c.get("trial") != b.get("trial"):
-            text += f" vs constant {100 * c['test_acc']:.2f}% ({100 * (b['test_acc'] - c['test_acc']):+.2f} pp"
-            pairs = list(zip(b.get("test_acc_per_seed", []), c.get("test_acc_per_seed", [])))
-            text += (f"; per seed {', '.join(f'{100 * (x - y):+.2f}' for x, y in pairs)})" if len(pairs) > 1 else ")")
-        lines.append(text)
-        if _study.metric_of(study) == "loss" and b.get("test_loss") is not None:
-            text = f"test loss: {b['test_loss']:.4f}"
-            if c.get("test_loss") is not None and c.get("trial") != b.get("trial"):
-                text += f" vs constant {c['test_loss']:.4f} ({b['test_loss'] - c['test_loss']:+.4f})"
-            lines.append(text)
+    if final.get("best"):
+        lines += _test_lines(study, final)
     return "\n".join(lines)
 
 
 def _validation_lines(study: optuna.Study, best: FrozenTrial, constant: FrozenTrial | None) -> list[str]:
-    """Best against constant on validation: accuracy, and first the loss when it is the metric."""
-    def acc(t: FrozenTrial) -> str:
-        return f"{100 * _study.val_acc(t, study):.2f}%"
-
+    """Best against constant on validation: the loss when it is the metric, the accuracy when the
+    labels are classes."""
     loss = _study.metric_of(study) == "loss"
+    acc = _study.val_acc(best, study)               # None for regression targets
+    scores = ([f"{best.value:.4f} validation loss"] if loss else []) + \
+        ([f"{100 * acc:.2f}% validation accuracy"] if acc is not None else [])
     if constant is None:
-        return [(f"validation loss {best.value:.4f}, accuracy " if loss else "validation accuracy ") + acc(best)
-                + " (the constant baseline did not complete)"]
+        return [", ".join(scores) + " (the constant baseline did not complete)"]
     if best.number == constant.number:
-        return ["no schedule beat the constant LR: " + (f"{best.value:.4f} validation loss, " if loss else "")
-                + f"{acc(best)} validation accuracy"]
+        return ["no schedule beat the constant LR: " + ", ".join(scores)]
     lines = [f"validation loss {best.value:.4f} vs constant {constant.value:.4f} "
              f"({best.value - constant.value:+.4f})"] if loss else []
-    gain = 100 * (_study.val_acc(best, study) - _study.val_acc(constant, study))
-    lines.append(f"validation accuracy {acc(best)} vs constant {acc(constant)} ({gain:+.2f} pp)")
+    if acc is not None:
+        other = _study.val_acc(constant, study)
+        lines.append(f"validation accuracy {100 * acc:.2f}% vs constant {100 * other:.2f}% "
+                     f"({100 * (acc - other):+.2f} pp)")
+    return lines
+
+
+def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
+    """Stage 3's verdict: test accuracy (class labels), and test loss when the study is scored on it."""
+    b, c = final["best"], final.get("constant", {})
+    n = final["setup"].get("seeds", 1)
+    context = f" (retrained on {final['setup']['train_images']} images, {f'mean of {n} seeds' if n != 1 else '1 seed'})"
+    kinds = [("accuracy", "test_acc", 100.0, "{:.2f}%", "{:+.2f} pp", "{:+.2f}")]
+    if _study.metric_of(study) == "loss":
+        kinds.append(("loss", "test_loss", 1.0, "{:.4f}", "{:+.4f}", "{:+.4f}"))
+    lines = []
+    for kind, key, scale, value, diff, per_seed in kinds:
+        if b.get(key) is None:
+            continue
+        text = f"test {kind}{context}: {value.format(scale * b[key])}"
+        context = ""                                  # said once
+        if c.get(key) is not None and c.get("trial") != b.get("trial"):
+            text += f" vs constant {value.format(scale * c[key])} ({diff.format(scale * (b[key] - c[key]))}"
+            pairs = list(zip(b.get(key + "_per_seed", []), c.get(key + "_per_seed", [])))
+            text += (f"; per seed {', '.join(per_seed.format(scale * (x - y)) for x, y in pairs)})"
+                     if len(pairs) > 1 else ")")
+        lines.append(text)
     return lines
 
 
@@ -185,8 +196,9 @@ def snippet(study: optuna.Study) -> str | None:
     total = snippet_steps(study)
     schedule = get_schedule(best.user_attrs["schedule"])
     augment = f" with {setup['augment']} augmentation" if setup.get("augment") else ""
-    header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, "
-              f"validation accuracy {100 * _study.val_acc(best, study):.2f}%)\n"
+    acc = _study.val_acc(best, study)
+    score = f"validation accuracy {100 * acc:.2f}%" if acc is not None else f"validation loss {best.value:.4g}"
+    header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, {score})\n"
               f"# for {setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}, "
               f"{setup.get('epochs')} epochs = {total} steps.\n"
               f"# For a run of another length: lrfind show --epochs N --steps-per-epoch M, or lrfind.load_best.\n")

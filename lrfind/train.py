@@ -31,6 +31,7 @@ from ._errors import message
 from ._graph import CapturedStep
 from ._update import adam_, sgd_
 from .data import ImageData
+from .losses import is_regression, summed_losses, task_loss
 from .models import get_model
 from .optimizer import OptimizerConfig
 from .schedules import get_schedule
@@ -147,7 +148,7 @@ class FusedTrials:
 
     def _loss(self, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
               y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(self._logits(p, b, x), y)
+        return task_loss(self._logits(p, b, x), y)
 
     @staticmethod
     def _rows(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]):
@@ -305,13 +306,15 @@ class FusedTrials:
             for x, y in data.loader(batch_size, shuffle=False, drop_last=False):
                 with self.autocast:
                     logits = self._forward(self.params, self.buffers, x).float()   # (K, B, C)
-                loss += nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
-                                                    reduction="none").sum(1)
-                correct += (logits.argmax(-1) == y).sum(1)
+                batch_loss, batch_correct = summed_losses(logits, y)
+                loss += batch_loss
+                if batch_correct is not None:
+                    correct += batch_correct
         finally:
             self.base.train()
         n = len(data)
-        return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()   # one sync per evaluation
+        acc = np.full(k, np.nan) if is_regression(data.labels) else (correct / n).cpu().numpy()
+        return (loss / n).cpu().numpy(), acc   # one sync per evaluation (NaN accuracy: regression targets)
 
     def end_epoch(self, val: ImageData | None, steps_in_epoch: int) -> None:
         """Record the epoch's metrics in every live trial's record; mark the failed ones."""
@@ -329,7 +332,8 @@ class FusedTrials:
             rec.train_loss.append(float(train[row]))
             if val_loss is not None:
                 rec.val_loss.append(float(val_loss[row]))
-                rec.val_acc.append(float(val_acc[row]))
+                if not np.isnan(val_acc[row]):               # regression targets have no accuracy
+                    rec.val_acc.append(float(val_acc[row]))
         self._refresh_metric_driven()
 
     def keep(self, keep: list[bool]) -> None:
@@ -415,7 +419,8 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
         engine.keep([k in finished for k in engine.running])
         loss, acc = engine.evaluate(score_on)
         for row, k in enumerate(engine.running):
-            engine.records[k].test_loss, engine.records[k].test_acc = float(loss[row]), float(acc[row])
+            engine.records[k].test_loss = float(loss[row])
+            engine.records[k].test_acc = None if np.isnan(acc[row]) else float(acc[row])
     for rec in engine.records:
         if rec.status == "running":
             rec.status = "complete"

@@ -42,8 +42,9 @@ class TunedSchedule:
     epochs: int                        # the tuned run: epochs x steps_per_epoch optimizer steps
     steps_per_epoch: int
     study: str = ""
-    val_acc: float | None = None
+    val_acc: float | None = None       # None for regression targets
     test_acc: float | None = None      # stage 3's mean, when it tested this trial
+    val_loss: float | None = None
 
     def params(self, *, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
         """The schedule's parameters, in optimizer steps, for a run of ``epochs`` x ``steps_per_epoch``."""
@@ -110,7 +111,8 @@ class TunedSchedule:
         return plot_runs(runs, title=f"{self.schedule} peaking at LR {self.lr:.3g}{note}", path=path)
 
     def __str__(self) -> str:
-        score = f", {100 * self.val_acc:.2f}% validation" if self.val_acc is not None else ""
+        score = (f", {100 * self.val_acc:.2f}% validation" if self.val_acc is not None else
+                 f", validation loss {self.val_loss:.4g}" if self.val_loss is not None else "")
         score += f", {100 * self.test_acc:.2f}% test" if self.test_acc is not None else ""
         epochs = f"{self.epochs} epoch" + ("s" if self.epochs != 1 else "")
         return f"{self.schedule} peaking at LR {self.lr:.3g} ({self.optimizer_config.name}; tuned on {epochs}{score})"
@@ -146,7 +148,7 @@ def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule
     return TunedSchedule(schedule=data["schedule"], lr=float(data["lr"]), choices=data["choices"],
                          optimizer_config=config, epochs=int(setup["epochs"]),
                          steps_per_epoch=int(data["steps_per_epoch"]), study=data.get("study", ""),
-                         val_acc=data.get("val_acc"), test_acc=test)
+                         val_acc=data.get("val_acc"), test_acc=test, val_loss=data.get("val_loss"))
 
 
 __all__ = ["TunedSchedule", "load_best", "BestFileError"]

@@ -15,6 +15,7 @@ URL), so running the same command again resumes it and runs only the missing tri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -41,7 +42,8 @@ from .rangetest import find_lr
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
-from .userdata import dataset_name, describe as describe_dataset, given_name
+from .losses import is_regression, task_loss
+from .userdata import DataSetError, dataset_name, describe as describe_dataset, given_name
 
 if TYPE_CHECKING:
     from .tuned import TunedSchedule
@@ -84,7 +86,8 @@ class TuneConfig:
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
     timeout: float | str | None = None           # seconds (or "10m"): no batch of trials starts after it
-    metric: str = "accuracy"                     # what trials are scored on: validation "accuracy" or "loss"
+    metric: str | None = None                    # what trials are scored on: validation "accuracy" or "loss";
+                                                 # None: accuracy for class labels, loss for regression targets
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -119,7 +122,7 @@ class TuneConfig:
             raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
-        if self.metric not in _study.METRICS:
+        if self.metric is not None and self.metric not in _study.METRICS:
             raise ValueError(f"metric must be 'accuracy' or 'loss', got {self.metric!r}")
         if self.pruner not in _study.PRUNERS:
             raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
@@ -212,8 +215,10 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched
+    regression = is_regression(train.labels)
+    cfg = _with_metric(cfg, regression)
     model = get_model(cfg.model, seed=cfg.seed).to(device)     # the range test's, checked before the storage too
-    check_fits(model, train.images, train.classes, cfg.model)
+    check_fits(model, train.images, train.classes, cfg.model, regression=regression)
     if cfg.augment:
         check_augment(cfg.augment_fn, train.images, cfg.augment)
     url = cfg.storage or _storage.default_storage(out)
@@ -228,6 +233,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
                 "classes": train.classes, "augment": cfg.augment}
         if not train.images.is_floating_point():
             data["tokens"] = True                    # integer inputs: token ids for a model that embeds them
+        if regression:
+            data["regression"] = True                # float targets: the model returns ``classes`` values
         study.set_user_attr("data", data)
         study.set_user_attr("steps_per_epoch", per_epoch)
 
@@ -264,10 +271,21 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     return TuneResult(study, base_lr, out, final, seconds, files)
 
 
+def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
+    """The config with its metric settled: accuracy for class labels, loss for regression targets
+    (which have no accuracy)."""
+    if regression and cfg.metric == "accuracy":
+        raise DataSetError(f"--metric accuracy needs class labels, and dataset {cfg.dataset} has float regression "
+                           "targets; leave --metric out (loss is its default) or give integer class indices")
+    if cfg.metric is not None:
+        return cfg
+    return dataclasses.replace(cfg, metric="loss" if regression else "accuracy")
+
+
 def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, train: ImageData, out: Path,
                 painter: Painter) -> float:
     loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
-    result = find_lr(model, loader, optimizer=cfg.optimizer_config,
+    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss,
                      num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress, warn=False)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)

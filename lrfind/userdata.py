@@ -16,7 +16,8 @@ own training would); uint8 images are pixels: ``(N, H, W)`` and ``(N, H, W, C)``
 them, become ``(N, C, H, W)``, scaled to [0, 1] and standardised with the training set's mean and
 std per channel, as the built-in data sets are; other integer inputs are token ids (kept as int64,
 for a model that embeds them). The classes are
-``0 .. C-1`` with ``C`` the largest label + 1. Without a test set, the last sixth of the training
+``0 .. C-1`` with ``C`` the largest label + 1; float labels are regression targets, ``(N, k)``
+(``(N,)`` becomes ``(N, 1)``), trained and scored with the mean squared error (``losses``). Without a test set, the last sixth of the training
 set (at most 10,000 examples) is held out as one: trials never see it.
 """
 
@@ -134,6 +135,13 @@ def _splits(name: str, value: Any) -> _Splits:
         if tx.shape[1:] != x.shape[1:]:
             raise DataSetError(f"dataset {name}: its test images are {_shape(tx)} but its training images "
                                f"{_shape(x)}")
+    if y.is_floating_point() != ty.is_floating_point() or y.shape[1:] != ty.shape[1:]:
+        raise DataSetError(f"dataset {name}: its test labels are {_label_kind(ty)} but its training labels "
+                           f"{_label_kind(y)}")
+    if y.is_floating_point():                    # regression: the model returns one value per target
+        if x.dtype == torch.uint8:
+            x, tx = _standardise(_channels_first(name, x), _channels_first(name, tx))
+        return _Splits((x, y), (tx, ty), y.shape[1])
     classes = int(max(y.max(), ty.max())) + 1
     if classes < 2:
         raise DataSetError(f"dataset {name}: every label is 0; a classifier needs at least two classes")
@@ -143,6 +151,10 @@ def _splits(name: str, value: Any) -> _Splits:
     if x.dtype == torch.uint8:
         x, tx = _standardise(_channels_first(name, x), _channels_first(name, tx))
     return _Splits((x, y), (tx, ty), classes)
+
+
+def _label_kind(y: torch.Tensor) -> str:
+    return f"{y.shape[1]} float regression target(s)" if y.is_floating_point() else "integer class indices"
 
 
 def _parts(name: str, value: Any) -> tuple[Any, Any]:
@@ -184,7 +196,7 @@ def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch
         raise DataSetError(f"dataset {name}: its {split} set is empty")
     item = data[0]
     if not (isinstance(item, (tuple, list)) and len(item) == 2 and _is_array(item[0])
-            and isinstance(item[1], (int, np.integer, torch.Tensor))):
+            and isinstance(item[1], (int, float, np.integer, np.floating, torch.Tensor))):
         shown = (f"({', '.join(_kind(v) for v in item)})" if isinstance(item, (tuple, list)) else _kind(item))
         pil = isinstance(item, (tuple, list)) and type(item[0]).__module__.startswith("PIL")
         hint = "; add transform=ToTensor()" if pil else ""
@@ -241,26 +253,31 @@ def _checked(name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     where = f"dataset {name}: its {split}"
     if x.ndim < 2 or len(x) == 0:
         raise DataSetError(f"{where} images have shape {tuple(x.shape)}; give one row per example, (N, ...)")
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataSetError(f"{where} labels have shape {tuple(y.shape)}, expected ({len(x)},): one per image")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        hint = ("; regression targets are not supported by lrfind's data sets: use find_lr(model, loader, "
-                "loss_fn=torch.nn.functional.mse_loss) for the range test") if y.is_floating_point() else ""
-        raise DataSetError(f"{where} labels are {y.dtype}; give integer class indices 0 .. C-1{hint}")
-    if int(y.min()) < 0:
+    if not (y.ndim == 1 or y.ndim == 2 and y.is_floating_point()) or len(y) != len(x):
+        raise DataSetError(f"{where} labels have shape {tuple(y.shape)}, expected ({len(x)},): one per image "
+                           f"(float regression targets: ({len(x)},) or ({len(x)}, k))")
+    if y.is_floating_point():                          # regression targets, (N,) or (N, k)
+        if not bool(torch.isfinite(y).all()):
+            raise DataSetError(f"{where} targets (float labels) hold NaN or infinite values")
+        y = y.float().unsqueeze(1) if y.ndim == 1 else y.float()
+    elif y.is_complex() or y.dtype == torch.bool:
+        raise DataSetError(f"{where} labels are {y.dtype}; give integer class indices 0 .. C-1, or float "
+                           "regression targets")
+    elif int(y.min()) < 0:
         raise DataSetError(f"{where} labels include {int(y.min())}; give class indices 0 .. C-1")
+    y = y if y.is_floating_point() else y.long()
     if x.dtype == torch.uint8:
-        return x, y.long()
+        return x, y
     if x.dtype in (torch.int16, torch.int32, torch.int64):      # token ids, for a model that embeds them
         if int(x.min()) < 0:
             raise DataSetError(f"{where} inputs are integers (token ids) and include {int(x.min())}; "
                                "give ids >= 0, or float inputs")
-        return x.long(), y.long()
+        return x.long(), y
     if not x.is_floating_point():
         raise DataSetError(f"{where} images are {x.dtype}; give float images (or uint8 pixels)")
     if not bool(torch.isfinite(x).all()):
         raise DataSetError(f"{where} images hold NaN or infinite values")
-    return x.float(), y.long()
+    return x.float(), y
 
 
 def _channels_first(name: str, x: torch.Tensor) -> torch.Tensor:

@@ -208,6 +208,17 @@ def test_a_study_of_token_ids_and_an_embedding_model_on_cuda(tmp_path) -> None:
     assert result.study.best_value > 0.5 and result.final["best"]["test_acc"] > 0.5
 
 
+def test_a_study_of_regression_targets_on_cuda(tmp_path) -> None:
+    """Float targets: the mean squared error through vmap, the CUDA graph and batched evaluation."""
+    from lrfind import tune
+    from test_userdata import Regressor, regression_rows
+
+    result = tune(dataset=regression_rows, model=Regressor, trials=4, epochs=2, batch_size=32, device="cuda",
+                  progress=False, out=str(tmp_path), range_test_iters=60, final_seeds=1, val_size=100)
+    assert result.study.user_attrs["lrfind_setup"]["metric"] == "loss"
+    assert 0 < result.study.best_value < 1 and result.final["best"]["test_loss"] < 1
+
+
 def test_augmentation_on_cuda_equals_the_cpus_for_the_same_offsets() -> None:
     from lrfind.augment import random_crop
 

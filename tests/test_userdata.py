@@ -87,6 +87,18 @@ def float_labels():
     x, y = blobs()
     return x, y.float()
 
+
+def nan_targets():
+    x, y = blobs()
+    y = y.float()
+    y[3] = float("nan")
+    return x, y
+
+
+def mixed_labels():
+    x, y = blobs()
+    return (x, y.float()), (x[:20], y[:20])
+
 def negative_labels():
     x, y = blobs()
     return x, y - 1
@@ -260,7 +272,8 @@ def test_the_function_runs_once_for_both_splits(user_file, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("function, message", [
-    ("float_labels", "its training labels are torch.float32; give integer class indices 0 .. C-1"),
+    ("nan_targets", "its training targets (float labels) hold NaN or infinite values"),
+    ("mixed_labels", "its test labels are integer class indices but its training labels 1 float regression"),
     ("word_labels", "its training images or labels are not numbers (can't convert np.ndarray of type numpy.str_"),
     ("negative_labels", "its training labels include -1"),
     ("one_class", "every label is 0; a classifier needs at least two classes"),
@@ -364,8 +377,8 @@ def test_data_given_elsewhere_or_malformed_is_one_clear_error() -> None:
                                            "process it was given to"):
         TuneConfig(dataset="given:0123456789abcdef")
     x, y = small_blobs()
-    with pytest.raises(DataSetError, match="dataset given: its training labels are torch.float32"):
-        TuneConfig(dataset=(x, y.float()))
+    with pytest.raises(DataSetError, match="dataset given: its training labels are torch.bool"):
+        TuneConfig(dataset=(x, y > 0))
 
 
 def test_a_built_in_model_on_images_of_another_shape_says_so(user_file, tmp_path) -> None:
@@ -531,3 +544,63 @@ def negative_ids():
 def test_negative_token_ids_are_refused(tmp_path) -> None:
     with pytest.raises(DataSetError, match="inputs are integers \\(token ids\\) and include -1"):
         tune(dataset=negative_ids, model=BagOfWords, out=str(tmp_path / "o"), **QUICK)
+
+
+def regression_rows():
+    """Regression: 10 features, one float target (tanh of a projection), as (N,)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 10, generator=g)
+    return x, torch.tanh(x @ torch.randn(10, generator=g) / 3)
+
+
+class Regressor(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+
+    def forward(self, x):
+        return self.f(x)
+
+
+class TwoOutputs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = torch.nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.f(x)
+
+
+def test_regression_targets_tune_on_the_loss_with_mse(tmp_path) -> None:
+    from lrfind.userdata import dataset_name
+
+    train, _ = load_dataset(dataset_name(regression_rows), "train").holdout(100)
+    assert train.labels.dtype == torch.float32 and train.labels.shape[1:] == (1,) and train.classes == 1
+    with pytest.raises(ModelError, match=r"must return 1 value per example \(the data set's regression target\)"):
+        tune(dataset=regression_rows, model=TwoOutputs, out=str(tmp_path / "m"), **QUICK)
+    with pytest.raises(DataSetError, match="--metric accuracy needs class labels"):
+        tune(dataset=regression_rows, model=Regressor, metric="accuracy", out=str(tmp_path / "a"), **QUICK)
+    assert not (tmp_path / "a").exists()
+    result = tune(dataset=regression_rows, model=Regressor, out=str(tmp_path / "t"),
+                  **{**QUICK, "trials": 3, "parallel": 3, "final": True, "base_lr": None, "range_test_iters": 60})
+    study = result.study
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.user_attrs["lrfind_setup"]["metric"] == "loss" and study.user_attrs["data"]["regression"] is True
+    text = report.verdict(study)
+    assert "examples of 10 features, 1 regression target" in text and "accuracy" not in text
+    assert "test loss (retrained on" in text
+    best = study.best_trial
+    assert best.user_attrs["val_acc"] == [] and best.user_attrs["epochs_run"] == 2
+    assert result.final["best"]["test_acc"] is None and result.final["best"]["test_loss"] > 0
+    assert 0 < best.value < 1                          # mean squared error of a target in (-1, 1)
+    assert {"history.png", "lr_curves.png", "val_loss.png"} <= {p.name for p in result.files}
+    assert "validation loss" in str(result.best)
+
+
+def test_cli_range_test_on_regression_targets_uses_mse(tmp_path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(os.path.dirname(__file__))
+    result = CliRunner().invoke(main, ["range-test", "--dataset", "test_userdata:regression_rows", "--model",
+                                       "test_userdata:Regressor", "--batch-size", "32", "--num-iter", "40",
+                                       "--device", "cpu", "-q", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "1 regression target" in result.output
