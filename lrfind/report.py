@@ -135,7 +135,10 @@ def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
     """Stage 3's verdict: test accuracy (class labels), and test loss when the study is scored on it."""
     b, c = final["best"], final.get("constant", {})
     n = final["setup"].get("seeds", 1)
-    context = f" (retrained on {final['setup']['train_images']} images, {f'mean of {n} seeds' if n != 1 else '1 seed'})"
+    data = study.user_attrs.get("data") or {}
+    images = len(data.get("shape", [1, 28, 28])) > 1 and not data.get("tokens")     # else rows or sequences
+    context = (f" (retrained on {final['setup']['train_images']} {'images' if images else 'examples'}, "
+               f"{f'mean of {n} seeds' if n != 1 else '1 seed'})")
     kinds = [("accuracy", "test_acc", 100.0, "{:.2f}%", "{:+.2f} pp", "{:+.2f}")]
     if _study.metric_of(study) == "loss":
         kinds.append(("loss", "test_loss", 1.0, "{:.4f}", "{:+.4f}", "{:+.4f}"))

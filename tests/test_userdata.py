@@ -588,7 +588,7 @@ def test_regression_targets_tune_on_the_loss_with_mse(tmp_path) -> None:
     assert study.user_attrs["lrfind_setup"]["metric"] == "loss" and study.user_attrs["data"]["regression"] is True
     text = report.verdict(study)
     assert "examples of 10 features, 1 regression target" in text and "accuracy" not in text
-    assert "test loss (retrained on" in text
+    assert "test loss (retrained on 500 examples, 1 seed)" in text
     best = study.best_trial
     assert best.user_attrs["val_acc"] == [] and best.user_attrs["epochs_run"] == 2
     assert result.final["best"]["test_acc"] is None and result.final["best"]["test_loss"] > 0
