@@ -214,13 +214,8 @@ def plot_history(study, *, path):
         return _accuracy_axes(fig, ax, path, limit, top=max(values), xlabel="trial",
                               title="optimisation history (hollow: pruned; \u25bc: below the axis)")
     ax.set_ylim(low - 0.05 * (limit - low + 1e-9), limit)
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation loss")
-    ax.set_title("optimisation history (hollow: pruned; \u25b2: above the axis; lower is better)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.grid(True, alpha=0.25)
-    save(fig, path)
-    return fig
+    return _finish(fig, ax, path, xlabel="trial", ylabel=_loss_label(study),
+                   title="optimisation history (hollow: pruned; \u25b2: above the axis; lower is better)")
 
 
 def _accuracy_floor(accs_pct) -> float:
@@ -229,16 +224,25 @@ def _accuracy_floor(accs_pct) -> float:
 
 
 def _accuracy_axes(fig, ax, path, floor: float, *, top: float, xlabel: str, title: str):
-    """Finish a validation-accuracy figure: y from ``floor``, labels, the legend by schedule
-    beside the axes (never over a point); save it."""
+    """Finish a validation-accuracy figure: y from ``floor``; see ``_finish``."""
     ax.set_ylim(floor, min(100.2, top + 0.3))
+    return _finish(fig, ax, path, xlabel=xlabel, ylabel="validation accuracy (%)", title=title)
+
+
+def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str):
+    """Labels, the legend by schedule beside the axes (never over a point), a grid; save it."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(True, alpha=0.25)
     save(fig, path)
     return fig
+
+
+def _loss_label(study) -> str:
+    regression = (study.user_attrs.get("data") or {}).get("regression")
+    return f"validation loss ({'mean squared error' if regression else 'cross-entropy'})"
 
 
 def plot_importances(study, *, path):
@@ -382,10 +386,5 @@ def plot_val_loss(study, *, path):
     if finite.size:           # the good trials, not a diverged one's loss of 2.3 or worse
         low, high = float(finite.min()), float(np.percentile(finite, 90))
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss (cross-entropy)")
-    ax.set_title("every trial (dotted: pruned; lower is better)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.grid(True, alpha=0.25)
-    save(fig, path)
-    return fig
+    return _finish(fig, ax, path, xlabel="epoch", ylabel=_loss_label(study),
+                   title="every trial (dotted: pruned; lower is better)")
