@@ -6,7 +6,9 @@
 
 A data set function takes no arguments and returns the training set, or (train, test): torch
 Datasets of (image tensor, label) items, as torchvision's are with transform=ToTensor(), or
-(images, labels) pairs of tensors or numpy arrays. lrfind reads it once and keeps it whole on the device. Without
+(images, labels) pairs of tensors or numpy arrays. Integer labels are classes; float labels are
+regression targets, trained and scored with the mean squared error. Integer inputs other than uint8
+pixels are token ids, for a model that embeds them. lrfind reads it once and keeps it whole on the device. Without
 a test set, the last sixth of the training set (at most 10,000 examples) is held out as one.
 """
 

@@ -125,8 +125,8 @@ data_options = _options(
                  type=BuiltinOrOwn("dataset", DATASET_NAMES, "data set"),
                  help="A built-in data set, or your own as module:function or path/to/file.py:function, a "
                       "function with no arguments that returns the training set or (train, test): Datasets of "
-                      "(image tensor, label) items or (images, labels) tensor pairs. It is kept whole on the "
-                      "device."),
+                      "(image tensor, label) items or (images, labels) tensor pairs. Integer labels are classes, "
+                      "float labels regression targets (mean squared error). It is kept whole on the device."),
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Folder holding MNIST/raw/ (torchvision's layout) for the built-in data sets. "
                       "Default: $LRFIND_DATA_DIR, else ~/.cache/lrfind."),
