@@ -169,7 +169,7 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
                                              n_startup_trials=min(10, max(2, cfg.trials // 5)))
-        study = optuna.create_study(storage=storage, study_name=name, direction=METRICS[cfg.metric][1],
+        study = optuna.create_study(storage=storage, study_name=name, direction=METRICS[cfg.scoring][1],
                                     sampler=sampler,
                                     pruner=PRUNERS[cfg.pruner](cfg.epochs), load_if_exists=True)
     if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
@@ -286,7 +286,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord", metric: s
     trial.set_user_attr("val_acc", rec.val_acc)
     trial.set_user_attr("val_loss", rec.val_loss)
     trial.set_user_attr("train_loss", rec.train_loss)
-    trial.set_user_attr("epochs_run", len(rec.val_loss))      # regression targets have no accuracy
+    trial.set_user_attr("epochs_run", max(len(rec.val_loss), len(rec.val_acc)))   # regression: no accuracy
     if rec.status == "complete":
         study.tell(trial, objective(rec, metric))
     elif rec.status == "pruned":

@@ -141,6 +141,12 @@ class TuneConfig:
         return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
 
     @property
+    def scoring(self) -> str:
+        """The metric trials are scored on; ``metric=None`` is accuracy until ``tune`` sees regression
+        targets (which it scores on the loss)."""
+        return self.metric or "accuracy"
+
+    @property
     def augment_fn(self) -> Augment | None:
         return get_augment(self.augment) if self.augment else None
 
@@ -151,8 +157,8 @@ class TuneConfig:
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
         keys = ("model", "dataset", "epochs", "batch_size", "optimizer", "momentum", "train_subset", "val_size",
-                "same_init", "max_peak", "amp", "metric")
-        setup = {**{k: getattr(self, k) for k in keys}, "schedules": self.choices}
+                "same_init", "max_peak", "amp")
+        setup = {**{k: getattr(self, k) for k in keys}, "schedules": self.choices, "metric": self.scoring}
         decay = self.optimizer_config.weight_decay
         if decay:                    # no decay is left out: studies from before the option resume
             setup["weight_decay"] = decay
@@ -439,7 +445,7 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
         def report(epoch: int, records: list[TrialRecord], running: list[int]) -> set[int]:
             steps.set_description(f"{len(running)} trials, epoch {min(epoch + 2, cfg.epochs)}/{cfg.epochs}")
             for k in running:
-                asked[k].report(_study.objective(records[k], cfg.metric), epoch)
+                asked[k].report(_study.objective(records[k], cfg.scoring), epoch)
             verdicts = _study.should_prune(study, [asked[k] for k in running])
             return {k for k, prune in zip(running, verdicts) if prune}
 
@@ -449,7 +455,7 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
                                  same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp,
                                  augment=cfg.augment_fn)
         for k, (trial, rec) in enumerate(zip(asked, records)):
-            _study.tell(study, trial, rec, cfg.metric)
+            _study.tell(study, trial, rec, cfg.scoring)
             told.add(k)
             bar.update(1)
     except BaseException as e:

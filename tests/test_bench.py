@@ -39,3 +39,15 @@ def test_stretch_bench_retrains_a_studys_best_at_other_lengths(mnist_root, tmp_p
     assert [r["epochs"] for r in runs] == [1, 2]
     assert all(0 <= a <= 1 for r in runs for a in r["best_test_acc"] + r["constant_test_acc"])
     assert " 2 epochs: " in done.stdout
+
+
+def test_storage_and_painter_benches_run_small_on_the_cpu(tmp_path) -> None:
+    """They drive the tuner's search and the report through its private functions: keep them working."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    for script, args in (("storage.py", ["--trials", "4", "--epochs", "2", "--parallel", "2", "--repeats", "1"]),
+                         ("painter.py", ["--emulate", "--repeats", "1"])):
+        out = tmp_path / f"{script}.json"
+        done = subprocess.run([sys.executable, str(BENCH / script), *args, "--json", str(out)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(out.read_text())
