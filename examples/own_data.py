@@ -3,6 +3,7 @@
     LRFIND_DATA_DIR=../shared/data lrfind range-test --dataset examples/own_data.py:digits
     lrfind tune --dataset examples/own_data.py:cifar10 --model examples/own_data.py:CifarNet --augment flip-crop
     LRFIND_DATA_DIR=../shared/data python examples/own_data.py       # the same from Python, a quick study
+    lrfind tune --dataset examples/own_data.py:digit_values --model examples/own_data.py:DigitRegressor   # regression
 
 A data set function takes no arguments and returns the training set, or (train, test): torch
 Datasets of (image tensor, label) items, as torchvision's are with transform=ToTensor(), or
@@ -37,6 +38,25 @@ def digits():
     def pair(prefix: str) -> tuple[np.ndarray, np.ndarray]:
         return read_idx(raw / f"{prefix}-images-idx3-ubyte.gz"), read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
     return pair("train"), pair("t10k")
+
+
+def digit_values():
+    """Regression on real images: MNIST's digits with their value as a float target (0 .. 1 for 0 .. 9).
+
+    Float labels make it a regression: lrfind trains and scores it with the mean squared error, and
+    a model returns one value per image (``DigitRegressor``).
+
+        lrfind tune --dataset examples/own_data.py:digit_values --model examples/own_data.py:DigitRegressor
+    """
+    (x, y), (tx, ty) = digits()
+    return (x, y.astype(np.float32) / 9), (tx, ty.astype(np.float32) / 9)
+
+
+def DigitRegressor() -> nn.Module:
+    """LeNet with one output: the digit's value."""
+    from lrfind.models import LeNet
+
+    return LeNet(num_classes=1)
 
 
 def cifar10():

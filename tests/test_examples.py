@@ -38,3 +38,16 @@ def test_own_data_runs_a_study_then_use_tuned_trains_with_its_best(mnist_root, t
     out = run("use_tuned.py", str(tmp_path / "study"), "2", cwd=tmp_path, data=mnist_root)
     assert "tuned: " in out and "tuned on 1 epoch" in out and "for 2 epochs of" in out
     assert "epoch 2: validation accuracy" in out
+
+
+def test_own_data_digit_values_is_a_regression_on_real_images(mnist_root, tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from lrfind.cli import main
+
+    monkeypatch.setenv("LRFIND_DATA_DIR", str(mnist_root))
+    result = CliRunner().invoke(main, ["range-test", "--dataset", f"{EXAMPLES}/own_data.py:digit_values", "--model",
+                                       f"{EXAMPLES}/own_data.py:DigitRegressor", "--num-iter", "40", "--device",
+                                       "cpu", "-q", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "examples of 1x28x28, 1 regression target" in result.output
