@@ -62,6 +62,12 @@ def val_acc(t: FrozenTrial, study: optuna.Study | None = None) -> float | None:
     return t.value if study is not None and metric_of(study) == "accuracy" else None
 
 
+def val_loss(t: FrozenTrial) -> float | None:
+    """A trial's validation loss after its last epoch (None before its first)."""
+    losses = t.user_attrs.get("val_loss")
+    return losses[-1] if losses else None
+
+
 def ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Best first by the study's metric; trials without a value (pruned, failed) by their last
     report, after those with one."""

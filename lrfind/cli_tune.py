@@ -76,8 +76,9 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                  batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str,
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
-                 metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool, range_test_iters: int,
-                 final_seeds: int, amp: str | None, timeout: str | None, no_final: bool) -> None:
+                 metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool,
+                 range_test_iters: int, final_seeds: int, amp: str | None, timeout: str | None,
+                 no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.
 
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna

@@ -281,8 +281,10 @@ def _top(study, n):
 
 def _score_text(t) -> str:
     """A trial's validation accuracy, or its loss where there is none (regression targets)."""
-    accs = t.user_attrs.get("val_acc")
-    return f"{100 * accs[-1]:.2f}%" if accs else f"loss {t.user_attrs['val_loss'][-1]:.4g}"
+    from ._study import val_acc, val_loss
+
+    acc = val_acc(t)
+    return f"{100 * acc:.2f}%" if acc is not None else f"loss {val_loss(t):.4g}"
 
 
 def plot_top_lr_curves(study, *, path, n: int = 6):

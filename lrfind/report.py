@@ -59,8 +59,8 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
         acc = _study.val_acc(t, study)
         shown = f"{100 * acc:>7.2f}%" if acc is not None else f"{'-':>8}"
         if loss:
-            value = (t.user_attrs.get("val_loss") or [float("nan")])[-1]
-            shown = f"{value:>8.4f}  " + shown
+            value = _study.val_loss(t)
+            shown = (f"{value:>8.4f}  " if value is not None else f"{'-':>8}  ") + shown
         rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {shown}  "
                     f"{_study.peak_lr(study, t):>8.3g}  {_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -171,13 +171,13 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
                    peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
                    trial=best.number, val_acc=_study.val_acc(best, study),
-                   val_loss=(best.user_attrs.get("val_loss") or [None])[-1], metric=_study.metric_of(study),
+                   val_loss=_study.val_loss(best), metric=_study.metric_of(study),
                    choices=best.params, steps_per_epoch=study.user_attrs.get("steps_per_epoch"),  # for load_best
                    val_acc_per_epoch=best.user_attrs.get("val_acc"))
     constant = _study.constant_baseline(study)
     if constant is not None:
         out["constant"] = {"trial": constant.number, "val_acc": _study.val_acc(constant, study),
-                           "val_loss": (constant.user_attrs.get("val_loss") or [None])[-1]}
+                           "val_loss": _study.val_loss(constant)}
     if final:
         out["final"] = final
     if study.user_attrs.get("seconds"):

@@ -273,8 +273,9 @@ class FusedTrials:
 
     # -- per epoch ---------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, data: ImageData, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Mean loss and accuracy of every trial still in the batch on ``data``, computed batched.
+    def evaluate(self, data: ImageData, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean loss and accuracy of every trial still in the batch on ``data``, computed batched
+        (accuracy None for regression targets).
 
         Default batch: ``EVAL_IMAGE_TRIALS`` images x trials at a time, so that the activations of
         a forward pass take the same memory at any K (a LeNet image costs about 45 KB of them per
@@ -297,7 +298,7 @@ class FusedTrials:
                 torch.cuda.empty_cache()
                 log.info("evaluation ran out of GPU memory: %d images per forward pass from now on", batch_size)
 
-    def _evaluate(self, data: ImageData, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate(self, data: ImageData, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
         k = len(self.index)
         loss = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device)
@@ -313,8 +314,8 @@ class FusedTrials:
         finally:
             self.base.train()
         n = len(data)
-        acc = np.full(k, np.nan) if is_regression(data.labels) else (correct / n).cpu().numpy()
-        return (loss / n).cpu().numpy(), acc   # one sync per evaluation (NaN accuracy: regression targets)
+        acc = None if is_regression(data.labels) else (correct / n).cpu().numpy()    # regression: no accuracy
+        return (loss / n).cpu().numpy(), acc   # one sync per evaluation
 
     def end_epoch(self, val: ImageData | None, steps_in_epoch: int) -> None:
         """Record the epoch's metrics in every live trial's record; mark the failed ones."""
@@ -332,7 +333,7 @@ class FusedTrials:
             rec.train_loss.append(float(train[row]))
             if val_loss is not None:
                 rec.val_loss.append(float(val_loss[row]))
-                if not np.isnan(val_acc[row]):               # regression targets have no accuracy
+                if val_acc is not None:                      # regression targets have no accuracy
                     rec.val_acc.append(float(val_acc[row]))
         self._refresh_metric_driven()
 
@@ -420,7 +421,7 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
         loss, acc = engine.evaluate(score_on)
         for row, k in enumerate(engine.running):
             engine.records[k].test_loss = float(loss[row])
-            engine.records[k].test_acc = None if np.isnan(acc[row]) else float(acc[row])
+            engine.records[k].test_acc = None if acc is None else float(acc[row])
     for rec in engine.records:
         if rec.status == "running":
             rec.status = "complete"

@@ -512,8 +512,8 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
         losses = [r.test_loss for r in recs if r.test_loss is not None]
         spec = replayed[label]
         out[label] = {"trial": trial.number, "schedule": spec.schedule, "params": _study.jsonable(spec.params),
-                      "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale, "val_acc": _study.val_acc(trial, study),
-                      "val_loss": (trial.user_attrs.get("val_loss") or [None])[-1],
+                      "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale,
+                      "val_acc": _study.val_acc(trial, study), "val_loss": _study.val_loss(trial),
                       "test_acc": sum(accs) / len(accs) if accs else None, "test_acc_per_seed": accs,
                       "test_loss": sum(losses) / len(losses) if losses else None, "test_loss_per_seed": losses,
                       "seeds": seeds, "failed": sum(r.status == "failed" for r in recs)}

@@ -17,8 +17,9 @@ them, become ``(N, C, H, W)``, scaled to [0, 1] and standardised with the traini
 std per channel, as the built-in data sets are; other integer inputs are token ids (kept as int64,
 for a model that embeds them). The classes are
 ``0 .. C-1`` with ``C`` the largest label + 1; float labels are regression targets, ``(N, k)``
-(``(N,)`` becomes ``(N, 1)``), trained and scored with the mean squared error (``losses``). Without a test set, the last sixth of the training
-set (at most 10,000 examples) is held out as one: trials never see it.
+(``(N,)`` becomes ``(N, 1)``), trained and scored with the mean squared error (``losses``).
+Without a test set, the last sixth of the training set (at most 10,000 examples) is held out as
+one: trials never see it.
 """
 
 from __future__ import annotations
