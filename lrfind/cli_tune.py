@@ -217,11 +217,12 @@ def show(out: Path, storage: str | None, study_name: str | None, epochs: int | N
 
 def _for_run(study, epochs: int, steps_per_epoch: int):
     """The best schedule and its code for a run of the user's, or a one-line error."""
-    from . import report
-    from .tuned import BestFileError, from_best_json
+    from .tuned import BestFileError, from_study
 
     try:
-        tuned = from_best_json(report.best_json(study), study.study_name)
+        tuned = from_study(study)
+        if tuned is None:
+            raise UserError(f"study {study.study_name!r} has no completed trial: nothing to stretch to your run")
         return tuned, tuned.snippet(epochs=epochs, steps_per_epoch=steps_per_epoch)
     except (BestFileError, ValueError) as e:
         raise UserError(str(e)) from None

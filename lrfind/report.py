@@ -18,7 +18,6 @@ from optuna.trial import FrozenTrial, TrialState
 from . import _study
 from ._duration import duration_text
 from .data import data_line
-from .schedules import get_schedule
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +171,7 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
                    peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
                    trial=best.number, val_acc=_study.val_acc(best, study),
                    val_loss=_study.val_loss(best), metric=_study.metric_of(study),
-                   choices=best.params, steps_per_epoch=study.user_attrs.get("steps_per_epoch"),  # for load_best
+                   choices=best.params, steps_per_epoch=_steps_per_epoch(study),  # for load_best
                    val_acc_per_epoch=best.user_attrs.get("val_acc"))
     constant = _study.constant_baseline(study)
     if constant is not None:
@@ -188,26 +187,31 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
 
 
 def snippet(study: optuna.Study) -> str | None:
-    """Python that builds the winning optimizer and torch scheduler for the stored setup."""
-    best = _study.best(study)
-    if best is None:
+    """Python that builds the winning optimizer and torch scheduler for the stored setup, for stage 3's
+    run on the whole training set when it tested the best trial (else the search's run)."""
+    from .tuned import from_study
+
+    tuned = from_study(study)
+    if tuned is None:
         return None
     setup = study.user_attrs.get("lrfind_setup", {})
-    final = final_of(study, best)
-    params = final.get("best", {}).get("params") or best.user_attrs["params"]
-    lr = _study.peak_lr(study, best)          # the schedule's highest LR
+    best = _study.best(study)
     total = snippet_steps(study)
-    schedule = get_schedule(best.user_attrs["schedule"])
     augment = f" with {setup['augment']} augmentation" if setup.get("augment") else ""
     acc = _study.val_acc(best, study)
     score = f"validation accuracy {100 * acc:.2f}%" if acc is not None else f"validation loss {best.value:.4g}"
-    header = (f"# lrfind study {study.study_name!r}: best schedule {schedule.name} (trial {best.number}, {score})\n"
+    header = (f"# lrfind study {study.study_name!r}: best schedule {tuned.schedule} (trial {best.number}, {score})\n"
               f"# for {setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}, "
-              f"{setup.get('epochs')} epochs = {total} steps.\n"
+              f"{tuned.epochs} epochs = {total} steps.\n"
               f"# For a run of another length: lrfind show --epochs N --steps-per-epoch M, or lrfind.load_best.\n")
-    return header + schedule.snippet(lr, total, optimizer=setup.get("optimizer", "sgd"),
-                                     momentum=setup.get("momentum", 0.9),
-                                     weight_decay=setup.get("weight_decay", 0.0), **params)
+    return header + tuned.snippet(epochs=tuned.epochs, steps_per_epoch=total // tuned.epochs)
+
+
+def _steps_per_epoch(study: optuna.Study) -> int | None:
+    """The search's steps per epoch (studies stored before lrfind kept it: its steps over its epochs)."""
+    attrs = study.user_attrs
+    epochs = (attrs.get("lrfind_setup") or {}).get("epochs")
+    return attrs.get("steps_per_epoch") or (attrs["steps"] // epochs if "steps" in attrs and epochs else None)
 
 
 def snippet_steps(study: optuna.Study) -> int:

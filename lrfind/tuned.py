@@ -137,7 +137,7 @@ def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule
     if not isinstance(data, dict) or "schedule" not in data:
         raise BestFileError(f"{source} holds no best schedule (no trial of the study completed, or it is not "
                             "lrfind's best.json)")
-    if "choices" not in data or "steps_per_epoch" not in data:
+    if "choices" not in data or data.get("steps_per_epoch") is None:
         where = Path(source).parent if str(source).endswith(".json") else source
         raise BestFileError(f"{source} was written by an older lrfind, without the trial's choices: "
                             f"`lrfind show --out {where}` writes it again")
@@ -149,6 +149,14 @@ def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule
                          optimizer_config=config, epochs=int(setup["epochs"]),
                          steps_per_epoch=int(data["steps_per_epoch"]), study=data.get("study", ""),
                          val_acc=data.get("val_acc"), test_acc=test, val_loss=data.get("val_loss"))
+
+
+def from_study(study: optuna.Study) -> TunedSchedule | None:
+    """The best schedule of a stored study (what its best.json says); None if no trial completed."""
+    from .report import best_json
+
+    data = best_json(study)
+    return from_best_json(data, study.study_name) if "schedule" in data else None
 
 
 __all__ = ["TunedSchedule", "load_best", "BestFileError"]

@@ -185,10 +185,9 @@ class TuneResult:
     @property
     def best(self) -> "TunedSchedule | None":
         """The best schedule, for a training run of any length (``load_best``); None if no trial completed."""
-        from .tuned import from_best_json
+        from .tuned import from_study
 
-        data = report.best_json(self.study)
-        return from_best_json(data, self.study.study_name) if "schedule" in data else None
+        return from_study(self.study)
 
 
 class NoBaseLRError(ValueError):

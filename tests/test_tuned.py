@@ -46,6 +46,13 @@ def test_the_best_of_a_study_rebuilds_its_trial_and_its_stage_3_run(mnist_root, 
     want = data["lr"] * get_schedule(data["schedule"]).factor(np.arange(total), total, **data["params"])
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert load_best(tmp_path / "best.json") == best == result.best
+    written = (tmp_path / "best_schedule.py").read_text()          # the same schedule, for stage 3's run
+    assert written.endswith(best.snippet(epochs=2, steps_per_epoch=final_per_epoch))
+
+    from lrfind import report
+
+    result.study.set_user_attr("steps_per_epoch", None)           # a study stored before lrfind kept it
+    assert report.best_json(result.study)["steps_per_epoch"] == per_epoch and result.best == best
 
     # the same from the command line, for a run of the user's
     from click.testing import CliRunner
