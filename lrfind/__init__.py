@@ -27,6 +27,8 @@ _EXPORTS = {
     "SCHEDULES": "schedules",
     "get_schedule": "schedules",
     "tune": "tuner",
+    "tune_loop": "loop",
+    "LoopTrial": "loop",
     "load_best": "tuned",
     "TunedSchedule": "tuned",
     "get_augment": "augment",

@@ -21,6 +21,19 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def timeout_seconds(value: float | str | None) -> float | None:
+    """A ``timeout`` option in seconds: None, a positive number, or a duration as text ("10m")."""
+    if isinstance(value, str):
+        try:
+            value = parse_duration(value)
+        except ValueError as e:
+            raise ValueError(f"timeout {e}") from None
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and math.isfinite(value) and value > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or a duration like '10m', got {value!r}")
+    return value
+
+
 def duration_text(seconds: float) -> str:
     """``600`` -> ``10m``, ``5400`` -> ``1h30m``, ``42.5`` -> ``42.5s`` (whole seconds from a minute on)."""
     if seconds < 60:

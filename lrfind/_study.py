@@ -170,7 +170,8 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         stored_lr = storage.get_study_user_attrs(study_id).get("base_lr")
         if cfg.base_lr is not None and stored_lr is not None and cfg.base_lr != stored_lr:
             raise StudyError(f"study {name!r} in {describe(url)} runs at base LR {stored_lr:.6g}, not --base-lr "
-                             f"{cfg.base_lr:.6g}; leave --base-lr out to resume it, or use another --study-name")
+                             f"{cfg.base_lr:.6g}; leave --base-lr out (in Python: base_lr=None) to resume it, "
+                             "or use another --study-name")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
@@ -242,6 +243,20 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
     params = trial.params
     attrs = {"baseline": True} if trial.user_attrs.get("baseline") else {}
     study.enqueue_trial(params, user_attrs={**attrs, "retry_of": trial.number})
+
+
+def abandon(study: optuna.Study, trial: optuna.Trial, error: BaseException) -> None:
+    """A trial cut short by an exception (Ctrl-C, an error): failed, and a copy queued for whoever
+    goes on. It does not count as finished."""
+    trial.set_user_attr("interrupted", type(error).__name__)
+    study.tell(trial, state=TrialState.FAIL)
+    requeue(study, trial)
+
+
+def interrupted_text(study: optuna.Study, trials: int, again: str) -> str:
+    """What Ctrl-C kept, and how to go on (``again``: "run the same command again")."""
+    n, _ = counts(study)
+    return f"interrupted: {n} of {trials} trials finished and stored; {again} to go on"
 
 
 def ask(study: optuna.Study) -> optuna.Trial:

@@ -37,6 +37,8 @@ def _params_text(params: dict[str, Any], limit: int = 60) -> str:
 
 def _status(t: FrozenTrial) -> str:
     epochs = t.user_attrs.get("epochs_run", 0)
+    if t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs:
+        return f"as trial {t.user_attrs['duplicate_of']} (not rerun)"
     if t.state == TrialState.COMPLETE:
         return f"{epochs} epochs"
     if t.state == TrialState.PRUNED:
@@ -200,9 +202,10 @@ def snippet(study: optuna.Study) -> str | None:
     augment = f" with {setup['augment']} augmentation" if setup.get("augment") else ""
     acc = _study.val_acc(best, study)
     score = f"validation accuracy {100 * acc:.2f}%" if acc is not None else f"validation loss {best.value:.4g}"
+    run = (f"your training loop {setup.get('model')}" if setup.get("loop") else
+           f"{setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}")
     header = (f"# lrfind study {study.study_name!r}: best schedule {tuned.schedule} (trial {best.number}, {score})\n"
-              f"# for {setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}, "
-              f"{tuned.epochs} epochs = {total} steps.\n"
+              f"# for {run}, {tuned.epochs} epochs = {total} steps.\n"
               f"# For a run of another length: lrfind show --epochs N --steps-per-epoch M, or lrfind.load_best.\n")
     return header + tuned.snippet(epochs=tuned.epochs, steps_per_epoch=total // tuned.epochs)
 

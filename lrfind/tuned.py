@@ -74,11 +74,7 @@ class TunedSchedule:
         after every epoch). It multiplies the optimizer's LR: build that with ``self.optimizer`` or at
         ``lr=self.lr``; a warning says when its largest LR is not the tuned one."""
         params = self.params(epochs=epochs, steps_per_epoch=steps_per_epoch)
-        top = max(g["lr"] for g in optimizer.param_groups)
-        if not math.isclose(top, self.lr, rel_tol=0.01):
-            warnings.warn(f"the optimizer's LR is {top:.3g}, the tuned peak LR {self.lr:.3g}: the scheduler "
-                          f"multiplies the optimizer's LR; create it with lr={self.lr:.3g} (or tuned.optimizer(...))",
-                          stacklevel=2)
+        check_optimizer_lr(optimizer, self.lr)
         return get_schedule(self.schedule).build(optimizer, epochs * steps_per_epoch, **params)
 
     def snippet(self, *, epochs: int, steps_per_epoch: int) -> str:
@@ -116,6 +112,16 @@ class TunedSchedule:
         score += f", {100 * self.test_acc:.2f}% test" if self.test_acc is not None else ""
         epochs = f"{self.epochs} epoch" + ("s" if self.epochs != 1 else "")
         return f"{self.schedule} peaking at LR {self.lr:.3g} ({self.optimizer_config.name}; tuned on {epochs}{score})"
+
+
+def check_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float, *, stacklevel: int = 2) -> None:
+    """Warn when the optimizer's largest LR is not the tuned peak LR that a scheduler multiplies
+    (``stacklevel`` 2: at the line that called the function calling this one)."""
+    top = max(g["lr"] for g in optimizer.param_groups)
+    if not math.isclose(top, lr, rel_tol=0.01):
+        warnings.warn(f"the optimizer's LR is {top:.3g}, the tuned peak LR {lr:.3g}: the scheduler "
+                      f"multiplies the optimizer's LR; create it with lr={lr:.3g} (or .optimizer(...))",
+                      stacklevel=stacklevel + 1)
 
 
 def load_best(path: str | Path) -> TunedSchedule:

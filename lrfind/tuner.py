@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report
 from ._device import resolve_device
-from ._duration import duration_text, parse_duration
+from ._duration import duration_text, timeout_seconds
 from ._imports import callable_name
 from ._painter import Painter
 from .augment import Augment, AugmentError, check_augment, get_augment
@@ -99,15 +98,7 @@ class TuneConfig:
             object.__setattr__(self, "dataset", given_name(self.dataset))
         if callable(self.augment):
             object.__setattr__(self, "augment", callable_name(self.augment, "augment", AugmentError))
-        if isinstance(self.timeout, str):
-            try:
-                object.__setattr__(self, "timeout", parse_duration(self.timeout))
-            except ValueError as e:
-                raise ValueError(f"timeout {e}") from None
-        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout)
-                                             and self.timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds or a duration like '10m', "
-                             f"got {self.timeout!r}")
+        object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
         for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -461,13 +452,9 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
         with _study.claim(study):
             for k, trial in enumerate(asked):
                 if k not in told:
-                    trial.set_user_attr("interrupted", type(e).__name__)
-                    study.tell(trial, state=TrialState.FAIL)
-                    _study.requeue(study, trial)      # whoever goes on runs it again
+                    _study.abandon(study, trial, e)   # whoever goes on runs it again
         if isinstance(e, KeyboardInterrupt):
-            n, _ = _study.counts(study)
-            raise TuneInterrupted(f"interrupted: {n} of {cfg.trials} trials finished and stored; "
-                                  "run the same command again to go on") from None
+            raise TuneInterrupted(_study.interrupted_text(study, cfg.trials, "run the same command again")) from None
         raise
 
 

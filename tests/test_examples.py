@@ -51,3 +51,13 @@ def test_own_data_digit_values_is_a_regression_on_real_images(mnist_root, tmp_pa
                                        "cpu", "-q", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "examples of 1x28x28, 1 regression target" in result.output
+
+
+def test_own_loop_tunes_a_plain_training_loop_and_resumes(mnist_root, tmp_path) -> None:
+    args = [str(tmp_path / "study"), "--trials", "4", "--subset", "1200", "--epochs", "1"]
+    out = run("own_loop.py", *args, cwd=tmp_path, data=mnist_root)
+    assert "base LR" in out and "best schedule:" in out and "test accuracy: best schedule" in out
+    assert (tmp_path / "study" / "best_schedule.py").is_file() and (tmp_path / "study" / "history.png").is_file()
+    again = run("own_loop.py", *args, cwd=tmp_path, data=mnist_root)          # resumed: nothing left to run
+    assert [line for line in again.splitlines() if line.startswith("best schedule:")] == \
+        [line for line in out.splitlines() if line.startswith("best schedule:")]

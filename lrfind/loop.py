@@ -1,0 +1,376 @@
+"""The decay search for a training loop of your own: ``tune_loop(train, base_lr=..., epochs=..., ...)``.
+
+``tune`` trains its trials side by side in lrfind's engine: fast, for a model that maps a tensor of
+examples to class scores or values, on data that fits on the device. Any other training (your
+DataLoader, a detection or language model, a loss of your own, a Trainer) goes through
+``tune_loop``: your function trains one trial with the optimizer and torch scheduler the trial
+hands it, reports its validation score after every epoch, and returns the last one. The study is
+``tune``'s: the same decay types and search spaces, the constant LR as trial 0, the median pruner,
+a stored and resumable Optuna study, the same report (best.json, best_schedule.py, figures;
+``lrfind show --out OUT``) and ``load_best(OUT)`` for a run of another length. Trials run one after
+another (several processes may share a PostgreSQL ``storage``).
+
+    def train(trial):
+        model = Net().to(device)
+        optimizer = trial.optimizer(model.parameters())     # at the trial's peak LR
+        scheduler = trial.scheduler(optimizer)              # torch's own; step() after every optimizer.step()
+        for epoch in range(trial.epochs):
+            for x, y in loader:
+                ...; optimizer.step(); scheduler.step()
+            trial.report(accuracy(model, val_loader))       # Optuna may stop a hopeless trial here
+        return accuracy(model, val_loader)
+
+    result = lrfind.tune_loop(train, base_lr=0.05, epochs=10, steps_per_epoch=len(loader), metric="accuracy")
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+
+from . import _storage, _study, report, tuner
+from ._duration import duration_text, timeout_seconds
+from ._imports import callable_name
+from .optimizer import OptimizerConfig
+from .schedules import SCHEDULES, get_schedule
+from .train import TrialSpec
+from .tuned import check_optimizer_lr
+from .tuner import WORKER, TuneInterrupted, TuneResult, _spec
+
+_OPTUNA_PRUNED = optuna.TrialPruned
+
+
+class TrialDiverged(ArithmeticError):
+    """Raised by ``LoopTrial.report`` on a NaN or infinite score: the trial failed, the study goes on."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What a ``tune_loop`` study is made of; the fields that shape its search are stored with it."""
+
+    train: str                                   # the training function's name (module:function)
+    base_lr: float | None                        # None: the stored study's
+    epochs: int
+    steps_per_epoch: int
+    metric: str                                  # "accuracy" (a fraction, higher is better) or "loss"
+    trials: int = 30
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    schedules: tuple[str, ...] | None = None
+    max_peak: float = 3.0
+    pruner: str = "median"
+    storage: str | None = None
+    study_name: str | None = None
+    out: str = "lrfind_out"
+    seed: int = 0
+    timeout: float | str | None = None
+    heartbeat: int = 10
+    progress: bool = True
+    same_seed: bool = True                       # trial.seed: the same for every trial, or seed + trial number
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "trials", "heartbeat"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.base_lr is not None and not (isinstance(self.base_lr, numbers.Real) and math.isfinite(self.base_lr)
+                                             and self.base_lr > 0):
+            raise ValueError(f"base_lr must be a positive number (find_lr(...).suggested_lr, say), got {self.base_lr!r}")
+        if self.metric not in _study.METRICS:
+            raise ValueError(f"metric must be 'accuracy' (a fraction in [0, 1], higher is better) or 'loss' (lower is "
+                             f"better), got {self.metric!r}")
+        if not (math.isfinite(self.max_peak) and self.max_peak >= 1):
+            raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
+        if self.pruner not in _study.PRUNERS:
+            raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
+        object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
+        total = self.epochs * self.steps_per_epoch
+        for name in self.choices:
+            schedule = get_schedule(name)                    # an unknown name lists the choices
+            if total < schedule.min_total:
+                raise ValueError(f"{name} needs a run of at least {schedule.min_total} steps, got {self.epochs} "
+                                 f"epochs of {self.steps_per_epoch}")
+        self.optimizer_config                                # checks the optimizer's name and settings
+
+    @property
+    def choices(self) -> list[str]:
+        chosen = list(self.schedules) if self.schedules else list(SCHEDULES)
+        return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
+
+    @property
+    def scoring(self) -> str:
+        return self.metric
+
+    @property
+    def same_init(self) -> bool:                 # what ``tuner._spec`` reads
+        return self.same_seed
+
+    @property
+    def optimizer_config(self) -> OptimizerConfig:
+        return OptimizerConfig.of(self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay)
+
+    def setup(self) -> dict[str, Any]:
+        setup = {"model": self.train, "dataset": None, "loop": True, "epochs": self.epochs,
+                 "steps_per_epoch": self.steps_per_epoch, "batch_size": None, "optimizer": self.optimizer,
+                 "momentum": self.momentum, "max_peak": self.max_peak, "schedules": self.choices,
+                 "metric": self.metric, "same_seed": self.same_seed}
+        if self.optimizer_config.weight_decay:
+            setup["weight_decay"] = self.optimizer_config.weight_decay
+        return setup
+
+
+class LoopTrial:
+    """One trial, handed to your training function: its schedule, peak LR, optimizer and scheduler.
+
+    ``lr`` is the trial's peak LR (the base LR, times up to ``max_peak`` for schedules that warm
+    up); ``scheduler(optimizer)`` multiplies the optimizer's LR, so build the optimizer with
+    ``optimizer(params)`` or at ``lr=trial.lr``. ``seed`` is the study's seed, the same for every
+    trial unless ``same_seed=False``: seed the weights and the batch order with it, and trials
+    differ by their schedules only, not by the luck of the draw. Call ``report(score)`` after every
+    epoch; ``scores`` holds what was reported.
+    """
+
+    def __init__(self, trial: optuna.Trial, spec: TrialSpec, cfg: LoopConfig, base_lr: float) -> None:
+        self._trial, self._spec, self._cfg = trial, spec, cfg
+        self.number, self.seed = trial.number, spec.seed
+        self.schedule, self.params = spec.schedule, dict(spec.params)
+        self.lr = base_lr * spec.lr_scale
+        self.epochs, self.steps_per_epoch = cfg.epochs, cfg.steps_per_epoch
+        self.total_steps = cfg.epochs * cfg.steps_per_epoch
+        self.scores: list[float] = []
+        self.losses: list[float] = []
+        self._plateau: Any = None
+
+    def optimizer(self, params) -> torch.optim.Optimizer:
+        """The study's ``torch.optim`` optimizer over ``params``, at this trial's peak LR."""
+        return self._cfg.optimizer_config.torch_optimizer(params, lr=self.lr)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer):
+        """torch's own scheduler for this trial's ``epochs`` x ``steps_per_epoch`` steps: call
+        ``scheduler.step()`` after every ``optimizer.step()``. Reduce-on-plateau follows the
+        validation loss that ``report`` is given, and ignores those per-step calls."""
+        check_optimizer_lr(optimizer, self.lr)
+        built = get_schedule(self.schedule).build(optimizer, self.total_steps, **self.params)
+        if get_schedule(self.schedule).needs_metric:
+            self._plateau = built
+            return _Reported(built)
+        return built
+
+    def report(self, score: float, *, loss: float | None = None) -> None:
+        """The validation score after an epoch (the study's metric: an accuracy in [0, 1], or a loss);
+        ``loss``: the validation loss too, when the metric is accuracy and the schedule reduces on
+        plateau. Raises ``optuna.TrialPruned`` when Optuna's pruner stops the trial (let it
+        propagate), and ``TrialDiverged`` on a NaN or infinite score."""
+        score = _number(score, "score")
+        metric = self._cfg.metric
+        if metric == "accuracy" and math.isfinite(score) and not 0.0 <= score <= 1.0:
+            raise ValueError(f"metric='accuracy' takes a fraction in [0, 1], got {score!r}: report correct / total "
+                             "(or use metric='loss' for a score where lower is better)")
+        loss = score if metric == "loss" else (None if loss is None else _number(loss, "loss"))
+        self.scores.append(score)
+        if loss is not None:
+            self.losses.append(loss)
+        self._trial.set_user_attr(_study.METRICS[metric][0], self.scores)
+        if metric == "accuracy" and self.losses:
+            self._trial.set_user_attr("val_loss", self.losses)
+        if not math.isfinite(score):
+            raise TrialDiverged(f"trial {self.number} reported {score} after epoch {len(self.scores)}")
+        if self._plateau is not None:
+            if loss is None:
+                raise ValueError(f"trial {self.number} reduces the LR on plateau of the validation loss: call "
+                                 "trial.report(accuracy, loss=validation_loss)")
+            self._plateau.step(loss)
+        self._trial.report(score, len(self.scores) - 1)
+        if self._trial.should_prune():
+            raise optuna.TrialPruned(f"trial {self.number} pruned after epoch {len(self.scores)}")
+
+    def __repr__(self) -> str:
+        params = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"<trial {self.number}: {self.schedule} peaking at LR {self.lr:.3g} {params}>".replace(" >", ">")
+
+
+class _Reported:
+    """ReduceLROnPlateau stepped by ``LoopTrial.report``; the per-step ``step()`` calls of a loop
+    written for any scheduler do nothing."""
+
+    def __init__(self, scheduler) -> None:
+        self._scheduler = scheduler
+
+    def step(self, *args, **kwargs) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scheduler, name)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"the {what} must be a number (a float, or a one-element tensor), got {type(value).__name__}")
+    return float(value)
+
+
+def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | None, epochs: int, steps_per_epoch: int,
+              metric: str, trials: int = 30, **fields: Any) -> TuneResult:
+    """Search the LR decay for your own training function; returns what ``tune`` returns (no test
+    scores: evaluate ``result.best`` on your test set yourself).
+
+    train: ``train(trial) -> score``: builds a model, trains it for ``trial.epochs`` epochs of
+        ``trial.steps_per_epoch`` optimizer steps with ``trial.optimizer(...)`` and
+        ``trial.scheduler(...)``, calls ``trial.report(score)`` after every epoch, and returns the
+        last score (or None: the last reported).
+    base_lr: the LR of the constant baseline and of every schedule's peak (``find_lr``'s suggestion);
+        None resumes a stored study at its own.
+    metric: "accuracy" (a fraction in [0, 1], maximised) or "loss" (minimised).
+    Other fields (``LoopConfig``): ``optimizer`` ("sgd", "adam", "adamw"), ``momentum``,
+    ``weight_decay``, ``schedules`` (names; the constant is always trial 0), ``max_peak`` (how far
+    above the base LR warming schedules may peak, 3), ``pruner`` ("median", "hyperband", "none"),
+    ``storage``, ``study_name``, ``out`` (report folder, "lrfind_out"), ``seed``, ``same_seed``
+    (True: ``trial.seed`` is ``seed`` for every trial, and a trial that repeats an earlier one's
+    choices takes its score without running; False: ``seed`` + the trial's number), ``timeout``
+    (seconds or "20m": no trial starts after it), ``progress``.
+
+    Running it again resumes the study: only missing trials run. A trial your function raises in is
+    stored as failed and runs again next time; Ctrl-C keeps the finished trials.
+    """
+    if not callable(train):
+        raise TypeError(f"train must be a function train(trial) -> score, got {type(train).__name__}")
+    name = fields.pop("study_name", None) or f"lrfind-loop-{getattr(train, '__name__', 'train')}"
+    cfg = LoopConfig(train=_name(train), base_lr=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                     metric=metric, trials=trials, study_name=name, **fields)
+    clock = time.perf_counter()
+    deadline = tuner._now() + cfg.timeout if cfg.timeout else None
+    out = Path(cfg.out)
+    url = cfg.storage or _storage.default_storage(out)
+    new = f"study {cfg.study_name!r} is new and needs a base_lr: find_lr(model, loader).suggested_lr, say " \
+          "(base_lr=None resumes a stored study at its own)"
+    if cfg.base_lr is None and _storage.single_process(url) and not _storage.local_file(url).is_file():
+        raise ValueError(new)                   # before the storage is made
+    with _storage.run_lock(url):
+        study = _study.open_study(cfg, out)     # refuses a stored study of another setup, before any write
+        if _study.stored_base_lr(study) is None:
+            if cfg.base_lr is None:
+                raise ValueError(new)
+            study.set_user_attr("base_lr", float(cfg.base_lr))
+            study.set_user_attr("base_lr_source", "given")
+        study.set_user_attr("max_peak", cfg.max_peak)
+        study.set_user_attr("steps", cfg.epochs * cfg.steps_per_epoch)
+        study.set_user_attr("steps_per_epoch", cfg.steps_per_epoch)
+        _run(study, cfg, train, _storage.single_process(url), deadline)
+        seconds = {"search": round(time.perf_counter() - clock, 2)}
+        study.set_user_attr("seconds", seconds)
+        files = report.write(study, out)
+    return TuneResult(study, float(study.user_attrs["base_lr"]), out, {}, seconds, files)
+
+
+def _name(train: Callable) -> str:
+    try:
+        return callable_name(train, "train", TypeError)
+    except TypeError:                 # a lambda or a closure: its qualified name will do
+        return getattr(train, "__qualname__", type(train).__name__)
+
+
+def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, deadline: float | None) -> None:
+    """Ask, train and tell one trial at a time until the study holds ``cfg.trials`` finished ones."""
+    base_lr, total = float(study.user_attrs["base_lr"]), cfg.epochs * cfg.steps_per_epoch
+    bar = tqdm(total=cfg.trials, desc="trials", unit="trial", disable=not cfg.progress, dynamic_ncols=True)
+    with bar:
+        while True:
+            with _study.claim(study):
+                _study.prepare(study, single)
+                finished, in_flight = _study.counts(study)
+                trial = _study.ask(study) if finished + in_flight < cfg.trials else None
+                if trial is not None:
+                    trial.set_user_attr("worker", WORKER)
+            bar.n = min(finished, cfg.trials)
+            bar.refresh()
+            if trial is None:
+                if finished >= cfg.trials:
+                    study.set_user_attr("stopped_by_timeout", None)
+                    return
+                bar.set_postfix_str(f"{in_flight} running elsewhere")
+                time.sleep(cfg.heartbeat)
+                continue
+            spec = _spec(trial, cfg, total, cfg.steps_per_epoch, cfg.max_peak)
+            trial.set_user_attr("schedule", spec.schedule)
+            trial.set_user_attr("params", _study.jsonable(spec.params))
+            trial.set_user_attr("peak_scale", spec.lr_scale)
+            twin = _twin(study, trial) if cfg.same_seed else None
+            if twin is not None:                  # same schedule, same seed: the same run, not run again
+                for key in ("val_acc", "val_loss", "epochs_run"):
+                    if key in twin.user_attrs:
+                        trial.set_user_attr(key, twin.user_attrs[key])
+                trial.set_user_attr("duplicate_of", twin.number)
+                study.tell(trial, twin.value)
+            else:
+                with _study.Heartbeat(study, [trial]):
+                    _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, base_lr))
+            bar.update(1)
+            best = _study.best(study)
+            postfix = [f"best: trial {best.number}, {best.user_attrs['schedule']}"] if best is not None else []
+            if deadline is not None:
+                postfix.append(f"timeout: {duration_text(max(0.0, deadline - tuner._now()))} left")
+            bar.set_postfix_str("; ".join(postfix))
+            if deadline is not None and tuner._now() >= deadline:
+                n, _ = _study.counts(study)
+                if n < cfg.trials:
+                    study.set_user_attr("stopped_by_timeout", {"timeout": cfg.timeout, "finished": n,
+                                                               "trials": cfg.trials})
+                    return
+
+
+def _twin(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
+    """A complete trial that made the same choices (Optuna's samplers repeat a good one)."""
+    return next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if t.params == trial.params), None)
+
+
+def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial, handed: LoopTrial) -> None:
+    """Run one trial of the user's function and tell Optuna how it ended."""
+    try:
+        value = train(handed)
+    except _OPTUNA_PRUNED:
+        trial.set_user_attr("epochs_run", len(handed.scores))
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    except TrialDiverged:
+        value = handed.scores[-1]
+    except BaseException as e:
+        _study.abandon(study, trial, e)          # the next run tries it again
+        if isinstance(e, KeyboardInterrupt):
+            raise TuneInterrupted(_study.interrupted_text(study, cfg.trials, "call tune_loop again")) from None
+        raise
+    if value is None:
+        if not handed.scores:
+            study.tell(trial, state=TrialState.FAIL)
+            raise ValueError(f"train returned None and never called trial.report(score): return the validation "
+                             f"{cfg.metric} (trial {trial.number} is stored as failed)")
+        value = handed.scores[-1]
+    value = _number(value, "value train returns")
+    if not handed.scores or handed.scores[-1] != value:
+        handed.scores.append(value)               # the history ends with the score Optuna gets
+        trial.set_user_attr(_study.METRICS[cfg.metric][0], handed.scores)
+    trial.set_user_attr("epochs_run", len(handed.scores))
+    if not math.isfinite(value):
+        trial.set_user_attr("failure", "nan")     # diverged: finished, and no score
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    if cfg.metric == "accuracy" and not 0.0 <= value <= 1.0:
+        study.tell(trial, state=TrialState.FAIL)
+        raise ValueError(f"metric='accuracy' takes a fraction in [0, 1], train returned {value!r} "
+                         f"(trial {trial.number} is stored as failed)")
+    study.tell(trial, value)
+
+
+__all__ = ["tune_loop", "LoopTrial", "LoopConfig", "TrialDiverged"]

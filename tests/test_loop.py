@@ -1,0 +1,244 @@
+"""tune_loop: the decay search over a training loop of the user's own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lrfind import _storage, get_schedule, load_best, report, tune_loop
+from lrfind.loop import LoopTrial
+from lrfind.tuner import TuneInterrupted
+
+EPOCHS, PER_EPOCH = 2, 8
+
+
+def load(out, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=_storage.connect(str(out / "study.log"), create=False))
+
+
+def _blobs(n: int = 256, seed: int = 0) -> TensorDataset:
+    """Two Gaussian blobs in 5 dimensions: a linear model learns them in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 5, generator=g) + 1.5 * (2 * y[:, None] - 1)
+    return TensorDataset(x, y)
+
+
+TRAIN, VAL = _blobs(256), _blobs(128, seed=1)
+
+
+def _accuracy(model: torch.nn.Module) -> float:
+    x, y = VAL.tensors
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def train_blobs(trial: LoopTrial) -> float:
+    """A plain loop: DataLoader, torch optimizer and scheduler, a report per epoch."""
+    torch.manual_seed(trial.seed)
+    model = torch.nn.Linear(5, 2)
+    optimizer = trial.optimizer(model.parameters())
+    scheduler = trial.scheduler(optimizer)
+    loader = DataLoader(TRAIN, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(trial.seed))
+    for _ in range(trial.epochs):
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        x, y = VAL.tensors
+        with torch.no_grad():
+            val_loss = torch.nn.functional.cross_entropy(model(x), y).item()
+        trial.report(_accuracy(model), loss=val_loss)
+    return _accuracy(model)
+
+
+def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
+    calls = []
+
+    def train(trial):
+        calls.append(trial.number)
+        return train_blobs(trial)
+
+    result = tune_loop(train, base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=5,
+                       out=str(tmp_path), progress=False)
+    study = result.study
+    twins = {t.number: t.user_attrs["duplicate_of"] for t in study.trials if "duplicate_of" in t.user_attrs}
+    assert calls == [n for n in range(5) if n not in twins] and study.study_name == "lrfind-loop-train"
+    for n, twin in twins.items():            # same choices, same seed: the same run, scored without running
+        assert study.trials[n].params == study.trials[twin].params and study.trials[n].value == study.trials[twin].value
+    assert study.trials[0].params == {"schedule": "constant", "constant.use_warmup": False}   # the baseline
+    data = json.loads((tmp_path / "best.json").read_text())
+    assert data["trials"] == 5 and data["setup"]["loop"] and data["base_lr_source"] == "given"
+    assert {p.name for p in result.files} >= {"best.json", "best_schedule.py", "history.png", "val_acc.png"}
+    code = (tmp_path / "best_schedule.py").read_text()
+    assert "for your training loop" in code and f"{EPOCHS * PER_EPOCH} steps in all, {PER_EPOCH} per epoch" in code
+    best = load_best(tmp_path)
+    assert best == result.best and best.epochs == EPOCHS and best.steps_per_epoch == PER_EPOCH
+    assert best.params(epochs=EPOCHS, steps_per_epoch=PER_EPOCH) == data["params"]
+
+    ran = len(calls)
+    study.enqueue_trial(study.trials[0].params)              # as a sampler that picks the constant again
+    again = tune_loop(train, base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=7,
+                      out=str(tmp_path), progress=False)
+    assert len(again.study.trials) == 7 and set(calls[ran:]) <= {6}          # only the missing trials ...
+    assert again.study.trials[5].user_attrs["duplicate_of"] == 0             # ... and not the twin of trial 0
+    assert "as trial 0 (not rerun)" in report.top_table(again.study)
+    assert len(tune_loop(train, base_lr=None, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=7,
+                         out=str(tmp_path), progress=False).study.trials) == 7       # at the stored base LR
+    with pytest.raises(ValueError, match=r"runs at base LR 0.1, not --base-lr 0.2; leave --base-lr out \(in Python: "
+                                         r"base_lr=None\)"):
+        tune_loop(train, base_lr=0.2, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", out=str(tmp_path))
+    with pytest.raises(ValueError, match="is new and needs a base_lr"):
+        tune_loop(train, base_lr=None, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy",
+                  out=str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()                                   # nothing made
+    with pytest.raises(ValueError, match=r"another setup \(epochs 2 there, 3 here"):
+        tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=PER_EPOCH, metric="accuracy", out=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine_restarts", "plateau"])
+def test_the_trial_s_scheduler_follows_its_schedule_step_by_step(tmp_path, name: str) -> None:
+    seen: dict[int, tuple[LoopTrial, list[float]]] = {}
+
+    def train(trial):
+        model = torch.nn.Linear(1, 1)
+        optimizer = trial.optimizer(model.parameters())
+        scheduler = trial.scheduler(optimizer)
+        lrs = []
+        for epoch in range(trial.epochs):
+            for _ in range(trial.steps_per_epoch):
+                lrs.append(optimizer.param_groups[0]["lr"])
+                optimizer.step()
+                scheduler.step()
+            trial.report(0.5 + 0.01 * epoch, loss=1.0)        # a loss that never improves: plateau cuts
+        seen[trial.number] = (trial, lrs)
+        return 0.5
+
+    tune_loop(train, base_lr=0.1, epochs=4, steps_per_epoch=5, metric="accuracy", trials=3, schedules=(name,),
+              pruner="none", out=str(tmp_path), progress=False)
+    for trial, lrs in seen.values():
+        total = trial.total_steps
+        metrics = [1.0] * trial.epochs if get_schedule(trial.schedule).needs_metric else None
+        want = trial.lr * get_schedule(trial.schedule).factor(np.arange(total), total, metrics=metrics, **trial.params)
+        np.testing.assert_allclose(lrs, want, rtol=1e-6, err_msg=repr(trial))
+    assert any(t.schedule == name for t, _ in seen.values())
+    assert {t.seed for t, _ in seen.values()} == {0}                  # common random numbers by default
+
+
+def test_the_pruner_stops_trials_that_report_badly_and_a_nan_fails_one(tmp_path) -> None:
+    ended = []
+
+    def train(trial):
+        assert trial.seed == trial.number                                 # same_seed=False: seed + number
+        for epoch in range(trial.epochs):
+            score = 0.9 if trial.number < 5 else float("nan") if trial.number == 6 else 0.1
+            trial.report(score)
+        ended.append(trial.number)
+        return 0.9
+
+    result = tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy", trials=8,
+                       same_seed=False, out=str(tmp_path), progress=False)       # every trial runs
+    states = {t.number: t.state for t in result.study.trials}
+    assert ended == [0, 1, 2, 3, 4]
+    assert states[5] == states[7] == optuna.trial.TrialState.PRUNED
+    assert states[6] == optuna.trial.TrialState.FAIL and result.study.trials[6].user_attrs["failure"] == "nan"
+    assert len(result.study.trials) == 8                      # a diverged trial counts as finished
+
+
+def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
+    result = tune_loop(lambda trial: 1.0 / (1 + trial.number), base_lr=0.01, epochs=1, steps_per_epoch=10,
+                       metric="loss", trials=3, schedules=("cosine",), out=str(tmp_path), progress=False)
+    assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert result.best is not None and json.loads((tmp_path / "best.json").read_text())["trial"] == 2
+    assert result.study.trials[2].user_attrs["val_loss"] == [pytest.approx(1 / 3)]     # for the figures
+
+
+def test_mistakes_get_a_clear_error_and_the_trial_runs_again(tmp_path) -> None:
+    kw = dict(base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, out=str(tmp_path), progress=False)
+
+    def percent(trial):
+        trial.report(98.5)
+
+    with pytest.raises(ValueError, match=r"fraction in \[0, 1\], got 98.5: report correct / total"):
+        tune_loop(percent, metric="accuracy", trials=2, **kw)
+    study = load(tmp_path, "lrfind-loop-percent")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+
+    def broken(trial):
+        raise RuntimeError("my bug")
+
+    with pytest.raises(RuntimeError, match="my bug"):
+        tune_loop(broken, metric="accuracy", trials=2, **kw)
+
+    def quiet(trial):
+        return None
+
+    with pytest.raises(ValueError, match="never called trial.report"):
+        tune_loop(quiet, metric="accuracy", trials=2, **kw)
+
+    def plateau_without_loss(trial):
+        trial.scheduler(trial.optimizer([torch.zeros(1, requires_grad=True)]))
+        trial.report(0.5)
+
+    with pytest.raises(ValueError, match=r"call trial.report\(accuracy, loss=validation_loss\)"):
+        _first_plateau(plateau_without_loss, tmp_path / "p")
+
+    for bad, message in [(dict(metric="acc"), "metric must be 'accuracy'"),
+                         (dict(metric="loss", base_lr=0.0), "base_lr must be a positive number"),
+                         (dict(metric="loss", epochs=0), "epochs must be a positive integer"),
+                         (dict(metric="loss", schedules=("cosinus",)), "cosinus"),
+                         (dict(metric="loss", timeout="soon"), "timeout")]:
+        with pytest.raises(ValueError, match=message):
+            tune_loop(quiet, **{**kw, **bad})
+    with pytest.raises(TypeError, match="train must be a function"):
+        tune_loop("train.py", metric="loss", **kw)
+
+
+def _first_plateau(train, out) -> None:
+    """Run until a plateau trial (trial 0 is the constant): the error comes from the first one."""
+    tune_loop(train, base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=3,
+              schedules=("plateau",), pruner="none", out=str(out), progress=False)
+
+
+def test_an_optimizer_at_another_lr_is_warned_about_and_ctrl_c_keeps_the_study(tmp_path) -> None:
+    def train(trial):
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=trial.lr / 10)
+        with pytest.warns(UserWarning, match="the optimizer's LR is"):
+            trial.scheduler(optimizer)
+        return 0.5
+
+    with pytest.raises(TuneInterrupted, match="1 of 3 trials finished and stored"):
+        tune_loop(train, base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", trials=3, out=str(tmp_path),
+                  progress=False)
+    study = load(tmp_path, "lrfind-loop-train")
+    states = [t.state for t in study.trials]
+    assert states[:2] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert states[2] == optuna.trial.TrialState.WAITING and study.trials[2].user_attrs["retry_of"] == 1
+
+
+def test_a_timeout_stops_starting_trials_and_the_next_call_goes_on(tmp_path, monkeypatch) -> None:
+    from lrfind import tuner
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(tuner, "_now", lambda: clock["now"])
+
+    def train(trial):
+        clock["now"] += 40.0                     # each trial takes 40 s
+        return 0.5
+
+    kw = dict(base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", trials=5, out=str(tmp_path),
+              progress=False)
+    first = tune_loop(train, timeout="1m", **kw)
+    assert len(first.study.trials) == 2            # the second ended past the minute: no third
+    assert json.loads((tmp_path / "best.json").read_text())["stopped_by_timeout"]["finished"] == 2
+    second = tune_loop(train, **kw)
+    assert len(second.study.trials) == 5 and "stopped_by_timeout" not in json.loads((tmp_path / "best.json").read_text())
