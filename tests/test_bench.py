@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -51,3 +53,17 @@ def test_storage_and_painter_benches_run_small_on_the_cpu(tmp_path) -> None:
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert json.loads(out.read_text())
+
+
+def test_loop_vs_engine_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
+    out = tmp_path / "loop_vs_engine.json"
+    done = subprocess.run([sys.executable, str(BENCH / "loop_vs_engine.py"), "--trials", "2", "--subset", "512",
+                           "--epochs", "1", "--json", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for side in ("engine", "loop"):
+        assert result[side]["complete"] + result[side]["pruned"] == 2 and result[side]["ms_per_trial_epoch"] > 0
+    # the same first trial: lrfind's engine and a plain loop, same seed, batches and schedule
+    assert result["engine"]["constant_val_acc"] == pytest.approx(result["loop"]["constant_val_acc"], abs=1e-6)
+    assert "loop / engine time:" in done.stdout
