@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -150,6 +151,7 @@ class LoopTrial:
         self.scores: list[float] = []
         self.losses: list[float] = []
         self._plateau: Any = None
+        self._built: Any = None                  # the scheduler handed out, to count its steps
 
     def optimizer(self, params) -> torch.optim.Optimizer:
         """The study's ``torch.optim`` optimizer over ``params``, at this trial's peak LR."""
@@ -164,7 +166,22 @@ class LoopTrial:
         if get_schedule(self.schedule).needs_metric:
             self._plateau = built
             return _Reported(built)
+        self._built = built
         return built
+
+    def steps_taken(self) -> int | None:
+        """How many times the scheduler handed out was stepped (None: none was, or it follows a metric)."""
+        return None if self._built is None else self._built.last_epoch
+
+    def wrong_steps(self) -> str | None:
+        """Why the scheduler's steps do not match the run tune_loop was told of, or None."""
+        taken = self.steps_taken()
+        if taken is None or taken == self.total_steps:
+            return None
+        return (f"trial {self.number}'s scheduler was stepped {taken} times, but tune_loop was told of epochs="
+                f"{self.epochs} x steps_per_epoch={self.steps_per_epoch} = {self.total_steps} optimizer steps: call "
+                "scheduler.step() after every optimizer.step(), and pass steps_per_epoch=len(train_loader) (the "
+                "optimizer steps of an epoch)")
 
     def report(self, score: float, *, loss: float | None = None) -> None:
         """The validation score after an epoch (the study's metric: an accuracy in [0, 1], or a loss);
@@ -350,7 +367,13 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         _study.abandon(study, trial, e)          # the next run tries it again
         if isinstance(e, KeyboardInterrupt):
             raise TuneInterrupted(_study.interrupted_text(study, cfg.trials, "call tune_loop again")) from None
+        taken = handed.steps_taken()
+        if taken is not None and taken >= handed.total_steps:       # torch's one-cycle refuses to go on
+            raise ValueError(handed.wrong_steps() or f"trial {trial.number} ran past its last step") from e
         raise
+    wrong = handed.wrong_steps()
+    if wrong:
+        warnings.warn(wrong, stacklevel=4)           # at the call of tune_loop
     if value is None:
         if not handed.scores:
             study.tell(trial, state=TrialState.FAIL)

@@ -160,6 +160,7 @@ def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
     assert result.study.trials[2].user_attrs["val_loss"] == [pytest.approx(1 / 3)]     # for the figures
 
 
+@pytest.mark.filterwarnings("ignore:trial .* scheduler was stepped")   # loops that never step
 def test_mistakes_get_a_clear_error_and_the_trial_runs_again(tmp_path) -> None:
     kw = dict(base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, out=str(tmp_path), progress=False)
 
@@ -207,6 +208,7 @@ def _first_plateau(train, out) -> None:
               schedules=("plateau",), pruner="none", out=str(out), progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:trial .* scheduler was stepped")   # loops that never step
 def test_an_optimizer_at_another_lr_is_warned_about_and_ctrl_c_keeps_the_study(tmp_path) -> None:
     def train(trial):
         if trial.number == 1:
@@ -242,3 +244,34 @@ def test_a_timeout_stops_starting_trials_and_the_next_call_goes_on(tmp_path, mon
     assert json.loads((tmp_path / "best.json").read_text())["stopped_by_timeout"]["finished"] == 2
     second = tune_loop(train, **kw)
     assert len(second.study.trials) == 5 and "stopped_by_timeout" not in json.loads((tmp_path / "best.json").read_text())
+
+
+def test_a_scheduler_stepped_per_epoch_or_past_the_run_is_caught(tmp_path) -> None:
+    def per_epoch(trial):                        # a common slip: the scheduler stepped once an epoch
+        optimizer = trial.optimizer(torch.nn.Linear(1, 1).parameters())
+        scheduler = trial.scheduler(optimizer)
+        for _ in range(trial.epochs):
+            for _ in range(trial.steps_per_epoch):
+                optimizer.step()
+            scheduler.step()
+        return 0.5
+
+    with pytest.warns(UserWarning, match=r"stepped 2 times, but tune_loop was told of epochs=2 x steps_per_epoch=8 "
+                                         r"= 16 optimizer steps"):
+        tune_loop(per_epoch, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=1,
+                  out=str(tmp_path / "a"), progress=False)
+
+    def too_long(trial):                         # steps_per_epoch given smaller than the loader's length
+        optimizer = trial.optimizer(torch.nn.Linear(1, 1).parameters())
+        scheduler = trial.scheduler(optimizer)
+        for _ in range(trial.total_steps + 5):
+            optimizer.step()
+            scheduler.step()
+        return 0.5
+
+    with pytest.warns(UserWarning, match="trial 0's scheduler was stepped 21 times"), \
+            pytest.raises(ValueError, match=r"scheduler was stepped 17 times, but tune_loop was told of epochs=2 x "
+                                            r"steps_per_epoch=8 = 16") as caught:     # trial 0: the constant warns
+        tune_loop(too_long, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=2,
+                  schedules=("onecycle",), out=str(tmp_path / "b"), progress=False)
+    assert "Tried to step" in str(caught.value.__cause__)          # torch's own error, kept as the cause
