@@ -41,11 +41,10 @@ from tqdm.auto import tqdm
 from . import _storage, _study, report, tuner
 from ._duration import duration_text, timeout_seconds
 from ._imports import callable_name
-from .optimizer import OptimizerConfig
-from .schedules import SCHEDULES, get_schedule
+from .schedules import get_schedule
 from .train import TrialSpec
 from .tuned import check_optimizer_lr
-from .tuner import WORKER, TuneInterrupted, TuneResult, _spec
+from .tuner import WORKER, Searched, TuneInterrupted, TuneResult, _spec
 
 _OPTUNA_PRUNED = optuna.TrialPruned
 
@@ -55,7 +54,7 @@ class TrialDiverged(ArithmeticError):
 
 
 @dataclass(frozen=True)
-class LoopConfig:
+class LoopConfig(Searched):
     """What a ``tune_loop`` study is made of; the fields that shape its search are stored with it."""
 
     train: str                                   # the training function's name (module:function)
@@ -104,21 +103,12 @@ class LoopConfig:
         self.optimizer_config                                # checks the optimizer's name and settings
 
     @property
-    def choices(self) -> list[str]:
-        chosen = list(self.schedules) if self.schedules else list(SCHEDULES)
-        return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
-
-    @property
     def scoring(self) -> str:
         return self.metric
 
     @property
     def same_init(self) -> bool:                 # what ``tuner._spec`` reads
         return self.same_seed
-
-    @property
-    def optimizer_config(self) -> OptimizerConfig:
-        return OptimizerConfig.of(self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def setup(self) -> dict[str, Any]:
         setup = {"model": self.train, "dataset": None, "loop": True, "epochs": self.epochs,

@@ -51,8 +51,28 @@ log = logging.getLogger(__name__)
 _now = time.monotonic          # the --timeout clock
 
 
+class Searched:
+    """What a study's config says about its search, for ``tune``'s and ``tune_loop``'s alike: the
+    schedules (``schedules``) and the optimizer (``optimizer``, ``momentum``, ``weight_decay``)."""
+
+    schedules: tuple[str, ...] | None
+    optimizer: str
+    momentum: float
+    weight_decay: float | None
+
+    @property
+    def choices(self) -> list[str]:
+        """The schedules searched; the constant baseline is always among them."""
+        chosen = list(self.schedules) if self.schedules else list(SCHEDULES)
+        return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
+
+    @property
+    def optimizer_config(self) -> OptimizerConfig:
+        return OptimizerConfig.of(self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(Searched):
     """Everything a study is made of. Fields that shape the search space are stored with the study,
     and a resumed study must match them."""
 
@@ -126,12 +146,6 @@ class TuneConfig:
         resolve_device(self.device)
 
     @property
-    def choices(self) -> list[str]:
-        """The schedules searched; the constant baseline is always among them."""
-        chosen = list(self.schedules) if self.schedules else list(SCHEDULES)
-        return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
-
-    @property
     def scoring(self) -> str:
         """The metric trials are scored on; ``metric=None`` is accuracy until ``tune`` sees regression
         targets (which it scores on the loss)."""
@@ -140,10 +154,6 @@ class TuneConfig:
     @property
     def augment_fn(self) -> Augment | None:
         return get_augment(self.augment) if self.augment else None
-
-    @property
-    def optimizer_config(self) -> OptimizerConfig:
-        return OptimizerConfig.of(self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
