@@ -25,6 +25,7 @@ another (several processes may share a PostgreSQL ``storage``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -289,40 +290,29 @@ def _name(train: Callable) -> str:
 
 
 def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, deadline: float | None) -> None:
-    """Ask, train and tell one trial at a time until the study holds ``cfg.trials`` finished ones."""
-    base_lr, total = float(study.user_attrs["base_lr"]), cfg.epochs * cfg.steps_per_epoch
+    """Ask, train and tell one trial at a time until the study holds ``cfg.trials`` finished ones
+    (or ``deadline`` has passed). Several workers may share the study, as ``tune``'s do."""
     bar = tqdm(total=cfg.trials, desc="trials", unit="trial", disable=not cfg.progress, dynamic_ncols=True)
     with bar:
         while True:
-            with _study.claim(study):
-                _study.prepare(study, single)
-                finished, in_flight = _study.counts(study)
-                trial = _study.ask(study) if finished + in_flight < cfg.trials else None
-                if trial is not None:
-                    trial.set_user_attr("worker", WORKER)
-            bar.n = min(finished, cfg.trials)
-            bar.refresh()
-            if trial is None:
-                if finished >= cfg.trials:
-                    study.set_user_attr("stopped_by_timeout", None)
-                    return
-                bar.set_postfix_str(f"{in_flight} running elsewhere")
-                time.sleep(cfg.heartbeat)
-                continue
-            spec = _spec(trial, cfg, total, cfg.steps_per_epoch, cfg.max_peak)
-            trial.set_user_attr("schedule", spec.schedule)
-            trial.set_user_attr("params", _study.jsonable(spec.params))
-            trial.set_user_attr("peak_scale", spec.lr_scale)
-            twin = _twin(study, trial) if cfg.same_seed else None
-            if twin is not None:                  # same schedule, same seed: the same run, not run again
-                for key in ("val_acc", "val_loss", "epochs_run"):
-                    if key in twin.user_attrs:
-                        trial.set_user_attr(key, twin.user_attrs[key])
-                trial.set_user_attr("duplicate_of", twin.number)
-                study.tell(trial, twin.value)
-            else:
-                with _study.Heartbeat(study, [trial]):
-                    _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, base_lr))
+            with contextlib.ExitStack() as running:
+                with _study.claim(study):
+                    _study.prepare(study, single)
+                    finished, in_flight = _study.counts(study)
+                    trial = _study.ask(study) if finished + in_flight < cfg.trials else None
+                    if trial is not None:
+                        trial.set_user_attr("worker", WORKER)
+                        running.enter_context(_study.Heartbeat(study, [trial]))   # first beat before the lock goes
+                bar.n = min(finished, cfg.trials)
+                bar.refresh()
+                if trial is None:
+                    if finished >= cfg.trials:
+                        study.set_user_attr("stopped_by_timeout", None)
+                        return
+                    bar.set_postfix_str(f"{in_flight} running elsewhere")
+                    time.sleep(cfg.heartbeat)
+                    continue
+                _trial(study, cfg, train, trial)
             bar.update(1)
             best = _study.best(study)
             postfix = [f"best: trial {best.number}, {best.user_attrs['schedule']}"] if best is not None else []
@@ -335,6 +325,24 @@ def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, de
                     study.set_user_attr("stopped_by_timeout", {"timeout": cfg.timeout, "finished": n,
                                                                "trials": cfg.trials})
                     return
+
+
+def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial) -> None:
+    """A trial's schedule, then its run of the user's function, or the score of its twin."""
+    total = cfg.epochs * cfg.steps_per_epoch
+    spec = _spec(trial, cfg, total, cfg.steps_per_epoch, cfg.max_peak)
+    trial.set_user_attr("schedule", spec.schedule)
+    trial.set_user_attr("params", _study.jsonable(spec.params))
+    trial.set_user_attr("peak_scale", spec.lr_scale)
+    twin = _twin(study, trial) if cfg.same_seed else None
+    if twin is None:
+        _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, float(study.user_attrs["base_lr"])))
+        return
+    for key in ("val_acc", "val_loss", "epochs_run"):    # same schedule, same seed: the same run, not run again
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    trial.set_user_attr("duplicate_of", twin.number)
+    study.tell(trial, twin.value)
 
 
 def _twin(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
@@ -363,7 +371,7 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         raise
     wrong = handed.wrong_steps()
     if wrong:
-        warnings.warn(wrong, stacklevel=4)           # at the call of tune_loop
+        warnings.warn(wrong, stacklevel=5)           # at the call of tune_loop
     if value is None:
         if not handed.scores:
             study.tell(trial, state=TrialState.FAIL)

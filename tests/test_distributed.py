@@ -110,6 +110,36 @@ def test_two_workers_reach_exactly_n_trials_without_duplicates(postgres_url, mni
     assert result.exit_code == 0 and "8 finished trials" in result.output
 
 
+LOOP_WORKER = """
+import sys, time
+import lrfind
+
+def train(trial):
+    for epoch in range(trial.epochs):
+        time.sleep(0.1)
+        trial.report(0.5 + 0.01 * (trial.number % 5))
+    return trial.scores[-1]
+
+lrfind.tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=4, metric="accuracy", trials=8, same_seed=False,
+                 storage=sys.argv[1], study_name=sys.argv[2], out=sys.argv[3], progress=False, heartbeat=1)
+"""
+
+
+def test_two_tune_loop_workers_share_one_study(postgres_url, tmp_path) -> None:
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    script = tmp_path / "loop_worker.py"
+    script.write_text(LOOP_WORKER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, str(script), postgres_url, name, str(tmp_path / f"w{i}")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    for p in procs:
+        finish(p)
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    assert len(_study.finished(study)) == len(study.trials) == 8, [(t.number, t.state) for t in study.trials]
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2                  # both workers trained
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1        # the baseline ran once
+
+
 def test_killed_worker_loses_nothing(postgres_url, mnist_root, tmp_path) -> None:
     name = f"kill-{uuid.uuid4().hex[:8]}"
     victim = worker(postgres_url, name, mnist_root, tmp_path / "victim", trials=4, subset=1024)
