@@ -6,9 +6,9 @@
 DataLoader, a loss of your own: here label smoothing; a model whose forward takes more than a
 tensor), `tune_loop` runs the same study over your loop: each trial hands your function its
 optimizer and torch scheduler, your function reports the validation accuracy after every epoch
-(Optuna stops hopeless trials there), and the report is `lrfind tune`'s (`lrfind show --out OUT`).
-Run it again and the study resumes. At the end the best schedule and the constant LR are trained
-once more on the whole training subset and scored on the test set.
+(Optuna stops hopeless trials there), the best schedule and the constant LR run again with three
+new seeds, and the report is `lrfind tune`'s (`lrfind show --out OUT`). Run it again and the study
+resumes. At the end both are trained once more and scored on the test set.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def main() -> None:
     result = lrfind.tune_loop(train, base_lr=base_lr, epochs=args.epochs, steps_per_epoch=len(train_loader),
                               metric="accuracy", trials=args.trials, out=args.out)
     best = result.best
+    print(result.summary())
     print(f"best schedule: {best}")
     print(f"report in {args.out} (lrfind show --out {args.out})")
 

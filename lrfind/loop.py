@@ -26,6 +26,7 @@ another (several processes may share a PostgreSQL ``storage``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
 import time
@@ -78,12 +79,15 @@ class LoopConfig(Searched):
     heartbeat: int = 10
     progress: bool = True
     same_seed: bool = True                       # trial.seed: the same for every trial, or seed + trial number
+    final_seeds: int = 3                         # after the search: best and constant run again with new seeds
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "steps_per_epoch", "trials", "heartbeat"):
+        for name in ("epochs", "steps_per_epoch", "trials", "heartbeat", "final_seeds"):
             value = getattr(self, name)
-            if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            least = 0 if name == "final_seeds" else 1
+            if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least):
+                kind = "an integer >= 0" if least == 0 else "a positive integer"
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
         if self.base_lr is not None and not (isinstance(self.base_lr, numbers.Real) and math.isfinite(self.base_lr)
                                              and self.base_lr > 0):
             raise ValueError(f"base_lr must be a positive number (find_lr(...).suggested_lr, say), got {self.base_lr!r}")
@@ -247,7 +251,9 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | No
     ``storage``, ``study_name``, ``out`` (report folder, "lrfind_out"), ``seed``, ``same_seed``
     (True: ``trial.seed`` is ``seed`` for every trial, and a trial that repeats an earlier one's
     choices takes its score without running; False: ``seed`` + the trial's number), ``timeout``
-    (seconds or "20m": no trial starts after it), ``progress``.
+    (seconds or "20m": no trial starts after it), ``final_seeds`` (3: after the search, the best
+    schedule and the constant LR run again that many times with seeds the search did not use, and
+    the verdict gives both means and the difference per seed; 0: not), ``progress``.
 
     Running it again resumes the study: only missing trials run. A trial your function raises in is
     stored as failed and runs again next time; Ctrl-C keeps the finished trials.
@@ -277,9 +283,13 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | No
         study.set_user_attr("steps_per_epoch", cfg.steps_per_epoch)
         _run(study, cfg, train, _storage.single_process(url), deadline)
         seconds = {"search": round(time.perf_counter() - clock, 2)}
+        clock = time.perf_counter()
+        final = _confirm(study, cfg, train)
+        if final:
+            seconds["final"] = round(time.perf_counter() - clock, 2)
         study.set_user_attr("seconds", seconds)
         files = report.write(study, out)
-    return TuneResult(study, float(study.user_attrs["base_lr"]), out, {}, seconds, files)
+    return TuneResult(study, float(study.user_attrs["base_lr"]), out, final, seconds, files)
 
 
 def _name(train: Callable) -> str:
@@ -343,6 +353,64 @@ def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.
             trial.set_user_attr(key, twin.user_attrs[key])
     trial.set_user_attr("duplicate_of", twin.number)
     study.tell(trial, twin.value)
+
+
+class _Unstudied:
+    """Stands in for the Optuna trial in the confirming runs: nothing is stored, nothing pruned."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        pass
+
+    def report(self, value: float, step: int) -> None:
+        pass
+
+    def should_prune(self) -> bool:
+        return False
+
+
+def _confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str, Any]:
+    """The search compared schedules at one seed. Run the best schedule and the constant LR again,
+    ``final_seeds`` times each with seeds the search did not use (seed r of both the same), so that
+    the verdict does not rest on one draw. Stored as the study's ``final``, kept while its best
+    trial stays the best."""
+    best, constant = _study.best(study), _study.constant_baseline(study)
+    if best is None or not cfg.final_seeds:
+        return {}
+    stored = report.final_of(study, best)
+    if stored.get("setup", {}).get("seeds") == cfg.final_seeds:
+        return stored                               # a resumed study whose best is the same
+    total, base_lr = cfg.epochs * cfg.steps_per_epoch, float(study.user_attrs["base_lr"])
+    picked = {"best": best} if constant is None or constant.number == best.number else \
+        {"best": best, "constant": constant}
+    seeds = [cfg.seed + 1 + r for r in range(cfg.final_seeds)]
+    out: dict[str, Any] = {}
+    bar = tqdm(total=len(picked) * len(seeds), desc="best and constant with new seeds", unit="run", leave=False,
+               disable=not cfg.progress, dynamic_ncols=True)
+    with bar:
+        for label, t in picked.items():
+            spec = _spec(optuna.trial.FixedTrial(t.params), cfg, total, cfg.steps_per_epoch, cfg.max_peak)
+            scores = []
+            for seed in seeds:
+                handed = LoopTrial(_Unstudied(t.number), dataclasses.replace(spec, seed=seed), cfg, base_lr)
+                try:
+                    value = train(handed)
+                except TrialDiverged:
+                    value = None
+                scores.append(_number(handed.scores[-1] if value is None and handed.scores else
+                                      float("nan") if value is None else value, "value train returns"))
+                bar.update(1)
+            finite = [v for v in scores if math.isfinite(v)]
+            out[label] = {"trial": t.number, "schedule": spec.schedule, "params": _study.jsonable(spec.params),
+                          "lr": base_lr * spec.lr_scale, "seeds": seeds, "score_per_seed": scores,
+                          "score": sum(finite) / len(finite) if finite else None}
+    if "constant" not in out and constant is not None:
+        out["constant"] = dict(out["best"])         # the constant itself was the best
+    out["setup"] = {"kind": "seeds", "seeds": len(seeds), "metric": cfg.metric}
+    study.set_user_attr("final", out)
+    return out
 
 
 def _twin(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:

@@ -133,21 +133,30 @@ def _validation_lines(study: optuna.Study, best: FrozenTrial, constant: FrozenTr
 
 
 def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
-    """Stage 3's verdict: test accuracy (class labels), and test loss when the study is scored on it."""
+    """Stage 3's verdict: test accuracy (class labels), and test loss when the study is scored on it;
+    for ``tune_loop``, the best and the constant run again with new seeds, on the study's metric."""
     b, c = final["best"], final.get("constant", {})
     n = final["setup"].get("seeds", 1)
-    data = study.user_attrs.get("data") or {}
-    images = len(data.get("shape", [1, 28, 28])) > 1 and not data.get("tokens")     # else rows or sequences
-    context = (f" (retrained on {final['setup']['train_images']} {'images' if images else 'examples'}, "
-               f"{f'mean of {n} seeds' if n != 1 else '1 seed'})")
-    kinds = [("accuracy", "test_acc", 100.0, "{:.2f}%", "{:+.2f} pp", "{:+.2f}")]
-    if _study.metric_of(study) == "loss":
-        kinds.append(("loss", "test_loss", 1.0, "{:.4f}", "{:+.4f}", "{:+.4f}"))
+    accuracy = ("accuracy", 100.0, "{:.2f}%", "{:+.2f} pp", "{:+.2f}")
+    loss = ("loss", 1.0, "{:.4f}", "{:+.4f}", "{:+.4f}")
+    if final["setup"].get("kind") == "seeds":       # tune_loop's: the user's own validation, new seeds
+        context = f" over {n} new seed{'s' if n != 1 else ''} (mean)"
+        kinds = [("validation " + k, "score", *rest)
+                 for k, *rest in [accuracy if _study.metric_of(study) == "accuracy" else loss]]
+    else:
+        data = study.user_attrs.get("data") or {}
+        images = len(data.get("shape", [1, 28, 28])) > 1 and not data.get("tokens")     # else rows or sequences
+        context = (f" (retrained on {final['setup']['train_images']} {'images' if images else 'examples'}, "
+                   f"{f'mean of {n} seeds' if n != 1 else '1 seed'})")
+        kinds = [("test accuracy", "test_acc", *accuracy[1:])]
+        if _study.metric_of(study) == "loss":
+            kinds.append(("test loss", "test_loss", *loss[1:]))
     lines = []
+    conclusion = _conclusion(study, b, c, kinds[-1][1])
     for kind, key, scale, value, diff, per_seed in kinds:
         if b.get(key) is None:
             continue
-        text = f"test {kind}{context}: {value.format(scale * b[key])}"
+        text = f"{kind}{context}: {value.format(scale * b[key])}"
         context = ""                                  # said once
         if c.get(key) is not None and c.get("trial") != b.get("trial"):
             text += f" vs constant {value.format(scale * c[key])} ({diff.format(scale * (b[key] - c[key]))}"
@@ -155,7 +164,22 @@ def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
             text += (f"; per seed {', '.join(per_seed.format(scale * (x - y)) for x, y in pairs)})"
                      if len(pairs) > 1 else ")")
         lines.append(text)
-    return lines
+    return lines + ([conclusion] if conclusion else [])
+
+
+def _conclusion(study: optuna.Study, b: dict[str, Any], c: dict[str, Any], key: str) -> str | None:
+    """What the final comparison (``key``: the study's metric there) says about the search's pick."""
+    if b.get(key) is None or c.get(key) is None or c.get("trial") == b.get("trial"):
+        return None
+    sign = -1.0 if _study.metric_of(study) == "loss" else 1.0          # > 0: the schedule did better
+    gains = [sign * (x - y) for x, y in zip(b.get(key + "_per_seed", []), c.get(key + "_per_seed", []))]
+    if sign * (b[key] - c[key]) <= 0:
+        return ("verdict: the constant LR did as well or better here, so the schedule's validation lead in the "
+                "search did not hold up; keep the constant LR, or search more trials or epochs")
+    if gains and min(gains) > 0:
+        return f"verdict: the schedule beat the constant LR on every seed ({len(gains)})"
+    return (f"verdict: the schedule is ahead on average but not on every seed ({sum(g > 0 for g in gains)} of "
+            f"{len(gains)}): a small or uncertain gain")
 
 
 def best_json(study: optuna.Study) -> dict[str, Any]:

@@ -183,6 +183,10 @@ class TuneResult:
     seconds: dict[str, float] = field(default_factory=dict)     # wall time of each stage of this run
     files: list[Path] = field(default_factory=list)              # the report written into ``out``
 
+    def summary(self) -> str:
+        """The report ``lrfind show`` prints: the best trials, then the verdict against the constant LR."""
+        return f"{report.top_table(self.study)}\n\n{report.verdict(self.study)}"
+
     @property
     def best(self) -> "TunedSchedule | None":
         """The best schedule, for a training run of any length (``load_best``); None if no trial completed."""

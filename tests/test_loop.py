@@ -67,7 +67,7 @@ def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
         return train_blobs(trial)
 
     result = tune_loop(train, base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=5,
-                       out=str(tmp_path), progress=False)
+                       final_seeds=0, out=str(tmp_path), progress=False)
     study = result.study
     twins = {t.number: t.user_attrs["duplicate_of"] for t in study.trials if "duplicate_of" in t.user_attrs}
     assert calls == [n for n in range(5) if n not in twins] and study.study_name == "lrfind-loop-train"
@@ -86,12 +86,12 @@ def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
     ran = len(calls)
     study.enqueue_trial(study.trials[0].params)              # as a sampler that picks the constant again
     again = tune_loop(train, base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=7,
-                      out=str(tmp_path), progress=False)
+                      final_seeds=0, out=str(tmp_path), progress=False)
     assert len(again.study.trials) == 7 and set(calls[ran:]) <= {6}          # only the missing trials ...
     assert again.study.trials[5].user_attrs["duplicate_of"] == 0             # ... and not the twin of trial 0
     assert "as trial 0 (not rerun)" in report.top_table(again.study)
     assert len(tune_loop(train, base_lr=None, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=7,
-                         out=str(tmp_path), progress=False).study.trials) == 7       # at the stored base LR
+                         final_seeds=0, out=str(tmp_path), progress=False).study.trials) == 7   # at the stored base LR
     with pytest.raises(ValueError, match=r"runs at base LR 0.1, not --base-lr 0.2; leave --base-lr out \(in Python: "
                                          r"base_lr=None\)"):
         tune_loop(train, base_lr=0.2, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", out=str(tmp_path))
@@ -101,6 +101,44 @@ def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
     assert not (tmp_path / "new").exists()                                   # nothing made
     with pytest.raises(ValueError, match=r"another setup \(epochs 2 there, 3 here"):
         tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=PER_EPOCH, metric="accuracy", out=str(tmp_path))
+
+
+def test_best_and_constant_run_again_with_new_seeds_for_the_verdict(tmp_path) -> None:
+    calls = []
+
+    def train(trial):
+        calls.append((trial.number, trial.seed))
+        score = (0.80 if trial.schedule == "constant" else 0.85) + 0.01 * trial.seed
+        trial.report(score)
+        return score
+
+    kw = dict(base_lr=0.1, epochs=1, steps_per_epoch=10, metric="accuracy", trials=3, schedules=("cosine",),
+              pruner="none", out=str(tmp_path), progress=False)
+    result = tune_loop(train, **kw)
+    best = result.study.best_trial
+    assert best.user_attrs["schedule"] == "cosine"
+    searched = [c for c in calls if c[1] == 0]
+    assert calls[len(searched):] == [(best.number, 1), (best.number, 2), (best.number, 3), (0, 1), (0, 2), (0, 3)]
+    final = json.loads((tmp_path / "best.json").read_text())["final"]
+    assert final == result.final and final["setup"] == {"kind": "seeds", "seeds": 3, "metric": "accuracy"}
+    assert final["best"]["score_per_seed"] == pytest.approx([0.86, 0.87, 0.88])
+    assert final["constant"]["score"] == pytest.approx(0.82)
+    text = report.verdict(result.study)
+    assert ("validation accuracy over 3 new seeds (mean): 87.00% vs constant 82.00% (+5.00 pp; per seed +5.00, "
+            "+5.00, +5.00)") in text
+    assert "verdict: the schedule beat the constant LR on every seed (3)" in text
+    assert text in result.summary() and "   0  constant" in result.summary()
+    assert result.best.test_acc is None                    # no test set was seen
+    n = len(calls)
+    tune_loop(train, **kw)                                 # resumed, same best: nothing runs again
+    assert len(calls) == n
+
+    def lucky(trial):                                      # the schedule led at the search's seed only
+        return (0.85 if trial.seed == 0 else 0.70) if trial.schedule != "constant" else 0.80
+
+    text = report.verdict(tune_loop(lucky, **{**kw, "out": str(tmp_path / "lucky")}).study)
+    assert "validation accuracy over 3 new seeds (mean): 70.00% vs constant 80.00% (-10.00 pp" in text
+    assert "verdict: the constant LR did as well or better here" in text
 
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine_restarts", "plateau"])
@@ -122,7 +160,7 @@ def test_the_trial_s_scheduler_follows_its_schedule_step_by_step(tmp_path, name:
         return 0.5
 
     tune_loop(train, base_lr=0.1, epochs=4, steps_per_epoch=5, metric="accuracy", trials=3, schedules=(name,),
-              pruner="none", out=str(tmp_path), progress=False)
+              pruner="none", final_seeds=0, out=str(tmp_path), progress=False)
     for trial, lrs in seen.values():
         total = trial.total_steps
         metrics = [1.0] * trial.epochs if get_schedule(trial.schedule).needs_metric else None
@@ -144,7 +182,7 @@ def test_the_pruner_stops_trials_that_report_badly_and_a_nan_fails_one(tmp_path)
         return 0.9
 
     result = tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy", trials=8,
-                       same_seed=False, out=str(tmp_path), progress=False)       # every trial runs
+                       same_seed=False, final_seeds=0, out=str(tmp_path), progress=False)   # every trial runs
     states = {t.number: t.state for t in result.study.trials}
     assert ended == [0, 1, 2, 3, 4]
     assert states[5] == states[7] == optuna.trial.TrialState.PRUNED

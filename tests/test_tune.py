@@ -531,3 +531,20 @@ def test_a_study_stored_before_the_metric_option_resumes_as_accuracy(data_env, t
     study.set_user_attr("lrfind_setup", older)
     tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
     assert len(_study.finished(load(tmp_path))) == 3
+
+
+@pytest.mark.parametrize("direction, key, best, constant, expected", [
+    ("maximize", "test_acc", [0.99, 0.98], [0.97, 0.975], "beat the constant LR on every seed (2)"),
+    ("maximize", "test_acc", [0.99, 0.96], [0.97, 0.975], "ahead on average but not on every seed (1 of 2)"),
+    ("maximize", "test_acc", [0.96, 0.97], [0.97, 0.975], "the constant LR did as well or better here"),
+    ("minimize", "test_loss", [0.10, 0.11], [0.12, 0.13], "beat the constant LR on every seed (2)"),     # lower
+    ("minimize", "test_loss", [0.14, 0.15], [0.12, 0.13], "the constant LR did as well or better here"),
+])
+def test_stage_3_ends_with_what_it_says_about_the_pick(direction, key, best, constant, expected) -> None:
+    from lrfind import report
+
+    study = optuna.create_study(direction=direction)
+    pair = {label: {"trial": n, key: sum(v) / 2, key + "_per_seed": v}
+            for label, n, v in (("best", 1, best), ("constant", 0, constant))}
+    text = report._conclusion(study, pair["best"], pair["constant"], key)
+    assert text.startswith("verdict: ") and expected in text
