@@ -159,8 +159,8 @@ class LoopTrial:
         check_optimizer_lr(optimizer, self.lr)
         built = get_schedule(self.schedule).build(optimizer, self.total_steps, **self.params)
         if get_schedule(self.schedule).needs_metric:
-            self._plateau = built
-            return _Reported(built)
+            self._plateau = _Reported(built)
+            return self._plateau
         self._built = built
         return built
 
@@ -211,18 +211,17 @@ class LoopTrial:
         return f"<trial {self.number}: {self.schedule} peaking at LR {self.lr:.3g} {params}>".replace(" >", ">")
 
 
-class _Reported:
-    """ReduceLROnPlateau stepped by ``LoopTrial.report``; the per-step ``step()`` calls of a loop
-    written for any scheduler do nothing."""
+class _Reported(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ReduceLROnPlateau (the same object's state), stepped by ``LoopTrial.report`` with the
+    validation loss; a ``step()`` without a metric, as a loop written for any scheduler calls after
+    every optimizer step, does nothing."""
 
-    def __init__(self, scheduler) -> None:
-        self._scheduler = scheduler
+    def __init__(self, scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau) -> None:
+        self.__dict__.update(scheduler.__dict__)
 
-    def step(self, *args, **kwargs) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._scheduler, name)
+    def step(self, metrics: Any = None, epoch: Any = None) -> None:
+        if metrics is not None:
+            super().step(metrics)
 
 
 def _number(value: Any, what: str) -> float:

@@ -149,6 +149,8 @@ def test_the_trial_s_scheduler_follows_its_schedule_step_by_step(tmp_path, name:
         model = torch.nn.Linear(1, 1)
         optimizer = trial.optimizer(model.parameters())
         scheduler = trial.scheduler(optimizer)
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)   # torch's own class
+        assert plateau == (trial.schedule == "plateau")
         lrs = []
         for epoch in range(trial.epochs):
             for _ in range(trial.steps_per_epoch):
