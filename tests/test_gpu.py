@@ -228,3 +228,33 @@ def test_augmentation_on_cuda_equals_the_cpus_for_the_same_offsets() -> None:
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
     for i, (dy, dx) in enumerate(offsets.T.tolist()):
         assert torch.equal(on_gpu[i].cpu(), padded[i, :, dy:dy + 8, dx:dx + 8])
+
+
+def test_tune_loop_over_a_cuda_loop_reports_tensor_scores(tmp_path) -> None:
+    """A user's loop on CUDA: scores handed over as one-element CUDA tensors, the plateau stepped."""
+    from lrfind import tune_loop
+    from test_loop import TRAIN, VAL
+
+    x, y = TRAIN.tensors[0].to(CUDA), TRAIN.tensors[1].to(CUDA)
+    vx, vy = VAL.tensors[0].to(CUDA), VAL.tensors[1].to(CUDA)
+
+    def train(trial):
+        torch.manual_seed(trial.seed)
+        model = torch.nn.Linear(5, 2).to(CUDA)
+        optimizer = trial.optimizer(model.parameters())
+        scheduler = trial.scheduler(optimizer)
+        for _ in range(trial.epochs):
+            for i in range(trial.steps_per_epoch):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[i::8]), y[i::8]).backward()
+                optimizer.step()
+                scheduler.step()
+            with torch.no_grad():
+                out = model(vx)
+                trial.report((out.argmax(1) == vy).float().mean(), loss=torch.nn.functional.cross_entropy(out, vy))
+        return trial.scores[-1]
+
+    result = tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=4,
+                       schedules=("plateau", "onecycle"), final_seeds=1, out=str(tmp_path), progress=False)
+    assert len(result.study.trials) == 4 and result.study.best_value > 0.8
+    assert result.final["best"]["score_per_seed"][0] > 0.8
