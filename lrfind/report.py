@@ -103,8 +103,12 @@ def verdict(study: optuna.Study) -> str:
                  if params else f"at LR {_study.peak_lr(study, best):.3g}"))
     lines += _validation_lines(study, best, constant)
     final = final_of(study, best)
-    earlier = (study.user_attrs.get("final") or {}).get("best", {}).get("trial")
-    if not final and earlier is not None:
+    stored = study.user_attrs.get("final") or {}
+    earlier = stored.get("best", {}).get("trial")
+    if not final and earlier is not None and stored.get("setup", {}).get("kind") == "seeds":
+        lines.append(f"new seeds: not run for trial {best.number} (they ran for trial {earlier}, the best before "
+                     "it); call tune_loop again with final_seeds=3 to run them")
+    elif not final and earlier is not None:
         lines.append(f"test accuracy: not measured for trial {best.number} (stage 3 retrained trial {earlier}, "
                      "the best before it); run the same command without --no-final to test it")
     if final.get("best"):

@@ -132,6 +132,10 @@ def test_best_and_constant_run_again_with_new_seeds_for_the_verdict(tmp_path) ->
     n = len(calls)
     tune_loop(train, **kw)                                 # resumed, same best: nothing runs again
     assert len(calls) == n
+    stale = dict(result.study.user_attrs["final"], best={**final["best"], "trial": 99})
+    result.study.set_user_attr("final", stale)             # as if a later search without new seeds found another
+    assert (f"new seeds: not run for trial {best.number} (they ran for trial 99, the best before it); call tune_loop "
+            "again with final_seeds=3") in report.verdict(result.study)
 
     def lucky(trial):                                      # the schedule led at the search's seed only
         return (0.85 if trial.seed == 0 else 0.70) if trial.schedule != "constant" else 0.80
