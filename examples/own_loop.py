@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lrfind
+from lrfind.data import DataNotFoundError
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -87,7 +88,10 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=5000, help="MNIST training images used (validation included)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    train_loader, val_loader, test_loader = loaders(args.subset)
+    try:
+        train_loader, val_loader, test_loader = loaders(args.subset)
+    except DataNotFoundError as e:
+        raise SystemExit(str(e)) from None
 
     # 1. the base LR: a range test of the model on the same loader and loss
     found = lrfind.find_lr(SmallCNN().to(DEVICE), train_loader, loss_fn=loss_fn, num_iter=150, progress=False,
