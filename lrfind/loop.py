@@ -48,8 +48,6 @@ from .train import TrialSpec
 from .tuned import check_optimizer_lr
 from .tuner import WORKER, Searched, TuneInterrupted, TuneResult, _spec
 
-_OPTUNA_PRUNED = optuna.TrialPruned
-
 
 class TrialDiverged(ArithmeticError):
     """Raised by ``LoopTrial.report`` on a NaN or infinite score: the trial failed, the study goes on."""
@@ -422,7 +420,7 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
     """Run one trial of the user's function and tell Optuna how it ended."""
     try:
         value = train(handed)
-    except _OPTUNA_PRUNED:
+    except optuna.TrialPruned:
         trial.set_user_attr("epochs_run", len(handed.scores))
         study.tell(trial, state=TrialState.PRUNED)
         return
