@@ -15,7 +15,7 @@ URL), so running the same command again resumes it and runs only the missing tri
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import copy
 import logging
 import math
 import os
@@ -289,7 +289,9 @@ def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
                            "targets; leave --metric out (loss is its default) or give integer class indices")
     if cfg.metric is not None:
         return cfg
-    return dataclasses.replace(cfg, metric="loss" if regression else "accuracy")
+    settled = copy.copy(cfg)          # not dataclasses.replace: its checks would build the user's model again
+    object.__setattr__(settled, "metric", "loss" if regression else "accuracy")
+    return settled
 
 
 def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, train: ImageData, out: Path,
