@@ -70,7 +70,7 @@ def main() -> None:
 
         start = time.perf_counter()
         loop = lrfind.tune_loop(train_fn, steps_per_epoch=per_epoch, metric="accuracy", out=f"{tmp}/loop",
-                                same_seed=False, **common)
+                                same_seed=False, final_seeds=0, **common)     # the engine's side: final=False
         results["loop"] = _summary(loop.study, time.perf_counter() - start, args)
 
     results["loop_over_engine_seconds"] = results["loop"]["seconds"] / results["engine"]["seconds"]
