@@ -145,8 +145,8 @@ def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
     loss = ("loss", 1.0, "{:.4f}", "{:+.4f}", "{:+.4f}")
     if final["setup"].get("kind") == "seeds":       # tune_loop's: the user's own validation, new seeds
         context = f" over {n} new seed{'s' if n != 1 else ''} (mean)"
-        kinds = [("validation " + k, "score", *rest)
-                 for k, *rest in [accuracy if _study.metric_of(study) == "accuracy" else loss]]
+        name, *formats = accuracy if _study.metric_of(study) == "accuracy" else loss
+        kinds = [(f"validation {name}", "score", *formats)]
     else:
         data = study.user_attrs.get("data") or {}
         images = len(data.get("shape", [1, 28, 28])) > 1 and not data.get("tokens")     # else rows or sequences
