@@ -82,6 +82,13 @@ def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
     best = load_best(tmp_path)
     assert best == result.best and best.epochs == EPOCHS and best.steps_per_epoch == PER_EPOCH
     assert best.params(epochs=EPOCHS, steps_per_epoch=PER_EPOCH) == data["params"]
+    from click.testing import CliRunner
+
+    from lrfind.cli import main
+
+    shown = CliRunner().invoke(main, ["show", "--out", str(tmp_path), "--epochs", "6", "--steps-per-epoch", "8"])
+    assert shown.exit_code == 0, shown.output
+    assert "5 finished trials" in shown.output and (tmp_path / "best_schedule_6x8.py").is_file()
 
     ran = len(calls)
     study.enqueue_trial(study.trials[0].params)              # as a sampler that picks the constant again
