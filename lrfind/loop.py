@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import numbers
 import time
@@ -47,6 +48,8 @@ from .schedules import get_schedule
 from .train import TrialSpec
 from .tuned import check_optimizer_lr
 from .tuner import WORKER, Searched, TuneInterrupted, TuneResult, _spec
+
+log = logging.getLogger(__name__)
 
 
 class TrialDiverged(ArithmeticError):
@@ -247,7 +250,8 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | No
     above the base LR warming schedules may peak, 3), ``pruner`` ("median", "hyperband", "none"),
     ``storage``, ``study_name``, ``out`` (report folder, "lrfind_out"), ``seed``, ``same_seed``
     (True: ``trial.seed`` is ``seed`` for every trial, and a trial that repeats an earlier one's
-    choices takes its score without running; False: ``seed`` + the trial's number), ``timeout``
+    choices takes its score without running and does not count towards ``trials``, at most
+    ``trials`` such; False: ``seed`` + the trial's number), ``timeout``
     (seconds or "20m": no trial starts after it), ``final_seeds`` (3: after the search, the best
     schedule and the constant LR run again that many times with seeds the search did not use, and
     the verdict gives both means and the difference per seed; 0: not), ``progress``.
@@ -297,41 +301,54 @@ def _name(train: Callable) -> str:
 
 
 def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, deadline: float | None) -> None:
-    """Ask, train and tell one trial at a time until the study holds ``cfg.trials`` finished ones
-    (or ``deadline`` has passed). Several workers may share the study, as ``tune``'s do."""
+    """Ask, train and tell one trial at a time until the user's function has run ``cfg.trials``
+    finished trials (twins, scored without running, do not count: at most ``cfg.trials`` of them),
+    or ``deadline`` has passed. Several workers may share the study, as ``tune``'s do."""
     bar = tqdm(total=cfg.trials, desc="trials", unit="trial", disable=not cfg.progress, dynamic_ncols=True)
     with bar:
         while True:
             with contextlib.ExitStack() as running:
                 with _study.claim(study):
                     _study.prepare(study, single)
-                    finished, in_flight = _study.counts(study)
-                    trial = _study.ask(study) if finished + in_flight < cfg.trials else None
+                    runs, twins, in_flight = _counts(study)
+                    more = runs + in_flight < cfg.trials and twins < cfg.trials
+                    trial = _study.ask(study) if more else None
                     if trial is not None:
                         trial.set_user_attr("worker", WORKER)
                         running.enter_context(_study.Heartbeat(study, [trial]))   # first beat before the lock goes
-                bar.n = min(finished, cfg.trials)
+                bar.n = min(runs, cfg.trials)
                 bar.refresh()
                 if trial is None:
-                    if finished >= cfg.trials:
+                    if runs >= cfg.trials or twins >= cfg.trials:
+                        if runs < cfg.trials:
+                            log.warning("stopped after %d runs of %d: the sampler asked %d times for schedules "
+                                        "already run; the search space is exhausted at this seed", runs,
+                                        cfg.trials, twins)
                         study.set_user_attr("stopped_by_timeout", None)
                         return
                     bar.set_postfix_str(f"{in_flight} running elsewhere")
                     time.sleep(cfg.heartbeat)
                     continue
                 _trial(study, cfg, train, trial)
-            bar.update(1)
             best = _study.best(study)
             postfix = [f"best: trial {best.number}, {best.user_attrs['schedule']}"] if best is not None else []
             if deadline is not None:
                 postfix.append(f"timeout: {duration_text(max(0.0, deadline - tuner._now()))} left")
             bar.set_postfix_str("; ".join(postfix))
             if deadline is not None and tuner._now() >= deadline:
-                n, _ = _study.counts(study)
-                if n < cfg.trials:
+                n, twins, _ = _counts(study)
+                if n < cfg.trials and twins < cfg.trials:
                     study.set_user_attr("stopped_by_timeout", {"timeout": cfg.timeout, "finished": n,
                                                                "trials": cfg.trials})
                     return
+
+
+def _counts(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished runs of the user's function, finished twins scored without running, running)."""
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if _study.is_finished(t)]
+    twins = sum("duplicate_of" in t.user_attrs for t in finished)
+    return len(finished) - twins, twins, sum(t.state == TrialState.RUNNING for t in trials)
 
 
 def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial) -> None:

@@ -70,12 +70,13 @@ def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
                        final_seeds=0, out=str(tmp_path), progress=False)
     study = result.study
     twins = {t.number: t.user_attrs["duplicate_of"] for t in study.trials if "duplicate_of" in t.user_attrs}
-    assert calls == [n for n in range(5) if n not in twins] and study.study_name == "lrfind-loop-train"
+    assert len(calls) == 5 and study.study_name == "lrfind-loop-train"          # twins do not count
+    assert calls == [t.number for t in study.trials if t.number not in twins]
     for n, twin in twins.items():            # same choices, same seed: the same run, scored without running
         assert study.trials[n].params == study.trials[twin].params and study.trials[n].value == study.trials[twin].value
     assert study.trials[0].params == {"schedule": "constant", "constant.use_warmup": False}   # the baseline
     data = json.loads((tmp_path / "best.json").read_text())
-    assert data["trials"] == 5 and data["setup"]["loop"] and data["base_lr_source"] == "given"
+    assert data["trials"] == len(study.trials) and data["setup"]["loop"] and data["base_lr_source"] == "given"
     assert {p.name for p in result.files} >= {"best.json", "best_schedule.py", "history.png", "val_acc.png"}
     code = (tmp_path / "best_schedule.py").read_text()
     assert "for your training loop" in code and f"{EPOCHS * PER_EPOCH} steps in all, {PER_EPOCH} per epoch" in code
@@ -88,17 +89,18 @@ def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
 
     shown = CliRunner().invoke(main, ["show", "--out", str(tmp_path), "--epochs", "6", "--steps-per-epoch", "8"])
     assert shown.exit_code == 0, shown.output
-    assert "5 finished trials" in shown.output and (tmp_path / "best_schedule_6x8.py").is_file()
+    assert f"{len(study.trials)} finished trials" in shown.output and (tmp_path / "best_schedule_6x8.py").is_file()
 
-    ran = len(calls)
+    before = len(study.trials)
     study.enqueue_trial(study.trials[0].params)              # as a sampler that picks the constant again
     again = tune_loop(train, base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=7,
                       final_seeds=0, out=str(tmp_path), progress=False)
-    assert len(again.study.trials) == 7 and set(calls[ran:]) <= {6}          # only the missing trials ...
-    assert again.study.trials[5].user_attrs["duplicate_of"] == 0             # ... and not the twin of trial 0
+    assert len(calls) == 7                                                   # only the missing runs ...
+    assert again.study.trials[before].user_attrs["duplicate_of"] == 0        # ... and not the twin of trial 0
     assert "as trial 0 (not rerun)" in report.top_table(again.study)
+    n = len(again.study.trials)
     assert len(tune_loop(train, base_lr=None, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=7,
-                         final_seeds=0, out=str(tmp_path), progress=False).study.trials) == 7   # at the stored base LR
+                         final_seeds=0, out=str(tmp_path), progress=False).study.trials) == n   # at the stored base LR
     with pytest.raises(ValueError, match=r"runs at base LR 0.1, not --base-lr 0.2; leave --base-lr out \(in Python: "
                                          r"base_lr=None\)"):
         tune_loop(train, base_lr=0.2, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", out=str(tmp_path))
@@ -289,12 +291,13 @@ def test_a_timeout_stops_starting_trials_and_the_next_call_goes_on(tmp_path, mon
         return 0.5
 
     kw = dict(base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", trials=5, out=str(tmp_path),
-              progress=False)
+              final_seeds=0, progress=False)
     first = tune_loop(train, timeout="1m", **kw)
     assert len(first.study.trials) == 2            # the second ended past the minute: no third
     assert json.loads((tmp_path / "best.json").read_text())["stopped_by_timeout"]["finished"] == 2
     second = tune_loop(train, **kw)
-    assert len(second.study.trials) == 5 and "stopped_by_timeout" not in json.loads((tmp_path / "best.json").read_text())
+    assert clock["now"] == 200.0                   # 5 runs of 40 s in all (twins take no time, and do not count)
+    assert "stopped_by_timeout" not in json.loads((tmp_path / "best.json").read_text())
 
 
 def test_a_scheduler_stepped_per_epoch_or_past_the_run_is_caught(tmp_path) -> None:
@@ -326,3 +329,21 @@ def test_a_scheduler_stepped_per_epoch_or_past_the_run_is_caught(tmp_path) -> No
         tune_loop(too_long, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=2,
                   schedules=("onecycle",), out=str(tmp_path / "b"), progress=False)
     assert "Tried to step" in str(caught.value.__cause__)          # torch's own error, kept as the cause
+
+
+def test_twins_do_not_count_but_at_most_trials_of_them_are_taken(tmp_path, caplog) -> None:
+    calls = []
+
+    def train(trial):
+        calls.append(trial.number)
+        return 0.5
+
+    kw = dict(base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", final_seeds=0, out=str(tmp_path),
+              progress=False)
+    study = tune_loop(train, trials=1, **kw).study
+    for _ in range(5):                                     # a sampler stuck on the constant
+        study.enqueue_trial(study.trials[0].params)
+    again = tune_loop(train, trials=2, **kw).study
+    twins = [t for t in again.trials if "duplicate_of" in t.user_attrs]
+    assert calls == [0] and len(twins) == 2                # it stopped asking: no endless loop
+    assert "stopped after 1 runs of 2: the sampler asked 2 times for schedules already run" in caplog.text
