@@ -285,7 +285,11 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | No
         _run(study, cfg, train, _storage.single_process(url), deadline)
         seconds = {"search": round(time.perf_counter() - clock, 2)}
         clock = time.perf_counter()
-        final = _confirm(study, cfg, train)
+        try:
+            final = _confirm(study, cfg, train)
+        except KeyboardInterrupt:
+            raise TuneInterrupted("interrupted during the runs with new seeds: the search is stored; call "
+                                  "tune_loop again to run them") from None
         if final:
             seconds["final"] = round(time.perf_counter() - clock, 2)
         study.set_user_attr("seconds", seconds)

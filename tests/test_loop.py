@@ -274,6 +274,14 @@ def test_an_optimizer_at_another_lr_is_warned_about_and_ctrl_c_keeps_the_study(t
     with pytest.raises(TuneInterrupted, match="1 of 3 trials finished and stored"):
         tune_loop(train, base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", trials=3, out=str(tmp_path),
                   progress=False)
+    def confirm_cut(trial):
+        if trial.seed != 0:                  # the runs with new seeds after the search
+            raise KeyboardInterrupt
+        return 0.5
+
+    with pytest.raises(TuneInterrupted, match="during the runs with new seeds: the search is stored"):
+        tune_loop(confirm_cut, base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", trials=2,
+                  out=str(tmp_path / "cut"), progress=False)
     study = load(tmp_path, "lrfind-loop-train")
     states = [t.state for t in study.trials]
     assert states[:2] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
