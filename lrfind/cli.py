@@ -170,6 +170,9 @@ def main(verbose: bool) -> None:
       lrfind tune --model net.py:Net --dataset data.py:load --augment flip-crop
                                           ... on your own model and data
       lrfind show                         report a stored study
+
+    In Python: find_lr(model, loader) on any model and loader; lrfind.tune(...); and
+    lrfind.tune_loop(train, ...) to search the decay over a training loop of your own.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
