@@ -255,7 +255,7 @@ def abandon(study: optuna.Study, trial: optuna.Trial, error: BaseException) -> N
 
 def interrupted_text(study: optuna.Study, trials: int, again: str) -> str:
     """What Ctrl-C kept, and how to go on (``again``: "run the same command again")."""
-    n, _ = counts(study)
+    n, _, _ = counts(study)
     return f"interrupted: {n} of {trials} trials finished and stored; {again} to go on"
 
 
@@ -296,10 +296,13 @@ def should_prune(study: optuna.Study, trials: list[optuna.Trial]) -> list[bool]:
     return [study.pruner.prune(snapshot, frozen[t.number]) for t in trials]
 
 
-def counts(study: optuna.Study) -> tuple[int, int]:
-    """(finished, running) trials."""
+def counts(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished runs, finished twins, running) trials. A twin repeats an earlier trial's choices
+    and seed and took its score without running (``tune_loop``); it does not count as a run."""
     trials = study.get_trials(deepcopy=False)
-    return sum(map(is_finished, trials)), sum(t.state == TrialState.RUNNING for t in trials)
+    finished = [t for t in trials if is_finished(t)]
+    twins = sum("duplicate_of" in t.user_attrs for t in finished)
+    return len(finished) - twins, twins, sum(t.state == TrialState.RUNNING for t in trials)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord", metric: str = "accuracy") -> None:

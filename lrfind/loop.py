@@ -25,9 +25,7 @@ another (several processes may share a PostgreSQL ``storage``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import math
 import numbers
 import time
@@ -42,14 +40,12 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report, tuner
-from ._duration import duration_text, timeout_seconds
+from ._duration import timeout_seconds
 from ._imports import callable_name
 from .schedules import get_schedule
 from .train import TrialSpec
 from .tuned import check_optimizer_lr
-from .tuner import WORKER, Searched, TuneInterrupted, TuneResult, _spec
-
-log = logging.getLogger(__name__)
+from .tuner import Searched, TuneInterrupted, TuneResult, _spec
 
 
 class TrialDiverged(ArithmeticError):
@@ -305,54 +301,13 @@ def _name(train: Callable) -> str:
 
 
 def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, deadline: float | None) -> None:
-    """Ask, train and tell one trial at a time until the user's function has run ``cfg.trials``
-    finished trials (twins, scored without running, do not count: at most ``cfg.trials`` of them),
-    or ``deadline`` has passed. Several workers may share the study, as ``tune``'s do."""
-    bar = tqdm(total=cfg.trials, desc="trials", unit="trial", disable=not cfg.progress, dynamic_ncols=True)
-    with bar:
-        while True:
-            with contextlib.ExitStack() as running:
-                with _study.claim(study):
-                    _study.prepare(study, single)
-                    runs, twins, in_flight = _counts(study)
-                    more = runs + in_flight < cfg.trials and twins < cfg.trials
-                    trial = _study.ask(study) if more else None
-                    if trial is not None:
-                        trial.set_user_attr("worker", WORKER)
-                        running.enter_context(_study.Heartbeat(study, [trial]))   # first beat before the lock goes
-                bar.n = min(runs, cfg.trials)
-                bar.refresh()
-                if trial is None:
-                    if runs >= cfg.trials or twins >= cfg.trials:
-                        if runs < cfg.trials:
-                            log.warning("stopped after %d runs of %d: the sampler asked %d times for schedules "
-                                        "already run; the search space is exhausted at this seed", runs,
-                                        cfg.trials, twins)
-                        study.set_user_attr("stopped_by_timeout", None)
-                        return
-                    bar.set_postfix_str(f"{in_flight} running elsewhere")
-                    time.sleep(cfg.heartbeat)
-                    continue
-                _trial(study, cfg, train, trial)
-            best = _study.best(study)
-            postfix = [f"best: trial {best.number}, {best.user_attrs['schedule']}"] if best is not None else []
-            if deadline is not None:
-                postfix.append(f"timeout: {duration_text(max(0.0, deadline - tuner._now()))} left")
-            bar.set_postfix_str("; ".join(postfix))
-            if deadline is not None and tuner._now() >= deadline:
-                n, twins, _ = _counts(study)
-                if n < cfg.trials and twins < cfg.trials:
-                    study.set_user_attr("stopped_by_timeout", {"timeout": cfg.timeout, "finished": n,
-                                                               "trials": cfg.trials})
-                    return
+    """The search, one trial at a time: ``tune``'s asking and counting, the user's function as the run."""
+    def run(asked: list[optuna.Trial], bar) -> None:
+        for trial in asked:
+            _trial(study, cfg, train, trial)
+            bar.update(1)
 
-
-def _counts(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished runs of the user's function, finished twins scored without running, running)."""
-    trials = study.get_trials(deepcopy=False)
-    finished = [t for t in trials if _study.is_finished(t)]
-    twins = sum("duplicate_of" in t.user_attrs for t in finished)
-    return len(finished) - twins, twins, sum(t.state == TrialState.RUNNING for t in trials)
+    tuner.search_trials(study, cfg, run, 1, single=single, deadline=deadline)
 
 
 def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial) -> None:

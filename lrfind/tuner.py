@@ -23,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 import torch
@@ -374,9 +374,20 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
             max_peak: float, total: int, per_epoch: int, parallel: int, *, single: bool,
             deadline: float | None = None) -> None:
-    """Ask, train and tell batches of trials until the study holds ``cfg.trials`` finished ones, or
-    until ``deadline`` (of ``_now()``) has passed after a batch (Optuna's ``timeout``: a
-    running batch is not cut short, and every run trains at least one).
+    """Stage 2: batches of ``parallel`` trials trained fused (``search_trials`` asks and counts)."""
+    def run(asked: list[optuna.Trial], bar) -> int | None:
+        return _run_or_halve(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar)
+
+    search_trials(study, cfg, run, parallel, single=single, deadline=deadline)
+
+
+def search_trials(study: optuna.Study, cfg: Any, run: Callable[[list[optuna.Trial], Any], int | None],
+                  parallel: int, *, single: bool, deadline: float | None = None) -> None:
+    """Ask, run and tell batches of trials until ``cfg.trials`` have run (twins, scored without
+    running, do not count: at most ``cfg.trials`` of them), or until ``deadline`` (of ``_now()``)
+    has passed after a batch (Optuna's ``timeout``: a running batch is not cut short, and every run
+    trains at least one). ``run(asked, bar)`` trains and tells a batch, ticks ``bar`` per trial, and
+    may return a smaller batch size to go on with. ``tune`` and ``tune_loop`` both search this way.
 
     Several workers may share the study: counting and asking happen under ``_study.claim``, so
     together they never start more trials than are missing; a worker with nothing left to start
@@ -388,20 +399,21 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
             with contextlib.ExitStack() as running:
                 with _study.claim(study):
                     _study.prepare(study, single)
-                    finished, in_flight = _study.counts(study)
-                    missing = cfg.trials - finished - in_flight
+                    runs, twins, in_flight = _study.counts(study)
+                    missing = cfg.trials - runs - in_flight if twins < cfg.trials else 0
                     asked = [_study.ask(study) for _ in range(min(parallel, missing))]
                     for trial in asked:
                         trial.set_user_attr("worker", WORKER)
                     running.enter_context(_study.Heartbeat(study, asked))   # first beat before the lock goes
-                bar.n = min(finished, cfg.trials)
-                if deadline is not None:
-                    bar.set_postfix_str(f"--timeout: {duration_text(max(0.0, deadline - _now()))} left", refresh=False)
+                bar.n = min(runs, cfg.trials)
+                bar.set_postfix_str(_progress_text(study, deadline), refresh=False)
                 bar.refresh()
                 if asked:
-                    parallel = _run_or_halve(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch,
-                                             bar) or parallel
-                elif finished >= cfg.trials:
+                    parallel = run(asked, bar) or parallel
+                elif runs >= cfg.trials or twins >= cfg.trials:
+                    if runs < cfg.trials:
+                        log.warning("stopped after %d runs of %d: the sampler asked %d times for schedules already "
+                                    "run; the search space is exhausted at this seed", runs, cfg.trials, twins)
                     if study.user_attrs.get("stopped_by_timeout"):      # an earlier run's, now made up
                         study.set_user_attr("stopped_by_timeout", None)
                     return
@@ -409,15 +421,24 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                     bar.set_postfix_str(f"{in_flight} running elsewhere")
                     time.sleep(cfg.heartbeat)
             if deadline is not None and _now() >= deadline:
-                n, _ = _study.counts(study)
-                if n < cfg.trials:
+                n, twins, _ = _study.counts(study)
+                if n < cfg.trials and twins < cfg.trials:
                     study.set_user_attr("stopped_by_timeout", {"timeout": cfg.timeout, "finished": n,
                                                                "trials": cfg.trials})
-                    log.info("--timeout %s passed: %d of %d trials finished; stage 3 follows",
+                    log.info("--timeout %s passed: %d of %d trials finished; the search ends here",
                              duration_text(cfg.timeout), n, cfg.trials)
                     return
     finally:
         bar.close()
+
+
+def _progress_text(study: optuna.Study, deadline: float | None) -> str:
+    """The trials bar's postfix: the best trial so far, and the time --timeout leaves."""
+    best = _study.best(study)
+    parts = [f"best: trial {best.number}, {best.user_attrs.get('schedule')}"] if best is not None else []
+    if deadline is not None:
+        parts.append(f"--timeout: {duration_text(max(0.0, deadline - _now()))} left")
+    return "; ".join(parts)
 
 
 def _run_or_halve(study, cfg, asked, *args) -> int | None:
