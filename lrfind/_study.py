@@ -53,6 +53,12 @@ def metric_of(study: optuna.Study) -> str:
     return "loss" if study.direction == optuna.study.StudyDirection.MINIMIZE else "accuracy"
 
 
+def sign(study: optuna.Study) -> float:
+    """+1 when a higher score is better (accuracy), -1 when lower is (loss): ``sign * (a - b) > 0``
+    says a beat b."""
+    return -1.0 if metric_of(study) == "loss" else 1.0
+
+
 def val_acc(t: FrozenTrial, study: optuna.Study | None = None) -> float | None:
     """A trial's validation accuracy after its last epoch, whatever the study's metric (its value in
     a study scored on accuracy, when the per-epoch record is missing)."""
@@ -71,14 +77,13 @@ def val_loss(t: FrozenTrial) -> float | None:
 def ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Best first by the study's metric; trials without a value (pruned, failed) by their last
     report, after those with one."""
-    key = METRICS[metric_of(study)][0]
-    sign = 1.0 if key == "val_acc" else -1.0
+    key, better = METRICS[metric_of(study)][0], sign(study)
 
     def score(t: FrozenTrial) -> tuple[int, float]:
         if t.value is not None:
-            return 1, sign * t.value
+            return 1, better * t.value
         last = (t.user_attrs.get(key) or [None])[-1]
-        return 0, sign * last if last is not None and math.isfinite(last) else -math.inf
+        return 0, better * last if last is not None and math.isfinite(last) else -math.inf
     return sorted(trials, key=score, reverse=True)
 
 

@@ -175,9 +175,9 @@ def _conclusion(study: optuna.Study, b: dict[str, Any], c: dict[str, Any], key: 
     """What the final comparison (``key``: the study's metric there) says about the search's pick."""
     if b.get(key) is None or c.get(key) is None or c.get("trial") == b.get("trial"):
         return None
-    sign = -1.0 if _study.metric_of(study) == "loss" else 1.0          # > 0: the schedule did better
-    gains = [sign * (x - y) for x, y in zip(b.get(key + "_per_seed", []), c.get(key + "_per_seed", []))]
-    if sign * (b[key] - c[key]) <= 0:
+    better = _study.sign(study)                                          # > 0: the schedule did better
+    gains = [better * (x - y) for x, y in zip(b.get(key + "_per_seed", []), c.get(key + "_per_seed", []))]
+    if better * (b[key] - c[key]) <= 0:
         return ("verdict: the constant LR did as well or better here, so the schedule's validation lead in the "
                 "search did not hold up; keep the constant LR, or search more trials or epochs")
     if gains and min(gains) > 0:
