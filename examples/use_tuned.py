@@ -43,10 +43,12 @@ def main() -> None:
             if not plateau:
                 scheduler.step()
         model.eval()
+        loss, correct = 0.0, 0
         with torch.no_grad():
-            batches = list(val.loader(1000, shuffle=False, drop_last=False))
-            loss = sum(float(torch.nn.functional.cross_entropy(model(x), y, reduction="sum")) for x, y in batches)
-            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
+            for x, y in val.loader(1000, shuffle=False, drop_last=False):    # every image, the last batch too
+                out = model(x)
+                loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+                correct += int((out.argmax(1) == y).sum())
         if plateau:
             scheduler.step(loss / len(val))            # ReduceLROnPlateau follows the validation loss
         print(f"epoch {epoch + 1}: validation accuracy {100 * correct / len(val):.2f}%, "
