@@ -241,6 +241,10 @@ def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str):
 
 
 def _loss_label(study) -> str:
+    """What the loss is: lrfind's own for its data (cross-entropy, or mean squared error for
+    regression targets); a ``tune_loop`` study's is the user's loss, named as such."""
+    if (study.user_attrs.get("lrfind_setup") or {}).get("loop"):
+        return "validation loss (your loop's)"
     regression = (study.user_attrs.get("data") or {}).get("regression")
     return f"validation loss ({'mean squared error' if regression else 'cross-entropy'})"
 

@@ -211,6 +211,9 @@ def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert result.best is not None and json.loads((tmp_path / "best.json").read_text())["trial"] == 2
     assert result.study.trials[2].user_attrs["val_loss"] == [pytest.approx(1 / 3)]     # for the figures
+    from lrfind.plots import _loss_label
+
+    assert _loss_label(result.study) == "validation loss (your loop's)"        # not lrfind's cross-entropy
 
 
 @pytest.mark.filterwarnings("ignore:trial .* scheduler was stepped")   # loops that never step
