@@ -134,7 +134,7 @@ class LoopTrial:
     """
 
     def __init__(self, trial: optuna.Trial, spec: TrialSpec, cfg: LoopConfig, base_lr: float) -> None:
-        self._trial, self._spec, self._cfg = trial, spec, cfg
+        self._trial, self._cfg = trial, cfg
         self.number, self.seed = trial.number, spec.seed
         self.schedule, self.params = spec.schedule, dict(spec.params)
         self.lr = base_lr * spec.lr_scale
@@ -180,11 +180,8 @@ class LoopTrial:
         ``loss``: the validation loss too, when the metric is accuracy and the schedule reduces on
         plateau. Raises ``optuna.TrialPruned`` when Optuna's pruner stops the trial (let it
         propagate), and ``TrialDiverged`` on a NaN or infinite score."""
-        score = _number(score, "score")
+        score = self._checked(score, "score")
         metric = self._cfg.metric
-        if metric == "accuracy" and math.isfinite(score) and not 0.0 <= score <= 1.0:
-            raise ValueError(f"metric='accuracy' takes a fraction in [0, 1], got {score!r}: report correct / total "
-                             "(or use metric='loss' for a score where lower is better)")
         loss = score if metric == "loss" else (None if loss is None else _number(loss, "loss"))
         self.scores.append(score)
         if loss is not None:
@@ -202,6 +199,22 @@ class LoopTrial:
         self._trial.report(score, len(self.scores) - 1)
         if self._trial.should_prune():
             raise optuna.TrialPruned(f"trial {self.number} pruned after epoch {len(self.scores)}")
+
+    def result(self, value: Any) -> float:
+        """The score a run ends with: what the training function returned, else the last reported."""
+        if value is None:
+            if not self.scores:
+                raise ValueError(f"train returned None and never called trial.report(score): return the validation "
+                                 f"{self._cfg.metric}")
+            return self.scores[-1]
+        return self._checked(value, "value train returns")
+
+    def _checked(self, value: Any, what: str) -> float:
+        value = _number(value, what)
+        if self._cfg.metric == "accuracy" and math.isfinite(value) and not 0.0 <= value <= 1.0:
+            raise ValueError(f"metric='accuracy' takes a fraction in [0, 1], got {value!r}: report correct / total "
+                             "(or use metric='loss' for a score where lower is better)")
+        return value
 
     def __repr__(self) -> str:
         params = " ".join(f"{k}={v}" for k, v in self.params.items())
@@ -371,9 +384,8 @@ def _confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str,
                 try:
                     value = train(handed)
                 except TrialDiverged:
-                    value = None
-                scores.append(_number(handed.scores[-1] if value is None and handed.scores else
-                                      float("nan") if value is None else value, "value train returns"))
+                    value = None                    # its NaN is the last score reported
+                scores.append(handed.result(value))
                 bar.update(1)
             finite = [v for v in scores if math.isfinite(v)]
             out[label] = {"trial": t.number, "schedule": spec.schedule, "params": _study.jsonable(spec.params),
@@ -401,7 +413,7 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         study.tell(trial, state=TrialState.PRUNED)
         return
     except TrialDiverged:
-        value = handed.scores[-1]
+        value = None                              # its NaN is the last score reported
     except BaseException as e:
         _study.abandon(study, trial, e)          # the next run tries it again
         if isinstance(e, KeyboardInterrupt):
@@ -413,13 +425,11 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
     wrong = handed.wrong_steps()
     if wrong:
         warnings.warn(wrong, stacklevel=5)           # at the call of tune_loop
-    if value is None:
-        if not handed.scores:
-            study.tell(trial, state=TrialState.FAIL)
-            raise ValueError(f"train returned None and never called trial.report(score): return the validation "
-                             f"{cfg.metric} (trial {trial.number} is stored as failed)")
-        value = handed.scores[-1]
-    value = _number(value, "value train returns")
+    try:
+        value = handed.result(value)
+    except (TypeError, ValueError) as e:
+        study.tell(trial, state=TrialState.FAIL)
+        raise type(e)(f"{e} (trial {trial.number} is stored as failed)") from None
     if not handed.scores or handed.scores[-1] != value:
         handed.scores.append(value)               # the history ends with the score Optuna gets
         trial.set_user_attr(_study.METRICS[cfg.metric][0], handed.scores)
@@ -428,10 +438,6 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         trial.set_user_attr("failure", "nan")     # diverged: finished, and no score
         study.tell(trial, state=TrialState.FAIL)
         return
-    if cfg.metric == "accuracy" and not 0.0 <= value <= 1.0:
-        study.tell(trial, state=TrialState.FAIL)
-        raise ValueError(f"metric='accuracy' takes a fraction in [0, 1], train returned {value!r} "
-                         f"(trial {trial.number} is stored as failed)")
     study.tell(trial, value)
 
 

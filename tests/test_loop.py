@@ -239,6 +239,12 @@ def test_mistakes_get_a_clear_error_and_the_trial_runs_again(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="never called trial.report"):
         tune_loop(quiet, metric="accuracy", trials=2, **kw)
+    for returned, error, message in [(98.5, ValueError, r"fraction in \[0, 1\], got 98.5: report correct / total"),
+                                     ("0.9", TypeError, "must be a number")]:
+        with pytest.raises(error, match=message + ".* is stored as failed"):
+            tune_loop(lambda trial, r=returned: r, metric="accuracy", trials=2, study_name=f"r{returned}", **kw)
+        stored = load(tmp_path, f"r{returned}")
+        assert stored.trials[-1].state == optuna.trial.TrialState.FAIL          # not left running
 
     def plateau_without_loss(trial):
         trial.scheduler(trial.optimizer([torch.zeros(1, requires_grad=True)]))
