@@ -140,15 +140,14 @@ def _splits(name: str, value: Any) -> _Splits:
         raise DataSetError(f"dataset {name}: its test labels are {_label_kind(ty)} but its training labels "
                            f"{_label_kind(y)}")
     if y.is_floating_point():                    # regression: the model returns one value per target
-        if x.dtype == torch.uint8:
-            x, tx = _standardise(_channels_first(name, x), _channels_first(name, tx))
-        return _Splits((x, y), (tx, ty), y.shape[1])
-    classes = int(max(y.max(), ty.max())) + 1
-    if classes < 2:
-        raise DataSetError(f"dataset {name}: every label is 0; a classifier needs at least two classes")
-    if int(min(y.min(), ty.min())) > 0:
-        log.warning("dataset %s: no label is 0, so its classes are 0 .. %d and the model must return %d scores; "
-                    "labels counted from 1 should be shifted to start at 0", name, classes - 1, classes)
+        classes = y.shape[1]
+    else:
+        classes = int(max(y.max(), ty.max())) + 1
+        if classes < 2:
+            raise DataSetError(f"dataset {name}: every label is 0; a classifier needs at least two classes")
+        if int(min(y.min(), ty.min())) > 0:
+            log.warning("dataset %s: no label is 0, so its classes are 0 .. %d and the model must return %d "
+                        "scores; labels counted from 1 should be shifted to start at 0", name, classes - 1, classes)
     if x.dtype == torch.uint8:
         x, tx = _standardise(_channels_first(name, x), _channels_first(name, tx))
     return _Splits((x, y), (tx, ty), classes)
