@@ -326,10 +326,7 @@ def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, de
 def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial) -> None:
     """A trial's schedule, then its run of the user's function, or the score of its twin."""
     total = cfg.epochs * cfg.steps_per_epoch
-    spec = _spec(trial, cfg, total, cfg.steps_per_epoch, cfg.max_peak)
-    trial.set_user_attr("schedule", spec.schedule)
-    trial.set_user_attr("params", _study.jsonable(spec.params))
-    trial.set_user_attr("peak_scale", spec.lr_scale)
+    spec = tuner.asked_spec(trial, cfg, total, cfg.steps_per_epoch, cfg.max_peak)
     twin = _twin(study, trial) if cfg.same_seed else None
     if twin is None:
         _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, float(study.user_attrs["base_lr"])))

@@ -368,6 +368,16 @@ def _spec(trial: optuna.trial.BaseTrial, cfg: TuneConfig, total: int, per_epoch:
     return TrialSpec(name, params, seed=seed, lr_scale=scale)
 
 
+def asked_spec(trial: optuna.Trial, cfg: Any, total: int, per_epoch: int, max_peak: float) -> TrialSpec:
+    """An asked trial's spec (``_spec``), recorded with it for the report: schedule, parameters in
+    steps, peak scale."""
+    spec = _spec(trial, cfg, total, per_epoch, max_peak)
+    trial.set_user_attr("schedule", spec.schedule)
+    trial.set_user_attr("params", _study.jsonable(spec.params))
+    trial.set_user_attr("peak_scale", spec.lr_scale)
+    return spec
+
+
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -461,11 +471,7 @@ def _run_or_halve(study, cfg, asked, *args) -> int | None:
 def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar) -> None:
     told: set[int] = set()
     try:
-        specs = [_spec(t, cfg, total, per_epoch, max_peak) for t in asked]
-        for t, spec in zip(asked, specs):
-            t.set_user_attr("schedule", spec.schedule)
-            t.set_user_attr("params", _study.jsonable(spec.params))
-            t.set_user_attr("peak_scale", spec.lr_scale)
+        specs = [asked_spec(t, cfg, total, per_epoch, max_peak) for t in asked]
         steps = tqdm(total=total, desc=f"{len(asked)} trials, epoch 1/{cfg.epochs}", leave=False, unit="step",
                      disable=not cfg.progress, dynamic_ncols=True)
 
