@@ -99,6 +99,13 @@ class SweepStep:
         self.lr.fill_(lr)
         return self.captured(x, y)
 
+    def reset(self) -> None:
+        """Empty the optimizer state again, in place: a repeated sweep replays the graph it captured."""
+        with torch.no_grad():
+            self.t.zero_()
+            for buffers in self.state.values():
+                torch._foreach_zero_(buffers)
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self.loss_fn(self.model(x), y)
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)

@@ -45,12 +45,13 @@ def save(fig, path: str | Path) -> Path:
     return path
 
 
-def _loss_limits(raw: np.ndarray, smoothed: np.ndarray) -> tuple[float, float] | None:
-    """y-limits that show the descent and the start of the blow-up, not the whole explosion."""
+def _loss_limits(raw: np.ndarray, smoothed: np.ndarray, others: list[np.ndarray] = ()) -> tuple[float, float] | None:
+    """y-limits that show the descent and the start of the blow-up, not the whole explosion (and
+    the lowest point of ``others``, the other seeds' smoothed curves)."""
     finite = smoothed[np.isfinite(smoothed)]
     if finite.size == 0:
         return None
-    lo = float(finite.min())
+    lo = float(min([finite.min()] + [np.nanmin(o) for o in others if np.isfinite(o).any()]))
     start = float(np.nanmean(finite[: max(3, finite.size // 20)]))
     hi = max(start, lo) + 0.25 * (abs(start - lo) + 1e-12)
     pad = 0.05 * (hi - lo + 1e-12)
@@ -68,6 +69,9 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
         ax = axes[0, 0]
     lrs, raw, sm = result.lrs, result.losses, result.smoothed
     raw_label = "after each step" if result.config.get("validation_loss") else "loss per batch"
+    others = result.other_curves()
+    for k, (seed_lrs, seed_sm) in enumerate(others):
+        ax.plot(seed_lrs, seed_sm, color="0.55", lw=1, label="other seeds (smoothed)" if k == 0 else None)
     ax.plot(lrs, raw, color="tab:blue", alpha=0.3, lw=0.8, label=raw_label)
     ax.plot(lrs, sm, color="tab:blue", lw=2, label="smoothed (centred, no lag)")
     fr = result.falling_range
@@ -86,7 +90,7 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
         ax.axvspan(*spread, color="tab:red", alpha=0.08, label=f"spread over {len(result.seed_lrs)} seeds")
     if result.config.get("mode", "exp") == "exp":
         ax.set_xscale("log")
-    limits = _loss_limits(raw, sm)
+    limits = _loss_limits(raw, sm, [o for _, o in others])
     if limits is not None:
         ax.set_ylim(*limits)
     ax.set_xlabel("learning rate")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from . import _state
 from ._graph import SweepStep
 from .optimizer import OptimizerConfig, own_rule
-from .result import RangeTestResult, RangeTestWarning
+from .result import RangeTestResult, RangeTestWarning, median_index
 from .suggest import DEFAULT_METHOD, get_method
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,10 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     val_loader, val_batches: record the mean loss over (the first ``val_batches`` of)
         ``val_loader`` after every step instead of the training loss. Slower; smoother curves.
     repeats, seed: run the test ``repeats`` times with seeds ``seed, seed+1, ...`` (from the same
-        initial weights) and report the median suggestion and its spread.
+        initial weights) and report the median suggestion and its spread; the curve kept in the
+        result is the median repeat's, every repeat's losses are in ``seed_losses``. One sweep can
+        land far from the others (a LeNet on MNIST: 1 seed in 8 suggested a tenth of the rest), so
+        ``repeats=3`` is worth its cost where a sweep is cheap.
     method: the suggestion reported as ``suggested_lr``; every method's is in ``suggestions``.
     cuda_graph: replay each step (forward, backward, update) from a CUDA graph, about 10x faster
         for small models. Default: on where it applies: a CUDA model, ``(x, y)`` batches with the
@@ -346,16 +349,19 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
             source = _Batches(val_loader, device)
             count = val_batches or len(val_loader)  # type: ignore[arg-type]
             val = [next(source) for _ in range(count)]
+        # one step for every repeat: a graph is captured once (the model is restored in place)
+        own = SweepStep(model, rule, groups, ratios, loss_fn, graph=use_graph, strict=bool(cuda_graph)) \
+            if use_own else None
         with tqdm(total=repeats * sweep.num_iter, desc="range test", disable=not progress,
                   leave=False, dynamic_ncols=True) as bar:
             for r, s in enumerate(seeds):
                 if r:
                     _state.restore(snapshot, optimizer)
+                    if own is not None:
+                        own.reset()
                 if s is not None:
                     _seed_everything(s, generator)
                 batches = _Batches(loader, device)
-                own = (SweepStep(model, rule, groups, ratios, loss_fn, graph=use_graph, strict=bool(cuda_graph))
-                       if use_own else None)
                 runs.append(_sweep_once(model, batches, optimizer, ratios, step_fn, sweep, accumulation_steps,
                                         amp, val, bar, own))
                 if batches.restarts:
@@ -412,12 +418,13 @@ def _seed_everything(seed: int, generator: torch.Generator | None) -> None:
 def _result(runs: list[_Run], sweep: Sweep, ratios: list[float], method: str, seeds: list[int | None],
             accumulation_steps: int, amp: str | None, validation: bool) -> RangeTestResult:
     lrs = sweep.lrs()
-    first = runs[0]
-    per_seed = [RangeTestResult(lrs[: r.losses.size], r.losses, method=method) for r in runs]
+    seed_lrs = [RangeTestResult(lrs[: r.losses.size], r.losses, method=method).suggestions[method].lr for r in runs]
+    shown = median_index(seed_lrs)            # the curve that agrees with the median suggestion
+    run = runs[shown]
     return RangeTestResult(
-        lrs=lrs[: first.losses.size], losses=first.losses, stop_reason=first.stop_reason,
-        num_iter=sweep.num_iter, method=method, group_ratios=ratios,
-        seed_lrs=[p.suggestions[method].lr for p in per_seed],
+        lrs=lrs[: run.losses.size], losses=run.losses, stop_reason=run.stop_reason,
+        num_iter=sweep.num_iter, method=method, group_ratios=ratios, seed_lrs=seed_lrs,
+        seed_losses=[r.losses for r in runs] if len(runs) > 1 else [], curve_index=shown,
         config={**asdict(sweep), "accumulation_steps": accumulation_steps, "amp": amp,
                 "validation_loss": validation, "seeds": seeds},
     )

@@ -18,6 +18,21 @@ class RangeTestWarning(UserWarning):
     """A range test's result that needs a second look (``RangeTestResult.warnings`` says why)."""
 
 
+def _median(lrs: list[float]) -> float:
+    """The median LR, on the log scale (for an even count, the geometric mean of the middle two)."""
+    return float(np.exp(np.median(np.log(lrs))))
+
+
+def median_index(seed_lrs: list[float | None]) -> int:
+    """The repeat whose suggestion lies closest to the median one (on the log scale); 0 when none
+    found one. Its curve is the one a repeated range test shows."""
+    found = [(i, lr) for i, lr in enumerate(seed_lrs) if lr is not None]
+    if not found:
+        return 0
+    middle = math.log(_median([lr for _, lr in found]))
+    return min(found, key=lambda item: abs(math.log(item[1]) - middle))[0]
+
+
 def _num(x: float) -> float | None:
     """A float for JSON: NaN and Inf become null."""
     x = float(x)
@@ -33,6 +48,12 @@ class RangeTestResult:
     recorded); ``smoothed`` is the lag-free smoothing the suggestions use. ``suggested_lr`` is the
     suggestion of ``method`` (the median over seeds when the test was repeated), or ``None`` when
     the curve gives no clear answer; ``reason`` then says why.
+
+    A repeated test keeps every seed's losses in ``seed_losses`` (in the order of ``seed_lrs``);
+    ``lrs`` and ``losses`` are then the curve of the repeat whose suggestion is the median
+    (``curve_index``), so the curve shown agrees with the LR suggested. One range test can land far
+    from the others: on MNIST a LeNet's sweep collapses now and then where its loss starts to fall
+    (1 seed in 8 suggested 0.006 where the others suggested 0.044 to 0.069).
     """
 
     lrs: np.ndarray
@@ -43,6 +64,8 @@ class RangeTestResult:
     config: dict[str, Any] = field(default_factory=dict)
     group_ratios: list[float] = field(default_factory=lambda: [1.0])
     seed_lrs: list[float | None] = field(default_factory=list)   # the suggestion of each repeat
+    seed_losses: list[np.ndarray] = field(default_factory=list)  # the raw losses of each repeat (none: one run)
+    curve_index: int = 0                                         # the repeat whose curve ``losses`` is
 
     def __post_init__(self) -> None:
         self.lrs = np.asarray(self.lrs, dtype=np.float64)
@@ -52,6 +75,7 @@ class RangeTestResult:
         self.suggestions = _suggest.suggest_all(self.lrs, self.losses)
         if not self.seed_lrs:
             self.seed_lrs = [self.suggestions[self.method].lr]
+        self.seed_losses = [np.asarray(x, dtype=np.float64) for x in self.seed_losses]
 
     # -- the answer ----------------------------------------------------------------------------
     @property
@@ -60,7 +84,7 @@ class RangeTestResult:
         if not found or 2 * len(found) < len(self.seed_lrs):
             return None   # most repeats found no clear answer
         # three significant digits: the curve cannot say more, and people type LRs that way
-        return float(f"{np.exp(np.median(np.log(found))):.3g}")
+        return float(f"{_median(found):.3g}")
 
     @property
     def reason(self) -> str:
@@ -89,10 +113,28 @@ class RangeTestResult:
         found = _suggest.caveats(self.lrs, self.losses)
         spread = self.spread
         if len(self.seed_lrs) > 1 and spread is not None and spread[1] > 3 * spread[0]:
+            median = self.suggested_lr
             found.append(f"the {len(self.seed_lrs)} repeats' suggestions span {spread[0]:.3g} to {spread[1]:.3g}, "
-                         f"{spread[1] / spread[0]:.1f}x: the curve is noisy; a larger batch or more iterations "
-                         "steady it")
+                         f"{spread[1] / spread[0]:.1f}x: one sweep can land far from the others; "
+                         + (f"the median, {median:.3g}, is the suggestion, and more repeats make it surer"
+                            if median is not None else "more repeats tell which is the odd one"))
         return found
+
+    def other_curves(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(lrs, smoothed losses)`` of every repeat but the one in ``losses``, for the plot."""
+        sweep = self.config
+        curves = []
+        for i, raw in enumerate(self.seed_losses):
+            if i == self.curve_index:
+                continue
+            if raw.size <= self.lrs.size:
+                lrs = self.lrs[: raw.size]
+            elif sweep.get("mode", "exp") == "exp":     # this repeat went on after the shown one stopped
+                lrs = np.geomspace(sweep["start_lr"], sweep["end_lr"], sweep["num_iter"])[: raw.size]
+            else:
+                lrs = np.linspace(sweep["start_lr"], sweep["end_lr"], sweep["num_iter"])[: raw.size]
+            curves.append((lrs, _suggest.smooth(raw)))
+        return curves
 
     @property
     def stop_lr(self) -> float | None:
@@ -106,7 +148,11 @@ class RangeTestResult:
                      else f"suggested LR: none ({self.reason})")
         lines += [f"warning: {w}" for w in self.warnings]
         if len(self.seed_lrs) > 1 and self.spread is not None:
-            lines.append(f"spread over {len(self.seed_lrs)} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}")
+            seeds = self.config.get("seeds") or []
+            shown = f" (the curve is seed {seeds[self.curve_index]}'s, the median)" \
+                if self.seed_losses and self.curve_index < len(seeds) and seeds[self.curve_index] is not None else ""
+            lines.append(f"spread over {len(self.seed_lrs)} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"
+                         f"{shown}")
         others = ", ".join(f"{k} {v.lr:.3g}" for k, v in self.suggestions.items()
                            if k != self.method and v.lr is not None)
         if others:
@@ -128,6 +174,8 @@ class RangeTestResult:
             "warnings": self.warnings,
             "suggestions": {k: {"lr": v.lr, "reason": v.reason} for k, v in self.suggestions.items()},
             "seed_lrs": self.seed_lrs,
+            "curve_index": self.curve_index,
+            "seed_losses": [[_num(x) for x in losses] for losses in self.seed_losses],
             "spread": list(self.spread) if self.spread else None,
             "falling_range": list(self.falling_range) if self.falling_range else None,
             "stop_reason": self.stop_reason,
@@ -163,7 +211,9 @@ class RangeTestResult:
             return cls(lrs=d["lrs"], losses=[np.nan if x is None else x for x in d["losses"]],
                        stop_reason=d.get("stop_reason", "completed"), num_iter=d.get("num_iter", len(d["lrs"])),
                        method=d.get("method", _suggest.DEFAULT_METHOD), config=d.get("config", {}),
-                       group_ratios=d.get("group_ratios", [1.0]), seed_lrs=d.get("seed_lrs", []))
+                       group_ratios=d.get("group_ratios", [1.0]), seed_lrs=d.get("seed_lrs", []),
+                       seed_losses=[[np.nan if x is None else x for x in losses] for losses in d.get("seed_losses", [])],
+                       curve_index=d.get("curve_index", 0))
         except KeyError as e:
             raise ValueError(f"{path} is not a range-test JSON file: no {e} field") from None
 

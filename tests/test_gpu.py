@@ -175,6 +175,14 @@ def test_a_sweep_given_an_optimizer_config_replays_from_a_graph_like_torch_optim
     np.testing.assert_allclose(ours.losses[:30], theirs.losses[:30], rtol=1e-4)
 
 
+def test_a_repeated_sweep_replays_one_graph_from_an_empty_optimizer_state() -> None:
+    data = on_cuda(batches(60, size=64))          # a list: every repeat sees the same batches in the same order
+    result = find_lr(get_model("lenet", seed=0).to(CUDA), data, optimizer=OptimizerConfig("adam"), num_iter=60,
+                     end_lr=0.3, repeats=2, seed=0, progress=False)
+    assert result.config["cuda_graph"]
+    np.testing.assert_allclose(result.seed_losses[1][:30], result.seed_losses[0][:30], rtol=1e-4)
+
+
 def test_a_study_on_cuda_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
     """Its range test (from an OptimizerConfig, from a graph) and its vmapped engine need no torch._dynamo."""
     assert dynamo_modules_after(f"""

@@ -238,6 +238,61 @@ def test_repeats_report_every_seed() -> None:
     assert len(result.seed_lrs) == 3 and result.config["seeds"] == [5, 6, 7]
 
 
+def v_curve(low: int, n: int = 40) -> list[float]:
+    """A loss that falls to its minimum at step ``low``, then climbs back (without diverging)."""
+    return [2.0 - 1.0 * i / low if i <= low else 1.0 + 0.05 * (i - low) for i in range(n)]
+
+
+def test_a_repeated_test_shows_the_median_repeats_curve_and_keeps_every_one(tmp_path) -> None:
+    lows = [10, 30, 20]                      # the third repeat's suggestion is the median
+    values = [v for low in lows for v in v_curve(low)]
+    result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, end_lr=1e-2, repeats=3,
+                     seed=5, progress=False, warn=False)
+    assert result.curve_index == 2 and result.config["seeds"] == [5, 6, 7]
+    assert [np.argmin(x) for x in result.seed_losses] == lows
+    assert np.array_equal(result.losses, result.seed_losses[2])
+    assert result.seed_lrs[0] < result.seed_lrs[2] < result.seed_lrs[1]
+    assert result.suggested_lr == pytest.approx(result.seed_lrs[2], rel=5e-3)      # the curve's own suggestion
+    assert result.suggestions["smith"].lr == pytest.approx(result.suggested_lr, rel=5e-3)
+    assert "the curve is seed 7's, the median" in result.summary()
+    assert [lrs.size for lrs, _ in result.other_curves()] == [40, 40]
+    ax = result.plot(path=tmp_path / "r.png")
+    assert sum(line.get_label() == "other seeds (smoothed)" for line in ax.lines) == 1
+    assert len([line for line in ax.lines if line.get_color() == "0.55"]) == 2
+    back = RangeTestResult.load(result.to_json(tmp_path / "r.json"))
+    assert back.curve_index == 2 and back.suggested_lr == result.suggested_lr
+    assert all(np.array_equal(a, b) for a, b in zip(back.seed_losses, result.seed_losses))
+
+
+def test_a_shown_repeat_that_stopped_early_still_places_the_others_on_the_sweep() -> None:
+    short = v_curve(10, 25) + [float("nan")] * 5             # stops at its first NaN (seen at step 30's check)
+    values = v_curve(30) + short + v_curve(20)
+    result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, end_lr=1e-2, repeats=3,
+                     seed=0, progress=False, warn=False)
+    assert [x.size for x in result.seed_losses] == [40, 26, 40]
+    shown = result.seed_losses[result.curve_index]
+    assert np.array_equal(result.losses, shown, equal_nan=True)
+    sweep = np.geomspace(1e-6, 1e-2, 40)
+    for lrs, smoothed in result.other_curves():
+        assert np.allclose(lrs, sweep[: lrs.size]) and smoothed.size == lrs.size
+
+
+def test_median_index_picks_the_middle_suggestion_and_skips_the_unclear() -> None:
+    from lrfind.result import median_index
+
+    assert median_index([0.006, 0.066, 0.046]) == 2
+    assert median_index([None, 0.01, 0.03, 0.02]) == 3          # median of 3 found
+    assert median_index([None, None]) == 0
+    assert median_index([0.02]) == 0
+
+
+@pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam")])      # lrfind's own step, reset in between
+def test_each_repeat_is_the_run_its_seed_alone_would_give(optimizer) -> None:
+    repeated = find_lr(make_model(), make_data(), optimizer=optimizer, num_iter=20, repeats=2, seed=3, progress=False)
+    alone = find_lr(make_model(), make_data(), optimizer=optimizer, num_iter=20, seed=4, progress=False)
+    assert np.array_equal(repeated.seed_losses[1], alone.losses)
+
+
 def test_same_seed_same_curve() -> None:
     a = find_lr(make_model(), make_data(), num_iter=20, seed=1, progress=False)
     b = find_lr(make_model(), make_data(), num_iter=20, seed=1, progress=False)
