@@ -63,6 +63,9 @@ Examples:
                    "Default: where the range test's loss stops falling (at most 10x; 3x with --base-lr).")
 @click.option("--same-init", is_flag=True, help="Start every trial from the same weights (default: a seed each).")
 @click.option("--range-test-iters", default=300, show_default=True, type=int, help="Iterations of the stage-1 range test.")
+@click.option("--range-test-repeats", default=3, show_default=True, type=int, metavar="N",
+              help="Stage 1 sweeps N times (seeds SEED, SEED+1, ...) and takes the median suggestion: one sweep "
+                   "now and then lands far from the others.")
 @click.option("--final-seeds", default=3, show_default=True, type=int,
               help="Stage 3 retrains best and constant this many times each (seeds in pairs) and averages.")
 @click.option("--amp", type=click.Choice(["bf16"]), default=None,
@@ -77,7 +80,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
                  metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool,
-                 range_test_iters: int, final_seeds: int, amp: str | None, timeout: str | None,
+                 range_test_iters: int, range_test_repeats: int, final_seeds: int, amp: str | None, timeout: str | None,
                  no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.
 
@@ -107,7 +110,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
                          val_size=val_size, final=not no_final, metric=metric, pruner=pruner, heartbeat=heartbeat,
                          max_peak=max_peak,
-                         final_seeds=final_seeds, range_test_iters=range_test_iters, amp=amp, timeout=timeout,
+                         final_seeds=final_seeds, range_test_iters=range_test_iters,
+                         range_test_repeats=range_test_repeats, amp=amp, timeout=timeout,
                          progress=not quiet)
     except ValueError as e:
         raise UserError(option_message(e)) from None

@@ -79,6 +79,15 @@ def final_of(study: optuna.Study, best: FrozenTrial | None) -> dict[str, Any]:
     return final
 
 
+def _base_lr_source(source: str, range_test: dict[str, Any]) -> str:
+    """Where the base LR came from; for a repeated range test, over how many sweeps and their spread."""
+    found = [lr for lr in range_test.get("seed_lrs") or [] if lr is not None]
+    if source != "range test" or len(range_test.get("seed_lrs") or []) < 2 or not found:
+        return source
+    return (f"range test, the median of {len(range_test['seed_lrs'])} sweeps' suggestions "
+            f"{', '.join(f'{lr:.2g}' for lr in range_test['seed_lrs'] if lr is not None)}")
+
+
 def verdict(study: optuna.Study) -> str:
     """Does decay help? The best schedule against the constant LR, in validation and test accuracy."""
     best, constant = _study.best(study), _study.constant_baseline(study)
@@ -89,8 +98,9 @@ def verdict(study: optuna.Study) -> str:
     lines = [data_line(data["name"], data["train"], data["shape"], data["classes"], data.get("augment"),
                        val=data["val"], tokens=data.get("tokens", False),
                        regression=data.get("regression", False))] if data else []
-    lines.append(f"base LR {base_lr:.3g} ({study.user_attrs.get('base_lr_source', '?')})")
-    lines += [f"range test warning: {w}" for w in (study.user_attrs.get("range_test") or {}).get("warnings", [])]
+    range_test = study.user_attrs.get("range_test") or {}
+    lines.append(f"base LR {base_lr:.3g} ({_base_lr_source(study.user_attrs.get('base_lr_source', '?'), range_test)})")
+    lines += [f"range test warning: {w}" for w in range_test.get("warnings", [])]
     stopped = study.user_attrs.get("stopped_by_timeout")
     if stopped:
         lines.append(f"search stopped by --timeout {duration_text(stopped['timeout'])} after {stopped['finished']} of "

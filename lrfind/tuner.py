@@ -102,6 +102,7 @@ class TuneConfig(Searched):
     max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
     final_seeds: int = 3                         # retrains of best and constant in stage 3
     range_test_iters: int = 300
+    range_test_repeats: int = 3                  # stage 1's sweeps, with seeds seed, seed+1, ...: their median LR
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
     timeout: float | str | None = None           # seconds (or "10m"): no batch of trials starts after it
@@ -119,7 +120,8 @@ class TuneConfig(Searched):
         if callable(self.augment):
             object.__setattr__(self, "augment", callable_name(self.augment, "augment", AugmentError))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
-        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "heartbeat", "final_seeds"):
+        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "range_test_repeats",
+                     "heartbeat", "final_seeds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -297,8 +299,8 @@ def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
 def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, train: ImageData, out: Path,
                 painter: Painter) -> float:
     loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
-    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss,
-                     num_iter=cfg.range_test_iters, seed=cfg.seed, progress=cfg.progress, warn=False)
+    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=cfg.range_test_iters,
+                     repeats=cfg.range_test_repeats, seed=cfg.seed, progress=cfg.progress, warn=False)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     out.mkdir(parents=True, exist_ok=True)
@@ -307,7 +309,7 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, tr
     study.set_user_attr("range_test", {
         "lrs": result.lrs.tolist(), "smoothed": [x if math.isfinite(x) else None for x in result.smoothed.tolist()],
         "suggested_lr": result.suggested_lr, "falling_range": result.falling_range, "stop_reason": result.stop_reason,
-        "warnings": result.warnings})
+        "seed_lrs": result.seed_lrs, "warnings": result.warnings})
     if result.suggested_lr is None:
         figure.result()                       # the error points at it
         raise NoBaseLRError(f"the range test gave no clear base LR ({result.reason}); see {out / 'range_test.png'} "

@@ -67,3 +67,15 @@ def test_loop_vs_engine_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> Non
     # the same first trial: lrfind's engine and a plain loop, same seed, batches and schedule
     assert result["engine"]["constant_val_acc"] == pytest.approx(result["loop"]["constant_val_acc"], abs=1e-6)
     assert "loop / engine time:" in done.stdout
+
+
+def test_range_test_spread_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
+    out = tmp_path / "spread.json"
+    done = subprocess.run([sys.executable, str(BENCH / "range_test_spread.py"), "--batch-sizes", "32", "--seeds", "2",
+                           "--repeats", "2", "--num-iter", "60", "--train-subset", "512", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())["by_batch_size"]["32"]
+    assert [len(r["seed_lrs"]) for r in result["runs"]] == [2, 2]
+    assert result["summary"]["sweeps"] <= 4 and "sweeps more than 3x" in done.stdout

@@ -48,7 +48,8 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
         "tune", "--trials", "4", "--epochs", "2", "--parallel", "2", "--train-subset", "256", "--batch-size", "64",
-        "--device", "cpu", "-q", "--out", str(out), "--range-test-iters", "100"], catch_exceptions=False)
+        "--device", "cpu", "-q", "--out", str(out), "--range-test-iters", "100", "--range-test-repeats", "2"],
+        catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "finished trials" in result.output and "base LR" in result.output and "test accuracy" in result.output
     study = load(out)
@@ -56,6 +57,10 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     assert study.trials[0].user_attrs["schedule"] == "constant"
     assert study.user_attrs["base_lr_source"] == "range test"
     assert study.user_attrs["range_test"]["warnings"] == ["the curve needs a second look"]
+    seed_lrs = study.user_attrs["range_test"]["seed_lrs"]
+    assert len(seed_lrs) == 2 and study.user_attrs["range_test"]["suggested_lr"] == study.user_attrs["base_lr"]
+    assert "range test, the median of 2 sweeps' suggestions" in result.output
+    assert len(json.loads((out / "range_test.json").read_text())["seed_losses"]) == 2
     assert [r.getMessage() for r in caplog.records if "second look" in r.getMessage()] == [
         "range test: the curve needs a second look"]
     assert "range test warning: the curve needs a second look" in result.output      # in the verdict, too

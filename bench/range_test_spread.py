@@ -1,0 +1,88 @@
+"""How far apart do range tests of the same setup land, one sweep against the median of three?
+
+    python bench/range_test_spread.py --batch-sizes 128,64 --seeds 8 --out bench/range_test_spread_cpu.json
+
+For each batch size and each of ``--seeds`` starting seeds s, the model built with seed s sweeps
+``--repeats`` times (seeds s, s+1, ...; the tuner's stage 1 does this with ``--range-test-repeats``)
+on the training split without its last 10,000 images. A single sweep's suggestion is the first
+repeat's; a sweep "strays" when its suggestion is more than 3x from the median of all sweeps of
+its batch size. Prints a line per seed and a summary, and writes the JSON (runs on CPU too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lrfind import OptimizerConfig, find_lr, get_model, load_dataset  # noqa: E402
+
+
+def summary(runs: list[dict]) -> dict:
+    """Range of single sweeps and of medians, and how many single sweeps strayed beyond 3x."""
+    singles = np.array([r["seed_lrs"][0] for r in runs if r["seed_lrs"][0] is not None])
+    every = np.array([lr for r in runs for lr in r["seed_lrs"] if lr is not None])
+    medians = np.array([r["median"] for r in runs if r["median"] is not None])
+    unclear = sum(lr is None for r in runs for lr in r["seed_lrs"])
+    if not (every.size and singles.size and medians.size):
+        return {"sweeps": int(every.size), "unclear_sweeps": unclear, "median_of_all_sweeps": None}
+    centre = float(np.exp(np.median(np.log(every))))
+    stray = lambda lrs: int(np.sum(np.abs(np.log(lrs / centre)) > np.log(3)))   # noqa: E731
+    span = lambda lrs: [float(lrs.min()), float(lrs.max())]                     # noqa: E731
+    return {"median_of_all_sweeps": centre, "sweeps": int(every.size), "unclear_sweeps": unclear,
+            "sweeps_strayed": stray(every), "sweep_range": span(every),
+            "singles_range": span(singles), "singles_strayed": stray(singles),
+            "medians_range": span(medians), "medians_strayed": stray(medians)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="lenet")
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
+    ap.add_argument("--batch-sizes", default="128,64", help="comma-separated")
+    ap.add_argument("--seeds", type=int, default=8, help="starting seeds 0..N-1")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--num-iter", type=int, default=300)
+    ap.add_argument("--train-subset", type=int, default=None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=None, help="JSON file to write")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
+    if args.train_subset:
+        train = train.subset(args.train_subset)
+    result = {"what": " ".join(sys.argv), "model": args.model, "optimizer": args.optimizer, "device": str(device),
+              "num_iter": args.num_iter, "repeats": args.repeats, "train_images": len(train), "by_batch_size": {}}
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        runs, clock = [], time.perf_counter()
+        for s in range(args.seeds):
+            model = get_model(args.model, seed=s).to(device)
+            r = find_lr(model, train.loader(bs, seed=s), optimizer=OptimizerConfig(args.optimizer),
+                        num_iter=args.num_iter, repeats=args.repeats, seed=s, progress=False, warn=False)
+            runs.append({"seed": s, "seed_lrs": r.seed_lrs, "median": r.suggested_lr})
+            print(f"batch {bs} seed {s}: sweeps " + ", ".join("none" if lr is None else f"{lr:.3g}"
+                                                             for lr in r.seed_lrs)
+                  + f"; median {r.suggested_lr}", flush=True)
+        result["by_batch_size"][str(bs)] = {"runs": runs, "summary": summary(runs),
+                                            "seconds": round(time.perf_counter() - clock, 1)}
+        s = result["by_batch_size"][str(bs)]["summary"]
+        if s["median_of_all_sweeps"] is None:
+            print(f"batch {bs}: too few sweeps gave a suggestion ({s['unclear_sweeps']} unclear)")
+            continue
+        print(f"batch {bs}: {s['sweeps_strayed']} of {s['sweeps']} sweeps more than 3x from the median of all "
+              f"({s['median_of_all_sweeps']:.3g}); single sweeps {s['singles_range'][0]:.3g}..{s['singles_range'][1]:.3g}"
+              f", medians of {args.repeats} {s['medians_range'][0]:.3g}..{s['medians_range'][1]:.3g} "
+              f"({s['medians_strayed']} strayed)", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
