@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8, help="starting seeds 0..N-1")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--num-iter", type=int, default=300)
+    ap.add_argument("--start-lr", type=float, default=1e-6)
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="JSON file to write")
@@ -58,13 +59,13 @@ def main() -> None:
     if args.train_subset:
         train = train.subset(args.train_subset)
     result = {"what": " ".join(sys.argv), "model": args.model, "optimizer": args.optimizer, "device": str(device),
-              "num_iter": args.num_iter, "repeats": args.repeats, "train_images": len(train), "by_batch_size": {}}
+              "num_iter": args.num_iter, "start_lr": args.start_lr, "repeats": args.repeats, "train_images": len(train), "by_batch_size": {}}
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         runs, clock = [], time.perf_counter()
         for s in range(args.seeds):
             model = get_model(args.model, seed=s).to(device)
             r = find_lr(model, train.loader(bs, seed=s), optimizer=OptimizerConfig(args.optimizer),
-                        num_iter=args.num_iter, repeats=args.repeats, seed=s, progress=False, warn=False)
+                        num_iter=args.num_iter, start_lr=args.start_lr, repeats=args.repeats, seed=s, progress=False, warn=False)
             runs.append({"seed": s, "seed_lrs": r.seed_lrs, "median": r.suggested_lr})
             print(f"batch {bs} seed {s}: sweeps " + ", ".join("none" if lr is None else f"{lr:.3g}"
                                                              for lr in r.seed_lrs)

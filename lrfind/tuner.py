@@ -101,7 +101,8 @@ class TuneConfig(Searched):
     heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
     max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
     final_seeds: int = 3                         # retrains of best and constant in stage 3
-    range_test_iters: int = 300
+    range_test_iters: int = 600                  # steps of each stage-1 sweep from 1e-6 to 1 (at 300 LeNet's
+                                                 # sweeps broke down more often: README, "One sweep, or ...")
     range_test_repeats: int = 3                  # stage 1's sweeps, with seeds seed, seed+1, ...: their median LR
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
