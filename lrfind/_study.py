@@ -23,6 +23,7 @@ from ._errors import first_line
 from ._storage import StudyError, connect, default_storage, describe
 
 if TYPE_CHECKING:
+    from .result import RangeTestResult
     from .train import TrialRecord
     from .tuner import TuneConfig
 
@@ -191,6 +192,20 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
 
 def stored_base_lr(study: optuna.Study) -> float | None:
     return study.user_attrs.get("base_lr")
+
+
+def store_base_lr(study: optuna.Study, base_lr: float, range_test: "RangeTestResult | None" = None) -> None:
+    """The study's base LR, where it came from, and the range test it came from (its curve, every
+    sweep's suggestion, its warnings: for the report and ``lr_curves.png``)."""
+    study.set_user_attr("base_lr", float(base_lr))
+    study.set_user_attr("base_lr_source", "given" if range_test is None else "range test")
+    if range_test is not None:
+        study.set_user_attr("range_test", {
+            "lrs": range_test.lrs.tolist(),
+            "smoothed": [x if math.isfinite(x) else None for x in range_test.smoothed.tolist()],
+            "suggested_lr": range_test.suggested_lr, "falling_range": range_test.falling_range,
+            "stop_reason": range_test.stop_reason, "seed_lrs": range_test.seed_lrs,
+            "warnings": range_test.warnings})
 
 
 def is_finished(t: FrozenTrial) -> bool:

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from . import _storage, _study, report, tuner
 from ._duration import timeout_seconds
 from ._imports import callable_name
+from .result import RangeTestResult
 from .schedules import get_schedule
 from .train import TrialSpec
 from .tuned import check_optimizer_lr
@@ -179,7 +180,8 @@ class LoopTrial:
         """The validation score after an epoch (the study's metric: an accuracy in [0, 1], or a loss);
         ``loss``: the validation loss too, when the metric is accuracy and the schedule reduces on
         plateau. Raises ``optuna.TrialPruned`` when Optuna's pruner stops the trial (let it
-        propagate), and ``TrialDiverged`` on a NaN or infinite score."""
+        propagate; never after the last epoch, when the run is complete), and ``TrialDiverged`` on
+        a NaN or infinite score."""
         score = self._checked(score, "score")
         metric = self._cfg.metric
         loss = score if metric == "loss" else (None if loss is None else _number(loss, "loss"))
@@ -197,7 +199,8 @@ class LoopTrial:
                                  "trial.report(accuracy, loss=validation_loss)")
             self._plateau.step(loss)
         self._trial.report(score, len(self.scores) - 1)
-        if self._trial.should_prune():
+        # after the last epoch there is nothing left to save: the trial is complete, as in ``tune``
+        if len(self.scores) < self.epochs and self._trial.should_prune():
             raise optuna.TrialPruned(f"trial {self.number} pruned after epoch {len(self.scores)}")
 
     def result(self, value: Any) -> float:
@@ -242,8 +245,8 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | None, epochs: int, steps_per_epoch: int,
-              metric: str, trials: int = 30, **fields: Any) -> TuneResult:
+def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | RangeTestResult | None, epochs: int,
+              steps_per_epoch: int, metric: str, trials: int = 30, **fields: Any) -> TuneResult:
     """Search the LR decay for your own training function; returns what ``tune`` returns (no test
     scores: evaluate ``result.best`` on your test set yourself).
 
@@ -252,7 +255,8 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | No
         ``trial.scheduler(...)``, calls ``trial.report(score)`` after every epoch, and returns the
         last score (or None: the last reported).
     base_lr: the LR of the constant baseline and of every schedule's peak (``find_lr``'s suggestion);
-        None resumes a stored study at its own.
+        or ``find_lr``'s result itself: its suggestion, and the report shows its curve, its sweeps
+        and its warnings as ``tune``'s does; None resumes a stored study at its own.
     metric: "accuracy" (a fraction in [0, 1], maximised) or "loss" (minimised).
     Other fields (``LoopConfig``): ``optimizer`` ("sgd", "adam", "adamw"), ``momentum``,
     ``weight_decay``, ``schedules`` (names; the constant is always trial 0), ``max_peak`` (how far
@@ -270,6 +274,12 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | No
     """
     if not callable(train):
         raise TypeError(f"train must be a function train(trial) -> score, got {type(train).__name__}")
+    range_test = None
+    if isinstance(base_lr, RangeTestResult):
+        range_test, base_lr = base_lr, base_lr.suggested_lr
+        if base_lr is None:
+            raise ValueError(f"the range test gave no clear base LR ({range_test.reason}): look at its plot "
+                             "(result.plot(path=...)) and pass base_lr as a number")
     name = fields.pop("study_name", None) or f"lrfind-loop-{getattr(train, '__name__', 'train')}"
     cfg = LoopConfig(train=_name(train), base_lr=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      metric=metric, trials=trials, study_name=name, **fields)
@@ -286,8 +296,7 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | No
         if _study.stored_base_lr(study) is None:
             if cfg.base_lr is None:
                 raise ValueError(new)
-            study.set_user_attr("base_lr", float(cfg.base_lr))
-            study.set_user_attr("base_lr_source", "given")
+            _study.store_base_lr(study, cfg.base_lr, range_test)
         study.set_user_attr("max_peak", cfg.max_peak)
         study.set_user_attr("steps", cfg.epochs * cfg.steps_per_epoch)
         study.set_user_attr("steps_per_epoch", cfg.steps_per_epoch)

@@ -281,10 +281,12 @@ def plot_importances(study, *, path):
 
 
 def _top(study, n):
-    """The ``n`` best complete trials by the study's metric."""
+    """The ``n`` best complete trials by the study's metric; a twin (``tune_loop``'s repeat of an
+    earlier trial's choices, scored without running) would draw the same curve again."""
     from ._study import ranked
 
-    return ranked(study, [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])[:n]
+    return ranked(study, [t for t in study.get_trials(deepcopy=False)
+                          if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs])[:n]
 
 
 def _score_text(t) -> str:

@@ -38,6 +38,7 @@ from .augment import Augment, AugmentError, check_augment, get_augment
 from .data import ImageData, check_batch_fits, check_dataset, is_user_dataset, load_dataset
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
+from .result import RangeTestResult
 from .schedules import SCHEDULES, get_schedule
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
@@ -255,9 +256,9 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         clock = time.perf_counter()
         base_lr = _study.stored_base_lr(study)
         if base_lr is None:
-            base_lr = cfg.base_lr if cfg.base_lr is not None else _range_test(cfg, model, study, train, out, painter)
-            study.set_user_attr("base_lr", base_lr)
-            study.set_user_attr("base_lr_source", "given" if cfg.base_lr is not None else "range test")
+            found = None if cfg.base_lr is not None else _range_test(cfg, model, train, out, painter)
+            base_lr = cfg.base_lr if found is None else found.suggested_lr
+            _study.store_base_lr(study, base_lr, found)
         if "max_peak" not in study.user_attrs:
             study.set_user_attr("max_peak", _max_peak(cfg, study, base_lr))
         max_peak = study.user_attrs["max_peak"]
@@ -297,8 +298,9 @@ def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
     return settled
 
 
-def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, train: ImageData, out: Path,
-                painter: Painter) -> float:
+def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: Path,
+                painter: Painter) -> RangeTestResult:
+    """Stage 1's sweeps, written to ``out``; raises ``NoBaseLRError`` when they give no clear LR."""
     loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
     result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=cfg.range_test_iters,
                      repeats=cfg.range_test_repeats, seed=cfg.seed, progress=cfg.progress, warn=False)
@@ -307,15 +309,11 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, study: optuna.Study, tr
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")
     figure = painter.submit(report.draw_range_test, result, out / "range_test.png")
-    study.set_user_attr("range_test", {
-        "lrs": result.lrs.tolist(), "smoothed": [x if math.isfinite(x) else None for x in result.smoothed.tolist()],
-        "suggested_lr": result.suggested_lr, "falling_range": result.falling_range, "stop_reason": result.stop_reason,
-        "seed_lrs": result.seed_lrs, "warnings": result.warnings})
     if result.suggested_lr is None:
         figure.result()                       # the error points at it
         raise NoBaseLRError(f"the range test gave no clear base LR ({result.reason}); see {out / 'range_test.png'} "
                          "and pass --base-lr")
-    return result.suggested_lr
+    return result
 
 
 def _max_peak(cfg: TuneConfig, study: optuna.Study, base_lr: float) -> float:

@@ -205,6 +205,27 @@ def test_the_pruner_stops_trials_that_report_badly_and_a_nan_fails_one(tmp_path)
     assert len(result.study.trials) == 8                      # a diverged trial counts as finished
 
 
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch) -> None:
+    from lrfind import _study
+
+    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
+    reports = []
+
+    def train(trial):                   # every score is below the threshold: prunable after any epoch
+        for _ in range(trial.epochs):
+            reports.append(trial.number)
+            trial.report(0.5)
+        return 0.5
+
+    for epochs in (1, 2):
+        result = tune_loop(train, base_lr=0.1, epochs=epochs, steps_per_epoch=4, metric="accuracy", trials=2,
+                           same_seed=False, final_seeds=0, out=str(tmp_path / str(epochs)), progress=False)
+        states = [t.state for t in result.study.trials]
+        expected = optuna.trial.TrialState.COMPLETE if epochs == 1 else optuna.trial.TrialState.PRUNED
+        assert states == [expected] * 2, epochs            # the run was complete: nothing left to save
+    assert reports == [0, 1, 0, 1]                         # with 2 epochs, pruned after the first
+
+
 def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
     result = tune_loop(lambda trial: 1.0 / (1 + trial.number), base_lr=0.01, epochs=1, steps_per_epoch=10,
                        metric="loss", trials=3, schedules=("cosine",), out=str(tmp_path), progress=False)
@@ -364,3 +385,28 @@ def test_twins_do_not_count_but_at_most_trials_of_them_are_taken(tmp_path, caplo
     twins = [t for t in again.trials if "duplicate_of" in t.user_attrs]
     assert calls == [0] and len(twins) == 2                # it stopped asking: no endless loop
     assert "stopped after 1 runs of 2: the sampler asked 2 times for schedules already run" in caplog.text
+    from lrfind.plots import _top
+
+    assert [t.number for t in _top(again, 6)] == [0]       # the LR figure draws trial 0's curve once
+
+
+def test_find_lrs_result_as_the_base_lr_brings_its_curve_and_sweeps_into_the_report(tmp_path) -> None:
+    from lrfind import RangeTestResult, find_lr
+
+    torch.manual_seed(0)
+    found = find_lr(torch.nn.Linear(5, 2), DataLoader(TRAIN, batch_size=32, shuffle=True), num_iter=60,
+                    repeats=3, seed=0, progress=False, warn=False)
+    assert found.suggested_lr is not None
+    result = tune_loop(train_blobs, base_lr=found, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy",
+                       trials=2, out=str(tmp_path), final_seeds=0, progress=False)
+    attrs = result.study.user_attrs
+    assert result.base_lr == attrs["base_lr"] == found.suggested_lr and attrs["base_lr_source"] == "range test"
+    assert attrs["range_test"]["seed_lrs"] == found.seed_lrs and len(attrs["range_test"]["lrs"]) == found.lrs.size
+    assert "range test, the median of 3 sweeps' suggestions" in result.summary()
+    assert (tmp_path / "lr_curves.png").stat().st_size > 1000
+
+    unclear = RangeTestResult(np.geomspace(1e-4, 1, 40), np.full(40, 2.0))      # a flat curve: no suggestion
+    with pytest.raises(ValueError, match=r"no clear base LR \(the loss rises from the start"):
+        tune_loop(train_blobs, base_lr=unclear, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy",
+                  out=str(tmp_path / "unclear"), progress=False)
+    assert not (tmp_path / "unclear").exists()              # refused before anything is written
