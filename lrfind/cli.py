@@ -46,8 +46,8 @@ def option_message(e: ValueError) -> str:
     """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
     text = str(e)
     for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr",
-                  "train_subset", "val_size", "range_test_iters", "range_test_repeats", "heartbeat", "max_peak", "final_seeds",
-                  "weight_decay", "timeout"):
+                  "train_subset", "val_size", "range_test_iters", "range_test_repeats", "heartbeat", "max_peak",
+                  "final_seeds", "weight_decay", "timeout"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text

@@ -291,7 +291,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     repeats, seed: run the test ``repeats`` times with seeds ``seed, seed+1, ...`` (from the same
         initial weights) and report the median suggestion and its spread; the curve kept in the
         result is the median repeat's, every repeat's losses are in ``seed_losses``. One sweep can
-        land far from the others (a LeNet on MNIST: 1 seed in 8 suggested a tenth of the rest), so
+        land far from the others (a LeNet on MNIST: 2 sweeps in 24 suggested a tenth of the rest), so
         ``repeats=3`` is worth its cost where a sweep is cheap.
     method: the suggestion reported as ``suggested_lr``; every method's is in ``suggestions``.
     cuda_graph: replay each step (forward, backward, update) from a CUDA graph, about 10x faster

@@ -61,3 +61,13 @@ def test_own_loop_tunes_a_plain_training_loop_and_resumes(mnist_root, tmp_path) 
     again = run("own_loop.py", *args, cwd=tmp_path, data=mnist_root)          # resumed: nothing left to run
     assert [line for line in again.splitlines() if line.startswith("best schedule:")] == \
         [line for line in out.splitlines() if line.startswith("best schedule:")]
+
+
+def test_own_loop_text_tunes_a_language_model_on_its_validation_loss(mnist_root, tmp_path) -> None:
+    out = run("own_loop_text.py", str(tmp_path / "study"), "--trials", "2", "--epochs", "1", "--chars", "24000",
+              "--sweep-iters", "40", cwd=tmp_path, data=mnist_root)
+    assert "characters of Python's standard library" in out and "median over 3 seeds" in out
+    assert "range test, the median of 3 sweeps' suggestions" in out           # tune_loop took find_lr's result
+    assert "validation loss" in out and "test loss: best schedule" in out and "bits/char" in out
+    for name in ("range_test.png", "lr_curves.png", "best_schedule.py"):
+        assert (tmp_path / "study" / name).stat().st_size > 300, name
