@@ -127,6 +127,8 @@ class TuneConfig(Searched):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.range_test_iters < 2:                   # a sweep needs two LRs, a first and a last
+            raise ValueError(f"range_test_iters must be at least 2, got {self.range_test_iters!r}")
         if self.parallel is not None and not (isinstance(self.parallel, int) and 1 <= self.parallel <= self.trials):
             raise ValueError(f"parallel must be between 1 and trials={self.trials}, got {self.parallel!r}")
         if self.base_lr is not None and not (math.isfinite(self.base_lr) and self.base_lr > 0):

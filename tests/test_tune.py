@@ -178,6 +178,8 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
 @pytest.mark.parametrize("args, message", [
     (["--trials", "0"], "--trials must be a positive integer, got 0"),
     (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["--range-test-iters", "1"], "--range-test-iters must be at least 2, got 1"),
+    (["--range-test-repeats", "0"], "--range-test-repeats must be a positive integer, got 0"),
     (["--trials", "3", "--parallel", "5"], "--parallel must be between 1 and trials=3, got 5"),
     (["--schedules", "cosine,cosinus"], "unknown schedule 'cosinus'; choose from"),
     (["--base-lr", "-1"], "--base-lr must be a positive number, got -1.0"),
