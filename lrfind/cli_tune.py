@@ -62,8 +62,9 @@ Examples:
               help="Schedules that warm up (one-cycle, cyclic, warmup) may peak at up to X times the base LR. "
                    "Default: where the range test's loss stops falling (at most 10x; 3x with --base-lr).")
 @click.option("--same-init", is_flag=True, help="Start every trial from the same weights (default: a seed each).")
-@click.option("--range-test-iters", default=600, show_default=True, type=int,
-              help="Steps of each stage-1 sweep, from LR 1e-6 to 1 (a slower climb breaks down less often).")
+@click.option("--range-test-iters", default=300, show_default=True, type=int,
+              help="Steps of each stage-1 sweep, from LR 1e-6 to 1; when the sweeps disagree by more than 3x, "
+                   "stage 1 sweeps again with twice as many.")
 @click.option("--range-test-repeats", default=3, show_default=True, type=int, metavar="N",
               help="Stage 1 sweeps N times (seeds SEED, SEED+1, ...) and takes the median suggestion: one sweep "
                    "now and then lands far from the others.")

@@ -84,8 +84,14 @@ def _base_lr_source(source: str, range_test: dict[str, Any]) -> str:
     found = [lr for lr in range_test.get("seed_lrs") or [] if lr is not None]
     if source != "range test" or len(range_test.get("seed_lrs") or []) < 2 or not found:
         return source
-    return (f"range test, the median of {len(range_test['seed_lrs'])} sweeps' suggestions "
+    text = (f"range test, the median of {len(range_test['seed_lrs'])} sweeps' suggestions "
             f"{', '.join(f'{lr:.2g}' for lr in range_test['seed_lrs'] if lr is not None)}")
+    faster = range_test.get("faster_sweeps")
+    if faster:
+        lrs = ", ".join("none" if lr is None else f"{lr:.2g}" for lr in faster["seed_lrs"])
+        text += (f" at {range_test.get('num_iter')} steps each; at {faster['num_iter']} steps they disagreed ({lrs}), "
+                 "so it swept again at half the pace")
+    return text
 
 
 def verdict(study: optuna.Study) -> str:

@@ -107,17 +107,24 @@ class RangeTestResult:
         return _suggest.falling_range(self.lrs, self.losses)
 
     @property
+    def repeats_disagree(self) -> bool:
+        """Whether the repeats' suggestions span more than 3x: one sweep, or more, landed far off."""
+        spread = self.spread
+        return len(self.seed_lrs) > 1 and spread is not None and spread[1] > 3 * spread[0]
+
+    @property
     def warnings(self) -> list[str]:
         """What to check before trusting the suggestion: the sweep ended before the loss turned up,
         or the repeats disagree by more than 3x. Empty when nothing."""
         found = _suggest.caveats(self.lrs, self.losses)
         spread = self.spread
-        if len(self.seed_lrs) > 1 and spread is not None and spread[1] > 3 * spread[0]:
+        if self.repeats_disagree:
             median = self.suggested_lr
             found.append(f"the {len(self.seed_lrs)} repeats' suggestions span {spread[0]:.3g} to {spread[1]:.3g}, "
                          f"{spread[1] / spread[0]:.1f}x: one sweep can land far from the others; "
-                         + (f"the median, {median:.3g}, is the suggestion, and more repeats make it surer"
-                            if median is not None else "more repeats tell which is the odd one"))
+                         + (f"the median, {median:.3g}, is the suggestion; more repeats, or a slower sweep (twice "
+                            "num_iter), make it surer" if median is not None else
+                            "more repeats, or a slower sweep (twice num_iter), tell which is the odd one"))
         return found
 
     def other_curves(self) -> list[tuple[np.ndarray, np.ndarray]]:

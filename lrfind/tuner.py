@@ -102,8 +102,8 @@ class TuneConfig(Searched):
     heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
     max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
     final_seeds: int = 3                         # retrains of best and constant in stage 3
-    range_test_iters: int = 600                  # steps of each stage-1 sweep from 1e-6 to 1 (at 300 LeNet's
-                                                 # sweeps broke down more often: README, "One sweep, or ...")
+    range_test_iters: int = 300                  # steps of each stage-1 sweep from 1e-6 to 1; twice as many
+                                                 # when the sweeps disagree (README, "One sweep, or ...")
     range_test_repeats: int = 3                  # stage 1's sweeps, with seeds seed, seed+1, ...: their median LR
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
@@ -303,9 +303,22 @@ def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
 def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: Path,
                 painter: Painter) -> RangeTestResult:
     """Stage 1's sweeps, written to ``out``; raises ``NoBaseLRError`` when they give no clear LR."""
-    loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
-    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=cfg.range_test_iters,
-                     repeats=cfg.range_test_repeats, seed=cfg.seed, progress=cfg.progress, warn=False)
+    def sweeps(num_iter: int) -> RangeTestResult:
+        loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
+        return find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=num_iter,
+                       repeats=cfg.range_test_repeats, seed=cfg.seed, progress=cfg.progress, warn=False)
+
+    result = sweeps(cfg.range_test_iters)
+    if result.repeats_disagree:
+        # A sweep that climbs too fast for the model breaks down now and then, and at half the pace
+        # none did (README, "One sweep, or the median of three"): sweep again, slower, and take that.
+        spread = result.spread
+        log.warning("range test: the %d sweeps of %d steps disagree (%.3g to %.3g); sweeping again at half the "
+                    "pace, %d steps", len(result.seed_lrs), cfg.range_test_iters, spread[0], spread[1],
+                    2 * cfg.range_test_iters)
+        faster = result
+        result = sweeps(2 * cfg.range_test_iters)
+        result.config["faster_sweeps"] = {"num_iter": cfg.range_test_iters, "seed_lrs": faster.seed_lrs}
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     out.mkdir(parents=True, exist_ok=True)
