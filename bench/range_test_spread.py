@@ -6,7 +6,9 @@ For each batch size and each of ``--seeds`` starting seeds s, the model built wi
 ``--repeats`` times (seeds s, s+1, ...; the tuner's stage 1 does this with ``--range-test-repeats``)
 on the training split without its last 10,000 images. A single sweep's suggestion is the first
 repeat's; a sweep "strays" when its suggestion is more than 3x from the median of all sweeps of
-its batch size. Prints a line per seed and a summary, and writes the JSON (runs on CPU too).
+its batch size. The sweeps are measured as they are (``slow_down=False``); the summary lists the
+seeds whose sweeps span more than 3x, where ``find_lr`` would sweep again at half the pace. Prints
+a line per seed and a summary, and writes the JSON (runs on CPU too).
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ def summary(runs: list[dict]) -> dict:
     centre = float(np.exp(np.median(np.log(every))))
     stray = lambda lrs: int(np.sum(np.abs(np.log(lrs / centre)) > np.log(3)))   # noqa: E731
     span = lambda lrs: [float(lrs.min()), float(lrs.max())]                     # noqa: E731
+    disagree = [r["seed"] for r in runs
+                if len([x for x in r["seed_lrs"] if x]) > 1 and max(x for x in r["seed_lrs"] if x)
+                > 3 * min(x for x in r["seed_lrs"] if x)]          # where find_lr would sweep again, slower
     return {"median_of_all_sweeps": centre, "sweeps": int(every.size), "unclear_sweeps": unclear,
+            "seeds_whose_sweeps_disagree": disagree,
             "sweeps_strayed": stray(every), "sweep_range": span(every),
             "singles_range": span(singles), "singles_strayed": stray(singles),
             "medians_range": span(medians), "medians_strayed": stray(medians)}
@@ -65,7 +71,8 @@ def main() -> None:
         for s in range(args.seeds):
             model = get_model(args.model, seed=s).to(device)
             r = find_lr(model, train.loader(bs, seed=s), optimizer=OptimizerConfig(args.optimizer),
-                        num_iter=args.num_iter, start_lr=args.start_lr, repeats=args.repeats, seed=s, progress=False, warn=False)
+                        num_iter=args.num_iter, start_lr=args.start_lr, repeats=args.repeats, seed=s,
+                        slow_down=False, progress=False, warn=False)        # this pace's sweeps, as they are
             runs.append({"seed": s, "seed_lrs": r.seed_lrs, "median": r.suggested_lr})
             print(f"batch {bs} seed {s}: sweeps " + ", ".join("none" if lr is None else f"{lr:.3g}"
                                                              for lr in r.seed_lrs)

@@ -196,7 +196,8 @@ Examples:
 @click.option("--mode", default="exp", show_default=True, type=click.Choice(["exp", "linear"]),
               help="Space the LRs on a log (exp) or linear scale.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread.")
+              help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread. When "
+                   "they disagree by more than 3x, sweep as many times again with twice --num-iter.")
 @click.option("--val-batches", type=click.IntRange(min=1), default=None, metavar="N",
               help="Record the mean loss over N batches of the held-out validation split after every step, "
                    "instead of the training batch's loss: smoother curves, N forward passes more per step "

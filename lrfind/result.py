@@ -160,6 +160,11 @@ class RangeTestResult:
                 if self.seed_losses and self.curve_index < len(seeds) and seeds[self.curve_index] is not None else ""
             lines.append(f"spread over {len(self.seed_lrs)} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"
                          f"{shown}")
+        faster = self.config.get("faster_sweeps")
+        if faster:
+            lrs = ", ".join("none" if lr is None else f"{lr:.3g}" for lr in faster["seed_lrs"])
+            lines.append(f"the first {len(faster['seed_lrs'])} sweeps, {faster['num_iter']} steps each, disagreed "
+                         f"({lrs}): these are as many at half the pace, {self.num_iter} steps each")
         others = ", ".join(f"{k} {v.lr:.3g}" for k, v in self.suggestions.items()
                            if k != self.method and v.lr is not None)
         if others:

@@ -303,22 +303,10 @@ def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
 def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: Path,
                 painter: Painter) -> RangeTestResult:
     """Stage 1's sweeps, written to ``out``; raises ``NoBaseLRError`` when they give no clear LR."""
-    def sweeps(num_iter: int) -> RangeTestResult:
-        loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
-        return find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=num_iter,
-                       repeats=cfg.range_test_repeats, seed=cfg.seed, progress=cfg.progress, warn=False)
-
-    result = sweeps(cfg.range_test_iters)
-    if result.repeats_disagree:
-        # A sweep that climbs too fast for the model breaks down now and then, and at half the pace
-        # none did (README, "One sweep, or the median of three"): sweep again, slower, and take that.
-        spread = result.spread
-        log.warning("range test: the %d sweeps of %d steps disagree (%.3g to %.3g); sweeping again at half the "
-                    "pace, %d steps", len(result.seed_lrs), cfg.range_test_iters, spread[0], spread[1],
-                    2 * cfg.range_test_iters)
-        faster = result
-        result = sweeps(2 * cfg.range_test_iters)
-        result.config["faster_sweeps"] = {"num_iter": cfg.range_test_iters, "seed_lrs": faster.seed_lrs}
+    loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
+    # the median of several sweeps; when they disagree, of as many again at half the pace
+    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=cfg.range_test_iters,
+                     repeats=cfg.range_test_repeats, seed=cfg.seed, progress=cfg.progress, warn=False)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     out.mkdir(parents=True, exist_ok=True)

@@ -247,7 +247,7 @@ def test_a_repeated_test_shows_the_median_repeats_curve_and_keeps_every_one(tmp_
     lows = [10, 30, 20]                      # the third repeat's suggestion is the median
     values = [v for low in lows for v in v_curve(low)]
     result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, end_lr=1e-2, repeats=3,
-                     seed=5, progress=False, warn=False)
+                     seed=5, progress=False, warn=False, slow_down=False)
     assert result.curve_index == 2 and result.config["seeds"] == [5, 6, 7]
     assert [np.argmin(x) for x in result.seed_losses] == lows
     assert np.array_equal(result.losses, result.seed_losses[2])
@@ -268,13 +268,31 @@ def test_a_shown_repeat_that_stopped_early_still_places_the_others_on_the_sweep(
     short = v_curve(10, 25) + [float("nan")] * 5             # stops at its first NaN (seen at step 30's check)
     values = v_curve(30) + short + v_curve(20)
     result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, end_lr=1e-2, repeats=3,
-                     seed=0, progress=False, warn=False)
+                     seed=0, progress=False, warn=False, slow_down=False)
     assert [x.size for x in result.seed_losses] == [40, 26, 40]
     shown = result.seed_losses[result.curve_index]
     assert np.array_equal(result.losses, shown, equal_nan=True)
     sweep = np.geomspace(1e-6, 1e-2, 40)
     for lrs, smoothed in result.other_curves():
         assert np.allclose(lrs, sweep[: lrs.size]) and smoothed.size == lrs.size
+
+
+def test_repeats_that_disagree_sweep_again_at_half_the_pace(caplog) -> None:
+    fast = [v for low in (5, 30, 32) for v in v_curve(low)]            # the first sweep broke down early
+    slow = [v for low in (40, 44, 48) for v in v_curve(low, 80)]       # twice the steps: they agree
+    result = find_lr(make_model(), make_data(), step_fn=scripted(fast + slow), num_iter=40, end_lr=1e-2, repeats=3,
+                     seed=0, progress=False, warn=False)
+    assert result.num_iter == 80 and [x.size for x in result.seed_losses] == [80, 80, 80]
+    assert not result.repeats_disagree and result.lrs[-1] == pytest.approx(1e-2)
+    first = result.config["faster_sweeps"]
+    assert first["num_iter"] == 40 and len(first["seed_lrs"]) == 3
+    assert max(first["seed_lrs"]) > 3 * min(first["seed_lrs"])
+    assert "the 3 sweeps of 40 steps disagree" in caplog.text
+    assert "the first 3 sweeps, 40 steps each, disagreed" in result.summary()
+
+    kept = find_lr(make_model(), make_data(), step_fn=scripted(fast), num_iter=40, end_lr=1e-2, repeats=3,
+                   seed=0, progress=False, warn=False, slow_down=False)
+    assert kept.num_iter == 40 and kept.repeats_disagree and "faster_sweeps" not in kept.config
 
 
 def test_median_index_picks_the_middle_suggestion_and_skips_the_unclear() -> None:
