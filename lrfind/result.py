@@ -129,19 +129,15 @@ class RangeTestResult:
 
     def other_curves(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(lrs, smoothed losses)`` of every repeat but the one in ``losses``, for the plot."""
-        sweep = self.config
-        curves = []
-        for i, raw in enumerate(self.seed_losses):
-            if i == self.curve_index:
-                continue
-            if raw.size <= self.lrs.size:
-                lrs = self.lrs[: raw.size]
-            elif sweep.get("mode", "exp") == "exp":     # this repeat went on after the shown one stopped
-                lrs = np.geomspace(sweep["start_lr"], sweep["end_lr"], sweep["num_iter"])[: raw.size]
-            else:
-                lrs = np.linspace(sweep["start_lr"], sweep["end_lr"], sweep["num_iter"])[: raw.size]
-            curves.append((lrs, _suggest.smooth(raw)))
-        return curves
+        from dataclasses import fields
+
+        from .rangetest import Sweep                   # here: rangetest imports this module
+
+        others = [raw for i, raw in enumerate(self.seed_losses) if i != self.curve_index]
+        lrs = self.lrs
+        if any(raw.size > lrs.size for raw in others):   # a repeat went on after the shown one stopped
+            lrs = Sweep(**{f.name: self.config[f.name] for f in fields(Sweep) if f.name in self.config}).lrs()
+        return [(lrs[: raw.size], _suggest.smooth(raw)) for raw in others]
 
     @property
     def stop_lr(self) -> float | None:
