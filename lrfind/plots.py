@@ -70,8 +70,12 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
     lrs, raw, sm = result.lrs, result.losses, result.smoothed
     raw_label = "after each step" if result.config.get("validation_loss") else "loss per batch"
     others = result.other_curves()
-    for k, (seed_lrs, seed_sm) in enumerate(others):
-        ax.plot(seed_lrs, seed_sm, color="0.55", lw=1, label="other seeds (smoothed)" if k == 0 else None)
+    labelled = set()
+    for seed_lrs, seed_sm, broke in others:
+        label = "broke down, left out" if broke else "other seeds (smoothed)"
+        ax.plot(seed_lrs, seed_sm, color="0.55", lw=1, ls=":" if broke else "-",
+                label=None if label in labelled else label)
+        labelled.add(label)
     ax.plot(lrs, raw, color="tab:blue", alpha=0.3, lw=0.8, label=raw_label)
     ax.plot(lrs, sm, color="tab:blue", lw=2, label="smoothed (centred, no lag)")
     fr = result.falling_range
@@ -85,12 +89,12 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
                 label=f"{name}: {s.lr:.2g}" + (" (suggested)" if main else ""), zorder=3)
     if result.suggested_lr is not None:
         ax.axvline(result.suggested_lr, color="tab:red", ls="--", lw=1)
-    spread = result.spread
-    if spread is not None and len(result.seed_lrs) > 1:
-        ax.axvspan(*spread, color="tab:red", alpha=0.08, label=f"spread over {len(result.seed_lrs)} seeds")
+    spread, counted = result.spread, len(result.seed_lrs) - len(result.broken)
+    if spread is not None and counted > 1:
+        ax.axvspan(*spread, color="tab:red", alpha=0.08, label=f"spread over {counted} seeds")
     if result.config.get("mode", "exp") == "exp":
         ax.set_xscale("log")
-    limits = _loss_limits(raw, sm, [o for _, o in others])
+    limits = _loss_limits(raw, sm, [o for _, o, _ in others])
     if limits is not None:
         ax.set_ylim(*limits)
     ax.set_xlabel("learning rate")

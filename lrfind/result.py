@@ -33,6 +33,29 @@ def median_index(seed_lrs: list[float | None]) -> int:
     return min(found, key=lambda item: abs(math.log(item[1]) - middle))[0]
 
 
+# A sweep whose loss fell less than this share of the deepest repeat's fall broke down. Measured on
+# LeNet/MNIST/SGD (bench/range_test_spread.py, 48 sweeps of 300 steps): the sweeps that broke down fell
+# 0.11 to 0.22 of the deepest, every other sweep 0.36 or more.
+SHALLOW = 0.3
+
+
+def broken_sweeps(seed_losses: list[np.ndarray]) -> list[int]:
+    """The repeats whose smoothed loss fell less than ``SHALLOW`` times as far as the deepest one's:
+    they broke down before they could learn (a spike where the LR climbs fastest), so their minimum
+    marks the breakdown, not the cliff, and their suggestion is far too low."""
+    falls = [_suggest.fall(x) for x in seed_losses]
+    deepest = max((f for f in falls if f is not None), default=None)
+    if deepest is None or deepest <= 0:
+        return []
+    return [i for i, f in enumerate(falls) if f is not None and f < SHALLOW * deepest]
+
+
+def describe_sweeps(seed_lrs: list[float | None], broken: list[int] = (), digits: int = 3) -> str:
+    """The repeats' suggestions for a reader, "0.046, 0.0066 broke down, none"."""
+    return ", ".join(("none" if lr is None else f"{lr:.{digits}g}") + (" broke down" if i in broken else "")
+                     for i, lr in enumerate(seed_lrs))
+
+
 def _num(x: float) -> float | None:
     """A float for JSON: NaN and Inf become null."""
     x = float(x)
@@ -79,9 +102,20 @@ class RangeTestResult:
 
     # -- the answer ----------------------------------------------------------------------------
     @property
+    def broken(self) -> list[int]:
+        """The repeats left out of the median because they broke down (``broken_sweeps``)."""
+        return broken_sweeps(self.seed_losses) if len(self.seed_losses) > 1 else []
+
+    def _counted(self) -> list[float | None]:
+        """The suggestions of the repeats that count: all but the broken ones."""
+        broken = set(self.broken)
+        return [lr for i, lr in enumerate(self.seed_lrs) if i not in broken]
+
+    @property
     def suggested_lr(self) -> float | None:
-        found = [lr for lr in self.seed_lrs if lr is not None]
-        if not found or 2 * len(found) < len(self.seed_lrs):
+        counted = self._counted()
+        found = [lr for lr in counted if lr is not None]
+        if not found or 2 * len(found) < len(counted):
             return None   # most repeats found no clear answer
         # three significant digits: the curve cannot say more, and people type LRs that way
         return float(f"{_median(found):.3g}")
@@ -92,13 +126,14 @@ class RangeTestResult:
         if self.suggested_lr is None and s.lr is not None:
             return "most repeats gave no clear answer"
         if len(self.seed_lrs) > 1:
-            return f"median over {len(self.seed_lrs)} seeds of: {s.reason}"
+            return f"median over {len(self._counted())} seeds of: {s.reason}"
         return s.reason
 
     @property
     def spread(self) -> tuple[float, float] | None:
-        """Lowest and highest suggestion over the repeats (seeds); ``None`` if none was found."""
-        found = [lr for lr in self.seed_lrs if lr is not None]
+        """Lowest and highest suggestion over the repeats (seeds) that count, the broken ones left
+        out; ``None`` if none was found."""
+        found = [lr for lr in self._counted() if lr is not None]
         return (min(found), max(found)) if found else None
 
     @property
@@ -108,9 +143,11 @@ class RangeTestResult:
 
     @property
     def repeats_disagree(self) -> bool:
-        """Whether the repeats' suggestions span more than 3x: one sweep, or more, landed far off."""
+        """Whether the repeats disagree: the suggestions of those that count span more than 3x (one
+        sweep, or more, landed far off), or most of them broke down."""
         spread = self.spread
-        return len(self.seed_lrs) > 1 and spread is not None and spread[1] > 3 * spread[0]
+        return len(self.seed_lrs) > 1 and (spread is not None and spread[1] > 3 * spread[0]
+                                           or 2 * len(self.broken) > len(self.seed_lrs))
 
     @property
     def warnings(self) -> list[str]:
@@ -120,24 +157,42 @@ class RangeTestResult:
         spread = self.spread
         if self.repeats_disagree:
             median = self.suggested_lr
-            found.append(f"the {len(self.seed_lrs)} repeats' suggestions span {spread[0]:.3g} to {spread[1]:.3g}, "
-                         f"{spread[1] / spread[0]:.1f}x: one sweep can land far from the others; "
-                         + (f"the median, {median:.3g}, is the suggestion; more repeats, or a slower sweep (twice "
-                            "num_iter), make it surer" if median is not None else
-                            "more repeats, or a slower sweep (twice num_iter), tell which is the odd one"))
+            counted = len(self._counted())
+            what = (f"the {counted} repeats' suggestions span {spread[0]:.3g} to {spread[1]:.3g}, "
+                    f"{spread[1] / spread[0]:.1f}x: one sweep can land far from the others"
+                    if spread is not None and spread[1] > 3 * spread[0] else
+                    f"{len(self.broken)} of the {len(self.seed_lrs)} repeats broke down before they could learn")
+            found.append(what + "; " + (f"the median, {median:.3g}, is the suggestion; more repeats, or a slower sweep "
+                                       "(twice num_iter), make it surer" if median is not None else
+                                       "more repeats, or a slower sweep (twice num_iter), tell which is the odd one"))
         return found
 
-    def other_curves(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(lrs, smoothed losses)`` of every repeat but the one in ``losses``, for the plot."""
+    def other_curves(self) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+        """``(lrs, smoothed losses, broke down)`` of every repeat but the one in ``losses``, for the plot."""
         from dataclasses import fields
 
         from .rangetest import Sweep                   # here: rangetest imports this module
 
-        others = [raw for i, raw in enumerate(self.seed_losses) if i != self.curve_index]
+        broken = set(self.broken)
+        others = [(raw, i in broken) for i, raw in enumerate(self.seed_losses) if i != self.curve_index]
         lrs = self.lrs
-        if any(raw.size > lrs.size for raw in others):   # a repeat went on after the shown one stopped
+        if any(raw.size > lrs.size for raw, _ in others):   # a repeat went on after the shown one stopped
             lrs = Sweep(**{f.name: self.config[f.name] for f in fields(Sweep) if f.name in self.config}).lrs()
-        return [(lrs[: raw.size], _suggest.smooth(raw)) for raw in others]
+        return [(lrs[: raw.size], _suggest.smooth(raw), down) for raw, down in others]
+
+    def broken_text(self) -> str:
+        """Which repeats were left out of the median, and why ("" when none)."""
+        broken = self.broken
+        if not broken:
+            return ""
+        falls = [_suggest.fall(x) for x in self.seed_losses]
+        seeds = self.config.get("seeds") or [None] * len(self.seed_lrs)
+        which = ", ".join((f"seed {seeds[i]}" if seeds[i] is not None else f"repeat {i + 1}")
+                          + (f" ({self.seed_lrs[i]:.3g})" if self.seed_lrs[i] is not None else "") for i in broken)
+        return (f"left out of the median: {which}, whose loss fell {', '.join(f'{falls[i]:.2g}' for i in broken)} where "
+                f"the deepest sweep's fell {max(f for f in falls if f is not None):.2g}: "
+                f"{'it' if len(broken) == 1 else 'they'} broke down before learning, so "
+                f"{'its' if len(broken) == 1 else 'their'} minimum is not the cliff")
 
     @property
     def stop_lr(self) -> float | None:
@@ -154,11 +209,13 @@ class RangeTestResult:
             seeds = self.config.get("seeds") or []
             shown = f" (the curve is seed {seeds[self.curve_index]}'s, the median)" \
                 if self.seed_losses and self.curve_index < len(seeds) and seeds[self.curve_index] is not None else ""
-            lines.append(f"spread over {len(self.seed_lrs)} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"
+            lines.append(f"spread over {len(self._counted())} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"
                          f"{shown}")
+        if self.broken:
+            lines.append(self.broken_text())
         faster = self.config.get("faster_sweeps")
         if faster:
-            lrs = ", ".join("none" if lr is None else f"{lr:.3g}" for lr in faster["seed_lrs"])
+            lrs = describe_sweeps(faster["seed_lrs"], faster.get("broken") or [])
             lines.append(f"the first {len(faster['seed_lrs'])} sweeps, {faster['num_iter']} steps each, disagreed "
                          f"({lrs}): these are as many at half the pace, {self.num_iter} steps each")
         others = ", ".join(f"{k} {v.lr:.3g}" for k, v in self.suggestions.items()
@@ -182,6 +239,7 @@ class RangeTestResult:
             "warnings": self.warnings,
             "suggestions": {k: {"lr": v.lr, "reason": v.reason} for k, v in self.suggestions.items()},
             "seed_lrs": self.seed_lrs,
+            "broken": self.broken,
             "curve_index": self.curve_index,
             "seed_losses": [[_num(x) for x in losses] for losses in self.seed_losses],
             "spread": list(self.spread) if self.spread else None,

@@ -85,6 +85,24 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
     return lrs, raw, sm, None
 
 
+def fall(losses) -> float | None:
+    """How far the smoothed loss falls: its mean over the first 5% of the steps less its minimum
+    (before any NaN/Inf). ``None`` for fewer than 10 finite losses.
+
+    Sweeps of one setup that differ only in their seed fall about as far; one that falls much less
+    broke down before it could learn (a loss spike where the LR climbs fastest), and its minimum
+    then marks that breakdown, not the cliff.
+    """
+    raw = np.asarray(losses, dtype=np.float64)
+    finite = np.isfinite(raw)
+    if not finite.all():
+        raw = raw[: int(np.argmin(finite))]
+    if raw.size < 10:
+        return None
+    sm = smooth(raw)
+    return float(np.nanmean(sm[: max(3, raw.size // 20)]) - np.nanmin(sm))
+
+
 def _descent_region(sm: np.ndarray) -> tuple[int, int]:
     """Indices ``[lo, hi]`` of the falling part: from where the smoothed loss starts to fall to its minimum."""
     hi = int(np.nanargmin(sm))
