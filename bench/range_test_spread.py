@@ -6,8 +6,8 @@ For each batch size and each of ``--seeds`` starting seeds s, the model built wi
 ``--repeats`` times (seeds s, s+1, ...; the tuner's stage 1 does this with ``--range-test-repeats``)
 on the training split without its last 10,000 images. A single sweep's suggestion is the first
 repeat's; a sweep "strays" when its suggestion is more than 3x from the median of all sweeps of
-its batch size. A seed's median leaves out the sweeps that broke down (``RangeTestResult.broken``:
-their loss fell less than 0.3 times as far as the deepest sweep's); ``median_of_all`` counts them.
+its batch size. A seed's median leaves out the shallow sweeps (``RangeTestResult.shallow``:
+their loss fell less than 0.3 times as far as the deepest sweep's, most often because they broke down); ``median_of_all`` counts them.
 The sweeps are measured as they are (``slow_down=False``); the summary lists the seeds whose sweeps
 disagree (``repeats_disagree``), where ``find_lr`` would sweep again at half the pace. Prints a
 line per seed and a summary, and writes the JSON (runs on CPU too).
@@ -44,7 +44,7 @@ def summary(runs: list[dict]) -> dict:
     disagree = [r["seed"] for r in runs if r["sweeps_again"]]       # where find_lr would sweep again, slower
     of_all = np.array([r["median_of_all"] for r in runs if r["median_of_all"] is not None])
     return {"median_of_all_sweeps": centre, "sweeps": int(every.size), "unclear_sweeps": unclear,
-            "broken_sweeps": sum(len(r["broken"]) for r in runs), "seeds_whose_sweeps_disagree": disagree,
+            "shallow_sweeps": sum(len(r["shallow"]) for r in runs), "seeds_whose_sweeps_disagree": disagree,
             "sweeps_strayed": stray(every), "sweep_range": span(every),
             "singles_range": span(singles), "singles_strayed": stray(singles),
             "medians_range": span(medians), "medians_strayed": stray(medians),
@@ -79,10 +79,10 @@ def main() -> None:
                         slow_down=False, progress=False, warn=False)        # this pace's sweeps, as they are
             falls = [fall(x) for x in r.seed_losses]
             found = [lr for lr in r.seed_lrs if lr is not None]
-            runs.append({"seed": s, "seed_lrs": r.seed_lrs, "falls": falls, "broken": r.broken,
+            runs.append({"seed": s, "seed_lrs": r.seed_lrs, "falls": falls, "shallow": r.shallow,
                          "median": r.suggested_lr, "median_of_all": float(f"{np.exp(np.median(np.log(found))):.3g}")
                          if found else None, "sweeps_again": r.repeats_disagree})
-            print(f"batch {bs} seed {s}: sweeps {describe_sweeps(r.seed_lrs, r.broken)}; falls "
+            print(f"batch {bs} seed {s}: sweeps {describe_sweeps(r.seed_lrs, r.shallow)}; falls "
                   + ", ".join("none" if f is None else f"{f:.2f}" for f in falls)
                   + f"; median {r.suggested_lr} (of all {runs[-1]['median_of_all']})"
                   + ("; would sweep again, slower" if r.repeats_disagree else ""), flush=True)
@@ -95,7 +95,7 @@ def main() -> None:
         print(f"batch {bs}: {s['sweeps_strayed']} of {s['sweeps']} sweeps more than 3x from the median of all "
               f"({s['median_of_all_sweeps']:.3g}); single sweeps {s['singles_range'][0]:.3g}..{s['singles_range'][1]:.3g}"
               f", medians of {args.repeats} {s['medians_range'][0]:.3g}..{s['medians_range'][1]:.3g} "
-              f"({s['medians_strayed']} strayed; {s['medians_of_all_strayed']} with the {s['broken_sweeps']} broken "
+              f"({s['medians_strayed']} strayed; {s['medians_of_all_strayed']} with the {s['shallow_sweeps']} shallow "
               f"sweeps counted); would sweep again, slower, at seeds {s['seeds_whose_sweeps_disagree']}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

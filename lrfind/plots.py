@@ -71,9 +71,9 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
     raw_label = "after each step" if result.config.get("validation_loss") else "loss per batch"
     others = result.other_curves()
     labelled = set()
-    for seed_lrs, seed_sm, broke in others:
-        label = "broke down, left out" if broke else "other seeds (smoothed)"
-        ax.plot(seed_lrs, seed_sm, color="0.55", lw=1, ls=":" if broke else "-",
+    for seed_lrs, seed_sm, shallow in others:
+        label = "too shallow, left out" if shallow else "other seeds (smoothed)"
+        ax.plot(seed_lrs, seed_sm, color="0.55", lw=1, ls=":" if shallow else "-",
                 label=None if label in labelled else label)
         labelled.add(label)
     ax.plot(lrs, raw, color="tab:blue", alpha=0.3, lw=0.8, label=raw_label)
@@ -89,7 +89,7 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
                 label=f"{name}: {s.lr:.2g}" + (" (suggested)" if main else ""), zorder=3)
     if result.suggested_lr is not None:
         ax.axvline(result.suggested_lr, color="tab:red", ls="--", lw=1)
-    spread, counted = result.spread, len(result.seed_lrs) - len(result.broken)
+    spread, counted = result.spread, len(result.seed_lrs) - len(result.shallow)
     if spread is not None and counted > 1:
         ax.axvspan(*spread, color="tab:red", alpha=0.08, label=f"spread over {counted} seeds")
     if result.config.get("mode", "exp") == "exp":

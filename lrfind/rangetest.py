@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from . import _state
 from ._graph import SweepStep
 from .optimizer import OptimizerConfig, own_rule
-from .result import RangeTestResult, RangeTestWarning, broken_sweeps, describe_sweeps, median_index
+from .result import RangeTestResult, RangeTestWarning, describe_sweeps, median_index, shallow_sweeps
 from .suggest import DEFAULT_METHOD, get_method
 
 log = logging.getLogger(__name__)
@@ -383,11 +383,11 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     result.config["cuda_graph"] = use_graph
     if slow_down and result.repeats_disagree:
         log.warning("range test: the %d sweeps of %d steps disagree (%s); sweeping again at half the pace, %d steps",
-                    repeats, sweep.num_iter, describe_sweeps(result.seed_lrs, result.broken), 2 * sweep.num_iter)
+                    repeats, sweep.num_iter, describe_sweeps(result.seed_lrs, result.shallow), 2 * sweep.num_iter)
         slower = find_lr(model, loader, sweep=replace(sweep, num_iter=2 * sweep.num_iter), slow_down=False,
                          warn=False, **again)
         slower.config["faster_sweeps"] = {"num_iter": sweep.num_iter, "seed_lrs": result.seed_lrs,
-                                          "broken": result.broken}
+                                          "shallow": result.shallow}
         result = slower
     for text in result.warnings if warn else []:
         warnings.warn(text, RangeTestWarning, stacklevel=2)
@@ -435,9 +435,9 @@ def _result(runs: list[_Run], sweep: Sweep, ratios: list[float], method: str, se
             accumulation_steps: int, amp: str | None, validation: bool) -> RangeTestResult:
     lrs = sweep.lrs()
     seed_lrs = [RangeTestResult(lrs[: r.losses.size], r.losses, method=method).suggestions[method].lr for r in runs]
-    broken = set(broken_sweeps([r.losses for r in runs])) if len(runs) > 1 else set()
-    # the curve that agrees with the median suggestion, which leaves out the sweeps that broke down
-    shown = median_index([None if i in broken else lr for i, lr in enumerate(seed_lrs)])
+    shallow = set(shallow_sweeps([r.losses for r in runs])) if len(runs) > 1 else set()
+    # the curve that agrees with the median suggestion, which leaves out the shallow sweeps
+    shown = median_index([None if i in shallow else lr for i, lr in enumerate(seed_lrs)])
     run = runs[shown]
     return RangeTestResult(
         lrs=lrs[: run.losses.size], losses=run.losses, stop_reason=run.stop_reason,

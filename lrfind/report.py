@@ -85,18 +85,18 @@ def _base_lr_source(source: str, range_test: dict[str, Any]) -> str:
     found = [lr for lr in range_test.get("seed_lrs") or [] if lr is not None]
     if source != "range test" or len(range_test.get("seed_lrs") or []) < 2 or not found:
         return source
-    broken = set(range_test.get("broken") or [])
-    counted = [lr for i, lr in enumerate(range_test["seed_lrs"]) if i not in broken]
+    shallow = set(range_test.get("shallow") or [])
+    counted = [lr for i, lr in enumerate(range_test["seed_lrs"]) if i not in shallow]
     text = (f"range test, the median of {len(counted)} sweeps' suggestions "
             f"{', '.join(f'{lr:.2g}' for lr in counted if lr is not None)}")
-    if broken:
+    if shallow:
         lrs = ", ".join("none" if range_test["seed_lrs"][i] is None else f"{range_test['seed_lrs'][i]:.2g}"
-                        for i in sorted(broken))
-        text += (f" ({len(broken)} more broke down before learning and {'was' if len(broken) == 1 else 'were'} "
+                        for i in sorted(shallow))
+        text += (f" ({len(shallow)} more fell too little to count and {'was' if len(shallow) == 1 else 'were'} "
                  f"left out: {lrs})")
     faster = range_test.get("faster_sweeps")
     if faster:
-        lrs = describe_sweeps(faster["seed_lrs"], faster.get("broken") or [], digits=2)
+        lrs = describe_sweeps(faster["seed_lrs"], faster.get("shallow") or [], digits=2)
         text += (f" at {range_test.get('num_iter')} steps each; at {faster['num_iter']} steps they disagreed "
                  f"({lrs}), so it swept again at half the pace")
     return text

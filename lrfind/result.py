@@ -33,16 +33,20 @@ def median_index(seed_lrs: list[float | None]) -> int:
     return min(found, key=lambda item: abs(math.log(item[1]) - middle))[0]
 
 
-# A sweep whose loss fell less than this share of the deepest repeat's fall broke down. Measured on
-# LeNet/MNIST/SGD (bench/range_test_spread.py, 48 sweeps of 300 steps): the sweeps that broke down fell
-# 0.11 to 0.22 of the deepest, every other sweep 0.36 or more.
+# A repeat whose loss fell less than this share of the deepest repeat's fall is too shallow to count.
+# Measured with bench/range_test_spread.py (300-step sweeps, 3 per seed): on LeNet/MNIST/SGD at batch
+# 128 the sweeps that broke down fell 0.11 to 0.22 of the deepest, every other sweep 0.36 or more;
+# LeNet with Adam and the MLP with SGD, 0.94 or more.
 SHALLOW = 0.3
 
 
-def broken_sweeps(seed_losses: list[np.ndarray]) -> list[int]:
-    """The repeats whose smoothed loss fell less than ``SHALLOW`` times as far as the deepest one's:
-    they broke down before they could learn (a spike where the LR climbs fastest), so their minimum
-    marks the breakdown, not the cliff, and their suggestion is far too low."""
+def shallow_sweeps(seed_losses: list[np.ndarray]) -> list[int]:
+    """The repeats whose smoothed loss fell less than ``SHALLOW`` times as far as the deepest one's.
+
+    Most often such a sweep broke down before it could learn (a loss spike where the LR climbs
+    fastest, after which the net stays at chance): its minimum marks the breakdown, not the cliff,
+    and its suggestion is a tenth of the others'. A sweep that merely learned slowly can be as
+    shallow; its minimum then says little either way. Both are left out of the median."""
     falls = [_suggest.fall(x) for x in seed_losses]
     deepest = max((f for f in falls if f is not None), default=None)
     if deepest is None or deepest <= 0:
@@ -50,9 +54,9 @@ def broken_sweeps(seed_losses: list[np.ndarray]) -> list[int]:
     return [i for i, f in enumerate(falls) if f is not None and f < SHALLOW * deepest]
 
 
-def describe_sweeps(seed_lrs: list[float | None], broken: list[int] = (), digits: int = 3) -> str:
-    """The repeats' suggestions for a reader, "0.046, 0.0066 broke down, none"."""
-    return ", ".join(("none" if lr is None else f"{lr:.{digits}g}") + (" broke down" if i in broken else "")
+def describe_sweeps(seed_lrs: list[float | None], shallow: list[int] = (), digits: int = 3) -> str:
+    """The repeats' suggestions for a reader, "0.046, 0.0066 shallow, none"."""
+    return ", ".join(("none" if lr is None else f"{lr:.{digits}g}") + (" shallow" if i in shallow else "")
                      for i, lr in enumerate(seed_lrs))
 
 
@@ -102,14 +106,14 @@ class RangeTestResult:
 
     # -- the answer ----------------------------------------------------------------------------
     @property
-    def broken(self) -> list[int]:
-        """The repeats left out of the median because they broke down (``broken_sweeps``)."""
-        return broken_sweeps(self.seed_losses) if len(self.seed_losses) > 1 else []
+    def shallow(self) -> list[int]:
+        """The repeats left out of the median: their loss fell too little to count (``shallow_sweeps``)."""
+        return shallow_sweeps(self.seed_losses) if len(self.seed_losses) > 1 else []
 
     def _counted(self) -> list[float | None]:
-        """The suggestions of the repeats that count: all but the broken ones."""
-        broken = set(self.broken)
-        return [lr for i, lr in enumerate(self.seed_lrs) if i not in broken]
+        """The suggestions of the repeats that count: all but the shallow ones."""
+        shallow = set(self.shallow)
+        return [lr for i, lr in enumerate(self.seed_lrs) if i not in shallow]
 
     @property
     def suggested_lr(self) -> float | None:
@@ -131,7 +135,7 @@ class RangeTestResult:
 
     @property
     def spread(self) -> tuple[float, float] | None:
-        """Lowest and highest suggestion over the repeats (seeds) that count, the broken ones left
+        """Lowest and highest suggestion over the repeats (seeds) that count, the shallow ones left
         out; ``None`` if none was found."""
         found = [lr for lr in self._counted() if lr is not None]
         return (min(found), max(found)) if found else None
@@ -144,10 +148,10 @@ class RangeTestResult:
     @property
     def repeats_disagree(self) -> bool:
         """Whether the repeats disagree: the suggestions of those that count span more than 3x (one
-        sweep, or more, landed far off), or most of them broke down."""
+        sweep, or more, landed far off), or most of them are too shallow to count."""
         spread = self.spread
         return len(self.seed_lrs) > 1 and (spread is not None and spread[1] > 3 * spread[0]
-                                           or 2 * len(self.broken) > len(self.seed_lrs))
+                                           or 2 * len(self.shallow) > len(self.seed_lrs))
 
     @property
     def warnings(self) -> list[str]:
@@ -161,38 +165,39 @@ class RangeTestResult:
             what = (f"the {counted} repeats' suggestions span {spread[0]:.3g} to {spread[1]:.3g}, "
                     f"{spread[1] / spread[0]:.1f}x: one sweep can land far from the others"
                     if spread is not None and spread[1] > 3 * spread[0] else
-                    f"{len(self.broken)} of the {len(self.seed_lrs)} repeats broke down before they could learn")
+                    f"{len(self.shallow)} of the {len(self.seed_lrs)} repeats' losses fell too little to count "
+                    "(most often: they broke down before they could learn)")
             found.append(what + "; " + (f"the median, {median:.3g}, is the suggestion; more repeats, or a slower sweep "
                                        "(twice num_iter), make it surer" if median is not None else
                                        "more repeats, or a slower sweep (twice num_iter), tell which is the odd one"))
         return found
 
     def other_curves(self) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-        """``(lrs, smoothed losses, broke down)`` of every repeat but the one in ``losses``, for the plot."""
+        """``(lrs, smoothed losses, shallow)`` of every repeat but the one in ``losses``, for the plot."""
         from dataclasses import fields
 
         from .rangetest import Sweep                   # here: rangetest imports this module
 
-        broken = set(self.broken)
-        others = [(raw, i in broken) for i, raw in enumerate(self.seed_losses) if i != self.curve_index]
+        shallow = set(self.shallow)
+        others = [(raw, i in shallow) for i, raw in enumerate(self.seed_losses) if i != self.curve_index]
         lrs = self.lrs
         if any(raw.size > lrs.size for raw, _ in others):   # a repeat went on after the shown one stopped
             lrs = Sweep(**{f.name: self.config[f.name] for f in fields(Sweep) if f.name in self.config}).lrs()
         return [(lrs[: raw.size], _suggest.smooth(raw), down) for raw, down in others]
 
-    def broken_text(self) -> str:
+    def shallow_text(self) -> str:
         """Which repeats were left out of the median, and why ("" when none)."""
-        broken = self.broken
-        if not broken:
+        shallow = self.shallow
+        if not shallow:
             return ""
         falls = [_suggest.fall(x) for x in self.seed_losses]
         seeds = self.config.get("seeds") or [None] * len(self.seed_lrs)
         which = ", ".join((f"seed {seeds[i]}" if seeds[i] is not None else f"repeat {i + 1}")
-                          + (f" ({self.seed_lrs[i]:.3g})" if self.seed_lrs[i] is not None else "") for i in broken)
-        return (f"left out of the median: {which}, whose loss fell {', '.join(f'{falls[i]:.2g}' for i in broken)} where "
-                f"the deepest sweep's fell {max(f for f in falls if f is not None):.2g}: "
-                f"{'it' if len(broken) == 1 else 'they'} broke down before learning, so "
-                f"{'its' if len(broken) == 1 else 'their'} minimum is not the cliff")
+                          + (f" ({self.seed_lrs[i]:.3g})" if self.seed_lrs[i] is not None else "") for i in shallow)
+        return (f"left out of the median: {which}, whose loss fell {', '.join(f'{falls[i]:.2g}' for i in shallow)} where "
+                f"the deepest sweep's fell {max(f for f in falls if f is not None):.2g}: too little for "
+                f"{'its' if len(shallow) == 1 else 'their'} minimum to mark the cliff (most often a sweep that broke "
+                "down before it could learn)")
 
     @property
     def stop_lr(self) -> float | None:
@@ -211,11 +216,11 @@ class RangeTestResult:
                 if self.seed_losses and self.curve_index < len(seeds) and seeds[self.curve_index] is not None else ""
             lines.append(f"spread over {len(self._counted())} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"
                          f"{shown}")
-        if self.broken:
-            lines.append(self.broken_text())
+        if self.shallow:
+            lines.append(self.shallow_text())
         faster = self.config.get("faster_sweeps")
         if faster:
-            lrs = describe_sweeps(faster["seed_lrs"], faster.get("broken") or [])
+            lrs = describe_sweeps(faster["seed_lrs"], faster.get("shallow") or [])
             lines.append(f"the first {len(faster['seed_lrs'])} sweeps, {faster['num_iter']} steps each, disagreed "
                          f"({lrs}): these are as many at half the pace, {self.num_iter} steps each")
         others = ", ".join(f"{k} {v.lr:.3g}" for k, v in self.suggestions.items()
@@ -239,7 +244,7 @@ class RangeTestResult:
             "warnings": self.warnings,
             "suggestions": {k: {"lr": v.lr, "reason": v.reason} for k, v in self.suggestions.items()},
             "seed_lrs": self.seed_lrs,
-            "broken": self.broken,
+            "shallow": self.shallow,
             "curve_index": self.curve_index,
             "seed_losses": [[_num(x) for x in losses] for losses in self.seed_losses],
             "spread": list(self.spread) if self.spread else None,

@@ -91,7 +91,7 @@ def fall(losses) -> float | None:
 
     Sweeps of one setup that differ only in their seed fall about as far; one that falls much less
     broke down before it could learn (a loss spike where the LR climbs fastest), and its minimum
-    then marks that breakdown, not the cliff.
+    then marks that breakdown, not the cliff (``result.shallow_sweeps``).
     """
     raw = np.asarray(losses, dtype=np.float64)
     finite = np.isfinite(raw)

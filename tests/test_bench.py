@@ -79,5 +79,5 @@ def test_range_test_spread_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> 
     result = json.loads(out.read_text())["by_batch_size"]["32"]
     assert [len(r["seed_lrs"]) for r in result["runs"]] == [2, 2]
     assert [len(r["falls"]) for r in result["runs"]] == [2, 2]
-    assert all(set(r["broken"]) <= {0, 1} and isinstance(r["sweeps_again"], bool) for r in result["runs"])
+    assert all(set(r["shallow"]) <= {0, 1} and isinstance(r["sweeps_again"], bool) for r in result["runs"])
     assert result["summary"]["sweeps"] <= 4 and "sweeps more than 3x" in done.stdout

@@ -295,13 +295,13 @@ def test_repeats_that_disagree_sweep_again_at_half_the_pace(caplog) -> None:
     assert kept.num_iter == 40 and kept.repeats_disagree and "faster_sweeps" not in kept.config
 
 
-def test_a_sweep_that_broke_down_is_left_out_of_the_median_without_sweeping_again(tmp_path, caplog) -> None:
+def test_a_shallow_sweep_is_left_out_of_the_median_without_sweeping_again(tmp_path, caplog) -> None:
     # the first sweep's loss fell a fifth as far as the others' before it rose: it broke down, and its
     # minimum (step 5) is not the cliff; the other two agree
     values = v_curve(5, fall=0.2) + v_curve(30) + v_curve(34)
     result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, end_lr=1e-2, repeats=3,
                      seed=5, progress=False, warn=False)
-    assert result.broken == [0] and result.num_iter == 40 and "faster_sweeps" not in result.config
+    assert result.shallow == [0] and result.num_iter == 40 and "faster_sweeps" not in result.config
     assert "disagree" not in caplog.text and not result.repeats_disagree and result.warnings == []
     both = np.sqrt(result.seed_lrs[1] * result.seed_lrs[2])
     assert result.suggested_lr == pytest.approx(both, rel=5e-3) and result.spread == tuple(result.seed_lrs[1:])
@@ -309,40 +309,40 @@ def test_a_sweep_that_broke_down_is_left_out_of_the_median_without_sweeping_agai
     text = result.summary()
     assert "spread over 2 seeds" in text
     assert (f"left out of the median: seed 5 ({result.seed_lrs[0]:.3g}), whose loss fell 0.089 where the deepest "
-            "sweep's fell 0.91: it broke down before learning") in text       # smoothed: a bit less than 0.2 and 1
+            "sweep's fell 0.91: too little for its minimum to mark the cliff") in text       # smoothed: a bit less than 0.2 and 1
     ax = result.plot(path=tmp_path / "r.png")
-    dotted = [line for line in ax.lines if line.get_label() == "broke down, left out"]
+    dotted = [line for line in ax.lines if line.get_label() == "too shallow, left out"]
     assert len(dotted) == 1 and dotted[0].get_linestyle() == ":"
     back = RangeTestResult.load(result.to_json(tmp_path / "r.json"))
-    assert back.broken == [0] and back.suggested_lr == result.suggested_lr
-    assert json.loads((tmp_path / "r.json").read_text())["broken"] == [0]
+    assert back.shallow == [0] and back.suggested_lr == result.suggested_lr
+    assert json.loads((tmp_path / "r.json").read_text())["shallow"] == [0]
 
 
-def test_most_sweeps_broken_down_count_as_a_disagreement_and_sweep_again() -> None:
+def test_most_sweeps_shallow_count_as_a_disagreement_and_sweep_again() -> None:
     fast = v_curve(5, fall=0.2) + v_curve(30) + v_curve(6, fall=0.25)
     slow = [v for low in (40, 44, 48) for v in v_curve(low, 80)]
     result = find_lr(make_model(), make_data(), step_fn=scripted(fast + slow), num_iter=40, end_lr=1e-2, repeats=3,
                      seed=0, progress=False, warn=False)
-    assert result.num_iter == 80 and result.broken == [] and not result.repeats_disagree
-    assert result.config["faster_sweeps"]["broken"] == [0, 2]
-    assert "broke down" in result.summary()
+    assert result.num_iter == 80 and result.shallow == [] and not result.repeats_disagree
+    assert result.config["faster_sweeps"]["shallow"] == [0, 2]
+    assert "disagreed (1.09e-06 shallow, " in result.summary()
 
     kept = find_lr(make_model(), make_data(), step_fn=scripted(fast), num_iter=40, end_lr=1e-2, repeats=3,
                    seed=0, progress=False, warn=False, slow_down=False)
-    assert kept.repeats_disagree and kept.broken == [0, 2]
+    assert kept.repeats_disagree and kept.shallow == [0, 2]
     assert kept.suggested_lr == pytest.approx(kept.seed_lrs[1], rel=5e-3)    # the one sweep that learned
-    assert any("2 of the 3 repeats broke down before they could learn; the median" in w for w in kept.warnings)
+    assert any("2 of the 3 repeats' losses fell too little to count (most often: they broke down" in w for w in kept.warnings)
 
 
 def test_sweeps_that_fall_alike_are_all_counted() -> None:
-    from lrfind.result import broken_sweeps
+    from lrfind.result import shallow_sweeps
 
     curves = [np.array(v_curve(low, fall=f)) for low, f in ((20, 1.0), (22, 0.5), (25, 0.8))]
-    assert broken_sweeps(curves) == []
-    assert broken_sweeps(curves + [np.array(v_curve(8, fall=0.25))]) == [3]
-    assert broken_sweeps([np.array([2.0] * 5)] + curves) == []          # too short to say: counted
+    assert shallow_sweeps(curves) == []
+    assert shallow_sweeps(curves + [np.array(v_curve(8, fall=0.25))]) == [3]
+    assert shallow_sweeps([np.array([2.0] * 5)] + curves) == []          # too short to say: counted
     flat = RangeTestResult(np.geomspace(1e-4, 1, 40), np.linspace(2.0, 1.0, 40), seed_lrs=[0.01, 0.02])
-    assert flat.broken == [] and flat.suggested_lr is not None           # no curves kept: nothing left out
+    assert flat.shallow == [] and flat.suggested_lr is not None           # no curves kept: nothing left out
 
 
 def test_median_index_picks_the_middle_suggestion_and_skips_the_unclear() -> None:

@@ -581,12 +581,12 @@ def test_a_stage_1_that_swept_again_at_half_the_pace_says_so_in_the_report(data_
 def test_the_report_names_the_sweeps_left_out_of_the_median() -> None:
     from lrfind import report
 
-    stored = {"seed_lrs": [0.0066, 0.046, 0.066], "broken": [0], "num_iter": 300}
+    stored = {"seed_lrs": [0.0066, 0.046, 0.066], "shallow": [0], "num_iter": 300}
     assert report._base_lr_source("range test", stored) == (
-        "range test, the median of 2 sweeps' suggestions 0.046, 0.066 (1 more broke down before learning and was "
+        "range test, the median of 2 sweeps' suggestions 0.046, 0.066 (1 more fell too little to count and was "
         "left out: 0.0066)")
     slowed = {"seed_lrs": [0.03, 0.035, 0.04], "num_iter": 600,
-              "faster_sweeps": {"num_iter": 300, "seed_lrs": [0.006, 0.05, 0.007], "broken": [0, 2]}}
+              "faster_sweeps": {"num_iter": 300, "seed_lrs": [0.006, 0.05, 0.007], "shallow": [0, 2]}}
     assert report._base_lr_source("range test", slowed).endswith(
-        "at 600 steps each; at 300 steps they disagreed (0.006 broke down, 0.05, 0.007 broke down), so it swept "
+        "at 600 steps each; at 300 steps they disagreed (0.006 shallow, 0.05, 0.007 shallow), so it swept "
         "again at half the pace")
