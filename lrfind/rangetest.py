@@ -292,12 +292,15 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         initial weights) and report the median suggestion and its spread; the curve kept in the
         result is the median repeat's, every repeat's losses are in ``seed_losses``. One sweep can
         land far from the others (a LeNet on MNIST: 2 sweeps in 24 suggested a tenth of the rest), so
-        ``repeats=3`` is worth its cost where a sweep is cheap.
-    slow_down: when the repeats' suggestions span more than 3x, sweep ``repeats`` times again with
-        twice ``num_iter`` (half the pace) and take those; ``result.config["faster_sweeps"]`` keeps
-        the first ones' suggestions. A sweep that climbs too fast for the model breaks down now and
-        then (LeNet with SGD at 300 steps: 2 of 24 on MNIST, 5 of 24 on 5,000 images; at 600 none
-        of 40); a slower one suggests a lower LR, so it is used only when the fast ones disagree.
+        ``repeats=3`` is worth its cost where a sweep is cheap. A repeat whose loss fell less than
+        0.3x as far as the deepest one's is left out of the median (``result.shallow``): most often it
+        broke down before it could learn, and its minimum is not the cliff.
+    slow_down: when the repeats that count span more than 3x, or most repeats are shallow, sweep
+        ``repeats`` times again with twice ``num_iter`` (half the pace) and take those;
+        ``result.config["faster_sweeps"]`` keeps the first ones' suggestions. A sweep that climbs too
+        fast for the model breaks down now and then (LeNet with SGD at 300 steps: 2 of 24 on MNIST, 5
+        of 24 on 5,000 images; at 600 none of 40); a slower one suggests a lower LR, so it is used only
+        when the fast ones disagree.
     method: the suggestion reported as ``suggested_lr``; every method's is in ``suggestions``.
     cuda_graph: replay each step (forward, backward, update) from a CUDA graph, about 10x faster
         for small models. Default: on where it applies: a CUDA model, ``(x, y)`` batches with the
