@@ -1,17 +1,22 @@
 """The trial engine's step at K trials under its options, and where its GPU time goes.
 
     python bench/engine_variants.py --k 50
+    python bench/engine_variants.py --device cpu --k 8 --train-images 10000 --out bench/engine_variants_cpu.json
 
-Prints ms per trial-epoch for: eager, CUDA graph, the graph of the former vmap(grad) gradients,
-graph + cudnn.benchmark, graph + bf16 autocast, graph + TF32 matmuls, the looped engine (the
-CPU's default) from a graph, and the step compiled by ``torch.compile`` then captured (with its
-warm-up time: compiling is paid once per process unless Inductor's cache has it); then the top
-CUDA kernels of a few eager steps (torch.profiler).
+On a GPU, prints ms per trial-epoch for: eager, CUDA graph, the graph of the former vmap(grad)
+gradients, graph + cudnn.benchmark, graph + bf16 autocast, graph + TF32 matmuls, graph +
+channels-last convolution weights, the looped engine (the CPU's default) from a graph, and the
+step compiled by ``torch.compile`` then captured (with its warm-up time: compiling is paid once
+per process unless Inductor's cache has it); then the top CUDA kernels of a few eager steps
+(torch.profiler). On a CPU: looped and vmapped, with channels-last weights (the CPU's default)
+and without, and the seconds per trial to score 10,000 validation images, each timed ``--rounds``
+times in turn (the best is kept: a shared CPU is noisy).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,24 +41,67 @@ class GradOfVmap(FusedTrials):
         grad_of = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
         with self.autocast:
             grads, losses = grad_of(self.params, self.buffers, x, y)
-        return losses, torch.cat([grads[name].reshape(len(self.flat), -1) for name in self._shapes], 1)
+        return losses, self._flatten({name: grads[name] for name in self._shapes})
 
 
 def epoch_ms(k: int, loader, device, **options) -> float:
     return 1000 * engine_epoch_seconds(k, loader, device, **options) / k
 
 
+def eval_seconds_per_trial(k: int, val, device, **options) -> float:
+    """Seconds per trial for K trials to score ``val`` (after one warm-up evaluation)."""
+    specs = [TrialSpec("constant", {}, seed=i) for i in range(k)]
+    engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=10, steps_per_epoch=10, device=device, **options)
+    engine.evaluate(val)
+    start = time.perf_counter()
+    engine.evaluate(val)
+    return (time.perf_counter() - start) / k
+
+
+def cpu_rows(k: int, loader, val, device, rounds: int) -> dict[str, float]:
+    """The CPU's variants, each timed ``rounds`` times in turn; the best of each."""
+    variants = {
+        "looped, channels-last (the CPU default)": lambda: epoch_ms(k, loader, device),
+        "looped, usual layout": lambda: epoch_ms(k, loader, device, channels_last=False),
+        "vmap, channels-last": lambda: epoch_ms(k, loader, device, vectorize=True),
+        "vmap, usual layout": lambda: epoch_ms(k, loader, device, vectorize=True, channels_last=False),
+        "evaluate 10,000 images, s per trial, channels-last": lambda: eval_seconds_per_trial(k, val, device),
+        "evaluate 10,000 images, s per trial, usual layout":
+            lambda: eval_seconds_per_trial(k, val, device, channels_last=False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            times[name].append(run())
+    return {name: min(values) for name, values in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", type=int, nargs="+", default=[50])
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--train-images", type=int, default=None, help="train on the first N images (an epoch's length)")
+    ap.add_argument("--rounds", type=int, default=3, help="CPU: times each variant is timed, in turn")
+    ap.add_argument("--out", default=None, help="JSON file to write")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("engine_variants.py compares CUDA-graph and bf16 variants: it needs a CUDA device "
-                         "(bench/run.py --quick runs anywhere)")
-    device = torch.device("cuda")
-    train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
+    device = torch.device(args.device)
+    train, val = load_dataset("mnist", "train", device=device).holdout(10_000)
+    if args.train_images:
+        train = train.subset(args.train_images)
     loader = train.loader(args.batch_size, seed=0)
+    if device.type != "cuda":
+        result = {"device": f"{device} ({torch.get_num_threads()} threads)", "torch": torch.__version__,
+                  "train_images": len(train), "batch_size": args.batch_size, "rounds": args.rounds, "by_k": {}}
+        for k in args.k:
+            rows = result["by_k"][str(k)] = cpu_rows(k, loader, val, device, args.rounds)
+            for name, value in rows.items():
+                unit = "s" if name.startswith("evaluate") else "ms per trial-epoch"
+                print(f"K={k:<4} {name:<52} {value:8.2f} {unit}")
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+            print(f"wrote {args.out}")
+        return
     for k in args.k:
         rows = {"eager": epoch_ms(k, loader, device, cuda_graph=False),
                 "graph": epoch_ms(k, loader, device),
@@ -66,6 +114,9 @@ def main() -> None:
         torch.set_float32_matmul_precision("highest")
         torch.backends.cudnn.benchmark = False
         rows["graph, looped (vectorize=False)"] = epoch_ms(k, loader, device, vectorize=False)
+        rows["graph + channels-last weights"] = epoch_ms(k, loader, device, channels_last=True)
+        rows["graph, looped + channels-last weights"] = epoch_ms(k, loader, device, vectorize=False,
+                                                                 channels_last=True)
         start = time.perf_counter()
         try:
             rows["torch.compile, then graph"] = epoch_ms(k, loader, device, wrap_step=torch.compile)

@@ -8,7 +8,7 @@
 # 1. tests/test_gpu.py (graph replay, range test from a graph, figures in a child process);
 # 2. bench/run.py, the suite (writes bench/results.json, copied to the output folder);
 # 3. bench/painter.py at K=6 (stage 3's size) and K=50 (the search's);
-# 4. bench/engine_variants.py --k 50 (eager, graph, bf16, TF32, looped, torch.compile; profile);
+# 4. bench/engine_variants.py --k 50 (eager, graph, bf16, TF32, channels-last, looped, torch.compile; profile);
 # 5. bench/own_model.py (a user's CNN on 3x32x32 images with flip-crop: engine vs a plain loop);
 # 6. bench/loop_vs_engine.py (the same study through tune and through tune_loop over a plain loop).
 # A step that fails is reported and the next one still runs.

@@ -106,6 +106,7 @@ class TuneConfig(Searched):
                                                  # when the sweeps disagree (README, "One sweep, or ...")
     range_test_repeats: int = 3                  # stage 1's sweeps, with seeds seed, seed+1, ...: their median LR
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
+    channels_last: bool | None = None            # convolution weights channels-last; None: on a CPU only
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
     timeout: float | str | None = None           # seconds (or "10m"): no batch of trials starts after it
     metric: str | None = None                    # what trials are scored on: validation "accuracy" or "loss";
@@ -490,6 +491,7 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
             records = run_trials(cfg.model, specs, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
                                  same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp,
+                                 channels_last=cfg.channels_last,
                                  augment=cfg.augment_fn)
         for k, (trial, rec) in enumerate(zip(asked, records)):
             _study.tell(study, trial, rec, cfg.scoring)
@@ -537,7 +539,7 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     with bar:
         records = run_trials(cfg.model, specs, full, None, epochs=cfg.epochs, batch_size=cfg.batch_size,
                              base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,
-                             score_on=test, amp=cfg.amp, augment=cfg.augment_fn)
+                             score_on=test, amp=cfg.amp, augment=cfg.augment_fn, channels_last=cfg.channels_last)
     out: dict[str, Any] = {}
     for i, (label, trial) in enumerate(picked.items()):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]

@@ -219,3 +219,20 @@ def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(r
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "out of GPU memory with one model at --batch-size 128" in result.output
     assert "run the same command again" in result.output and (tmp_path / "study.log").is_file()
+
+
+def test_tune_passes_the_channels_last_choice_to_the_engine(run, monkeypatch, tmp_path) -> None:
+    from lrfind import tuner
+
+    seen, real = [], tuner.run_trials
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["channels_last"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuner, "run_trials", spy)
+    for flag, out in ((), "auto"), (("--no-channels-last",), "off"):
+        result = run("tune", "--device", "cpu", "-q", "--trials", "1", "--base-lr", "0.05", "--train-subset", "256",
+                     "--epochs", "1", "--no-final", "--out", str(tmp_path / out), *flag)
+        assert result.exit_code == 0, result.output
+    assert seen == [None, False]        # None: the engine's default, channels-last on a CPU

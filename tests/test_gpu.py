@@ -49,6 +49,22 @@ def test_graph_replay_equals_torch_optim_one_by_one(opt_cfg: OptimizerConfig, ve
             torch.testing.assert_close(got[name].cpu(), value, atol=1e-5, rtol=1e-5, msg=f"{spec.schedule} {name}")
 
 
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
+def test_channels_last_weights_replay_from_a_graph_and_equal_torch_optim(vectorize: bool) -> None:
+    """Off by default on a GPU (not yet measured there); asked for, it trains the same."""
+    opt_cfg, data = OptimizerConfig("sgd", momentum=0.9), batches()
+    fused = FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                        optimizer=opt_cfg, device=CUDA, vectorize=vectorize, channels_last=True)
+    assert fused._channels_last and fused.cuda_graph
+    for x, y in on_cuda(data):
+        fused.step(x, y)
+    assert fused._graph is not None and fused._graph.graph is not None, "the step was never captured"
+    for k, spec in enumerate(SPECS):
+        weights, _ = train_alone(spec, opt_cfg, data)
+        for name, value in weights.items():
+            torch.testing.assert_close(fused.state_dict(k)[name].cpu(), value, atol=1e-5, rtol=1e-5)
+
+
 def test_graph_survives_dropping_trials_and_a_failed_trial() -> None:
     data = on_cuda(batches())
     specs = SPECS + [TrialSpec("constant", {}, seed=4, lr_scale=1e6)]         # diverges to NaN

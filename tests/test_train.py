@@ -172,6 +172,65 @@ def test_looped_and_vectorized_trials_agree_in_training_and_validation() -> None
         assert looped.records[k].val_acc == vmapped.records[k].val_acc
 
 
+def test_convolution_weights_are_stored_channels_last_on_a_cpu_and_train_the_same() -> None:
+    g = torch.Generator().manual_seed(0)
+    val = ImageData(torch.randn(48, 1, 28, 28, generator=g), torch.randint(0, 10, (48,), generator=g))
+    engines = [FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                           channels_last=c) for c in (None, False)]
+    fast, usual = engines
+    assert fast._channels_last == {"conv1.weight", "conv2.weight"} and not usual._channels_last   # the CPU default
+    assert fast.params["conv2.weight"][0].is_contiguous(memory_format=torch.channels_last)
+    assert not fast.params["conv2.weight"][0].is_contiguous()
+    for name in fast.params:                       # the same weights, stored in two layouts
+        assert torch.equal(fast.params[name], usual.params[name])
+    for x, y in batches():
+        for engine in engines:
+            engine.step(x, y)
+    for engine in engines:
+        engine.keep([True, False, True])
+        engine.end_epoch(val, STEPS)
+    for k in (0, 2):
+        for name, value in usual.state_dict(k).items():
+            torch.testing.assert_close(fast.state_dict(k)[name], value, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(fast.records[k].val_loss, usual.records[k].val_loss, rtol=1e-5)
+        model = get_model("lenet")
+        model.load_state_dict(fast.state_dict(k))          # a plain model takes the weights as they are
+        assert torch.equal(model.conv2.weight, fast.state_dict(k)["conv2.weight"])
+
+
+class ViewsActivations(torch.nn.Module):
+    """A CNN whose forward flattens with ``view``: it cannot take channels-last activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+
+def test_a_model_that_views_its_activations_keeps_the_usual_layout(caplog) -> None:
+    data = batches(4)
+    two = [TrialSpec("constant", {}, seed=1), TrialSpec("cosine", {}, seed=2)]
+    engines = [FusedTrials(ViewsActivations, two, base_lr=BASE_LR, total_steps=4, steps_per_epoch=4,
+                           channels_last=c) for c in (None, False)]
+    with caplog.at_level("INFO", logger="lrfind.train"):
+        for x, y in data:
+            for engine in engines:
+                engine.step(x, y)
+    fallback, usual = engines
+    assert not fallback._channels_last and "channels-last convolution weights" in caplog.text
+    assert torch.equal(fallback.flat, usual.flat)      # the trial step on copies left no trace
+    for state in fallback.state.values():
+        assert torch.equal(state, usual.state["momentum"])
+    asked = FusedTrials(ViewsActivations, SPECS[:1], base_lr=BASE_LR, total_steps=4, steps_per_epoch=4,
+                        channels_last=True)
+    with pytest.raises(RuntimeError, match="view"):
+        asked.step(*data[0])
+
+
 def test_looped_trials_update_batch_norm_buffers_like_vmap() -> None:
     def bn_model():
         return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
