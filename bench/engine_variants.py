@@ -44,30 +44,30 @@ class GradOfVmap(FusedTrials):
         return losses, self._flatten({name: grads[name] for name in self._shapes})
 
 
-def epoch_ms(k: int, loader, device, **options) -> float:
-    return 1000 * engine_epoch_seconds(k, loader, device, **options) / k
+def epoch_ms(k: int, loader, device, model: str, **options) -> float:
+    return 1000 * engine_epoch_seconds(k, loader, device, model=model, **options) / k
 
 
-def eval_seconds_per_trial(k: int, val, device, **options) -> float:
+def eval_seconds_per_trial(k: int, val, device, model: str, **options) -> float:
     """Seconds per trial for K trials to score ``val`` (after one warm-up evaluation)."""
     specs = [TrialSpec("constant", {}, seed=i) for i in range(k)]
-    engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=10, steps_per_epoch=10, device=device, **options)
+    engine = FusedTrials(model, specs, base_lr=0.05, total_steps=10, steps_per_epoch=10, device=device, **options)
     engine.evaluate(val)
     start = time.perf_counter()
     engine.evaluate(val)
     return (time.perf_counter() - start) / k
 
 
-def cpu_rows(k: int, loader, val, device, rounds: int) -> dict[str, float]:
+def cpu_rows(k: int, loader, val, device, model: str, rounds: int) -> dict[str, float]:
     """The CPU's variants, each timed ``rounds`` times in turn; the best of each."""
     variants = {
-        "looped, channels-last (the CPU default)": lambda: epoch_ms(k, loader, device),
-        "looped, usual layout": lambda: epoch_ms(k, loader, device, channels_last=False),
-        "vmap, channels-last": lambda: epoch_ms(k, loader, device, vectorize=True),
-        "vmap, usual layout": lambda: epoch_ms(k, loader, device, vectorize=True, channels_last=False),
-        "evaluate 10,000 images, s per trial, channels-last": lambda: eval_seconds_per_trial(k, val, device),
+        "looped, channels-last (the CPU default)": lambda: epoch_ms(k, loader, device, model),
+        "looped, usual layout": lambda: epoch_ms(k, loader, device, model, channels_last=False),
+        "vmap, channels-last": lambda: epoch_ms(k, loader, device, model, vectorize=True),
+        "vmap, usual layout": lambda: epoch_ms(k, loader, device, model, vectorize=True, channels_last=False),
+        "evaluate 10,000 images, s per trial, channels-last": lambda: eval_seconds_per_trial(k, val, device, model),
         "evaluate 10,000 images, s per trial, usual layout":
-            lambda: eval_seconds_per_trial(k, val, device, channels_last=False),
+            lambda: eval_seconds_per_trial(k, val, device, model, channels_last=False),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
@@ -83,18 +83,20 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--train-images", type=int, default=None, help="train on the first N images (an epoch's length)")
     ap.add_argument("--rounds", type=int, default=3, help="CPU: times each variant is timed, in turn")
+    ap.add_argument("--model", default="lenet", help="a built-in model or file.py:function, for MNIST's 1x28x28")
     ap.add_argument("--out", default=None, help="JSON file to write")
     args = ap.parse_args()
+    model = args.model
     device = torch.device(args.device)
     train, val = load_dataset("mnist", "train", device=device).holdout(10_000)
     if args.train_images:
         train = train.subset(args.train_images)
     loader = train.loader(args.batch_size, seed=0)
     if device.type != "cuda":
-        result = {"device": f"{device} ({torch.get_num_threads()} threads)", "torch": torch.__version__,
+        result = {"device": f"{device} ({torch.get_num_threads()} threads)", "torch": torch.__version__, "model": model,
                   "train_images": len(train), "batch_size": args.batch_size, "rounds": args.rounds, "by_k": {}}
         for k in args.k:
-            rows = result["by_k"][str(k)] = cpu_rows(k, loader, val, device, args.rounds)
+            rows = result["by_k"][str(k)] = cpu_rows(k, loader, val, device, model, args.rounds)
             for name, value in rows.items():
                 unit = "s" if name.startswith("evaluate") else "ms per trial-epoch"
                 print(f"K={k:<4} {name:<52} {value:8.2f} {unit}")
@@ -103,23 +105,23 @@ def main() -> None:
             print(f"wrote {args.out}")
         return
     for k in args.k:
-        rows = {"eager": epoch_ms(k, loader, device, cuda_graph=False),
-                "graph": epoch_ms(k, loader, device),
-                "graph, vmap(grad) as before 2026-11": epoch_ms(k, loader, device, engine_class=GradOfVmap)}
+        rows = {"eager": epoch_ms(k, loader, device, model, cuda_graph=False),
+                "graph": epoch_ms(k, loader, device, model),
+                "graph, vmap(grad) as before 2026-11": epoch_ms(k, loader, device, model, engine_class=GradOfVmap)}
         torch.backends.cudnn.benchmark = True
-        rows["graph + cudnn.benchmark"] = epoch_ms(k, loader, device)
-        rows["graph + cudnn.benchmark + bf16"] = epoch_ms(k, loader, device, amp="bf16")
+        rows["graph + cudnn.benchmark"] = epoch_ms(k, loader, device, model)
+        rows["graph + cudnn.benchmark + bf16"] = epoch_ms(k, loader, device, model, amp="bf16")
         torch.set_float32_matmul_precision("high")
-        rows["graph + cudnn.benchmark + tf32 matmul"] = epoch_ms(k, loader, device)
+        rows["graph + cudnn.benchmark + tf32 matmul"] = epoch_ms(k, loader, device, model)
         torch.set_float32_matmul_precision("highest")
         torch.backends.cudnn.benchmark = False
-        rows["graph, looped (vectorize=False)"] = epoch_ms(k, loader, device, vectorize=False)
-        rows["graph + channels-last weights"] = epoch_ms(k, loader, device, channels_last=True)
-        rows["graph, looped + channels-last weights"] = epoch_ms(k, loader, device, vectorize=False,
+        rows["graph, looped (vectorize=False)"] = epoch_ms(k, loader, device, model, vectorize=False)
+        rows["graph + channels-last weights"] = epoch_ms(k, loader, device, model, channels_last=True)
+        rows["graph, looped + channels-last weights"] = epoch_ms(k, loader, device, model, vectorize=False,
                                                                  channels_last=True)
         start = time.perf_counter()
         try:
-            rows["torch.compile, then graph"] = epoch_ms(k, loader, device, wrap_step=torch.compile)
+            rows["torch.compile, then graph"] = epoch_ms(k, loader, device, model, wrap_step=torch.compile)
             total = time.perf_counter() - start
             print(f"K={k:<4} torch.compile: {total - k * rows['torch.compile, then graph'] / 1000:.1f} s of warm-up "
                   "(compile and capture) before the timed epoch")
@@ -131,7 +133,7 @@ def main() -> None:
 
     k = args.k[0]
     specs = [TrialSpec("constant", {}, seed=i) for i in range(k)]
-    engine = FusedTrials("lenet", specs, base_lr=0.05, total_steps=40, steps_per_epoch=20, device=device,
+    engine = FusedTrials(model, specs, base_lr=0.05, total_steps=40, steps_per_epoch=20, device=device,
                          cuda_graph=False)
     batches = [b for _, b in zip(range(8), loader)]
     for x, y in batches[:3]:

@@ -81,3 +81,15 @@ def test_range_test_spread_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> 
     assert [len(r["falls"]) for r in result["runs"]] == [2, 2]
     assert all(set(r["shallow"]) <= {0, 1} and isinstance(r["sweeps_again"], bool) for r in result["runs"])
     assert result["summary"]["sweeps"] <= 4 and "sweeps more than 3x" in done.stdout
+
+
+def test_engine_variants_bench_compares_the_layouts_on_the_cpu(mnist_root, tmp_path) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
+    out = tmp_path / "variants.json"
+    done = subprocess.run([sys.executable, str(BENCH / "engine_variants.py"), "--device", "cpu", "--k", "2",
+                           "--train-images", "512", "--rounds", "1", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["by_k"]["2"]
+    assert set(rows) >= {"looped, channels-last (the CPU default)", "looped, usual layout"}
+    assert all(value > 0 for value in rows.values()) and "ms per trial-epoch" in done.stdout
