@@ -90,8 +90,7 @@ def _base_lr_source(source: str, range_test: dict[str, Any]) -> str:
     text = (f"range test, the median of {len(counted)} sweeps' suggestions "
             f"{', '.join(f'{lr:.2g}' for lr in counted if lr is not None)}")
     if shallow:
-        lrs = ", ".join("none" if range_test["seed_lrs"][i] is None else f"{range_test['seed_lrs'][i]:.2g}"
-                        for i in sorted(shallow))
+        lrs = describe_sweeps([range_test["seed_lrs"][i] for i in sorted(shallow)], digits=2)
         text += (f" ({len(shallow)} more fell too little to count and {'was' if len(shallow) == 1 else 'were'} "
                  f"left out: {lrs})")
     faster = range_test.get("faster_sweeps")
