@@ -87,19 +87,17 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
 
 def fall(losses) -> float | None:
     """How far the smoothed loss falls: its mean over the first 5% of the steps less its minimum
-    (before any NaN/Inf). ``None`` for fewer than 10 finite losses.
+    (before any NaN/Inf). ``None`` where no method would suggest an LR: fewer than 10 finite
+    losses, a loss that rises from the start or does not fall clearly above its noise.
 
     Sweeps of one setup that differ only in their seed fall about as far; one that falls much less
     broke down before it could learn (a loss spike where the LR climbs fastest), and its minimum
     then marks that breakdown, not the cliff (``result.shallow_sweeps``).
     """
     raw = np.asarray(losses, dtype=np.float64)
-    finite = np.isfinite(raw)
-    if not finite.all():
-        raw = raw[: int(np.argmin(finite))]
-    if raw.size < 10:
+    _, raw, sm, verdict = _prepare(np.arange(1.0, raw.size + 1), raw)     # the step index stands in for the LR
+    if verdict is not None:
         return None
-    sm = smooth(raw)
     return float(np.nanmean(sm[: max(3, raw.size // 20)]) - np.nanmin(sm))
 
 

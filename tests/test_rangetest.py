@@ -341,6 +341,8 @@ def test_sweeps_that_fall_alike_are_all_counted() -> None:
     assert shallow_sweeps(curves) == []
     assert shallow_sweeps(curves + [np.array(v_curve(8, fall=0.25))]) == [3]
     assert shallow_sweeps([np.array([2.0] * 5)] + curves) == []          # too short to say: counted
+    flat = [np.full(40, 2.0) + 0.01 * np.sin(np.arange(40)) for _ in range(2)]
+    assert shallow_sweeps(flat + [np.array(v_curve(20, fall=0.03))]) == []    # no clear fall to compare with
     flat = RangeTestResult(np.geomspace(1e-4, 1, 40), np.linspace(2.0, 1.0, 40), seed_lrs=[0.01, 0.02])
     assert flat.shallow == [] and flat.suggested_lr is not None           # no curves kept: nothing left out
 
