@@ -196,8 +196,9 @@ Examples:
 @click.option("--mode", default="exp", show_default=True, type=click.Choice(["exp", "linear"]),
               help="Space the LRs on a log (exp) or linear scale.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread. When "
-                   "they disagree by more than 3x, sweep as many times again with twice --num-iter.")
+              help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread. A sweep "
+                   "whose loss fell less than 0.3x as far as the deepest is left out. When the rest disagree by "
+                   "more than 3x, or most are left out, sweep as many times again with twice --num-iter.")
 @click.option("--val-batches", type=click.IntRange(min=1), default=None, metavar="N",
               help="Record the mean loss over N batches of the held-out validation split after every step, "
                    "instead of the training batch's loss: smoother curves, N forward passes more per step "

@@ -212,7 +212,7 @@ class RangeTestResult:
         lines += [f"warning: {w}" for w in self.warnings]
         if len(self.seed_lrs) > 1 and self.spread is not None:
             seeds = self.config.get("seeds") or []
-            median = "the median" if len(self._counted()) % 2 else "the nearest the median"
+            median = "the median" if len(self._counted()) % 2 else "the one nearest the median"
             shown = f" (the curve is seed {seeds[self.curve_index]}'s, {median})" \
                 if self.seed_losses and self.curve_index < len(seeds) and seeds[self.curve_index] is not None else ""
             lines.append(f"spread over {len(self._counted())} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"

@@ -307,7 +307,7 @@ def test_a_shallow_sweep_is_left_out_of_the_median_without_sweeping_again(tmp_pa
     assert result.suggested_lr == pytest.approx(both, rel=5e-3) and result.spread == tuple(result.seed_lrs[1:])
     assert result.curve_index in (1, 2) and result.reason.startswith("median over 2 seeds")
     text = result.summary()
-    assert "spread over 2 seeds" in text and "'s, the nearest the median)" in text
+    assert "spread over 2 seeds" in text and "'s, the one nearest the median)" in text
     assert (f"left out of the median: seed 5 ({result.seed_lrs[0]:.3g}), whose loss fell 0.089 where the deepest "
             "sweep's fell 0.91: too little for its minimum to mark the cliff") in text       # smoothed: a bit less than 0.2 and 1
     ax = result.plot(path=tmp_path / "r.png")
