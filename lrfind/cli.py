@@ -198,7 +198,7 @@ Examples:
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
               help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread. A sweep "
                    "whose loss fell less than 0.3x as far as the deepest is left out. When the rest disagree by "
-                   "more than 3x, or most are left out, sweep as many times again with twice --num-iter.")
+                   "more than 3x, or fewer than two are left, sweep as many times again with twice --num-iter.")
 @click.option("--val-batches", type=click.IntRange(min=1), default=None, metavar="N",
               help="Record the mean loss over N batches of the held-out validation split after every step, "
                    "instead of the training batch's loss: smoother curves, N forward passes more per step "

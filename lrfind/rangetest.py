@@ -295,8 +295,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         ``repeats=3`` is worth its cost where a sweep is cheap. A repeat whose loss fell less than
         0.3x as far as the deepest one's is left out of the median (``result.shallow``): most often it
         broke down before it could learn, and its minimum is not the cliff.
-    slow_down: when the repeats that count span more than 3x, or most repeats are shallow, sweep
-        ``repeats`` times again with twice ``num_iter`` (half the pace) and take those;
+    slow_down: when the repeats that count span more than 3x, or fewer than two are left to agree,
+        sweep ``repeats`` times again with twice ``num_iter`` (half the pace) and take those;
         ``result.config["faster_sweeps"]`` keeps the first ones' suggestions. A sweep that climbs too
         fast for the model breaks down now and then (LeNet with SGD at 300 steps: 2 of 24 on MNIST, 5
         of 24 on 5,000 images; at 600 none of 40); a slower one suggests a lower LR, so it is used only

@@ -115,11 +115,14 @@ class RangeTestResult:
         shallow = set(self.shallow)
         return [lr for i, lr in enumerate(self.seed_lrs) if i not in shallow]
 
+    def _found(self) -> list[float]:
+        """The suggestions of the repeats that count, where they found one."""
+        return [lr for lr in self._counted() if lr is not None]
+
     @property
     def suggested_lr(self) -> float | None:
-        counted = self._counted()
-        found = [lr for lr in counted if lr is not None]
-        if not found or 2 * len(found) < len(counted):
+        found = self._found()
+        if not found or 2 * len(found) < len(self._counted()):
             return None   # most repeats found no clear answer
         # three significant digits: the curve cannot say more, and people type LRs that way
         return float(f"{_median(found):.3g}")
@@ -137,7 +140,7 @@ class RangeTestResult:
     def spread(self) -> tuple[float, float] | None:
         """Lowest and highest suggestion over the repeats (seeds) that count, the shallow ones left
         out; ``None`` if none was found."""
-        found = [lr for lr in self._counted() if lr is not None]
+        found = self._found()
         return (min(found), max(found)) if found else None
 
     @property
@@ -148,10 +151,11 @@ class RangeTestResult:
     @property
     def repeats_disagree(self) -> bool:
         """Whether the repeats disagree: the suggestions of those that count span more than 3x (one
-        sweep, or more, landed far off), or most of them are too shallow to count."""
+        sweep, or more, landed far off), or shallow ones were left out and fewer than two remain to
+        agree."""
         spread = self.spread
         return len(self.seed_lrs) > 1 and (spread is not None and spread[1] > 3 * spread[0]
-                                           or 2 * len(self.shallow) > len(self.seed_lrs))
+                                           or bool(self.shallow) and len(self._found()) < 2)
 
     @property
     def warnings(self) -> list[str]:
@@ -166,7 +170,7 @@ class RangeTestResult:
                     f"{spread[1] / spread[0]:.1f}x: one sweep can land far from the others"
                     if spread is not None and spread[1] > 3 * spread[0] else
                     f"{len(self.shallow)} of the {len(self.seed_lrs)} repeats' losses fell too little to count "
-                    "(most often: they broke down before they could learn)")
+                    "(most often: they broke down before they could learn), which leaves fewer than two to agree")
             found.append(what + "; " + (f"the median, {median:.3g}, is the suggestion; more repeats, or a slower sweep "
                                        "(twice num_iter), make it surer" if median is not None else
                                        "more repeats, or a slower sweep (twice num_iter), tell which is the odd one"))

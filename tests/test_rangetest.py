@@ -331,7 +331,23 @@ def test_most_sweeps_shallow_count_as_a_disagreement_and_sweep_again() -> None:
                    seed=0, progress=False, warn=False, slow_down=False)
     assert kept.repeats_disagree and kept.shallow == [0, 2]
     assert kept.suggested_lr == pytest.approx(kept.seed_lrs[1], rel=5e-3)    # the one sweep that learned
-    assert any("2 of the 3 repeats' losses fell too little to count (most often: they broke down" in w for w in kept.warnings)
+    assert any("2 of the 3 repeats' losses fell too little to count (most often: they broke down before they could "
+                  "learn), which leaves fewer than two to agree; the median" in w for w in kept.warnings)
+
+
+def test_one_sweep_left_is_too_few_to_agree_but_two_that_agree_are_enough() -> None:
+    lrs = np.geomspace(1e-6, 1e-2, 40)
+    deep = [np.array(v_curve(30)), np.array(v_curve(32))]
+    shallow = [np.array(v_curve(5, fall=0.2)), np.array(v_curve(6, fall=0.15)), np.array(v_curve(7, fall=0.2))]
+
+    def result(curves: list[np.ndarray]) -> RangeTestResult:
+        seed_lrs = [RangeTestResult(lrs, c).suggested_lr for c in curves]
+        return RangeTestResult(lrs, curves[0], seed_lrs=seed_lrs, seed_losses=curves)
+
+    assert result([deep[0], shallow[0]]).repeats_disagree                    # 2 repeats, 1 left
+    two_left = result(deep + shallow)                                        # 5 repeats, 3 shallow
+    assert two_left.shallow == [2, 3, 4] and not two_left.repeats_disagree
+    assert two_left.suggested_lr == pytest.approx(np.sqrt(two_left.seed_lrs[0] * two_left.seed_lrs[1]), rel=5e-3)
 
 
 def test_sweeps_that_fall_alike_are_all_counted() -> None:
