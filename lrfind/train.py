@@ -32,7 +32,7 @@ from ._graph import CapturedStep
 from ._update import adam_, sgd_
 from .data import ImageData
 from .losses import is_regression, summed_losses, task_loss
-from .models import get_model
+from .models import ModelError, get_model
 from .optimizer import OptimizerConfig
 from .schedules import get_schedule
 
@@ -84,7 +84,7 @@ class FusedTrials:
     pooling run in the NHWC layout: a LeNet trial-step on a 2-core CPU takes 6.0 ms instead of 9.9
     (K=8). The arithmetic is the same, in another order. A model whose forward cannot take such
     activations (``x.view(n, -1)`` after a convolution; ``flatten`` and ``reshape`` can) keeps the
-    usual layout, found on the first step; ``channels_last=True`` lets the error through.
+    usual layout, found on the first step; with ``channels_last=True`` that is a ``ModelError``.
     Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
     """
 
@@ -122,7 +122,8 @@ class FusedTrials:
         wanted = self.device.type == "cpu" if channels_last is None else channels_last
         # the convolution weights, (K, out, in, h, w), stored channels-last if wanted
         self._channels_last = {k for k, v in params.items() if v.ndim == 5} if wanted else set()
-        self._check_layout = channels_last is None and bool(self._channels_last)   # on the first step
+        self._layout_asked = bool(channels_last)
+        self._check_layout = bool(self._channels_last)       # on the first step: can the model take it?
         self.flat = self._flatten(params)
         self.params = self._views(self.flat)
         self.buffers = buffers
@@ -209,8 +210,14 @@ class FusedTrials:
 
     def _relayout_unless_it_runs(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Keep the usual layout if the model's forward fails on channels-last activations (most
-        often ``x.view(n, -1)`` after a convolution): only slower, so said at the info level."""
+        often ``x.view(n, -1)`` after a convolution): only slower, so said at the info level. Asked
+        for (``channels_last=True``), that is the user's error to fix."""
         e = self._trial_step_fails(x, y)
+        if e is not None and self._layout_asked:
+            raise ModelError(f"the model's step fails with channels-last convolution weights ({type(e).__name__}: "
+                             f"{message(e)}): flatten with .flatten(1) or .reshape instead of .view in its forward, "
+                             "or leave channels_last (--channels-last) to its default, which keeps the usual layout "
+                             "for such a model") from e
         if e is not None:
             log.info("the model's step fails with channels-last convolution weights (%s: %s); they keep the "
                      "usual layout", type(e).__name__, message(e))

@@ -9,6 +9,7 @@ import torch
 from conftest import dynamo_modules_after
 from lrfind import get_model, get_schedule
 from lrfind.data import ImageData
+from lrfind.models import ModelError
 from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec, run_trials
 
 STEPS, PER_EPOCH, BASE_LR = 12, 4, 0.05
@@ -227,8 +228,11 @@ def test_a_model_that_views_its_activations_keeps_the_usual_layout(caplog) -> No
         assert torch.equal(state, usual.state["momentum"])
     asked = FusedTrials(ViewsActivations, SPECS[:1], base_lr=BASE_LR, total_steps=4, steps_per_epoch=4,
                         channels_last=True)
-    with pytest.raises(RuntimeError, match="view"):
+    with pytest.raises(ModelError, match=r"channels-last convolution weights \(RuntimeError: view size .* instead of "
+                                         r"\.view in its forward"):
         asked.step(*data[0])
+    assert torch.equal(asked.flat, FusedTrials(ViewsActivations, SPECS[:1], base_lr=BASE_LR, total_steps=4,
+                                               steps_per_epoch=4, channels_last=True).flat)   # nothing trained
 
 
 def test_looped_trials_update_batch_norm_buffers_like_vmap() -> None:
