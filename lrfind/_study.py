@@ -351,7 +351,9 @@ def best(study: optuna.Study, where: Callable[[FrozenTrial], bool] = lambda t: T
 def constant_baseline(study: optuna.Study) -> FrozenTrial | None:
     """The best complete trial of the plain constant LR (no warmup, at the base LR): the baseline
     every schedule is judged against. A constant LR after a warmup is a schedule like the others."""
-    return best(study, where=lambda t: t.params == CONSTANT)
+    # a run too short for a warmup (fewer than 4 steps) is never asked whether to warm up
+    return best(study, where=lambda t: t.params.get("schedule") == "constant"
+                and not t.params.get("constant.use_warmup", False) and set(t.params) <= set(CONSTANT))
 
 
 def peak_lr(study: optuna.Study, trial: FrozenTrial) -> float:

@@ -361,6 +361,18 @@ def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path
     assert len(_study.finished(load(tmp_path))) == 3
 
 
+def test_a_run_too_short_for_a_warmup_still_has_its_constant_baseline(data_env, tmp_path) -> None:
+    from lrfind import report
+
+    # 256 images at batch 128, one epoch: 2 steps, too few to ask whether to warm up
+    result = tune(trials=1, parallel=1, out=str(tmp_path), **{**QUICK, "batch_size": 128, "epochs": 1})
+    (trial,) = result.study.trials
+    assert trial.params == {"schedule": "constant"}
+    assert _study.constant_baseline(result.study).number == 0
+    assert "no schedule beat the constant LR" in report.verdict(result.study)
+    assert "did not complete" not in report.verdict(result.study)
+
+
 def test_a_constant_lr_after_a_warmup_is_judged_against_the_plain_constant() -> None:
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
