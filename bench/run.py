@@ -8,7 +8,9 @@ Measures, on the same model (LeNet), data (MNIST), batch size, epochs and search
      DataLoader loop (at least 3 of its trials measured; per trial-epoch and extrapolated to 50);
   2. `lrfind range-test` (300 iterations) against torch-lr-finder 0.2.2 (DataLoader, 4 workers);
   3. the best test accuracy of each side;
-  4. the trial engine alone: ms per trial-epoch at K = 1, 10, 50, 100, achieved FLOP/s, peak memory;
+  4. the trial engine alone: ms per trial-epoch at K = 1, 10, 50, 100, achieved FLOP/s, peak memory
+     (on a GPU also eager, bf16 and channels-last weights; and `lrfind tune` with `--amp bf16` and
+     with `--channels-last`);
   5. the study's bookkeeping alone (Optuna's storage for 50 trials): journal file against SQLite;
   6. the report's figures beside a training loop: drawn in a thread against lrfind's child process.
 """
@@ -89,11 +91,11 @@ def engine_figures(args, device) -> dict:
         torch.nn.functional.cross_entropy(model(x), torch.zeros(args.batch_size, dtype=torch.long)).backward()
     flops_per_step = counter.get_total_flops()           # forward + backward of one model on one batch
     rows = {}
-    modes = [("graph", True, None), ("eager", False, None), ("bf16", True, "bf16")] if device.type == "cuda" \
-        else [("eager", False, None)]
+    modes = {"graph": {}, "eager": {"cuda_graph": False}, "bf16": {"amp": "bf16"},
+             "channels_last": {"channels_last": True}} if device.type == "cuda" else {"eager": {}}
     for k in args.ks:
-        for mode, graph, amp in modes:
-            seconds = engine_epoch_seconds(k, loader, device, cuda_graph=graph, amp=amp)
+        for mode, options in modes.items():
+            seconds = engine_epoch_seconds(k, loader, device, **options)
             if k in rows:
                 rows[k][f"{mode}_ms_per_trial_epoch"] = 1000 * seconds / k
                 continue
@@ -129,6 +131,9 @@ def main() -> None:
         if device.type == "cuda":
             results["tune_bf16"] = run_tune(args, Path(tmp) / "tune_bf16", "--amp", "bf16")
             results["tune_bf16"].pop("report")
+            # channels-last convolution weights: the CPU's default, measured here before a GPU's
+            results["tune_channels_last"] = run_tune(args, Path(tmp) / "tune_channels_last", "--channels-last")
+            results["tune_channels_last"].pop("report")
 
     from baseline import sequential_study
     base = sequential_study(args.baseline_trials, args.epochs, args.batch_size, tune["base_lr"], device)
@@ -155,6 +160,8 @@ def main() -> None:
         ms_per_trial_epoch_k50=k50["ms_per_trial_epoch"],
         ms_per_trial_epoch_k50_bf16=k50.get("bf16_ms_per_trial_epoch"),
         tune_seconds_bf16=results.get("tune_bf16", {}).get("seconds"),
+        tune_seconds_channels_last=results.get("tune_channels_last", {}).get("seconds"),
+        ms_per_trial_epoch_k50_channels_last=k50.get("channels_last_ms_per_trial_epoch"),
         best_test_acc_lrfind_bf16=results.get("tune_bf16", {}).get("best_test_acc"),
         best_test_acc_lrfind=tune["best_test_acc"],
         best_test_acc_baseline=base["best_test_acc"],
@@ -169,9 +176,10 @@ def main() -> None:
         ("suggested LR: lrfind / torch-lr-finder", f"{ours['suggested_lr']} / {peer['suggested_lr']}"),
         ("best test acc: lrfind / baseline", f"{tune['best_test_acc']} / {base['best_test_acc']:.4f}"),
     ]
-    if "tune_bf16" in results:
-        rows.insert(1, ("  with --amp bf16: seconds, best test acc",
-                        f"{results['tune_bf16']['seconds']:.1f}, {results['tune_bf16']['best_test_acc']}"))
+    for key, option in (("tune_channels_last", "--channels-last"), ("tune_bf16", "--amp bf16")):
+        if key in results:
+            rows.insert(1, (f"  with {option}: seconds, best test acc",
+                            f"{results[key]['seconds']:.1f}, {results[key]['best_test_acc']}"))
     st = results["storage"]
     rows.append((f"storage bookkeeping, {args.trials} trials: journal / SQLite (s)",
                  f"{st['journal']['seconds_median']:.2f} / {st['sqlite']['seconds_median']:.2f} "
@@ -181,7 +189,7 @@ def main() -> None:
                  f"{pt['alone']['loop_seconds']:.2f} / {pt['thread']['loop_seconds']:.2f} / "
                  f"{pt['process']['loop_seconds']:.2f}"))
     for k, row in results["engine"]["by_k"].items():
-        others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16")
+        others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16", "channels_last")
                            if f"{m}_ms_per_trial_epoch" in row)
         rows.append((f"engine K={k}: ms per trial-epoch ({'graph' if device.type == 'cuda' else 'eager'}, fp32), TFLOP/s",
                      f"{row['ms_per_trial_epoch']:.1f}{f' ({others})' if others else ''}, {row['tflops']:.2f}"))
