@@ -108,7 +108,9 @@ class RangeTestResult:
     @property
     def shallow(self) -> list[int]:
         """The repeats left out of the median: their loss fell too little to count (``shallow_sweeps``)."""
-        return shallow_sweeps(self.seed_losses) if len(self.seed_losses) > 1 else []
+        if len(self.seed_losses) < 2 or len(self.seed_losses) != len(self.seed_lrs):
+            return []                     # one sweep, or curves that do not match the suggestions
+        return shallow_sweeps(self.seed_losses)
 
     def _counted(self) -> list[float | None]:
         """The suggestions of the repeats that count: all but the shallow ones."""

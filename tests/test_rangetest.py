@@ -361,6 +361,9 @@ def test_sweeps_that_fall_alike_are_all_counted() -> None:
     assert shallow_sweeps(flat + [np.array(v_curve(20, fall=0.03))]) == []    # no clear fall to compare with
     flat = RangeTestResult(np.geomspace(1e-4, 1, 40), np.linspace(2.0, 1.0, 40), seed_lrs=[0.01, 0.02])
     assert flat.shallow == [] and flat.suggested_lr is not None           # no curves kept: nothing left out
+    odd = RangeTestResult(np.geomspace(1e-6, 1e-2, 40), v_curve(30),
+                          seed_losses=[v_curve(30), v_curve(5, fall=0.2)])      # curves without their suggestions
+    assert odd.shallow == [] and odd.summary()
 
 
 def test_median_index_picks_the_middle_suggestion_and_skips_the_unclear() -> None:
