@@ -27,7 +27,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, find_lr, get_model, load_dataset  # noqa: E402
 from lrfind.result import describe_sweeps  # noqa: E402
-from lrfind.suggest import fall  # noqa: E402
 
 
 def summary(runs: list[dict]) -> dict:
@@ -77,7 +76,7 @@ def main() -> None:
             r = find_lr(model, train.loader(bs, seed=s), optimizer=OptimizerConfig(args.optimizer),
                         num_iter=args.num_iter, start_lr=args.start_lr, repeats=args.repeats, seed=s,
                         slow_down=False, progress=False, warn=False)        # this pace's sweeps, as they are
-            falls = [fall(x) for x in r.seed_losses]
+            falls = r.seed_falls
             found = [lr for lr in r.seed_lrs if lr is not None]
             runs.append({"seed": s, "seed_lrs": r.seed_lrs, "falls": falls, "shallow": r.shallow,
                          "median": r.suggested_lr, "median_of_all": float(f"{np.exp(np.median(np.log(found))):.3g}")

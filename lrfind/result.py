@@ -47,7 +47,11 @@ def shallow_sweeps(seed_losses: list[np.ndarray]) -> list[int]:
     fastest, after which the net stays at chance): its minimum marks the breakdown, not the cliff,
     and its suggestion is a tenth of the others'. A sweep that merely learned slowly can be as
     shallow; its minimum then says little either way. Both are left out of the median."""
-    falls = [_suggest.fall(x) for x in seed_losses]
+    return _shallow_of([_suggest.fall(x) for x in seed_losses])
+
+
+def _shallow_of(falls: list[float | None]) -> list[int]:
+    """``shallow_sweeps`` from the repeats' falls (``suggest.fall``)."""
     deepest = max((f for f in falls if f is not None), default=None)
     if deepest is None or deepest <= 0:
         return []
@@ -80,7 +84,9 @@ class RangeTestResult:
     ``lrs`` and ``losses`` are then the curve of the repeat whose suggestion is the median
     (``curve_index``), so the curve shown agrees with the LR suggested. One range test can land far
     from the others: on MNIST a LeNet's sweep now and then breaks down where its loss falls fastest
-    (2 sweeps in 24 suggested 0.006 where the others suggested 0.042 to 0.069).
+    (2 sweeps in 24 suggested 0.006 where the others suggested 0.042 to 0.069). ``seed_falls``
+    says how far each repeat's smoothed loss fell; ``shallow`` lists those left out of the median
+    for falling too little (``shallow_sweeps``).
     """
 
     lrs: np.ndarray
@@ -103,15 +109,13 @@ class RangeTestResult:
         if not self.seed_lrs:
             self.seed_lrs = [self.suggestions[self.method].lr]
         self.seed_losses = [np.asarray(x, dtype=np.float64) for x in self.seed_losses]
+        # how far each repeat's loss fell, and the repeats too shallow to count: once, like the
+        # suggestions (none for one sweep, or curves that do not match the suggestions one to one)
+        kept = len(self.seed_losses) > 1 and len(self.seed_losses) == len(self.seed_lrs)
+        self.seed_falls = [_suggest.fall(x) for x in self.seed_losses] if kept else []
+        self.shallow: list[int] = _shallow_of(self.seed_falls)
 
     # -- the answer ----------------------------------------------------------------------------
-    @property
-    def shallow(self) -> list[int]:
-        """The repeats left out of the median: their loss fell too little to count (``shallow_sweeps``)."""
-        if len(self.seed_losses) < 2 or len(self.seed_losses) != len(self.seed_lrs):
-            return []                     # one sweep, or curves that do not match the suggestions
-        return shallow_sweeps(self.seed_losses)
-
     def _counted(self) -> list[float | None]:
         """The suggestions of the repeats that count: all but the shallow ones."""
         shallow = set(self.shallow)
@@ -196,10 +200,10 @@ class RangeTestResult:
         shallow = self.shallow
         if not shallow:
             return ""
-        falls = [_suggest.fall(x) for x in self.seed_losses]
         seeds = self.config.get("seeds") or [None] * len(self.seed_lrs)
         which = ", ".join((f"seed {seeds[i]}" if seeds[i] is not None else f"repeat {i + 1}")
                           + (f" ({self.seed_lrs[i]:.3g})" if self.seed_lrs[i] is not None else "") for i in shallow)
+        falls = self.seed_falls
         return (f"left out of the median: {which}, whose loss fell {', '.join(f'{falls[i]:.2g}' for i in shallow)} where "
                 f"the deepest sweep's fell {max(f for f in falls if f is not None):.2g}: too little for "
                 f"{'its' if len(shallow) == 1 else 'their'} minimum to mark the cliff (most often a sweep that broke "
