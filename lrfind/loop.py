@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report, tuner
+from ._args import check_names
 from ._duration import timeout_seconds
 from ._imports import callable_name
 from .result import RangeTestResult
@@ -280,6 +281,8 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
         if base_lr is None:
             raise ValueError(f"the range test gave no clear base LR ({range_test.reason}): look at its plot "
                              "(result.plot(path=...)) and pass base_lr as a number")
+    check_names("tune_loop", fields, LoopConfig.__dataclass_fields__, aliases={"n_trials": "trials", "lr": "base_lr"},
+                takes="Its other arguments are LoopConfig's fields: see help(lrfind.LoopConfig)")
     name = fields.pop("study_name", None) or f"lrfind-loop-{getattr(train, '__name__', 'train')}"
     cfg = LoopConfig(train=_name(train), base_lr=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      metric=metric, trials=trials, study_name=name, **fields)

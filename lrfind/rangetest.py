@@ -9,8 +9,11 @@ sweep raises.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import itertools
 import logging
 import math
+import numbers
 import random
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -22,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _state
+from ._args import check_names
 from ._graph import SweepStep
 from .optimizer import OptimizerConfig, own_rule
 from .result import RangeTestResult, RangeTestWarning, describe_sweeps, median_index, shallow_sweeps
@@ -53,6 +57,10 @@ class Sweep:
     check_every: int = 10
 
     def __post_init__(self) -> None:
+        for name in ("start_lr", "end_lr", "diverge_factor", "ema_beta"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
         if not (math.isfinite(self.start_lr) and self.start_lr > 0):
             raise ValueError(f"start_lr must be a positive number, got {self.start_lr!r}")
         if not (math.isfinite(self.end_lr) and self.end_lr > self.start_lr):
@@ -104,11 +112,27 @@ def _inputs_targets(batch: Any) -> tuple[Any, Any]:
     return batch[0], batch[1]
 
 
+def _outputs_checked(loss_fn: Callable) -> Callable:
+    """``loss_fn`` that first checks that the model gave a tensor (not a tuple, a dict, ...)."""
+    def loss(out: Any, y: Any) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the model returned {_describe(out)}, not a tensor of outputs, so the default step "
+                            f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss> "
+                            f"(say, loss_fn(model(x)[0], y) for a model that returns a tuple)")
+        return loss_fn(out, y)
+    return loss
+
+
 def _default_step(loss_fn: Callable) -> StepFn:
     def step(model: nn.Module, batch: Any) -> torch.Tensor:
         x, y = _inputs_targets(batch)
         return loss_fn(model(x), y)
     return step
+
+
+def _one_shot(loader: Iterable) -> bool:
+    """An iterator (a generator, say) is used up by one pass: it cannot be started again."""
+    return iter(loader) is loader
 
 
 class _Batches:
@@ -117,7 +141,7 @@ class _Batches:
     def __init__(self, loader: Iterable, device: torch.device) -> None:
         self.loader, self.device = loader, device
         self._it: Iterator | None = None
-        self.restarts = 0
+        self.restarts = self.count = 0
 
     def __next__(self) -> Any:
         if self._it is None:
@@ -125,13 +149,23 @@ class _Batches:
         try:
             batch = next(self._it)
         except StopIteration:
-            self.restarts += 1
             self._it = iter(self.loader)
             try:
                 batch = next(self._it)
             except StopIteration:
-                raise ValueError("the loader yields no batches") from None
+                raise self._empty() from None
+            self.restarts += 1
+        self.count += 1
         return _to_device(batch, self.device)
+
+    def _empty(self) -> ValueError:
+        if not self.count:
+            return ValueError(f"the loader yields no batches ({type(self.loader).__name__} {self.loader!r:.80})")
+        if _one_shot(self.loader):
+            return ValueError(f"the loader ran out after {self.count} batches and cannot be started again: it is "
+                              f"a {type(self.loader).__name__}, used up by one pass. Pass something that can be "
+                              f"iterated again (a DataLoader, a list of batches) or num_iter <= {self.count}")
+        return ValueError(f"the loader ran out after {self.count} batches and yielded none when started again")
 
 
 def _group_ratios(groups: list[dict]) -> list[float]:
@@ -218,11 +252,11 @@ def _first_step_errors(i: int, batch: Any) -> Iterator[None]:
     """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check."""
     try:
         yield
-    except RuntimeError as e:
+    except (RuntimeError, IndexError) as e:   # IndexError: a class label out of range, on a CPU
         if i:
             raise
-        raise RuntimeError(f"the first training step failed on a batch of {_describe(batch)}: "
-                           f"{e}. Check that the loader's batches fit the model") from e
+        raise type(e)(f"the first training step failed on a batch of {_describe(batch)}: "
+                      f"{str(e).rstrip('.')}. Check that the loader's batches fit the model") from e
 
 
 class _Divergence:
@@ -314,22 +348,30 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     ``RangeTestWarning``; ``result.warnings`` lists the same (``warn=False``: only there, for
     callers that show them themselves).
     """
+    if val_batches is not None and not (isinstance(val_batches, int) and val_batches >= 1):
+        raise ValueError(f"val_batches must be a positive integer or None (all of val_loader), got {val_batches!r}")
+    if val_loader is not None and _one_shot(val_loader):    # read once here, for every repeat and a slower sweep
+        val_loader = list(itertools.islice(val_loader, val_batches))
     again = dict(optimizer=optimizer, loss_fn=loss_fn, step_fn=step_fn, accumulation_steps=accumulation_steps,
                  amp=amp, val_loader=val_loader, val_batches=val_batches, repeats=repeats, seed=seed,
                  method=method, progress=progress, cuda_graph=cuda_graph)       # as given, for a slower sweep
+    check_names("find_lr", sweep_fields, Sweep.__dataclass_fields__, aliases=_PEER_NAMES,
+                others=inspect.signature(find_lr).parameters,
+                takes=f"Besides its own (optimizer, loss_fn, step_fn, ...), it takes the Sweep fields "
+                      f"{', '.join(Sweep.__dataclass_fields__)}")
     if sweep is not None and sweep_fields:
         raise TypeError(f"give either sweep=Sweep(...) or its fields, not both (got {sorted(sweep_fields)})")
-    try:
-        sweep = sweep or Sweep(**sweep_fields)
-    except TypeError:
-        known = ", ".join(Sweep.__dataclass_fields__)
-        raise TypeError(f"unknown argument(s) {sorted(sweep_fields)}; find_lr takes the Sweep fields {known}") from None
+    sweep = sweep or Sweep(**sweep_fields)
     if not (isinstance(accumulation_steps, int) and accumulation_steps >= 1):
         raise ValueError(f"accumulation_steps must be a positive integer, got {accumulation_steps!r}")
     if amp not in (None, *_AMP_DTYPES):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if not (isinstance(repeats, int) and repeats >= 1):
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    if repeats > 1 and _one_shot(loader):
+        raise ValueError(f"repeats={repeats} sweeps the loader {repeats} times, but it is a "
+                         f"{type(loader).__name__}, used up by one pass; pass something that can be iterated "
+                         f"again (a DataLoader, a list of batches) or repeats=1")
     get_method(method)                          # an unknown name lists the choices
     device = _model_device(model)
     optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
@@ -343,7 +385,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     use_own = use_graph or (isinstance(optimizer, OptimizerConfig) and not own_unsupported)
     if isinstance(optimizer, OptimizerConfig):      # the torch optimizer it describes, for the eager path only
         optimizer = None if use_own else optimizer.torch_optimizer(model.parameters(), sweep.start_lr)
-    loss_fn = loss_fn or nn.functional.cross_entropy
+    loss_fn = _outputs_checked(loss_fn or nn.functional.cross_entropy)
     step_fn = step_fn or _default_step(loss_fn)
     ratios = _group_ratios(groups)
     seeds: list[int | None] = ([seed + r for r in range(repeats)] if seed is not None
@@ -357,9 +399,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     try:
         val = None
         if val_loader is not None:
-            source = _Batches(val_loader, device)
-            count = val_batches or len(val_loader)  # type: ignore[arg-type]
-            val = [next(source) for _ in range(count)]
+            val = [_to_device(b, device) for b in itertools.islice(val_loader, val_batches)]
+            if not val:
+                raise ValueError("val_loader yields no batches")
         # one step for every repeat: a graph is captured once (the model is restored in place)
         own = SweepStep(model, rule, groups, ratios, loss_fn, graph=use_graph, strict=bool(cuda_graph)) \
             if use_own else None
@@ -395,6 +437,13 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     for text in result.warnings if warn else []:
         warnings.warn(text, RangeTestWarning, stacklevel=2)
     return result
+
+
+# what the peers call find_lr's arguments (torch-lr-finder, fastai, Lightning), for users who come from them
+_PEER_NAMES = {"criterion": "loss_fn", "num_it": "num_iter", "num_training": "num_iter", "min_lr": "start_lr",
+               "max_lr": "end_lr", "step_mode": "mode", "diverge_th": "diverge_factor",
+               "early_stop_threshold": "diverge_factor", "smooth_f": "ema_beta (= 1 - smooth_f)",
+               "suggest_funcs": "method", "train_loader": "loader (the second positional argument)"}
 
 
 def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report
+from ._args import check_names
 from ._device import resolve_device
 from ._duration import duration_text, timeout_seconds
 from ._imports import callable_name
@@ -219,11 +220,18 @@ def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
     return train, val
 
 
+# other spellings of TuneConfig's fields (Optuna's among them)
+_OTHER_NAMES = {"n_trials": "trials", "lr": "base_lr", "timeout_s": "timeout", "n_jobs": "parallel",
+                "storage_url": "storage", "mixed_precision": "amp", "subset": "train_subset"}
+
+
 def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     """Run (or resume) a study: range test, then Optuna over decay schedules, then the final test.
 
     Give a ``TuneConfig`` or its fields: ``tune(trials=50, epochs=3)``.
     """
+    check_names("tune", fields, TuneConfig.__dataclass_fields__, aliases=_OTHER_NAMES,
+                takes="Its arguments are TuneConfig's fields: see help(lrfind.TuneConfig)")
     if config is not None and fields:
         raise TypeError("give either a TuneConfig or its fields, not both")
     cfg = config or TuneConfig(**fields)

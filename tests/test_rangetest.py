@@ -203,6 +203,47 @@ def test_custom_step_fn_for_dict_batches() -> None:
     assert len(result.losses) == 10 and np.isfinite(result.losses).all()
 
 
+def test_a_one_shot_iterator_that_runs_out_is_a_clear_error_and_the_model_is_restored() -> None:
+    model = make_model()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="ran out after 8 batches and cannot be started again: it is a generator"):
+        find_lr(model, (b for b in make_data()), num_iter=10, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # long enough, it sweeps; several repeats would need it again, and say so before they start
+    assert len(find_lr(make_model(), iter(make_data(n_batches=10)), num_iter=10, progress=False).losses) == 10
+    with pytest.raises(ValueError, match="repeats=3 sweeps the loader 3 times, but it is a list_iterator"):
+        find_lr(make_model(), iter(make_data()), num_iter=10, repeats=3, progress=False)
+
+
+def test_a_one_shot_validation_loader_is_read_once_for_every_repeat() -> None:
+    result = find_lr(make_model(), make_data(), val_loader=iter(make_data(seed=1)), val_batches=2, num_iter=10,
+                     repeats=2, seed=0, progress=False)
+    assert len(result.seed_losses) == 2 and all(len(losses) == 10 for losses in result.seed_losses)
+
+
+def test_a_model_that_returns_a_tuple_gets_a_clear_error() -> None:
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.fc(x), x
+
+    for optimizer in (None, lambda m: torch.optim.SGD(m.parameters(), lr=0.1)):     # lrfind's step, torch's
+        model = Pair()
+        with pytest.raises(TypeError, match=r"the model returned \(\(16, 3\) float32, \(16, 10\) float32\), not a "
+                                            r"tensor.*step_fn=lambda model, batch"):
+            find_lr(model, make_data(), optimizer=optimizer and optimizer(model), num_iter=10, progress=False)
+
+
+def test_labels_out_of_range_name_the_batch() -> None:
+    batches = [(x, y + 5) for x, y in make_data()]
+    with pytest.raises(IndexError, match=r"first training step failed on a batch of \(\(16, 10\) float32, \(16,\) "
+                                         r"int64\): Target \d+ is out of bounds. Check"):
+        find_lr(make_model(), batches, num_iter=10, progress=False)
+
+
 def test_dict_batches_without_step_fn_get_a_clear_error() -> None:
     batches = [{"x": x, "y": y} for x, y in make_data()]
     with pytest.raises(TypeError, match="step_fn"):
@@ -392,6 +433,10 @@ def test_same_seed_same_curve() -> None:
     ({"start_lr": 0.0}, "start_lr"), ({"end_lr": 1e-7}, "end_lr"), ({"num_iter": 1}, "num_iter"),
     ({"mode": "log"}, "mode"), ({"amp": "fp8"}, "amp"), ({"accumulation_steps": 0}, "accumulation_steps"),
     ({"method": "best"}, "method"), ({"nonsense": 1}, "nonsense"),
+    ({"start_lr": "1e-5"}, r"start_lr must be a number, got '1e-5' \(str\)"), ({"val_batches": 0}, "val_batches"),
+    ({"criterion": nn.MSELoss()}, r"criterion \(did you mean loss_fn\?\)"),     # torch-lr-finder's name
+    ({"num_it": 50}, r"num_it \(did you mean num_iter\?\)"),                   # fastai's
+    ({"max_lr": 1.0, "num_iters": 5}, r"max_lr \(did you mean end_lr\?\), num_iters \(did you mean num_iter\?\)"),
 ])
 def test_bad_arguments_are_named(bad: dict, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):

@@ -602,3 +602,12 @@ def test_the_report_names_the_sweeps_left_out_of_the_median() -> None:
     assert report._base_lr_source("range test", slowed).endswith(
         "at 600 steps each; at 300 steps they disagreed (0.006 shallow, 0.05, 0.007 shallow), so it swept "
         "again at half the pace")
+
+
+def test_an_unknown_argument_names_the_field_it_probably_meant_before_anything_is_read(tmp_path) -> None:
+    with pytest.raises(TypeError, match=r"tune got unknown argument\(s\): epoch \(did you mean epochs\?\), "
+                                        r"n_trials \(did you mean trials\?\)\. .*help\(lrfind.TuneConfig\)"):
+        tune(epoch=1, n_trials=3, out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    import lrfind
+    assert lrfind.TuneConfig is tuner.TuneConfig and "LoopConfig" in dir(lrfind)
