@@ -19,10 +19,23 @@ def check_names(function: str, given: Iterable[str], accepted: Iterable[str], *,
     if not unknown:
         return
     candidates = accepted + list(others)
-    aliases = aliases or {}
 
     def named(name: str) -> str:
-        meant = aliases.get(name) or next(iter(difflib.get_close_matches(name, candidates, n=1)), None)
+        meant = closest(name, candidates, aliases)
         return f"{name} (did you mean {meant}?)" if meant else name
 
     raise TypeError(f"{function} got unknown argument(s): {', '.join(map(named, unknown))}. {takes}")
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "").replace(" ", "")
+
+
+def closest(name: str, candidates: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
+    """The name the user probably meant: an alias's (matched without case, ``-`` or ``_``), the
+    candidate spelt the same but for those, or the closest candidate by difflib; None if none is close."""
+    candidates = list(candidates)
+    by_key = {_key(k): v for k, v in (aliases or {}).items()} | {_key(c): c for c in candidates}
+    if _key(name) in by_key:
+        return by_key[_key(name)]
+    return next(iter(difflib.get_close_matches(name, candidates, n=1)), None)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ._errors import first_line
-from ._update import adam_, sgd_
+from ._update import adam_, clip_, sgd_
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,15 @@ class SweepStep:
     ``_update``, on the parameters of ``groups`` (torch's param-group layout) with the LR read
     from a device tensor, so that one captured graph serves every LR of the sweep. Its optimizer
     state starts empty, as a fresh optimizer's does; the sweep's end state is thrown away by the
-    range test's restore. With ``graph`` (CUDA only) the step is replayed from a CUDA graph;
+    range test's restore. ``max_grad_norm`` clips the gradients first, as
+    ``torch.nn.utils.clip_grad_norm_`` does. With ``graph`` (CUDA only) the step is replayed from a CUDA graph;
     without, it runs eagerly: a fresh optimizer's steps without a ``torch.optim`` object.
     """
 
     def __init__(self, model: torch.nn.Module, rule: str, groups: list[dict], ratios: list[float],
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, graph: bool,
-                 strict: bool = False) -> None:
-        self.model, self.loss_fn = model, loss_fn
+                 strict: bool = False, max_grad_norm: float | None = None) -> None:
+        self.model, self.loss_fn, self.max_grad_norm = model, loss_fn, max_grad_norm
         self.adam, self.decoupled = rule in ("adam", "adamw"), rule == "adamw"
         self.groups = [(g, [p for p in g["params"] if p.requires_grad], ratio) for g, ratio in zip(groups, ratios)]
         self.params = [p for _, ps, _ in self.groups for p in ps]
@@ -110,6 +111,8 @@ class SweepStep:
         loss = self.loss_fn(self.model(x), y)
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         with torch.no_grad():
+            if self.max_grad_norm is not None:
+                clip_([g for g in grads if g is not None], self.max_grad_norm)
             self.t.add_(1)
             offset = 0
             for group, params, ratio in self.groups:

@@ -13,6 +13,9 @@ Both are checked against ``torch.optim`` by the tests.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 Tensors = list[torch.Tensor]
@@ -66,3 +69,20 @@ def adam_(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: Tenso
     torch._foreach_div_(denom, (1 - b2 ** step).sqrt().float())
     torch._foreach_add_(denom, eps)
     torch._foreach_sub_(params, _times(torch._foreach_div(exp_avgs, denom), step_size))
+
+
+def clip_(grads: Tensors, max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` on a list of gradients, in place, without a host sync: the
+    total 2-norm over all of them scaled down to ``max_norm`` where it is larger (torch's formula:
+    a factor ``max_norm / (norm + 1e-6)``, at most 1)."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2)), 2)
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+
+
+def check_max_grad_norm(max_grad_norm: float | None) -> None:
+    """A clipping norm is a positive number, or None: no clipping."""
+    if max_grad_norm is None:
+        return
+    number = isinstance(max_grad_norm, numbers.Real) and not isinstance(max_grad_norm, bool)
+    if not (number and math.isfinite(max_grad_norm) and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a positive number (or None: no clipping), got {max_grad_norm!r}")

@@ -144,6 +144,10 @@ run_options = _options(
     click.option("--weight-decay", default=None, type=click.FloatRange(min=0),
                  help="Weight decay: L2 in the gradient for SGD and Adam, decoupled for AdamW. "
                       "Default: torch's, 0 (AdamW: 0.01)."),
+    click.option("--max-grad-norm", default=None, type=click.FloatRange(min=0, min_open=True), metavar="NORM",
+                 help="Clip the gradients' total norm to NORM before every step (torch's clip_grad_norm_), as "
+                      "your training does (without it the loss may blow up at a lower LR than in your run). "
+                      "Default: no clipping."),
     click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                  help="Where to train; auto picks CUDA when available."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed for weights and batch order."),
@@ -212,8 +216,8 @@ Examples:
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
-               optimizer: str, momentum: float, weight_decay: float | None, device: str, seed: int, quiet: bool,
-               start_lr: float, end_lr: float, num_iter: int, mode: str, repeats: int, val_batches: int | None,
+               optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
+               device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str, repeats: int, val_batches: int | None,
                method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
@@ -255,7 +259,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                             f"{len(val_loader)} batches of {batch_size}; give at most {len(val_loader)}")
     try:
         result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
-                         val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss,
+                         val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
                          progress=not quiet, warn=False)     # the summary prints them
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None

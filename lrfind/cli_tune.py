@@ -83,7 +83,8 @@ Examples:
                    "trials running finish, stage 3 follows, and the same command again goes on with the rest.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, augment: str | None, epochs: int,
-                 batch_size: int, optimizer: str, momentum: float, weight_decay: float | None, device: str,
+                 batch_size: int, optimizer: str, momentum: float, weight_decay: float | None,
+                 max_grad_norm: float | None, device: str,
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
                  metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool,
@@ -112,7 +113,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
         cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, augment=augment,
                          trials=trials,
                          epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
-                         weight_decay=weight_decay, base_lr=base_lr, schedules=names, parallel=parallel,
+                         weight_decay=weight_decay, max_grad_norm=max_grad_norm, base_lr=base_lr, schedules=names, parallel=parallel,
                          storage=storage, study_name=study_name, seed=seed,
                          same_init=same_init, device=device, out=str(out), train_subset=train_subset,
                          val_size=val_size, final=not no_final, metric=metric, pruner=pruner, heartbeat=heartbeat,

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from . import _state
 from ._args import check_names
 from ._graph import SweepStep
+from ._update import check_max_grad_norm
 from .optimizer import OptimizerConfig, own_rule
 from .result import RangeTestResult, RangeTestWarning, describe_sweeps, median_index, shallow_sweeps
 from .suggest import DEFAULT_METHOD, get_method
@@ -180,30 +181,19 @@ class _Run:
     stop_reason: str
 
 
-def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Optimizer | None, ratios: list[float],
-                step_fn: StepFn, sweep: Sweep, accumulation_steps: int, amp: str | None, val_batches: list | None,
-                bar: tqdm, own: SweepStep | None = None) -> _Run:
-    device = batches.device
+def _sweep_once(model: nn.Module, batches: _Batches, step: Callable[[int, _Batches, float], torch.Tensor],
+                sweep: Sweep, bar: tqdm) -> _Run:
+    """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges."""
     lrs = sweep.lrs()
-    autocast = (torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp]) if amp
-                else contextlib.nullcontext())
-    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-
     n = sweep.num_iter
     # The per-step losses stay on the device; the host reads them every `check_every` steps and
     # runs the divergence detector over the new ones then (one sync per check, no per-step kernels).
-    losses = torch.full((n,), float("nan"), device=device)
+    losses = torch.full((n,), float("nan"), device=batches.device)
     detector = _Divergence(sweep.ema_beta, sweep.diverge_factor)
     checked = 0
     model.train()
     for i in range(n):
-        if own is not None:         # lrfind's step: forward, backward, update; replayed from a CUDA graph
-            batch = next(batches)
-            with _first_step_errors(i, batch):
-                losses[i] = own(*_inputs_targets(batch), float(lrs[i]))
-        else:
-            losses[i] = _eager_step(i, model, batches, optimizer, step_fn, float(lrs[i]), ratios,
-                                    accumulation_steps, autocast, scaler, val_batches)
+        losses[i] = step(i, batches, float(lrs[i]))
         bar.update(1)
         if (i + 1) % sweep.check_every == 0 or i == n - 1:
             new = losses[checked: i + 1].cpu().numpy()      # this is the host-device sync point
@@ -215,32 +205,57 @@ def _sweep_once(model: nn.Module, batches: _Batches, optimizer: torch.optim.Opti
     return _Run(losses.cpu().numpy(), "completed")
 
 
-def _eager_step(i: int, model: nn.Module, batches: _Batches, optimizer: torch.optim.Optimizer, step_fn: StepFn,
-                lr: float, ratios: list[float], accumulation_steps: int, autocast, scaler,
-                val_batches: list | None) -> torch.Tensor:
-    """One optimizer step at ``lr`` through the user's optimizer; returns the loss to record."""
-    for group, ratio in zip(optimizer.param_groups, ratios):
-        group["lr"] = lr * ratio
-    optimizer.zero_grad(set_to_none=True)
-    total = None
-    for _ in range(accumulation_steps):
+def _own_step(own: SweepStep) -> Callable[[int, _Batches, float], torch.Tensor]:
+    """lrfind's step (forward, backward, update; replayed from a CUDA graph where it can be)."""
+    def step(i: int, batches: _Batches, lr: float) -> torch.Tensor:
         batch = next(batches)
-        with autocast, _first_step_errors(i, batch):
-            loss = step_fn(model, batch)
-        if i == 0 and not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
-            raise TypeError(f"the step function must return a scalar loss tensor, got "
-                            f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
-        scaled = loss / accumulation_steps if accumulation_steps > 1 else loss
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        total = loss.detach() if total is None else total + loss.detach()
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    if val_batches is not None:
-        return _mean_loss(model, val_batches, step_fn, autocast)
-    return total / accumulation_steps if accumulation_steps > 1 else total
+        with _first_step_errors(i, batch):
+            return own(*_inputs_targets(batch), lr)
+    return step
+
+
+class _EagerStep:
+    """One optimizer step at a given LR through the user's optimizer and step function (with
+    accumulation, autocast, a gradient scaler for fp16, clipping); returns the loss to record."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ratios: list[float], step_fn: StepFn,
+                 accumulation_steps: int, amp: str | None, max_grad_norm: float | None,
+                 val_batches: list | None) -> None:
+        self.model, self.optimizer, self.ratios, self.step_fn = model, optimizer, ratios, step_fn
+        self.accumulation_steps, self.max_grad_norm, self.val_batches = accumulation_steps, max_grad_norm, val_batches
+        device = _model_device(model)
+        self.autocast = (torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp]) if amp
+                         else contextlib.nullcontext())
+        self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+
+    def __call__(self, i: int, batches: _Batches, lr: float) -> torch.Tensor:
+        optimizer, scaler, k = self.optimizer, self.scaler, self.accumulation_steps
+        for group, ratio in zip(optimizer.param_groups, self.ratios):
+            group["lr"] = lr * ratio
+        optimizer.zero_grad(set_to_none=True)
+        total = None
+        for _ in range(k):
+            batch = next(batches)
+            with self.autocast, _first_step_errors(i, batch):
+                loss = self.step_fn(self.model, batch)
+            if i == 0 and not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+                raise TypeError(f"the step function must return a scalar loss tensor, got "
+                                f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
+            scaled = loss / k if k > 1 else loss
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        if self.max_grad_norm is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)      # clip the true gradients, as torch's AMP recipe does
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], self.max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if self.val_batches is not None:
+            return _mean_loss(self.model, self.val_batches, self.step_fn, self.autocast)
+        return total / k if k > 1 else total
 
 
 def _stopped(losses: torch.Tensor, j: int, value: float) -> _Run:
@@ -298,7 +313,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimizer | OptimizerConfig | None = None,
             loss_fn: Callable | None = None, step_fn: StepFn | None = None, sweep: Sweep | None = None,
-            accumulation_steps: int = 1, amp: str | None = None, val_loader: Iterable | None = None,
+            accumulation_steps: int = 1, max_grad_norm: float | None = None, amp: str | None = None,
+            val_loader: Iterable | None = None,
             val_batches: int | None = None, repeats: int = 1, seed: int | None = None,
             method: str = DEFAULT_METHOD, progress: bool = True, cuda_graph: bool | None = None,
             slow_down: bool = True, warn: bool = True, **sweep_fields: Any) -> RangeTestResult:
@@ -319,6 +335,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     sweep: a ``Sweep``; or give its fields directly: ``start_lr`` (1e-6), ``end_lr`` (1.0),
         ``num_iter`` (100), ``mode`` ("exp" or "linear"), ``diverge_factor`` (5.0), ...
     accumulation_steps: batches whose gradients add up to one optimizer step.
+    max_grad_norm: clip the gradients' total norm to this before every step
+        (``torch.nn.utils.clip_grad_norm_``), as your training does: without the clipping your
+        training has, the sweep's loss may blow up at a lower LR than your run's. None: no clipping.
     amp: None, "bf16" or "fp16" (fp16 uses a gradient scaler).
     val_loader, val_batches: record the mean loss over (the first ``val_batches`` of)
         ``val_loader`` after every step instead of the training loss. Slower; smoother curves.
@@ -353,6 +372,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     if val_loader is not None and _one_shot(val_loader):    # read once here, for every repeat and a slower sweep
         val_loader = list(itertools.islice(val_loader, val_batches))
     again = dict(optimizer=optimizer, loss_fn=loss_fn, step_fn=step_fn, accumulation_steps=accumulation_steps,
+                 max_grad_norm=max_grad_norm,
                  amp=amp, val_loader=val_loader, val_batches=val_batches, repeats=repeats, seed=seed,
                  method=method, progress=progress, cuda_graph=cuda_graph)       # as given, for a slower sweep
     check_names("find_lr", sweep_fields, Sweep.__dataclass_fields__, aliases=_PEER_NAMES,
@@ -364,6 +384,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     sweep = sweep or Sweep(**sweep_fields)
     if not (isinstance(accumulation_steps, int) and accumulation_steps >= 1):
         raise ValueError(f"accumulation_steps must be a positive integer, got {accumulation_steps!r}")
+    check_max_grad_norm(max_grad_norm)
     if amp not in (None, *_AMP_DTYPES):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if not (isinstance(repeats, int) and repeats >= 1):
@@ -403,7 +424,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
             if not val:
                 raise ValueError("val_loader yields no batches")
         # one step for every repeat: a graph is captured once (the model is restored in place)
-        own = SweepStep(model, rule, groups, ratios, loss_fn, graph=use_graph, strict=bool(cuda_graph)) \
+        own = SweepStep(model, rule, groups, ratios, loss_fn, graph=use_graph, strict=bool(cuda_graph),
+                        max_grad_norm=max_grad_norm) \
             if use_own else None
         with tqdm(total=repeats * sweep.num_iter, desc="range test", disable=not progress,
                   leave=False, dynamic_ncols=True) as bar:
@@ -415,8 +437,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                 if s is not None:
                     _seed_everything(s, generator)
                 batches = _Batches(loader, device)
-                runs.append(_sweep_once(model, batches, optimizer, ratios, step_fn, sweep, accumulation_steps,
-                                        amp, val, bar, own))
+                step = _own_step(own) if own is not None else \
+                    _EagerStep(model, optimizer, ratios, step_fn, accumulation_steps, amp, max_grad_norm, val)
+                runs.append(_sweep_once(model, batches, step, sweep, bar))
                 if batches.restarts:
                     log.info("the loader ran out and was started again %d time(s)", batches.restarts)
     finally:
@@ -425,6 +448,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
             generator.set_state(loader_rng)
 
     result = _result(runs, sweep, ratios, method, seeds, accumulation_steps, amp, val_loader is not None)
+    result.config["max_grad_norm"] = max_grad_norm
     result.config["cuda_graph"] = use_graph
     if slow_down and result.repeats_disagree:
         log.warning("range test: the %d sweeps of %d steps disagree (%s); sweeping again at half the pace, %d steps",

@@ -29,7 +29,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ._errors import message
 from ._graph import CapturedStep
-from ._update import adam_, sgd_
+from ._update import adam_, check_max_grad_norm, sgd_
 from .data import ImageData
 from .losses import is_regression, summed_losses, task_loss
 from .models import ModelError, get_model
@@ -92,9 +92,10 @@ class FusedTrials:
                  total_steps: int, steps_per_epoch: int, optimizer: OptimizerConfig = OptimizerConfig(),
                  device: str | torch.device = "cpu", same_init: bool = False,
                  cuda_graph: bool | None = None, amp: str | None = None, vectorize: bool | None = None,
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, max_grad_norm: float | None = None) -> None:
         if not specs:
             raise ValueError("need at least one trial")
+        check_max_grad_norm(max_grad_norm)
         if amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
         if not (math.isfinite(base_lr) and base_lr > 0):
@@ -104,7 +105,7 @@ class FusedTrials:
         self.records = [TrialRecord(s) for s in specs]
         self.schedules = [get_schedule(s.schedule) for s in specs]
         self.base_lr, self.total, self.per_epoch = base_lr, total_steps, steps_per_epoch
-        self.opt = optimizer
+        self.opt, self.max_grad_norm = optimizer, max_grad_norm
         for sched, spec in zip(self.schedules, specs):
             sched.validate(total_steps, **spec.params)     # fail before any work
 
@@ -315,6 +316,9 @@ class FusedTrials:
         o, st, p = self.opt, self.state, self.flat
         with torch.no_grad():
             g = torch.where(self.alive.unsqueeze(1), grad, 0.0)     # NaN gradients of failed trials go nowhere
+            if self.max_grad_norm is not None:      # each trial's own gradient, as clip_grad_norm_ clips it
+                norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+                g = g * torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)
             lr = lr.unsqueeze(1)
             if o.name == "sgd":
                 sgd_([p], [g], [st["momentum"]] if o.momentum else [], lr, momentum=o.momentum,
@@ -435,7 +439,8 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                optimizer: OptimizerConfig = OptimizerConfig(), seed: int = 0, same_init: bool = False,
                on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
                progress=None, score_on: ImageData | None = None, amp: str | None = None,
-               augment: Callable | None = None, channels_last: bool | None = None) -> list[TrialRecord]:
+               augment: Callable | None = None, channels_last: bool | None = None,
+               max_grad_norm: float | None = None) -> list[TrialRecord]:
     """Train ``specs`` side by side for ``epochs`` epochs and return their records.
 
     ``on_epoch(epoch, records, running)`` is called after each epoch's validation with the record
@@ -443,7 +448,8 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
     metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
     once per step. With ``score_on``, the trials that finish are scored on it once at the end.
     ``amp="bf16"``: forward and backward under bfloat16 autocast. ``augment``: see ``lrfind.augment``
-    (training batches only). ``channels_last``: see ``FusedTrials``.
+    (training batches only). ``channels_last``: see ``FusedTrials``. ``max_grad_norm``: each
+    trial's gradient clipped to that total norm before every step, as ``clip_grad_norm_`` does.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -451,7 +457,7 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
     per_epoch = len(loader)
     engine = FusedTrials(model, specs, base_lr=base_lr, total_steps=epochs * per_epoch,
                          steps_per_epoch=per_epoch, optimizer=optimizer, device=train.images.device,
-                         same_init=same_init, amp=amp, channels_last=channels_last)
+                         same_init=same_init, amp=amp, channels_last=channels_last, max_grad_norm=max_grad_norm)
     for epoch in range(epochs):
         for x, y in loader:
             engine.step(x, y)

@@ -45,6 +45,7 @@ class TunedSchedule:
     val_acc: float | None = None       # None for regression targets
     test_acc: float | None = None      # stage 3's mean, when it tested this trial
     val_loss: float | None = None
+    max_grad_norm: float | None = None  # the study clipped every gradient's norm to this
 
     def params(self, *, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
         """The schedule's parameters, in optimizer steps, for a run of ``epochs`` x ``steps_per_epoch``."""
@@ -82,7 +83,7 @@ class TunedSchedule:
         cfg = self.optimizer_config
         return get_schedule(self.schedule).snippet(
             self.lr, epochs * steps_per_epoch, optimizer=cfg.name, momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay, steps_per_epoch=steps_per_epoch,
+            weight_decay=cfg.weight_decay, steps_per_epoch=steps_per_epoch, max_grad_norm=self.max_grad_norm,
             **self.params(epochs=epochs, steps_per_epoch=steps_per_epoch))
 
     def lrs(self, *, epochs: int, steps_per_epoch: int):
@@ -111,7 +112,9 @@ class TunedSchedule:
                  f", validation loss {self.val_loss:.4g}" if self.val_loss is not None else "")
         score += f", {100 * self.test_acc:.2f}% test" if self.test_acc is not None else ""
         epochs = f"{self.epochs} epoch" + ("s" if self.epochs != 1 else "")
-        return f"{self.schedule} peaking at LR {self.lr:.3g} ({self.optimizer_config.name}; tuned on {epochs}{score})"
+        clipped = f", gradients clipped to norm {self.max_grad_norm:g}" if self.max_grad_norm is not None else ""
+        return (f"{self.schedule} peaking at LR {self.lr:.3g} ({self.optimizer_config.name}{clipped}; "
+                f"tuned on {epochs}{score})")
 
 
 def check_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float, *, stacklevel: int = 2) -> None:
@@ -154,7 +157,8 @@ def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule
     return TunedSchedule(schedule=data["schedule"], lr=float(data["lr"]), choices=data["choices"],
                          optimizer_config=config, epochs=int(setup["epochs"]),
                          steps_per_epoch=int(data["steps_per_epoch"]), study=data.get("study", ""),
-                         val_acc=data.get("val_acc"), test_acc=test, val_loss=data.get("val_loss"))
+                         val_acc=data.get("val_acc"), test_acc=test, val_loss=data.get("val_loss"),
+                         max_grad_norm=setup.get("max_grad_norm"))
 
 
 def from_study(study: optuna.Study) -> TunedSchedule | None:

@@ -35,6 +35,7 @@ from ._device import resolve_device
 from ._duration import duration_text, timeout_seconds
 from ._imports import callable_name
 from ._painter import Painter
+from ._update import check_max_grad_norm
 from .augment import Augment, AugmentError, check_augment, get_augment
 from .data import ImageData, check_batch_fits, check_dataset, is_user_dataset, load_dataset
 from .models import check_fits, get_model, is_builtin, model_name
@@ -87,6 +88,7 @@ class TuneConfig(Searched):
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float | None = None            # None: torch's default, 0 (AdamW: 0.01)
+    max_grad_norm: float | None = None           # clip each trial's gradient norm to this; None: no clipping
     base_lr: float | None = None
     schedules: tuple[str, ...] | None = None     # None: every registered schedule
     parallel: int | None = None                  # None: as many as fit
@@ -139,6 +141,7 @@ class TuneConfig(Searched):
             raise ValueError(f"train_subset must be at least batch_size={self.batch_size}, got {self.train_subset!r}")
         if self.max_peak is not None and not (math.isfinite(self.max_peak) and self.max_peak >= 1):
             raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
+        check_max_grad_norm(self.max_grad_norm)
         if self.amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
         if self.metric is not None and self.metric not in _study.METRICS:
@@ -177,6 +180,8 @@ class TuneConfig(Searched):
             setup["data"] = describe_dataset(self.dataset)
         if self.augment:                 # none is left out: studies from before the option resume
             setup["augment"] = self.augment
+        if self.max_grad_norm is not None:      # the same
+            setup["max_grad_norm"] = self.max_grad_norm
         return setup
 
 
@@ -315,7 +320,8 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
     loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
     # the median of several sweeps; when they disagree, of as many again at half the pace
     result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=cfg.range_test_iters,
-                     repeats=cfg.range_test_repeats, seed=cfg.seed, progress=cfg.progress, warn=False)
+                     repeats=cfg.range_test_repeats, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
+                     progress=cfg.progress, warn=False)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     out.mkdir(parents=True, exist_ok=True)
@@ -499,7 +505,7 @@ def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoc
             records = run_trials(cfg.model, specs, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
                                  same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp,
-                                 channels_last=cfg.channels_last,
+                                 channels_last=cfg.channels_last, max_grad_norm=cfg.max_grad_norm,
                                  augment=cfg.augment_fn)
         for k, (trial, rec) in enumerate(zip(asked, records)):
             _study.tell(study, trial, rec, cfg.scoring)
@@ -547,7 +553,8 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     with bar:
         records = run_trials(cfg.model, specs, full, None, epochs=cfg.epochs, batch_size=cfg.batch_size,
                              base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,
-                             score_on=test, amp=cfg.amp, augment=cfg.augment_fn, channels_last=cfg.channels_last)
+                             score_on=test, amp=cfg.amp, augment=cfg.augment_fn, channels_last=cfg.channels_last,
+                             max_grad_norm=cfg.max_grad_norm)
     out: dict[str, Any] = {}
     for i, (label, trial) in enumerate(picked.items()):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]

@@ -50,6 +50,19 @@ def test_range_test_adamw_with_weight_decay(run, tmp_path) -> None:
     assert config["optimizer"] == "adamw" and config["weight_decay"] == 0.05
 
 
+def test_range_test_clips_the_gradients_with_max_grad_norm(run, tmp_path) -> None:
+    clipped = run("range-test", "--device", "cpu", "--model", "mlp", "--num-iter", "20", "--max-grad-norm", "0.1",
+                  "-q", "--out", str(tmp_path / "clipped"))
+    assert clipped.exit_code == 0, clipped.output
+    plain = run("range-test", "--device", "cpu", "--model", "mlp", "--num-iter", "20", "-q", "--out", str(tmp_path))
+    assert plain.exit_code == 0, plain.output
+    data = json.loads((tmp_path / "clipped" / "range_test.json").read_text())
+    assert data["config"]["max_grad_norm"] == 0.1
+    assert data["losses"] != json.loads((tmp_path / "range_test.json").read_text())["losses"]
+    bad = run("range-test", "--max-grad-norm", "0", "--out", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "'--max-grad-norm': 0.0 is not in the range x>0" in bad.output
+
+
 def test_range_test_records_the_validation_loss_with_val_batches(run, tmp_path) -> None:
     result = run("range-test", "--device", "cpu", "--num-iter", "20", "--val-batches", "2", "--batch-size", "32", "-q",
                  "--out", str(tmp_path))
@@ -144,7 +157,7 @@ def test_schedules_plot_all_and_with_parameters(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["cosinus"], "unknown schedule 'cosinus'; choose from constant"),
+    (["cosinus"], "unknown schedule 'cosinus' (did you mean cosine?); choose from constant"),
     (["step", "--param", "gamma=0"], "step: gamma must be in (0, 1), got 0"),
     (["step", "--param", "gamma"], "write NAME=VALUE"),
     (["step", "cosine", "--param", "gamma=0.5"], "exactly one schedule"),

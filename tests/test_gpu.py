@@ -50,17 +50,22 @@ def test_graph_replay_equals_torch_optim_one_by_one(opt_cfg: OptimizerConfig, ve
 
 
 @pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
-def test_channels_last_weights_replay_from_a_graph_and_equal_torch_optim(vectorize: bool) -> None:
-    """Off by default on a GPU (not yet measured there); asked for, it trains the same."""
+@pytest.mark.parametrize("layout", ["channels-last", "clipped"])
+def test_channels_last_weights_and_clipped_gradients_replay_from_a_graph_and_equal_torch_optim(
+        vectorize: bool, layout: str) -> None:
+    """Channels-last: off by default on a GPU (not yet measured there); asked for, it trains the
+    same. Clipped: each trial's norm taken on the device, inside the graph."""
     opt_cfg, data = OptimizerConfig("sgd", momentum=0.9), batches()
+    clip = 0.05 if layout == "clipped" else None
     fused = FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
-                        optimizer=opt_cfg, device=CUDA, vectorize=vectorize, channels_last=True)
-    assert fused._channels_last and fused.cuda_graph
+                        optimizer=opt_cfg, device=CUDA, vectorize=vectorize, channels_last=clip is None,
+                        max_grad_norm=clip)
+    assert bool(fused._channels_last) == (clip is None) and fused.cuda_graph
     for x, y in on_cuda(data):
         fused.step(x, y)
     assert fused._graph is not None and fused._graph.graph is not None, "the step was never captured"
     for k, spec in enumerate(SPECS):
-        weights, _ = train_alone(spec, opt_cfg, data)
+        weights, _ = train_alone(spec, opt_cfg, data, max_grad_norm=clip)
         for name, value in weights.items():
             torch.testing.assert_close(fused.state_dict(k)[name].cpu(), value, atol=1e-5, rtol=1e-5)
 
@@ -179,14 +184,15 @@ def test_a_study_on_cuda_draws_its_figures_in_a_child_process(mnist_root, tmp_pa
         assert (out / name).stat().st_size > 1000, name
 
 
-def test_a_sweep_given_an_optimizer_config_replays_from_a_graph_like_torch_optim() -> None:
+@pytest.mark.parametrize("max_grad_norm", [None, 0.5], ids=["unclipped", "clipped"])
+def test_a_sweep_given_an_optimizer_config_replays_from_a_graph_like_torch_optim(max_grad_norm) -> None:
     data = on_cuda(batches(60, size=64))
     config = OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=1e-4)
     ours = find_lr(get_model("lenet", seed=0).to(CUDA), data, optimizer=config, num_iter=60, end_lr=0.3,
-                   progress=False)
+                   max_grad_norm=max_grad_norm, progress=False)
     model = get_model("lenet", seed=0).to(CUDA)
     theirs = find_lr(model, data, optimizer=config.torch_optimizer(model.parameters(), 1e-6), num_iter=60,
-                     end_lr=0.3, cuda_graph=False, progress=False)
+                     end_lr=0.3, max_grad_norm=max_grad_norm, cuda_graph=False, progress=False)
     assert ours.config["cuda_graph"] and not theirs.config["cuda_graph"]
     np.testing.assert_allclose(ours.losses[:30], theirs.losses[:30], rtol=1e-4)
 

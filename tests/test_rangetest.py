@@ -506,6 +506,18 @@ def test_fp16_autocast_with_grad_scaler_runs() -> None:
     assert len(result.losses) == 10 and np.isfinite(result.losses).all()
 
 
+def test_fp16_gradients_are_unscaled_before_they_are_clipped() -> None:
+    """Clipped while still multiplied by the scaler's 65536, they would barely move the weights."""
+    kw = dict(num_iter=30, end_lr=1.0, max_grad_norm=0.5, seed=0, progress=False,
+              optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=1e-6, momentum=0.9))
+    runs = {}
+    for amp in ("fp16", None):
+        model = make_model()
+        runs[amp] = find_lr(model, make_data(n_batches=30), **{**kw, "optimizer": kw["optimizer"](model)}, amp=amp)
+    np.testing.assert_allclose(runs["fp16"].losses, runs[None].losses, rtol=0.02, atol=0.02)
+    assert runs[None].losses[-5:].mean() < runs[None].losses[:5].mean() - 0.1      # it trained
+
+
 @pytest.mark.parametrize("make", [
     lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
     lambda groups: torch.optim.SGD(groups, lr=0.1),
@@ -632,3 +644,51 @@ def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> Non
 def test_an_impossible_optimizer_config_names_the_field(fields: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         OptimizerConfig(**fields)
+
+
+@pytest.mark.parametrize("config", [OptimizerConfig("sgd", momentum=0.9), OptimizerConfig("adamw")],
+                         ids=["sgd", "adamw"])
+def test_clipped_gradients_sweep_as_torch_clip_grad_norm_does(config: OptimizerConfig) -> None:
+    data = make_data(n_batches=30)
+    kw = dict(num_iter=30, end_lr=0.3, seed=0, progress=False, max_grad_norm=0.05)
+    ours = find_lr(make_model(), data, optimizer=config, **kw)             # lrfind's step, clipped on the device
+    twin = make_model()
+    theirs = find_lr(twin, data, optimizer=config.torch_optimizer(twin.parameters(), 1e-6), **kw)
+    np.testing.assert_allclose(ours.losses, theirs.losses, rtol=1e-4, atol=1e-6)
+    unclipped = find_lr(make_model(), data, optimizer=config, **{**kw, "max_grad_norm": None})
+    assert not np.allclose(ours.losses, unclipped.losses, rtol=1e-3)
+    assert ours.config["max_grad_norm"] == 0.05 and unclipped.config["max_grad_norm"] is None
+
+
+def test_the_eager_step_clips_where_a_training_loop_would() -> None:
+    """Between backward and the optimizer's step, over every parameter the optimizer holds."""
+    data = make_data(n_batches=20)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+    twin = copy.deepcopy(model)
+    result = find_lr(model, data, optimizer=torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9),
+                     max_grad_norm=0.1, num_iter=20, end_lr=0.5, progress=False)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=1e-6, momentum=0.9)
+    expected = []
+    for lr, (x, y) in zip(result.lrs, data):
+        optimizer.param_groups[0]["lr"] = lr
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(twin(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(twin.parameters(), 0.1)
+        optimizer.step()
+        expected.append(loss.item())
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-6)
+
+
+def test_clipping_lets_the_sweep_climb_further_before_it_diverges() -> None:
+    kw = dict(num_iter=200, start_lr=1e-3, end_lr=1e4, progress=False)
+    unclipped = find_lr(make_model(), make_data(), **kw)
+    clipped = find_lr(make_model(), make_data(), max_grad_norm=1e-3, **kw)
+    assert len(clipped.losses) > len(unclipped.losses)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), "1", True])
+def test_a_bad_max_grad_norm_is_named(bad) -> None:
+    with pytest.raises(ValueError, match=f"max_grad_norm must be a positive number .*got {bad!r}"):
+        find_lr(make_model(), make_data(), max_grad_norm=bad, progress=False)

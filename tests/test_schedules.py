@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import optuna
 import pytest
@@ -112,6 +114,17 @@ def test_every_entry_has_a_description_and_documented_params() -> None:
 def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="choose from constant, step"):
         get_schedule("cosinus")
+
+
+@pytest.mark.parametrize("name, meant", [
+    ("cosinus", "cosine"), ("CosineAnnealingLR", "cosine"), ("ReduceLROnPlateau", "plateau"), ("one-cycle", "onecycle"),
+    ("MultiplicativeLR", "exponential (a constant factor per step)"), ("SGDR", "cosine_restarts"),
+    ("Inverse-Time", "inverse_time"),
+])
+def test_an_unknown_name_says_which_entry_it_probably_meant(name: str, meant: str) -> None:
+    """torch's class names and common spellings lead to the entry; the study stores only these."""
+    with pytest.raises(ValueError, match=rf"unknown schedule '{name}' \(did you mean {re.escape(meant)}\?\); choose"):
+        get_schedule(name)
 
 
 @pytest.mark.parametrize("name, params, message", [

@@ -32,7 +32,8 @@ def base_lr(opt_cfg: OptimizerConfig) -> float:
     return BASE_LR if opt_cfg.name == "sgd" else 1e-3
 
 
-def train_alone(spec: TrialSpec, opt_cfg: OptimizerConfig, data) -> tuple[dict, list[float]]:
+def train_alone(spec: TrialSpec, opt_cfg: OptimizerConfig, data,
+                max_grad_norm: float | None = None) -> tuple[dict, list[float]]:
     model = get_model("lenet", seed=spec.seed)
     opt = opt_cfg.torch_optimizer(model.parameters(), base_lr(opt_cfg))
     sched = get_schedule(spec.schedule).build(opt, STEPS, **spec.params)
@@ -41,6 +42,8 @@ def train_alone(spec: TrialSpec, opt_cfg: OptimizerConfig, data) -> tuple[dict, 
         lrs.append(opt.param_groups[0]["lr"])
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         sched.step()
     return model.state_dict(), lrs
@@ -68,6 +71,25 @@ def test_fused_trials_equal_torch_optim_one_by_one(opt_cfg: OptimizerConfig, vec
         got = fused.state_dict(k)
         for name, value in weights.items():
             torch.testing.assert_close(got[name], value, atol=1e-5, rtol=1e-5, msg=f"{spec.schedule} {name}")
+
+
+@pytest.mark.parametrize("opt_cfg", [OptimizerConfig("sgd", momentum=0.9), OptimizerConfig("adamw")],
+                         ids=["sgd", "adamw"])
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "looped"])
+def test_clipped_trials_equal_torch_optim_with_clip_grad_norm(opt_cfg: OptimizerConfig, vectorize: bool) -> None:
+    """Each trial's gradient is clipped to its own norm: the norm is small enough here to clip every step."""
+    data = batches()
+    fused = FusedTrials("lenet", SPECS, base_lr=base_lr(opt_cfg), total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                        optimizer=opt_cfg, vectorize=vectorize, max_grad_norm=0.05)
+    for x, y in data:
+        fused.step(x, y)
+    for k, spec in enumerate(SPECS):
+        clipped, _ = train_alone(spec, opt_cfg, data, max_grad_norm=0.05)
+        unclipped, _ = train_alone(spec, opt_cfg, data)
+        got = fused.state_dict(k)
+        for name, value in clipped.items():
+            torch.testing.assert_close(got[name], value, atol=1e-5, rtol=1e-5, msg=f"{spec.schedule} {name}")
+        assert not torch.allclose(got["fc3.weight"], unclipped["fc3.weight"], atol=1e-4)
 
 
 def test_same_init_gives_every_trial_the_first_seed() -> None:

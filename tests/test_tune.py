@@ -181,7 +181,7 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
     (["--range-test-iters", "1"], "--range-test-iters must be at least 2, got 1"),
     (["--range-test-repeats", "0"], "--range-test-repeats must be a positive integer, got 0"),
     (["--trials", "3", "--parallel", "5"], "--parallel must be between 1 and trials=3, got 5"),
-    (["--schedules", "cosine,cosinus"], "unknown schedule 'cosinus'; choose from"),
+    (["--schedules", "cosine,cosinus"], "unknown schedule 'cosinus' (did you mean cosine?); choose from"),
     (["--base-lr", "-1"], "--base-lr must be a positive number, got -1.0"),
     (["--storage", "bogus://nowhere"], "cannot open storage"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
@@ -611,3 +611,20 @@ def test_an_unknown_argument_names_the_field_it_probably_meant_before_anything_i
     assert not (tmp_path / "out").exists()
     import lrfind
     assert lrfind.TuneConfig is tuner.TuneConfig and "LoopConfig" in dir(lrfind)
+
+
+def test_a_clipped_study_keeps_its_norm_for_a_resume_and_for_your_own_run(data_env, tmp_path) -> None:
+    import lrfind
+
+    tune(trials=2, parallel=2, out=str(tmp_path), max_grad_norm=0.5, **QUICK)
+    assert load(tmp_path).user_attrs["lrfind_setup"]["max_grad_norm"] == 0.5
+    best = lrfind.load_best(tmp_path)
+    assert best.max_grad_norm == 0.5 and "clipped to norm 0.5" in str(best)
+    assert "torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)" in best.snippet(epochs=2, steps_per_epoch=4)
+    assert "clip_grad_norm_(model.parameters(), 0.5)" in (tmp_path / "best_schedule.py").read_text()
+    before = len(load(tmp_path).trials)
+    result = CliRunner().invoke(main, ["tune", "--trials", "4", "--epochs", "2", "--batch-size", "64",
+                                       "--train-subset", "256", "--base-lr", "0.05", "--device", "cpu", "-q",
+                                       "--out", str(tmp_path)])        # the same, unclipped
+    assert result.exit_code == 2 and "exists with another setup" in result.output and "max_grad_norm" in result.output
+    assert len(load(tmp_path).trials) == before

@@ -8,6 +8,7 @@ steps. ``get_schedule(name)`` fetches one and lists the choices when the name is
 
 from __future__ import annotations
 
+from .._args import closest
 from ._base import WARMUP_PARAMS, Param, Replay, Schedule
 from ._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
 from ._decay import Constant, Cosine, Exponential, InverseTime, Linear, MultiStep, Polynomial, Step
@@ -18,12 +19,24 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
 )}
 
 
+# torch's scheduler classes, and other names people give these schedules, for the entry that is them
+OTHER_NAMES = {s.torch_name: s.name for s in SCHEDULES.values() if s.torch_name not in ("LambdaLR", "LinearLR")} | {
+    "MultiplicativeLR": "exponential (a constant factor per step)", "LambdaLR": "inverse_time or warmup_exp",
+    "SequentialLR": "warmup= of any entry marked +warmup", "time_based": "inverse_time", "sgdr": "cosine_restarts",
+    "warm_restarts": "cosine_restarts", "clr": "cyclic", "triangular": "cyclic", "reduce_on_plateau": "plateau",
+    "one_cycle": "onecycle", "poly": "polynomial", "cosine_annealing": "cosine", "none": "constant",
+}
+
+
 def get_schedule(name: str) -> Schedule:
-    """The schedule called ``name``; an unknown name raises ValueError listing the choices."""
+    """The schedule called ``name``; an unknown name raises ValueError naming the entry probably
+    meant (torch's class names lead to theirs) and listing the choices."""
     try:
         return SCHEDULES[name]
-    except KeyError:
-        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}") from None
+    except (KeyError, TypeError):
+        meant = closest(name, SCHEDULES, OTHER_NAMES) if isinstance(name, str) else None
+        hint = f" (did you mean {meant}?)" if meant else ""
+        raise ValueError(f"unknown schedule {name!r}{hint}; choose from {', '.join(SCHEDULES)}") from None
 
 
 __all__ = ["SCHEDULES", "Schedule", "Param", "Replay", "WARMUP_PARAMS", "get_schedule"]

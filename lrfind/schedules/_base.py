@@ -195,7 +195,8 @@ class Schedule:
                 sorted({*names, "LinearLR", "SequentialLR"}))
 
     def snippet(self, base_lr: float, total: int, *, optimizer: str = "sgd", momentum: float = 0.9,
-                weight_decay: float = 0.0, steps_per_epoch: int | None = None, **params: Any) -> str:
+                weight_decay: float = 0.0, steps_per_epoch: int | None = None, max_grad_norm: float | None = None,
+                **params: Any) -> str:
         """A Python snippet that builds the optimizer and this scheduler for a user's ``model``."""
         statements, names = self.code(base_lr, total, **params)
         classes = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
@@ -208,6 +209,9 @@ class Schedule:
         lines += ["import torch", f"from torch.optim.lr_scheduler import {', '.join(names)}", "",
                   f"optimizer = torch.optim.{classes[optimizer]}(model.parameters(), lr={fmt(base_lr)}{extra})",
                   *statements]
+        if max_grad_norm is not None:
+            lines.append(f"# tuned with clipped gradients: before every optimizer.step(), "
+                         f"torch.nn.utils.clip_grad_norm_(model.parameters(), {fmt(max_grad_norm)})")
         if self.needs_metric:
             every = params.get("interval", steps_per_epoch)
             lines.append(f"# after every {every} optimizer steps (an epoch): scheduler.step(validation_loss)")

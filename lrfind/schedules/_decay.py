@@ -101,7 +101,8 @@ class MultiStep(Schedule):
 class Exponential(Schedule):
     name = "exponential"
     torch_name = "ExponentialLR"
-    description = "multiply the LR by gamma after every step: lr0 * gamma**n (seeds/002: lr0 * exp(-d n))"
+    description = ("multiply the LR by gamma after every step: lr0 * gamma**n (seeds/002: lr0 * exp(-d n); "
+                   "MultiplicativeLR with a constant factor)")
     params = (Param("gamma", "factor per step, 0 < gamma < 1"),)
 
     def _suggest(self, trial, total, steps_per_epoch):
