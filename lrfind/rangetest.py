@@ -108,8 +108,10 @@ def _describe(batch: Any) -> str:
 def _inputs_targets(batch: Any) -> tuple[Any, Any]:
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else type(batch).__name__
+        hint = " (a Hugging Face model: step_fn=lambda model, batch: model(**batch).loss)" \
+            if isinstance(batch, dict) else ""
         raise TypeError(f"find_lr expects batches of (inputs, targets), got {kind}; "
-                        "pass step_fn=lambda model, batch: <loss> for other batch layouts")
+                        f"pass step_fn=lambda model, batch: <loss> for other batch layouts{hint}")
     return batch[0], batch[1]
 
 

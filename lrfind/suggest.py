@@ -79,9 +79,9 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
     if low <= raw.size // 20:
         return lrs, raw, sm, Suggestion(None, None, "the loss rises from the start: lower start_lr")
     if drop <= max(2.0 * noise, 0.01 * abs(start), 1e-12):
-        return lrs, raw, sm, Suggestion(
-            None, None, f"the loss does not fall clearly (drop {drop:.3g} against noise {noise:.3g}): "
-                        "raise end_lr or num_iter")
+        why = (f"drop {drop:.3g} against noise {noise:.3g}" if 2.0 * noise >= 0.01 * abs(start) else
+               f"drop {drop:.3g}, under 1% of the starting loss {start:.3g}")
+        return lrs, raw, sm, Suggestion(None, None, f"the loss does not fall clearly ({why}): raise end_lr or num_iter")
     return lrs, raw, sm, None
 
 

@@ -246,7 +246,7 @@ def test_labels_out_of_range_name_the_batch() -> None:
 
 def test_dict_batches_without_step_fn_get_a_clear_error() -> None:
     batches = [{"x": x, "y": y} for x, y in make_data()]
-    with pytest.raises(TypeError, match="step_fn"):
+    with pytest.raises(TypeError, match=r"got a dict with keys \['x', 'y'\]; pass step_fn=.*model\(\*\*batch\).loss"):
         find_lr(make_model(), batches, num_iter=10, progress=False)
 
 

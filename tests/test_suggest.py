@@ -56,6 +56,16 @@ def test_flat_curve_gives_none_with_a_reason() -> None:
         assert "does not fall" in s.reason or "rises" in s.reason
 
 
+def test_a_smooth_fall_too_small_to_matter_says_which_bound_it_missed() -> None:
+    """Under 1% of the starting loss: no LR, and the reason names that bound, not the tiny noise."""
+    shallow = 2.3 - 0.005 * (2.3 - clean_curve(1e-2, floor_lr=2.0))      # falls 0.01, no noise
+    reason = smith(LRS, shallow).reason
+    assert smith(LRS, shallow).lr is None and "under 1% of the starting loss" in reason, reason
+    rng = np.random.default_rng(1)
+    reason = smith(LRS, 2.3 + rng.normal(0, 0.05, LRS.size)).reason
+    assert "against noise" in reason, reason
+
+
 def test_curve_that_diverges_from_the_start_gives_none() -> None:
     rising = np.linspace(1.0, 50.0, LRS.size)
     s = steepest(LRS, rising)
