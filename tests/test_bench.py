@@ -93,3 +93,17 @@ def test_engine_variants_bench_compares_the_layouts_on_the_cpu(mnist_root, tmp_p
     rows = json.loads(out.read_text())["by_k"]["2"]
     assert set(rows) >= {"looped, channels-last (the CPU default)", "looped, usual layout"}
     assert all(value > 0 for value in rows.values()) and "ms per trial-epoch" in done.stdout
+
+
+def test_text_suggestion_quality_bench_runs_small_on_the_cpu(tmp_path) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "text.json"
+    done = subprocess.run([sys.executable, str(BENCH / "suggestion_quality_text.py"), "--chars", "24000",
+                           "--num-iter", "30", "--seeds", "1", "--epochs", "1", "--factors", "1,3", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["sweeps"]) == {"clipped", "unclipped"}
+    assert set(result["rows"]) == {"1x", "3x", "unclipped suggestion"}
+    assert result["rows"]["3x"]["lr"] == pytest.approx(3 * result["sweeps"]["clipped"]["suggested_lr"])
+    assert "best:" in done.stdout
