@@ -8,6 +8,7 @@ sweep raises.
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import inspect
 import itertools
@@ -134,8 +135,9 @@ def _default_step(loss_fn: Callable) -> StepFn:
 
 
 def _one_shot(loader: Iterable) -> bool:
-    """An iterator (a generator, say) is used up by one pass: it cannot be started again."""
-    return iter(loader) is loader
+    """An iterator (a generator, say) is used up by one pass: it cannot be started again. (Asked
+    of its type, not by calling ``iter``: a DataLoader's would start its worker processes.)"""
+    return isinstance(loader, collections.abc.Iterator)
 
 
 class _Batches:

@@ -215,6 +215,21 @@ def test_a_one_shot_iterator_that_runs_out_is_a_clear_error_and_the_model_is_res
         find_lr(make_model(), iter(make_data()), num_iter=10, repeats=3, progress=False)
 
 
+def test_a_loader_is_started_once_a_sweep_and_no_more() -> None:
+    """Asking whether it can be started again must not start it: a DataLoader's workers would spawn."""
+    class Counted:
+        def __init__(self, batches) -> None:
+            self.batches, self.started = batches, 0
+
+        def __iter__(self):
+            self.started += 1
+            return iter(self.batches)
+
+    train, val = Counted(make_data()), Counted(make_data(seed=1))
+    find_lr(make_model(), train, val_loader=val, num_iter=5, repeats=2, seed=0, slow_down=False, progress=False)
+    assert (train.started, val.started) == (2, 1)
+
+
 def test_a_one_shot_validation_loader_is_read_once_for_every_repeat() -> None:
     result = find_lr(make_model(), make_data(), val_loader=iter(make_data(seed=1)), val_batches=2, num_iter=10,
                      repeats=2, seed=0, progress=False)
