@@ -85,4 +85,5 @@ def check_max_grad_norm(max_grad_norm: float | None) -> None:
         return
     number = isinstance(max_grad_norm, numbers.Real) and not isinstance(max_grad_norm, bool)
     if not (number and math.isfinite(max_grad_norm) and max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be a positive number (or None: no clipping), got {max_grad_norm!r}")
+        raise ValueError(f"max_grad_norm must be a positive finite number, got {max_grad_norm!r}; leave it out for no "
+                         "clipping")

@@ -47,7 +47,7 @@ def option_message(e: ValueError) -> str:
     text = str(e)
     for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr",
                   "train_subset", "val_size", "range_test_iters", "range_test_repeats", "heartbeat", "max_peak",
-                  "final_seeds", "weight_decay", "timeout"):
+                  "final_seeds", "weight_decay", "momentum", "max_grad_norm", "timeout"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text
@@ -231,6 +231,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     from ._imports import short_name
     from .data import DataSizeError, check_batch_fits, data_line
     from .losses import is_regression, task_loss
+    from ._update import check_max_grad_norm
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
 
@@ -241,7 +242,8 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
     try:
         opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
-    except ValueError as e:                                    # a weight decay of nan or inf
+        check_max_grad_norm(max_grad_norm)
+    except ValueError as e:                                    # nan or inf
         raise UserError(option_message(e)) from None
     dev = resolve_device(device)
     train, val = load_split(dataset, data_dir, dev).holdout(10_000)

@@ -185,6 +185,7 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
     (["--base-lr", "-1"], "--base-lr must be a positive number, got -1.0"),
     (["--storage", "bogus://nowhere"], "cannot open storage"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
+    (["--max-grad-norm", "inf"], "--max-grad-norm must be a positive finite number, got inf"),
     (["--model", "nowhere/net.py:make"], "--model nowhere/net.py:make: no file"),
     (["--model", "torch.nn:Identity"], "--model torch.nn:Identity must return 10 class scores per image"),
 ])
