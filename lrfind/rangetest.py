@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _state
+from ._distributed import ddp_world, is_first_process, mean_across
 from ._args import check_names
 from ._graph import SweepStep
 from ._update import check_max_grad_norm
@@ -186,8 +187,9 @@ class _Run:
 
 
 def _sweep_once(model: nn.Module, batches: _Batches, step: Callable[[int, _Batches, float], torch.Tensor],
-                sweep: Sweep, bar: tqdm) -> _Run:
-    """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges."""
+                sweep: Sweep, bar: tqdm, shared: bool = False) -> _Run:
+    """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges.
+    ``shared``: the losses are averaged over the processes of a DDP model at every check."""
     lrs = sweep.lrs()
     n = sweep.num_iter
     # The per-step losses stay on the device; the host reads them every `check_every` steps and
@@ -200,6 +202,8 @@ def _sweep_once(model: nn.Module, batches: _Batches, step: Callable[[int, _Batch
         losses[i] = step(i, batches, float(lrs[i]))
         bar.update(1)
         if (i + 1) % sweep.check_every == 0 or i == n - 1:
+            if shared:                                      # every process then stops at the same step
+                mean_across(model, losses[checked: i + 1])
             new = losses[checked: i + 1].cpu().numpy()      # this is the host-device sync point
             stop = detector.first_stop(new)
             if stop is not None:
@@ -365,6 +369,12 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         fresh SGD/Adam/AdamW; a model whose step cannot be captured (``.item()`` in forward, say)
         then runs eagerly, with a warning. ``True`` raises instead, ``False`` never captures.
 
+    A ``DistributedDataParallel`` model: call ``find_lr`` in every process, each with its own
+    batches (a ``DistributedSampler``); the losses are averaged across the processes at every
+    divergence check, so all record the same curve, stop at the same step and suggest the same LR
+    (a process that stopped alone would leave the others waiting in an all-reduce). It steps
+    through a torch optimizer (one is made from an ``OptimizerConfig``), never from a CUDA graph.
+
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk. A result that needs a second look
     (the loss had not turned up by ``end_lr``; repeats that disagree) warns with a
@@ -401,7 +411,11 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     device = _model_device(model)
     optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
     rule, groups, own_unsupported = _rule(optimizer, model, sweep)
-    own_unsupported = _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported
+    own_unsupported = _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported or \
+        ("the model is a DistributedDataParallel, whose gradients are averaged in backward()"
+         if isinstance(model, nn.parallel.DistributedDataParallel) else "")
+    shared = ddp_world(model) > 1
+    progress = progress and is_first_process(model)
     graph_unsupported = own_unsupported or _not_on_cuda(groups)
     if cuda_graph and graph_unsupported:
         raise ValueError(f"cuda_graph=True cannot be used here: {graph_unsupported}")
@@ -443,7 +457,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                 batches = _Batches(loader, device)
                 step = _own_step(own) if own is not None else \
                     _EagerStep(model, optimizer, ratios, step_fn, accumulation_steps, amp, max_grad_norm, val)
-                runs.append(_sweep_once(model, batches, step, sweep, bar))
+                runs.append(_sweep_once(model, batches, step, sweep, bar, shared))
                 if batches.restarts:
                     log.info("the loader ran out and was started again %d time(s)", batches.restarts)
     finally:
