@@ -278,8 +278,13 @@ def _first_step_errors(i: int, batch: Any) -> Iterator[None]:
     except (RuntimeError, IndexError) as e:   # IndexError: a class label out of range, on a CPU
         if i:
             raise
-        raise type(e)(f"the first training step failed on a batch of {_describe(batch)}: "
-                      f"{str(e).rstrip('.')}. Check that the loader's batches fit the model") from e
+        text = (f"the first training step failed on a batch of {_describe(batch)}: {str(e).rstrip('.')}. "
+                "Check that the loader's batches fit the model")
+        try:
+            said = type(e)(text)        # the same kind (an out-of-memory error stays one)
+        except Exception:               # a kind made from other arguments than a message
+            said = RuntimeError(text) if isinstance(e, RuntimeError) else IndexError(text)
+        raise said from e
 
 
 class _Divergence:

@@ -259,6 +259,18 @@ def test_labels_out_of_range_name_the_batch() -> None:
         find_lr(make_model(), batches, num_iter=10, progress=False)
 
 
+def test_a_first_step_error_of_a_kind_made_from_other_arguments_still_names_the_batch() -> None:
+    class Coded(RuntimeError):
+        def __init__(self, code: int, detail: str) -> None:
+            super().__init__(f"error {code}: {detail}")
+
+    def step_fn(model, batch):
+        raise Coded(7, "boom")
+
+    with pytest.raises(RuntimeError, match=r"first training step failed on a batch of .*: error 7: boom\. Check"):
+        find_lr(make_model(), make_data(), step_fn=step_fn, num_iter=10, progress=False)
+
+
 def test_dict_batches_without_step_fn_get_a_clear_error() -> None:
     batches = [{"x": x, "y": y} for x, y in make_data()]
     with pytest.raises(TypeError, match=r"got a dict with keys \['x', 'y'\]; pass step_fn=.*model\(\*\*batch\).loss"):
