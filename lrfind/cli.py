@@ -271,8 +271,9 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))
     out.mkdir(parents=True, exist_ok=True)
-    result.plot(path=out / "range_test.png", title=f"{short_name(model)} on {short_name(dataset)}, {optimizer}, "
-                f"batch {batch_size}: "
+    clipped = f", clipped at {max_grad_norm:g}" if max_grad_norm is not None else ""
+    result.plot(path=out / "range_test.png", title=f"{short_name(model)} on {short_name(dataset)}, {optimizer}"
+                f"{clipped}, batch {batch_size}: "
                 f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr else None)
     result.to_json(out / "range_test.json")
     result.to_csv(out / "range_test.csv")
