@@ -319,9 +319,13 @@ def _mean_loss(model: nn.Module, batches: list, step_fn: StepFn, autocast) -> to
 
 def _model_device(model: nn.Module) -> torch.device:
     try:
-        return next(model.parameters()).device
+        device = next(model.parameters()).device
     except StopIteration:
         raise ValueError("the model has no parameters to train") from None
+    if device.type == "meta":
+        raise ValueError("the model's parameters are on the meta device, without values: give them some first "
+                         "(model.to_empty(device=...) and initialise them, or load its weights)")
+    return device
 
 
 def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimizer | OptimizerConfig | None = None,

@@ -618,6 +618,11 @@ def test_an_optimizer_of_the_wrong_kind_is_a_clear_error() -> None:
         find_lr(make_model(), make_data(), optimizer="adam", progress=False)
 
 
+def test_a_model_on_the_meta_device_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="on the meta device, without values"):
+        find_lr(make_model().to("meta"), make_data(), num_iter=10, progress=False)
+
+
 def test_a_model_with_nothing_to_train_is_a_clear_error() -> None:
     model = make_model().requires_grad_(False)
     with pytest.raises(ValueError, match="nothing to train"):
