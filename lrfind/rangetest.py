@@ -124,7 +124,12 @@ def _outputs_checked(loss_fn: Callable) -> Callable:
             raise TypeError(f"the model returned {_describe(out)}, not a tensor of outputs, so the default step "
                             f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss> "
                             f"(say, loss_fn(model(x)[0], y) for a model that returns a tuple)")
-        return loss_fn(out, y)
+        value = loss_fn(out, y)
+        if not (isinstance(value, torch.Tensor) and value.ndim == 0):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"loss_fn returned {shape}, not a scalar loss: give one that averages over the batch "
+                            f"(reduction='mean', torch's default)")
+        return value
     return loss
 
 

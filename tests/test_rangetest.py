@@ -618,6 +618,14 @@ def test_an_optimizer_of_the_wrong_kind_is_a_clear_error() -> None:
         find_lr(make_model(), make_data(), optimizer="adam", progress=False)
 
 
+def test_a_loss_fn_that_does_not_average_is_a_clear_error() -> None:
+    for optimizer in (None, lambda m: torch.optim.SGD(m.parameters(), lr=0.1)):     # lrfind's step, torch's
+        model = make_model()
+        with pytest.raises(TypeError, match=r"loss_fn returned \(16,\), not a scalar loss: .*reduction='mean'"):
+            find_lr(model, make_data(), loss_fn=nn.CrossEntropyLoss(reduction="none"),
+                    optimizer=optimizer and optimizer(model), num_iter=10, progress=False)
+
+
 def test_a_model_on_the_meta_device_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="on the meta device, without values"):
         find_lr(make_model().to("meta"), make_data(), num_iter=10, progress=False)
