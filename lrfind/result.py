@@ -319,6 +319,27 @@ class RangeTestResult:
             return cls.from_csv(path)
         raise ValueError(f"cannot tell the format of {path}: use a .json or .csv file")
 
+    def __repr__(self) -> str:
+        """One line, not the arrays: a notebook or a REPL shows this (and, in a notebook, the plot)."""
+        lr = (f"{self.suggested_lr:.3g} ({self.method})" if self.suggested_lr is not None
+              else f"none ({self.reason})")
+        repeats = f", median of {len(self.seed_lrs)} sweeps" if len(self.seed_lrs) > 1 else ""
+        warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        return (f"<RangeTestResult: suggested LR {lr}{repeats}; {self.lrs.size} of {self.num_iter} iterations, "
+                f"{self.stop_reason}{warned}; .summary() and .plot() say more>")
+
+    def _repr_png_(self) -> bytes:
+        """The plot, for Jupyter: a result left as a cell's value is drawn (no pyplot involved)."""
+        import io
+
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(7, 4.5), layout="constrained")
+        self.plot(ax=figure.add_subplot())
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
     # -- plot ----------------------------------------------------------------------------------
     def plot(self, ax=None, *, path: str | Path | None = None, title: str | None = None):
         """Draw the curve and the suggestions; return the Axes. With ``path``, also save the figure.

@@ -528,6 +528,14 @@ def test_plot_returns_axes_and_saves(tmp_path) -> None:
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+def test_a_result_is_one_line_in_a_repl_and_its_plot_in_a_notebook() -> None:
+    result = find_lr(make_model(), make_data(), num_iter=30, repeats=2, seed=0, progress=False)
+    text = repr(result)
+    assert text.startswith("<RangeTestResult: suggested LR ") and "median of 2 sweeps" in text
+    assert "30 of 30 iterations" in text and "array(" not in text and "\n" not in text
+    assert result._repr_png_().startswith(b"\x89PNG")          # what Jupyter shows for a cell's value
+
+
 def test_fp16_autocast_with_grad_scaler_runs() -> None:
     result = find_lr(make_model(), make_data(), num_iter=10, end_lr=1e-2, amp="fp16", progress=False)
     assert len(result.losses) == 10 and np.isfinite(result.losses).all()
