@@ -200,6 +200,12 @@ class TuneResult:
         """The report ``lrfind show`` prints: the best trials, then the verdict against the constant LR."""
         return f"{report.top_table(self.study)}\n\n{report.verdict(self.study)}"
 
+    def __repr__(self) -> str:
+        """One line, not the study and the scores: a notebook or a REPL shows this."""
+        best = self.best
+        return (f"<TuneResult: study {self.study.study_name!r}, base LR {self.base_lr:.3g}, best: "
+                f"{best if best is not None else 'none yet'}; .summary() says more, the report is in {self.out}>")
+
     @property
     def best(self) -> "TunedSchedule | None":
         """The best schedule, for a training run of any length (``load_best``); None if no trial completed."""

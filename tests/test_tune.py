@@ -89,8 +89,10 @@ def test_resume_runs_only_the_missing_trials(data_env, tmp_path) -> None:
     tune(trials=5, parallel=2, out=str(tmp_path), **QUICK)
     study = load(tmp_path)
     assert len(_study.finished(study)) == 5 and len(study.trials) == 5
-    tune(trials=5, parallel=2, out=str(tmp_path), **QUICK)          # nothing left to do
+    result = tune(trials=5, parallel=2, out=str(tmp_path), **QUICK)          # nothing left to do
     assert len(load(tmp_path).trials) == 5
+    text = repr(result)                          # one line in a notebook, not the study and its scores
+    assert text.startswith("<TuneResult: study 'lrfind-lenet-mnist', base LR 0.05, best: ") and "\n" not in text
 
 
 def test_interrupted_run_resumes_to_exactly_the_requested_trials(data_env, tmp_path, monkeypatch) -> None:
