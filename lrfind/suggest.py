@@ -66,8 +66,10 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
         raise ValueError(f"lrs and losses must have the same length, got {lrs.size} and {raw.size}")
     finite = np.isfinite(raw)
     # Everything after the first non-finite loss belongs to the divergence: leave it out.
+    blown = None                                # the LR of the first NaN/Inf
     if not finite.all():
         cut = int(np.argmin(finite))
+        blown = float(lrs[cut])
         lrs, raw = lrs[:cut], raw[:cut]
     if raw.size < 10:
         return lrs, raw, smooth(raw), Suggestion(None, None, f"only {raw.size} finite losses; run more iterations")
@@ -81,8 +83,30 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
     if drop <= max(2.0 * noise, 0.01 * abs(start), 1e-12):
         why = (f"drop {drop:.3g} against noise {noise:.3g}" if 2.0 * noise >= 0.01 * abs(start) else
                f"drop {drop:.3g}, under 1% of the starting loss {start:.3g}")
-        return lrs, raw, sm, Suggestion(None, None, f"the loss does not fall clearly ({why}): raise end_lr or num_iter")
+        rise = _rise(lrs, sm, noise, blown)
+        if rise is None:
+            return lrs, raw, sm, Suggestion(None, None, f"the loss does not fall clearly ({why}): raise end_lr or "
+                                                        "num_iter")
+        return lrs, raw, sm, Suggestion(
+            None, None, f"the loss does not fall clearly ({why}) before it rises from LR {rise:.3g}: a model that "
+                        f"has learned already, say (to train it on, start at about a tenth of that, {rise / 10:.2g}), "
+                        f"or a sweep too short to see it learn (raise num_iter)")
     return lrs, raw, sm, None
+
+
+def _rise(lrs: np.ndarray, smoothed: np.ndarray, noise: float, blown: float | None) -> float | None:
+    """Where a loss that never fell clearly rises: the first LR whose smoothed loss is 3 noise
+    widths above its lowest so far (or the first NaN/Inf); None if it stays flat to the end.
+
+    A model trained already (fine-tuning) sweeps so: flat, then up. On a LeNet trained for one
+    epoch, a tenth of this LR (SGD 0.012, Adam 0.0017) trained a further epoch as well as the best
+    of a grid (SGD: 98.10% at 0.01 against 98.19% at 0.003; Adam: 98.26% at 0.001, 98.15% at
+    0.003), where a tenth of the divergence stop (0.022, 0.0086) was too high for Adam (97.7%)."""
+    best = np.minimum.accumulate(smoothed)
+    above = np.flatnonzero(smoothed > best + 3.0 * max(noise, 1e-12))
+    if above.size:
+        return float(lrs[above[0]])
+    return blown
 
 
 def fall(losses) -> float | None:

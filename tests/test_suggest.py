@@ -66,6 +66,20 @@ def test_a_smooth_fall_too_small_to_matter_says_which_bound_it_missed() -> None:
     assert "against noise" in reason, reason
 
 
+def test_a_flat_curve_that_then_rises_says_where_and_what_to_start_at() -> None:
+    """A model trained already sweeps flat, then up: no suggestion, but the LR where it rises."""
+    rng = np.random.default_rng(2)
+    flat_then_up = 0.08 + rng.normal(0, 0.03, LRS.size) + np.where(LRS > 0.05, 3 * np.log10(LRS / 0.05) ** 2, 0.0)
+    found = smith(LRS, flat_then_up)
+    assert found.lr is None and "before it rises from LR" in found.reason and "a tenth of that" in found.reason
+    rise = float(found.reason.split("rises from LR ")[1].split(":")[0])
+    assert 0.05 < rise < 0.3
+    blown = 0.08 + rng.normal(0, 0.03, LRS.size)                       # flat, then NaN
+    blown[250:] = np.nan
+    assert f"rises from LR {LRS[250]:.3g}" in smith(LRS, blown).reason
+    assert "raise end_lr or num_iter" in smith(LRS, 0.08 + rng.normal(0, 0.03, LRS.size)).reason   # flat to the end
+
+
 def test_curve_that_diverges_from_the_start_gives_none() -> None:
     rising = np.linspace(1.0, 50.0, LRS.size)
     s = steepest(LRS, rising)
