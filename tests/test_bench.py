@@ -107,3 +107,14 @@ def test_text_suggestion_quality_bench_runs_small_on_the_cpu(tmp_path) -> None:
     assert set(result["rows"]) == {"1x", "3x", "unclipped suggestion"}
     assert result["rows"]["3x"]["lr"] == pytest.approx(3 * result["sweeps"]["clipped"]["suggested_lr"])
     assert "best:" in done.stdout
+
+
+def test_rise_quality_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
+    out = tmp_path / "rise.json"
+    done = subprocess.run([sys.executable, str(BENCH / "rise_quality.py"), "--train-images", "512", "--seeds", "1",
+                           "--num-iter", "30", "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["optimizers"]) == {"sgd", "adam"} and 0 < result["start_accuracy"] <= 1
+    assert all(len(o["grid"]) >= 5 for o in result["optimizers"].values())
