@@ -75,8 +75,11 @@ def clip_(grads: Tensors, max_norm: float) -> None:
     """``torch.nn.utils.clip_grad_norm_`` on a list of gradients, in place, without a host sync: the
     total 2-norm over all of them scaled down to ``max_norm`` where it is larger (torch's formula:
     a factor ``max_norm / (norm + 1e-6)``, at most 1)."""
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2)), 2)
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    device = grads[0].device                    # a model split over devices: the norms meet on the first
+    norm = torch.linalg.vector_norm(torch.stack([n.to(device) for n in torch._foreach_norm(grads, 2)]), 2)
+    factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for on in {g.device for g in grads}:
+        torch._foreach_mul_([g for g in grads if g.device == on], factor.to(on))
 
 
 def check_max_grad_norm(max_grad_norm: float | None) -> None:
