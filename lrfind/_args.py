@@ -1,4 +1,4 @@
-"""Keyword arguments a function does not take: each named, with the one the user probably meant."""
+"""Names the user got wrong (keyword arguments, schedule names): each named with the one probably meant."""
 
 from __future__ import annotations
 
