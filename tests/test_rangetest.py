@@ -230,10 +230,12 @@ def test_a_loader_is_started_once_a_sweep_and_no_more() -> None:
     assert (train.started, val.started) == (2, 1)
 
 
-def test_a_one_shot_validation_loader_is_read_once_for_every_repeat() -> None:
-    result = find_lr(make_model(), make_data(), val_loader=iter(make_data(seed=1)), val_batches=2, num_iter=10,
+def test_a_one_shot_validation_loader_without_a_length_is_read_once_for_every_repeat() -> None:
+    """A generator has no len(): all of it is the validation set, read once, used by every repeat."""
+    result = find_lr(make_model(), make_data(), val_loader=(b for b in make_data(n_batches=2, seed=1)), num_iter=10,
                      repeats=2, seed=0, progress=False)
     assert len(result.seed_losses) == 2 and all(len(losses) == 10 for losses in result.seed_losses)
+    assert result.config["validation_loss"]
 
 
 def test_a_model_that_returns_a_tuple_gets_a_clear_error() -> None:
