@@ -207,6 +207,9 @@ Examples:
               help="Record the mean loss over N batches of the held-out validation split after every step, "
                    "instead of the training batch's loss: smoother curves, N forward passes more per step "
                    "(torch-lr-finder's val_loader mode).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Sweep under autocast, as a mixed-precision training runs (fp16 with a gradient scaler); "
+                   "the steps then run eagerly, not from a CUDA graph. Default: float32.")
 @click.option("--method", default=SUGGESTION_METHODS[0], show_default=True, type=click.Choice(SUGGESTION_METHODS),
               help="Which suggestion is THE suggested LR (all are printed and saved): smith = a third of the "
                    "LR at the lowest loss (Smith's rule); balanced = geometric mean of steepest and minimum; "
@@ -217,8 +220,8 @@ Examples:
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
-               device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str, repeats: int, val_batches: int | None,
-               method: str, out: Path) -> None:
+               device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
+               repeats: int, val_batches: int | None, amp: str | None, method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
     Records the loss of every batch, stops when the loss diverges, and writes the curve, every
@@ -262,6 +265,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     try:
         result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
                          val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
+                         amp=amp,
                          progress=not quiet, warn=False)     # the summary prints them
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None

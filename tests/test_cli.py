@@ -50,6 +50,15 @@ def test_range_test_adamw_with_weight_decay(run, tmp_path) -> None:
     assert config["optimizer"] == "adamw" and config["weight_decay"] == 0.05
 
 
+def test_range_test_sweeps_under_autocast_with_amp(run, tmp_path) -> None:
+    result = run("range-test", "--device", "cpu", "--model", "mlp", "--num-iter", "20", "--amp", "bf16", "-q",
+                 "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "range_test.json").read_text())["config"]["amp"] == "bf16"
+    bad = run("range-test", "--amp", "fp8", "--out", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "'fp8' is not one of 'bf16', 'fp16'" in bad.output
+
+
 def test_range_test_clips_the_gradients_with_max_grad_norm(run, tmp_path) -> None:
     clipped = run("range-test", "--device", "cpu", "--model", "mlp", "--num-iter", "20", "--max-grad-norm", "0.1",
                   "-q", "--out", str(tmp_path / "clipped"))
