@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,23 @@ class RangeTestResult:
         if suffix == ".csv":
             return cls.from_csv(path)
         raise ValueError(f"cannot tell the format of {path}: use a .json or .csv file")
+
+    def apply(self, optimizer, lr: float | None = None) -> float:
+        """Set ``optimizer``'s LR to the suggestion (or to ``lr``) and return it: the group that had
+        the largest LR in the sweep gets it, the others keep their ratio to it (``group_ratios``),
+        as they did in the sweep. Build a scheduler after this: it starts from the LRs it finds."""
+        lr = self.suggested_lr if lr is None else lr
+        if lr is None:
+            raise ValueError(f"no suggested LR to apply ({self.reason}); look at the plot and pass lr=")
+        if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        groups = optimizer.param_groups
+        if len(groups) != len(self.group_ratios):
+            raise ValueError(f"the optimizer has {len(groups)} parameter group(s), the range test swept "
+                             f"{len(self.group_ratios)}: apply the result to the optimizer it swept, or one built alike")
+        for group, ratio in zip(groups, self.group_ratios):
+            group["lr"] = lr * ratio
+        return float(lr)
 
     def __repr__(self) -> str:
         """One line, not the arrays: a notebook or a REPL shows this (and, in a notebook, the plot)."""

@@ -136,6 +136,24 @@ def test_param_groups_keep_their_lr_ratio() -> None:
     assert [g["lr"] for g in opt.param_groups] == [0.1, 1.0]   # and are put back
 
 
+def test_apply_sets_the_suggestion_and_keeps_the_groups_ratios() -> None:
+    model = make_model()
+    head, body = list(model[-1].parameters()), [p for m in list(model)[:-1] for p in m.parameters()]
+    optimizer = torch.optim.SGD([{"params": body, "lr": 0.01}, {"params": head, "lr": 0.1}], momentum=0.9)
+    result = find_lr(model, make_data(n_batches=40), optimizer=optimizer, num_iter=40, progress=False)
+    assert result.suggested_lr is not None and result.group_ratios == pytest.approx([0.1, 1.0])
+    assert result.apply(optimizer) == result.suggested_lr
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.1 * result.suggested_lr,
+                                                                         result.suggested_lr])
+    result.apply(optimizer, lr=0.5)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.05, 0.5])
+    with pytest.raises(ValueError, match="the optimizer has 1 parameter group"):
+        result.apply(torch.optim.SGD(model.parameters(), lr=1.0))
+    unclear = RangeTestResult(np.geomspace(1e-6, 1, 50), np.full(50, 2.3))
+    with pytest.raises(ValueError, match="no suggested LR to apply .*pass lr="):
+        unclear.apply(optimizer)
+
+
 def test_loader_shorter_than_num_iter_is_started_again() -> None:
     result = find_lr(make_model(), make_data(n_batches=3), num_iter=10, end_lr=1e-3, progress=False)
     assert result.stop_reason == "completed" and len(result.losses) == 10
