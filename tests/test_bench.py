@@ -13,13 +13,19 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def test_own_model_bench_runs_quick_on_the_cpu(tmp_path) -> None:
-    out = tmp_path / "own_model.json"
+def bench(script: str, *args: str, out: Path, out_flag: str = "--out", data: Path | None = None) -> tuple[dict, str]:
+    """Run ``bench/<script>`` on the CPU (with MNIST from ``data``); its JSON results and its stdout."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, str(BENCH / "own_model.py"), "--quick", "--json", str(out)], env=env,
+    if data is not None:
+        env["LRFIND_DATA_DIR"] = str(data)
+    done = subprocess.run([sys.executable, str(BENCH / script), *args, out_flag, str(out)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_own_model_bench_runs_quick_on_the_cpu(tmp_path) -> None:
+    result, _ = bench("own_model.py", "--quick", out=tmp_path / "own_model.json", out_flag="--json")
     assert set(result["ms_per_trial_epoch"]) == {"plain torch loop, 1 model", "lrfind engine, K=1",
                                                  "lrfind engine, K=2"}
     assert all(ms > 0 for ms in result["ms_per_trial_epoch"].values()) and result["device"] == "cpu"
@@ -31,90 +37,61 @@ def test_stretch_bench_retrains_a_studys_best_at_other_lengths(mnist_root, tmp_p
     monkeypatch.setenv("LRFIND_DATA_DIR", str(mnist_root))
     tune(trials=2, epochs=2, batch_size=64, train_subset=256, device="cpu", progress=False, base_lr=0.05,
          final=False, out=str(tmp_path / "study"))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    out = tmp_path / "stretch.json"
-    done = subprocess.run([sys.executable, str(BENCH / "stretch.py"), str(tmp_path / "study"), "--epochs", "1", "2",
-                           "--seeds", "1", "--train-subset", "512", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    runs = json.loads(out.read_text())["runs"]
+    result, stdout = bench("stretch.py", str(tmp_path / "study"), "--epochs", "1", "2", "--seeds", "1",
+                           "--train-subset", "512", out=tmp_path / "stretch.json", data=mnist_root)
+    runs = result["runs"]
     assert [r["epochs"] for r in runs] == [1, 2]
     assert all(0 <= a <= 1 for r in runs for a in r["best_test_acc"] + r["constant_test_acc"])
-    assert " 2 epochs: " in done.stdout
+    assert " 2 epochs: " in stdout
 
 
 def test_storage_and_painter_benches_run_small_on_the_cpu(tmp_path) -> None:
     """They drive the tuner's search and the report through its private functions: keep them working."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     for script, args in (("storage.py", ["--trials", "4", "--epochs", "2", "--parallel", "2", "--repeats", "1"]),
                          ("painter.py", ["--emulate", "--repeats", "1"])):
-        out = tmp_path / f"{script}.json"
-        done = subprocess.run([sys.executable, str(BENCH / script), *args, "--json", str(out)], env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert json.loads(out.read_text())
+        result, _ = bench(script, *args, out=tmp_path / f"{script}.json", out_flag="--json")
+        assert result
 
 
 def test_loop_vs_engine_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
-    out = tmp_path / "loop_vs_engine.json"
-    done = subprocess.run([sys.executable, str(BENCH / "loop_vs_engine.py"), "--trials", "2", "--subset", "512",
-                           "--epochs", "1", "--json", str(out)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result, stdout = bench("loop_vs_engine.py", "--trials", "2", "--subset", "512", "--epochs", "1",
+                           out=tmp_path / "loop_vs_engine.json", out_flag="--json", data=mnist_root)
     for side in ("engine", "loop"):
         assert result[side]["complete"] + result[side]["pruned"] == 2 and result[side]["ms_per_trial_epoch"] > 0
     # the same first trial: lrfind's engine and a plain loop, same seed, batches and schedule
     assert result["engine"]["constant_val_acc"] == pytest.approx(result["loop"]["constant_val_acc"], abs=1e-6)
-    assert "loop / engine time:" in done.stdout
+    assert "loop / engine time:" in stdout
 
 
 def test_range_test_spread_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
-    out = tmp_path / "spread.json"
-    done = subprocess.run([sys.executable, str(BENCH / "range_test_spread.py"), "--batch-sizes", "32", "--seeds", "2",
-                           "--repeats", "2", "--num-iter", "60", "--train-subset", "512", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())["by_batch_size"]["32"]
+    result, stdout = bench("range_test_spread.py", "--batch-sizes", "32", "--seeds", "2", "--repeats", "2",
+                           "--num-iter", "60", "--train-subset", "512", out=tmp_path / "spread.json", data=mnist_root)
+    result = result["by_batch_size"]["32"]
     assert [len(r["seed_lrs"]) for r in result["runs"]] == [2, 2]
     assert [len(r["falls"]) for r in result["runs"]] == [2, 2]
     assert all(set(r["shallow"]) <= {0, 1} and isinstance(r["sweeps_again"], bool) for r in result["runs"])
-    assert result["summary"]["sweeps"] <= 4 and "sweeps more than 3x" in done.stdout
+    assert result["summary"]["sweeps"] <= 4 and "sweeps more than 3x" in stdout
 
 
 def test_engine_variants_bench_compares_the_layouts_on_the_cpu(mnist_root, tmp_path) -> None:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
-    out = tmp_path / "variants.json"
-    done = subprocess.run([sys.executable, str(BENCH / "engine_variants.py"), "--device", "cpu", "--k", "2",
-                           "--train-images", "512", "--rounds", "1", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(out.read_text())["by_k"]["2"]
+    result, stdout = bench("engine_variants.py", "--device", "cpu", "--k", "2", "--train-images", "512",
+                           "--rounds", "1", out=tmp_path / "variants.json", data=mnist_root)
+    rows = result["by_k"]["2"]
     assert set(rows) >= {"looped, channels-last (the CPU default)", "looped, usual layout"}
-    assert all(value > 0 for value in rows.values()) and "ms per trial-epoch" in done.stdout
+    assert all(value > 0 for value in rows.values()) and "ms per trial-epoch" in stdout
 
 
 def test_text_suggestion_quality_bench_runs_small_on_the_cpu(tmp_path) -> None:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    out = tmp_path / "text.json"
-    done = subprocess.run([sys.executable, str(BENCH / "suggestion_quality_text.py"), "--chars", "24000",
-                           "--num-iter", "30", "--seeds", "1", "--epochs", "1", "--factors", "1,3", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result, stdout = bench("suggestion_quality_text.py", "--chars", "24000", "--num-iter", "30", "--seeds", "1",
+                           "--epochs", "1", "--factors", "1,3", out=tmp_path / "text.json")
     assert set(result["sweeps"]) == {"clipped", "unclipped"}
     assert set(result["rows"]) == {"1x", "3x", "unclipped suggestion"}
     assert result["rows"]["3x"]["lr"] == pytest.approx(3 * result["sweeps"]["clipped"]["suggested_lr"])
-    assert "best:" in done.stdout
+    assert "best:" in stdout
 
 
 def test_rise_quality_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LRFIND_DATA_DIR": str(mnist_root)}
-    out = tmp_path / "rise.json"
-    done = subprocess.run([sys.executable, str(BENCH / "rise_quality.py"), "--train-images", "512", "--seeds", "1",
-                           "--num-iter", "30", "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result, _ = bench("rise_quality.py", "--train-images", "512", "--seeds", "1", "--num-iter", "30",
+                      out=tmp_path / "rise.json", data=mnist_root)
     assert set(result["optimizers"]) == {"sgd", "adam"} and 0 < result["start_accuracy"] <= 1
     assert all(len(o["grid"]) >= 5 for o in result["optimizers"].values())
