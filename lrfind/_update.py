@@ -1,7 +1,7 @@
 """torch.optim's update rules, written once for both of lrfind's captured training steps.
 
-SGD (momentum, Nesterov, weight decay), Adam and AdamW with torch's semantics, in place, on lists
-of tensors with foreach ops, the LR and the step count read from device tensors: a CUDA graph that
+SGD (momentum, Nesterov, weight decay), Adam and AdamW with torch's semantics, and
+``clip_grad_norm_``'s clipping before them, in place, on lists of tensors with foreach ops, the LR and the step count read from device tensors: a CUDA graph that
 captured an update replays it at whatever LR the tensor holds. Two callers:
 
 - the trial engine (``train.FusedTrials``): one (K, P) tensor of every trial's weights, and an LR
@@ -71,15 +71,24 @@ def adam_(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: Tenso
     torch._foreach_sub_(params, _times(torch._foreach_div(exp_avgs, denom), step_size))
 
 
+def _clip_factor(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """torch's ``clip_grad_norm_`` factor: ``max_norm / (norm + 1e-6)``, at most 1."""
+    return torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+
+
 def clip_(grads: Tensors, max_norm: float) -> None:
-    """``torch.nn.utils.clip_grad_norm_`` on a list of gradients, in place, without a host sync: the
-    total 2-norm over all of them scaled down to ``max_norm`` where it is larger (torch's formula:
-    a factor ``max_norm / (norm + 1e-6)``, at most 1)."""
+    """``torch.nn.utils.clip_grad_norm_`` on one model's gradients, in place, without a host sync:
+    their total 2-norm scaled down to ``max_norm`` where it is larger."""
     device = grads[0].device                    # a model split over devices: the norms meet on the first
-    norm = torch.linalg.vector_norm(torch.stack([n.to(device) for n in torch._foreach_norm(grads, 2)]), 2)
-    factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    factor = _clip_factor(torch.linalg.vector_norm(
+        torch.stack([n.to(device) for n in torch._foreach_norm(grads, 2)]), 2), max_norm)
     for on in {g.device for g in grads}:
         torch._foreach_mul_([g for g in grads if g.device == on], factor.to(on))
+
+
+def clip_rows(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """The engine's (K, P) gradients, each trial's row clipped to its own norm as ``clip_`` clips a model's."""
+    return grad * _clip_factor(torch.linalg.vector_norm(grad, dim=1, keepdim=True), max_norm)
 
 
 def check_max_grad_norm(max_grad_norm: float | None) -> None:

@@ -29,7 +29,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ._errors import message
 from ._graph import CapturedStep
-from ._update import adam_, check_max_grad_norm, sgd_
+from ._update import adam_, check_max_grad_norm, clip_rows, sgd_
 from .data import ImageData
 from .losses import is_regression, summed_losses, task_loss
 from .models import ModelError, get_model
@@ -317,8 +317,7 @@ class FusedTrials:
         with torch.no_grad():
             g = torch.where(self.alive.unsqueeze(1), grad, 0.0)     # NaN gradients of failed trials go nowhere
             if self.max_grad_norm is not None:      # each trial's own gradient, as clip_grad_norm_ clips it
-                norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
-                g = g * torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)
+                g = clip_rows(g, self.max_grad_norm)
             lr = lr.unsqueeze(1)
             if o.name == "sgd":
                 sgd_([p], [g], [st["momentum"]] if o.momentum else [], lr, momentum=o.momentum,
