@@ -205,6 +205,25 @@ def test_a_repeated_sweep_replays_one_graph_from_an_empty_optimizer_state() -> N
     np.testing.assert_allclose(result.seed_losses[1][:30], result.seed_losses[0][:30], rtol=1e-4)
 
 
+@pytest.mark.skipif(not torch.distributed.is_nccl_available(), reason="needs NCCL")
+def test_a_ddp_model_on_cuda_sweeps_eagerly_through_nccl_like_the_plain_model(tmp_path) -> None:
+    """One process (world size 1): the DDP path (a torch optimizer, no graph) on CUDA, equal to the
+    plain model's eager sweep; tests/test_ddp.py runs two processes on the CPU."""
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        data = on_cuda(batches(40, size=64))
+        ddp = torch.nn.parallel.DistributedDataParallel(get_model("lenet", seed=0).to(CUDA))
+        ours = find_lr(ddp, data, num_iter=40, end_lr=0.3, max_grad_norm=1.0, progress=False)
+        plain = find_lr(get_model("lenet", seed=0).to(CUDA), data, num_iter=40, end_lr=0.3, max_grad_norm=1.0,
+                        cuda_graph=False, progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert not ours.config["cuda_graph"]
+    np.testing.assert_allclose(ours.losses[:30], plain.losses[:30], rtol=1e-4)
+
+
 def test_a_study_on_cuda_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
     """Its range test (from an OptimizerConfig, from a graph) and its vmapped engine need no torch._dynamo."""
     assert dynamo_modules_after(f"""
