@@ -1,8 +1,9 @@
 """torch.optim's update rules, written once for both of lrfind's captured training steps.
 
 SGD (momentum, Nesterov, weight decay), Adam and AdamW with torch's semantics, and
-``clip_grad_norm_``'s clipping before them, in place, on lists of tensors with foreach ops, the LR and the step count read from device tensors: a CUDA graph that
-captured an update replays it at whatever LR the tensor holds. Two callers:
+``clip_grad_norm_``'s clipping before them, in place, on lists of tensors with foreach ops, the LR
+and the step count read from device tensors: a CUDA graph that captured an update replays it at
+whatever LR the tensor holds. Two callers:
 
 - the trial engine (``train.FusedTrials``): one (K, P) tensor of every trial's weights, and an LR
   of shape (K, 1), one per trial;

@@ -101,8 +101,9 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
     ax.set_ylabel("validation loss" if result.config.get("validation_loss") else "training loss")
     verdict = (f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr is not None
                else f"no clear suggestion: {result.reason}")
-    ax.set_title(title or textwrap.fill(f"LR range test: {verdict}", 90 if result.suggested_lr is not None else 110) + f"\nstopped: {result.stop_reason}",
-                 fontsize=10 if result.suggested_lr is not None else 8)
+    found = result.suggested_lr is not None          # else a long reason, wrapped in a smaller font
+    ax.set_title(title or textwrap.fill(f"LR range test: {verdict}", 90 if found else 110)
+                 + f"\nstopped: {result.stop_reason}", fontsize=10 if found else 8)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower left")
     if result.warnings:
