@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .suggest import start_level
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -52,7 +54,7 @@ def _loss_limits(raw: np.ndarray, smoothed: np.ndarray, others: list[np.ndarray]
     if finite.size == 0:
         return None
     lo = float(min([finite.min()] + [np.nanmin(o) for o in others if np.isfinite(o).any()]))
-    start = float(np.nanmean(finite[: max(3, finite.size // 20)]))
+    start = start_level(finite)
     hi = max(start, lo) + 0.25 * (abs(start - lo) + 1e-12)
     pad = 0.05 * (hi - lo + 1e-12)
     raw_finite = raw[np.isfinite(raw)]

@@ -53,6 +53,11 @@ def smooth(losses: np.ndarray, width: float | None = None) -> np.ndarray:
     return out
 
 
+def start_level(smoothed: np.ndarray) -> float:
+    """Where the smoothed loss starts: its mean over the first 5% of the steps (at least 3)."""
+    return float(np.nanmean(smoothed[: max(3, smoothed.size // 20)]))
+
+
 def _noise(raw: np.ndarray, smoothed: np.ndarray) -> float:
     """Robust standard deviation of the losses around their smoothed curve (1.4826 x median |deviation|)."""
     return 1.4826 * float(np.nanmedian(np.abs(raw - smoothed)))
@@ -75,7 +80,7 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
         return lrs, raw, smooth(raw), Suggestion(None, None, f"only {raw.size} finite losses; run more iterations")
     sm = smooth(raw)
     low = int(np.nanargmin(sm))
-    start = float(np.nanmean(sm[: max(3, raw.size // 20)]))
+    start = start_level(sm)
     drop = start - float(sm[low])
     noise = _noise(raw, sm)
     if low <= raw.size // 20:
@@ -123,13 +128,13 @@ def fall(losses) -> float | None:
     _, raw, sm, verdict = _prepare(np.arange(1.0, raw.size + 1), raw)     # the step index stands in for the LR
     if verdict is not None:
         return None
-    return float(np.nanmean(sm[: max(3, raw.size // 20)]) - np.nanmin(sm))
+    return start_level(sm) - float(np.nanmin(sm))
 
 
 def _descent_region(sm: np.ndarray) -> tuple[int, int]:
     """Indices ``[lo, hi]`` of the falling part: from where the smoothed loss starts to fall to its minimum."""
     hi = int(np.nanargmin(sm))
-    start = float(np.nanmean(sm[: max(3, sm.size // 20)]))
+    start = start_level(sm)
     threshold = start - 0.05 * (start - sm[hi])
     below = np.nonzero(sm[: hi + 1] < threshold)[0]
     lo = int(below[0]) if below.size else 0
