@@ -429,7 +429,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         ("the model is a DistributedDataParallel, whose gradients are averaged in backward()"
          if isinstance(model, nn.parallel.DistributedDataParallel) else "")
     shared = ddp_world(model) > 1
-    progress = progress and is_first_process(model)     # one bar and one set of warnings, not one a process
+    first = is_first_process(model)         # one bar and one set of warnings, not one a process
+    progress = progress and first
     graph_unsupported = own_unsupported or _not_on_cuda(groups)
     if cuda_graph and graph_unsupported:
         raise ValueError(f"cuda_graph=True cannot be used here: {graph_unsupported}")
@@ -490,7 +491,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         slower.config["faster_sweeps"] = {"num_iter": sweep.num_iter, "seed_lrs": result.seed_lrs,
                                           "shallow": result.shallow}
         result = slower
-    for text in result.warnings if warn and is_first_process(model) else []:
+    for text in result.warnings if warn and first else []:
         warnings.warn(text, RangeTestWarning, stacklevel=2)
     return result
 
