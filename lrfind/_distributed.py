@@ -1,35 +1,107 @@
-"""A range test of a DistributedDataParallel model: every process sweeps, and all stop together.
+"""A range test of a model trained across processes: every process sweeps, and all stop together.
 
-Each process trains on its own batches and DDP averages the gradients, so the processes' losses
-differ while their weights stay equal. Were each to stop on its own loss, one would stop while the
-others wait in the next step's all-reduce, for ever (fastai's lr_find deadlocked so). So the
-losses are averaged across the processes at every divergence check (one all-reduce per check):
-every process then records the same curve, stops at the same step and suggests the same LR.
+DistributedDataParallel, FullyShardedDataParallel and ``fully_shard`` (FSDP2; any model whose
+parameters are DTensors) all train one model in many processes: each process on its own batches,
+with the gradients reduced across them in ``backward()``. The processes' losses differ while their
+weights stay one model. Were each to stop on its own loss, one would stop while the others wait in
+the next step's collective, for ever (fastai's lr_find deadlocked so). So the losses are averaged
+across the processes at every divergence check (one all-reduce per check): every process then
+records the same curve, stops at the same step and suggests the same LR.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 
-def ddp_world(model: nn.Module) -> int:
-    """The number of processes a DistributedDataParallel ``model`` trains in; 1 for any other model."""
-    if not isinstance(model, nn.parallel.DistributedDataParallel):
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _fsdp(model: nn.Module) -> nn.Module | None:
+    """The outermost FullyShardedDataParallel (FSDP1) module in ``model``, if any."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return next((m for m in model.modules() if isinstance(m, FullyShardedDataParallel)), None)
+
+
+def _sharded(model: nn.Module) -> bool:
+    """Whether some parameter is a DTensor (``fully_shard``, tensor parallelism)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:                                     # torch 2.4
+        from torch.distributed._tensor import DTensor
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def distributed_kind(model: nn.Module) -> str | None:
+    """What makes ``model`` one model trained across processes, in words; None for a model of one
+    process. Such a model steps through a torch optimizer: the collectives live in its backward."""
+    if not _initialized():                  # none of them can be built without a process group
+        return None
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return "a DistributedDataParallel"
+    if _fsdp(model) is not None:
+        return "a FullyShardedDataParallel"
+    if _sharded(model):
+        return "sharded (its parameters are DTensors: fully_shard, tensor parallelism)"
+    return None
+
+
+def _group(model: nn.Module) -> Any:
+    """The process group ``model`` trains in (None: the default group, all processes)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.process_group
+    fsdp = _fsdp(model)
+    return fsdp.process_group if fsdp is not None else None
+
+
+def world(model: nn.Module) -> int:
+    """The number of processes ``model`` trains in; 1 for a model of one process."""
+    if distributed_kind(model) is None:
         return 1
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1
-    return dist.get_world_size(model.process_group)
+    return dist.get_world_size(_group(model))
 
 
 def mean_across(model: nn.Module, losses: torch.Tensor) -> None:
     """Replace ``losses`` (a slice of the recorded curve, on the model's device) by their mean over
-    the processes of ``model``'s group, in place. A NaN anywhere is a NaN everywhere."""
-    dist.all_reduce(losses, op=dist.ReduceOp.SUM, group=model.process_group)
-    losses.div_(dist.get_world_size(model.process_group))
+    the processes ``model`` trains in, in place. A NaN anywhere is a NaN everywhere."""
+    group = _group(model)
+    dist.all_reduce(losses, op=dist.ReduceOp.SUM, group=group)
+    losses.div_(dist.get_world_size(group))
 
 
 def is_first_process(model: nn.Module) -> bool:
-    """Only the first process of the group shows a progress bar."""
-    return ddp_world(model) == 1 or dist.get_rank(model.process_group) == 0
+    """Only the first process of the group shows a progress bar and warns."""
+    return world(model) == 1 or dist.get_rank(_group(model)) == 0
+
+
+def gradient_clipper(model: nn.Module) -> Callable[[list[torch.Tensor], float], Any]:
+    """``torch.nn.utils.clip_grad_norm_`` for ``model``, over the gradients of all its processes.
+
+    DTensor gradients (``fully_shard``) make torch's own function reduce the norm across the
+    shards. FSDP1's flat parameters hold each process's shard as a plain tensor: there the norm is
+    the root module's ``clip_grad_norm_``, which only a model wrapped at its root has."""
+    fsdp = _fsdp(model) if _initialized() else None
+    if fsdp is None:
+        return nn.utils.clip_grad_norm_
+    if fsdp is not model:
+        raise ValueError("max_grad_norm with a FullyShardedDataParallel inside the model: FSDP clips the "
+                         "gradients of a model wrapped at its root only (FullyShardedDataParallel."
+                         "clip_grad_norm_); wrap the whole model, or leave max_grad_norm out")
+    return lambda parameters, max_norm: model.clip_grad_norm_(max_norm)
+
+
+def grad_scaler(model: nn.Module, device: torch.device) -> torch.amp.GradScaler:
+    """fp16's gradient scaler. FSDP1's shards need the one that agrees across processes on whether
+    a step overflowed (each process sees only its shard's gradients)."""
+    fsdp = _fsdp(model) if _initialized() else None
+    if fsdp is None:
+        return torch.amp.GradScaler(device.type)
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    return ShardedGradScaler(device.type, process_group=fsdp.process_group)

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _state
-from ._distributed import ddp_world, is_first_process, mean_across
+from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
 from ._args import check_names
 from ._graph import SweepStep
 from ._update import check_max_grad_norm
@@ -194,7 +194,7 @@ class _Run:
 def _sweep_once(model: nn.Module, batches: _Batches, step: Callable[[int, _Batches, float], torch.Tensor],
                 sweep: Sweep, bar: tqdm, shared: bool = False) -> _Run:
     """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges.
-    ``shared``: the losses are averaged over the processes of a DDP model at every check."""
+    ``shared``: the losses are averaged over the model's processes (DDP, FSDP) at every check."""
     lrs = sweep.lrs()
     n = sweep.num_iter
     # The per-step losses stay on the device; the host reads them every `check_every` steps and
@@ -239,7 +239,8 @@ class _EagerStep:
         device = _model_device(model)
         self.autocast = (torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp]) if amp
                          else contextlib.nullcontext())
-        self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+        self.scaler = grad_scaler(model, device) if amp == "fp16" else None
+        self.clip = gradient_clipper(model) if max_grad_norm is not None else None
 
     def __call__(self, i: int, batches: _Batches, lr: float) -> torch.Tensor:
         optimizer, scaler, k = self.optimizer, self.scaler, self.accumulation_steps
@@ -260,7 +261,7 @@ class _EagerStep:
         if self.max_grad_norm is not None:
             if scaler is not None:
                 scaler.unscale_(optimizer)      # clip the true gradients, as torch's AMP recipe does
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], self.max_grad_norm)
+            self.clip([p for g in optimizer.param_groups for p in g["params"]], self.max_grad_norm)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -383,11 +384,13 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         fresh SGD/Adam/AdamW; a model whose step cannot be captured (``.item()`` in forward, say)
         then runs eagerly, with a warning. ``True`` raises instead, ``False`` never captures.
 
-    A ``DistributedDataParallel`` model: call ``find_lr`` in every process, each with its own
-    batches (a ``DistributedSampler``); the losses are averaged across the processes at every
-    divergence check, so all record the same curve, stop at the same step and suggest the same LR
-    (a process that stopped alone would leave the others waiting in an all-reduce). It steps
-    through a torch optimizer (one is made from an ``OptimizerConfig``), never from a CUDA graph.
+    A model trained across processes (``DistributedDataParallel``, ``FullyShardedDataParallel``,
+    ``fully_shard``): call ``find_lr`` in every process, each with its own batches (a
+    ``DistributedSampler``); the losses are averaged across the processes at every divergence
+    check, so all record the same curve, stop at the same step and suggest the same LR (a process
+    that stopped alone would leave the others waiting in a collective). It steps through a torch
+    optimizer (one is made from an ``OptimizerConfig``), never from a CUDA graph; clipping and
+    fp16's gradient scaler agree across the shards.
 
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk. A result that needs a second look
@@ -425,10 +428,10 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     device = _model_device(model)
     optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
     rule, groups, own_unsupported = _rule(optimizer, model, sweep)
+    kind = distributed_kind(model)
     own_unsupported = _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported or \
-        ("the model is a DistributedDataParallel, whose gradients are averaged in backward()"
-         if isinstance(model, nn.parallel.DistributedDataParallel) else "")
-    shared = ddp_world(model) > 1
+        (f"the model is {kind}, whose gradients are reduced across processes in backward()" if kind else "")
+    shared = world(model) > 1
     first = is_first_process(model)         # one bar and one set of warnings, not one a process
     progress = progress and first
     graph_unsupported = own_unsupported or _not_on_cuda(groups)

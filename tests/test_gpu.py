@@ -206,16 +206,23 @@ def test_a_repeated_sweep_replays_one_graph_from_an_empty_optimizer_state() -> N
 
 
 @pytest.mark.skipif(not torch.distributed.is_nccl_available(), reason="needs NCCL")
-def test_a_ddp_model_on_cuda_sweeps_eagerly_through_nccl_like_the_plain_model(tmp_path) -> None:
-    """One process (world size 1): the DDP path (a torch optimizer, no graph) on CUDA, equal to the
-    plain model's eager sweep; tests/test_ddp.py runs two processes on the CPU."""
+@pytest.mark.parametrize("kind", ["ddp", "fsdp2"])
+def test_a_model_of_many_processes_on_cuda_sweeps_eagerly_through_nccl_like_the_plain_model(tmp_path, kind) -> None:
+    """One process (world size 1): the path of DDP and fully_shard models (a torch optimizer, no
+    graph) on CUDA, equal to the plain model's eager sweep; tests/test_ddp_fsdp.py runs two
+    processes on the CPU."""
     import torch.distributed as dist
 
     dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
     try:
         data = on_cuda(batches(40, size=64))
-        ddp = torch.nn.parallel.DistributedDataParallel(get_model("lenet", seed=0).to(CUDA))
-        ours = find_lr(ddp, data, num_iter=40, end_lr=0.3, max_grad_norm=1.0, progress=False)
+        model = get_model("lenet", seed=0).to(CUDA)
+        if kind == "ddp":
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        else:
+            from torch.distributed.fsdp import fully_shard
+            model = fully_shard(model)
+        ours = find_lr(model, data, num_iter=40, end_lr=0.3, max_grad_norm=1.0, progress=False)
         plain = find_lr(get_model("lenet", seed=0).to(CUDA), data, num_iter=40, end_lr=0.3, max_grad_norm=1.0,
                         cuda_graph=False, progress=False)
     finally:
