@@ -95,10 +95,23 @@ class SweepStep:
         zeros = lambda: [torch.zeros_like(p) for p in self.params]   # noqa: E731
         self.state = {"exp_avg": zeros(), "exp_avg_sq": zeros()} if self.adam else {"momentum": zeros()}
         self.captured = CapturedStep(self._step, strict=strict) if graph else self._step
+        self.eager_steps = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         self.lr.fill_(lr)
         return self.captured(x, y)
+
+    def eager(self, loss_of: Callable[[], torch.Tensor], lr: float) -> torch.Tensor:
+        """The same step on the loss ``loss_of()`` computes, never from the graph: for batches the
+        graph cannot copy into the tensors it was captured with (a dict of inputs)."""
+        self.lr.fill_(lr)
+        self.eager_steps += 1
+        return self._descend(loss_of())
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the sweep's steps came from a CUDA graph."""
+        return isinstance(self.captured, CapturedStep) and self.captured.graph is not None and not self.eager_steps
 
     def reset(self) -> None:
         """Empty the optimizer state again, in place: a repeated sweep replays the graph it captured."""
@@ -108,7 +121,9 @@ class SweepStep:
                 torch._foreach_zero_(buffers)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = self.loss_fn(self.model(x), y)
+        return self._descend(self.loss_fn(self.model(x), y))
+
+    def _descend(self, loss: torch.Tensor) -> torch.Tensor:
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         with torch.no_grad():
             if self.max_grad_norm is not None:

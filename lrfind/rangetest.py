@@ -18,6 +18,7 @@ import numbers
 import random
 import warnings
 from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -89,8 +90,12 @@ class Sweep:
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, Mapping):         # a dict, or Hugging Face's BatchEncoding
+        moved = {k: _to_device(v, device) for k, v in batch.items()}
+        try:
+            return type(batch)(moved)
+        except Exception:
+            return moved
     if isinstance(batch, (list, tuple)):
         moved = [_to_device(v, device) for v in batch]
         return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
@@ -100,7 +105,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 def _describe(batch: Any) -> str:
     if isinstance(batch, torch.Tensor):
         return f"{tuple(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in batch.items()) + "}"
     if isinstance(batch, (list, tuple)):
         return "(" + ", ".join(_describe(v) for v in batch) + ")"
@@ -108,13 +113,37 @@ def _describe(batch: Any) -> str:
 
 
 def _inputs_targets(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, Mapping):              # only with a loss_fn given: without, see _loss_in_outputs
+        raise TypeError(f"a batch with keys {sorted(batch)} has no (inputs, targets) to apply loss_fn to; "
+                        f"without loss_fn, find_lr takes a dict batch's loss from model(**batch) (Hugging Face's "
+                        f"way), or pass step_fn=lambda model, batch: <loss>")
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else type(batch).__name__
-        hint = " (a Hugging Face model: step_fn=lambda model, batch: model(**batch).loss)" \
-            if isinstance(batch, dict) else ""
-        raise TypeError(f"find_lr expects batches of (inputs, targets), got {kind}; "
-                        f"pass step_fn=lambda model, batch: <loss> for other batch layouts{hint}")
+        raise TypeError(f"find_lr expects batches of (inputs, targets) or dicts, got {type(batch).__name__}; "
+                        f"pass step_fn=lambda model, batch: <loss> for other batch layouts")
     return batch[0], batch[1]
+
+
+def _loss_in_outputs(model: nn.Module, batch: Mapping) -> torch.Tensor:
+    """A dict batch's loss, Hugging Face's way: its items are the model's keyword arguments, and
+    the model returns its loss (``outputs.loss``) when the batch holds the targets (``labels``)."""
+    try:
+        out = model(**batch)
+    except TypeError as e:
+        if "argument" not in str(e):
+            raise
+        raise TypeError(f"find_lr gave a dict batch's items to the model as keyword arguments (model(**batch), "
+                        f"Hugging Face's way) and the model refused them: {e}. For another layout pass "
+                        f"step_fn=lambda model, batch: <loss>, say loss_fn(model(batch['image']), "
+                        f"batch['label'])") from e
+    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+    if loss is None:
+        raise TypeError(f"the model returned no loss for a batch with keys {sorted(batch)} (find_lr takes a dict "
+                        f"batch's loss from model(**batch).loss, Hugging Face's way, which needs the targets in "
+                        f"the batch: 'labels'); add them, or pass step_fn=lambda model, batch: <loss>")
+    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+        raise TypeError(f"the model's outputs hold a loss of {_describe(loss)}, not a scalar: pass "
+                        f"step_fn=lambda model, batch: <loss> that averages it")
+    return loss
 
 
 def _outputs_checked(loss_fn: Callable) -> Callable:
@@ -133,8 +162,12 @@ def _outputs_checked(loss_fn: Callable) -> Callable:
     return loss
 
 
-def _default_step(loss_fn: Callable) -> StepFn:
+def _default_step(loss_fn: Callable, loss_given: bool) -> StepFn:
+    """``loss_fn(model(x), y)`` on ``(x, y)`` batches; a dict batch's own loss (``_loss_in_outputs``)
+    unless a ``loss_fn`` was given."""
     def step(model: nn.Module, batch: Any) -> torch.Tensor:
+        if isinstance(batch, Mapping) and not loss_given:
+            return _loss_in_outputs(model, batch)
         x, y = _inputs_targets(batch)
         return loss_fn(model(x), y)
     return step
@@ -218,11 +251,14 @@ def _sweep_once(model: nn.Module, batches: _Batches, step: Callable[[int, _Batch
     return _Run(losses.cpu().numpy(), "completed")
 
 
-def _own_step(own: SweepStep) -> Callable[[int, _Batches, float], torch.Tensor]:
-    """lrfind's step (forward, backward, update; replayed from a CUDA graph where it can be)."""
+def _own_step(own: SweepStep, default_step: StepFn) -> Callable[[int, _Batches, float], torch.Tensor]:
+    """lrfind's step (forward, backward, update; replayed from a CUDA graph where it can be: on
+    ``(x, y)`` batches; a dict batch's loss comes from ``default_step``, eagerly)."""
     def step(i: int, batches: _Batches, lr: float) -> torch.Tensor:
         batch = next(batches)
         with _first_step_errors(i, batch):
+            if isinstance(batch, Mapping):
+                return own.eager(lambda: default_step(own.model, batch), lr)
             return own(*_inputs_targets(batch), lr)
     return step
 
@@ -353,6 +389,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         hyper-parameters): the same update without creating a torch optimizer, which imports
         ``torch._dynamo`` (1-2 s, longer than a GPU's whole sweep). Default: SGD with momentum 0.9.
     loss_fn: applied as ``loss_fn(model(x), y)`` to ``(x, y)`` batches. Default: cross-entropy.
+        Without it, a dict batch (a Hugging Face ``BatchEncoding`` too) is a Hugging Face model's:
+        its items are the model's keyword arguments and the loss is ``model(**batch).loss``, which
+        the model computes when the batch holds its ``labels``.
     step_fn: ``step_fn(model, batch) -> scalar loss`` for batches of any other layout (dicts,
         several inputs); batches arrive already moved to the model's device.
     sweep: a ``Sweep``; or give its fields directly: ``start_lr`` (1e-6), ``end_lr`` (1.0),
@@ -442,8 +481,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     use_own = use_graph or (isinstance(optimizer, OptimizerConfig) and not own_unsupported)
     if isinstance(optimizer, OptimizerConfig):      # the torch optimizer it describes, for the eager path only
         optimizer = None if use_own else optimizer.torch_optimizer(model.parameters(), sweep.start_lr)
-    loss_fn = _outputs_checked(loss_fn or nn.functional.cross_entropy)
-    step_fn = step_fn or _default_step(loss_fn)
+    checked_loss = _outputs_checked(loss_fn or nn.functional.cross_entropy)
+    default_step = _default_step(checked_loss, loss_fn is not None)
+    step_fn = step_fn or default_step
     ratios = _group_ratios(groups)
     seeds: list[int | None] = ([seed + r for r in range(repeats)] if seed is not None
                                else [None] if repeats == 1 else list(range(repeats)))
@@ -460,7 +500,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
             if not val:
                 raise ValueError("val_loader yields no batches")
         # one step for every repeat: a graph is captured once (the model is restored in place)
-        own = SweepStep(model, rule, groups, ratios, loss_fn, graph=use_graph, strict=bool(cuda_graph),
+        own = SweepStep(model, rule, groups, ratios, checked_loss, graph=use_graph, strict=bool(cuda_graph),
                         max_grad_norm=max_grad_norm) \
             if use_own else None
         with tqdm(total=repeats * sweep.num_iter, desc="range test", disable=not progress,
@@ -473,7 +513,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                 if s is not None:
                     _seed_everything(s, generator)
                 batches = _Batches(loader, device)
-                step = _own_step(own) if own is not None else \
+                step = _own_step(own, default_step) if own is not None else \
                     _EagerStep(model, optimizer, ratios, step_fn, accumulation_steps, amp, max_grad_norm, val)
                 runs.append(_sweep_once(model, batches, step, sweep, bar, shared))
                 if batches.restarts:
@@ -485,7 +525,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
 
     result = _result(runs, sweep, ratios, method, seeds, accumulation_steps, amp, val_loader is not None)
     result.config["max_grad_norm"] = max_grad_norm
-    result.config["cuda_graph"] = use_graph
+    result.config["cuda_graph"] = own is not None and own.replayed
     if slow_down and result.repeats_disagree:
         log.warning("range test: the %d sweeps of %d steps disagree (%s); sweeping again at half the pace, %d steps",
                     repeats, sweep.num_iter, describe_sweeps(result.seed_lrs, result.shallow), 2 * sweep.num_iter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import random
@@ -291,10 +292,56 @@ def test_a_first_step_error_of_a_kind_made_from_other_arguments_still_names_the_
         find_lr(make_model(), make_data(), step_fn=step_fn, num_iter=10, progress=False)
 
 
-def test_dict_batches_without_step_fn_get_a_clear_error() -> None:
-    batches = [{"x": x, "y": y} for x, y in make_data()]
-    with pytest.raises(TypeError, match=r"got a dict with keys \['x', 'y'\]; pass step_fn=.*model\(\*\*batch\).loss"):
-        find_lr(make_model(), batches, num_iter=10, progress=False)
+class HuggingFaceStyle(nn.Module):
+    """A model as Hugging Face writes them: keyword inputs, and the loss among its outputs when the
+    batch has labels (outputs as a dict, or as an object with attributes)."""
+
+    def __init__(self, as_object: bool = False) -> None:
+        super().__init__()
+        self.net, self.as_object = make_model(), as_object
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None):
+        logits = self.net(input_ids)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = nn.functional.cross_entropy(logits, labels)
+        return type("Output", (), out)() if self.as_object else out
+
+
+class BatchEncodingLike(collections.UserDict):
+    """Hugging Face's BatchEncoding is a UserDict, not a dict."""
+
+
+@pytest.mark.parametrize("as_object", [False, True])
+def test_dict_batches_of_a_hugging_face_style_model_need_no_step_fn(as_object: bool) -> None:
+    pairs = make_data()
+    batches = [BatchEncodingLike(input_ids=x, labels=y) for x, y in pairs]
+    kw = dict(num_iter=12, end_lr=1e-2, seed=0, progress=False)
+    expected = find_lr(make_model(), pairs, **kw).losses         # the same net on (x, y) batches
+    for optimizer in (None, lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)):  # lrfind's step, torch's
+        model = HuggingFaceStyle(as_object)
+        before = copy.deepcopy(model.state_dict())
+        result = find_lr(model, batches, optimizer=optimizer and optimizer(model), **kw)
+        np.testing.assert_allclose(result.losses, expected, rtol=1e-6)
+        assert not result.config["cuda_graph"]
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_dict_batches_that_give_no_loss_get_a_clear_error_and_the_model_is_restored() -> None:
+    pairs = make_data()
+    cases = [
+        (HuggingFaceStyle(), [{"input_ids": x} for x, _ in pairs], {},
+         r"returned no loss for a batch with keys \['input_ids'\].*'labels'\); add them, or pass step_fn"),
+        (make_model(), [{"image": x, "label": y} for x, y in pairs], {},
+         r"as keyword arguments .* refused them: .*unexpected keyword argument 'image'.*loss_fn\(model\(batch"),
+        (HuggingFaceStyle(), [{"input_ids": x, "labels": y} for x, y in pairs], {"loss_fn": nn.CrossEntropyLoss()},
+         r"keys \['input_ids', 'labels'\] has no \(inputs, targets\) to apply loss_fn to"),
+    ]
+    for model, batches, kw, match in cases:
+        before = copy.deepcopy(model.state_dict())
+        with pytest.raises(TypeError, match=match):
+            find_lr(model, batches, num_iter=10, progress=False, **kw)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_batches_that_do_not_fit_the_model_name_their_shape() -> None:
