@@ -1,9 +1,12 @@
-"""Names the user got wrong (keyword arguments, schedule names): each named with the one probably meant."""
+"""Arguments the user got wrong: names (keyword arguments, schedule names), each named with the one
+probably meant, and numbers that must be positive."""
 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+import math
+import numbers
+from typing import Any, Iterable
 
 
 def check_names(function: str, given: Iterable[str], accepted: Iterable[str], *, others: Iterable[str] = (),
@@ -39,3 +42,13 @@ def closest(name: str, candidates: Iterable[str], aliases: dict[str, str] | None
     if _key(name) in by_key:
         return by_key[_key(name)]
     return next(iter(difflib.get_close_matches(name, candidates, n=1)), None)
+
+
+def check_positive(name: str, value: Any, *, least: float | None = None, then: str = "") -> None:
+    """Raise a ValueError unless ``value`` is a finite real number above 0 (with ``least``: at least
+    that), not a bool; the message names ``name`` and the value, then says ``then``."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if number and math.isfinite(value) and (value > 0 if least is None else value >= least):
+        return
+    kind = "a positive finite number" if least is None else f"a finite number >= {least:g}"
+    raise ValueError(f"{name} must be {kind}, got {value!r}{then}")

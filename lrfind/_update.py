@@ -14,10 +14,9 @@ Both are checked against ``torch.optim`` by the tests.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
+
+from ._args import check_positive
 
 Tensors = list[torch.Tensor]
 
@@ -94,9 +93,5 @@ def clip_rows(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
 
 def check_max_grad_norm(max_grad_norm: float | None) -> None:
     """A clipping norm is a positive number, or None: no clipping."""
-    if max_grad_norm is None:
-        return
-    number = isinstance(max_grad_norm, numbers.Real) and not isinstance(max_grad_norm, bool)
-    if not (number and math.isfinite(max_grad_norm) and max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be a positive finite number, got {max_grad_norm!r}; leave it out for no "
-                         "clipping")
+    if max_grad_norm is not None:
+        check_positive("max_grad_norm", max_grad_norm, then="; leave it out for no clipping")

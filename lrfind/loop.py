@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report, tuner
-from ._args import check_names
+from ._args import check_names, check_positive
 from ._duration import timeout_seconds
 from ._imports import callable_name
 from .result import RangeTestResult
@@ -87,14 +87,12 @@ class LoopConfig(Searched):
             if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least):
                 kind = "an integer >= 0" if least == 0 else "a positive integer"
                 raise ValueError(f"{name} must be {kind}, got {value!r}")
-        if self.base_lr is not None and not (isinstance(self.base_lr, numbers.Real) and math.isfinite(self.base_lr)
-                                             and self.base_lr > 0):
-            raise ValueError(f"base_lr must be a positive number (find_lr(...).suggested_lr, say), got {self.base_lr!r}")
+        if self.base_lr is not None:
+            check_positive("base_lr", self.base_lr, then=" (find_lr(...).suggested_lr is one)")
         if self.metric not in _study.METRICS:
             raise ValueError(f"metric must be 'accuracy' (a fraction in [0, 1], higher is better) or 'loss' (lower is "
                              f"better), got {self.metric!r}")
-        if not (math.isfinite(self.max_peak) and self.max_peak >= 1):
-            raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
+        check_positive("max_peak", self.max_peak, least=1)
         if self.pruner not in _study.PRUNERS:
             raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))

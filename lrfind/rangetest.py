@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import _state
 from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
-from ._args import check_names
+from ._args import check_names, check_positive
 from ._graph import SweepStep
 from ._update import check_max_grad_norm
 from .optimizer import OptimizerConfig, own_rule
@@ -65,8 +65,7 @@ class Sweep:
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool):
                 raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-        if not (math.isfinite(self.start_lr) and self.start_lr > 0):
-            raise ValueError(f"start_lr must be a positive number, got {self.start_lr!r}")
+        check_positive("start_lr", self.start_lr)
         if not (math.isfinite(self.end_lr) and self.end_lr > self.start_lr):
             raise ValueError(f"end_lr must be larger than start_lr={self.start_lr!r}, got {self.end_lr!r}")
         if not (isinstance(self.num_iter, int) and self.num_iter >= 2):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import suggest as _suggest
+from ._args import check_positive
 
 
 class RangeTestWarning(UserWarning):
@@ -327,8 +327,7 @@ class RangeTestResult:
         lr = self.suggested_lr if lr is None else lr
         if lr is None:
             raise ValueError(f"no suggested LR to apply ({self.reason}); look at the plot and pass lr=")
-        if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        check_positive("lr", lr)
         groups = optimizer.param_groups
         if len(groups) != len(self.group_ratios):
             raise ValueError(f"the optimizer has {len(groups)} parameter group(s), the range test swept "

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ._args import check_positive
 from ._errors import message
 from ._graph import CapturedStep
 from ._update import adam_, check_max_grad_norm, clip_rows, sgd_
@@ -98,8 +99,7 @@ class FusedTrials:
         check_max_grad_norm(max_grad_norm)
         if amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
-        if not (math.isfinite(base_lr) and base_lr > 0):
-            raise ValueError(f"base_lr must be a positive number, got {base_lr!r}")
+        check_positive("base_lr", base_lr)
         self.device = torch.device(device)
         self.specs = list(specs)
         self.records = [TrialRecord(s) for s in specs]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import os
 import socket
 import time
@@ -30,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report
-from ._args import check_names
+from ._args import check_names, check_positive
 from ._device import resolve_device
 from ._duration import duration_text, timeout_seconds
 from ._imports import callable_name
@@ -135,12 +134,12 @@ class TuneConfig(Searched):
             raise ValueError(f"range_test_iters must be at least 2, got {self.range_test_iters!r}")
         if self.parallel is not None and not (isinstance(self.parallel, int) and 1 <= self.parallel <= self.trials):
             raise ValueError(f"parallel must be between 1 and trials={self.trials}, got {self.parallel!r}")
-        if self.base_lr is not None and not (math.isfinite(self.base_lr) and self.base_lr > 0):
-            raise ValueError(f"base_lr must be a positive number, got {self.base_lr!r}")
+        if self.base_lr is not None:
+            check_positive("base_lr", self.base_lr)
         if self.train_subset is not None and self.train_subset < self.batch_size:
             raise ValueError(f"train_subset must be at least batch_size={self.batch_size}, got {self.train_subset!r}")
-        if self.max_peak is not None and not (math.isfinite(self.max_peak) and self.max_peak >= 1):
-            raise ValueError(f"max_peak must be a number >= 1, got {self.max_peak!r}")
+        if self.max_peak is not None:
+            check_positive("max_peak", self.max_peak, least=1)
         check_max_grad_norm(self.max_grad_norm)
         if self.amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")

@@ -275,7 +275,9 @@ def test_mistakes_get_a_clear_error_and_the_trial_runs_again(tmp_path) -> None:
         _first_plateau(plateau_without_loss, tmp_path / "p")
 
     for bad, message in [(dict(metric="acc"), "metric must be 'accuracy'"),
-                         (dict(metric="loss", base_lr=0.0), "base_lr must be a positive number"),
+                         (dict(metric="loss", base_lr=0.0), "base_lr must be a positive finite number"),
+                         (dict(metric="loss", base_lr=True), "base_lr must be a positive finite number, got True"),
+                         (dict(metric="loss", max_peak=0.5), "max_peak must be a finite number >= 1, got 0.5"),
                          (dict(metric="loss", epochs=0), "epochs must be a positive integer"),
                          (dict(metric="loss", schedules=("cosinus",)), "cosinus"),
                          (dict(metric="loss", timeout="soon"), "timeout")]:
