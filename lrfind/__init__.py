@@ -20,6 +20,8 @@ _EXPORTS = {
     "Sweep": "rangetest",
     "RangeTestResult": "result",
     "RangeTestWarning": "result",
+    "compare": "comparison",
+    "Comparison": "comparison",
     "get_model": "models",
     "MODELS": "models",
     "load_dataset": "data",

@@ -168,6 +168,8 @@ def main(verbose: bool) -> None:
 
     \b
       lrfind range-test --model lenet     suggest a base LR with an LR range test
+      lrfind compare runs/sgd runs/adam   lay range tests over each other: which optimizer,
+                                          batch size, weight decay?
       lrfind schedules                    list the decay schedules lrfind knows
       lrfind schedules plot --out s.png   draw them
       lrfind tune --trials 50             search the decay with Optuna
@@ -285,6 +287,35 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                          tokens=not train.images.is_floating_point(), regression=is_regression(train.labels)))
     click.echo(result.summary())
     click.echo(f"wrote {out / 'range_test.png'}, range_test.json, range_test.csv")
+
+
+@main.command("compare", epilog="""\b
+Examples:
+  lrfind range-test --optimizer sgd --out runs/sgd
+  lrfind range-test --optimizer adam --out runs/adam
+  lrfind compare runs/sgd runs/adam --out optimizers.png
+  lrfind compare runs/wd0/range_test.json runs/wd1e-4/range_test.json""")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", default=Path("range_tests.png"), show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="PNG file for the curves laid over each other.")
+def compare_command(runs: tuple[Path, ...], out: Path) -> None:
+    """Lay several range tests over each other and tabulate them.
+
+    Each RUN is the --out folder of an `lrfind range-test` run, or a range-test .json or .csv file.
+    Sweep once for each value of what you are choosing (optimizer, batch size, weight decay,
+    model) and compare: the table gives each suggestion, where each loss falls, how low it got,
+    and what the runs' settings differ in; the plot shows the curves (Smith's way of choosing
+    weight decay: the value whose loss falls lowest and keeps falling to the highest LR).
+    """
+    from .comparison import compare
+
+    try:
+        comparison = compare(list(runs))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    click.echo(comparison.table())
+    comparison.plot(path=out)
+    click.echo(f"wrote {out}")
 
 
 def _parse_value(text: str):

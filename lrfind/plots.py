@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -38,6 +38,19 @@ def new_axes(path: str | Path | None, *, nrows: int = 1, ncols: int = 1, figsize
 
         fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout=layout)
     return fig, axes
+
+
+def png(draw: Callable[["Axes"], object]) -> bytes:
+    """The PNG of what ``draw(ax)`` draws on a bare figure (no pyplot): for Jupyter's ``_repr_png_``."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    draw(figure.add_subplot())
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
 
 
 def save(fig, path: str | Path) -> Path:
@@ -112,6 +125,40 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
         ax.text(0.99, 0.98, "\n".join(textwrap.fill(f"warning: {w}", 60) for w in result.warnings),
                 transform=ax.transAxes, ha="right", va="top", fontsize=7, color="tab:red",
                 bbox=dict(boxstyle="round", facecolor="white", edgecolor="tab:red", alpha=0.9))
+    if path is not None:
+        save(ax.figure if fig is None else fig, path)
+    return ax
+
+
+def plot_comparison(results: dict[str, "RangeTestResult"], ax: "Axes | None" = None, *,
+                    path: str | Path | None = None, title: str | None = None) -> "Axes":
+    """Several range tests over each other: each one's loss per batch (faint) and smoothed loss,
+    its suggestion marked; the y-limits show every descent and the start of every blow-up."""
+    fig = None
+    if ax is None:
+        fig, axes = new_axes(path)
+        ax = axes[0, 0]
+    limits = []
+    for i, (label, r) in enumerate(results.items()):
+        colour = f"C{i % 10}"
+        ax.plot(r.lrs, r.losses, color=colour, alpha=0.2, lw=0.7)
+        lr = r.suggested_lr
+        ax.plot(r.lrs, r.smoothed, color=colour, lw=2, label=f"{label}: " + (f"{lr:.2g}" if lr is not None else "none"))
+        if lr is not None:
+            j = int(np.argmin(np.abs(np.log(r.lrs) - np.log(lr)))) if np.all(r.lrs > 0) else 0
+            ax.plot([lr], [r.smoothed[j]], "o", ms=8, color=colour, mec="white", zorder=3)
+        limits.append(_loss_limits(r.losses, r.smoothed))
+    limits = [x for x in limits if x is not None]
+    if limits:
+        ax.set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
+    if all(r.config.get("mode", "exp") == "exp" for r in results.values()):
+        ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    kinds = {bool(r.config.get("validation_loss")) for r in results.values()}
+    ax.set_ylabel("validation loss" if kinds == {True} else "training loss" if kinds == {False} else "loss")
+    ax.set_title(title or f"{len(results)} range tests (dots: suggested LRs)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower left", title="suggested LR", title_fontsize=8)
     if path is not None:
         save(ax.figure if fig is None else fig, path)
     return ax

@@ -347,15 +347,9 @@ class RangeTestResult:
 
     def _repr_png_(self) -> bytes:
         """The plot, for Jupyter: a result left as a cell's value is drawn (no pyplot involved)."""
-        import io
+        from .plots import png
 
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(7, 4.5), layout="constrained")
-        self.plot(ax=figure.add_subplot())
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
+        return png(lambda ax: self.plot(ax=ax))
 
     # -- plot ----------------------------------------------------------------------------------
     def plot(self, ax=None, *, path: str | Path | None = None, title: str | None = None):
