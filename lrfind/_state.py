@@ -5,6 +5,10 @@ exactly as it was: every parameter and buffer (non-persistent ones too), every `
 module's train/eval flag, the optimizer's state and hyper-parameters, and the RNG streams
 (Python, NumPy, torch CPU and CUDA) so that the user's next run is the one it would have been.
 Nothing is written to disk.
+
+Frozen parameters (``requires_grad=False`` and no ``.grad``: the base of a LoRA fine-tune, a
+frozen backbone) are not copied: no optimizer step touches them, and copying a large frozen base
+to host memory and back would cost more than the rest of the snapshot together.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class Snapshot:
 
 def take(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> Snapshot:
     """Record the state of ``model``, ``optimizer`` and the RNGs."""
-    tensors = [p for p in model.parameters()] + [b for b in model.buffers()]
+    tensors = [p for p in model.parameters() if p.requires_grad or p.grad is not None] + list(model.buffers())
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     return Snapshot(
         tensors=tensors,

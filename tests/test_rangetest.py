@@ -807,3 +807,23 @@ def test_clipping_lets_the_sweep_climb_further_before_it_diverges() -> None:
 def test_a_bad_max_grad_norm_is_named(bad) -> None:
     with pytest.raises(ValueError, match=f"max_grad_norm must be a positive finite number, got {bad!r}"):
         find_lr(make_model(), make_data(), max_grad_norm=bad, progress=False)
+
+
+def test_a_frozen_base_is_not_copied_and_the_rest_is_restored() -> None:
+    """A LoRA-style fine-tune: the frozen base stays where it is (not snapshotted: no step can move
+    it), the trainable head and a frozen parameter with a stale .grad are put back exactly."""
+    from lrfind import _state
+
+    model = make_model()
+    base, head = model[0], model[4]
+    base.weight.requires_grad_(False)
+    base.bias.requires_grad_(False)
+    base.bias.grad = torch.ones_like(base.bias)           # frozen, but a torch optimizer would step it
+    snapshot = _state.take(model, None)
+    assert all(t is not base.weight for t in snapshot.tensors)
+    assert any(t is base.bias for t in snapshot.tensors) and any(t is head.weight for t in snapshot.tensors)
+    before = copy.deepcopy(model.state_dict())
+    for optimizer in (None, torch.optim.SGD([p for p in model.parameters()], lr=0.1)):
+        find_lr(model, make_data(), optimizer=optimizer, num_iter=20, end_lr=10.0, progress=False, warn=False)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert torch.equal(base.bias.grad, torch.ones_like(base.bias))
