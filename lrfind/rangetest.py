@@ -466,6 +466,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     device = _model_device(model)
     optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
     rule, groups, own_unsupported = _rule(optimizer, model, sweep)
+    settings = _optimizer_settings(optimizer, groups)
     kind = distributed_kind(model)
     own_unsupported = _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported or \
         (f"the model is {kind}, whose gradients are reduced across processes in backward()" if kind else "")
@@ -524,6 +525,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
 
     result = _result(runs, sweep, ratios, method, seeds, accumulation_steps, amp, val_loader is not None)
     result.config["max_grad_norm"] = max_grad_norm
+    result.config.update(settings)
     result.config["cuda_graph"] = own is not None and own.replayed
     if slow_down and result.repeats_disagree:
         log.warning("range test: the %d sweeps of %d steps disagree (%s); sweeping again at half the pace, %d steps",
@@ -559,6 +561,16 @@ def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,
     if not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError("nothing to train: every parameter the optimizer holds has requires_grad=False")
     return rule, groups, why_not
+
+
+def _optimizer_settings(optimizer: torch.optim.Optimizer | OptimizerConfig, groups: list[dict]) -> dict[str, Any]:
+    """What the sweep stepped with, for the result's config: the optimizer's name and its first
+    group's momentum and weight decay (None where it has none), which ``compare`` tells apart."""
+    name = optimizer.name if isinstance(optimizer, OptimizerConfig) else type(optimizer).__name__
+    first = groups[0] if groups else {}
+    plain = lambda v: v if isinstance(v, (bool, int, float, str)) else None  # noqa: E731  (a tensor LR, say)
+    return {"optimizer": name, "momentum": plain(first.get("momentum")),
+            "weight_decay": plain(first.get("weight_decay"))}
 
 
 def _custom_step(step_fn: StepFn | None, accumulation_steps: int, amp: str | None, val_loader: Iterable | None) -> str:

@@ -84,3 +84,21 @@ def test_the_command_prints_the_table_and_writes_the_plot(tmp_path) -> None:
     assert "lowest loss: wd1e-4" in run.output and out.exists()
     one = CliRunner().invoke(main, ["compare", str(tmp_path / "wd0")])
     assert one.exit_code == 2 and "needs two or more range tests, got 1" in one.output
+
+
+def test_sweeps_of_one_model_with_other_optimizer_settings_say_what_differs() -> None:
+    """find_lr records the optimizer it stepped with, so compare can name what the sweeps differ in."""
+    import torch
+    from torch import nn
+
+    from lrfind import OptimizerConfig, find_lr
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+    data = [(torch.randn(16, 10), torch.randint(0, 3, (16,))) for _ in range(8)]
+    sweeps = {f"wd {wd:g}": find_lr(model, data, optimizer=OptimizerConfig("sgd", weight_decay=wd), num_iter=30,
+                                    progress=False, warn=False) for wd in (0.0, 1e-3)}
+    sweeps["adamw"] = find_lr(model, data, optimizer=torch.optim.AdamW(model.parameters()), num_iter=30,
+                              progress=False, warn=False)
+    assert compare(sweeps).differences() == {"optimizer": ["sgd", "sgd", "AdamW"], "momentum": [0.9, 0.9, None],
+                                             "weight_decay": [0.0, 1e-3, 0.01]}
