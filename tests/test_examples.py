@@ -71,3 +71,10 @@ def test_own_loop_text_tunes_a_language_model_on_its_validation_loss(mnist_root,
     assert "validation loss" in out and "test loss: best schedule" in out and "bits/char" in out
     for name in ("range_test.png", "lr_curves.png", "best_schedule.py"):
         assert (tmp_path / "study" / name).stat().st_size > 300, name
+
+
+def test_compare_sweeps_tabulates_three_batch_sizes(mnist_root, tmp_path) -> None:
+    out = run("compare_sweeps.py", "60", cwd=tmp_path, data=mnist_root)
+    rows = out.splitlines()
+    assert [row.split()[:2] for row in rows[1:4]] == [["batch", "32"], ["batch", "128"], ["batch", "512"]]
+    assert (tmp_path / "compare_batch_sizes.png").stat().st_size > 10_000
