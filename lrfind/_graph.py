@@ -104,6 +104,9 @@ class SweepStep:
     def eager(self, loss_of: Callable[[], torch.Tensor], lr: float) -> torch.Tensor:
         """The same step on the loss ``loss_of()`` computes, never from the graph: for batches the
         graph cannot copy into the tensors it was captured with (a dict of inputs)."""
+        if isinstance(self.captured, CapturedStep) and self.captured.strict:
+            raise ValueError("cuda_graph=True cannot replay steps on dict batches (a graph copies each step's "
+                             "tensors into the inputs it was captured with); leave cuda_graph out")
         self.lr.fill_(lr)
         self.eager_steps += 1
         return self._descend(loss_of())

@@ -17,8 +17,8 @@ import math
 import numbers
 import random
 import warnings
-from dataclasses import asdict, dataclass, replace
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np

@@ -231,6 +231,20 @@ def test_a_model_of_many_processes_on_cuda_sweeps_eagerly_through_nccl_like_the_
     np.testing.assert_allclose(ours.losses[:30], plain.losses[:30], rtol=1e-4)
 
 
+def test_dict_batches_on_cuda_step_eagerly_and_refuse_a_strict_graph() -> None:
+    """A Hugging Face-style model where the graph path would be taken: its dict batches run eagerly."""
+    from test_rangetest import HuggingFaceStyle, make_data, make_model
+
+    pairs = [(x.to(CUDA), y.to(CUDA)) for x, y in make_data()]
+    kw = dict(num_iter=12, end_lr=1e-2, seed=0, progress=False)
+    dicts = find_lr(HuggingFaceStyle().to(CUDA), [{"input_ids": x, "labels": y} for x, y in pairs], **kw)
+    plain = find_lr(make_model().to(CUDA), pairs, cuda_graph=False, **kw)
+    assert not dicts.config["cuda_graph"]
+    np.testing.assert_allclose(dicts.losses, plain.losses, rtol=1e-5)
+    with pytest.raises(ValueError, match="cuda_graph=True cannot replay steps on dict batches"):
+        find_lr(HuggingFaceStyle().to(CUDA), [{"input_ids": x, "labels": y} for x, y in pairs], cuda_graph=True, **kw)
+
+
 def test_a_study_on_cuda_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
     """Its range test (from an OptimizerConfig, from a graph) and its vmapped engine need no torch._dynamo."""
     assert dynamo_modules_after(f"""
