@@ -78,3 +78,13 @@ def test_compare_sweeps_tabulates_three_batch_sizes(mnist_root, tmp_path) -> Non
     rows = out.splitlines()
     assert [row.split()[:2] for row in rows[1:4]] == [["batch", "32"], ["batch", "128"], ["batch", "512"]]
     assert (tmp_path / "compare_batch_sizes.png").stat().st_size > 10_000
+
+
+def test_hugging_face_sweeps_dict_batches_and_trains(tmp_path) -> None:
+    """Runs where transformers is installed (it is not one of lrfind's dependencies)."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    out = run("hugging_face.py", cwd=tmp_path, data=tmp_path)
+    assert "suggested LR" in out and "epoch 2: test accuracy" in out
+    assert (tmp_path / "hugging_face_range_test.png").stat().st_size > 10_000
