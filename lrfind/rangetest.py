@@ -145,13 +145,22 @@ def _loss_in_outputs(model: nn.Module, batch: Mapping) -> torch.Tensor:
     return loss
 
 
-def _outputs_checked(loss_fn: Callable) -> Callable:
-    """``loss_fn`` that first checks that the model gave a tensor (not a tuple, a dict, ...)."""
+def _outputs_checked(loss_fn: Callable | None) -> Callable:
+    """``loss_fn`` (None: cross-entropy) that first checks that the model gave a tensor (not a
+    tuple, a dict, ...) and, for the default cross-entropy, more than one class score."""
+    default = loss_fn is None
+    loss_fn = loss_fn or nn.functional.cross_entropy
+
     def loss(out: Any, y: Any) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the model returned {_describe(out)}, not a tensor of outputs, so the default step "
                             f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss> "
                             f"(say, loss_fn(model(x)[0], y) for a model that returns a tuple)")
+        if default and out.ndim >= 2 and out.shape[1] == 1:
+            raise ValueError(f"the model returns one value per example ({_describe(out)}), and the default loss, "
+                             f"cross-entropy over its class scores, is 0 for a single class whatever the weights; "
+                             f"pass loss_fn=nn.MSELoss() for a regression, or nn.BCEWithLogitsLoss() for a yes/no "
+                             f"label (float targets)")
         value = loss_fn(out, y)
         if not (isinstance(value, torch.Tensor) and value.ndim == 0):
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -481,7 +490,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     use_own = use_graph or (isinstance(optimizer, OptimizerConfig) and not own_unsupported)
     if isinstance(optimizer, OptimizerConfig):      # the torch optimizer it describes, for the eager path only
         optimizer = None if use_own else optimizer.torch_optimizer(model.parameters(), sweep.start_lr)
-    checked_loss = _outputs_checked(loss_fn or nn.functional.cross_entropy)
+    checked_loss = _outputs_checked(loss_fn)
     default_step = _default_step(checked_loss, loss_fn is not None)
     step_fn = step_fn or default_step
     ratios = _group_ratios(groups)

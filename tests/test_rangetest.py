@@ -827,3 +827,18 @@ def test_a_frozen_base_is_not_copied_and_the_rest_is_restored() -> None:
         find_lr(model, make_data(), optimizer=optimizer, num_iter=20, end_lr=10.0, progress=False, warn=False)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
         assert torch.equal(base.bias.grad, torch.ones_like(base.bias))
+
+
+def test_one_output_per_example_with_the_default_cross_entropy_is_a_clear_error() -> None:
+    """Cross-entropy over a single class is 0 whatever the weights: a regression or a yes/no label
+    with one logit needs its own loss_fn, and the sweep says so instead of a flat curve."""
+    data = [(x, x.sum(1, keepdim=True)) for x, _ in make_data()]
+    for optimizer in (None, lambda m: torch.optim.SGD(m.parameters(), lr=0.1)):     # lrfind's step, torch's
+        model = nn.Linear(10, 1)
+        before = copy.deepcopy(model.state_dict())
+        with pytest.raises(ValueError, match=r"returns one value per example \(\(16, 1\) float32\).*"
+                                             r"loss_fn=nn.MSELoss\(\) for a regression"):
+            find_lr(model, data, optimizer=optimizer and optimizer(model), num_iter=10, progress=False)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    result = find_lr(nn.Linear(10, 1), data, loss_fn=nn.MSELoss(), num_iter=100, progress=False, warn=False)
+    assert result.suggested_lr is not None
