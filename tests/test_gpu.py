@@ -222,7 +222,10 @@ def test_a_model_of_many_processes_on_cuda_sweeps_eagerly_through_nccl_like_the_
         else:
             from torch.distributed.fsdp import fully_shard
             model = fully_shard(model)
+        before = [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for p in model.parameters()]
         ours = find_lr(model, data, num_iter=40, end_lr=0.3, max_grad_norm=1.0, progress=False)
+        after = [(p.full_tensor() if hasattr(p, "full_tensor") else p) for p in model.parameters()]
+        assert all(torch.equal(a, b) for a, b in zip(before, after))   # DTensors restored from host copies
         plain = find_lr(get_model("lenet", seed=0).to(CUDA), data, num_iter=40, end_lr=0.3, max_grad_norm=1.0,
                         cuda_graph=False, progress=False)
     finally:
