@@ -175,7 +175,7 @@ def main(verbose: bool) -> None:
       lrfind tune --trials 50             search the decay with Optuna
       lrfind tune --model net.py:Net --dataset data.py:load --augment flip-crop
                                           ... on your own model and data
-      lrfind show                         report a stored study
+      lrfind show                         report a stored study (or a range test's folder)
 
     In Python: find_lr(model, loader) on any model and loader; lrfind.tune(...); and
     lrfind.tune_loop(train, ...) to search the decay over a training loop of your own.

@@ -192,13 +192,22 @@ Examples:
               help="Optimizer steps per epoch of your run (len(train_loader)).")
 def show(out: Path, storage: str | None, study_name: str | None, epochs: int | None,
          steps_per_epoch: int | None) -> None:
-    """Print the report of a stored study: top trials, verdict, and write its files again."""
+    """Print the report of a stored study: top trials, verdict, and write its files again.
+
+    A folder that holds a range test instead (`lrfind range-test --out`) gets its summary."""
     import optuna
 
     from ._storage import StudyError, connect, describe, find_default_storage
 
     quiet_optuna()
     url = storage or find_default_storage(out)
+    if url is None and (out / "range_test.json").is_file():     # a range test's folder: its summary
+        from .result import RangeTestResult
+
+        click.echo(RangeTestResult.load(out / "range_test.json").summary())
+        click.echo(f"({out} holds a range test, not a study: its plot is {out / 'range_test.png'}; "
+                   f"`lrfind compare {out} OTHER...` lays several side by side)")
+        return
     if url is None:
         raise UserError(f"no study in {out}: {out / 'study.log'} does not exist; pass --out or --storage")
     try:

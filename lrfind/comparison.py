@@ -65,12 +65,15 @@ class Comparison:
 
     def differences(self) -> dict[str, list]:
         """The settings the sweeps differ in (their configs' plain values: optimizer, batch size,
-        weight decay, ...), each with every sweep's value in order."""
+        weight decay, ...), each with every sweep's value in order (None: not recorded, or not
+        there: an Adam's momentum). A setting only some sweeps recorded, the same in all of them,
+        is no difference."""
         keys = dict.fromkeys(k for r in self.results.values() for k in r.config)
         out = {}
         for key in keys:
             values = [r.config.get(key) for r in self.results.values()]
-            if all(v is None or isinstance(v, (bool, int, float, str)) for v in values) and len(set(values)) > 1:
+            plain = all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
+            if plain and len({v for v in values if v is not None}) > 1:
                 out[key] = values
         return out
 

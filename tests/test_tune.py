@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import optuna
 import torch
 import pytest
@@ -248,6 +249,17 @@ def test_existing_study_with_another_setup_is_refused_untouched(data_env, tmp_pa
 def test_show_without_a_study_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no study in" in result.output
+
+
+def test_show_of_a_range_test_folder_prints_its_summary(tmp_path) -> None:
+    from lrfind import RangeTestResult
+
+    lrs = np.geomspace(1e-6, 1, 100)
+    losses = 2.3 - 1.5 / (1 + np.exp(-6 * (np.log10(lrs) + 2))) + np.where(lrs > 0.1, 30 * np.log10(lrs / 0.1) ** 2, 0)
+    RangeTestResult(lrs, losses, num_iter=100).to_json(tmp_path / "range_test.json")
+    result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("suggested LR: ") and "holds a range test, not a study" in result.output
 
 
 def test_config_lists_constant_first_and_once() -> None:
