@@ -329,6 +329,10 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
                      progress=cfg.progress, warn=False)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
+    # what `lrfind range-test` records too, so that `lrfind compare` tells two studies' sweeps apart
+    named = lambda x: x if x is None or isinstance(x, str) else getattr(x, "__name__", type(x).__name__)  # noqa: E731
+    result.config.update(model=named(cfg.model), dataset=named(cfg.dataset), augment=named(cfg.augment),
+                         train_examples=len(train), batch_size=cfg.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")
     figure = painter.submit(report.draw_range_test, result, out / "range_test.png")

@@ -61,7 +61,10 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     seed_lrs = study.user_attrs["range_test"]["seed_lrs"]
     assert len(seed_lrs) == 2 and study.user_attrs["range_test"]["suggested_lr"] == study.user_attrs["base_lr"]
     assert "range test, the median of 2 sweeps' suggestions" in result.output
-    assert len(json.loads((out / "range_test.json").read_text())["seed_losses"]) == 2
+    swept = json.loads((out / "range_test.json").read_text())
+    assert len(swept["seed_losses"]) == 2
+    assert {k: swept["config"][k] for k in ("model", "dataset", "batch_size", "train_examples", "optimizer")} == {
+        "model": "lenet", "dataset": "mnist", "batch_size": 64, "train_examples": 256, "optimizer": "sgd"}
     assert [r.getMessage() for r in caplog.records if "second look" in r.getMessage()] == [
         "range test: the curve needs a second look"]
     assert "range test warning: the curve needs a second look" in result.output      # in the verdict, too
