@@ -30,6 +30,7 @@ from . import _state
 from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
 from ._args import check_names, check_positive
 from ._graph import SweepStep
+from ._lightning import is_lightning, lightning_optimizer, lightning_step
 from ._update import check_max_grad_norm
 from .optimizer import OptimizerConfig, own_rule
 from .result import RangeTestResult, RangeTestWarning, describe_sweeps, median_index, shallow_sweeps
@@ -401,7 +402,10 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         its items are the model's keyword arguments and the loss is ``model(**batch).loss``, which
         the model computes when the batch holds its ``labels``.
     step_fn: ``step_fn(model, batch) -> scalar loss`` for batches of any other layout (dicts,
-        several inputs); batches arrive already moved to the model's device.
+        several inputs); batches arrive already moved to the model's device. A Lightning module
+        (a ``LightningModule``) is swept by default as Lightning trains it: its ``training_step``
+        (unless a ``loss_fn`` is given) and the optimizer of its ``configure_optimizers()`` (unless
+        an ``optimizer`` is given).
     sweep: a ``Sweep``; or give its fields directly: ``start_lr`` (1e-6), ``end_lr`` (1.0),
         ``num_iter`` (100), ``mode`` ("exp" or "linear"), ``diverge_factor`` (5.0), ...
     accumulation_steps: batches whose gradients add up to one optimizer step.
@@ -473,6 +477,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                          f"again (a DataLoader, a list of batches) or repeats=1")
     get_method(method)                          # an unknown name lists the choices
     device = _model_device(model)
+    if is_lightning(model):                 # swept as Lightning trains it, unless told otherwise
+        step_fn = step_fn or (lightning_step if loss_fn is None else None)
+        optimizer = lightning_optimizer(model) if optimizer is None else optimizer
     optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
     rule, groups, own_unsupported = _rule(optimizer, model, sweep)
     settings = _optimizer_settings(optimizer, groups)

@@ -842,3 +842,56 @@ def test_one_output_per_example_with_the_default_cross_entropy_is_a_clear_error(
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     result = find_lr(nn.Linear(10, 1), data, loss_fn=nn.MSELoss(), num_iter=100, progress=False, warn=False)
     assert result.suggested_lr is not None
+
+
+class LightningModule(nn.Module):
+    """Stands in for lightning's class, which find_lr recognises by name (Lightning is not a dependency)."""
+
+
+class LitClassifier(LightningModule):
+    def __init__(self, configured) -> None:
+        super().__init__()
+        self.net, self.configured = make_model(), configured
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("a Lightning module is swept through training_step")
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return {"loss": nn.functional.cross_entropy(self.net(x), y)}
+
+    def configure_optimizers(self):
+        return self.configured(self)
+
+
+@pytest.mark.parametrize("form", ["optimizer", "dict", "lists"])
+def test_a_lightning_module_is_swept_through_its_training_step_and_its_optimizer(form: str) -> None:
+    def configured(module):
+        opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+        return {"optimizer": opt, "dict": {"optimizer": opt, "lr_scheduler": sched}, "lists": ([opt], [sched])}[form]
+
+    model = LitClassifier(configured)
+    before = copy.deepcopy(model.state_dict())
+    result = find_lr(model, make_data(), num_iter=20, seed=0, progress=False, warn=False)
+    plain = make_model()
+    expected = find_lr(plain, make_data(), optimizer=torch.optim.Adam(plain.parameters(), lr=1e-3), num_iter=20,
+                       seed=0, progress=False, warn=False)
+    np.testing.assert_allclose(result.losses, expected.losses, rtol=1e-6)
+    assert result.config["optimizer"] == "Adam"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_lightning_module_with_two_optimizers_or_no_loss_says_what_to_pass() -> None:
+    two = LitClassifier(lambda m: [torch.optim.SGD(m.parameters(), lr=0.1), torch.optim.Adam(m.parameters())])
+    with pytest.raises(ValueError, match=r"configure_optimizers\(\) gave SGD, Adam; find_lr sweeps one optimizer"):
+        find_lr(two, make_data(), num_iter=10, progress=False)
+    assert len(find_lr(two, make_data(), optimizer=OptimizerConfig("sgd"), num_iter=10, progress=False,
+                       warn=False).losses) == 10
+
+    class Manual(LitClassifier):
+        def training_step(self, batch, batch_idx):
+            return None                              # manual optimization returns nothing
+
+    with pytest.raises(TypeError, match="training_step returned NoneType, not the loss"):
+        find_lr(Manual(lambda m: torch.optim.SGD(m.parameters(), lr=0.1)), make_data(), num_iter=10, progress=False)

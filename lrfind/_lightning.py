@@ -1,0 +1,46 @@
+"""A Lightning module swept as Lightning trains it: its ``training_step`` and ``configure_optimizers``.
+
+Recognised by its class (a ``LightningModule`` subclass), without importing Lightning. Outside a
+``Trainer``, ``self.log`` in ``training_step`` only warns; a step that needs ``self.trainer``
+fails on the first batch, named, and wants a ``step_fn`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def is_lightning(model: nn.Module) -> bool:
+    return any(cls.__name__ == "LightningModule" for cls in type(model).__mro__)
+
+
+def lightning_step(model: nn.Module, batch: Any) -> torch.Tensor:
+    """The loss of ``model.training_step(batch, 0)``: a tensor, or a dict's ``"loss"``."""
+    out = model.training_step(batch, 0)
+    loss = out.get("loss") if isinstance(out, Mapping) else out
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"training_step returned {type(out).__name__}, not the loss: find_lr sweeps on the loss "
+                        f"it returns (a tensor, or a dict with 'loss'); with manual optimization pass "
+                        f"step_fn=lambda model, batch: <loss>")
+    return loss
+
+
+def lightning_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """The one optimizer ``configure_optimizers()`` returns, in any of Lightning's forms (an
+    optimizer, a list of them, ``([optimizers], [schedulers])``, a dict with ``"optimizer"`` or a
+    list of such dicts). Its schedulers are left out: the sweep sets the LR itself."""
+    returned = model.configure_optimizers()
+    found = returned
+    if isinstance(found, (list, tuple)) and len(found) == 2 and all(isinstance(x, (list, tuple)) for x in found):
+        found = found[0]                                    # ([optimizers], [schedulers])
+    found = list(found) if isinstance(found, (list, tuple)) else [found]
+    optimizers = [x.get("optimizer") if isinstance(x, Mapping) else x for x in found]
+    if len(optimizers) != 1 or not isinstance(optimizers[0], torch.optim.Optimizer):
+        kinds = ", ".join(type(x).__name__ for x in optimizers) or "nothing"
+        raise ValueError(f"configure_optimizers() gave {kinds}; find_lr sweeps one optimizer: pass "
+                         f"optimizer= the one to sweep")
+    return optimizers[0]
