@@ -33,8 +33,11 @@ def lightning_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     """The one optimizer ``configure_optimizers()`` returns, in any of Lightning's forms (an
     optimizer, a list of them, ``([optimizers], [schedulers])``, a dict with ``"optimizer"`` or a
     list of such dicts). Its schedulers are left out: the sweep sets the LR itself."""
-    returned = model.configure_optimizers()
-    found = returned
+    try:
+        found = model.configure_optimizers()
+    except Exception as e:          # it may ask the Trainer (estimated_stepping_batches, say)
+        raise RuntimeError(f"configure_optimizers() failed outside a Trainer ({type(e).__name__}: {e}); pass "
+                           f"optimizer= the optimizer to sweep") from e
     if isinstance(found, (list, tuple)) and len(found) == 2 and all(isinstance(x, (list, tuple)) for x in found):
         found = found[0]                                    # ([optimizers], [schedulers])
     found = list(found) if isinstance(found, (list, tuple)) else [found]

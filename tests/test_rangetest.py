@@ -889,6 +889,13 @@ def test_a_lightning_module_with_two_optimizers_or_no_loss_says_what_to_pass() -
     assert len(find_lr(two, make_data(), optimizer=OptimizerConfig("sgd"), num_iter=10, progress=False,
                        warn=False).losses) == 10
 
+    def needs_a_trainer(module):
+        raise RuntimeError(f"{type(module).__name__} is not attached to a `Trainer`")
+
+    with pytest.raises(RuntimeError, match=r"configure_optimizers\(\) failed outside a Trainer \(RuntimeError: "
+                                           r"LitClassifier is not attached.*pass optimizer="):
+        find_lr(LitClassifier(needs_a_trainer), make_data(), num_iter=10, progress=False)
+
     class Manual(LitClassifier):
         def training_step(self, batch, batch_idx):
             return None                              # manual optimization returns nothing
