@@ -14,3 +14,8 @@ def message(e: BaseException) -> str:
 def first_line(e: BaseException) -> str:
     """``message(e)``, or the exception's type name when it says nothing."""
     return message(e) or type(e).__name__
+
+
+class Explained(Exception):
+    """Mixed into an error whose message already says what to do: lrfind does not wrap it again
+    with advice of its own (``find_lr``'s "check that the batches fit the model", say)."""

@@ -13,14 +13,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._errors import Explained
+
 
 def is_lightning(model: nn.Module) -> bool:
     return any(cls.__name__ == "LightningModule" for cls in type(model).__mro__)
 
 
+class TrainerNeeded(Explained, RuntimeError):
+    """``training_step`` asked for the Trainer, which a range test does not have."""
+
+
 def lightning_step(model: nn.Module, batch: Any) -> torch.Tensor:
     """The loss of ``model.training_step(batch, 0)``: a tensor, or a dict's ``"loss"``."""
-    out = model.training_step(batch, 0)
+    try:
+        out = model.training_step(batch, 0)
+    except RuntimeError as e:
+        if "Trainer" not in str(e):
+            raise
+        raise TrainerNeeded(f"training_step needs a Trainer ({e}), which a range test does not have; pass "
+                            f"step_fn=lambda model, batch: <loss>, say cross_entropy(model(batch[0]), batch[1])") from e
     loss = out.get("loss") if isinstance(out, Mapping) else out
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"training_step returned {type(out).__name__}, not the loss: find_lr sweeps on the loss "

@@ -27,8 +27,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _state
-from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
 from ._args import check_names, check_positive
+from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
+from ._errors import Explained
 from ._graph import SweepStep
 from ._lightning import is_lightning, lightning_optimizer, lightning_step
 from ._update import check_max_grad_norm
@@ -327,7 +328,7 @@ def _first_step_errors(i: int, batch: Any) -> Iterator[None]:
     try:
         yield
     except (RuntimeError, IndexError) as e:   # IndexError: a class label out of range, on a CPU
-        if i:
+        if i or isinstance(e, Explained):
             raise
         text = (f"the first training step failed on a batch of {_describe(batch)}: {str(e).rstrip('.')}. "
                 "Check that the loader's batches fit the model")

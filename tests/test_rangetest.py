@@ -896,6 +896,15 @@ def test_a_lightning_module_with_two_optimizers_or_no_loss_says_what_to_pass() -
                                            r"LitClassifier is not attached.*pass optimizer="):
         find_lr(LitClassifier(needs_a_trainer), make_data(), num_iter=10, progress=False)
 
+    class AsksTheTrainer(LitClassifier):
+        def training_step(self, batch, batch_idx):
+            raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")    # Lightning's words
+
+    with pytest.raises(RuntimeError, match=r"^training_step needs a Trainer \(AsksTheTrainer is not attached.*"
+                                           r"pass step_fn=lambda model, batch"):
+        find_lr(AsksTheTrainer(lambda m: torch.optim.SGD(m.parameters(), lr=0.1)), make_data(), num_iter=10,
+                progress=False)
+
     class Manual(LitClassifier):
         def training_step(self, batch, batch_idx):
             return None                              # manual optimization returns nothing
