@@ -8,7 +8,6 @@ sweep raises.
 
 from __future__ import annotations
 
-import collections.abc
 import contextlib
 import inspect
 import itertools
@@ -19,7 +18,7 @@ import random
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -28,8 +27,9 @@ from tqdm.auto import tqdm
 
 from . import _state
 from ._args import check_names, check_positive
+from ._batches import (Batches, StepFn, first_step_errors, inputs_targets, make_default_step, one_shot,
+                       outputs_checked, to_device)
 from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
-from ._errors import Explained
 from ._graph import SweepStep
 from ._lightning import is_lightning, lightning_optimizer, lightning_step
 from ._update import check_max_grad_norm
@@ -39,7 +39,6 @@ from .suggest import DEFAULT_METHOD, get_method
 
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[nn.Module, Any], torch.Tensor]
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -88,140 +87,6 @@ class Sweep:
         return np.linspace(self.start_lr, self.end_lr, self.num_iter)
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):         # a dict, or Hugging Face's BatchEncoding
-        moved = {k: _to_device(v, device) for k, v in batch.items()}
-        try:
-            return type(batch)(moved)
-        except Exception:
-            return moved
-    if isinstance(batch, (list, tuple)):
-        moved = [_to_device(v, device) for v in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
-    return batch
-
-
-def _describe(batch: Any) -> str:
-    if isinstance(batch, torch.Tensor):
-        return f"{tuple(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
-    if isinstance(batch, Mapping):
-        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in batch.items()) + "}"
-    if isinstance(batch, (list, tuple)):
-        return "(" + ", ".join(_describe(v) for v in batch) + ")"
-    return type(batch).__name__
-
-
-def _inputs_targets(batch: Any) -> tuple[Any, Any]:
-    if isinstance(batch, Mapping):              # only with a loss_fn given: without, see _loss_in_outputs
-        raise TypeError(f"a batch with keys {sorted(batch)} has no (inputs, targets) to apply loss_fn to; "
-                        f"without loss_fn, find_lr takes a dict batch's loss from model(**batch) (Hugging Face's "
-                        f"way), or pass step_fn=lambda model, batch: <loss>")
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError(f"find_lr expects batches of (inputs, targets) or dicts, got {type(batch).__name__}; "
-                        f"pass step_fn=lambda model, batch: <loss> for other batch layouts")
-    return batch[0], batch[1]
-
-
-def _loss_in_outputs(model: nn.Module, batch: Mapping) -> torch.Tensor:
-    """A dict batch's loss, Hugging Face's way: its items are the model's keyword arguments, and
-    the model returns its loss (``outputs.loss``) when the batch holds the targets (``labels``)."""
-    try:
-        out = model(**batch)
-    except TypeError as e:
-        if "argument" not in str(e):
-            raise
-        raise TypeError(f"find_lr gave a dict batch's items to the model as keyword arguments (model(**batch), "
-                        f"Hugging Face's way) and the model refused them: {e}. For another layout pass "
-                        f"step_fn=lambda model, batch: <loss>, say loss_fn(model(batch['image']), "
-                        f"batch['label'])") from e
-    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
-    if loss is None:
-        raise TypeError(f"the model returned no loss for a batch with keys {sorted(batch)} (find_lr takes a dict "
-                        f"batch's loss from model(**batch).loss, Hugging Face's way, which needs the targets in "
-                        f"the batch: 'labels'); add them, or pass step_fn=lambda model, batch: <loss>")
-    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
-        raise TypeError(f"the model's outputs hold a loss of {_describe(loss)}, not a scalar: pass "
-                        f"step_fn=lambda model, batch: <loss> that averages it")
-    return loss
-
-
-def _outputs_checked(loss_fn: Callable | None) -> Callable:
-    """``loss_fn`` (None: cross-entropy) that first checks that the model gave a tensor (not a
-    tuple, a dict, ...) and, for the default cross-entropy, more than one class score."""
-    default = loss_fn is None
-    loss_fn = loss_fn or nn.functional.cross_entropy
-
-    def loss(out: Any, y: Any) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the model returned {_describe(out)}, not a tensor of outputs, so the default step "
-                            f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss> "
-                            f"(say, loss_fn(model(x)[0], y) for a model that returns a tuple)")
-        if default and out.ndim >= 2 and out.shape[1] == 1:
-            raise ValueError(f"the model returns one value per example ({_describe(out)}), and the default loss, "
-                             f"cross-entropy over its class scores, is 0 for a single class whatever the weights; "
-                             f"pass loss_fn=nn.MSELoss() for a regression, or nn.BCEWithLogitsLoss() for a yes/no "
-                             f"label (float targets)")
-        value = loss_fn(out, y)
-        if not (isinstance(value, torch.Tensor) and value.ndim == 0):
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise TypeError(f"loss_fn returned {shape}, not a scalar loss: give one that averages over the batch "
-                            f"(reduction='mean', torch's default)")
-        return value
-    return loss
-
-
-def _default_step(loss_fn: Callable, loss_given: bool) -> StepFn:
-    """``loss_fn(model(x), y)`` on ``(x, y)`` batches; a dict batch's own loss (``_loss_in_outputs``)
-    unless a ``loss_fn`` was given."""
-    def step(model: nn.Module, batch: Any) -> torch.Tensor:
-        if isinstance(batch, Mapping) and not loss_given:
-            return _loss_in_outputs(model, batch)
-        x, y = _inputs_targets(batch)
-        return loss_fn(model(x), y)
-    return step
-
-
-def _one_shot(loader: Iterable) -> bool:
-    """An iterator (a generator, say) is used up by one pass: it cannot be started again. (Asked
-    of its type, not by calling ``iter``: a DataLoader's would start its worker processes.)"""
-    return isinstance(loader, collections.abc.Iterator)
-
-
-class _Batches:
-    """Endless batches from any iterable: starts it again when it runs out, moves them to the device."""
-
-    def __init__(self, loader: Iterable, device: torch.device) -> None:
-        self.loader, self.device = loader, device
-        self._it: Iterator | None = None
-        self.restarts = self.count = 0
-
-    def __next__(self) -> Any:
-        if self._it is None:
-            self._it = iter(self.loader)
-        try:
-            batch = next(self._it)
-        except StopIteration:
-            self._it = iter(self.loader)
-            try:
-                batch = next(self._it)
-            except StopIteration:
-                raise self._empty() from None
-            self.restarts += 1
-        self.count += 1
-        return _to_device(batch, self.device)
-
-    def _empty(self) -> ValueError:
-        if not self.count:
-            return ValueError(f"the loader yields no batches ({type(self.loader).__name__} {self.loader!r:.80})")
-        if _one_shot(self.loader):
-            return ValueError(f"the loader ran out after {self.count} batches and cannot be started again: it is "
-                              f"a {type(self.loader).__name__}, used up by one pass. Pass something that can be "
-                              f"iterated again (a DataLoader, a list of batches) or num_iter <= {self.count}")
-        return ValueError(f"the loader ran out after {self.count} batches and yielded none when started again")
-
-
 def _group_ratios(groups: list[dict]) -> list[float]:
     lrs = [float(g["lr"]) for g in groups]
     top = max(lrs)
@@ -234,7 +99,7 @@ class _Run:
     stop_reason: str
 
 
-def _sweep_once(model: nn.Module, batches: _Batches, step: Callable[[int, _Batches, float], torch.Tensor],
+def _sweep_once(model: nn.Module, batches: Batches, step: Callable[[int, Batches, float], torch.Tensor],
                 sweep: Sweep, bar: tqdm, shared: bool = False) -> _Run:
     """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges.
     ``shared``: the losses are averaged over the model's processes (DDP, FSDP) at every check."""
@@ -261,15 +126,15 @@ def _sweep_once(model: nn.Module, batches: _Batches, step: Callable[[int, _Batch
     return _Run(losses.cpu().numpy(), "completed")
 
 
-def _own_step(own: SweepStep, default_step: StepFn) -> Callable[[int, _Batches, float], torch.Tensor]:
+def _own_step(own: SweepStep, default_step: StepFn) -> Callable[[int, Batches, float], torch.Tensor]:
     """lrfind's step (forward, backward, update; replayed from a CUDA graph where it can be: on
     ``(x, y)`` batches; a dict batch's loss comes from ``default_step``, eagerly)."""
-    def step(i: int, batches: _Batches, lr: float) -> torch.Tensor:
+    def step(i: int, batches: Batches, lr: float) -> torch.Tensor:
         batch = next(batches)
-        with _first_step_errors(i, batch):
+        with first_step_errors(i, batch):
             if isinstance(batch, Mapping):
                 return own.eager(lambda: default_step(own.model, batch), lr)
-            return own(*_inputs_targets(batch), lr)
+            return own(*inputs_targets(batch), lr)
     return step
 
 
@@ -288,7 +153,7 @@ class _EagerStep:
         self.scaler = grad_scaler(model, device) if amp == "fp16" else None
         self.clip = gradient_clipper(model) if max_grad_norm is not None else None
 
-    def __call__(self, i: int, batches: _Batches, lr: float) -> torch.Tensor:
+    def __call__(self, i: int, batches: Batches, lr: float) -> torch.Tensor:
         optimizer, scaler, k = self.optimizer, self.scaler, self.accumulation_steps
         for group, ratio in zip(optimizer.param_groups, self.ratios):
             group["lr"] = lr * ratio
@@ -296,7 +161,7 @@ class _EagerStep:
         total = None
         for _ in range(k):
             batch = next(batches)
-            with self.autocast, _first_step_errors(i, batch):
+            with self.autocast, first_step_errors(i, batch):
                 loss = self.step_fn(self.model, batch)
             if i == 0 and not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
                 raise TypeError(f"the step function must return a scalar loss tensor, got "
@@ -320,23 +185,6 @@ class _EagerStep:
 
 def _stopped(losses: torch.Tensor, j: int, value: float) -> _Run:
     return _Run(losses[: j + 1].cpu().numpy(), "diverged" if math.isfinite(value) else "loss became NaN/Inf")
-
-
-@contextlib.contextmanager
-def _first_step_errors(i: int, batch: Any) -> Iterator[None]:
-    """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check."""
-    try:
-        yield
-    except (RuntimeError, IndexError) as e:   # IndexError: a class label out of range, on a CPU
-        if i or isinstance(e, Explained):
-            raise
-        text = (f"the first training step failed on a batch of {_describe(batch)}: {str(e).rstrip('.')}. "
-                "Check that the loader's batches fit the model")
-        try:
-            said = type(e)(text)        # the same kind (an out-of-memory error stays one)
-        except Exception:               # a kind made from other arguments than a message
-            said = RuntimeError(text) if isinstance(e, RuntimeError) else IndexError(text)
-        raise said from e
 
 
 class _Divergence:
@@ -452,7 +300,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     """
     if val_batches is not None and not (isinstance(val_batches, int) and val_batches >= 1):
         raise ValueError(f"val_batches must be a positive integer or None (all of val_loader), got {val_batches!r}")
-    if val_loader is not None and _one_shot(val_loader):    # read once here, for every repeat and a slower sweep
+    if val_loader is not None and one_shot(val_loader):    # read once here, for every repeat and a slower sweep
         val_loader = list(itertools.islice(val_loader, val_batches))
     again = dict(optimizer=optimizer, loss_fn=loss_fn, step_fn=step_fn, accumulation_steps=accumulation_steps,
                  max_grad_norm=max_grad_norm,
@@ -472,7 +320,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if not (isinstance(repeats, int) and repeats >= 1):
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
-    if repeats > 1 and _one_shot(loader):
+    if repeats > 1 and one_shot(loader):
         raise ValueError(f"repeats={repeats} sweeps the loader {repeats} times, but it is a "
                          f"{type(loader).__name__}, used up by one pass; pass something that can be iterated "
                          f"again (a DataLoader, a list of batches) or repeats=1")
@@ -498,8 +346,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     use_own = use_graph or (isinstance(optimizer, OptimizerConfig) and not own_unsupported)
     if isinstance(optimizer, OptimizerConfig):      # the torch optimizer it describes, for the eager path only
         optimizer = None if use_own else optimizer.torch_optimizer(model.parameters(), sweep.start_lr)
-    checked_loss = _outputs_checked(loss_fn)
-    default_step = _default_step(checked_loss, loss_fn is not None)
+    checked_loss = outputs_checked(loss_fn)
+    default_step = make_default_step(checked_loss, loss_fn is not None)
     step_fn = step_fn or default_step
     ratios = _group_ratios(groups)
     seeds: list[int | None] = ([seed + r for r in range(repeats)] if seed is not None
@@ -513,7 +361,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     try:
         val = None
         if val_loader is not None:
-            val = [_to_device(b, device) for b in itertools.islice(val_loader, val_batches)]
+            val = [to_device(b, device) for b in itertools.islice(val_loader, val_batches)]
             if not val:
                 raise ValueError("val_loader yields no batches")
         # one step for every repeat: a graph is captured once (the model is restored in place)
@@ -529,7 +377,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                         own.reset()
                 if s is not None:
                     _seed_everything(s, generator)
-                batches = _Batches(loader, device)
+                batches = Batches(loader, device)
                 step = _own_step(own, default_step) if own is not None else \
                     _EagerStep(model, optimizer, ratios, step_fn, accumulation_steps, amp, max_grad_norm, val)
                 runs.append(_sweep_once(model, batches, step, sweep, bar, shared))

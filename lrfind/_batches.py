@@ -1,0 +1,168 @@
+"""What a range test's batches are: moved to the model's device, described in errors, and turned
+into a loss by the default step ((inputs, targets) pairs through ``loss_fn``; a dict, Hugging
+Face's way, through the model's own loss), from any iterable, started again when it runs out."""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ._errors import Explained
+
+StepFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):         # a dict, or Hugging Face's BatchEncoding
+        moved = {k: to_device(v, device) for k, v in batch.items()}
+        try:
+            return type(batch)(moved)
+        except Exception:
+            return moved
+    if isinstance(batch, (list, tuple)):
+        moved = [to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def describe(batch: Any) -> str:
+    if isinstance(batch, torch.Tensor):
+        return f"{tuple(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
+    if isinstance(batch, Mapping):
+        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in batch.items()) + "}"
+    if isinstance(batch, (list, tuple)):
+        return "(" + ", ".join(describe(v) for v in batch) + ")"
+    return type(batch).__name__
+
+
+def inputs_targets(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, Mapping):              # only with a loss_fn given: without, see loss_in_outputs
+        raise TypeError(f"a batch with keys {sorted(batch)} has no (inputs, targets) to apply loss_fn to; "
+                        f"without loss_fn, find_lr takes a dict batch's loss from model(**batch) (Hugging Face's "
+                        f"way), or pass step_fn=lambda model, batch: <loss>")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise TypeError(f"find_lr expects batches of (inputs, targets) or dicts, got {type(batch).__name__}; "
+                        f"pass step_fn=lambda model, batch: <loss> for other batch layouts")
+    return batch[0], batch[1]
+
+
+def loss_in_outputs(model: nn.Module, batch: Mapping) -> torch.Tensor:
+    """A dict batch's loss, Hugging Face's way: its items are the model's keyword arguments, and
+    the model returns its loss (``outputs.loss``) when the batch holds the targets (``labels``)."""
+    try:
+        out = model(**batch)
+    except TypeError as e:
+        if "argument" not in str(e):
+            raise
+        raise TypeError(f"find_lr gave a dict batch's items to the model as keyword arguments (model(**batch), "
+                        f"Hugging Face's way) and the model refused them: {e}. For another layout pass "
+                        f"step_fn=lambda model, batch: <loss>, say loss_fn(model(batch['image']), "
+                        f"batch['label'])") from e
+    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+    if loss is None:
+        raise TypeError(f"the model returned no loss for a batch with keys {sorted(batch)} (find_lr takes a dict "
+                        f"batch's loss from model(**batch).loss, Hugging Face's way, which needs the targets in "
+                        f"the batch: 'labels'); add them, or pass step_fn=lambda model, batch: <loss>")
+    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+        raise TypeError(f"the model's outputs hold a loss of {describe(loss)}, not a scalar: pass "
+                        f"step_fn=lambda model, batch: <loss> that averages it")
+    return loss
+
+
+def outputs_checked(loss_fn: Callable | None) -> Callable:
+    """``loss_fn`` (None: cross-entropy) that first checks that the model gave a tensor (not a
+    tuple, a dict, ...) and, for the default cross-entropy, more than one class score."""
+    default = loss_fn is None
+    loss_fn = loss_fn or nn.functional.cross_entropy
+
+    def loss(out: Any, y: Any) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the model returned {describe(out)}, not a tensor of outputs, so the default step "
+                            f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss> "
+                            f"(say, loss_fn(model(x)[0], y) for a model that returns a tuple)")
+        if default and out.ndim >= 2 and out.shape[1] == 1:
+            raise ValueError(f"the model returns one value per example ({describe(out)}), and the default loss, "
+                             f"cross-entropy over its class scores, is 0 for a single class whatever the weights; "
+                             f"pass loss_fn=nn.MSELoss() for a regression, or nn.BCEWithLogitsLoss() for a yes/no "
+                             f"label (float targets)")
+        value = loss_fn(out, y)
+        if not (isinstance(value, torch.Tensor) and value.ndim == 0):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"loss_fn returned {shape}, not a scalar loss: give one that averages over the batch "
+                            f"(reduction='mean', torch's default)")
+        return value
+    return loss
+
+
+def make_default_step(loss_fn: Callable, loss_given: bool) -> StepFn:
+    """``loss_fn(model(x), y)`` on ``(x, y)`` batches; a dict batch's own loss (``loss_in_outputs``)
+    unless a ``loss_fn`` was given."""
+    def step(model: nn.Module, batch: Any) -> torch.Tensor:
+        if isinstance(batch, Mapping) and not loss_given:
+            return loss_in_outputs(model, batch)
+        x, y = inputs_targets(batch)
+        return loss_fn(model(x), y)
+    return step
+
+
+def one_shot(loader: Iterable) -> bool:
+    """An iterator (a generator, say) is used up by one pass: it cannot be started again. (Asked
+    of its type, not by calling ``iter``: a DataLoader's would start its worker processes.)"""
+    return isinstance(loader, collections.abc.Iterator)
+
+
+class Batches:
+    """Endless batches from any iterable: starts it again when it runs out, moves them to the device."""
+
+    def __init__(self, loader: Iterable, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self._it: Iterator | None = None
+        self.restarts = self.count = 0
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = iter(self.loader)
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                raise self._empty() from None
+            self.restarts += 1
+        self.count += 1
+        return to_device(batch, self.device)
+
+    def _empty(self) -> ValueError:
+        if not self.count:
+            return ValueError(f"the loader yields no batches ({type(self.loader).__name__} {self.loader!r:.80})")
+        if one_shot(self.loader):
+            return ValueError(f"the loader ran out after {self.count} batches and cannot be started again: it is "
+                              f"a {type(self.loader).__name__}, used up by one pass. Pass something that can be "
+                              f"iterated again (a DataLoader, a list of batches) or num_iter <= {self.count}")
+        return ValueError(f"the loader ran out after {self.count} batches and yielded none when started again")
+
+
+@contextlib.contextmanager
+def first_step_errors(i: int, batch: Any) -> Iterator[None]:
+    """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check."""
+    try:
+        yield
+    except (RuntimeError, IndexError) as e:   # IndexError: a class label out of range, on a CPU
+        if i or isinstance(e, Explained):
+            raise
+        text = (f"the first training step failed on a batch of {describe(batch)}: {str(e).rstrip('.')}. "
+                "Check that the loader's batches fit the model")
+        try:
+            said = type(e)(text)        # the same kind (an out-of-memory error stays one)
+        except Exception:               # a kind made from other arguments than a message
+            said = RuntimeError(text) if isinstance(e, RuntimeError) else IndexError(text)
+        raise said from e
