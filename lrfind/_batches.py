@@ -112,6 +112,20 @@ def make_default_step(loss_fn: Callable, loss_given: bool) -> StepFn:
     return step
 
 
+def check_loader(loader: Any, name: str = "loader") -> None:
+    """A TypeError unless ``loader`` yields batches: a Dataset yields single examples (a sweep of
+    unbatched steps, which may even run), and a data module or a number yields nothing."""
+    if isinstance(loader, torch.utils.data.Dataset) and not isinstance(loader, torch.utils.data.IterableDataset):
+        raise TypeError(f"{name} is a {type(loader).__name__}, a Dataset of single examples; find_lr steps on "
+                        f"batches: pass DataLoader(dataset, batch_size=64, shuffle=True)")
+    if not isinstance(loader, collections.abc.Iterable):
+        hint = (f"; for a data module pass its {name.replace('loader', 'dataloader')}: "
+                f"dm.{'val' if name == 'val_loader' else 'train'}_dataloader()"
+                if hasattr(loader, "train_dataloader") else "")
+        raise TypeError(f"{name} must be an iterable of batches (a DataLoader, a list of (x, y) pairs), got "
+                        f"{type(loader).__name__}{hint}")
+
+
 def one_shot(loader: Iterable) -> bool:
     """An iterator (a generator, say) is used up by one pass: it cannot be started again. (Asked
     of its type, not by calling ``iter``: a DataLoader's would start its worker processes.)"""

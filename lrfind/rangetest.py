@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import _state
 from ._args import check_names, check_positive
-from ._batches import (Batches, StepFn, first_step_errors, inputs_targets, make_default_step, one_shot,
+from ._batches import (Batches, StepFn, check_loader, first_step_errors, inputs_targets, make_default_step, one_shot,
                        outputs_checked, to_device)
 from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
 from ._graph import SweepStep
@@ -298,6 +298,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     ``RangeTestWarning``; ``result.warnings`` lists the same (``warn=False``: only there, for
     callers that show them themselves).
     """
+    check_loader(loader)
+    if val_loader is not None:
+        check_loader(val_loader, "val_loader")
     if val_batches is not None and not (isinstance(val_batches, int) and val_batches >= 1):
         raise ValueError(f"val_batches must be a positive integer or None (all of val_loader), got {val_batches!r}")
     if val_loader is not None and one_shot(val_loader):    # read once here, for every repeat and a slower sweep

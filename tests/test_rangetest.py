@@ -911,3 +911,20 @@ def test_a_lightning_module_with_two_optimizers_or_no_loss_says_what_to_pass() -
 
     with pytest.raises(TypeError, match="training_step returned NoneType, not the loss"):
         find_lr(Manual(lambda m: torch.optim.SGD(m.parameters(), lr=0.1)), make_data(), num_iter=10, progress=False)
+
+
+def test_a_dataset_or_a_data_module_as_the_loader_says_what_to_pass() -> None:
+    """A Dataset yields single examples (a sweep of unbatched steps would even run); a data module
+    or anything else that is not iterable yields nothing."""
+    class DataModule:
+        def train_dataloader(self):
+            return make_data()
+
+    x = torch.randn(32, 10)
+    dataset = torch.utils.data.TensorDataset(x, x[:, :3].argmax(1))
+    with pytest.raises(TypeError, match=r"loader is a TensorDataset, a Dataset of single examples.*DataLoader\(dataset"):
+        find_lr(make_model(), dataset, num_iter=10, progress=False)
+    with pytest.raises(TypeError, match=r"loader must be an iterable of batches .*got DataModule; .*dm.train_dataloader"):
+        find_lr(make_model(), DataModule(), num_iter=10, progress=False)
+    with pytest.raises(TypeError, match=r"val_loader must be an iterable of batches .*dm.val_dataloader"):
+        find_lr(make_model(), make_data(), val_loader=DataModule(), num_iter=10, progress=False)
