@@ -218,6 +218,8 @@ def _mean_loss(model: nn.Module, batches: list, step_fn: StepFn, autocast) -> to
 
 
 def _model_device(model: nn.Module) -> torch.device:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     try:
         device = next(model.parameters()).device
     except StopIteration:
@@ -423,11 +425,21 @@ def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,
         rule, groups, why_not = optimizer.name, optimizer.param_groups(model.parameters(), sweep.start_lr), ""
     elif isinstance(optimizer, torch.optim.Optimizer):
         (rule, why_not), groups = own_rule(optimizer), optimizer.param_groups
+    elif isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer is the class {optimizer.__name__}, not an optimizer: pass "
+                        f"{optimizer.__name__}(model.parameters(), lr=...), or OptimizerConfig(...)")
+    elif isinstance(optimizer, str):
+        raise TypeError(f"optimizer={optimizer!r} is a name: pass OptimizerConfig({optimizer!r}), or a torch.optim "
+                        f"optimizer")
     else:
         raise TypeError(f"optimizer must be a torch.optim optimizer or an lrfind OptimizerConfig, "
                         f"got {type(optimizer).__name__}")
     if not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError("nothing to train: every parameter the optimizer holds has requires_grad=False")
+    own = {id(p) for p in model.parameters()}
+    if not any(id(p) in own for g in groups for p in g["params"]):
+        raise ValueError("the optimizer holds none of the model's parameters (was it made for another model, or "
+                         "for this one before it was built again?): make it from model.parameters()")
     return rule, groups, why_not
 
 

@@ -689,8 +689,8 @@ assert len(find_lr(model, data, num_iter=8, progress=False).losses) == 8
 
 def test_an_optimizer_of_the_wrong_kind_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="optimizer must be a torch.optim optimizer or an lrfind OptimizerConfig, "
-                                        "got str"):
-        find_lr(make_model(), make_data(), optimizer="adam", progress=False)
+                                        "got int"):
+        find_lr(make_model(), make_data(), optimizer=3, progress=False)
 
 
 def test_a_loss_fn_that_does_not_average_is_a_clear_error() -> None:
@@ -928,3 +928,17 @@ def test_a_dataset_or_a_data_module_as_the_loader_says_what_to_pass() -> None:
         find_lr(make_model(), DataModule(), num_iter=10, progress=False)
     with pytest.raises(TypeError, match=r"val_loader must be an iterable of batches .*dm.val_dataloader"):
         find_lr(make_model(), make_data(), val_loader=DataModule(), num_iter=10, progress=False)
+
+
+def test_an_optimizer_class_name_or_of_another_model_and_a_non_module_say_what_to_pass() -> None:
+    model, other = make_model(), make_model()
+    cases = [({"optimizer": torch.optim.SGD}, TypeError, r"optimizer is the class SGD, not an optimizer: pass "
+                                                         r"SGD\(model.parameters\(\), lr=...\)"),
+             ({"optimizer": "adam"}, TypeError, r"optimizer='adam' is a name: pass OptimizerConfig\('adam'\)"),
+             ({"optimizer": torch.optim.SGD(other.parameters(), lr=0.1)}, ValueError,
+              r"the optimizer holds none of the model's parameters .*make it from model.parameters\(\)")]
+    for kw, kind, match in cases:
+        with pytest.raises(kind, match=match):
+            find_lr(model, make_data(), num_iter=10, progress=False, **kw)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        find_lr(lambda x: x, make_data(), num_iter=10, progress=False)
