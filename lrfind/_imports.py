@@ -95,6 +95,10 @@ def _import(name: str, where: str, kind: str, error: type[Exception]) -> ModuleT
 def callable_name(target: Callable[..., Any], kind: str, error: type[Exception]) -> str:
     """``module:qualname`` of a class or function defined at the top level of a module (``__main__``
     included: a script's or a notebook's own), by which ``load_callable`` finds it again."""
+    if any(c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in type(target).__mro__):
+        raise error(f"{kind} is an instance of {type(target).__name__}, built already: every trial trains one "
+                    f"of its own, so give what builds it, a class or a function defined at the top level of a "
+                    f"module (model=MyNet, not model=MyNet())")
     qualname = getattr(target, "__qualname__", "")
     module = getattr(target, "__module__", None)
     if not module or not qualname or "<" in qualname:     # <lambda>, <locals>

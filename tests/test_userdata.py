@@ -348,6 +348,9 @@ def test_tune_takes_a_data_set_function_and_stores_it_by_name(tmp_path) -> None:
     assert study.best_value == result.study.best_value
     with pytest.raises(DataSetError, match="a lambda or a function inside a function has no name"):
         TuneConfig(dataset=lambda: small_blobs())
+    with pytest.raises(ModelError, match=r"model is an instance of BlobNetHere, built already: .*model=MyNet, not "
+                                         r"model=MyNet\(\)"):
+        TuneConfig(dataset=small_blobs, model=BlobNetHere())
 
 
 def test_a_function_redefined_in_a_notebook_is_read_again(monkeypatch) -> None:
