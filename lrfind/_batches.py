@@ -117,7 +117,8 @@ def check_loader(loader: Any, name: str = "loader") -> None:
     unbatched steps, which may even run), and a data module or a number yields nothing."""
     if isinstance(loader, torch.utils.data.Dataset) and not isinstance(loader, torch.utils.data.IterableDataset):
         raise TypeError(f"{name} is a {type(loader).__name__}, a Dataset of single examples; find_lr steps on "
-                        f"batches: pass DataLoader(dataset, batch_size=64, shuffle=True)")
+                        f"batches: pass DataLoader(dataset, batch_size=64, shuffle=True) (or list(dataset) if "
+                        f"each of its items is a batch already)")
     if not isinstance(loader, collections.abc.Iterable):
         hint = (f"; for a data module pass its {name.replace('loader', 'dataloader')}: "
                 f"dm.{'val' if name == 'val_loader' else 'train'}_dataloader()"
