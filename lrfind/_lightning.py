@@ -24,10 +24,22 @@ class TrainerNeeded(Explained, RuntimeError):
     """``training_step`` asked for the Trainer, which a range test does not have."""
 
 
-def lightning_step(model: nn.Module, batch: Any) -> torch.Tensor:
-    """The loss of ``model.training_step(batch, 0)``: a tensor, or a dict's ``"loss"``."""
+class LightningStep:
+    """The loss of ``model.training_step(batch, batch_idx)``, a tensor or a dict's ``"loss"``, with
+    ``batch_idx`` counting the batches of the sweep as Lightning counts an epoch's."""
+
+    def __init__(self) -> None:
+        self.batch_idx = 0
+
+    def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        loss = _training_step(model, batch, self.batch_idx)
+        self.batch_idx += 1
+        return loss
+
+
+def _training_step(model: nn.Module, batch: Any, batch_idx: int) -> torch.Tensor:
     try:
-        out = model.training_step(batch, 0)
+        out = model.training_step(batch, batch_idx)
     except RuntimeError as e:
         if "Trainer" not in str(e):
             raise

@@ -31,7 +31,7 @@ from ._batches import (Batches, StepFn, check_loader, first_step_errors, inputs_
                        outputs_checked, to_device)
 from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
 from ._graph import SweepStep
-from ._lightning import is_lightning, lightning_optimizer, lightning_step
+from ._lightning import LightningStep, is_lightning, lightning_optimizer
 from ._update import check_max_grad_norm
 from .optimizer import OptimizerConfig, own_rule
 from .result import RangeTestResult, RangeTestWarning, describe_sweeps, median_index, shallow_sweeps
@@ -331,14 +331,16 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                          f"again (a DataLoader, a list of batches) or repeats=1")
     get_method(method)                          # an unknown name lists the choices
     device = _model_device(model)
-    if is_lightning(model):                 # swept as Lightning trains it, unless told otherwise
-        step_fn = step_fn or (lightning_step if loss_fn is None else None)
-        optimizer = lightning_optimizer(model) if optimizer is None else optimizer
+    if is_lightning(model) and optimizer is None:   # swept as Lightning trains it, unless told otherwise
+        optimizer = lightning_optimizer(model)
     optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
+    lightning = is_lightning(model) and step_fn is None and loss_fn is None
+    step_fn = LightningStep() if lightning else step_fn
     rule, groups, own_unsupported = _rule(optimizer, model, sweep)
     settings = _optimizer_settings(optimizer, groups)
     kind = distributed_kind(model)
-    own_unsupported = _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported or \
+    own_unsupported = ("a Lightning module steps through its training_step" if lightning else "") or \
+        _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported or \
         (f"the model is {kind}, whose gradients are reduced across processes in backward()" if kind else "")
     shared = world(model) > 1
     first = is_first_process(model)         # one bar and one set of warnings, not one a process

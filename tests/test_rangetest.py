@@ -851,12 +851,13 @@ class LightningModule(nn.Module):
 class LitClassifier(LightningModule):
     def __init__(self, configured) -> None:
         super().__init__()
-        self.net, self.configured = make_model(), configured
+        self.net, self.configured, self.batch_indices = make_model(), configured, []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise AssertionError("a Lightning module is swept through training_step")
 
     def training_step(self, batch, batch_idx):
+        self.batch_indices.append(batch_idx)
         x, y = batch
         return {"loss": nn.functional.cross_entropy(self.net(x), y)}
 
@@ -879,6 +880,7 @@ def test_a_lightning_module_is_swept_through_its_training_step_and_its_optimizer
                        seed=0, progress=False, warn=False)
     np.testing.assert_allclose(result.losses, expected.losses, rtol=1e-6)
     assert result.config["optimizer"] == "Adam"
+    assert model.batch_indices == list(range(20))              # counted as Lightning counts an epoch's
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
