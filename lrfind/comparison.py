@@ -3,7 +3,9 @@
 Smith's "disciplined approach" (arXiv:1803.09820) chooses weight decay, batch size and momentum
 with the range test itself: sweep once for each value and lay the curves over each other; the
 value whose loss falls lowest, and keeps falling up to the highest LR, is the one to train with.
-``compare`` draws those curves in one plot and tabulates what each sweep says.
+``compare`` draws those curves in one plot and tabulates what each sweep says. Measured on
+LeNet (``bench/weight_decay_compare.py``): the order of the lowest losses followed the order of
+validation accuracy; the value whose loss kept falling furthest trained 0.5 pp worse than none.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ def compare(results: Mapping[str, RangeTestResult | str | Path] | Sequence[Range
     of an ``lrfind range-test`` run; labels are the mapping's keys, else the folders' or files'
     names. The table says what each sweep suggests, where its loss falls, how low it got, and
     which sweep reached the lowest loss and which kept falling to the highest LR: Smith's two
-    signs of the better setting (compare losses of one kind: training losses of one data set).
+    signs of the better setting, of which the first was the better guide on LeNet (see the
+    module's note). Compare losses of one kind (training losses of one data set) swept at one pace.
     """
     if isinstance(results, Mapping):
         labelled = [(str(k), v) for k, v in results.items()]
