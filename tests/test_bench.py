@@ -95,3 +95,11 @@ def test_rise_quality_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
                       out=tmp_path / "rise.json", data=mnist_root)
     assert set(result["optimizers"]) == {"sgd", "adam"} and 0 < result["start_accuracy"] <= 1
     assert all(len(o["grid"]) >= 5 for o in result["optimizers"].values())
+
+
+def test_weight_decay_compare_bench_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
+    result, stdout = bench("weight_decay_compare.py", "--decays", "0,5e-3", "--epochs", "1", "--seeds", "1",
+                           "--num-iter", "40", "--batch-size", "128", out=tmp_path / "wd.json", data=mnist_root)
+    assert list(result["runs"]) == ["wd 0", "wd 0.005"] and result["num_iter"] == 40
+    assert all(0 <= run["mean_val_acc"] <= 1 for run in result["runs"].values())
+    assert "they differ in: weight_decay 0.0, 0.005" in stdout
