@@ -924,9 +924,11 @@ def test_a_dataset_or_a_data_module_as_the_loader_says_what_to_pass() -> None:
 
     x = torch.randn(32, 10)
     dataset = torch.utils.data.TensorDataset(x, x[:, :3].argmax(1))
-    with pytest.raises(TypeError, match=r"loader is a TensorDataset, a Dataset of single examples.*DataLoader\(dataset"):
+    with pytest.raises(TypeError, match=r"loader is a TensorDataset, a Dataset of single examples.*"
+                                        r"DataLoader\(dataset"):
         find_lr(make_model(), dataset, num_iter=10, progress=False)
-    with pytest.raises(TypeError, match=r"loader must be an iterable of batches .*got DataModule; .*dm.train_dataloader"):
+    with pytest.raises(TypeError, match=r"loader must be an iterable of batches .*got DataModule; "
+                                        r".*dm.train_dataloader"):
         find_lr(make_model(), DataModule(), num_iter=10, progress=False)
     with pytest.raises(TypeError, match=r"val_loader must be an iterable of batches .*dm.val_dataloader"):
         find_lr(make_model(), make_data(), val_loader=DataModule(), num_iter=10, progress=False)
