@@ -100,6 +100,9 @@ class Comparison:
         differ = self.differences()
         if differ:
             rows.append("they differ in: " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in differ.items()))
+        if "num_iter" in differ:
+            rows.append("note: the runs swept at different paces (num_iter); a slower sweep takes more steps to "
+                        "each LR and reaches a lower loss for that alone: sweep them at one pace")
         kinds = {bool(r.config.get("validation_loss")) for r in self.results.values()}
         if len(kinds) > 1:
             rows.append("note: some sweeps recorded the validation loss, the others the training loss; their levels "

@@ -28,7 +28,10 @@ def test_the_table_names_each_sweep_the_lowest_and_what_they_differ_in() -> None
     assert f"{low.suggested_lr:.3g}" in table and f"{high.suggested_lr:.3g}" in table
     assert "lowest loss: wd 1e-4" in table and "keeps falling to the highest LR: wd 1e-4" in table
     assert comparison.differences() == {"weight_decay": [1e-4, 0.0]}            # batch_size is the same
-    assert "they differ in: weight_decay 0.0001, 0.0" in table
+    assert "they differ in: weight_decay 0.0001, 0.0" in table and "different paces" not in table
+    slower = RangeTestResult(low.lrs, low.losses, num_iter=400, config={**low.config, "num_iter": 400})
+    high.config["num_iter"] = 200
+    assert "note: the runs swept at different paces (num_iter)" in compare([slower, high]).table()
     assert repr(comparison).startswith("<Comparison of 2 range tests: suggested wd 1e-4 ")
     assert str(comparison) == table
 
