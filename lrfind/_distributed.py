@@ -12,6 +12,7 @@ records the same curve, stops at the same step and suggests the same LR.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -39,46 +40,42 @@ def _sharded(model: nn.Module) -> bool:
     return bool(kinds) and any(isinstance(p, kinds) for p in model.parameters())
 
 
-def distributed_kind(model: nn.Module) -> str | None:
-    """What makes ``model`` one model trained across processes, in words; None for a model of one
-    process. Such a model steps through a torch optimizer: the collectives live in its backward."""
+@dataclass(frozen=True)
+class Processes:
+    """The processes one model trains in: what makes it so (in words), their group (None: the
+    default group, all processes), how many, and this one's rank in it."""
+
+    kind: str
+    group: Any
+    size: int
+    rank: int
+
+    @property
+    def first(self) -> bool:
+        """Only the first process shows a progress bar and warns."""
+        return self.rank == 0
+
+    def mean(self, losses: torch.Tensor) -> None:
+        """Replace ``losses`` (a slice of the recorded curve, on the model's device) by their mean
+        over the processes, in place. A NaN anywhere is a NaN everywhere."""
+        dist.all_reduce(losses, op=dist.ReduceOp.SUM, group=self.group)
+        losses.div_(self.size)
+
+
+def processes(model: nn.Module) -> Processes | None:
+    """The processes ``model`` trains in as one model; None for a model of one process. Such a
+    model steps through a torch optimizer: the collectives live in its backward."""
     if not _initialized():                  # none of them can be built without a process group
         return None
     if isinstance(model, nn.parallel.DistributedDataParallel):
-        return "a DistributedDataParallel"
-    if _fsdp(model) is not None:
-        return "a FullyShardedDataParallel"
-    if _sharded(model):
-        return "sharded (its parameters are DTensors: fully_shard, tensor parallelism)"
-    return None
-
-
-def _group(model: nn.Module) -> Any:
-    """The process group ``model`` trains in (None: the default group, all processes)."""
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        return model.process_group
-    fsdp = _fsdp(model)
-    return fsdp.process_group if fsdp is not None else None
-
-
-def world(model: nn.Module) -> int:
-    """The number of processes ``model`` trains in; 1 for a model of one process."""
-    if distributed_kind(model) is None:
-        return 1
-    return dist.get_world_size(_group(model))
-
-
-def mean_across(model: nn.Module, losses: torch.Tensor) -> None:
-    """Replace ``losses`` (a slice of the recorded curve, on the model's device) by their mean over
-    the processes ``model`` trains in, in place. A NaN anywhere is a NaN everywhere."""
-    group = _group(model)
-    dist.all_reduce(losses, op=dist.ReduceOp.SUM, group=group)
-    losses.div_(dist.get_world_size(group))
-
-
-def is_first_process(model: nn.Module) -> bool:
-    """Only the first process of the group shows a progress bar and warns."""
-    return world(model) == 1 or dist.get_rank(_group(model)) == 0
+        kind, group = "a DistributedDataParallel", model.process_group
+    elif (fsdp := _fsdp(model)) is not None:
+        kind, group = "a FullyShardedDataParallel", fsdp.process_group
+    elif _sharded(model):
+        kind, group = "sharded (its parameters are DTensors: fully_shard, tensor parallelism)", None
+    else:
+        return None
+    return Processes(kind, group, dist.get_world_size(group), dist.get_rank(group))
 
 
 def gradient_clipper(model: nn.Module) -> Callable[[list[torch.Tensor], float], Any]:

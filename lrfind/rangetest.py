@@ -29,7 +29,7 @@ from . import _state
 from ._args import check_names, check_positive
 from ._batches import (Batches, StepFn, check_loader, first_step_errors, inputs_targets, make_default_step, one_shot,
                        outputs_checked, to_device)
-from ._distributed import distributed_kind, gradient_clipper, grad_scaler, is_first_process, mean_across, world
+from ._distributed import Processes, gradient_clipper, grad_scaler, processes
 from ._graph import SweepStep
 from ._lightning import LightningStep, is_lightning, lightning_optimizer
 from ._update import check_max_grad_norm
@@ -100,9 +100,9 @@ class _Run:
 
 
 def _sweep_once(model: nn.Module, batches: Batches, step: Callable[[int, Batches, float], torch.Tensor],
-                sweep: Sweep, bar: tqdm, shared: bool = False) -> _Run:
+                sweep: Sweep, bar: tqdm, shared: Processes | None = None) -> _Run:
     """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges.
-    ``shared``: the losses are averaged over the model's processes (DDP, FSDP) at every check."""
+    ``shared``: the model's processes (DDP, FSDP), over which the losses are averaged at every check."""
     lrs = sweep.lrs()
     n = sweep.num_iter
     # The per-step losses stay on the device; the host reads them every `check_every` steps and
@@ -115,8 +115,8 @@ def _sweep_once(model: nn.Module, batches: Batches, step: Callable[[int, Batches
         losses[i] = step(i, batches, float(lrs[i]))
         bar.update(1)
         if (i + 1) % sweep.check_every == 0 or i == n - 1:
-            if shared:                                      # every process then stops at the same step
-                mean_across(model, losses[checked: i + 1])
+            if shared is not None:                          # every process then stops at the same step
+                shared.mean(losses[checked: i + 1])
             new = losses[checked: i + 1].cpu().numpy()      # this is the host-device sync point
             stop = detector.first_stop(new)
             if stop is not None:
@@ -331,19 +331,20 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
                          f"again (a DataLoader, a list of batches) or repeats=1")
     get_method(method)                          # an unknown name lists the choices
     device = _model_device(model)
-    if is_lightning(model) and optimizer is None:   # swept as Lightning trains it, unless told otherwise
+    lit = is_lightning(model)               # swept as Lightning trains it, unless told otherwise
+    if lit and optimizer is None:
         optimizer = lightning_optimizer(model)
     optimizer = OptimizerConfig("sgd", momentum=0.9) if optimizer is None else optimizer
-    lightning = is_lightning(model) and step_fn is None and loss_fn is None
+    lightning = lit and step_fn is None and loss_fn is None
     step_fn = LightningStep() if lightning else step_fn
     rule, groups, own_unsupported = _rule(optimizer, model, sweep)
     settings = _optimizer_settings(optimizer, groups)
-    kind = distributed_kind(model)
+    procs = processes(model)
     own_unsupported = ("a Lightning module steps through its training_step" if lightning else "") or \
         _custom_step(step_fn, accumulation_steps, amp, val_loader) or own_unsupported or \
-        (f"the model is {kind}, whose gradients are reduced across processes in backward()" if kind else "")
-    shared = world(model) > 1
-    first = is_first_process(model)         # one bar and one set of warnings, not one a process
+        (f"the model is {procs.kind}, whose gradients are reduced across processes in backward()" if procs else "")
+    shared = procs if procs is not None and procs.size > 1 else None
+    first = procs is None or procs.first    # one bar and one set of warnings, not one a process
     progress = progress and first
     graph_unsupported = own_unsupported or _not_on_cuda(groups)
     if cuda_graph and graph_unsupported:
