@@ -330,9 +330,9 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     # what `lrfind range-test` records too, so that `lrfind compare` tells two studies' sweeps apart
-    named = lambda x: x if x is None or isinstance(x, str) else getattr(x, "__name__", type(x).__name__)  # noqa: E731
-    result.config.update(model=named(cfg.model), dataset=named(cfg.dataset), augment=named(cfg.augment),
-                         train_examples=len(train), batch_size=cfg.batch_size)
+    # (the config holds the model, data set and augmentation by name: see TuneConfig.__post_init__)
+    result.config.update(model=cfg.model, dataset=cfg.dataset, augment=cfg.augment, train_examples=len(train),
+                         batch_size=cfg.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "range_test.json")
     figure = painter.submit(report.draw_range_test, result, out / "range_test.png")
