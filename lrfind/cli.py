@@ -234,9 +234,9 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     import torch
 
     from ._imports import short_name
+    from ._update import check_max_grad_norm
     from .data import DataSizeError, check_batch_fits, data_line
     from .losses import is_regression, task_loss
-    from ._update import check_max_grad_norm
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
 
