@@ -38,13 +38,18 @@ def _scale_(tensors: Tensors, factor: torch.Tensor) -> None:
             t.mul_(factor)
 
 
-def sgd_(params: Tensors, grads: Tensors, momentum_buffers: Tensors, lr: torch.Tensor, *, momentum: float,
-         nesterov: bool, weight_decay: float) -> None:
+def sgd_(params: Tensors, grads: Tensors, momentum_buffers: Tensors, lr: torch.Tensor, *,
+         momentum: float | torch.Tensor, nesterov: bool, weight_decay: float) -> None:
     """torch.optim.SGD's step (no dampening). Momentum buffers start at zero: torch's first step
-    sets ``buf = g``, which ``0 * momentum + g`` equals exactly."""
+    sets ``buf = g``, which ``0 * momentum + g`` equals exactly. ``momentum`` may be a tensor, per
+    row as the LR is: the engine's trials that cycle it (one-cycle's ``cycle_momentum``)."""
     if weight_decay:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    if momentum:
+    if isinstance(momentum, torch.Tensor):
+        _scale_(momentum_buffers, momentum)
+        torch._foreach_add_(momentum_buffers, grads)
+        grads = torch._foreach_add(grads, _times(momentum_buffers, momentum)) if nesterov else momentum_buffers
+    elif momentum:
         torch._foreach_mul_(momentum_buffers, momentum)
         torch._foreach_add_(momentum_buffers, grads)
         grads = torch._foreach_add(grads, momentum_buffers, alpha=momentum) if nesterov else momentum_buffers
@@ -52,16 +57,23 @@ def sgd_(params: Tensors, grads: Tensors, momentum_buffers: Tensors, lr: torch.T
 
 
 def adam_(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: Tensors, lr: torch.Tensor,
-          step: torch.Tensor, *, betas: tuple[float, float], eps: float, weight_decay: float,
+          step: torch.Tensor, *, betas: tuple[float | torch.Tensor, float], eps: float, weight_decay: float,
           decoupled: bool) -> None:
     """torch.optim.Adam's step, or AdamW's with ``decoupled``. ``step`` counts this step (1 on the
-    first), a float64 tensor: the bias corrections are computed in double, as torch does."""
+    first), a float64 tensor: the bias corrections are computed in double, as torch does. beta1 may
+    be a float64 tensor per row, as the LR is (trials that cycle it); torch then corrects the bias
+    with each step's beta1, and so does this."""
     b1, b2 = betas
     if decoupled and weight_decay:
         _scale_(params, 1 - lr * weight_decay)
     elif weight_decay:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_lerp_(exp_avgs, grads, 1 - b1)
+    if isinstance(b1, torch.Tensor):
+        weight = (1 - b1).float()
+        for avg, g in zip(exp_avgs, grads):
+            avg.lerp_(g, weight)
+    else:
+        torch._foreach_lerp_(exp_avgs, grads, 1 - b1)
     torch._foreach_mul_(exp_avg_sqs, b2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - b2)
     step_size = lr / (1 - b1 ** step).float()

@@ -320,9 +320,11 @@ def compare_command(runs: tuple[Path, ...], out: Path) -> None:
 
 
 def _parse_value(text: str):
-    """A --param value: int, float, list of ints (``100,200``), or a word."""
+    """A --param value: int, float, list of ints (``100,200``), true or false, or a word."""
     if "," in text:
         return [_parse_value(t) for t in text.split(",") if t]
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for kind in (int, float):
         try:
             return kind(text)
@@ -387,7 +389,7 @@ def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | No
     import numpy as np
 
     from .plots import plot_schedules
-    from .schedules import SCHEDULES, get_schedule
+    from .schedules import SCHEDULES, get_schedule, in_use
 
     try:
         chosen = [get_schedule(n) for n in names] or list(SCHEDULES.values())
@@ -399,7 +401,7 @@ def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | No
     per_epoch = steps_per_epoch or max(1, steps // 10)
     reports = steps // per_epoch + 1
     metrics = [max(1.0 / (1 + i), 0.4) for i in range(reports)]   # improves, then stalls
-    curves = {}
+    curves, momenta = {}, {}
     for schedule in chosen:
         p = {**schedule.example(steps, per_epoch), **given}
         if schedule.needs_metric and "interval" not in given:
@@ -408,9 +410,12 @@ def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | No
             factors = schedule.factor(np.arange(steps), steps, metrics=metrics, **p)
         except ValueError as e:
             raise UserError(str(e)) from None
-        caption = ", ".join(f"{k}={_short(v)}" for k, v in p.items() if k not in ("warmup_start",) or p.get("warmup"))
+        momentum = schedule.momentum(np.arange(steps), steps, **p)
+        if momentum is not None:
+            momenta[schedule.name] = momentum
+        caption = ", ".join(f"{k}={_short(v)}" for k, v in in_use({"warmup": 0, **p}).items())
         curves[schedule.name] = (factors, caption)
-    plot_schedules(curves, path=out, steps_per_epoch=per_epoch)
+    plot_schedules(curves, path=out, steps_per_epoch=per_epoch, momenta=momenta)
     click.echo(f"wrote {out}")
 
 

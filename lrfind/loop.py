@@ -44,7 +44,7 @@ from ._args import check_names, check_positive
 from ._duration import timeout_seconds
 from ._imports import callable_name
 from .result import RangeTestResult
-from .schedules import get_schedule
+from .schedules import get_schedule, stored_choices
 from .train import TrialSpec
 from .tuned import check_optimizer_lr
 from .tuner import Searched, TuneInterrupted, TuneResult, _spec
@@ -384,7 +384,7 @@ def _confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str,
                disable=not cfg.progress, dynamic_ncols=True)
     with bar:
         for label, t in picked.items():
-            spec = _spec(optuna.trial.FixedTrial(t.params), cfg, total, cfg.steps_per_epoch, cfg.max_peak)
+            spec = _spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, cfg.steps_per_epoch, cfg.max_peak)
             scores = []
             for seed in seeds:
                 handed = LoopTrial(_Unstudied(t.number), dataclasses.replace(spec, seed=seed), cfg, base_lr)

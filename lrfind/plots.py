@@ -165,17 +165,24 @@ def plot_comparison(results: dict[str, "RangeTestResult"], ax: "Axes | None" = N
 
 
 def plot_schedules(curves: dict[str, tuple[np.ndarray, str]], *, path: str | Path | None = None,
-                   steps_per_epoch: int | None = None):
+                   steps_per_epoch: int | None = None, momenta: dict[str, np.ndarray] | None = None):
     """One small panel per schedule: LR factor against optimizer step.
 
-    ``curves`` maps a schedule name to ``(factors, caption)``. Returns the figure.
+    ``curves`` maps a schedule name to ``(factors, caption)``; ``momenta`` the schedules that cycle
+    the momentum to it at every step, drawn dashed on a right-hand axis. Returns the figure.
     """
+    momenta = momenta or {}
     n = len(curves)
     ncols = min(4, n)
     nrows = -(-n // ncols)
     fig, axes = new_axes(path, nrows=nrows, ncols=ncols, figsize=(3.6 * ncols, 2.7 * nrows))
     for ax, (name, (factors, caption)) in zip(axes.flat, curves.items()):
         ax.plot(np.arange(len(factors)), factors, color="tab:blue", lw=1.6)
+        if name in momenta:
+            twin = ax.twinx()
+            twin.plot(np.arange(len(factors)), momenta[name], color="tab:orange", lw=1.1, ls="--")
+            twin.set_ylabel("momentum (dashed)", fontsize=7, color="tab:orange")
+            twin.tick_params(labelsize=7, colors="tab:orange")
         ax.set_title(name, fontsize=10, fontweight="bold")
         ax.set_xlabel(textwrap.fill(caption, 48) or "(no parameters)", fontsize=7)
         ax.set_ylim(-0.03, 1.08)
@@ -352,6 +359,10 @@ def _score_text(t) -> str:
     return f"{100 * acc:.2f}%" if acc is not None else f"loss {val_loss(t):.4g}"
 
 
+def _momentum_text(t) -> str:
+    return " (momentum cycled)" if t.user_attrs["params"].get("cycle_momentum") else ""
+
+
 def plot_top_lr_curves(study, *, path, n: int = 6):
     """Left: the range test, loss against LR. Right: the LR of the top trials at every step, same LR axis."""
     from matplotlib.ticker import LogLocator
@@ -392,7 +403,7 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
         schedule = get_schedule(t.user_attrs["schedule"])
         factor = schedule.factor(steps, total, metrics=t.user_attrs.get("val_loss", []), **t.user_attrs["params"])
         right.plot(steps, peak_lr(study, t) * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3,
-                   color=f"C{rank}", label=f"#{t.number} {schedule.name}: {_score_text(t)}",
+                   color=f"C{rank}", label=f"#{t.number} {schedule.name}{_momentum_text(t)}: {_score_text(t)}",
                    zorder=10 - rank)
     right.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
     if per_epoch:

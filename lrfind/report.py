@@ -19,20 +19,20 @@ from . import _study
 from ._duration import duration_text
 from .data import data_line
 from .result import describe_sweeps
+from .schedules import in_use
 
 log = logging.getLogger(__name__)
 
 
 def _params_text(params: dict[str, Any], limit: int = 60) -> str:
-    """``name=value`` pairs, short; the warmup pair only where there is a warmup."""
+    """``name=value`` pairs, short, of the parameters in use (``schedules.in_use``)."""
     def short(v):
         if isinstance(v, float):
             return f"{v:.3g}"
         if isinstance(v, list):
             return ",".join(short(x) for x in v)
         return str(v)
-    shown = {k: v for k, v in params.items() if params.get("warmup") or k not in ("warmup", "warmup_start")}
-    text = " ".join(f"{k}={short(v)}" for k, v in shown.items())
+    text = " ".join(f"{k}={short(v)}" for k, v in in_use(params).items())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -130,6 +130,7 @@ class FusedTrials:
         self.buffers = buffers
         self.base = copy.deepcopy(models[0]).to("meta").train()       # trials train; evaluate() switches
         self.index = torch.arange(len(specs), device=self.device)   # rows still in the batch -> records
+        self.momentum_table = self._momentum_table()                  # None: no trial cycles its momentum
         self.state = self._initial_state()                            # optimizer state, (K, P) each
         self.step_count = 0                                           # the host's count ...
         self.step_t = torch.zeros((), dtype=torch.long, device=self.device)   # ... and the device's
@@ -236,6 +237,17 @@ class FusedTrials:
         rows = [self._lrs(sched, spec, metrics=[]) for sched, spec in zip(self.schedules, self.specs)]
         return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)
 
+    def _momentum_table(self) -> torch.Tensor | None:
+        """The momentum (Adam's beta1) of every trial at every step, (K, total) in float64, where some
+        trial's schedule cycles it (``cycle_momentum``); the other rows hold the optimizer's own."""
+        steps = np.arange(self.total)
+        rows = [sched.momentum(steps, self.total, **spec.params) for sched, spec in zip(self.schedules, self.specs)]
+        if all(row is None for row in rows):
+            return None
+        own = self.opt.momentum if self.opt.name == "sgd" else self.opt.betas[0]
+        return torch.as_tensor(np.stack([np.full(self.total, own) if row is None else row for row in rows]),
+                               dtype=torch.float64, device=self.device)
+
     def _lrs(self, sched, spec: TrialSpec, metrics: list[float]) -> np.ndarray:
         """One trial's LR at every step: base LR x its peak scale x its schedule's factor."""
         return self.base_lr * spec.lr_scale * sched.factor(np.arange(self.total), self.total, metrics=metrics,
@@ -281,8 +293,9 @@ class FusedTrials:
         self.alive &= finite
         self.loss_sum.add_(torch.where(self.alive, losses, 0.0))
         lr = self.lr_table.index_select(1, self.step_t.view(1)).squeeze(1) * self.alive   # failed trials stop
+        momentum = None if self.momentum_table is None else self.momentum_table.index_select(1, self.step_t.view(1))
         self.step_t.add_(1)
-        self._update(grad, lr)
+        self._update(grad, lr, momentum)
 
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """The (K, *shape) parameters as views of the (K, P) weights. A channels-last weight is stored
@@ -306,12 +319,14 @@ class FusedTrials:
         """The optimizer's buffers, made up front so that a step never allocates state.
         A zero momentum buffer gives torch's first step exactly (0 * momentum + g = g)."""
         o = self.opt
-        names = (["momentum"] if o.name == "sgd" and o.momentum else [] if o.name == "sgd"
+        with_momentum = o.momentum or self.momentum_table is not None
+        names = (["momentum"] if o.name == "sgd" and with_momentum else [] if o.name == "sgd"
                  else ["exp_avg", "exp_avg_sq"])
         return {name: torch.zeros_like(self.flat) for name in names}
 
-    def _update(self, grad: torch.Tensor, lr: torch.Tensor) -> None:
-        """torch.optim's update rules on the (K, P) weights, with one LR per trial (row).
+    def _update(self, grad: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor | None) -> None:
+        """torch.optim's update rules on the (K, P) weights, with one LR per trial (row), and one
+        momentum (Adam's beta1) per trial, (K, 1), where some trial cycles it.
         ``self.step_t`` already counts this step (torch's ``step`` state)."""
         o, st, p = self.opt, self.state, self.flat
         with torch.no_grad():
@@ -320,10 +335,13 @@ class FusedTrials:
                 g = clip_rows(g, self.max_grad_norm)
             lr = lr.unsqueeze(1)
             if o.name == "sgd":
-                sgd_([p], [g], [st["momentum"]] if o.momentum else [], lr, momentum=o.momentum,
+                # torch multiplies float32 buffers by the momentum rounded to float32
+                sgd_([p], [g], [st["momentum"]] if "momentum" in st else [], lr,
+                     momentum=o.momentum if momentum is None else momentum.float(),
                      nesterov=o.nesterov, weight_decay=o.weight_decay)
             else:
-                adam_([p], [g], [st["exp_avg"]], [st["exp_avg_sq"]], lr, self.step_t.double(), betas=o.betas,
+                betas = o.betas if momentum is None else (momentum, o.betas[1])
+                adam_([p], [g], [st["exp_avg"]], [st["exp_avg_sq"]], lr, self.step_t.double(), betas=betas,
                       eps=o.eps, weight_decay=o.weight_decay, decoupled=o.name == "adamw")
 
     # -- per epoch ---------------------------------------------------------------------------
@@ -403,6 +421,8 @@ class FusedTrials:
         self.state = {k: v[mask] for k, v in self.state.items()}
         for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
             setattr(self, name, getattr(self, name)[mask])
+        if self.momentum_table is not None:
+            self.momentum_table = self.momentum_table[mask]
         self._graph = None                  # the captured step points at the old tensors
 
     @property

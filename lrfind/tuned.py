@@ -20,7 +20,7 @@ import optuna
 import torch
 
 from .optimizer import OptimizerConfig
-from .schedules import Replay, get_schedule
+from .schedules import Replay, get_schedule, stored_choices
 
 
 class BestFileError(ValueError):
@@ -59,9 +59,10 @@ class TunedSchedule:
             raise ValueError(f"{self.schedule} needs a run of at least {max(schedule.min_total, 2)} steps, "
                              f"got {epochs} x {steps_per_epoch}")
         tuned_total = self.epochs * self.steps_per_epoch
-        tuned = schedule.suggest(optuna.trial.FixedTrial(self.choices), tuned_total, self.steps_per_epoch)
+        choices = stored_choices(self.choices)
+        tuned = schedule.suggest(optuna.trial.FixedTrial(choices), tuned_total, self.steps_per_epoch)
         inner = tuned_total - (tuned.get("warmup", 0) if schedule.warmup_allowed else 0)   # periods count after it
-        replay = Replay(self.choices, steps=inner, epochs=inner // self.steps_per_epoch,
+        replay = Replay(choices, steps=inner, epochs=inner // self.steps_per_epoch,
                         steps_per_epoch=self.steps_per_epoch)
         return schedule.suggest(replay, total, steps_per_epoch)
 

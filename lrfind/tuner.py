@@ -40,7 +40,7 @@ from .data import ImageData, check_batch_fits, check_dataset, is_user_dataset, l
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
 from .result import RangeTestResult
-from .schedules import SCHEDULES, get_schedule
+from .schedules import SCHEDULES, get_schedule, stored_choices
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
 from .losses import is_regression, task_loss
@@ -553,7 +553,7 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     if constant is not None and constant.number != best.number:
         picked["constant"] = constant
     # The search space is relative to the run, so replaying a trial's choices rescales its steps.
-    replayed = {label: _spec(optuna.trial.FixedTrial(t.params), cfg, total, per_epoch, max_peak)
+    replayed = {label: _spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, per_epoch, max_peak)
                 for label, t in picked.items()}
     seeds = [cfg.seed + r for r in range(cfg.final_seeds)]
     specs = [TrialSpec(s.schedule, s.params, seed=seed, lr_scale=s.lr_scale) for s in replayed.values() for seed in seeds]

@@ -72,7 +72,7 @@ def test_channels_last_weights_and_clipped_gradients_replay_from_a_graph_and_equ
 
 def test_graph_survives_dropping_trials_and_a_failed_trial() -> None:
     data = on_cuda(batches())
-    specs = SPECS + [TrialSpec("constant", {}, seed=4, lr_scale=1e6)]         # diverges to NaN
+    specs = SPECS + [TrialSpec("constant", {}, seed=9, lr_scale=1e6)]         # diverges to NaN
     runs = {}
     for graph in (False, True):
         fused = FusedTrials("lenet", specs, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
@@ -85,10 +85,12 @@ def test_graph_survives_dropping_trials_and_a_failed_trial() -> None:
         fused.end_epoch(None, PER_EPOCH)
         runs[graph] = fused
     eager, graphed = runs[False], runs[True]
-    assert graphed.running == eager.running == [0, 2, 3]
+    bad = len(SPECS)
+    kept = [k for k in range(len(specs)) if k != 1]
+    assert graphed.running == eager.running == kept
     assert [r.status for r in graphed.records] == [r.status for r in eager.records]
-    assert graphed.records[3].status == "failed" and graphed.records[3].failed_at == eager.records[3].failed_at
-    for k in (0, 2):
+    assert graphed.records[bad].status == "failed" and graphed.records[bad].failed_at == eager.records[bad].failed_at
+    for k in kept[:-1]:                             # the momentum-cycling trials among them
         for name, value in eager.state_dict(k).items():
             torch.testing.assert_close(graphed.state_dict(k)[name], value, atol=1e-6, rtol=1e-6)
 

@@ -148,6 +148,97 @@ def test_invalid_parameters_name_parameter_and_value(name: str, params: dict, me
         get_schedule(name).build(opt, TOTAL, **params)
 
 
+CYCLING = sorted(n for n, s in SCHEDULES.items() if "cycle_momentum" in {p.name for p in s.params})
+
+
+def torch_momenta(name: str, params: dict, optimizer: str) -> np.ndarray:
+    """The momentum (Adam's beta1) torch's scheduler from ``build`` sets before every step."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=BASE_LR, momentum=0.5) if optimizer == "sgd" else torch.optim.Adam([p], lr=BASE_LR)
+    sched = get_schedule(name).build(opt, TOTAL, **params)
+    out = []
+    for _ in range(TOTAL):
+        group = opt.param_groups[0]
+        out.append(group["momentum"] if optimizer == "sgd" else group["betas"][0])
+        opt.step()
+        sched.step()
+    return np.array(out)
+
+
+def test_one_cycle_and_cyclic_are_the_schedules_that_can_cycle_the_momentum() -> None:
+    assert CYCLING == ["cyclic", "onecycle"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("name", CYCLING)
+def test_cycled_momentum_matches_torch_scheduler(name: str, seed: int, optimizer: str) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = {**sampled_params(name, seed), "cycle_momentum": True, "base_momentum": 0.8 - 0.05 * seed}
+    expected = get_schedule(name).momentum(np.arange(TOTAL), TOTAL, **params)
+    np.testing.assert_allclose(torch_momenta(name, params, optimizer), expected, rtol=1e-12, err_msg=str(params))
+    assert expected.min() >= params["base_momentum"] - 1e-12 and expected.max() <= 0.95
+
+
+@pytest.mark.parametrize("name", CYCLING)
+def test_momentum_not_cycled_is_none_and_left_to_the_optimizer(name: str) -> None:
+    params = sampled_params(name, 0) | {"cycle_momentum": False}
+    assert get_schedule(name).momentum(np.arange(TOTAL), TOTAL, **params) is None
+    assert np.all(torch_momenta(name, params, "sgd") == 0.5)
+    assert get_schedule("cosine").momentum(np.arange(TOTAL), TOTAL) is None
+
+
+def test_the_search_space_tries_both_ways() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert {sampled_params("onecycle", s)["cycle_momentum"] for s in range(12)} == {False, True}
+
+
+@pytest.mark.parametrize("name", CYCLING)
+def test_snippet_recreates_the_cycled_momentum(name: str) -> None:
+    params = {**sampled_params(name, 2), "cycle_momentum": True}
+    code = get_schedule(name).snippet(BASE_LR, TOTAL, steps_per_epoch=PER_EPOCH, **params)
+    assert "cycle_momentum=True" in code and "in place of the optimizer's 0.9" in code
+    scope = {"model": torch.nn.Linear(2, 1)}
+    exec(code, scope)
+    momenta = []
+    for _ in range(TOTAL):
+        momenta.append(scope["optimizer"].param_groups[0]["momentum"])
+        scope["optimizer"].step()
+        scope["scheduler"].step()
+    np.testing.assert_allclose(momenta, get_schedule(name).momentum(np.arange(TOTAL), TOTAL, **params), rtol=1e-9)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"cycle_momentum": "yes"}, "onecycle: cycle_momentum must be True or False, got 'yes'"),
+    ({"cycle_momentum": True, "max_momentum": 1.0}, "max_momentum must be in [0, 1), got 1.0"),
+    ({"cycle_momentum": True, "base_momentum": 0.99}, "base_momentum must be in [0, max_momentum=0.95], got 0.99"),
+])
+def test_invalid_momentum_parameters_say_which_and_why(params: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        get_schedule("onecycle").momentum(np.arange(10), TOTAL, **params)
+    assert message in str(err.value)
+
+
+def test_cycling_the_momentum_of_an_optimizer_without_one_is_refused_clearly() -> None:
+    opt = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="cycle_momentum=True cycles the optimizer's momentum .* Adagrad has neither"):
+        get_schedule("cyclic").build(opt, TOTAL, step_size_up=10, step_size_down=10, cycle_momentum=True)
+    get_schedule("cyclic").build(opt, TOTAL, step_size_up=10, step_size_down=10)      # without: fine
+
+
+def test_stored_choices_from_before_cycle_momentum_replay_as_they_ran() -> None:
+    """A study stored before the search space gained cycle_momentum: its trials did not cycle it."""
+    from lrfind.schedules import stored_choices
+
+    old = {"schedule": "onecycle", "onecycle.pct_start": 0.3, "onecycle.anneal_strategy": "cos",
+           "onecycle.div_factor": 10.0, "onecycle.final_div_factor": 100.0}
+    with pytest.raises(ValueError):
+        get_schedule("onecycle").suggest(optuna.trial.FixedTrial(old), TOTAL, PER_EPOCH)
+    params = get_schedule("onecycle").suggest(optuna.trial.FixedTrial(stored_choices(old)), TOTAL, PER_EPOCH)
+    assert params["cycle_momentum"] is False
+    assert stored_choices({**old, "onecycle.cycle_momentum": True})["onecycle.cycle_momentum"] is True
+
+
 def test_plateau_needs_metrics() -> None:
     with pytest.raises(ValueError, match="metrics"):
         get_schedule("plateau").factor(np.arange(10), 10, interval=2)

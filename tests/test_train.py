@@ -24,6 +24,10 @@ SPECS = [
     TrialSpec("constant", {}, seed=1),
     TrialSpec("step", {"step_size": 4, "gamma": 0.3, "warmup": 2}, seed=2),
     TrialSpec("onecycle", {"pct_start": 0.3}, seed=3),
+    # the momentum (Adam's beta1) cycled against the LR, beside trials that keep the optimizer's
+    TrialSpec("onecycle", {"pct_start": 0.4, "cycle_momentum": True}, seed=4),
+    TrialSpec("cyclic", {"step_size_up": 3, "step_size_down": 2, "mode": "triangular2", "cycle_momentum": True,
+                         "base_momentum": 0.7, "max_momentum": 0.9}, seed=5),
 ]
 
 
@@ -34,12 +38,16 @@ def base_lr(opt_cfg: OptimizerConfig) -> float:
 
 def train_alone(spec: TrialSpec, opt_cfg: OptimizerConfig, data,
                 max_grad_norm: float | None = None) -> tuple[dict, list[float]]:
+    """The trial trained alone with torch.optim and torch's scheduler: its weights, and the LR and
+    momentum (Adam's beta1) of each step, in ``train_alone.momenta``."""
     model = get_model("lenet", seed=spec.seed)
     opt = opt_cfg.torch_optimizer(model.parameters(), base_lr(opt_cfg))
     sched = get_schedule(spec.schedule).build(opt, STEPS, **spec.params)
-    lrs = []
+    lrs, train_alone.momenta = [], []
     for x, y in data:
-        lrs.append(opt.param_groups[0]["lr"])
+        group = opt.param_groups[0]
+        lrs.append(group["lr"])
+        train_alone.momenta.append(group["momentum"] if "momentum" in group else group["betas"][0])
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         if max_grad_norm is not None:
@@ -61,13 +69,15 @@ def test_fused_trials_equal_torch_optim_one_by_one(opt_cfg: OptimizerConfig, vec
     data = batches()
     fused = FusedTrials("lenet", SPECS, base_lr=base_lr(opt_cfg), total_steps=STEPS, steps_per_epoch=PER_EPOCH,
                         optimizer=opt_cfg, vectorize=vectorize)
-    fused_lrs = []
+    fused_lrs, fused_momenta = [], []
     for x, y in data:
         fused_lrs.append(fused.current_lrs().tolist())
+        fused_momenta.append(fused.momentum_table[:, fused.step_count].tolist())
         fused.step(x, y)
     for k, spec in enumerate(SPECS):
         weights, lrs = train_alone(spec, opt_cfg, data)
         np.testing.assert_allclose(np.array(fused_lrs)[:, k], lrs, rtol=1e-6)
+        np.testing.assert_allclose(np.array(fused_momenta)[:, k], train_alone.momenta, rtol=1e-12)
         got = fused.state_dict(k)
         for name, value in weights.items():
             torch.testing.assert_close(got[name], value, atol=1e-5, rtol=1e-5, msg=f"{spec.schedule} {name}")
@@ -90,6 +100,20 @@ def test_clipped_trials_equal_torch_optim_with_clip_grad_norm(opt_cfg: Optimizer
         for name, value in clipped.items():
             torch.testing.assert_close(got[name], value, atol=1e-5, rtol=1e-5, msg=f"{spec.schedule} {name}")
         assert not torch.allclose(got["fc3.weight"], unclipped["fc3.weight"], atol=1e-4)
+
+
+def test_trials_that_cycle_their_momentum_go_on_equal_to_torch_after_others_leave_the_batch() -> None:
+    data = batches()
+    fused = FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH)
+    for i, (x, y) in enumerate(data):
+        fused.step(x, y)
+        if i == PER_EPOCH - 1:
+            fused.keep([k not in (0, 3) for k in fused.running])      # a plain and a cycling trial leave
+    assert fused.running == [1, 2, 4] and fused.momentum_table.shape == (3, STEPS)
+    for k in fused.running:
+        weights, _ = train_alone(SPECS[k], OptimizerConfig(), data)
+        for name, value in weights.items():
+            torch.testing.assert_close(fused.state_dict(k)[name], value, atol=1e-5, rtol=1e-5)
 
 
 def test_same_init_gives_every_trial_the_first_seed() -> None:
@@ -184,10 +208,10 @@ def test_looped_and_vectorized_trials_agree_in_training_and_validation() -> None
         for engine in engines:
             engine.step(x, y)
     for engine in engines:
-        engine.keep([True, False, True])          # the looped engine follows the batch as it shrinks
+        engine.keep([k != 1 for k in engine.running])     # the looped engine follows the batch as it shrinks
         engine.end_epoch(val, STEPS)
     vmapped, looped = engines
-    for k in (0, 2):
+    for k in (0, 2, 3):
         for name, value in vmapped.state_dict(k).items():
             torch.testing.assert_close(looped.state_dict(k)[name], value, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(looped.records[k].val_loss, vmapped.records[k].val_loss, rtol=1e-5)
@@ -210,7 +234,7 @@ def test_convolution_weights_are_stored_channels_last_on_a_cpu_and_train_the_sam
         for engine in engines:
             engine.step(x, y)
     for engine in engines:
-        engine.keep([True, False, True])
+        engine.keep([k != 1 for k in engine.running])
         engine.end_epoch(val, STEPS)
     for k in (0, 2):
         for name, value in usual.state_dict(k).items():

@@ -89,6 +89,21 @@ def test_whole_epoch_periods_keep_their_share_of_a_longer_run() -> None:
     assert longer["warmup"] == 160 and longer["T_0"] == 800                      # 2 of the 7 epochs after warmup
 
 
+def test_a_best_file_from_before_cycle_momentum_rebuilds_the_one_cycle_it_tuned() -> None:
+    """best.json of a study stored before one-cycle's search space asked whether to cycle the momentum."""
+    tuned = TunedSchedule("onecycle", 0.1, {
+        "schedule": "onecycle", "onecycle.pct_start": 0.3, "onecycle.anneal_strategy": "cos",
+        "onecycle.div_factor": 10.0, "onecycle.final_div_factor": 100.0}, OptimizerConfig(), epochs=3,
+        steps_per_epoch=100)
+    assert tuned.params(epochs=10, steps_per_epoch=100)["cycle_momentum"] is False
+    optimizer = tuned.optimizer([torch.zeros(1, requires_grad=True)])
+    scheduler = tuned.scheduler(optimizer, epochs=10, steps_per_epoch=100)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["momentum"] == 0.9                          # the optimizer's own, kept
+    assert "cycle_momentum=False" in tuned.snippet(epochs=10, steps_per_epoch=100)
+
+
 def test_every_schedule_rebuilds_at_other_lengths_without_warnings() -> None:
     for name in ("step", "multistep", "exponential", "inverse_time", "linear", "polynomial", "cosine",
                  "cosine_restarts", "onecycle", "cyclic", "plateau", "warmup", "warmup_exp", "constant"):

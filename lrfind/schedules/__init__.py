@@ -8,8 +8,10 @@ steps. ``get_schedule(name)`` fetches one and lists the choices when the name is
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._args import closest
-from ._base import WARMUP_PARAMS, Param, Replay, Schedule
+from ._base import WARMUP_PARAMS, Param, Replay, Schedule, in_use
 from ._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
 from ._decay import Constant, Cosine, Exponential, InverseTime, Linear, MultiStep, Polynomial, Step
 
@@ -28,6 +30,13 @@ OTHER_NAMES = {s.torch_name: s.name for s in SCHEDULES.values() if s.torch_name 
 }
 
 
+def stored_choices(choices: dict[str, Any]) -> dict[str, Any]:
+    """A stored trial's Optuna choices, with those the search spaces gained since (one-cycle's
+    ``cycle_momentum``, say) set to what the trial ran with: for ``FixedTrial`` and ``Replay``."""
+    added = {s.key(k): v for s in SCHEDULES.values() for k, v in s.added_choices.items()}
+    return {**added, **choices}
+
+
 def get_schedule(name: str) -> Schedule:
     """The schedule called ``name``; an unknown name raises ValueError naming the entry probably
     meant (torch's class names lead to theirs) and listing the choices."""
@@ -39,4 +48,4 @@ def get_schedule(name: str) -> Schedule:
         raise ValueError(f"unknown schedule {name!r}{hint}; choose from {', '.join(SCHEDULES)}") from None
 
 
-__all__ = ["SCHEDULES", "Schedule", "Param", "Replay", "WARMUP_PARAMS", "get_schedule"]
+__all__ = ["SCHEDULES", "Schedule", "Param", "Replay", "WARMUP_PARAMS", "get_schedule", "in_use", "stored_choices"]

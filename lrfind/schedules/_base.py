@@ -37,6 +37,35 @@ WARMUP_PARAMS = (
 )
 
 
+def momentum_params(base: float, top: float) -> tuple[Param, ...]:
+    """The parameters of a schedule that may cycle the momentum (Adam's beta1) against the LR, as
+    torch's ``OneCycleLR`` and ``CyclicLR`` do; torch's own defaults for ``base`` and ``top``."""
+    return (Param("cycle_momentum", "cycle the momentum (Adam's beta1) against the LR, replacing the optimizer's: "
+                                    "True or False", False),
+            Param("base_momentum", "the momentum where the LR peaks, 0 <= base_momentum <= max_momentum", base),
+            Param("max_momentum", "the momentum where the LR is lowest, max_momentum < 1", top))
+
+
+def in_use(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that shape the schedule, for people to read: the warmup's only where there is
+    a warmup, the momentum's only where it is cycled."""
+    idle = set()
+    if not params.get("warmup"):
+        idle |= {"warmup", "warmup_start"}
+    if not params.get("cycle_momentum"):
+        idle |= {"base_momentum", "max_momentum"}
+    return {k: v for k, v in params.items() if k not in idle}
+
+
+def check_momentum(schedule: str, p: dict[str, Any]) -> None:
+    """``momentum_params``' rules."""
+    require(isinstance(p["cycle_momentum"], (bool, np.bool_)), schedule, "cycle_momentum", p["cycle_momentum"],
+            "True or False")
+    base, top = p["base_momentum"], p["max_momentum"]
+    require(0 <= top < 1, schedule, "max_momentum", top, "in [0, 1)")
+    require(0 <= base <= top, schedule, "base_momentum", base, f"in [0, max_momentum={top}]")
+
+
 def require(ok: bool, schedule: str, name: str, value: Any, rule: str) -> None:
     """Raise the one ValueError a bad parameter gets: which schedule, which parameter, its value, the rule."""
     if not ok:
@@ -71,6 +100,9 @@ class Schedule:
     needs_metric: ClassVar[bool] = False    # stepped with a validation metric (plateau)
     starts_low: ClassVar[bool] = False      # climbs to its peak (one-cycle, cyclic, warmup)
     min_total: ClassVar[int] = 2            # the shortest run the schedule makes sense for
+    # choices its search space gained after studies were stored, with the value that gives those
+    # studies' trials again (``stored_choices``)
+    added_choices: ClassVar[dict[str, Any]] = {}
 
     # -- what subclasses implement -------------------------------------------------------------
     def _suggest(self, trial, total: int, steps_per_epoch: int) -> dict[str, Any]:
@@ -83,6 +115,10 @@ class Schedule:
         raise NotImplementedError
 
     def _build(self, optimizer, total: int, p: dict[str, Any]):
+        raise NotImplementedError
+
+    def _momentum(self, steps: np.ndarray, total: int, p: dict[str, Any]) -> np.ndarray:
+        """The momentum at each step, for schedules with ``momentum_params`` that cycle it."""
         raise NotImplementedError
 
     def _code(self, total: int, p: dict[str, Any], base_lr: float) -> tuple[str, list[str]]:
@@ -168,12 +204,25 @@ class Schedule:
         out = np.asarray(out, dtype=np.float64)
         return torch.as_tensor(out, device=steps.device) if as_torch else out
 
+    def momentum(self, steps, total: int, **params: Any) -> np.ndarray | None:
+        """The momentum (Adam's beta1) at each of ``steps``, for parameters that cycle it, as torch's
+        scheduler sets it before each optimizer step; None where the optimizer keeps its own."""
+        full = self.validate(total, **params)
+        if not full.get("cycle_momentum"):
+            return None
+        _, _, inner = self.split(full)
+        return np.asarray(self._momentum(np.asarray(steps, dtype=np.int64), total, inner), dtype=np.float64)
+
     def build(self, optimizer: torch.optim.Optimizer, total: int, **params: Any):
         """torch's own scheduler for this schedule; call ``.step()`` after every optimizer step.
 
         With warmup, a ``SequentialLR`` of ``LinearLR`` and the schedule.
         """
         full = self.validate(total, **params)
+        if full.get("cycle_momentum") and not {"momentum", "betas"} & set(getattr(optimizer, "defaults", {})):
+            raise ValueError(f"{self.name} with cycle_momentum=True cycles the optimizer's momentum (Adam's beta1), "
+                             f"and {type(optimizer).__name__} has neither: use an optimizer with one (SGD, Adam, "
+                             "AdamW, ...) or cycle_momentum=False")
         w, ws, inner = self.split(full)
         if not w:
             return self._build(optimizer, total, inner)
@@ -209,6 +258,12 @@ class Schedule:
         lines += ["import torch", f"from torch.optim.lr_scheduler import {', '.join(names)}", "",
                   f"optimizer = torch.optim.{classes[optimizer]}(model.parameters(), lr={fmt(base_lr)}{extra})",
                   *statements]
+        full = self.validate(total, **params)
+        if full.get("cycle_momentum"):
+            what = "momentum" if optimizer == "sgd" else "optimizer's beta1"
+            mine = f" in place of the optimizer's {fmt(momentum)}" if optimizer == "sgd" else ""
+            lines.append(f"# the scheduler cycles the {what} between {fmt(full['base_momentum'])} and "
+                         f"{fmt(full['max_momentum'])}{mine}")
         if max_grad_norm is not None:
             lines.append(f"# tuned with clipped gradients: before every optimizer.step(), "
                          f"torch.nn.utils.clip_grad_norm_(model.parameters(), {fmt(max_grad_norm)})")

@@ -8,12 +8,23 @@ import math
 import numpy as np
 from torch.optim import lr_scheduler as tls
 
-from ._base import Param, Schedule, cosine, fmt, is_int, period, require
+from ._base import Param, Schedule, check_momentum, cosine, fmt, is_int, momentum_params, period, require
 from ._decay import _eta_min
 
 
 def _base_lrs(optimizer) -> list[float]:
     return [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+
+
+def _momentum_args(p: dict) -> dict:
+    """torch's momentum arguments of OneCycleLR and CyclicLR for ``momentum_params``."""
+    if not p["cycle_momentum"]:
+        return {"cycle_momentum": False}
+    return {"cycle_momentum": True, "base_momentum": p["base_momentum"], "max_momentum": p["max_momentum"]}
+
+
+def _momentum_code(p: dict) -> str:
+    return ", ".join(f"{k}={fmt(v)}" for k, v in _momentum_args(p).items())
 
 
 class WarmRestarts(Schedule):
@@ -64,21 +75,24 @@ class OneCycle(Schedule):
     name = "onecycle"
     torch_name = "OneCycleLR"
     description = ("one cycle: up from base/div_factor to the base LR over pct_start of the run, then down "
-                   "to base/(div_factor*final_div_factor); LR only (momentum is not cycled)")
+                   "to base/(div_factor*final_div_factor); with cycle_momentum, the momentum goes the other way")
     params = (Param("pct_start", "fraction of the run spent rising, 0 < pct_start < 1", 0.3),
               Param("anneal_strategy", "'cos' or 'linear'", "cos"),
               Param("div_factor", "start LR = base / div_factor, >= 1", 25.0),
-              Param("final_div_factor", "end LR = start LR / final_div_factor, >= 1", 1e4))
+              Param("final_div_factor", "end LR = start LR / final_div_factor, >= 1", 1e4),
+              *momentum_params(0.85, 0.95))
     starts_low = True
     warmup_allowed = False
     min_total = 4
+    added_choices = {"cycle_momentum": False}
 
     def _suggest(self, trial, total, steps_per_epoch):
         low, high = max(0.05, 2 / total), min(0.5, 1 - 2 / total)
         return {"pct_start": trial.suggest_float(self.key("pct_start"), low, high),
                 "anneal_strategy": trial.suggest_categorical(self.key("anneal_strategy"), ["cos", "linear"]),
                 "div_factor": trial.suggest_float(self.key("div_factor"), 3.0, 100.0, log=True),
-                "final_div_factor": trial.suggest_float(self.key("final_div_factor"), 10.0, 1e4, log=True)}
+                "final_div_factor": trial.suggest_float(self.key("final_div_factor"), 10.0, 1e4, log=True),
+                "cycle_momentum": trial.suggest_categorical(self.key("cycle_momentum"), [False, True])}
 
     def _check(self, total, p):
         require(0 < p["pct_start"] < 1 and p["pct_start"] * total >= 2 and (1 - p["pct_start"]) * total >= 2,
@@ -87,32 +101,41 @@ class OneCycle(Schedule):
                 "'cos' or 'linear'")
         require(p["div_factor"] >= 1, self.name, "div_factor", p["div_factor"], ">= 1")
         require(p["final_div_factor"] >= 1, self.name, "final_div_factor", p["final_div_factor"], ">= 1")
+        check_momentum(self.name, p)
 
-    def _factor(self, steps, total, p, metrics):
-        start = 1.0 / p["div_factor"]
-        end = start / p["final_div_factor"]
+    @staticmethod
+    def _cycle(steps, total, p, start: float, peak: float, end: float) -> np.ndarray:
+        """torch's two phases: from ``start`` to ``peak`` over pct_start of the run, then to ``end``."""
         up_end = float(p["pct_start"] * total) - 1       # torch's phase boundaries, in steps
         down_end = float(total - 1)
         anneal = ((lambda a, b, pct: b + (a - b) * cosine(pct)) if p["anneal_strategy"] == "cos"
                   else (lambda a, b, pct: a + (b - a) * pct))
         s = steps.astype(np.float64)
-        rising = anneal(start, 1.0, s / up_end)
-        falling = anneal(1.0, end, (s - up_end) / (down_end - up_end))
+        rising = anneal(start, peak, s / up_end)
+        falling = anneal(peak, end, (s - up_end) / (down_end - up_end))
         return np.where(s <= up_end, rising, falling)
+
+    def _factor(self, steps, total, p, metrics):
+        start = 1.0 / p["div_factor"]
+        return self._cycle(steps, total, p, start, 1.0, start / p["final_div_factor"])
+
+    def _momentum(self, steps, total, p):
+        return self._cycle(steps, total, p, p["max_momentum"], p["base_momentum"], p["max_momentum"])
 
     def _build(self, optimizer, total, p):
         return tls.OneCycleLR(optimizer, max_lr=_base_lrs(optimizer), total_steps=total, pct_start=p["pct_start"],
                               anneal_strategy=p["anneal_strategy"], div_factor=p["div_factor"],
-                              final_div_factor=p["final_div_factor"], cycle_momentum=False)
+                              final_div_factor=p["final_div_factor"], **_momentum_args(p))
 
     def _code(self, total, p, base_lr):
         return (f"OneCycleLR(optimizer, max_lr={fmt(base_lr)}, total_steps={total}, "
                 f"pct_start={fmt(p['pct_start'])}, anneal_strategy={p['anneal_strategy']!r}, "
                 f"div_factor={fmt(p['div_factor'])}, final_div_factor={fmt(p['final_div_factor'])}, "
-                "cycle_momentum=False)", ["OneCycleLR"])
+                f"{_momentum_code(p)})", ["OneCycleLR"])
 
     def example(self, total, steps_per_epoch):
-        return {"pct_start": 0.3, "anneal_strategy": "cos", "div_factor": 25.0, "final_div_factor": 1e4}
+        return {"pct_start": 0.3, "anneal_strategy": "cos", "div_factor": 25.0, "final_div_factor": 1e4,
+                "cycle_momentum": True}
 
 
 class Cyclic(Schedule):
@@ -124,9 +147,11 @@ class Cyclic(Schedule):
               Param("step_size_down", "steps falling in each cycle, >= 1"),
               Param("mode", "'triangular', 'triangular2' or 'exp_range'", "triangular"),
               Param("gamma", "per-step scale for exp_range, 0 < gamma <= 1", 1.0),
-              Param("min_factor", "the low LR as a fraction of the base LR, 0 < min_factor < 1", 0.1))
+              Param("min_factor", "the low LR as a fraction of the base LR, 0 < min_factor < 1", 0.1),
+              *momentum_params(0.8, 0.9))
     starts_low = True
     warmup_allowed = False
+    added_choices = {"cycle_momentum": False}
     _SCALE = {"triangular": "cycle", "triangular2": "cycle", "exp_range": "iterations"}
 
     def _suggest(self, trial, total, steps_per_epoch):
@@ -137,7 +162,8 @@ class Cyclic(Schedule):
         if mode == "exp_range":
             gamma = float(trial.suggest_float(self.key("final_scale"), 0.01, 0.5, log=True) ** (1.0 / total))
         return {"step_size_up": half, "step_size_down": half, "mode": mode, "gamma": gamma,
-                "min_factor": trial.suggest_float(self.key("min_factor"), 0.01, 0.3, log=True)}
+                "min_factor": trial.suggest_float(self.key("min_factor"), 0.01, 0.3, log=True),
+                "cycle_momentum": trial.suggest_categorical(self.key("cycle_momentum"), [False, True])}
 
     def _check(self, total, p):
         for k in ("step_size_up", "step_size_down"):
@@ -145,8 +171,10 @@ class Cyclic(Schedule):
         require(p["mode"] in self._SCALE, self.name, "mode", p["mode"], "'triangular', 'triangular2' or 'exp_range'")
         require(0 < p["gamma"] <= 1, self.name, "gamma", p["gamma"], "in (0, 1]")
         require(0 < p["min_factor"] < 1, self.name, "min_factor", p["min_factor"], "in (0, 1)")
+        check_momentum(self.name, p)
 
-    def _factor(self, steps, total, p, metrics):
+    def _height(self, steps, p) -> np.ndarray:
+        """How far up its triangle each step is, 0 to 1, times the mode's scale: torch's CyclicLR."""
         size = p["step_size_up"] + p["step_size_down"]
         ratio = p["step_size_up"] / size
         s = steps.astype(np.float64)
@@ -156,20 +184,27 @@ class Cyclic(Schedule):
         mode = p["mode"]
         fn = (np.ones_like(s) if mode == "triangular" else 1 / (2.0 ** (cycle - 1)) if mode == "triangular2"
               else p["gamma"] ** s)
+        return scale * fn
+
+    def _factor(self, steps, total, p, metrics):
         m = p["min_factor"]
-        return m + (1.0 - m) * scale * fn
+        return m + (1.0 - m) * self._height(steps, p)
+
+    def _momentum(self, steps, total, p):
+        top = p["max_momentum"]
+        return top - (top - p["base_momentum"]) * self._height(steps, p)
 
     def _build(self, optimizer, total, p):
         base = _base_lrs(optimizer)
         return tls.CyclicLR(optimizer, base_lr=[p["min_factor"] * b for b in base], max_lr=base,
                             step_size_up=p["step_size_up"], step_size_down=p["step_size_down"], mode=p["mode"],
-                            gamma=p["gamma"], cycle_momentum=False)
+                            gamma=p["gamma"], **_momentum_args(p))
 
     def _code(self, total, p, base_lr):
         return (f"CyclicLR(optimizer, base_lr={fmt(p['min_factor'] * base_lr)}, "
                 f"max_lr={fmt(base_lr)}, step_size_up={p['step_size_up']}, "
                 f"step_size_down={p['step_size_down']}, mode={p['mode']!r}, gamma={fmt(p['gamma'])}, "
-                "cycle_momentum=False)", ["CyclicLR"])
+                f"{_momentum_code(p)})", ["CyclicLR"])
 
     def example(self, total, steps_per_epoch):
         return {"step_size_up": max(1, total // 8), "step_size_down": max(1, total // 8), "mode": "triangular2",
