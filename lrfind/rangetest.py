@@ -140,18 +140,22 @@ def _own_step(own: SweepStep, default_step: StepFn) -> Callable[[int, Batches, f
 
 class _EagerStep:
     """One optimizer step at a given LR through the user's optimizer and step function (with
-    accumulation, autocast, a gradient scaler for fp16, clipping); returns the loss to record."""
+    accumulation, autocast, a gradient scaler for fp16, clipping); returns the loss to record.
+    ``reset()`` before each repeated sweep: its gradient scaler starts again as a fresh one."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ratios: list[float], step_fn: StepFn,
-                 accumulation_steps: int, amp: str | None, max_grad_norm: float | None,
+    def __init__(self, model: nn.Module, device: torch.device, optimizer: torch.optim.Optimizer, ratios: list[float],
+                 step_fn: StepFn, accumulation_steps: int, amp: str | None, max_grad_norm: float | None,
                  val_batches: list | None) -> None:
-        self.model, self.optimizer, self.ratios, self.step_fn = model, optimizer, ratios, step_fn
+        self.model, self.device, self.optimizer, self.ratios, self.step_fn = model, device, optimizer, ratios, step_fn
         self.accumulation_steps, self.max_grad_norm, self.val_batches = accumulation_steps, max_grad_norm, val_batches
-        device = _model_device(model)
+        self.amp = amp
         self.autocast = (torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp]) if amp
                          else contextlib.nullcontext())
-        self.scaler = grad_scaler(model, device) if amp == "fp16" else None
         self.clip = gradient_clipper(model) if max_grad_norm is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        self.scaler = grad_scaler(self.model, self.device) if self.amp == "fp16" else None
 
     def __call__(self, i: int, batches: Batches, lr: float) -> torch.Tensor:
         optimizer, scaler, k = self.optimizer, self.scaler, self.accumulation_steps
@@ -376,18 +380,18 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         own = SweepStep(model, rule, groups, ratios, checked_loss, graph=use_graph, strict=bool(cuda_graph),
                         max_grad_norm=max_grad_norm) \
             if use_own else None
+        eager = None if use_own else \
+            _EagerStep(model, device, optimizer, ratios, step_fn, accumulation_steps, amp, max_grad_norm, val)
+        step = _own_step(own, default_step) if own is not None else eager
         with tqdm(total=repeats * sweep.num_iter, desc="range test", disable=not progress,
                   leave=False, dynamic_ncols=True) as bar:
             for r, s in enumerate(seeds):
                 if r:
                     _state.restore(snapshot, optimizer)
-                    if own is not None:
-                        own.reset()
+                    (own or eager).reset()
                 if s is not None:
                     _seed_everything(s, generator)
                 batches = Batches(loader, device)
-                step = _own_step(own, default_step) if own is not None else \
-                    _EagerStep(model, optimizer, ratios, step_fn, accumulation_steps, amp, max_grad_norm, val)
                 runs.append(_sweep_once(model, batches, step, sweep, bar, shared))
                 if batches.restarts:
                     log.info("the loader ran out and was started again %d time(s)", batches.restarts)
