@@ -384,7 +384,8 @@ def _confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str,
                disable=not cfg.progress, dynamic_ncols=True)
     with bar:
         for label, t in picked.items():
-            spec = _spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, cfg.steps_per_epoch, cfg.max_peak)
+            spec = _spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, cfg.steps_per_epoch,
+                         cfg.max_peak)
             scores = []
             for seed in seeds:
                 handed = LoopTrial(_Unstudied(t.number), dataclasses.replace(spec, seed=seed), cfg, base_lr)

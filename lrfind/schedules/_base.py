@@ -39,7 +39,8 @@ WARMUP_PARAMS = (
 
 def momentum_params(base: float, top: float) -> tuple[Param, ...]:
     """The parameters of a schedule that may cycle the momentum (Adam's beta1) against the LR, as
-    torch's ``OneCycleLR`` and ``CyclicLR`` do; torch's own defaults for ``base`` and ``top``."""
+    torch's ``OneCycleLR`` and ``CyclicLR`` do; torch's own defaults for ``base`` and ``top``. Such
+    schedules climb on their own and take no warmup in front (``momentum`` counts from step 0)."""
     return (Param("cycle_momentum", "cycle the momentum (Adam's beta1) against the LR, replacing the optimizer's: "
                                     "True or False", False),
             Param("base_momentum", "the momentum where the LR peaks, 0 <= base_momentum <= max_momentum", base),
