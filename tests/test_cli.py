@@ -168,6 +168,23 @@ def test_schedules_plot_all_and_with_parameters(tmp_path) -> None:
     assert result.exit_code == 0, result.output
 
 
+def test_schedules_plot_draws_a_cycled_momentum_beside_the_lr(tmp_path, monkeypatch) -> None:
+    from lrfind import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_schedules", lambda curves, **kw: drawn.update(curves=curves, **kw))
+    for flag in ("true", "False"):
+        result = CliRunner().invoke(main, ["schedules", "plot", "cyclic", "--param", f"cycle_momentum={flag}",
+                                           "--param", "step_size_up=30", "--param", "step_size_down=20"])
+        assert result.exit_code == 0, result.output
+        caption = drawn["curves"]["cyclic"][1]
+        if flag == "true":
+            assert drawn["momenta"]["cyclic"].max() == pytest.approx(0.9)
+            assert "cycle_momentum=True" in caption and "base_momentum=" not in caption     # its defaults
+        else:
+            assert not drawn["momenta"] and "cycle_momentum=False" in caption
+
+
 @pytest.mark.parametrize("args, message", [
     (["cosinus"], "unknown schedule 'cosinus' (did you mean cosine?); choose from constant"),
     (["step", "--param", "gamma=0"], "step: gamma must be in (0, 1), got 0"),
