@@ -26,9 +26,13 @@ class TrainerNeeded(Explained, RuntimeError):
 
 class LightningStep:
     """The loss of ``model.training_step(batch, batch_idx)``, a tensor or a dict's ``"loss"``, with
-    ``batch_idx`` counting the batches of the sweep as Lightning counts an epoch's."""
+    ``batch_idx`` counting the batches of the sweep as Lightning counts an epoch's (``reset`` before
+    a repeated sweep starts again from 0)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.batch_idx = 0
 
     def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:

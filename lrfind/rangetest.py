@@ -141,7 +141,8 @@ def _own_step(own: SweepStep, default_step: StepFn) -> Callable[[int, Batches, f
 class _EagerStep:
     """One optimizer step at a given LR through the user's optimizer and step function (with
     accumulation, autocast, a gradient scaler for fp16, clipping); returns the loss to record.
-    ``reset()`` before each repeated sweep: its gradient scaler starts again as a fresh one."""
+    ``reset()`` before each repeated sweep: its gradient scaler starts again as a fresh one, and a
+    Lightning module's ``batch_idx`` from 0."""
 
     def __init__(self, model: nn.Module, device: torch.device, optimizer: torch.optim.Optimizer, ratios: list[float],
                  step_fn: StepFn, accumulation_steps: int, amp: str | None, max_grad_norm: float | None,
@@ -156,6 +157,8 @@ class _EagerStep:
 
     def reset(self) -> None:
         self.scaler = grad_scaler(self.model, self.device) if self.amp == "fp16" else None
+        if isinstance(self.step_fn, LightningStep):
+            self.step_fn.reset()
 
     def __call__(self, i: int, batches: Batches, lr: float) -> torch.Tensor:
         optimizer, scaler, k = self.optimizer, self.scaler, self.accumulation_steps

@@ -882,6 +882,9 @@ def test_a_lightning_module_is_swept_through_its_training_step_and_its_optimizer
     assert result.config["optimizer"] == "Adam"
     assert model.batch_indices == list(range(20))              # counted as Lightning counts an epoch's
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.batch_indices.clear()
+    find_lr(model, make_data(), num_iter=20, repeats=2, seed=0, progress=False, warn=False, slow_down=False)
+    assert model.batch_indices == list(range(20)) * 2           # each repeated sweep from 0, as an epoch
 
 
 def test_a_lightning_module_with_two_optimizers_or_no_loss_says_what_to_pass() -> None:
