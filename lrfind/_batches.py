@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from ._errors import Explained
+from ._errors import Explained, ExplainedValueError
 
 StepFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -48,8 +48,12 @@ def inputs_targets(batch: Any) -> tuple[Any, Any]:
                         f"without loss_fn, find_lr takes a dict batch's loss from model(**batch) (Hugging Face's "
                         f"way), or pass step_fn=lambda model, batch: <loss>")
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError(f"find_lr expects batches of (inputs, targets) or dicts, got {type(batch).__name__}; "
-                        f"pass step_fn=lambda model, batch: <loss> for other batch layouts")
+        sequence = isinstance(batch, (tuple, list))
+        got = f"a {type(batch).__name__} of {len(batch)}: {describe(batch)}" if sequence else describe(batch)
+        say = ("step_fn=lambda model, batch: <loss> for such batches; say, with the inputs and targets first, "
+               "step_fn=lambda model, batch: cross_entropy(model(batch[0]), batch[1])" if sequence and len(batch) > 2
+               else "step_fn=lambda model, batch: <loss> for other batch layouts")
+        raise TypeError(f"find_lr expects batches of (inputs, targets) or dicts, got {got}; pass {say}")
     return batch[0], batch[1]
 
 
@@ -88,10 +92,10 @@ def outputs_checked(loss_fn: Callable | None) -> Callable:
                             f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss> "
                             f"(say, loss_fn(model(x)[0], y) for a model that returns a tuple)")
         if default and out.ndim >= 2 and out.shape[1] == 1:
-            raise ValueError(f"the model returns one value per example ({describe(out)}), and the default loss, "
-                             f"cross-entropy over its class scores, is 0 for a single class whatever the weights; "
-                             f"pass loss_fn=nn.MSELoss() for a regression, or nn.BCEWithLogitsLoss() for a yes/no "
-                             f"label (float targets)")
+            raise ExplainedValueError(
+                f"the model returns one value per example ({describe(out)}), and the default loss, cross-entropy "
+                f"over its class scores, is 0 for a single class whatever the weights; pass loss_fn=nn.MSELoss() "
+                f"for a regression, or nn.BCEWithLogitsLoss() for a yes/no label (float targets)")
         value = loss_fn(out, y)
         if not (isinstance(value, torch.Tensor) and value.ndim == 0):
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -171,7 +175,9 @@ def first_step_errors(i: int, batch: Any) -> Iterator[None]:
     """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check."""
     try:
         yield
-    except (RuntimeError, IndexError) as e:   # IndexError: a class label out of range, on a CPU
+    # IndexError: a class label out of range, on a CPU; ValueError: a target of another shape than
+    # the output (binary cross-entropy), one example in a batch-norm layer
+    except (RuntimeError, IndexError, ValueError) as e:
         if i or isinstance(e, Explained):
             raise
         text = (f"the first training step failed on a batch of {describe(batch)}: {str(e).rstrip('.')}. "
@@ -179,5 +185,5 @@ def first_step_errors(i: int, batch: Any) -> Iterator[None]:
         try:
             said = type(e)(text)        # the same kind (an out-of-memory error stays one)
         except Exception:               # a kind made from other arguments than a message
-            said = RuntimeError(text) if isinstance(e, RuntimeError) else IndexError(text)
+            said = next(kind(text) for kind in (RuntimeError, IndexError, ValueError) if isinstance(e, kind))
         raise said from e

@@ -19,3 +19,7 @@ def first_line(e: BaseException) -> str:
 class Explained(Exception):
     """Mixed into an error whose message already says what to do: lrfind does not wrap it again
     with advice of its own (``find_lr``'s "check that the batches fit the model", say)."""
+
+
+class ExplainedValueError(Explained, ValueError):
+    """A ValueError of lrfind's own that already says what to do."""

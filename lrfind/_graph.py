@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._errors import first_line
+from ._errors import ExplainedValueError, first_line
 from ._update import adam_, clip_, sgd_
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class SweepStep:
         """The same step on the loss ``loss_of()`` computes, never from the graph: for batches the
         graph cannot copy into the tensors it was captured with (a dict of inputs)."""
         if isinstance(self.captured, CapturedStep) and self.captured.strict:
-            raise ValueError("cuda_graph=True cannot replay steps on dict batches (a graph copies each step's "
+            raise ExplainedValueError("cuda_graph=True cannot replay steps on dict batches (a graph copies each step's "
                              "tensors into the inputs it was captured with); leave cuda_graph out")
         self.lr.fill_(lr)
         self.eager_steps += 1

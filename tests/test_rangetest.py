@@ -280,6 +280,25 @@ def test_labels_out_of_range_name_the_batch() -> None:
         find_lr(make_model(), batches, num_iter=10, progress=False)
 
 
+def test_a_value_error_inside_torch_names_the_batch_too() -> None:
+    """One example reaching a batch-norm layer: torch's ValueError, with the batch that caused it."""
+    model = nn.Sequential(nn.Linear(10, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    singles = [(x[:1], y[:1]) for x, y in make_data()]
+    with pytest.raises(ValueError, match=r"first training step failed on a batch of \(\(1, 10\) float32, \(1,\) "
+                                         r"int64\): Expected more than 1 value per channel.*Check"):
+        find_lr(model, singles, num_iter=10, progress=False)
+
+
+def test_batches_of_three_say_how_to_take_the_inputs_and_targets_from_them() -> None:
+    triples = [(x, y, torch.arange(len(y))) for x, y in make_data()]
+    with pytest.raises(TypeError, match=r"got a tuple of 3: \(\(16, 10\) float32, \(16,\) int64, \(16,\) int64\); "
+                                        r"pass step_fn=.*cross_entropy\(model\(batch\[0\]\), batch\[1\]\)"):
+        find_lr(make_model(), triples, num_iter=10, progress=False)
+    result = find_lr(make_model(), triples, num_iter=10, progress=False, warn=False,
+                     step_fn=lambda model, batch: nn.functional.cross_entropy(model(batch[0]), batch[1]))
+    assert len(result.losses) == 10
+
+
 def test_a_first_step_error_of_a_kind_made_from_other_arguments_still_names_the_batch() -> None:
     class Coded(RuntimeError):
         def __init__(self, code: int, detail: str) -> None:
