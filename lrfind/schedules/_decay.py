@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from torch.optim import lr_scheduler as tls
 
@@ -150,6 +152,34 @@ class InverseTime(Schedule):
 
     def example(self, total, steps_per_epoch):
         return {"decay": 10.0 / total}
+
+
+class InverseSqrt(Schedule):
+    name = "inverse_sqrt"
+    torch_name = "LambdaLR"
+    description = ("inverse square root lr0 / sqrt(1 + n / timescale): the Transformer's decay (with warmup: "
+                   "Noam, fairseq's and Hugging Face's inverse_sqrt); torch has no class for it")
+    params = (Param("timescale", "steps over which the LR falls to 1/sqrt(2) of the base LR, timescale > 0"),)
+
+    def _suggest(self, trial, total, steps_per_epoch):
+        k = trial.suggest_float(self.key("timescales"), 0.5, 100.0, log=True)   # final factor 1/sqrt(1+k)
+        return {"timescale": total / k}
+
+    def _check(self, total, p):
+        require(p["timescale"] > 0, self.name, "timescale", p["timescale"], "> 0")
+
+    def _factor(self, steps, total, p, metrics):
+        return 1.0 / np.sqrt(1.0 + steps / p["timescale"])
+
+    def _build(self, optimizer, total, p):
+        timescale = p["timescale"]
+        return tls.LambdaLR(optimizer, lambda step: 1.0 / math.sqrt(1.0 + step / timescale))
+
+    def _code(self, total, p, base_lr):
+        return f"LambdaLR(optimizer, lambda step: 1.0 / math.sqrt(1.0 + step / {fmt(p['timescale'])}))", ["LambdaLR"]
+
+    def example(self, total, steps_per_epoch):
+        return {"timescale": total / 20.0}
 
 
 class Linear(Schedule):
