@@ -96,6 +96,21 @@ def test_snippet_recreates_the_scheduler(name: str) -> None:
     np.testing.assert_allclose(lrs, torch_lrs(name, params, TOTAL, metrics)[:, 0], rtol=1e-9)
 
 
+@pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
+@pytest.mark.parametrize("min_factor", [0.0, 0.02])
+def test_wsd_snippet_recreates_every_shape_with_and_without_a_floor(shape: str, min_factor: float) -> None:
+    """wsd's snippet writes its own arithmetic (torch has no class for it), so each of its forms is checked."""
+    params = {"decay_steps": 90, "decay_shape": shape, "min_factor": min_factor, "warmup": 20}
+    code = get_schedule("wsd").snippet(BASE_LR, TOTAL, **params)
+    scope = {"model": torch.nn.Linear(2, 1)}
+    exec(code, scope)
+    lrs = run_scheduler(get_schedule("wsd"), scope["optimizer"], scope["scheduler"], params, TOTAL, None)[:, 0]
+    factor = get_schedule("wsd").factor(np.arange(TOTAL), TOTAL, **params)
+    np.testing.assert_allclose(lrs, BASE_LR * factor, rtol=1e-9, atol=1e-15)
+    assert np.all(factor[20:TOTAL - 90] == 1.0)                 # held at the base LR until the decay
+    assert min_factor < factor[-1] < min_factor + 0.02 and np.all(np.diff(factor[TOTAL - 90:]) < 0)
+
+
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_factor_accepts_torch_tensors(name: str) -> None:
     schedule = get_schedule(name)

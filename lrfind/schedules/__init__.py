@@ -13,22 +13,25 @@ from typing import Any
 from .._args import closest
 from ._base import WARMUP_PARAMS, Param, Replay, Schedule, in_use
 from ._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
-from ._decay import Constant, Cosine, Exponential, InverseSqrt, InverseTime, Linear, MultiStep, Polynomial, Step
+from ._decay import (Constant, Cosine, Exponential, InverseSqrt, InverseTime, Linear, MultiStep, Polynomial,
+                     StableDecay, Step)
 
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Constant(), Step(), MultiStep(), Exponential(), InverseTime(), InverseSqrt(), Linear(), Polynomial(), Cosine(),
-    WarmRestarts(), OneCycle(), Cyclic(), Plateau(), Warmup(), WarmupExp(),
+    WarmRestarts(), OneCycle(), Cyclic(), Plateau(), Warmup(), WarmupExp(), StableDecay(),
 )}
 
 
 # torch's scheduler classes, and other names people give these schedules, for the entry that is them
 OTHER_NAMES = {s.torch_name: s.name for s in SCHEDULES.values()
                if s.torch_name not in ("LambdaLR", "LinearLR")} | {
-    "MultiplicativeLR": "exponential (a constant factor per step)", "LambdaLR": "inverse_time, inverse_sqrt or warmup_exp",
+    "MultiplicativeLR": "exponential (a constant factor per step)",
+    "LambdaLR": "inverse_time, inverse_sqrt, warmup_exp or wsd",
     "SequentialLR": "warmup= of any entry marked +warmup", "time_based": "inverse_time", "sgdr": "cosine_restarts",
     "warm_restarts": "cosine_restarts", "clr": "cyclic", "triangular": "cyclic", "reduce_on_plateau": "plateau",
     "one_cycle": "onecycle", "poly": "polynomial", "cosine_annealing": "cosine", "none": "constant",
     "noam": "inverse_sqrt (with warmup=)", "rsqrt": "inverse_sqrt", "invsqrt": "inverse_sqrt",
+    "warmup_stable_decay": "wsd", "trapezoid": "wsd", "get_wsd_schedule": "wsd",
 }
 
 

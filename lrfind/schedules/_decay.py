@@ -260,6 +260,51 @@ class Cosine(Schedule):
         return {"min_factor": 0.0}
 
 
+class StableDecay(Schedule):
+    name = "wsd"
+    torch_name = "LambdaLR"
+    description = ("warmup-stable-decay: the base LR held, then a decay over the last decay_steps down to "
+                   "min_factor (MiniCPM's WSD, Hugging Face's get_wsd_schedule); the warmup is warmup=")
+    _SHAPES = ("linear", "cosine", "1-sqrt")
+    params = (Param("decay_steps", "steps of the final decay, 1 <= decay_steps <= total"),
+              Param("decay_shape", "'linear', 'cosine' or '1-sqrt'", "linear"),
+              Param("min_factor", "LR factor reached at the end, 0 <= min_factor < 1", 0.0))
+
+    def _suggest(self, trial, total, steps_per_epoch):
+        frac = trial.suggest_float(self.key("decay_frac"), 0.05, 0.5)
+        return {"decay_steps": max(1, min(total, round(frac * total))),
+                "decay_shape": trial.suggest_categorical(self.key("decay_shape"), list(self._SHAPES)),
+                "min_factor": trial.suggest_float(self.key("min_factor"), 1e-3, 0.1, log=True)}
+
+    def _check(self, total, p):
+        require(is_int(p["decay_steps"]) and 1 <= p["decay_steps"] <= total, self.name, "decay_steps",
+                p["decay_steps"], f"an integer in [1, {total}]")
+        require(p["decay_shape"] in self._SHAPES, self.name, "decay_shape", p["decay_shape"],
+                "'linear', 'cosine' or '1-sqrt'")
+        require(0 <= p["min_factor"] < 1, self.name, "min_factor", p["min_factor"], "in [0, 1)")
+
+    def _factor(self, steps, total, p, metrics):
+        x = np.clip((steps - (total - p["decay_steps"])) / p["decay_steps"], 0.0, 1.0)   # how far into the decay
+        left = {"linear": lambda: 1.0 - x, "cosine": lambda: cosine(x), "1-sqrt": lambda: 1.0 - np.sqrt(x)}
+        m = p["min_factor"]
+        return m + (1.0 - m) * left[p["decay_shape"]]()
+
+    def _build(self, optimizer, total, p):
+        factor = self._factor
+        return tls.LambdaLR(optimizer, lambda step: float(factor(np.array(step), total, p, None)))
+
+    def _code(self, total, p, base_lr):
+        stable, m = total - p["decay_steps"], fmt(p["min_factor"])
+        x = f"min(1.0, max(0.0, (step - {stable}) / {p['decay_steps']}))"
+        left = {"linear": f"1 - {x}", "cosine": f"0.5 * (1 + math.cos(math.pi * {x}))",
+                "1-sqrt": f"1 - math.sqrt({x})"}[p["decay_shape"]]
+        factor = left if p["min_factor"] == 0 else f"{m} + (1 - {m}) * ({left})"
+        return f"LambdaLR(optimizer, lambda step: {factor})", ["LambdaLR"]
+
+    def example(self, total, steps_per_epoch):
+        return {"decay_steps": max(1, total // 5), "decay_shape": "1-sqrt", "min_factor": 0.0}
+
+
 def _eta_min(optimizer, min_factor: float) -> float:
     """torch's floors are absolute LRs: the factor times the first group's base LR."""
     group = optimizer.param_groups[0]
