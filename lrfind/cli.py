@@ -140,7 +140,8 @@ run_options = _options(
     click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),
                  help="Optimizer, with torch's semantics."),
     click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-                 help="SGD momentum (ignored for Adam and AdamW)."),
+                 help="SGD momentum (ignored for Adam and AdamW). In tune, one-cycle and cyclic trials that "
+                      "cycle the momentum (cycle_momentum) replace it with their own."),
     click.option("--weight-decay", default=None, type=click.FloatRange(min=0),
                  help="Weight decay: L2 in the gradient for SGD and Adam, decoupled for AdamW. "
                       "Default: torch's, 0 (AdamW: 0.01)."),
