@@ -205,6 +205,12 @@ class TuneResult:
         return (f"<TuneResult: study {self.study.study_name!r}, base LR {self.base_lr:.3g}, best: "
                 f"{best if best is not None else 'none yet'}; .summary() says more, the report is in {self.out}>")
 
+    def _repr_png_(self) -> bytes | None:
+        """For Jupyter, a result left as a cell's value: the figure of the top trials' LR curves
+        beside the range test that this run wrote (``lr_curves.png``); None where it wrote none."""
+        drawn = next((f for f in self.files if f.name == "lr_curves.png" and f.is_file()), None)
+        return drawn.read_bytes() if drawn is not None else None
+
     @property
     def best(self) -> "TunedSchedule | None":
         """The best schedule, for a training run of any length (``load_best``); None if no trial completed."""

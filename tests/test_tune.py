@@ -179,6 +179,9 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
     names = {f.name for f in result.files}
     assert "val_acc.png" not in names and {"best.json", "history.png", "lr_curves.png"} <= names
     assert "could not draw val_acc.png (TypeError: a bug in a figure)" in caplog.text
+    assert result._repr_png_() == (tmp_path / "lr_curves.png").read_bytes()      # what Jupyter shows
+    monkeypatch.setattr(plots, "plot_top_lr_curves", broken)
+    assert tune(trials=3, parallel=3, out=str(tmp_path / "again"), **QUICK)._repr_png_() is None   # text only
 
 
 @pytest.mark.parametrize("args, message", [
