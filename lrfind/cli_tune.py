@@ -54,7 +54,8 @@ Examples:
                    "squared error) for a data set of float regression targets.")
 @click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
               help="Optuna pruner that stops hopeless trials after an epoch (median: from the second "
-                   "epoch's report on when --epochs is 3 or more).")
+                   "epoch's report on when --epochs is 3 or more, and only trials whose LR will not fall "
+                   "by more than half again: a decay still to come is not judged before it happens).")
 @click.option("--heartbeat", default=10, show_default=True, type=int, metavar="SECONDS",
               help="With a shared --storage: how often workers beat; a trial silent for 3 beats is failed "
                    "and rerun by another worker.")

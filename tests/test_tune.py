@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from conftest import dynamo_modules_after
-from lrfind import _storage, _study, tune, tuner
+from lrfind import _storage, _study, get_schedule, tune, tuner
 from lrfind._painter import Painter
 from lrfind.cli import main
 from lrfind.train import FusedTrials
@@ -304,12 +304,11 @@ def test_warming_schedules_may_peak_above_the_base_lr(data_env, tmp_path) -> Non
 
 
 @pytest.mark.parametrize("make_pruner", [lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+                                         lambda: _study.AnnealedFirst(optuna.pruners.MedianPruner(n_startup_trials=2)),
                                          lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=3),
-                                         optuna.pruners.NopPruner], ids=["median", "hyperband", "none"])
+                                         optuna.pruners.NopPruner], ids=["median", "annealed", "hyperband", "none"])
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])       # accuracy, loss
 def test_batch_pruning_verdicts_equal_optunas_own(make_pruner, direction) -> None:
-    from lrfind import _study
-
     pruner = make_pruner()
     study = optuna.create_study(direction=direction, pruner=pruner)
     sign = 1 if direction == "maximize" else -1
@@ -323,7 +322,7 @@ def test_batch_pruning_verdicts_equal_optunas_own(make_pruner, direction) -> Non
         trial.report(sign * (0.4 + 0.1 * i), 0)
     expected = [t.should_prune() for t in batch]
     assert _study.should_prune(study, batch) == expected
-    if isinstance(pruner, optuna.pruners.MedianPruner):
+    if isinstance(pruner, (optuna.pruners.MedianPruner, _study.AnnealedFirst)):
         assert True in expected and False in expected       # the test tells pruned from kept
 
 
@@ -443,6 +442,37 @@ def test_the_median_rule_waits_for_the_second_epoch_when_there_are_three(epochs,
     assert bool(climbing.should_prune()) is pruned_after_first
     climbing.report(0.91, 1)
     assert climbing.should_prune()            # still the worst after the second: pruned
+
+
+@pytest.mark.parametrize("schedule, params, judged", [
+    ("constant", {}, True),                                               # its LR never falls: judged
+    ("warmup", {"warmup": 50}, True),
+    ("step", {"step_size": 150, "gamma": 0.3}, True),                     # cut once, before the report
+    ("multistep", {"milestones": [150, 250], "gamma": 0.3}, False),       # a cut of 3.3x still to come
+    ("wsd", {"decay_steps": 60, "min_factor": 0.01}, False),              # at its peak until the last 60 steps
+    ("onecycle", {"pct_start": 0.3}, False),
+    ("cosine", {"min_factor": 0.01}, False),
+    ("plateau", {"interval": 100}, True),                                 # its next cuts are unknown: judged
+])
+def test_the_median_rule_waits_for_a_trial_whose_lr_still_has_to_fall(schedule, params, judged) -> None:
+    """Three epochs of 100 steps; a trial reports after its second epoch far below the others."""
+    study = optuna.create_study(direction="maximize", pruner=_study.PRUNERS["median"](3))
+    study.set_user_attr("steps", 300)
+    study.set_user_attr("steps_per_epoch", 100)
+    for value in (0.95, 0.96, 0.97, 0.98, 0.99):
+        trial = study.ask()
+        trial.set_user_attr("schedule", "constant")
+        trial.set_user_attr("params", {})
+        trial.report(value, 0)
+        trial.report(value, 1)
+        study.tell(trial, value)
+    trial = study.ask()
+    trial.set_user_attr("schedule", schedule)
+    trial.set_user_attr("params", get_schedule(schedule).validate(300, **params))
+    trial.report(0.80, 0)
+    trial.report(0.81, 1)
+    assert bool(trial.should_prune()) is judged
+    assert _study.should_prune(study, [trial]) == [judged]
 
 
 def test_a_study_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
