@@ -103,3 +103,15 @@ def test_weight_decay_compare_bench_runs_small_on_the_cpu(mnist_root, tmp_path) 
     assert list(result["runs"]) == ["wd 0", "wd 0.005"] and result["num_iter"] == 40
     assert all(0 <= run["mean_val_acc"] <= 1 for run in result["runs"].values())
     assert "they differ in: weight_decay 0.0, 0.005" in stdout
+
+
+def test_pruning_replay_bench_judges_a_study_run_without_pruning(mnist_root, tmp_path, monkeypatch) -> None:
+    from lrfind import tune
+
+    monkeypatch.setenv("LRFIND_DATA_DIR", str(mnist_root))
+    tune(trials=8, epochs=3, batch_size=64, train_subset=256, device="cpu", progress=False, base_lr=0.05,
+         pruner="none", final=False, out=str(tmp_path / "study"), schedules=("wsd", "warmup"))
+    result, stdout = bench("pruning_replay.py", str(tmp_path / "study"), "--top", "3", out=tmp_path / "replay.json",
+                           out_flag="--json")
+    assert result["trials"] == 8 and len(result["top"]) == 3 and "rank correlation of epoch 2" in stdout
+    assert 0 <= result["pruned_waiting_for_decay"] <= result["pruned_median"] <= 3     # 3 judged, from the 6th
