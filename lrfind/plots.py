@@ -24,11 +24,12 @@ _METHOD_COLOURS = {"smith": "tab:red", "balanced": "tab:brown", "steepest": "tab
                    "minimum": "tab:purple"}
 
 
-def new_axes(path: str | Path | None, *, nrows: int = 1, ncols: int = 1, figsize=(7, 4.5), layout="constrained"):
-    """A figure and its axes: a bare Figure when saving to ``path``, a pyplot figure otherwise.
-    ``layout=None`` leaves the margins to the caller: constrained layout measures every tick
-    label, which costs most of a second on log axes spanning many decades."""
-    if path is not None:
+def new_axes(path: str | Path | None, *, nrows: int = 1, ncols: int = 1, figsize=(7, 4.5), layout="constrained",
+             bare: bool = False):
+    """A figure and its axes: a bare Figure when saving to ``path`` (or ``bare``), a pyplot figure
+    otherwise. ``layout=None`` leaves the margins to the caller: constrained layout measures every
+    tick label, which costs most of a second on log axes spanning many decades."""
+    if path is not None or bare:
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=figsize, layout=layout)
@@ -44,10 +45,8 @@ def png(draw: Callable[["Axes"], object]) -> bytes:
     """The PNG of what ``draw(ax)`` draws on a bare figure (no pyplot): for Jupyter's ``_repr_png_``."""
     import io
 
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    draw(figure.add_subplot())
+    figure, axes = new_axes(None, bare=True)
+    draw(axes[0, 0])
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
