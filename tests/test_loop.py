@@ -206,6 +206,22 @@ def test_the_pruner_stops_trials_that_report_badly_and_a_nan_fails_one(tmp_path)
     assert len(result.study.trials) == 8                      # a diverged trial counts as finished
 
 
+def test_a_trial_whose_decay_is_still_to_come_is_not_pruned_for_scoring_badly_before_it(tmp_path) -> None:
+    """wsd holds its LR until its last steps: below every constant trial after 2 of 3 epochs, it is
+    still not judged there (the median rule waits for a decay), and runs to its end."""
+    def train(trial):
+        for _ in range(trial.epochs):
+            trial.report(0.9 if trial.schedule == "constant" else 0.1)
+        return trial.scores[-1]
+
+    result = tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=40, metric="accuracy", trials=12,
+                       schedules=("wsd",), same_seed=False, final_seeds=0, out=str(tmp_path), progress=False)
+    by_schedule = {}
+    for t in result.study.trials:
+        by_schedule.setdefault(t.user_attrs["schedule"], set()).add(t.state)
+    assert by_schedule["wsd"] == {optuna.trial.TrialState.COMPLETE} and by_schedule["constant"]
+
+
 def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch) -> None:
     from lrfind import _study
 
