@@ -390,7 +390,7 @@ def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | No
     import numpy as np
 
     from .plots import plot_schedules
-    from .schedules import SCHEDULES, get_schedule, in_use
+    from .schedules import SCHEDULES, get_schedule, params_text
 
     try:
         chosen = [get_schedule(n) for n in names] or list(SCHEDULES.values())
@@ -414,18 +414,10 @@ def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | No
         momentum = schedule.momentum(np.arange(steps), steps, **p)
         if momentum is not None:
             momenta[schedule.name] = momentum
-        caption = ", ".join(f"{k}={_short(v)}" for k, v in in_use({"warmup": 0, **p}).items())
+        caption = params_text({"warmup": 0, **p}, sep=", ")
         curves[schedule.name] = (factors, caption)
     plot_schedules(curves, path=out, steps_per_epoch=per_epoch, momenta=momenta)
     click.echo(f"wrote {out}")
-
-
-def _short(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, list):
-        return ",".join(_short(v) for v in value)
-    return str(value)
 
 
 def entry() -> None:

@@ -19,20 +19,14 @@ from . import _study
 from ._duration import duration_text
 from .data import data_line
 from .result import describe_sweeps
-from .schedules import in_use
+from .schedules import params_text
 
 log = logging.getLogger(__name__)
 
 
 def _params_text(params: dict[str, Any], limit: int = 60) -> str:
-    """``name=value`` pairs, short, of the parameters in use (``schedules.in_use``)."""
-    def short(v):
-        if isinstance(v, float):
-            return f"{v:.3g}"
-        if isinstance(v, list):
-            return ",".join(short(x) for x in v)
-        return str(v)
-    text = " ".join(f"{k}={short(v)}" for k, v in in_use(params).items())
+    """``schedules.params_text``, cut to ``limit`` characters."""
+    text = params_text(params)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

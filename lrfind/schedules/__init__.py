@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._args import closest
-from ._base import WARMUP_PARAMS, Param, Replay, Schedule, in_use
+from ._base import WARMUP_PARAMS, Param, Replay, Schedule, params_text
 from ._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
 from ._decay import (Constant, Cosine, Exponential, InverseSqrt, InverseTime, Linear, MultiStep, Polynomial,
                      StableDecay, Step)
@@ -53,4 +53,4 @@ def get_schedule(name: str) -> Schedule:
         raise ValueError(f"unknown schedule {name!r}{hint}; choose from {', '.join(SCHEDULES)}") from None
 
 
-__all__ = ["SCHEDULES", "Schedule", "Param", "Replay", "WARMUP_PARAMS", "get_schedule", "in_use", "stored_choices"]
+__all__ = ["SCHEDULES", "Schedule", "Param", "Replay", "WARMUP_PARAMS", "get_schedule", "params_text", "stored_choices"]

@@ -58,6 +58,18 @@ def in_use(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in idle}
 
 
+def params_text(params: dict[str, Any], sep: str = " ") -> str:
+    """``name=value`` pairs of the parameters in use (``in_use``), short: floats to 3 digits, lists
+    as ``100,200``. For people; ``fmt`` writes exact literals for code."""
+    def short(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        if isinstance(value, list):
+            return ",".join(short(v) for v in value)
+        return str(value)
+    return sep.join(f"{k}={short(v)}" for k, v in in_use(params).items())
+
+
 def check_momentum(schedule: str, p: dict[str, Any]) -> None:
     """``momentum_params``' rules."""
     require(isinstance(p["cycle_momentum"], (bool, np.bool_)), schedule, "cycle_momentum", p["cycle_momentum"],
