@@ -25,10 +25,11 @@ def _initialized() -> bool:
 
 
 def _fsdp(model: nn.Module) -> nn.Module | None:
-    """The outermost FullyShardedDataParallel (FSDP1) module in ``model``, if any. (Asked only
-    where its module is loaded: no model can be one otherwise, and loading it takes 0.4 s.)"""
+    """The outermost FullyShardedDataParallel (FSDP1) module in ``model``, if any, in processes
+    that share a group. (Asked only where its module is loaded: no model can be one otherwise,
+    and loading it takes 0.4 s.)"""
     fsdp = sys.modules.get("torch.distributed.fsdp")
-    if fsdp is None:
+    if fsdp is None or not _initialized():
         return None
     return next((m for m in model.modules() if isinstance(m, fsdp.FullyShardedDataParallel)), None)
 
@@ -84,7 +85,7 @@ def gradient_clipper(model: nn.Module) -> Callable[[list[torch.Tensor], float], 
     DTensor gradients (``fully_shard``) make torch's own function reduce the norm across the
     shards. FSDP1's flat parameters hold each process's shard as a plain tensor: there the norm is
     the root module's ``clip_grad_norm_``, which only a model wrapped at its root has."""
-    fsdp = _fsdp(model) if _initialized() else None
+    fsdp = _fsdp(model)
     if fsdp is None:
         return nn.utils.clip_grad_norm_
     if fsdp is not model:
@@ -97,7 +98,7 @@ def gradient_clipper(model: nn.Module) -> Callable[[list[torch.Tensor], float], 
 def grad_scaler(model: nn.Module, device: torch.device) -> torch.amp.GradScaler:
     """fp16's gradient scaler. FSDP1's shards need the one that agrees across processes on whether
     a step overflowed (each process sees only its shard's gradients)."""
-    fsdp = _fsdp(model) if _initialized() else None
+    fsdp = _fsdp(model)
     if fsdp is None:
         return torch.amp.GradScaler(device.type)
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
