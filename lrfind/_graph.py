@@ -105,8 +105,8 @@ class SweepStep:
         """The same step on the loss ``loss_of()`` computes, never from the graph: for batches the
         graph cannot copy into the tensors it was captured with (a dict of inputs)."""
         if isinstance(self.captured, CapturedStep) and self.captured.strict:
-            raise ExplainedValueError("cuda_graph=True cannot replay steps on dict batches (a graph copies each step's "
-                             "tensors into the inputs it was captured with); leave cuda_graph out")
+            raise ExplainedValueError("cuda_graph=True cannot replay steps on dict batches (a graph copies each "
+                                      "step's tensors into the inputs it was captured with); leave cuda_graph out")
         self.lr.fill_(lr)
         self.eager_steps += 1
         return self._descend(loss_of())

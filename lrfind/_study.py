@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ._errors import first_line
 from ._storage import StudyError, connect, default_storage, describe
+from .schedules import get_schedule
 
 if TYPE_CHECKING:
     from .result import RangeTestResult
@@ -54,8 +55,6 @@ def lr_still_falling(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Whether the trial's LR, where it last reported, is more than ``STILL_FALLING`` times its LR
     at the end of the run (the schedule and run length the study recorded; a metric-driven
     schedule as if it made no further cut). False where any of that is missing."""
-    from .schedules import get_schedule
-
     total, per_epoch = study.user_attrs.get("steps"), study.user_attrs.get("steps_per_epoch")
     name, params, epoch = trial.user_attrs.get("schedule"), trial.user_attrs.get("params"), trial.last_step
     if None in (total, per_epoch, name, params, epoch):
