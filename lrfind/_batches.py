@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,6 +19,10 @@ StepFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with its tensors on ``device``; NumPy arrays become tensors first, as a
+    DataLoader's collation makes them."""
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(batch)
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):         # a dict, or Hugging Face's BatchEncoding
@@ -35,6 +40,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def describe(batch: Any) -> str:
     if isinstance(batch, torch.Tensor):
         return f"{tuple(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
+    if isinstance(batch, np.ndarray):
+        return f"NumPy {batch.shape} {batch.dtype}"
     if isinstance(batch, Mapping):
         return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in batch.items()) + "}"
     if isinstance(batch, (list, tuple)):

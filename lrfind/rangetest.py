@@ -434,6 +434,7 @@ def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,
     if isinstance(optimizer, OptimizerConfig):
         rule, groups, why_not = optimizer.name, optimizer.param_groups(model.parameters(), sweep.start_lr), ""
     elif isinstance(optimizer, torch.optim.Optimizer):
+        _check_steps_per_batch(optimizer)
         (rule, why_not), groups = own_rule(optimizer), optimizer.param_groups
     elif isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer is the class {optimizer.__name__}, not an optimizer: pass "
@@ -441,6 +442,9 @@ def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,
     elif isinstance(optimizer, str):
         raise TypeError(f"optimizer={optimizer!r} is a name: pass OptimizerConfig({optimizer!r}), or a torch.optim "
                         f"optimizer")
+    elif isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):      # an LR scheduler
+        raise TypeError(f"optimizer is a {type(optimizer).__name__}, an LR scheduler: pass the optimizer it "
+                        f"drives (its .optimizer); the sweep sets the LR itself")
     else:
         raise TypeError(f"optimizer must be a torch.optim optimizer or an lrfind OptimizerConfig, "
                         f"got {type(optimizer).__name__}")
@@ -451,6 +455,21 @@ def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,
         raise ValueError("the optimizer holds none of the model's parameters (was it made for another model, or "
                          "for this one before it was built again?): make it from model.parameters()")
     return rule, groups, why_not
+
+
+def _check_steps_per_batch(optimizer: torch.optim.Optimizer) -> None:
+    """A TypeError for an optimizer whose ``step`` needs a closure (``LBFGS``): it evaluates the loss
+    several times per step, where the sweep steps once per batch on the loss it computed."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):          # a step without a signature to read: try it as it is
+        return
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        lbfgs = (" L-BFGS seldom needs an LR search: with line_search_fn='strong_wolfe' and lr=1 it picks each "
+                 "step's length itself" if isinstance(optimizer, torch.optim.LBFGS) else "")
+        raise TypeError(f"{type(optimizer).__name__}.step needs a closure (it evaluates the loss again, "
+                        f"several times per step), but a range test steps once per batch on the loss it has just "
+                        f"computed: sweep with an optimizer that steps without one (SGD, Adam, ...).{lbfgs}")
 
 
 def _optimizer_settings(optimizer: torch.optim.Optimizer | OptimizerConfig, groups: list[dict]) -> dict[str, Any]:

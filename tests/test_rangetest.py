@@ -962,9 +962,21 @@ def test_an_optimizer_class_name_or_of_another_model_and_a_non_module_say_what_t
                                                          r"SGD\(model.parameters\(\), lr=...\)"),
              ({"optimizer": "adam"}, TypeError, r"optimizer='adam' is a name: pass OptimizerConfig\('adam'\)"),
              ({"optimizer": torch.optim.SGD(other.parameters(), lr=0.1)}, ValueError,
-              r"the optimizer holds none of the model's parameters .*make it from model.parameters\(\)")]
+              r"the optimizer holds none of the model's parameters .*make it from model.parameters\(\)"),
+             ({"optimizer": torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), lr=0.1), 10)},
+              TypeError, r"optimizer is a StepLR, an LR scheduler: pass the optimizer it drives \(its .optimizer\)"),
+             ({"optimizer": torch.optim.LBFGS(model.parameters())}, TypeError,
+              r"LBFGS.step needs a closure .* a range test steps once per batch .*line_search_fn='strong_wolfe'")]
     for kw, kind, match in cases:
         with pytest.raises(kind, match=match):
             find_lr(model, make_data(), num_iter=10, progress=False, **kw)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
         find_lr(lambda x: x, make_data(), num_iter=10, progress=False)
+
+
+def test_batches_of_numpy_arrays_are_swept_as_tensors() -> None:
+    """A list of NumPy batches works as a DataLoader over NumPy data does (its collation makes tensors)."""
+    batches = [(x.numpy(), y.numpy()) for x, y in make_data()]
+    from_numpy = find_lr(make_model(), batches, num_iter=10, progress=False, seed=0, warn=False)
+    from_tensors = find_lr(make_model(), make_data(), num_iter=10, progress=False, seed=0, warn=False)
+    np.testing.assert_array_equal(from_numpy.losses, from_tensors.losses)
