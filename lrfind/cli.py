@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +85,31 @@ def out_of_memory(e: Exception, batch_size: int) -> UserError:
     first = str(e).strip().split(". ")[0] if str(e).strip() else "CUDA out of memory"
     return UserError(f"out of GPU memory with one model at --batch-size {batch_size} ({first}): lower --batch-size "
                      "or use a smaller model; a study keeps its finished trials, so run the same command again")
+
+
+def creatable_folder(ctx: click.Context, param: click.Parameter, path: Path) -> Path:
+    """An --out folder that exists or can be made: one that cannot stops the command as it starts,
+    before its work, not after. Nothing is created yet (``make_folder`` does, when the work starts)."""
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise click.BadParameter(f"cannot create the folder {path}: {existing} is a file", ctx, param)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot create the folder {path}: {existing} is not writable", ctx, param)
+    return path
+
+
+def in_creatable_folder(ctx: click.Context, param: click.Parameter, path: Path) -> Path:
+    """An --out file whose folder exists or can be made (see ``creatable_folder``)."""
+    creatable_folder(ctx, param, path.parent)
+    return path
+
+
+def make_folder(path: Path) -> None:
+    """Create the --out folder (its parents too) before the work starts, or say why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {path}: cannot create the folder: {e.strerror or e}") from None
 
 
 def resolve_device(name: str):
@@ -219,7 +245,7 @@ Examples:
                    "steepest = fastest fall of the smoothed loss; valley = fastai's rule; minimum = a tenth "
                    "of the LR at the lowest loss.")
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
+              type=click.Path(file_okay=False, path_type=Path), callback=creatable_folder,
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
@@ -265,6 +291,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
         if val_batches > len(val_loader):
             raise UserError(f"--val-batches {val_batches}: the validation split has {len(val):,} examples, "
                             f"{len(val_loader)} batches of {batch_size}; give at most {len(val_loader)}")
+    make_folder(out)
     try:
         result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
                          val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
@@ -277,7 +304,6 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                          optimizer=optimizer, val_batches=val_batches,
                          momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
                          device=str(dev))
-    out.mkdir(parents=True, exist_ok=True)
     clipped = f", clipped at {max_grad_norm:g}" if max_grad_norm is not None else ""
     result.plot(path=out / "range_test.png", title=f"{short_name(model)} on {short_name(dataset)}, {optimizer}"
                 f"{clipped}, batch {batch_size}: "
@@ -298,7 +324,8 @@ Examples:
   lrfind compare runs/wd0/range_test.json runs/wd1e-4/range_test.json""")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", default=Path("range_tests.png"), show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="PNG file for the curves laid over each other.")
+              type=click.Path(dir_okay=False, path_type=Path), callback=in_creatable_folder,
+              help="PNG file for the curves laid over each other.")
 def compare_command(runs: tuple[Path, ...], out: Path) -> None:
     """Lay several range tests over each other and tabulate them.
 
@@ -379,7 +406,7 @@ def schedules(ctx: click.Context) -> None:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a parameter (repeatable; lists as 100,200). Needs exactly one NAME.")
 @click.option("--out", default=Path("schedules.png"), show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG file to write.")
+              callback=in_creatable_folder, help="PNG file to write.")
 def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | None, params: tuple[str, ...],
                    out: Path) -> None:
     """Draw the LR curves of NAMES (default: all schedules) in one figure.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from .cli import UserError, batch_size_option, data_options, main, option_message, out_of_memory, run_options
+from .cli import (UserError, batch_size_option, creatable_folder, data_options, main, option_message, out_of_memory,
+                  run_options)
 
 
 def quiet_optuna() -> None:
@@ -43,7 +44,7 @@ Examples:
                    "postgresql://...). Default: OUT/study.log (readable by optuna-dashboard).")
 @click.option("--study-name", default=None, help="Study name in the storage. Default: lrfind-MODEL-DATASET.")
 @click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the study, report and figures.")
+              callback=creatable_folder, help="Folder for the study, report and figures.")
 @click.option("--train-subset", type=int, default=None, metavar="N", help="Train on the first N images only (quick runs).")
 @click.option("--val-size", default=10_000, show_default=True, type=int,
               help="Validation images carved off the end of the training set (a sixth of smaller sets).")

@@ -278,3 +278,17 @@ def test_tune_passes_the_channels_last_choice_to_the_engine(run, monkeypatch, tm
                      "--epochs", "1", "--no-final", "--out", str(tmp_path / out), *flag)
         assert result.exit_code == 0, result.output
     assert seen == [None, False]        # None: the engine's default, channels-last on a CPU
+
+
+@pytest.mark.parametrize("command", [["range-test"], ["tune", "--trials", "2"], ["schedules", "plot"],
+                                     ["compare", "a.json", "b.json"]])
+def test_an_out_path_under_a_file_stops_before_any_work(run, tmp_path, monkeypatch, command) -> None:
+    """A folder that cannot be made is said as the command starts, not after its sweep or study."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "taken").write_text("")
+    result = run(*command, "--out", "taken/out" + (".png" if command[0] in ("schedules", "compare") else ""))
+    assert result.exit_code == 2
+    assert "cannot create the folder taken" in result.output and "taken is a file" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "taken"]
