@@ -75,9 +75,34 @@ class TunedSchedule:
         ``scheduler.step()`` after every ``optimizer.step()`` (plateau: ``scheduler.step(val_loss)``
         after every epoch). It multiplies the optimizer's LR: build that with ``self.optimizer`` or at
         ``lr=self.lr``; a warning says when its largest LR is not the tuned one."""
+        return self._scheduler(optimizer, epochs, steps_per_epoch)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
+        """``scheduler``, warning at the line that called the public method that called this."""
         params = self.params(epochs=epochs, steps_per_epoch=steps_per_epoch)
-        check_optimizer_lr(optimizer, self.lr)
+        check_optimizer_lr(optimizer, self.lr, stacklevel=3)
         return get_schedule(self.schedule).build(optimizer, epochs * steps_per_epoch, **params)
+
+    def lightning(self, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int,
+                  monitor: str = "val_loss") -> dict[str, Any]:
+        """What a LightningModule's ``configure_optimizers()`` returns to train with this schedule:
+        the optimizer, and the scheduler stepped after every optimizer step (``"interval": "step"``;
+        Lightning's default, once an epoch, would hold a per-step schedule nearly still). A plateau
+        schedule steps after every epoch on the logged metric ``monitor`` instead. ::
+
+            def configure_optimizers(self):
+                best = lrfind.load_best("lrfind_out")
+                optimizer = best.optimizer(self.parameters())
+                epochs = self.trainer.max_epochs      # estimated_stepping_batches: the run's optimizer steps
+                return best.lightning(optimizer, epochs=epochs,
+                                      steps_per_epoch=self.trainer.estimated_stepping_batches // epochs)
+        """
+        scheduler = self._scheduler(optimizer, epochs, steps_per_epoch)
+        per_epoch = get_schedule(self.schedule).needs_metric
+        config = {"scheduler": scheduler, "interval": "epoch" if per_epoch else "step", "frequency": 1}
+        if per_epoch:
+            config["monitor"] = monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def snippet(self, *, epochs: int, steps_per_epoch: int) -> str:
         """Python that builds the optimizer and torch scheduler for that run, without lrfind."""

@@ -130,11 +130,38 @@ def test_an_optimizer_at_another_lr_is_warned_about() -> None:
     tuned = TunedSchedule("constant", 0.05, {"schedule": "constant", "constant.use_warmup": False},
                           OptimizerConfig(), epochs=3, steps_per_epoch=10)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    with pytest.warns(UserWarning, match="the optimizer's LR is 0.1, the tuned peak LR 0.05"):
+    with pytest.warns(UserWarning, match="the optimizer's LR is 0.1, the tuned peak LR 0.05") as said:
         tuned.scheduler(optimizer, epochs=2, steps_per_epoch=10)
+    assert said[0].filename == __file__                                       # the user's line, not lrfind's
+    with pytest.warns(UserWarning, match="the optimizer's LR is 0.1") as said:
+        tuned.lightning(optimizer, epochs=2, steps_per_epoch=10)
+    assert said[0].filename == __file__
     with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
         tuned.params(epochs=0, steps_per_epoch=10)
     assert tuned.params(epochs=np.int64(2), steps_per_epoch=np.int32(10)) == tuned.params(epochs=2, steps_per_epoch=10)
+
+
+def test_lightning_gets_a_scheduler_stepped_after_every_optimizer_step() -> None:
+    """Lightning steps a scheduler once an epoch unless told "interval": "step"; plateau steps on a
+    logged metric after each epoch. (Tried with lightning 2.6.6's Trainer: the LR of every step equal
+    to ``best.lrs``; here without Lightning, which is not a dependency.)"""
+    choices = {"schedule": "onecycle", "onecycle.pct_start": 0.3, "onecycle.anneal_strategy": "cos",
+               "onecycle.div_factor": 10.0, "onecycle.final_div_factor": 100.0, "onecycle.cycle_momentum": False}
+    tuned = TunedSchedule("onecycle", 0.1, choices, OptimizerConfig(), epochs=3, steps_per_epoch=100)
+    optimizer = tuned.optimizer([torch.zeros(1, requires_grad=True)])
+    config = tuned.lightning(optimizer, epochs=2, steps_per_epoch=25)
+    assert config["optimizer"] is optimizer
+    scheduler = config["lr_scheduler"].pop("scheduler")
+    assert config["lr_scheduler"] == {"interval": "step", "frequency": 1}
+    np.testing.assert_allclose(lrs_of(scheduler, optimizer, 50), tuned.lrs(epochs=2, steps_per_epoch=25), rtol=1e-12)
+
+    plateau = TunedSchedule("plateau", 0.1, {"schedule": "plateau", "plateau.factor": 0.5, "plateau.patience": 1,
+                                             "plateau.threshold": 1e-3},
+                            OptimizerConfig(), epochs=3, steps_per_epoch=100)
+    config = plateau.lightning(plateau.optimizer([torch.zeros(1, requires_grad=True)]), epochs=5,
+                               steps_per_epoch=40, monitor="val/loss")["lr_scheduler"]
+    assert isinstance(config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert (config["interval"], config["monitor"]) == ("epoch", "val/loss")
 
 
 @pytest.mark.parametrize("content, message", [
