@@ -75,3 +75,49 @@ def lightning_optimizer(model: nn.Module) -> torch.optim.Optimizer:
         raise ValueError(f"configure_optimizers() gave {kinds}; find_lr sweeps one optimizer: pass "
                          f"optimizer= the one to sweep")
     return optimizers[0]
+
+
+def scheduler_config(optimizer: torch.optim.Optimizer, scheduler: Any, *, monitor: str | None = None) -> dict:
+    """What ``configure_optimizers()`` returns for a per-step schedule: the scheduler stepped after
+    every optimizer step (``"interval": "step"``; Lightning's default, once an epoch, would hold it
+    nearly still), or, with ``monitor``, a plateau schedule stepped after each epoch on that metric."""
+    config = {"scheduler": scheduler, "interval": "epoch" if monitor else "step", "frequency": 1}
+    if monitor:
+        config["monitor"] = monitor
+    return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _callback_base() -> type:
+    """Lightning's ``Callback``, from the package the user's code imported (``lightning`` or the
+    older ``pytorch_lightning``: a Trainer takes only its own package's callbacks)."""
+    import importlib
+    import sys
+
+    names = sorted(("lightning.pytorch", "pytorch_lightning"), key=lambda name: name.split(".")[0] not in sys.modules)
+    for name in names:
+        try:
+            return importlib.import_module(name).Callback
+        except ImportError:
+            continue
+    raise ImportError("a Lightning callback needs Lightning: pip install lightning")
+
+
+def reporting_callback(report: Any, monitor: str, loss: str | None) -> Any:
+    """A Lightning callback that calls ``report(score, loss=...)`` with the metrics logged as
+    ``monitor`` (and ``loss``) after every validation epoch, the sanity check's left out, as
+    Optuna's own Lightning pruning callback does. A metric not logged is a KeyError that lists
+    those that were."""
+
+    class ReportToLrfind(_callback_base()):
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if getattr(trainer, "sanity_checking", False):
+                return
+            logged = trainer.callback_metrics
+            for name in (monitor, loss):
+                if name is not None and name not in logged:
+                    raise KeyError(f"the Trainer has no metric {name!r} after validation (logged: "
+                                   f"{', '.join(sorted(logged)) or 'none'}): self.log({name!r}, ...) in "
+                                   f"validation_step, or name a logged one")
+            report(logged[monitor], loss=None if loss is None else logged[loss])
+
+    return ReportToLrfind()

@@ -153,13 +153,43 @@ class LoopTrial:
         """torch's own scheduler for this trial's ``epochs`` x ``steps_per_epoch`` steps: call
         ``scheduler.step()`` after every ``optimizer.step()``. Reduce-on-plateau follows the
         validation loss that ``report`` is given, and ignores those per-step calls."""
-        check_optimizer_lr(optimizer, self.lr)
+        return self._scheduler(optimizer)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer):
+        """``scheduler``, warning at the line that called the public method that called this."""
+        check_optimizer_lr(optimizer, self.lr, stacklevel=3)
         built = get_schedule(self.schedule).build(optimizer, self.total_steps, **self.params)
         if get_schedule(self.schedule).needs_metric:
             self._plateau = _Reported(built)
             return self._plateau
         self._built = built
         return built
+
+    def lightning(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """What a LightningModule's ``configure_optimizers()`` returns for this trial: the optimizer,
+        and its scheduler stepped after every optimizer step (``"interval": "step"``). A plateau
+        trial's scheduler is left out: ``report`` steps it with the validation loss. With
+        ``lightning_callback``, a Lightning run is one trial::
+
+            def train(trial):
+                model = LitNet(configure=trial.lightning)    # configure_optimizers: trial.lightning(opt)
+                trainer = L.Trainer(max_epochs=trial.epochs,
+                                    callbacks=[trial.lightning_callback("val_acc", loss="val_loss")])
+                trainer.fit(model, train_loader, val_loader)
+        """
+        from ._lightning import scheduler_config
+
+        scheduler = self._scheduler(optimizer)
+        return {"optimizer": optimizer} if self._plateau is not None else scheduler_config(optimizer, scheduler)
+
+    def lightning_callback(self, monitor: str, *, loss: str | None = None) -> Any:
+        """A Lightning ``Callback`` that calls ``report`` after every validation epoch with the
+        metric logged as ``monitor`` (``self.log(monitor, ...)`` in ``validation_step``) and, for a
+        plateau trial, the validation loss logged as ``loss``. A pruned trial's
+        ``optuna.TrialPruned`` goes up through ``trainer.fit``: let it propagate."""
+        from ._lightning import reporting_callback
+
+        return reporting_callback(self.report, monitor, loss)
 
     def steps_taken(self) -> int | None:
         """How many times the scheduler handed out was stepped (None: none was, or it follows a metric)."""
@@ -252,7 +282,8 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
     train: ``train(trial) -> score``: builds a model, trains it for ``trial.epochs`` epochs of
         ``trial.steps_per_epoch`` optimizer steps with ``trial.optimizer(...)`` and
         ``trial.scheduler(...)``, calls ``trial.report(score)`` after every epoch, and returns the
-        last score (or None: the last reported).
+        last score (or None: the last reported). A Lightning module: ``trial.lightning(optimizer)``
+        from its ``configure_optimizers``, and ``trial.lightning_callback(...)`` in the Trainer.
     base_lr: the LR of the constant baseline and of every schedule's peak (``find_lr``'s suggestion);
         or ``find_lr``'s result itself: its suggestion, and the report shows its curve, its sweeps
         and its warnings as ``tune``'s does; None resumes a stored study at its own.

@@ -97,12 +97,11 @@ class TunedSchedule:
                 return best.lightning(optimizer, epochs=epochs,
                                       steps_per_epoch=self.trainer.estimated_stepping_batches // epochs)
         """
+        from ._lightning import scheduler_config
+
         scheduler = self._scheduler(optimizer, epochs, steps_per_epoch)
-        per_epoch = get_schedule(self.schedule).needs_metric
-        config = {"scheduler": scheduler, "interval": "epoch" if per_epoch else "step", "frequency": 1}
-        if per_epoch:
-            config["monitor"] = monitor
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return scheduler_config(optimizer, scheduler,
+                                monitor=monitor if get_schedule(self.schedule).needs_metric else None)
 
     def snippet(self, *, epochs: int, steps_per_epoch: int) -> str:
         """Python that builds the optimizer and torch scheduler for that run, without lrfind."""

@@ -99,3 +99,14 @@ def test_distributed_sweeps_a_ddp_model_in_two_processes_under_torchrun(mnist_ro
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ddp in 2 processes:" in proc.stdout and proc.stdout.count("suggested LR:") == 1    # printed once
     assert (tmp_path / "distributed_ddp_range_test.png").stat().st_size > 10_000
+
+
+def test_lightning_loop_tunes_a_lightning_module_through_trainer_runs(mnist_root, tmp_path) -> None:
+    """Runs where lightning is installed (it is not one of lrfind's dependencies)."""
+    import pytest
+
+    pytest.importorskip("lightning")
+    out = run("lightning_loop.py", str(tmp_path / "study"), "--trials", "6", "--subset", "2000", cwd=tmp_path,
+              data=mnist_root)
+    assert "suggested LR" in out and ("validation accuracy" in out or "no schedule beat" in out)
+    assert "% test after 4 epochs" in out and (tmp_path / "study" / "best.json").exists()

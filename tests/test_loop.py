@@ -432,3 +432,98 @@ def test_find_lrs_result_as_the_base_lr_brings_its_curve_and_sweeps_into_the_rep
         tune_loop(train_blobs, base_lr=unclear, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy",
                   out=str(tmp_path / "unclear"), progress=False)
     assert not (tmp_path / "unclear").exists()              # refused before anything is written
+
+
+class _StandInTrainer:
+    """What the reporting callback reads of Lightning's Trainer, driving a fit as Lightning does: a
+    sanity check first, then an epoch of optimizer and scheduler steps and a validation per epoch."""
+
+    def __init__(self, epochs: int, callbacks: list) -> None:
+        self.epochs, self.callbacks = epochs, callbacks
+        self.sanity_checking, self.callback_metrics = False, {}
+
+    def fit(self, configured: dict, steps: int, validate) -> None:
+        optimizer, config = configured["optimizer"], configured.get("lr_scheduler")
+        self._validate(validate, sanity=True)
+        for _ in range(self.epochs):
+            for _ in range(steps):
+                optimizer.step()
+                if config is not None and config["interval"] == "step":
+                    config["scheduler"].step()
+            self._validate(validate, sanity=False)
+
+    def _validate(self, validate, sanity: bool) -> None:
+        self.sanity_checking = sanity
+        self.callback_metrics = validate()
+        for callback in self.callbacks:
+            callback.on_validation_end(self, None)
+
+
+@pytest.fixture
+def stand_in_lightning(monkeypatch):
+    """A ``lightning`` package with only the ``Callback`` base class: Lightning is not a dependency."""
+    import sys
+    import types
+
+    package, pytorch = types.ModuleType("lightning"), types.ModuleType("lightning.pytorch")
+    pytorch.Callback = type("Callback", (), {})
+    package.pytorch = pytorch
+    monkeypatch.setitem(sys.modules, "lightning", package)
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", pytorch)
+    return pytorch
+
+
+def test_a_lightning_run_is_a_trial_through_its_configure_optimizers_and_a_callback(tmp_path,
+                                                                                   stand_in_lightning) -> None:
+    """trial.lightning gives configure_optimizers the scheduler stepped every step (a plateau trial's
+    is stepped by report instead); the callback reports the logged metrics after each validation,
+    not the sanity check's, and a pruned trial's TrialPruned comes up through fit."""
+    lrs: dict[int, tuple[list[float], np.ndarray | None]] = {}
+
+    def train(trial):
+        configured = trial.lightning(trial.optimizer([torch.zeros(1, requires_grad=True)]))
+        callback = trial.lightning_callback("val_acc", loss="val_loss")
+        assert isinstance(callback, stand_in_lightning.Callback)
+        plateau = trial.schedule == "plateau"
+        assert ("lr_scheduler" in configured) != plateau
+        # the LR after 4 and 8 steps: the schedule's, where it does not follow a metric
+        seen, expected = [], None if plateau else trial.lr * get_schedule(trial.schedule).factor(
+            np.array([4, 8]), trial.total_steps, **trial.params)
+        lrs[trial.number] = seen, expected
+        scores = iter([0.5, 0.9, 0.95, 0.97] if trial.number < 5 or plateau else [0.5, 0.1, 0.1, 0.1])
+
+        def validate() -> dict:                    # the first call: the sanity check
+            seen.append(configured["optimizer"].param_groups[0]["lr"])
+            return {"val_acc": torch.tensor(next(scores)), "val_loss": torch.tensor(1.0), "train_loss": 0.3}
+
+        _StandInTrainer(trial.epochs, [callback]).fit(configured, trial.steps_per_epoch, validate)
+        return trial.scores[-1]
+
+    result = tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy", trials=8,
+                       schedules=("warmup", "plateau"), same_seed=False, final_seeds=0, out=str(tmp_path),
+                       progress=False)
+    states = [t.state for t in result.study.trials]
+    assert optuna.trial.TrialState.PRUNED in states
+    assert {t.user_attrs["schedule"] for t in result.study.trials} >= {"plateau", "warmup"}
+    checked = 0
+    for t in result.study.trials:
+        assert t.user_attrs["val_acc"][0] != 0.5                     # the sanity check is not an epoch
+        seen, expected = lrs[t.number]
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert len(t.user_attrs["val_acc"]) == 3 and t.value == t.user_attrs["val_acc"][-1]
+            if expected is not None and t.user_attrs["schedule"] == "warmup":
+                np.testing.assert_allclose(seen[1:3], expected, rtol=1e-9)
+                checked += 1
+    assert checked
+
+
+def test_a_lightning_metric_not_logged_says_which_were(tmp_path, stand_in_lightning) -> None:
+    def train(trial):
+        _StandInTrainer(trial.epochs, [trial.lightning_callback("val_accuracy")]).fit(
+            trial.lightning(trial.optimizer([torch.zeros(1, requires_grad=True)])), 2,
+            lambda: {"val_acc": 0.9, "val_loss": 0.3})
+        return trial.scores[-1]
+
+    with pytest.raises(KeyError, match=r"no metric 'val_accuracy' after validation \(logged: val_acc, val_loss\)"):
+        tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=2, metric="accuracy", trials=1, final_seeds=0,
+                  out=str(tmp_path), progress=False)
