@@ -3,6 +3,10 @@
 Recognised by its class (a ``LightningModule`` subclass), without importing Lightning. Outside a
 ``Trainer``, ``self.log`` in ``training_step`` only warns; a step that needs ``self.trainer``
 fails on the first batch, named, and wants a ``step_fn`` instead.
+
+And the other way round, a schedule inside Lightning: what ``configure_optimizers`` returns for a
+tuned schedule or a ``tune_loop`` trial, and the callback that reports a trial's validation
+metrics. Lightning is imported only when such a callback is made.
 """
 
 from __future__ import annotations

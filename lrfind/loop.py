@@ -191,6 +191,33 @@ class LoopTrial:
 
         return reporting_callback(self.report, monitor, loss)
 
+    def hugging_face(self, optimizer: torch.optim.Optimizer) -> tuple[torch.optim.Optimizer, Any]:
+        """What Hugging Face's ``Trainer(optimizers=...)`` takes for this trial: the optimizer and
+        its scheduler, which the Trainer steps after every optimizer step. A plateau trial's is
+        stepped by ``report``: the Trainer gets a scheduler that keeps the LR as it is. With
+        ``hugging_face_callback``, a Trainer run is one trial::
+
+            def train(trial):
+                model = make_model()
+                args = TrainingArguments(out, num_train_epochs=trial.epochs, eval_strategy="epoch", ...)
+                Trainer(model, args, train_dataset=..., eval_dataset=..., compute_metrics=...,
+                        optimizers=trial.hugging_face(trial.optimizer(model.parameters())),
+                        callbacks=[trial.hugging_face_callback("eval_accuracy", loss="eval_loss")]).train()
+        """
+        from ._hugging_face import HeldLR
+
+        scheduler = self._scheduler(optimizer)
+        return optimizer, HeldLR(optimizer) if self._plateau is not None else scheduler
+
+    def hugging_face_callback(self, metric: str, *, loss: str | None = None) -> Any:
+        """A ``transformers.TrainerCallback`` that calls ``report`` after every epoch's evaluation
+        (``eval_strategy="epoch"``) with its ``metric`` (``compute_metrics``' keys, prefixed
+        ``eval_`` by the Trainer) and, for a plateau trial, ``loss`` (``"eval_loss"``). A pruned
+        trial's ``optuna.TrialPruned`` goes up through ``trainer.train()``: let it propagate."""
+        from ._hugging_face import reporting_callback
+
+        return reporting_callback(self.report, metric, loss)
+
     def steps_taken(self) -> int | None:
         """How many times the scheduler handed out was stepped (None: none was, or it follows a metric)."""
         return None if self._built is None else self._built.last_epoch
@@ -283,7 +310,8 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
         ``trial.steps_per_epoch`` optimizer steps with ``trial.optimizer(...)`` and
         ``trial.scheduler(...)``, calls ``trial.report(score)`` after every epoch, and returns the
         last score (or None: the last reported). A Lightning module: ``trial.lightning(optimizer)``
-        from its ``configure_optimizers``, and ``trial.lightning_callback(...)`` in the Trainer.
+        from its ``configure_optimizers``, and ``trial.lightning_callback(...)`` in the Trainer;
+        Hugging Face's Trainer: ``trial.hugging_face(optimizer)`` and ``trial.hugging_face_callback(...)``.
     base_lr: the LR of the constant baseline and of every schedule's peak (``find_lr``'s suggestion);
         or ``find_lr``'s result itself: its suggestion, and the report shows its curve, its sweeps
         and its warnings as ``tune``'s does; None resumes a stored study at its own.

@@ -110,3 +110,14 @@ def test_lightning_loop_tunes_a_lightning_module_through_trainer_runs(mnist_root
               data=mnist_root)
     assert "suggested LR" in out and ("validation accuracy" in out or "no schedule beat" in out)
     assert "% test after 4 epochs" in out and (tmp_path / "study" / "best.json").exists()
+
+
+def test_hugging_face_loop_tunes_through_trainer_runs(tmp_path) -> None:
+    """Runs where transformers and accelerate are installed (neither is one of lrfind's dependencies)."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    out = run("hugging_face_loop.py", str(tmp_path / "study"), "--trials", "4", cwd=tmp_path, data=tmp_path)
+    assert "suggested LR" in out and "val loss" in out and "test accuracy after 4 epochs" in out
+    assert (tmp_path / "study" / "best.json").exists()

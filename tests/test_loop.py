@@ -527,3 +527,89 @@ def test_a_lightning_metric_not_logged_says_which_were(tmp_path, stand_in_lightn
     with pytest.raises(KeyError, match=r"no metric 'val_accuracy' after validation \(logged: val_acc, val_loss\)"):
         tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=2, metric="accuracy", trials=1, final_seeds=0,
                   out=str(tmp_path), progress=False)
+
+
+@pytest.fixture
+def stand_in_transformers(monkeypatch):
+    """A ``transformers`` module with only the ``TrainerCallback`` base class: not a dependency."""
+    import sys
+    import types
+
+    module = types.ModuleType("transformers")
+    module.TrainerCallback = type("TrainerCallback", (), {})
+    monkeypatch.setitem(sys.modules, "transformers", module)
+    return module
+
+
+def _hf_fit(optimizers, callbacks, epochs: int, steps: int, evaluate, strategy: str = "epoch") -> None:
+    """Hugging Face's Trainer as the callback sees it: train begins, then an epoch of optimizer and
+    scheduler steps and an evaluation per epoch, and one more evaluation after training."""
+    from types import SimpleNamespace
+
+    optimizer, scheduler = optimizers
+    args, state = SimpleNamespace(eval_strategy=strategy), SimpleNamespace(global_step=0)
+    for callback in callbacks:
+        callback.on_train_begin(args, state, None)
+    for _ in range(epochs):
+        for _ in range(steps):
+            optimizer.step()
+            scheduler.step()
+            state.global_step += 1
+        for _ in range(1 if state.global_step < epochs * steps else 2):     # trainer.evaluate() after training
+            for callback in callbacks:
+                callback.on_evaluate(args, state, None, metrics=evaluate())
+
+
+def test_a_hugging_face_trainer_run_is_a_trial_through_its_optimizers_and_a_callback(
+        tmp_path, stand_in_transformers) -> None:
+    """The Trainer steps the trial's scheduler after every optimizer step; a plateau trial's LR is
+    held there and stepped by report on the evaluation's loss; one report per epoch, an evaluation
+    after training not counted."""
+    lrs = {}
+
+    def train(trial):
+        optimizers = trial.hugging_face(trial.optimizer([torch.zeros(1, requires_grad=True)]))
+        callback = trial.hugging_face_callback("eval_accuracy", loss="eval_loss")
+        assert isinstance(callback, stand_in_transformers.TrainerCallback)
+        seen = lrs.setdefault(trial.number, [])
+        losses = iter([1.0, 2.0, 3.0, 3.0])                    # worse and worse: a plateau cuts its LR
+
+        def evaluate() -> dict:
+            seen.append(optimizers[0].param_groups[0]["lr"])
+            return {"eval_accuracy": 0.9, "eval_loss": next(losses), "epoch": 1.0}
+
+        _hf_fit(optimizers, [callback], trial.epochs, trial.steps_per_epoch, evaluate)
+        return None
+
+    result = tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy", trials=6,
+                       schedules=("step", "plateau"), same_seed=False, final_seeds=0, out=str(tmp_path),
+                       progress=False)
+    kinds = set()
+    for t in result.study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE and len(t.user_attrs["val_acc"]) == 3
+        schedule, params, lr = t.user_attrs["schedule"], t.user_attrs["params"], lrs[t.number]
+        peak = 0.1 * t.user_attrs.get("peak_scale", 1.0)
+        if schedule == "plateau":       # held by the Trainer's steps; cut by the reports (patience counts reports)
+            cut = [peak * params["factor"] ** n for n in range(4)]
+            assert all(any(np.isclose(x, c) for c in cut) for x in lr) and lr[0] == pytest.approx(peak)
+        else:
+            np.testing.assert_allclose(lr[:2], peak * get_schedule(schedule).factor(np.array([4, 8]), 12, **params),
+                                       rtol=1e-9)
+        kinds.add(schedule)
+    assert kinds >= {"plateau", "step"}
+
+
+def test_a_hugging_face_evaluation_not_per_epoch_or_without_the_metric_is_a_clear_error(
+        tmp_path, stand_in_transformers) -> None:
+    def train(trial, strategy="epoch", metric="eval_accuracy"):
+        _hf_fit(trial.hugging_face(trial.optimizer([torch.zeros(1, requires_grad=True)])),
+                [trial.hugging_face_callback(metric)], trial.epochs, 2, lambda: {"eval_acc": 0.9, "eval_loss": 0.3},
+                strategy=strategy)
+        return trial.scores[-1]
+
+    common = dict(base_lr=0.1, epochs=2, steps_per_epoch=2, metric="accuracy", trials=1, final_seeds=0,
+                  progress=False)
+    with pytest.raises(ValueError, match=r"eval_strategy='steps': pass TrainingArguments\(eval_strategy='epoch'"):
+        tune_loop(lambda trial: train(trial, strategy="steps"), out=str(tmp_path / "a"), **common)
+    with pytest.raises(KeyError, match=r"has no 'eval_accuracy' \(it has: eval_acc, eval_loss\)"):
+        tune_loop(train, out=str(tmp_path / "b"), **common)

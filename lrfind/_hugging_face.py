@@ -1,0 +1,53 @@
+"""A ``tune_loop`` trial run by Hugging Face's ``Trainer``: what its ``optimizers=`` takes, and a
+callback that reports each epoch's evaluation. transformers is imported only when a callback is
+made: it is not one of lrfind's dependencies."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+class HeldLR(torch.optim.lr_scheduler.LRScheduler):
+    """A scheduler that keeps the optimizer's LR as it is: the Trainer steps it after every
+    optimizer step while ``LoopTrial.report`` steps the trial's reduce-on-plateau. (Handed the
+    plateau itself, the Trainer would step it a second time, on its ``metric_for_best_model``.)"""
+
+    def get_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+
+def reporting_callback(report: Callable[..., None], metric: str, loss: str | None) -> Any:
+    """A ``transformers.TrainerCallback`` that calls ``report(score, loss=...)`` with the
+    evaluation's ``metric`` (and ``loss``) after every epoch of training. It needs
+    ``eval_strategy="epoch"``: one report per epoch is what the pruner compares. An evaluation
+    after training (``trainer.evaluate()``) is not an epoch and is not reported."""
+    try:
+        from transformers import TrainerCallback
+    except ImportError:
+        raise ImportError("a Hugging Face Trainer callback needs transformers: pip install transformers") from None
+
+    class ReportToLrfind(TrainerCallback):
+        def __init__(self) -> None:
+            self.reported_at: int | None = None        # the global step of the last report
+
+        def on_train_begin(self, args, state, control, **kwargs) -> None:
+            strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+            if strategy != "epoch":
+                raise ValueError(f"the trial reports one evaluation per epoch, but the Trainer evaluates with "
+                                 f"eval_strategy={strategy!r}: pass TrainingArguments(eval_strategy='epoch', ...)")
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
+            if self.reported_at == state.global_step:   # evaluated again without training in between
+                return
+            metrics = metrics or {}
+            for name in (metric, loss):
+                if name is not None and name not in metrics:
+                    raise KeyError(f"the Trainer's evaluation has no {name!r} (it has: "
+                                   f"{', '.join(sorted(metrics)) or 'nothing'}): a compute_metrics that returns "
+                                   f"it (the Trainer prefixes 'eval_'), or name one it has")
+            self.reported_at = state.global_step
+            report(metrics[metric], loss=None if loss is None else metrics[loss])
+
+    return ReportToLrfind()
