@@ -6,6 +6,7 @@ Everything here reads the stored study (trial attributes and the study's user at
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -45,6 +46,13 @@ def _status(t: FrozenTrial) -> str:
     return t.state.name.lower()
 
 
+def loss_text(x: float, *, signed: bool = False) -> str:
+    """A loss for people: 4 decimals, or 3 significant digits where decimals would hide it (a
+    regression's 0.00031, a difference of 0.00009)."""
+    sign = "+" if signed else ""
+    return f"{x:{sign}.4f}" if x == 0 or abs(x) >= 0.01 else f"{x:{sign}.3g}"
+
+
 def top_table(study: optuna.Study, n: int = 10) -> str:
     """The ``n`` best finished trials by the study's metric, then a count of the rest by state."""
     trials = [t for t in study.get_trials(deepcopy=False) if _study.is_finished(t)]
@@ -56,7 +64,7 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
         shown = f"{100 * acc:>7.2f}%" if acc is not None else f"{'-':>8}"
         if loss:
             value = _study.val_loss(t)
-            shown = (f"{value:>8.4f}  " if value is not None else f"{'-':>8}  ") + shown
+            shown = f"{loss_text(value) if value is not None else '-':>8}  " + shown
         rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {shown}  "
                     f"{_study.peak_lr(study, t):>8.3g}  {_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -138,14 +146,14 @@ def _validation_lines(study: optuna.Study, best: FrozenTrial, constant: FrozenTr
     labels are classes."""
     loss = _study.metric_of(study) == "loss"
     acc = _study.val_acc(best, study)               # None for regression targets
-    scores = ([f"{best.value:.4f} validation loss"] if loss else []) + \
+    scores = ([f"{loss_text(best.value)} validation loss"] if loss else []) + \
         ([f"{100 * acc:.2f}% validation accuracy"] if acc is not None else [])
     if constant is None:
         return [", ".join(scores) + " (the constant baseline did not complete)"]
     if best.number == constant.number:
         return ["no schedule beat the constant LR: " + ", ".join(scores)]
-    lines = [f"validation loss {best.value:.4f} vs constant {constant.value:.4f} "
-             f"({best.value - constant.value:+.4f})"] if loss else []
+    lines = [f"validation loss {loss_text(best.value)} vs constant {loss_text(constant.value)} "
+             f"({loss_text(best.value - constant.value, signed=True)})"] if loss else []
     if acc is not None:
         other = _study.val_acc(constant, study)
         lines.append(f"validation accuracy {100 * acc:.2f}% vs constant {100 * other:.2f}% "
@@ -158,8 +166,9 @@ def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
     for ``tune_loop``, the best and the constant run again with new seeds, on the study's metric."""
     b, c = final["best"], final.get("constant", {})
     n = final["setup"].get("seeds", 1)
-    accuracy = ("accuracy", 100.0, "{:.2f}%", "{:+.2f} pp", "{:+.2f}")
-    loss = ("loss", 1.0, "{:.4f}", "{:+.4f}", "{:+.4f}")
+    accuracy = ("accuracy", 100.0, "{:.2f}%".format, "{:+.2f} pp".format, "{:+.2f}".format)
+    signed = functools.partial(loss_text, signed=True)
+    loss = ("loss", 1.0, loss_text, signed, signed)
     if final["setup"].get("kind") == "seeds":       # tune_loop's: the user's own validation, new seeds
         context = f" over {n} new seed{'s' if n != 1 else ''} (mean)"
         name, *formats = accuracy if _study.metric_of(study) == "accuracy" else loss
@@ -177,12 +186,12 @@ def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
     for kind, key, scale, value, diff, per_seed in kinds:
         if b.get(key) is None:
             continue
-        text = f"{kind}{context}: {value.format(scale * b[key])}"
+        text = f"{kind}{context}: {value(scale * b[key])}"
         context = ""                                  # said once
         if c.get(key) is not None and c.get("trial") != b.get("trial"):
-            text += f" vs constant {value.format(scale * c[key])} ({diff.format(scale * (b[key] - c[key]))}"
+            text += f" vs constant {value(scale * c[key])} ({diff(scale * (b[key] - c[key]))}"
             pairs = list(zip(b.get(key + "_per_seed", []), c.get(key + "_per_seed", [])))
-            text += (f"; per seed {', '.join(per_seed.format(scale * (x - y)) for x, y in pairs)})"
+            text += (f"; per seed {', '.join(per_seed(scale * (x - y)) for x, y in pairs)})"
                      if len(pairs) > 1 else ")")
         lines.append(text)
     return lines + ([conclusion] if conclusion else [])

@@ -254,6 +254,16 @@ def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
     assert _loss_label(result.study) == "validation loss (your loop's)"        # not lrfind's cross-entropy
 
 
+def test_small_losses_keep_their_digits_in_the_report(tmp_path) -> None:
+    """A regression's mean squared error of 0.0003: four decimals would print 0.0001 vs 0.0003."""
+    result = tune_loop(lambda trial: 3.1e-4 / (1 + trial.number), base_lr=0.01, epochs=1, steps_per_epoch=10,
+                       metric="loss", trials=3, schedules=("cosine",), out=str(tmp_path), progress=False,
+                       final_seeds=0)
+    text = result.summary()
+    assert "validation loss 0.000103 vs constant 0.00031 (-0.000207)" in text
+    assert "   2  cosine           0.000103" in text
+
+
 @pytest.mark.filterwarnings("ignore:trial .* scheduler was stepped")   # loops that never step
 def test_mistakes_get_a_clear_error_and_the_trial_runs_again(tmp_path) -> None:
     kw = dict(base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, out=str(tmp_path), progress=False)
