@@ -14,6 +14,7 @@ schedule trains once more, at its own length, through `best.lightning(...)`.
 from __future__ import annotations
 
 import argparse
+import logging
 
 import lightning as L
 import torch
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--subset", type=int, default=5000, help="training images used (a sixth validates)")
     args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)   # not "GPU available: ..." every trial
     torch.manual_seed(0)
     train_loader, val_loader, test_loader = loaders(args.subset)
 
