@@ -22,7 +22,7 @@ def reporting_callback(report: Callable[..., None], metric: str, loss: str | Non
     """A ``transformers.TrainerCallback`` that calls ``report(score, loss=...)`` with the
     evaluation's ``metric`` (and ``loss``) after every epoch of training. It needs
     ``eval_strategy="epoch"``: one report per epoch is what the pruner compares. An evaluation
-    after training (``trainer.evaluate()``) is not an epoch and is not reported."""
+    before or after training (``trainer.evaluate()``) is not an epoch's and is not reported."""
     try:
         from transformers import TrainerCallback
     except ImportError:
@@ -30,16 +30,20 @@ def reporting_callback(report: Callable[..., None], metric: str, loss: str | Non
 
     class ReportToLrfind(TrainerCallback):
         def __init__(self) -> None:
-            self.reported_at: int | None = None        # the global step of the last report
+            self.training = False
 
         def on_train_begin(self, args, state, control, **kwargs) -> None:
             strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
             if strategy != "epoch":
                 raise ValueError(f"the trial reports one evaluation per epoch, but the Trainer evaluates with "
                                  f"eval_strategy={strategy!r}: pass TrainingArguments(eval_strategy='epoch', ...)")
+            self.training = True
+
+        def on_train_end(self, args, state, control, **kwargs) -> None:
+            self.training = False
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
-            if self.reported_at == state.global_step:   # evaluated again without training in between
+            if not self.training:                       # trainer.evaluate() before or after train()
                 return
             metrics = metrics or {}
             for name in (metric, loss):
@@ -47,7 +51,6 @@ def reporting_callback(report: Callable[..., None], metric: str, loss: str | Non
                     raise KeyError(f"the Trainer's evaluation has no {name!r} (it has: "
                                    f"{', '.join(sorted(metrics)) or 'nothing'}): a compute_metrics that returns "
                                    f"it (the Trainer prefixes 'eval_'), or name one it has")
-            self.reported_at = state.global_step
             report(metrics[metric], loss=None if loss is None else metrics[loss])
 
     return ReportToLrfind()

@@ -171,11 +171,15 @@ class LoopTrial:
         trial's scheduler is left out: ``report`` steps it with the validation loss. With
         ``lightning_callback``, a Lightning run is one trial::
 
+            class LitNet(L.LightningModule):                 # given the trial in __init__
+                def configure_optimizers(self):
+                    return self.trial.lightning(self.trial.optimizer(self.parameters()))
+
             def train(trial):
-                model = LitNet(configure=trial.lightning)    # configure_optimizers: trial.lightning(opt)
                 trainer = L.Trainer(max_epochs=trial.epochs,
                                     callbacks=[trial.lightning_callback("val_acc", loss="val_loss")])
-                trainer.fit(model, train_loader, val_loader)
+                trainer.fit(LitNet(trial), train_loader, val_loader)
+                return trial.scores[-1]
         """
         from ._lightning import scheduler_config
 

@@ -552,22 +552,28 @@ def stand_in_transformers(monkeypatch):
 
 
 def _hf_fit(optimizers, callbacks, epochs: int, steps: int, evaluate, strategy: str = "epoch") -> None:
-    """Hugging Face's Trainer as the callback sees it: train begins, then an epoch of optimizer and
-    scheduler steps and an evaluation per epoch, and one more evaluation after training."""
+    """Hugging Face's Trainer as the callback sees it: an evaluation before training (the user's
+    trainer.evaluate()), train begins, an epoch of optimizer and scheduler steps and an evaluation
+    per epoch, train ends, and one more evaluation after it."""
     from types import SimpleNamespace
 
     optimizer, scheduler = optimizers
     args, state = SimpleNamespace(eval_strategy=strategy), SimpleNamespace(global_step=0)
-    for callback in callbacks:
-        callback.on_train_begin(args, state, None)
+
+    def hook(name: str, **kwargs) -> None:
+        for callback in callbacks:
+            getattr(callback, name)(args, state, None, **kwargs)
+
+    hook("on_evaluate", metrics=evaluate())
+    hook("on_train_begin")
     for _ in range(epochs):
         for _ in range(steps):
             optimizer.step()
             scheduler.step()
             state.global_step += 1
-        for _ in range(1 if state.global_step < epochs * steps else 2):     # trainer.evaluate() after training
-            for callback in callbacks:
-                callback.on_evaluate(args, state, None, metrics=evaluate())
+        hook("on_evaluate", metrics=evaluate())
+    hook("on_train_end")
+    hook("on_evaluate", metrics=evaluate())
 
 
 def test_a_hugging_face_trainer_run_is_a_trial_through_its_optimizers_and_a_callback(
@@ -582,7 +588,7 @@ def test_a_hugging_face_trainer_run_is_a_trial_through_its_optimizers_and_a_call
         callback = trial.hugging_face_callback("eval_accuracy", loss="eval_loss")
         assert isinstance(callback, stand_in_transformers.TrainerCallback)
         seen = lrs.setdefault(trial.number, [])
-        losses = iter([1.0, 2.0, 3.0, 3.0])                    # worse and worse: a plateau cuts its LR
+        losses = iter([1.0, 1.0, 2.0, 3.0, 3.0])         # before training, then worse and worse: a plateau cuts
 
         def evaluate() -> dict:
             seen.append(optimizers[0].param_groups[0]["lr"])
@@ -603,7 +609,7 @@ def test_a_hugging_face_trainer_run_is_a_trial_through_its_optimizers_and_a_call
             cut = [peak * params["factor"] ** n for n in range(4)]
             assert all(any(np.isclose(x, c) for c in cut) for x in lr) and lr[0] == pytest.approx(peak)
         else:
-            np.testing.assert_allclose(lr[:2], peak * get_schedule(schedule).factor(np.array([4, 8]), 12, **params),
+            np.testing.assert_allclose(lr[1:3], peak * get_schedule(schedule).factor(np.array([4, 8]), 12, **params),
                                        rtol=1e-9)
         kinds.add(schedule)
     assert kinds >= {"plateau", "step"}
