@@ -108,13 +108,14 @@ def _callback_base() -> type:
 
 def reporting_callback(report: Any, monitor: str, loss: str | None) -> Any:
     """A Lightning callback that calls ``report(score, loss=...)`` with the metrics logged as
-    ``monitor`` (and ``loss``) after every validation epoch, the sanity check's left out, as
-    Optuna's own Lightning pruning callback does. A metric not logged is a KeyError that lists
-    those that were."""
+    ``monitor`` (and ``loss``) after every validation epoch of ``trainer.fit``, the sanity check's
+    left out, as Optuna's own Lightning pruning callback does; a ``trainer.validate()`` is not an
+    epoch. A metric not logged is a KeyError that lists those that were."""
 
     class ReportToLrfind(_callback_base()):
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-            if getattr(trainer, "sanity_checking", False):
+            fn = getattr(getattr(trainer, "state", None), "fn", None)        # TrainerFn, a str enum
+            if getattr(trainer, "sanity_checking", False) or fn not in (None, "fit"):
                 return
             logged = trainer.callback_metrics
             for name in (monitor, loss):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import optuna
@@ -454,6 +455,7 @@ class _StandInTrainer:
 
     def fit(self, configured: dict, steps: int, validate) -> None:
         optimizer, config = configured["optimizer"], configured.get("lr_scheduler")
+        self.state = types.SimpleNamespace(fn="fit")
         self._validate(validate, sanity=True)
         for _ in range(self.epochs):
             for _ in range(steps):
@@ -461,6 +463,8 @@ class _StandInTrainer:
                 if config is not None and config["interval"] == "step":
                     config["scheduler"].step()
             self._validate(validate, sanity=False)
+        self.state.fn = "validate"                       # trainer.validate(model) after fit: not an epoch
+        self._validate(validate, sanity=False)
 
     def _validate(self, validate, sanity: bool) -> None:
         self.sanity_checking = sanity
@@ -473,7 +477,6 @@ class _StandInTrainer:
 def stand_in_lightning(monkeypatch):
     """A ``lightning`` package with only the ``Callback`` base class: Lightning is not a dependency."""
     import sys
-    import types
 
     package, pytorch = types.ModuleType("lightning"), types.ModuleType("lightning.pytorch")
     pytorch.Callback = type("Callback", (), {})
@@ -500,7 +503,7 @@ def test_a_lightning_run_is_a_trial_through_its_configure_optimizers_and_a_callb
         seen, expected = [], None if plateau else trial.lr * get_schedule(trial.schedule).factor(
             np.array([4, 8]), trial.total_steps, **trial.params)
         lrs[trial.number] = seen, expected
-        scores = iter([0.5, 0.9, 0.95, 0.97] if trial.number < 5 or plateau else [0.5, 0.1, 0.1, 0.1])
+        scores = iter([0.5, 0.9, 0.95, 0.97, 0.5] if trial.number < 5 or plateau else [0.5, 0.1, 0.1, 0.1, 0.5])
 
         def validate() -> dict:                    # the first call: the sanity check
             seen.append(configured["optimizer"].param_groups[0]["lr"])
@@ -517,7 +520,7 @@ def test_a_lightning_run_is_a_trial_through_its_configure_optimizers_and_a_callb
     assert {t.user_attrs["schedule"] for t in result.study.trials} >= {"plateau", "warmup"}
     checked = 0
     for t in result.study.trials:
-        assert t.user_attrs["val_acc"][0] != 0.5                     # the sanity check is not an epoch
+        assert 0.5 not in t.user_attrs["val_acc"]                    # nor the sanity check, nor validate()
         seen, expected = lrs[t.number]
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert len(t.user_attrs["val_acc"]) == 3 and t.value == t.user_attrs["val_acc"][-1]
@@ -543,7 +546,6 @@ def test_a_lightning_metric_not_logged_says_which_were(tmp_path, stand_in_lightn
 def stand_in_transformers(monkeypatch):
     """A ``transformers`` module with only the ``TrainerCallback`` base class: not a dependency."""
     import sys
-    import types
 
     module = types.ModuleType("transformers")
     module.TrainerCallback = type("TrainerCallback", (), {})
