@@ -81,6 +81,24 @@ def lightning_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return optimizers[0]
 
 
+def set_lightning_lr(model: nn.Module, lr: float) -> str:
+    """Set the LR a Lightning module's ``configure_optimizers`` reads: its ``lr`` or
+    ``learning_rate`` attribute, else that key of its ``hparams`` (Lightning's own LR finder looks in
+    the same places). Returns where it was set."""
+    for name in ("lr", "learning_rate"):
+        if isinstance(getattr(model, name, None), (int, float)) and not isinstance(getattr(model, name), bool):
+            setattr(model, name, lr)
+            return name
+    hparams = getattr(model, "hparams", None)
+    for name in ("lr", "learning_rate"):
+        if isinstance(hparams, Mapping) and name in hparams:
+            hparams[name] = lr
+            return f"hparams.{name}"
+    raise AttributeError(f"{type(model).__name__} has no lr or learning_rate (attribute or hparams key) for "
+                         f"configure_optimizers to read: give it one (self.lr = lr in __init__), or apply the "
+                         f"result to the optimizer configure_optimizers makes")
+
+
 def scheduler_config(optimizer: torch.optim.Optimizer, scheduler: Any, *, monitor: str | None = None) -> dict:
     """What ``configure_optimizers()`` returns for a per-step schedule: the scheduler stepped after
     every optimizer step (``"interval": "step"``; Lightning's default, once an epoch, would hold it

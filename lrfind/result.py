@@ -323,11 +323,21 @@ class RangeTestResult:
     def apply(self, optimizer, lr: float | None = None) -> float:
         """Set ``optimizer``'s LR to the suggestion (or to ``lr``) and return it: the group that had
         the largest LR in the sweep gets it, the others keep their ratio to it (``group_ratios``),
-        as they did in the sweep. Build a scheduler after this: it starts from the LRs it finds."""
+        as they did in the sweep. Build a scheduler after this: it starts from the LRs it finds.
+
+        A Lightning module instead of an optimizer gets it in the attribute its
+        ``configure_optimizers`` reads, ``lr`` or ``learning_rate`` (or that key of its ``hparams``),
+        as Lightning's own LR finder sets it."""
         lr = self.suggested_lr if lr is None else lr
         if lr is None:
             raise ValueError(f"no suggested LR to apply ({self.reason}); look at the plot and pass lr=")
         check_positive("lr", lr)
+        if not hasattr(optimizer, "param_groups"):
+            from ._lightning import is_lightning, set_lightning_lr     # torch: not for reading results
+
+            if is_lightning(optimizer):
+                set_lightning_lr(optimizer, float(lr))
+                return float(lr)
         groups = optimizer.param_groups
         if len(groups) != len(self.group_ratios):
             raise ValueError(f"the optimizer has {len(groups)} parameter group(s), the range test swept "

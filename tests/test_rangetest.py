@@ -980,3 +980,18 @@ def test_batches_of_numpy_arrays_are_swept_as_tensors() -> None:
     from_numpy = find_lr(make_model(), batches, num_iter=10, progress=False, seed=0, warn=False)
     from_tensors = find_lr(make_model(), make_data(), num_iter=10, progress=False, seed=0, warn=False)
     np.testing.assert_array_equal(from_numpy.losses, from_tensors.losses)
+
+
+def test_apply_to_a_lightning_module_sets_what_its_configure_optimizers_reads() -> None:
+    """As Lightning's own finder: an lr or learning_rate attribute, else that key of hparams."""
+    result = find_lr(make_model(), make_data(), num_iter=100, seed=0, progress=False, warn=False)
+    with_lr = LitClassifier(lambda m: torch.optim.SGD(m.parameters(), lr=m.lr))
+    with_lr.lr = 1e-3
+    assert result.apply(with_lr) == result.suggested_lr and with_lr.lr == result.suggested_lr
+    assert with_lr.configure_optimizers().param_groups[0]["lr"] == result.suggested_lr
+    in_hparams = LitClassifier(lambda m: None)
+    in_hparams.hparams = {"learning_rate": 1e-3, "batch_size": 32}
+    result.apply(in_hparams, lr=0.02)
+    assert in_hparams.hparams == {"learning_rate": 0.02, "batch_size": 32}
+    with pytest.raises(AttributeError, match=r"LitClassifier has no lr or learning_rate .*self.lr = lr in __init__"):
+        result.apply(LitClassifier(lambda m: None))
