@@ -39,10 +39,11 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from . import _storage, _study, report, tuner
+from . import _peers, _storage, _study, report, tuner
 from ._args import check_names, check_positive
 from ._duration import timeout_seconds
 from ._imports import callable_name
+from ._peers import Peers
 from .result import RangeTestResult
 from .schedules import get_schedule, stored_choices
 from .train import TrialSpec
@@ -133,8 +134,10 @@ class LoopTrial:
     epoch; ``scores`` holds what was reported.
     """
 
-    def __init__(self, trial: optuna.Trial, spec: TrialSpec, cfg: LoopConfig, base_lr: float) -> None:
+    def __init__(self, trial: optuna.Trial, spec: TrialSpec, cfg: LoopConfig, base_lr: float,
+                 peers: Peers | None = None) -> None:
         self._trial, self._cfg = trial, cfg
+        self._spec, self._base_lr, self._peers = spec, base_lr, peers     # peers: the processes running it too
         self.number, self.seed = trial.number, spec.seed
         self.schedule, self.params = spec.schedule, dict(spec.params)
         self.lr = base_lr * spec.lr_scale
@@ -241,7 +244,52 @@ class LoopTrial:
         ``loss``: the validation loss too, when the metric is accuracy and the schedule reduces on
         plateau. Raises ``optuna.TrialPruned`` when Optuna's pruner stops the trial (let it
         propagate; never after the last epoch, when the run is complete), and ``TrialDiverged`` on
-        a NaN or infinite score."""
+        a NaN or infinite score. In a distributed training every process calls it, and process 0's
+        score and verdict count in all of them."""
+        if self._peers is None:
+            self._report(score, loss)
+        elif self._peers.leader:
+            self._report_and_tell(score, loss)
+        else:
+            self._as_told()
+
+    def _report_and_tell(self, score: float, loss: float | None) -> None:
+        """``report`` in process 0: then the others hear its score, loss and verdict, also when it
+        raises (pruned, diverged, a mistake), so that every process stops together."""
+        scores, losses, verdict = len(self.scores), len(self.losses), "error"
+        try:
+            self._report(score, loss)
+            verdict = None
+        except optuna.TrialPruned:
+            verdict = "pruned"
+            raise
+        except TrialDiverged:
+            verdict = "diverged"
+            raise
+        except Exception as e:
+            verdict = f"error: {type(e).__name__}: {e}"
+            raise
+        finally:
+            self._peers.share((self.scores[-1] if len(self.scores) > scores else None,
+                               self.losses[-1] if len(self.losses) > losses else None, verdict))
+
+    def _as_told(self) -> None:
+        """``report`` in the other processes: process 0's score, loss and verdict."""
+        score, loss, verdict = self._peers.share()
+        if score is not None:
+            self.scores.append(score)
+        if loss is not None:
+            self.losses.append(loss)
+        if self._plateau is not None and loss is not None and verdict in (None, "pruned"):
+            self._plateau.step(loss)                 # as process 0 stepped its own
+        if verdict == "pruned":
+            raise optuna.TrialPruned(f"trial {self.number} pruned after epoch {len(self.scores)}")
+        if verdict == "diverged":
+            raise TrialDiverged(f"trial {self.number} reported {score} after epoch {len(self.scores)}")
+        if verdict:
+            raise RuntimeError(f"trial {self.number}: process 0's report failed ({verdict})")
+
+    def _report(self, score: float, loss: float | None) -> None:
         score = self._checked(score, "score")
         metric = self._cfg.metric
         loss = score if metric == "loss" else (None if loss is None else _number(loss, "loss"))
@@ -306,7 +354,7 @@ def _number(value: Any, what: str) -> float:
 
 
 def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | RangeTestResult | None, epochs: int,
-              steps_per_epoch: int, metric: str, trials: int = 30, **fields: Any) -> TuneResult:
+              steps_per_epoch: int, metric: str, trials: int = 30, **fields: Any) -> TuneResult | None:
     """Search the LR decay for your own training function; returns what ``tune`` returns (no test
     scores: evaluate ``result.best`` on your test set yourself).
 
@@ -333,6 +381,12 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
 
     Running it again resumes the study: only missing trials run. A trial your function raises in is
     stored as failed and runs again next time; Ctrl-C keeps the finished trials.
+
+    Inside a distributed training (a default process group of several processes, as under
+    torchrun with DDP or FSDP), call it in every process with the same arguments: every process
+    runs every trial, together. Process 0 keeps the study, its reported scores count (reduce
+    them across the processes first, as a distributed evaluation does), and it returns the
+    result; the others return None.
     """
     if not callable(train):
         raise TypeError(f"train must be a function train(trial) -> score, got {type(train).__name__}")
@@ -347,6 +401,21 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
     name = fields.pop("study_name", None) or f"lrfind-loop-{getattr(train, '__name__', 'train')}"
     cfg = LoopConfig(train=_name(train), base_lr=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      metric=metric, trials=trials, study_name=name, **fields)
+    peers = _peers.default_group()
+    if peers is None:
+        return _study_loop(train, cfg, range_test)
+    if not peers.leader:
+        return _follow(train, cfg, peers)
+    told = _Telling(train, peers)
+    try:
+        return _study_loop(told, cfg, range_test)
+    finally:
+        if not told.failed:              # else the others failed in the same run, or wait in its collectives
+            peers.share(_peers.STOP)
+
+
+def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: RangeTestResult | None) -> TuneResult:
+    """The study: opened or resumed, searched, confirmed with new seeds, reported."""
     clock = time.perf_counter()
     deadline = tuner._now() + cfg.timeout if cfg.timeout else None
     out = Path(cfg.out)
@@ -377,6 +446,37 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
         study.set_user_attr("seconds", seconds)
         files = report.write(study, out)
     return TuneResult(study, float(study.user_attrs["base_lr"]), out, final, seconds, files)
+
+
+class _Telling:
+    """The user's function in process 0 of a distributed training: before each run it tells the
+    other processes which trial to run with it, and the trial reports to them too."""
+
+    def __init__(self, train: Callable[[LoopTrial], Any], peers: Peers) -> None:
+        self.train, self.peers, self.failed = train, peers, False
+
+    def __call__(self, handed: LoopTrial) -> Any:
+        self.peers.share((handed.number, handed._spec, handed._base_lr))
+        handed._peers = self.peers
+        try:
+            return self.train(handed)
+        except (optuna.TrialPruned, TrialDiverged):
+            raise
+        except BaseException:
+            self.failed = True
+            raise
+
+
+def _follow(train: Callable[[LoopTrial], Any], cfg: LoopConfig, peers: Peers) -> None:
+    """The other processes of a distributed training: run each trial process 0 names, until it
+    says the study is over. They keep no study: process 0 does."""
+    while (told := peers.share()) is not _peers.STOP:
+        number, spec, base_lr = told
+        try:
+            train(LoopTrial(_Unstudied(number), spec, cfg, base_lr, peers=peers))
+        except (optuna.TrialPruned, TrialDiverged):
+            pass                                     # as process 0's trial ended
+    return None
 
 
 def _name(train: Callable) -> str:

@@ -90,15 +90,16 @@ def test_hugging_face_sweeps_dict_batches_and_trains(tmp_path) -> None:
     assert (tmp_path / "hugging_face_range_test.png").stat().st_size > 10_000
 
 
-def test_distributed_sweeps_a_ddp_model_in_two_processes_under_torchrun(mnist_root, tmp_path) -> None:
+def test_distributed_sweeps_and_tunes_a_ddp_model_in_two_processes_under_torchrun(mnist_root, tmp_path) -> None:
     env = {**os.environ, "LRFIND_DATA_DIR": str(mnist_root), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": "",
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(EXAMPLES / "distributed.py"), "ddp"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+                           str(EXAMPLES / "distributed.py"), "ddp", "--tune", "3"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ddp in 2 processes:" in proc.stdout and proc.stdout.count("suggested LR:") == 1    # printed once
     assert (tmp_path / "distributed_ddp_range_test.png").stat().st_size > 10_000
+    assert proc.stdout.count("3 finished trials") == 1 and (tmp_path / "distributed_ddp_study" / "best.json").exists()
 
 
 def test_lightning_loop_tunes_a_lightning_module_through_trainer_runs(mnist_root, tmp_path) -> None:

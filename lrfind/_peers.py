@@ -1,0 +1,44 @@
+"""``tune_loop`` inside a distributed training (torchrun; DDP, FSDP): every process runs every
+trial together, process 0 alone keeps the study.
+
+Run independently, each process would ask the study for a trial of its own, and their training
+collectives would pair up different trials. Instead process 0 asks, and before each run of the
+user's function tells the others which trial it is; at each ``report`` it tells them its score,
+loss and verdict (pruned, diverged, an error), so that every process stops a trial at the same
+epoch. Each message is a broadcast from process 0: a collective every process reaches at the same
+point of the same trial.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STOP = None        # what process 0 sends instead of a trial when the study ends (or fails)
+
+
+class Peers:
+    """The processes of the default process group, process 0 speaking for the study."""
+
+    def __init__(self, rank: int, size: int) -> None:
+        self.rank, self.size = rank, size
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def share(self, value: Any = None) -> Any:
+        """Process 0's ``value``, in every process: a collective, which all of them must call."""
+        import torch.distributed as dist
+
+        box = [value if self.leader else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def default_group() -> Peers | None:
+    """The processes of an initialised default process group of more than one, else None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return Peers(dist.get_rank(), dist.get_world_size())
+    return None
