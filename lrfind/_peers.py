@@ -11,6 +11,8 @@ point of the same trial.
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 STOP = None        # what process 0 sends instead of a trial when the study ends (or fails)
@@ -36,9 +38,16 @@ class Peers:
 
 
 def default_group() -> Peers | None:
-    """The processes of an initialised default process group of more than one, else None."""
+    """The processes of an initialised default process group of more than one, else None. Started
+    by torchrun (``WORLD_SIZE`` above 1) without one, a warning: a framework that makes its group
+    only when training starts (Lightning, Hugging Face) would leave each process a study of its own."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return Peers(dist.get_rank(), dist.get_world_size())
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        warnings.warn(f"tune_loop runs in one of {os.environ['WORLD_SIZE']} processes (WORLD_SIZE), but no process "
+                      "group is initialised yet, so each process would run a study of its own: call "
+                      "torch.distributed.init_process_group() before tune_loop (Lightning and Hugging Face's "
+                      "Trainer use a group that exists)", stacklevel=3)
     return None

@@ -140,3 +140,12 @@ def test_a_study_that_fails_in_process_0_or_in_every_process_ends_everywhere(tmp
     first, second = (json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD))
     assert first[0].startswith("ValueError: study 'lrfind-loop-train' is new") and second[0] == "returned None"
     assert first[1] == "RuntimeError: a bug in process 0" and second[1] == "RuntimeError: a bug in process 1"
+
+
+def test_under_torchrun_without_a_process_group_a_warning_says_to_make_one(tmp_path, monkeypatch) -> None:
+    import lrfind
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.warns(UserWarning, match=r"one of 2 processes \(WORLD_SIZE\), but no process group is initialised"):
+        lrfind.tune_loop(lambda trial: 0.5, base_lr=0.1, epochs=1, steps_per_epoch=8, metric="accuracy", trials=1,
+                         final_seeds=0, out=str(tmp_path), progress=False)
