@@ -283,9 +283,13 @@ class Schedule:
         if self.needs_metric:
             every = params.get("interval", steps_per_epoch)
             lines.append(f"# after every {every} optimizer steps (an epoch): scheduler.step(validation_loss)")
+            lightning = '"monitor": "val_loss"'
         else:
             per_epoch = f", {steps_per_epoch} per epoch" if steps_per_epoch else ""
             lines.append(f"# call scheduler.step() after every optimizer.step(): {total} steps in all{per_epoch}")
+            lightning = '"interval": "step"'        # Lightning's default steps it once an epoch
+        lines.append(f'# in Lightning: return {{"optimizer": optimizer, "lr_scheduler": {{"scheduler": scheduler, '
+                     f'{lightning}}}}}')
         return "\n".join(lines) + "\n"
 
     def __repr__(self) -> str:
