@@ -33,7 +33,8 @@ def reporting_callback(report: Callable[..., None], metric: str, loss: str | Non
             self.training = False
 
         def on_train_begin(self, args, state, control, **kwargs) -> None:
-            strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+            strategy = getattr(args, "eval_strategy", None) or getattr(args, "evaluation_strategy", None)  # < 4.41
+            strategy = str(getattr(strategy, "value", strategy))
             if strategy != "epoch":
                 raise ValueError(f"the trial reports one evaluation per epoch, but the Trainer evaluates with "
                                  f"eval_strategy={strategy!r}: pass TrainingArguments(eval_strategy='epoch', ...)")
