@@ -19,8 +19,8 @@ class HeldLR(torch.optim.lr_scheduler.LRScheduler):
 
 
 def reporting_callback(report: Callable[..., None], metric: str, loss: str | None) -> Any:
-    """A ``transformers.TrainerCallback`` that calls ``report(score, loss=...)`` with the
-    evaluation's ``metric`` (and ``loss``) after every epoch of training. It needs
+    """A ``transformers.TrainerCallback`` that reports the evaluation's ``metric`` (and ``loss``)
+    after every epoch of training, through ``LoopTrial.report_logged``. It needs
     ``eval_strategy="epoch"``: one report per epoch is what the pruner compares. An evaluation
     before or after training (``trainer.evaluate()``) is not an epoch's and is not reported."""
     try:
@@ -46,12 +46,7 @@ def reporting_callback(report: Callable[..., None], metric: str, loss: str | Non
         def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
             if not self.training:                       # trainer.evaluate() before or after train()
                 return
-            metrics = metrics or {}
-            for name in (metric, loss):
-                if name is not None and name not in metrics:
-                    raise KeyError(f"the Trainer's evaluation has no {name!r} (it has: "
-                                   f"{', '.join(sorted(metrics)) or 'nothing'}): a compute_metrics that returns "
-                                   f"it (the Trainer prefixes 'eval_'), or name one it has")
-            report(metrics[metric], loss=None if loss is None else metrics[loss])
+            report(metrics or {}, metric, loss, where="the Trainer's evaluation metrics",
+                   how="a compute_metrics that returns it (the Trainer prefixes 'eval_')")
 
     return ReportToLrfind()

@@ -125,22 +125,17 @@ def _callback_base() -> type:
 
 
 def reporting_callback(report: Any, monitor: str, loss: str | None) -> Any:
-    """A Lightning callback that calls ``report(score, loss=...)`` with the metrics logged as
-    ``monitor`` (and ``loss``) after every validation epoch of ``trainer.fit``, the sanity check's
-    left out, as Optuna's own Lightning pruning callback does; a ``trainer.validate()`` is not an
-    epoch. A metric not logged is a KeyError that lists those that were."""
+    """A Lightning callback that reports the metrics logged as ``monitor`` (and ``loss``) after
+    every validation epoch of ``trainer.fit`` (through ``LoopTrial.report_logged``), the sanity
+    check's left out, as Optuna's own Lightning pruning callback does; a ``trainer.validate()`` is
+    not an epoch."""
 
     class ReportToLrfind(_callback_base()):
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
             fn = getattr(getattr(trainer, "state", None), "fn", None)        # TrainerFn, a str enum
             if getattr(trainer, "sanity_checking", False) or fn not in (None, "fit"):
                 return
-            logged = trainer.callback_metrics
-            for name in (monitor, loss):
-                if name is not None and name not in logged:
-                    raise KeyError(f"the Trainer has no metric {name!r} after validation (logged: "
-                                   f"{', '.join(sorted(logged)) or 'none'}): self.log({name!r}, ...) in "
-                                   f"validation_step, or name a logged one")
-            report(logged[monitor], loss=None if loss is None else logged[loss])
+            report(trainer.callback_metrics, monitor, loss, where="the Trainer's metrics after validation",
+                   how="self.log(name, value) in validation_step")
 
     return ReportToLrfind()

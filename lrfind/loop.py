@@ -30,6 +30,7 @@ import math
 import numbers
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -196,7 +197,7 @@ class LoopTrial:
         ``optuna.TrialPruned`` goes up through ``trainer.fit``: let it propagate."""
         from ._lightning import reporting_callback
 
-        return reporting_callback(self.report, monitor, loss)
+        return reporting_callback(self.report_logged, monitor, loss)
 
     def hugging_face(self, optimizer: torch.optim.Optimizer) -> tuple[torch.optim.Optimizer, Any]:
         """What Hugging Face's ``Trainer(optimizers=...)`` takes for this trial: the optimizer and
@@ -223,7 +224,7 @@ class LoopTrial:
         trial's ``optuna.TrialPruned`` goes up through ``trainer.train()``: let it propagate."""
         from ._hugging_face import reporting_callback
 
-        return reporting_callback(self.report, metric, loss)
+        return reporting_callback(self.report_logged, metric, loss)
 
     def steps_taken(self) -> int | None:
         """How many times the scheduler handed out was stepped (None: none was, or it follows a metric)."""
@@ -252,6 +253,17 @@ class LoopTrial:
             self._report_and_tell(score, loss)
         else:
             self._as_told()
+
+    def report_logged(self, logged: Mapping[str, Any], metric: str, loss: str | None, *, where: str,
+                      how: str) -> None:
+        """``report`` with the values a framework logged as ``metric`` (and ``loss``): the reporting
+        callbacks' way. A name not logged is a KeyError that lists those that were (``where``) and
+        says how to log it (``how``)."""
+        for name in (metric, loss):
+            if name is not None and name not in logged:
+                raise KeyError(f"{where} have no {name!r} (there are: {', '.join(sorted(logged)) or 'none'}): "
+                               f"{how}, or name one of those")
+        self.report(logged[metric], loss=None if loss is None else logged[loss])
 
     def _report_and_tell(self, score: float, loss: float | None) -> None:
         """``report`` in process 0: then the others hear its score, loss and verdict, also when it

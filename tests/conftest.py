@@ -72,3 +72,17 @@ def mnist_root(tmp_path_factory) -> Path:
 def _few_threads():
     torch.set_num_threads(2)
     yield
+
+
+def run_processes(fn, args: tuple, nprocs: int, seconds: int = 180) -> None:
+    """``fn(rank, *args)`` in ``nprocs`` spawned processes; a deadlock fails the test after
+    ``seconds`` instead of hanging CI."""
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    for _ in range(seconds):
+        if context.join(timeout=1):
+            return
+    for process in context.processes:
+        process.kill()
+    pytest.fail(f"the processes did not finish in {seconds} s: deadlocked")

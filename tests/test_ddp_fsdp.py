@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import run_processes
 from lrfind import OptimizerConfig, find_lr
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
@@ -99,15 +99,7 @@ def _sweeps(rank: int, kind: str, init: str, out: str) -> None:
 
 
 def _run(tmp_path, kind: str) -> list[dict]:
-    context = mp.start_processes(_sweeps, args=(kind, f"file://{tmp_path / 'init'}", str(tmp_path / "out")),
-                                 nprocs=WORLD, join=False, start_method="spawn")
-    for _ in range(180):                             # a deadlock fails the test instead of hanging CI
-        if context.join(timeout=1):
-            break
-    else:
-        for process in context.processes:
-            process.kill()
-        pytest.fail("the processes did not finish in 180 s: deadlocked")
+    run_processes(_sweeps, (kind, f"file://{tmp_path / 'init'}", str(tmp_path / "out")), WORLD)
     return [json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD)]
 
 

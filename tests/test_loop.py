@@ -537,7 +537,8 @@ def test_a_lightning_metric_not_logged_says_which_were(tmp_path, stand_in_lightn
             lambda: {"val_acc": 0.9, "val_loss": 0.3})
         return trial.scores[-1]
 
-    with pytest.raises(KeyError, match=r"no metric 'val_accuracy' after validation \(logged: val_acc, val_loss\)"):
+    with pytest.raises(KeyError, match=r"metrics after validation have no 'val_accuracy' \(there are: val_acc, "
+                                       r"val_loss\): self.log\(name, value\) in validation_step"):
         tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=2, metric="accuracy", trials=1, final_seeds=0,
                   out=str(tmp_path), progress=False)
 
@@ -629,5 +630,6 @@ def test_a_hugging_face_evaluation_not_per_epoch_or_without_the_metric_is_a_clea
                   progress=False)
     with pytest.raises(ValueError, match=r"eval_strategy='steps': pass TrainingArguments\(eval_strategy='epoch'"):
         tune_loop(lambda trial: train(trial, strategy="steps"), out=str(tmp_path / "a"), **common)
-    with pytest.raises(KeyError, match=r"has no 'eval_accuracy' \(it has: eval_acc, eval_loss\)"):
+    with pytest.raises(KeyError, match=r"evaluation metrics have no 'eval_accuracy' \(there are: eval_acc, "
+                                       r"eval_loss\): a compute_metrics that returns it"):
         tune_loop(train, out=str(tmp_path / "b"), **common)

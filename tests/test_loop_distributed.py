@@ -11,8 +11,9 @@ import warnings
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
+
+from conftest import run_processes
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 
@@ -73,15 +74,7 @@ def _study(rank: int, init: str, out: str) -> None:
 
 
 def test_every_process_runs_every_trial_and_process_0_keeps_the_study(tmp_path) -> None:
-    context = mp.start_processes(_study, args=(f"file://{tmp_path / 'init'}", str(tmp_path / "out")),
-                                 nprocs=WORLD, join=False, start_method="spawn")
-    for _ in range(180):                             # a deadlock fails the test instead of hanging CI
-        if context.join(timeout=1):
-            break
-    else:
-        for process in context.processes:
-            process.kill()
-        pytest.fail("the processes did not finish in 180 s: deadlocked")
+    run_processes(_study, (f"file://{tmp_path / 'init'}", str(tmp_path / "out")), WORLD)
     first, second = (json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD))
     assert second["result"] is None and first["result"]["trials"] == 8 and first["result"]["best"] == "plateau"
     # the same runs in the same order, the search's and 2 new seeds each of the best and the
@@ -128,15 +121,7 @@ def _failing(rank: int, init: str, out: str) -> None:
 
 
 def test_a_study_that_fails_in_process_0_or_in_every_process_ends_everywhere(tmp_path) -> None:
-    context = mp.start_processes(_failing, args=(f"file://{tmp_path / 'init'}", str(tmp_path / "out")),
-                                 nprocs=WORLD, join=False, start_method="spawn")
-    for _ in range(120):
-        if context.join(timeout=1):
-            break
-    else:
-        for process in context.processes:
-            process.kill()
-        pytest.fail("the processes did not finish in 120 s: deadlocked")
+    run_processes(_failing, (f"file://{tmp_path / 'init'}", str(tmp_path / "out")), WORLD, seconds=120)
     first, second = (json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD))
     assert first[0].startswith("ValueError: study 'lrfind-loop-train' is new") and second[0] == "returned None"
     assert first[1] == "RuntimeError: a bug in process 0" and second[1] == "RuntimeError: a bug in process 1"
