@@ -5,8 +5,6 @@ process training on both processes' batches."""
 from __future__ import annotations
 
 import json
-import os
-import traceback
 import warnings
 
 import numpy as np
@@ -15,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from conftest import run_processes
+from conftest import in_gloo_group, run_processes
 from lrfind import OptimizerConfig, find_lr
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
@@ -55,47 +53,40 @@ def _values(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _sweeps(rank: int, kind: str, init: str, out: str) -> None:
+    in_gloo_group(rank, WORLD, init, out, lambda: _sweep_report(rank, kind))
+
+
+def _sweep_report(rank: int, kind: str) -> dict:
     """In each process: a plain sweep, a clipped one, one in fp16, and one whose loss blows up in process 1
     alone."""
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
-    try:
-        model = _wrap(kind, _net())
-        before = _values(model)
-        steps = iter(range(10_000))
+    model = _wrap(kind, _net())
+    before = _values(model)
+    steps = iter(range(10_000))
 
-        def jumps(m, batch):
-            # The gradient is the true one; the recorded loss of the second process alone jumps by
-            # 100 from step 12 on: on its own it would stop there and the first would wait.
-            loss = nn.functional.cross_entropy(m(batch[0]), batch[1])
-            return loss + 100.0 if rank == 1 and next(steps) >= 12 else loss
+    def jumps(m, batch):
+        # The gradient is the true one; the recorded loss of the second process alone jumps by
+        # 100 from step 12 on: on its own it would stop there and the first would wait.
+        loss = nn.functional.cross_entropy(m(batch[0]), batch[1])
+        return loss + 100.0 if rank == 1 and next(steps) >= 12 else loss
 
-        report = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name, extra in (("plain", {}), ("clipped", {"max_grad_norm": 0.3}), ("fp16", {"amp": "fp16"}),
-                                ("jump", {"step_fn": jumps})):
-                result = find_lr(model, _batches(rank), **SWEEP, **extra)
-                report[name] = {"losses": [float(x) for x in result.losses], "stop": result.stop_reason,
-                                "lr": result.suggested_lr, "seed_lrs": result.seed_lrs,
-                                "graph": result.config["cuda_graph"]}
-            if kind == "fsdp1":                        # FSDP clips a model wrapped at its root only
-                from torch.distributed.fsdp import FullyShardedDataParallel
-                inner = nn.Sequential(FullyShardedDataParallel(nn.Linear(10, 3), device_id=torch.device("cpu")))
-                try:
-                    find_lr(inner, _batches(rank), max_grad_norm=1.0, num_iter=5, progress=False)
-                except ValueError as e:
-                    report["nested_error"] = str(e)
-        report["restored"] = all(torch.equal(a, b) for a, b in zip(before, _values(model)))
-        with open(f"{out}.{rank}", "w") as f:
-            json.dump(report, f)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    dist.destroy_process_group()
-    # torch's fully_shard on gloo aborts now and then as the interpreter shuts down ("terminate
-    # called without an active exception", 3 of 12 runs of a plain training loop without lrfind):
-    # leave without the shutdown once the results are written.
-    os._exit(0)
+    report = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, extra in (("plain", {}), ("clipped", {"max_grad_norm": 0.3}), ("fp16", {"amp": "fp16"}),
+                            ("jump", {"step_fn": jumps})):
+            result = find_lr(model, _batches(rank), **SWEEP, **extra)
+            report[name] = {"losses": [float(x) for x in result.losses], "stop": result.stop_reason,
+                            "lr": result.suggested_lr, "seed_lrs": result.seed_lrs,
+                            "graph": result.config["cuda_graph"]}
+        if kind == "fsdp1":                        # FSDP clips a model wrapped at its root only
+            from torch.distributed.fsdp import FullyShardedDataParallel
+            inner = nn.Sequential(FullyShardedDataParallel(nn.Linear(10, 3), device_id=torch.device("cpu")))
+            try:
+                find_lr(inner, _batches(rank), max_grad_norm=1.0, num_iter=5, progress=False)
+            except ValueError as e:
+                report["nested_error"] = str(e)
+    report["restored"] = all(torch.equal(a, b) for a, b in zip(before, _values(model)))
+    return report
 
 
 def _run(tmp_path, kind: str) -> list[dict]:

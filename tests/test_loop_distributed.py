@@ -4,8 +4,6 @@ one DDP model; process 0 keeps the study and the other follows its trials, score
 from __future__ import annotations
 
 import json
-import os
-import traceback
 import warnings
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from conftest import run_processes
+from conftest import in_gloo_group, run_processes
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 
@@ -21,56 +19,51 @@ WORLD = 2
 
 
 def _study(rank: int, init: str, out: str) -> None:
+    in_gloo_group(rank, WORLD, init, out, lambda: _study_report(rank, out))
+
+
+def _study_report(rank: int, out: str) -> dict:
     """In each process: a study of 8 trials of 3 epochs (4 DDP steps each), and 2 new seeds at the end."""
     import lrfind
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
-    try:
-        runs = []
+    runs = []
 
-        def train(trial):
-            torch.manual_seed(trial.seed)
-            model = nn.parallel.DistributedDataParallel(nn.Linear(5, 2))
-            optimizer = trial.optimizer(model.parameters())
-            scheduler = trial.scheduler(optimizer)
-            g = torch.Generator().manual_seed(100 * trial.seed + rank)          # each process its own shard
-            lrs = []
-            run = {"number": trial.number, "schedule": trial.schedule, "params": trial.params, "lrs": lrs,
-                   "scores": trial.scores}
-            runs.append(run)
-            for epoch in range(trial.epochs):
-                for _ in range(trial.steps_per_epoch):
-                    x = torch.randn(8, 5, generator=g)
-                    optimizer.zero_grad()
-                    nn.functional.cross_entropy(model(x), (x[:, 0] > 0).long()).backward()   # gradients all-reduced
-                    optimizer.step()
-                    scheduler.step()
-                lrs.append(optimizer.param_groups[0]["lr"])
-                # what each process scores: process 1's differs, process 0's counts
-                good = trial.number < 5 or trial.schedule == "plateau"
-                bonus = {"warmup": 0.02, "plateau": 0.03}.get(trial.schedule, 0.0)
-                score = (0.9 if good else 0.1) + 0.01 * epoch + bonus + 0.05 * rank
-                losses = 1.0 + epoch                     # worse and worse: a plateau cuts its LR
-                trial.report(score, loss=losses)
-            run["ended"] = "complete"
-            return trial.scores[-1]
+    def train(trial):
+        torch.manual_seed(trial.seed)
+        model = nn.parallel.DistributedDataParallel(nn.Linear(5, 2))
+        optimizer = trial.optimizer(model.parameters())
+        scheduler = trial.scheduler(optimizer)
+        g = torch.Generator().manual_seed(100 * trial.seed + rank)          # each process its own shard
+        lrs = []
+        run = {"number": trial.number, "schedule": trial.schedule, "params": trial.params, "lrs": lrs,
+               "scores": trial.scores}
+        runs.append(run)
+        for epoch in range(trial.epochs):
+            for _ in range(trial.steps_per_epoch):
+                x = torch.randn(8, 5, generator=g)
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(x), (x[:, 0] > 0).long()).backward()   # gradients all-reduced
+                optimizer.step()
+                scheduler.step()
+            lrs.append(optimizer.param_groups[0]["lr"])
+            # what each process scores: process 1's differs, process 0's counts
+            good = trial.number < 5 or trial.schedule == "plateau"
+            bonus = {"warmup": 0.02, "plateau": 0.03}.get(trial.schedule, 0.0)
+            score = (0.9 if good else 0.1) + 0.01 * epoch + bonus + 0.05 * rank
+            losses = 1.0 + epoch                     # worse and worse: a plateau cuts its LR
+            trial.report(score, loss=losses)
+        run["ended"] = "complete"
+        return trial.scores[-1]
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = lrfind.tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy",
-                                      trials=8, schedules=("warmup", "plateau"), same_seed=False, final_seeds=2,
-                                      out=out + ".study", progress=False)
-        report = {"runs": runs, "result": None if result is None else {
-            "trials": len(result.study.trials), "best": result.best.schedule,
-            "states": [t.state.name for t in result.study.trials],
-            "values": [t.user_attrs.get("val_acc") for t in result.study.trials]}}
-        with open(f"{out}.{rank}", "w") as f:
-            json.dump(report, f)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    dist.destroy_process_group()
-    os._exit(0)          # gloo aborts now and then as the interpreter shuts down (see test_ddp_fsdp.py)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = lrfind.tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy",
+                                  trials=8, schedules=("warmup", "plateau"), same_seed=False, final_seeds=2,
+                                  out=out + ".study", progress=False)
+    return {"runs": runs, "result": None if result is None else {
+        "trials": len(result.study.trials), "best": result.best.schedule,
+        "states": [t.state.name for t in result.study.trials],
+        "values": [t.user_attrs.get("val_acc") for t in result.study.trials]}}
 
 
 def test_every_process_runs_every_trial_and_process_0_keeps_the_study(tmp_path) -> None:
@@ -90,34 +83,30 @@ def test_every_process_runs_every_trial_and_process_0_keeps_the_study(tmp_path) 
 
 
 def _failing(rank: int, init: str, out: str) -> None:
+    in_gloo_group(rank, WORLD, init, out, lambda: _failing_report(rank, out))
+
+
+def _failing_report(rank: int, out: str) -> list[str]:
     """A study process 0 refuses before any trial (no base LR), then one whose function raises in
     every process at its second trial: each process says how its tune_loop ended."""
     import lrfind
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     ends = []
-    try:
-        for base_lr, fail_at in ((None, None), (0.1, 1)):
-            def train(trial):
-                if trial.number == fail_at:
-                    raise RuntimeError(f"a bug in process {rank}")
-                for epoch in range(trial.epochs):
-                    trial.report(0.5)
-                return 0.5
+    for base_lr, fail_at in ((None, None), (0.1, 1)):
+        def train(trial):
+            if trial.number == fail_at:
+                raise RuntimeError(f"a bug in process {rank}")
+            for epoch in range(trial.epochs):
+                trial.report(0.5)
+            return 0.5
 
-            try:
-                result = lrfind.tune_loop(train, base_lr=base_lr, epochs=2, steps_per_epoch=2, metric="accuracy",
-                                          trials=3, final_seeds=0, out=f"{out}.study{fail_at}", progress=False)
-                ends.append("returned " + ("None" if result is None else "a result"))
-            except Exception as e:
-                ends.append(f"{type(e).__name__}: {e}"[:60])
-        with open(f"{out}.{rank}", "w") as f:
-            json.dump(ends, f)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    dist.destroy_process_group()
-    os._exit(0)
+        try:
+            result = lrfind.tune_loop(train, base_lr=base_lr, epochs=2, steps_per_epoch=2, metric="accuracy",
+                                      trials=3, final_seeds=0, out=f"{out}.study{fail_at}", progress=False)
+            ends.append("returned " + ("None" if result is None else "a result"))
+        except Exception as e:
+            ends.append(f"{type(e).__name__}: {e}"[:60])
+    return ends
 
 
 def test_a_study_that_fails_in_process_0_or_in_every_process_ends_everywhere(tmp_path) -> None:
