@@ -132,7 +132,8 @@ class LoopTrial:
     ``optimizer(params)`` or at ``lr=trial.lr``. ``seed`` is the study's seed, the same for every
     trial unless ``same_seed=False``: seed the weights and the batch order with it, and trials
     differ by their schedules only, not by the luck of the draw. Call ``report(score)`` after every
-    epoch; ``scores`` holds what was reported.
+    epoch; ``scores`` holds what was reported. A trial run by Lightning's or Hugging Face's Trainer
+    takes ``lightning(optimizer)`` / ``hugging_face(optimizer)`` and their reporting callbacks.
     """
 
     def __init__(self, trial: optuna.Trial, spec: TrialSpec, cfg: LoopConfig, base_lr: float,
