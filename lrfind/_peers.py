@@ -19,10 +19,13 @@ STOP = None        # what process 0 sends instead of a trial when the study ends
 
 
 class Peers:
-    """The processes of the default process group, process 0 speaking for the study."""
+    """The processes of the default process group, process 0 speaking for the study. Its messages
+    go through ``group``: a gloo group of the same processes, so that they stay on the host (no GPU
+    synchronisation, and no need for each NCCL process to have set its own CUDA device); None: the
+    default group."""
 
-    def __init__(self, rank: int, size: int) -> None:
-        self.rank, self.size = rank, size
+    def __init__(self, rank: int, size: int, group: Any = None) -> None:
+        self.rank, self.size, self.group = rank, size, group
 
     @property
     def leader(self) -> bool:
@@ -33,7 +36,7 @@ class Peers:
         import torch.distributed as dist
 
         box = [value if self.leader else None]
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
 
@@ -44,7 +47,11 @@ def default_group() -> Peers | None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return Peers(dist.get_rank(), dist.get_world_size())
+        try:
+            group = dist.new_group(backend="gloo")       # a collective: every process calls tune_loop
+        except (RuntimeError, ValueError):               # a build without gloo
+            group = None
+        return Peers(dist.get_rank(), dist.get_world_size(), group)
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         warnings.warn(f"tune_loop runs in one of {os.environ['WORLD_SIZE']} processes (WORLD_SIZE), but no process "
                       "group is initialised yet, so each process would run a study of its own: call "
