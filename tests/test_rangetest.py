@@ -878,7 +878,10 @@ class LitClassifier(LightningModule):
     def training_step(self, batch, batch_idx):
         self.batch_indices.append(batch_idx)
         x, y = batch
-        return {"loss": nn.functional.cross_entropy(self.net(x), y)}
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        warnings.warn("You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
+                      "model yet.")                           # what Lightning's self.log says without a Trainer
+        return {"loss": loss}
 
     def configure_optimizers(self):
         return self.configured(self)
@@ -893,7 +896,9 @@ def test_a_lightning_module_is_swept_through_its_training_step_and_its_optimizer
 
     model = LitClassifier(configured)
     before = copy.deepcopy(model.state_dict())
-    result = find_lr(model, make_data(), num_iter=20, seed=0, progress=False, warn=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # Lightning's self.log warning is silenced
+        result = find_lr(model, make_data(), num_iter=20, seed=0, progress=False, warn=False)
     plain = make_model()
     expected = find_lr(plain, make_data(), optimizer=torch.optim.Adam(plain.parameters(), lr=1e-3), num_iter=20,
                        seed=0, progress=False, warn=False)
