@@ -1,7 +1,8 @@
 """Where a study lives: an Optuna journal file (the default), SQLite or PostgreSQL.
 
 Names a storage for people (``describe``), finds the default one in an output folder, opens it
-with clear errors (``connect``), and keeps a file storage to one lrfind process (``run_lock``).
+with clear errors (``connect``), and keeps a SQLite file to one lrfind process while a journal
+file takes several on one machine (``run_lock``, ``claim_lock``).
 A storage given as a path is a journal file; one given as ``scheme://...`` is an RDB URL.
 """
 
@@ -65,7 +66,12 @@ def is_sqlite(url: str) -> bool:
 
 
 def single_process(url: str) -> bool:
-    """A local file (journal or SQLite): one lrfind process at a time, held by ``run_lock``."""
+    """A SQLite file: one lrfind process at a time, held by ``run_lock``."""
+    return is_sqlite(url)
+
+
+def local_storage(url: str) -> bool:
+    """A storage in a local file: a journal or SQLite."""
     return is_journal(url) or is_sqlite(url)
 
 
@@ -130,8 +136,6 @@ def _open_journal(path: Path, create: bool) -> optuna.storages.BaseStorage:
         raise StudyError(f"no study in {path}: the file does not exist; check the path, or pass an RDB URL")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if create:
-            _drop_cut_last_line(path)
         file = str(path)
         return JournalStorage(JournalFileBackend(file, lock_obj=JournalFileOpenLock(file)))
     except OSError as e:
@@ -143,7 +147,8 @@ def _open_journal(path: Path, create: bool) -> optuna.storages.BaseStorage:
 def _drop_cut_last_line(path: Path, block: int = 1 << 16) -> None:
     """A crash in the middle of a write can leave the journal's last line without its newline.
     Optuna skips such a line when reading, but the next write would be appended to it and make
-    both unreadable: drop it first. Only the writer calls this (``tune`` holds ``run_lock``)."""
+    both unreadable: drop it first. ``run_lock`` calls this when its process is the file's only one
+    (another's write in progress would look the same)."""
     if not path.is_file():
         return
     with path.open("rb+") as f:
@@ -183,9 +188,10 @@ def _create_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optu
 
 @contextlib.contextmanager
 def run_lock(url: str) -> Iterator[None]:
-    """One process at a time per journal or SQLite file (several workers need PostgreSQL): held for
-    the whole run."""
-    if not single_process(url):
+    """Held for a whole run. A SQLite file serves one lrfind process at a time (several workers need
+    PostgreSQL or a journal). A journal file serves several on one machine, each holding a shared
+    lock on it; the first one alone mends a last line a crash cut short."""
+    if not local_storage(url):
         yield
         return
     import fcntl
@@ -203,9 +209,30 @@ def run_lock(url: str) -> Iterator[None]:
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
         except BlockingIOError:
+            alone = False
+        if not alone and not is_journal(url):
             raise StudyError(f"{describe(url)} is in use by another lrfind process; wait for it, or use a "
-                             "PostgreSQL --storage to run several workers on one study") from None
+                             "journal file (the default) or PostgreSQL --storage to run several workers on one "
+                             "study") from None
+        try:
+            if is_journal(url):
+                if alone:
+                    _drop_cut_last_line(path)
+                fcntl.flock(f, fcntl.LOCK_SH)          # from exclusive: the others may join now
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def claim_lock(path: Path) -> Iterator[None]:
+    """The journal's workers one at a time (``_study.claim``): an exclusive lock on a file beside it."""
+    import fcntl
+
+    with (path.parent / (path.name + ".claim")).open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:

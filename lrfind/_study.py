@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import socket
 import threading
 import warnings
 import zlib
@@ -20,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ._errors import first_line
-from ._storage import StudyError, connect, default_storage, describe
+from ._storage import StudyError, claim_lock, connect, default_storage, describe
 from .schedules import get_schedule
 
 if TYPE_CHECKING:
@@ -131,13 +133,25 @@ def _engine(study: optuna.Study):
     return getattr(getattr(storage, "_backend", storage), "engine", None)
 
 
+def _journal_file(study: optuna.Study) -> Path | None:
+    """The file of the study's journal storage, or None for another storage."""
+    path = getattr(getattr(study._storage, "_backend", None), "_file_path", None)
+    return Path(path) if isinstance(path, str) else None
+
+
 @contextlib.contextmanager
 def claim(study: optuna.Study) -> Iterator[None]:
     """Serialise "count the trials, then ask for more" across workers, so that no study overshoots.
 
-    PostgreSQL: an advisory lock keyed by the study. Journal and SQLite files: ``run_lock`` already
-    makes the process alone. Other databases: no lock (a few extra trials are possible when workers race).
+    PostgreSQL: an advisory lock keyed by the study. A journal file: a lock on a file beside it
+    (its workers share one machine). SQLite: ``run_lock`` already makes the process alone. Other
+    databases: no lock (a few extra trials are possible when workers race).
     """
+    journal = _journal_file(study)
+    if journal is not None:
+        with claim_lock(journal):
+            yield
+        return
     engine = _engine(study)
     if engine is None or engine.dialect.name != "postgresql":
         yield
@@ -258,11 +272,16 @@ def finished(study: optuna.Study) -> list[FrozenTrial]:
 
 def prepare(study: optuna.Study, single: bool) -> None:
     """Before asking (under ``claim``): fail and requeue trials whose worker is gone; enqueue the
-    constant baseline once. ``single``: the storage is a local file that ``run_lock`` holds."""
+    constant baseline once. ``single``: the storage is a SQLite file that ``run_lock`` holds."""
     if single:
         # run_lock makes this process the only one on the file: a "running" trial was cut off.
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             _fail_and_requeue(study, t, "stale")
+    elif _journal_file(study) is not None:
+        # its workers share this machine: a "running" trial whose process is gone was cut off
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not _worker_alive(t.user_attrs.get("worker")):
+                _fail_and_requeue(study, t, "stale")
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -272,6 +291,26 @@ def prepare(study: optuna.Study, single: bool) -> None:
     if not any(t.user_attrs.get("baseline") and (is_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING))
                for t in study.get_trials(deepcopy=False)):
         study.enqueue_trial(CONSTANT, user_attrs={"baseline": True})
+
+
+def _worker_alive(worker: str | None) -> bool:
+    """Whether the process that ran a trial (its ``worker`` attribute, ``host:pid``) still runs. A
+    process on another machine (a journal on a shared disk) is taken to; a trial without one was
+    asked by a process that died before it could say (it says so under ``claim``)."""
+    if not worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)                  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:                   # another user's process
+        return True
+    return True
 
 
 def _fail_and_requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> None:

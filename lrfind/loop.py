@@ -435,7 +435,7 @@ def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: 
     url = cfg.storage or _storage.default_storage(out)
     new = f"study {cfg.study_name!r} is new and needs a base_lr: find_lr(model, loader).suggested_lr, say " \
           "(base_lr=None resumes a stored study at its own)"
-    if cfg.base_lr is None and _storage.single_process(url) and not _storage.local_file(url).is_file():
+    if cfg.base_lr is None and _storage.local_storage(url) and not _storage.local_file(url).is_file():
         raise ValueError(new)                   # before the storage is made
     with _storage.run_lock(url):
         study = _study.open_study(cfg, out)     # refuses a stored study of another setup, before any write

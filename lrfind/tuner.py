@@ -463,7 +463,7 @@ def search_trials(study: optuna.Study, cfg: Any, run: Callable[[list[optuna.Tria
                     return
                 else:
                     bar.set_postfix_str(f"{in_flight} running elsewhere")
-                    time.sleep(cfg.heartbeat)
+                    time.sleep(min(cfg.heartbeat, 1.0))       # then look again: they may end any moment
             if deadline is not None and _now() >= deadline:
                 n, twins, _ = _study.counts(study)
                 if n < cfg.trials and twins < cfg.trials:

@@ -354,13 +354,16 @@ def test_a_storage_path_that_is_not_a_journal_is_a_clear_error(tmp_path, name, c
         assert path.read_text() == content                         # untouched
 
 
-def test_a_journal_in_use_by_another_run_is_refused(tmp_path) -> None:
-    url = str(tmp_path / "study.log")
+def test_a_sqlite_file_in_use_by_another_run_is_refused_and_a_journal_is_shared(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
     with _storage.run_lock(url):
-        with pytest.raises(_storage.StudyError, match="in use by another lrfind process"):
+        with pytest.raises(_storage.StudyError, match="in use by another lrfind process; .* use a journal file"):
             with _storage.run_lock(url):
                 pass
     with _storage.run_lock(url):          # released: the next run may go on
+        pass
+    journal = str(tmp_path / "study.log")
+    with _storage.run_lock(journal), _storage.run_lock(journal):      # several workers on one machine
         pass
 
 

@@ -1,0 +1,71 @@
+"""Several processes on one machine sharing a journal-file study (one per GPU, say): together
+they run exactly the trials asked for, the constant baseline once, and a trial whose process died
+runs again."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+
+import optuna
+
+from lrfind import _storage, _study, tune_loop
+
+TRIALS = 10
+
+
+def _worker(out: str, barrier, ran_file: str) -> None:
+    """One worker: the same tune_loop call as every other, its own runs written down."""
+    ran = []
+
+    def train(trial):
+        ran.append(trial.number)
+        time.sleep(0.2)                                  # long enough for the workers to overlap
+        for epoch in range(trial.epochs):
+            trial.report(0.5 + 0.01 * trial.number + 0.01 * epoch)
+        return trial.scores[-1]
+
+    barrier.wait()
+    tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=TRIALS, final_seeds=0,
+              same_seed=False, out=out, progress=False)
+    with open(ran_file, "w") as f:
+        json.dump(ran, f)
+
+
+def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    workers = [ctx.Process(target=_worker, args=(str(tmp_path), barrier, str(tmp_path / f"ran{w}.json")))
+               for w in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    ran = [json.loads((tmp_path / f"ran{w}.json").read_text()) for w in range(2)]
+    study = optuna.load_study(study_name="lrfind-loop-train", storage=_storage.connect(str(tmp_path / "study.log"),
+                                                                                       create=False))
+    finished = _study.finished(study)
+    assert len(finished) == TRIALS and sorted(ran[0] + ran[1]) == sorted(t.number for t in finished)
+    assert ran[0] and ran[1] and not set(ran[0]) & set(ran[1])              # both worked, never on one trial
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+
+
+def test_a_trial_whose_process_died_runs_again_and_a_live_ones_is_left_alone(tmp_path) -> None:
+    tune_loop(lambda trial: 0.5, base_lr=0.1, epochs=1, steps_per_epoch=8, metric="accuracy", trials=1,
+              final_seeds=0, out=str(tmp_path), progress=False)
+    study = optuna.load_study(study_name="lrfind-loop-<lambda>", storage=_storage.connect(str(tmp_path / "study.log"),
+                                                                                          create=False))
+    import socket
+
+    dead, alive = study.ask(), study.ask()
+    dead.set_user_attr("worker", f"{socket.gethostname()}:{2 ** 22 + 7}")     # above any pid Linux hands out
+    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")   # a process that runs
+    with _study.claim(study):
+        _study.prepare(study, single=False)
+    states = {t.number: t.state for t in study.trials}
+    assert states[dead.number] == optuna.trial.TrialState.FAIL and states[alive.number] == optuna.trial.TrialState.RUNNING
+    assert study.trials[dead.number].user_attrs["interrupted"] == "stale"
+    assert any(t.state == optuna.trial.TrialState.WAITING for t in study.trials)     # its copy, queued again
