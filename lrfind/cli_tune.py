@@ -28,7 +28,8 @@ Examples:
   lrfind tune --trials 50 --device cpu --timeout 20m                        # as many as 20 minutes allow
   lrfind tune --model examples/own_model.py:SmallCNN --trials 50            # your own model
   lrfind tune --dataset examples/own_data.py:cifar10 --model examples/own_data.py:CifarNet --augment flip-crop
-  lrfind tune --storage postgresql://user:pw@host/db --study-name mnist-lenet --trials 200
+  for gpu in 0 1; do CUDA_VISIBLE_DEVICES=$gpu lrfind tune --trials 100 & done   # one study, two GPUs
+  lrfind tune --storage postgresql://user:pw@host/db --study-name mnist-lenet --trials 200   # many machines
 """)
 @click.option("--trials", default=50, show_default=True, type=int, help="Trials in the study (in total, over resumes).")
 @data_options
@@ -58,8 +59,9 @@ Examples:
                    "epoch's report on when --epochs is 3 or more, and only trials whose LR will not fall "
                    "by more than half again: a decay still to come is not judged before it happens).")
 @click.option("--heartbeat", default=10, show_default=True, type=int, metavar="SECONDS",
-              help="With a shared --storage: how often workers beat; a trial silent for 3 beats is failed "
-                   "and rerun by another worker.")
+              help="With a PostgreSQL --storage: how often workers beat; a trial silent for 3 beats is failed "
+                   "and rerun by another worker. (Workers sharing a journal file on one machine need no beats: "
+                   "a trial whose process is gone is rerun.)")
 @click.option("--max-peak", type=float, default=None, metavar="X",
               help="Schedules that warm up (one-cycle, cyclic, warmup) may peak at up to X times the base LR. "
                    "Default: where the range test's loss stops falling (at most 10x; 3x with --base-lr).")

@@ -8,7 +8,8 @@ hands it, reports its validation score after every epoch, and returns the last o
 ``tune``'s: the same decay types and search spaces, the constant LR as trial 0, the median pruner,
 a stored and resumable Optuna study, the same report (best.json, best_schedule.py, figures;
 ``lrfind show --out OUT``) and ``load_best(OUT)`` for a run of another length. Trials run one after
-another (several processes may share a PostgreSQL ``storage``).
+another (several processes may share the study: on one machine its journal file, across machines
+a PostgreSQL ``storage``; the processes of one distributed training run each trial together).
 
     def train(trial):
         model = Net().to(device)

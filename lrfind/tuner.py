@@ -8,8 +8,9 @@ enqueued first: the report says whether decay helps at all. Stage 3 retrains the
 the constant baseline on the whole training set and scores them once on the test set.
 
 Trials are scored on a validation split carved from the training set; the test set is read only in
-stage 3. The study lives in Optuna's storage (a journal file by default; SQLite or PostgreSQL by
-URL), so running the same command again resumes it and runs only the missing trials.
+stage 3. The study lives in Optuna's storage (a journal file by default, which several processes
+on one machine may share; SQLite or PostgreSQL by URL), so running the same command again resumes
+it and runs only the missing trials.
 """
 
 from __future__ import annotations
