@@ -282,13 +282,14 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
         seconds: dict[str, float] = {"setup": time.perf_counter() - clock}     # data and storage
         clock = time.perf_counter()
-        base_lr = _study.stored_base_lr(study)
-        if base_lr is None:
-            found = None if cfg.base_lr is not None else _range_test(cfg, model, train, out, painter)
-            base_lr = cfg.base_lr if found is None else found.suggested_lr
-            _study.store_base_lr(study, base_lr, found)
-        if "max_peak" not in study.user_attrs:
-            study.set_user_attr("max_peak", _max_peak(cfg, study, base_lr))
+        with _study.claim(study):         # workers starting together: one range test, whose LR all use
+            base_lr = _study.stored_base_lr(study)
+            if base_lr is None:
+                found = None if cfg.base_lr is not None else _range_test(cfg, model, train, out, painter)
+                base_lr = cfg.base_lr if found is None else found.suggested_lr
+                _study.store_base_lr(study, base_lr, found)
+            if "max_peak" not in study.user_attrs:
+                study.set_user_attr("max_peak", _max_peak(cfg, study, base_lr))
         max_peak = study.user_attrs["max_peak"]
         log.info("base LR %.3g (%s); warming schedules may peak up to %.3g", base_lr,
                  study.user_attrs.get("base_lr_source"), base_lr * max_peak)
