@@ -303,8 +303,12 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
         final: dict[str, Any] = {}
         if cfg.final:
-            final = _final(study, cfg, train, val, base_lr, max_peak)
-            study.set_user_attr("final", final)
+            # workers of one study finish together: the first retrains, the others take its results
+            with _study.claim(study):
+                final = report.final_of(study, _study.best(study))
+                if final.get("setup", {}).get("seeds") != cfg.final_seeds:
+                    final = _final(study, cfg, train, val, base_lr, max_peak)
+                    study.set_user_attr("final", final)
             seconds["final"] = time.perf_counter() - clock
         seconds = {k: round(v, 2) for k, v in seconds.items()}
         study.set_user_attr("seconds", seconds)                      # of the last run

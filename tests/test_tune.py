@@ -683,3 +683,17 @@ def test_a_clipped_study_keeps_its_norm_for_a_resume_and_for_your_own_run(data_e
                                        "--out", str(tmp_path)])        # the same, unclipped
     assert result.exit_code == 2 and "exists with another setup" in result.output and "max_grad_norm" in result.output
     assert len(load(tmp_path).trials) == before
+
+
+def test_stage_3_of_the_same_best_is_run_once_and_then_taken_from_the_study(data_env, tmp_path, monkeypatch) -> None:
+    """A rerun, or a second worker of the study, takes stage 3's stored results while its best is
+    the same and its seeds as many; more seeds retrain."""
+    runs = []
+    real = tuner._final
+    monkeypatch.setattr(tuner, "_final", lambda *args: runs.append(1) or real(*args))
+    settings = {**QUICK, "final": True, "final_seeds": 1}
+    first = tune(trials=2, parallel=2, out=str(tmp_path), **settings)
+    again = tune(trials=2, parallel=2, out=str(tmp_path), **settings)
+    assert len(runs) == 1 and again.final == first.final
+    tune(trials=2, parallel=2, out=str(tmp_path), **{**settings, "final_seeds": 2})
+    assert len(runs) == 2
