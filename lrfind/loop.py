@@ -451,7 +451,8 @@ def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: 
         seconds = {"search": round(time.perf_counter() - clock, 2)}
         clock = time.perf_counter()
         try:
-            final = _confirm(study, cfg, train)
+            with _study.claim(study):     # workers of one study: the first runs them, the others take its results
+                final = _confirm(study, cfg, train)
         except KeyboardInterrupt:
             raise TuneInterrupted("interrupted during the runs with new seeds: the search is stored; call "
                                   "tune_loop again to run them") from None

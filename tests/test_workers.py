@@ -12,6 +12,7 @@ import time
 import optuna
 
 from lrfind import _storage, _study, tune_loop
+from lrfind.loop import _Unstudied
 
 TRIALS = 10
 
@@ -21,17 +22,18 @@ def _worker(out: str, barrier, ran_file: str) -> None:
     ran = []
 
     def train(trial):
-        ran.append(trial.number)
-        time.sleep(0.2)                                  # long enough for the workers to overlap
+        again = isinstance(trial._trial, _Unstudied)                         # a run with a new seed
+        ran.append([trial.number, again])
+        time.sleep(1.5 if again else 0.2)        # long enough for the workers to overlap (they look every second)
         for epoch in range(trial.epochs):
             trial.report(0.5 + 0.01 * trial.number + 0.01 * epoch)
         return trial.scores[-1]
 
     barrier.wait()
-    tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=TRIALS, final_seeds=0,
-              same_seed=False, out=out, progress=False)
+    result = tune_loop(train, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=TRIALS,
+                       final_seeds=1, same_seed=False, out=out, progress=False)
     with open(ran_file, "w") as f:
-        json.dump(ran, f)
+        json.dump({"ran": ran, "final": result.final}, f)
 
 
 def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path) -> None:
@@ -44,13 +46,20 @@ def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path) 
     for w in workers:
         w.join(timeout=120)
         assert w.exitcode == 0
-    ran = [json.loads((tmp_path / f"ran{w}.json").read_text()) for w in range(2)]
+    reports = [json.loads((tmp_path / f"ran{w}.json").read_text()) for w in range(2)]
+    ran = [r["ran"] for r in reports]
     study = optuna.load_study(study_name="lrfind-loop-train", storage=_storage.connect(str(tmp_path / "study.log"),
                                                                                        create=False))
     finished = _study.finished(study)
-    assert len(finished) == TRIALS and sorted(ran[0] + ran[1]) == sorted(t.number for t in finished)
-    assert ran[0] and ran[1] and not set(ran[0]) & set(ran[1])              # both worked, never on one trial
+    searched = [[n for n, again in r if not again] for r in ran]
+    assert len(finished) == TRIALS and sorted(searched[0] + searched[1]) == sorted(t.number for t in finished)
+    assert searched[0] and searched[1] and not set(searched[0]) & set(searched[1])   # both worked, never together
     assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+    # the best and the constant with a new seed: run by one worker, its results reported by both
+    again = [n for r in ran for n, repeat in r if repeat]
+    final = reports[0]["final"]
+    assert len(again) == (1 if final["best"]["trial"] == final["constant"]["trial"] else 2)
+    assert reports[1]["final"] == final
 
 
 def test_a_trial_whose_process_died_runs_again_and_a_live_ones_is_left_alone(tmp_path) -> None:
