@@ -75,6 +75,7 @@ def test_a_trial_whose_process_died_runs_again_and_a_live_ones_is_left_alone(tmp
     with _study.claim(study):
         _study.prepare(study, single=False)
     states = {t.number: t.state for t in study.trials}
-    assert states[dead.number] == optuna.trial.TrialState.FAIL and states[alive.number] == optuna.trial.TrialState.RUNNING
+    assert states[dead.number] == optuna.trial.TrialState.FAIL
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING
     assert study.trials[dead.number].user_attrs["interrupted"] == "stale"
     assert any(t.state == optuna.trial.TrialState.WAITING for t in study.trials)     # its copy, queued again
