@@ -95,7 +95,7 @@ def main() -> None:
 
         study = tune_loop(run, base_lr=result, epochs=args.epochs, steps_per_epoch=len(loader), metric="accuracy",
                           trials=args.tune, final_seeds=0, out=f"distributed_{args.kind}_study")
-        if rank == 0:                    # the other processes ran the same trials; their tune_loop returns None
+        if rank == 0:                    # every process has the result (study.best for the real run); one prints it
             print(study.summary())
     dist.destroy_process_group()
 

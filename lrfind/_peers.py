@@ -5,17 +5,26 @@ Run independently, each process would ask the study for a trial of its own, and 
 collectives would pair up different trials. Instead process 0 asks, and before each run of the
 user's function tells the others which trial it is; at each ``report`` it tells them its score,
 loss and verdict (pruned, diverged, an error), so that every process stops a trial at the same
-epoch. Each message is a broadcast from process 0: a collective every process reaches at the same
-point of the same trial.
+epoch. When the study ends, every process gets its result. Each message is a broadcast from
+process 0: a collective every process reaches at the same point of the same trial.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
-STOP = None        # what process 0 sends instead of a trial when the study ends (or fails)
+
+
+@dataclass
+class Ended:
+    """What process 0 sends instead of a trial when the study ends: its result (with an in-memory
+    copy of the study), or why it failed."""
+
+    result: Any = None
+    error: str | None = None
 
 
 class Peers:

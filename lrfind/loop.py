@@ -368,7 +368,7 @@ def _number(value: Any, what: str) -> float:
 
 
 def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | RangeTestResult | None, epochs: int,
-              steps_per_epoch: int, metric: str, trials: int = 30, **fields: Any) -> TuneResult | None:
+              steps_per_epoch: int, metric: str, trials: int = 30, **fields: Any) -> TuneResult:
     """Search the LR decay for your own training function; returns what ``tune`` returns (no test
     scores: evaluate ``result.best`` on your test set yourself).
 
@@ -398,9 +398,9 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
 
     Inside a distributed training (a default process group of several processes, as under
     torchrun with DDP or FSDP), call it in every process with the same arguments: every process
-    runs every trial, together. Process 0 keeps the study, its reported scores count (reduce
-    them across the processes first, as a distributed evaluation does), and it returns the
-    result; the others return None.
+    runs every trial, together. Process 0 keeps the study, and its reported scores count (reduce
+    them across the processes first, as a distributed evaluation does). Every process returns
+    the result: the others with an in-memory copy of the study (``result.best`` for the real run).
     """
     if not callable(train):
         raise TypeError(f"train must be a function train(trial) -> score, got {type(train).__name__}")
@@ -422,10 +422,13 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
         return _follow(train, cfg, peers)
     told = _Telling(train, peers)
     try:
-        return _study_loop(told, cfg, range_test)
-    finally:
+        result = _study_loop(told, cfg, range_test)
+    except BaseException as e:
         if not told.failed:              # else the others failed in the same run, or wait in its collectives
-            peers.share(_peers.STOP)
+            peers.share(_peers.Ended(error=f"{type(e).__name__}: {e}"))
+        raise
+    peers.share(_peers.Ended(result=dataclasses.replace(result, study=report.snapshot(result.study))))
+    return result
 
 
 def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: RangeTestResult | None) -> TuneResult:
@@ -482,16 +485,18 @@ class _Telling:
             raise
 
 
-def _follow(train: Callable[[LoopTrial], Any], cfg: LoopConfig, peers: Peers) -> None:
+def _follow(train: Callable[[LoopTrial], Any], cfg: LoopConfig, peers: Peers) -> TuneResult:
     """The other processes of a distributed training: run each trial process 0 names, until it
-    says the study is over. They keep no study: process 0 does."""
-    while (told := peers.share()) is not _peers.STOP:
+    says the study is over, and return its result. They keep no study: process 0 does."""
+    while not isinstance(told := peers.share(), _peers.Ended):
         number, spec, base_lr = told
         try:
             train(LoopTrial(_Unstudied(number), spec, cfg, base_lr, peers=peers))
         except (optuna.TrialPruned, TrialDiverged):
             pass                                     # as process 0's trial ended
-    return None
+    if told.error is not None:
+        raise RuntimeError(f"process 0's tune_loop failed ({told.error}); this process stopped with it")
+    return told.result
 
 
 def _name(train: Callable) -> str:

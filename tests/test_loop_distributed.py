@@ -60,8 +60,8 @@ def _study_report(rank: int, out: str) -> dict:
         result = lrfind.tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy",
                                   trials=8, schedules=("warmup", "plateau"), same_seed=False, final_seeds=2,
                                   out=out + ".study", progress=False)
-    return {"runs": runs, "result": None if result is None else {
-        "trials": len(result.study.trials), "best": result.best.schedule,
+    return {"runs": runs, "result": {
+        "trials": len(result.study.trials), "best": result.best.schedule, "summary": result.summary(),
         "states": [t.state.name for t in result.study.trials],
         "values": [t.user_attrs.get("val_acc") for t in result.study.trials]}}
 
@@ -69,7 +69,8 @@ def _study_report(rank: int, out: str) -> dict:
 def test_every_process_runs_every_trial_and_process_0_keeps_the_study(tmp_path) -> None:
     run_processes(_study, (f"file://{tmp_path / 'init'}", str(tmp_path / "out")), WORLD)
     first, second = (json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD))
-    assert second["result"] is None and first["result"]["trials"] == 8 and first["result"]["best"] == "plateau"
+    assert first["result"]["trials"] == 8 and first["result"]["best"] == "plateau"
+    assert second["result"] == first["result"]                    # every process returns the study's result
     # the same runs in the same order, the search's and 2 new seeds each of the best and the
     # constant, with the same LRs, scores (process 0's, not process 1's 0.05 higher) and ends
     assert len(first["runs"]) == 8 + 2 * 2 and first["runs"] == second["runs"]
@@ -88,7 +89,8 @@ def _failing(rank: int, init: str, out: str) -> None:
 
 def _failing_report(rank: int, out: str) -> list[str]:
     """A study process 0 refuses before any trial (no base LR), then one whose function raises in
-    every process at its second trial: each process says how its tune_loop ended."""
+    every process at its second trial: each process says how its tune_loop ended (the error's
+    first 100 characters)."""
     import lrfind
 
     ends = []
@@ -103,16 +105,17 @@ def _failing_report(rank: int, out: str) -> list[str]:
         try:
             result = lrfind.tune_loop(train, base_lr=base_lr, epochs=2, steps_per_epoch=2, metric="accuracy",
                                       trials=3, final_seeds=0, out=f"{out}.study{fail_at}", progress=False)
-            ends.append("returned " + ("None" if result is None else "a result"))
+            ends.append(f"returned {result.best.schedule}")
         except Exception as e:
-            ends.append(f"{type(e).__name__}: {e}"[:60])
+            ends.append(f"{type(e).__name__}: {e}"[:100])
     return ends
 
 
 def test_a_study_that_fails_in_process_0_or_in_every_process_ends_everywhere(tmp_path) -> None:
     run_processes(_failing, (f"file://{tmp_path / 'init'}", str(tmp_path / "out")), WORLD, seconds=120)
     first, second = (json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD))
-    assert first[0].startswith("ValueError: study 'lrfind-loop-train' is new") and second[0] == "returned None"
+    assert first[0].startswith("ValueError: study 'lrfind-loop-train' is new")
+    assert second[0].startswith("RuntimeError: process 0's tune_loop failed (ValueError: study")
     assert first[1] == "RuntimeError: a bug in process 0" and second[1] == "RuntimeError: a bug in process 1"
 
 
