@@ -302,8 +302,6 @@ def _worker_alive(worker: str | None) -> bool:
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True
-    if int(pid) == os.getpid():
-        return True
     try:
         os.kill(int(pid), 0)                  # signal 0: only asks whether the process exists
     except ProcessLookupError:

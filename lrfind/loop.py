@@ -555,8 +555,8 @@ def _confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str,
     best, constant = _study.best(study), _study.constant_baseline(study)
     if best is None or not cfg.final_seeds:
         return {}
-    stored = report.final_of(study, best)
-    if stored.get("setup", {}).get("seeds") == cfg.final_seeds:
+    stored = report.final_of(study, best, seeds=cfg.final_seeds)
+    if stored:
         return stored                               # a resumed study whose best is the same
     total, base_lr = cfg.epochs * cfg.steps_per_epoch, float(study.user_attrs["base_lr"])
     picked = {"best": best} if constant is None or constant.number == best.number else \

@@ -73,11 +73,14 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
     return "\n".join(rows)
 
 
-def final_of(study: optuna.Study, best: FrozenTrial | None) -> dict[str, Any]:
+def final_of(study: optuna.Study, best: FrozenTrial | None, seeds: int | None = None) -> dict[str, Any]:
     """Stage 3's stored results, if they are the current best trial's: trials added later by a run
-    without stage 3 (``--no-final``, a worker of a shared study) may have found a better one."""
+    without stage 3 (``--no-final``, a worker of a shared study) may have found a better one. With
+    ``seeds``, only results of that many seeds: what a rerun or another worker may take as its own."""
     final = study.user_attrs.get("final") or {}
     if best is None or final.get("best", {}).get("trial") != best.number:
+        return {}
+    if seeds is not None and final.get("setup", {}).get("seeds") != seeds:
         return {}
     return final
 

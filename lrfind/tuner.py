@@ -305,8 +305,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         if cfg.final:
             # workers of one study finish together: the first retrains, the others take its results
             with _study.claim(study):
-                final = report.final_of(study, _study.best(study))
-                if final.get("setup", {}).get("seeds") != cfg.final_seeds:
+                final = report.final_of(study, _study.best(study), seeds=cfg.final_seeds)
+                if not final:
                     final = _final(study, cfg, train, val, base_lr, max_peak)
                     study.set_user_attr("final", final)
             seconds["final"] = time.perf_counter() - clock
