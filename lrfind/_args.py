@@ -36,12 +36,30 @@ def _key(name: str) -> str:
 
 def closest(name: str, candidates: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
     """The name the user probably meant: an alias's (matched without case, ``-`` or ``_``), the
-    candidate spelt the same but for those, or the closest candidate by difflib; None if none is close."""
+    candidate spelt the same but for those, the closest of those the name begins, or the closest
+    by difflib if close enough (compared the same way); None if none is close."""
     candidates = list(candidates)
     by_key = {_key(k): v for k, v in (aliases or {}).items()} | {_key(c): c for c in candidates}
-    if _key(name) in by_key:
-        return by_key[_key(name)]
-    return next(iter(difflib.get_close_matches(name, candidates, n=1)), None)
+    key = _key(name)
+    if key in by_key:
+        return by_key[key]
+    started = [k for k in by_key if len(key) >= 3 and k.startswith(key)]     # "expo" for exponential
+    close = difflib.get_close_matches(key, started, n=1, cutoff=0) or difflib.get_close_matches(
+        key, list(by_key), n=1, cutoff=0.75)                                 # not "lenet" for "resnet"
+    return by_key[close[0]] if close else None
+
+
+OWN_FUNCTION = ", or name your own as module:function or path/to/file.py:function"
+
+
+def unknown(what: str, name: Any, choices: Iterable[str], *, aliases: dict[str, str] | None = None,
+            then: str = "") -> str:
+    """The message for a name that is none of ``choices``: it says the one probably meant, then the
+    choices, then ``then`` (how to name one's own, say)."""
+    choices = list(choices)
+    meant = closest(name, choices, aliases) if isinstance(name, str) else None
+    hint = f" (did you mean {meant}?)" if meant else ""
+    return f"unknown {what} {name!r}{hint}; choose from {', '.join(choices)}{then}"
 
 
 def check_positive(name: str, value: Any, *, least: float | None = None, then: str = "") -> None:

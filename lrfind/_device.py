@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from ._args import unknown
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU. Asking for CUDA where there is none is an error."""
     if name not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
+        raise ValueError(unknown("device", name, DEVICES, aliases={"gpu": "cuda"}))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ._args import OWN_FUNCTION, unknown
 from ._errors import message
 from ._imports import is_import_path, load_callable
 
@@ -64,8 +65,7 @@ def get_augment(name: str) -> Augment:
     if name in AUGMENTATIONS:
         return AUGMENTATIONS[name]
     if not is_import_path(name):
-        raise AugmentError(f"unknown augmentation {name!r}: choose a built-in one ({', '.join(AUGMENTATIONS)}) "
-                           "or name your own as module:function or path/to/file.py:function")
+        raise AugmentError(unknown("augmentation", name, AUGMENTATIONS, then=OWN_FUNCTION))
     return load_callable(name, "augment", AugmentError)
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 import click
 
+from ._args import closest
 from ._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
@@ -39,8 +40,29 @@ class BuiltinOrOwn(click.ParamType):
             return value.lower()
         if ":" in value.strip(":"):
             return value
-        self.fail(f"{value!r} is neither a built-in {self.what} ({', '.join(self.builtins)}) nor your own, named "
-                  "as module:function or path/to/file.py:function", param, ctx)
+        meant = closest(value, self.builtins)
+        hint = f" (did you mean {meant}?)" if meant else ""
+        self.fail(f"{value!r}{hint} is neither a built-in {self.what} ({', '.join(self.builtins)}) nor your own, "
+                  "named as module:function or path/to/file.py:function", param, ctx)
+
+
+class Choice(click.Choice):
+    """click's Choice, without case, and saying which choice a misspelt value probably meant
+    (``aliases``: other names for a choice, as ``gpu`` for ``cuda``)."""
+
+    def __init__(self, choices, aliases: dict[str, str] | None = None) -> None:
+        super().__init__(choices, case_sensitive=False)
+        self.aliases = aliases or {}
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            meant = closest(str(value), self.choices, self.aliases)
+            if meant is None:
+                raise
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}: did you mean {meant}?",
+                      param, ctx)
 
 
 def option_message(e: ValueError) -> str:
@@ -163,7 +185,7 @@ data_options = _options(
                       "Default: none."),
 )
 run_options = _options(
-    click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),
+    click.option("--optimizer", default="sgd", show_default=True, type=Choice(["sgd", "adam", "adamw"]),
                  help="Optimizer, with torch's semantics."),
     click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True),
                  help="SGD momentum (ignored for Adam and AdamW). In tune, one-cycle and cyclic trials that "
@@ -175,7 +197,7 @@ run_options = _options(
                  help="Clip the gradients' total norm to NORM before every step (torch's clip_grad_norm_), as "
                       "your training does (without it the loss may blow up at a lower LR than in your run). "
                       "Default: no clipping."),
-    click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+    click.option("--device", default="auto", show_default=True, type=Choice(["auto", "cpu", "cuda"], {"gpu": "cuda"}),
                  help="Where to train; auto picks CUDA when available."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed for weights and batch order."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
@@ -226,7 +248,7 @@ Examples:
 @click.option("--end-lr", default=1.0, show_default=True, type=float, help="Last LR of the sweep (> start LR).")
 @click.option("--num-iter", default=300, show_default=True, type=click.IntRange(min=2),
               help="Optimizer steps in the sweep; the data is started again if it runs out.")
-@click.option("--mode", default="exp", show_default=True, type=click.Choice(["exp", "linear"]),
+@click.option("--mode", default="exp", show_default=True, type=Choice(["exp", "linear"]),
               help="Space the LRs on a log (exp) or linear scale.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
               help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread. A sweep "
@@ -236,10 +258,10 @@ Examples:
               help="Record the mean loss over N batches of the held-out validation split after every step, "
                    "instead of the training batch's loss: smoother curves, N forward passes more per step "
                    "(torch-lr-finder's val_loader mode).")
-@click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
+@click.option("--amp", type=Choice(["bf16", "fp16"]), default=None,
               help="Sweep under autocast, as a mixed-precision training runs (fp16 with a gradient scaler); "
                    "the steps then run eagerly, not from a CUDA graph. Default: float32.")
-@click.option("--method", default=SUGGESTION_METHODS[0], show_default=True, type=click.Choice(SUGGESTION_METHODS),
+@click.option("--method", default=SUGGESTION_METHODS[0], show_default=True, type=Choice(SUGGESTION_METHODS),
               help="Which suggestion is THE suggested LR (all are printed and saved): smith = a third of the "
                    "LR at the lowest loss (Smith's rule); balanced = geometric mean of steepest and minimum; "
                    "steepest = fastest fall of the smoothed loss; valley = fastai's rule; minimum = a tenth "

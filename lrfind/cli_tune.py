@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import (UserError, batch_size_option, creatable_folder, data_options, main, option_message, out_of_memory,
+from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message, out_of_memory,
                   run_options)
 
 
@@ -49,12 +49,12 @@ Examples:
 @click.option("--train-subset", type=int, default=None, metavar="N", help="Train on the first N images only (quick runs).")
 @click.option("--val-size", default=10_000, show_default=True, type=int,
               help="Validation images carved off the end of the training set (a sixth of smaller sets).")
-@click.option("--metric", default=None, type=click.Choice(["accuracy", "loss"]),
+@click.option("--metric", default=None, type=Choice(["accuracy", "loss"]),
               help="What trials are scored, pruned and ranked on: validation accuracy (higher is better) or "
                    "validation loss (cross-entropy, lower is better: it separates trials whose accuracies tie, "
                    "and rewards confident right answers). Both are reported. Default: accuracy; loss (mean "
                    "squared error) for a data set of float regression targets.")
-@click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
+@click.option("--pruner", default="median", show_default=True, type=Choice(["median", "hyperband", "none"]),
               help="Optuna pruner that stops hopeless trials after an epoch (median: from the second "
                    "epoch's report on when --epochs is 3 or more, and only trials whose LR will not fall "
                    "by more than half again: a decay still to come is not judged before it happens).")
@@ -75,7 +75,7 @@ Examples:
                    "the deepest is left out.")
 @click.option("--final-seeds", default=3, show_default=True, type=int,
               help="Stage 3 retrains best and constant this many times each (seeds in pairs) and averages.")
-@click.option("--amp", type=click.Choice(["bf16"]), default=None,
+@click.option("--amp", type=Choice(["bf16"]), default=None,
               help="Train the trials under bfloat16 autocast (weights and updates stay float32): about 25% "
                    "faster on an H100 at 50 trials; compare its accuracy with a float32 study before relying on it.")
 @click.option("--channels-last/--no-channels-last", default=None,

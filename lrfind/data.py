@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ._args import OWN_FUNCTION, unknown
 from ._errors import first_line
 from ._imports import is_import_path
 
@@ -77,8 +78,7 @@ def _spec(name: str) -> _Spec:
     try:
         return _SPECS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, or name your own as "
-                         "module:function or path/to/file.py:function") from None
+        raise ValueError(unknown("data set", name, DATASETS, then=OWN_FUNCTION)) from None
 
 
 def check_dataset(name: str) -> None:

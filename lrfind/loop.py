@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from . import _peers, _storage, _study, report, tuner
-from ._args import check_names, check_positive
+from ._args import check_names, check_positive, unknown
 from ._duration import timeout_seconds
 from ._imports import callable_name
 from ._peers import Peers
@@ -97,7 +97,7 @@ class LoopConfig(Searched):
                              f"better), got {self.metric!r}")
         check_positive("max_peak", self.max_peak, least=1)
         if self.pruner not in _study.PRUNERS:
-            raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
+            raise ValueError(unknown("pruner", self.pruner, _study.PRUNERS))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
         total = self.epochs * self.steps_per_epoch
         for name in self.choices:

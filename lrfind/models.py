@@ -14,6 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ._args import OWN_FUNCTION, unknown
 from ._errors import message
 from ._imports import callable_name, is_import_path, load_callable
 
@@ -97,8 +98,7 @@ def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Mod
 def load_factory(name: str) -> Callable[..., nn.Module]:
     """The callable that ``module:function`` or ``path/to/file.py:function`` names."""
     if not is_import_path(name):
-        raise ModelError(f"unknown model {name!r}: choose a built-in one ({', '.join(sorted(MODELS))}) or name "
-                         "your own as module:function or path/to/file.py:function")
+        raise ModelError(unknown("model", name, sorted(MODELS), then=OWN_FUNCTION))
     return load_callable(name, "model", ModelError)
 
 

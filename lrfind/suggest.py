@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from ._args import unknown
+
 
 @dataclass(frozen=True)
 class Suggestion:
@@ -270,4 +272,4 @@ def get_method(name: str) -> Callable[[np.ndarray, np.ndarray], Suggestion]:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown suggestion method {name!r}; choose from {', '.join(METHODS)}") from None
+        raise ValueError(unknown("suggestion method", name, METHODS)) from None

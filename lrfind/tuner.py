@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _storage, _study, report
-from ._args import check_names, check_positive
+from ._args import check_names, check_positive, unknown
 from ._device import resolve_device
 from ._duration import duration_text, timeout_seconds
 from ._imports import callable_name
@@ -147,7 +147,7 @@ class TuneConfig(Searched):
         if self.metric is not None and self.metric not in _study.METRICS:
             raise ValueError(f"metric must be 'accuracy' or 'loss', got {self.metric!r}")
         if self.pruner not in _study.PRUNERS:
-            raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(_study.PRUNERS)}")
+            raise ValueError(unknown("pruner", self.pruner, _study.PRUNERS))
         for name in self.schedules or ():
             get_schedule(name)           # unknown names list the choices
         self.optimizer_config                # checks the optimizer's name, momentum and weight decay

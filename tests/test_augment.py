@@ -85,7 +85,8 @@ def test_the_users_own_augmentation_by_path(user_file) -> None:
 
 
 @pytest.mark.parametrize("name, message", [
-    ("blur", "unknown augmentation 'blur': choose a built-in one (flip-crop, crop) or name your own"),
+    ("blur", "unknown augmentation 'blur'; choose from flip-crop, crop, or name your own"),
+    ("flip_crop", "unknown augmentation 'flip_crop' (did you mean flip-crop?); choose from"),
     ("{file}:shrinks", "must return images of the shape and dtype it was given: (2, 3, 8, 8) torch.float32 gave "
                        "(2, 3, 4, 4) torch.float32"),
     ("{file}:no_generator", "raised TypeError: no_generator() takes 1 positional argument but 2 were given; "

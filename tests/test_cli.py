@@ -34,8 +34,9 @@ def test_range_test_writes_plot_json_and_csv(run, tmp_path) -> None:
 
 
 def test_range_test_mlp_adam_repeats_with_another_method(run, tmp_path) -> None:
-    result = run("range-test", "--device", "cpu", "--model", "mlp", "--optimizer", "adam", "--num-iter", "40",
-                 "--repeats", "2", "--method", "steepest", "-q", "--out", str(tmp_path))
+    """Choices are taken without case (and stored in the registries' spelling)."""
+    result = run("range-test", "--device", "CPU", "--model", "MLP", "--optimizer", "Adam", "--num-iter", "40",
+                 "--repeats", "2", "--method", "Steepest", "-q", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "range_test.json").read_text())
     assert len(data["seed_lrs"]) == 2 and data["method"] == "steepest"
@@ -120,7 +121,10 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--model", "torch.nn:Identity"], "--model torch.nn:Identity must return 10 class scores per image"),
     (["--model", "nowhere/net.py:make"], "--model nowhere/net.py:make: no file"),
     (["--dataset", "cifar"], "'cifar' is neither a built-in data set (mnist, fashion-mnist) nor your own"),
+    (["--model", "LeNet5"], "'LeNet5' (did you mean lenet?) is neither a built-in model"),
+    (["--dataset", "fashion"], "'fashion' (did you mean fashion-mnist?) is neither"),
     (["--method", "fastest"], "'fastest' is not one of"),
+    (["--device", "gpu"], "'gpu' is not one of 'auto', 'cpu', 'cuda': did you mean cuda?"),
     (["--num-iter", "1"], "--num-iter"),
     (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),
     (["--momentum", "nan"], "--momentum must be in [0, 1), got nan"),

@@ -109,3 +109,24 @@ def test_holdout_keeps_the_last_images_for_validation(mnist_root) -> None:
 def test_read_idx_of_a_missing_file_says_so_without_advising_to_delete_it(tmp_path) -> None:
     with pytest.raises(DataNotFoundError, match="no file .*absent.gz$"):
         read_idx(tmp_path / "absent.gz")
+
+
+def test_a_misspelt_name_says_which_one_it_probably_meant() -> None:
+    """The same hint wherever a name is chosen from a list, in Python as on the command line."""
+    from lrfind._device import resolve_device
+    from lrfind.loop import LoopConfig
+    from lrfind.suggest import get_method
+    from lrfind.tuner import TuneConfig
+
+    with pytest.raises(ValueError, match=r"unknown data set 'MNSIT' \(did you mean mnist\?\); choose from"):
+        load_dataset("MNSIT", root="/nonexistent")
+    with pytest.raises(ValueError, match=r"unknown device 'gpu' \(did you mean cuda\?\); choose from auto, cpu, cuda"):
+        resolve_device("gpu")
+    with pytest.raises(ValueError, match=r"unknown device 'CUDA' \(did you mean cuda\?\)"):
+        resolve_device("CUDA")
+    with pytest.raises(ValueError, match=r"unknown suggestion method 'Valley' \(did you mean valley\?\)"):
+        get_method("Valley")
+    loop = {"train": print, "base_lr": 0.1, "epochs": 2, "steps_per_epoch": 1, "metric": "accuracy"}
+    for config, required in ((TuneConfig, {}), (LoopConfig, loop)):
+        with pytest.raises(ValueError, match=r"unknown pruner 'hyperbad' \(did you mean hyperband\?\); choose from"):
+            config(pruner="hyperbad", **required)

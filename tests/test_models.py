@@ -76,7 +76,8 @@ def test_a_factory_in_a_module_of_the_working_directory(user_file, monkeypatch) 
 
 
 @pytest.mark.parametrize("name, message", [
-    ("resnet", "unknown model 'resnet': choose a built-in one (lenet, mlp) or name your own"),
+    ("resnet", "unknown model 'resnet'; choose from lenet, mlp, or name your own"),
+    ("LeNet5", "unknown model 'LeNet5' (did you mean lenet?); choose from lenet, mlp, or name your own"),
     ("{dir}/missing.py:make", "no file"),
     ("{file}:absent", "has no 'absent'"),
     ("{file}:NOT_CALLABLE", "NOT_CALLABLE is an int, not a class or function"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._args import closest
+from .._args import unknown
 from ._base import WARMUP_PARAMS, Param, Replay, Schedule, params_text
 from ._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
 from ._decay import (Constant, Cosine, Exponential, InverseSqrt, InverseTime, Linear, MultiStep, Polynomial,
@@ -48,9 +48,7 @@ def get_schedule(name: str) -> Schedule:
     try:
         return SCHEDULES[name]
     except (KeyError, TypeError):
-        meant = closest(name, SCHEDULES, OTHER_NAMES) if isinstance(name, str) else None
-        hint = f" (did you mean {meant}?)" if meant else ""
-        raise ValueError(f"unknown schedule {name!r}{hint}; choose from {', '.join(SCHEDULES)}") from None
+        raise ValueError(unknown("schedule", name, SCHEDULES, aliases=OTHER_NAMES)) from None
 
 
 __all__ = ["SCHEDULES", "Schedule", "Param", "Replay", "WARMUP_PARAMS", "get_schedule", "params_text", "stored_choices"]
