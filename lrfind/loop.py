@@ -508,18 +508,19 @@ def _name(train: Callable) -> str:
 
 def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, deadline: float | None) -> None:
     """The search, one trial at a time: ``tune``'s asking and counting, the user's function as the run."""
-    def run(asked: list[optuna.Trial], bar) -> None:
-        for trial in asked:
-            _trial(study, cfg, train, trial)
+    def run(asked: list[optuna.Trial], specs: list[TrialSpec], bar) -> None:
+        for trial, spec in zip(asked, specs):
+            _trial(study, cfg, train, trial, spec)
             bar.update(1)
 
-    tuner.search_trials(study, cfg, run, 1, single=single, deadline=deadline)
+    def describe(trial: optuna.Trial) -> TrialSpec:
+        return tuner.asked_spec(trial, cfg, cfg.epochs * cfg.steps_per_epoch, cfg.steps_per_epoch, cfg.max_peak)
+
+    tuner.search_trials(study, cfg, describe, run, 1, single=single, deadline=deadline)
 
 
-def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial) -> None:
-    """A trial's schedule, then its run of the user's function, or the score of its twin."""
-    total = cfg.epochs * cfg.steps_per_epoch
-    spec = tuner.asked_spec(trial, cfg, total, cfg.steps_per_epoch, cfg.max_peak)
+def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial, spec: TrialSpec) -> None:
+    """The trial's run of the user's function, or the score of its twin."""
     twin = _twin(study, trial) if cfg.same_seed else None
     if twin is None:
         _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, float(study.user_attrs["base_lr"])))

@@ -425,19 +425,26 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
             max_peak: float, total: int, per_epoch: int, parallel: int, *, single: bool,
             deadline: float | None = None) -> None:
     """Stage 2: batches of ``parallel`` trials trained fused (``search_trials`` asks and counts)."""
-    def run(asked: list[optuna.Trial], bar) -> int | None:
-        return _run_or_halve(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar)
+    def run(asked: list[optuna.Trial], specs: list[TrialSpec], bar) -> int | None:
+        return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar)
 
-    search_trials(study, cfg, run, parallel, single=single, deadline=deadline)
+    search_trials(study, cfg, lambda trial: asked_spec(trial, cfg, total, per_epoch, max_peak), run, parallel,
+                  single=single, deadline=deadline)
 
 
-def search_trials(study: optuna.Study, cfg: Any, run: Callable[[list[optuna.Trial], Any], int | None],
-                  parallel: int, *, single: bool, deadline: float | None = None) -> None:
+def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Trial], TrialSpec],
+                  run: Callable[[list[optuna.Trial], list[TrialSpec], Any], int | None], parallel: int, *,
+                  single: bool, deadline: float | None = None) -> None:
     """Ask, run and tell batches of trials until ``cfg.trials`` have run (twins, scored without
     running, do not count: at most ``cfg.trials`` of them), or until ``deadline`` (of ``_now()``)
     has passed after a batch (Optuna's ``timeout``: a running batch is not cut short, and every run
-    trains at least one). ``run(asked, bar)`` trains and tells a batch, ticks ``bar`` per trial, and
-    may return a smaller batch size to go on with. ``tune`` and ``tune_loop`` both search this way.
+    trains at least one). ``describe(trial)`` samples an asked trial's schedule (``asked_spec``);
+    ``run(asked, specs, bar)`` trains and tells a batch, ticks ``bar`` per trial, and may return a
+    smaller batch size to go on with. ``tune`` and ``tune_loop`` both search this way.
+
+    Each trial is described as soon as it is asked, before the next is asked: Optuna 4.0's grouped
+    multivariate TPE samples a trial from the search space the sampler inferred at its latest ask,
+    and raises where another worker's trials changed that space in between.
 
     Several workers may share the study: counting and asking happen under ``_study.claim``, so
     together they never start more trials than are missing; a worker with nothing left to start
@@ -451,15 +458,13 @@ def search_trials(study: optuna.Study, cfg: Any, run: Callable[[list[optuna.Tria
                     _study.prepare(study, single)
                     runs, twins, in_flight = _study.counts(study)
                     missing = cfg.trials - runs - in_flight if twins < cfg.trials else 0
-                    asked = [_study.ask(study) for _ in range(min(parallel, missing))]
-                    for trial in asked:
-                        trial.set_user_attr("worker", WORKER)
+                    asked, specs = _ask(study, describe, min(parallel, missing))
                     running.enter_context(_study.Heartbeat(study, asked))   # first beat before the lock goes
                 bar.n = min(runs, cfg.trials)
                 bar.set_postfix_str(_progress_text(study, deadline), refresh=False)
                 bar.refresh()
                 if asked:
-                    parallel = run(asked, bar) or parallel
+                    parallel = run(asked, specs, bar) or parallel
                 elif runs >= cfg.trials or twins >= cfg.trials:
                     if runs < cfg.trials:
                         log.warning("stopped after %d runs of %d: the sampler asked %d times for schedules already "
@@ -482,6 +487,23 @@ def search_trials(study: optuna.Study, cfg: Any, run: Callable[[list[optuna.Tria
         bar.close()
 
 
+def _ask(study: optuna.Study, describe: Callable[[optuna.Trial], TrialSpec],
+         n: int) -> tuple[list[optuna.Trial], list[TrialSpec]]:
+    """``n`` trials asked and described one after the other; on an error, those asked are abandoned."""
+    asked: list[optuna.Trial] = []
+    try:
+        specs = []
+        for _ in range(n):
+            asked.append(_study.ask(study))
+            asked[-1].set_user_attr("worker", WORKER)
+            specs.append(describe(asked[-1]))
+        return asked, specs
+    except BaseException as e:
+        for trial in asked:
+            _study.abandon(study, trial, e)
+        raise
+
+
 def _progress_text(study: optuna.Study, deadline: float | None) -> str:
     """The trials bar's postfix: the best trial so far, and the time --timeout leaves."""
     best = _study.best(study)
@@ -491,13 +513,13 @@ def _progress_text(study: optuna.Study, deadline: float | None) -> str:
     return "; ".join(parts)
 
 
-def _run_or_halve(study, cfg, asked, *args) -> int | None:
+def _run_or_halve(study, cfg, asked, specs, *args) -> int | None:
     """Run a batch of trials; after CUDA ran out of memory, the smaller size its requeued trials run at.
 
     The size came from a two-step probe (``_auto_parallel``); a model of the user's may need more
     at evaluation or in cuDNN's workspaces than those two steps showed."""
     try:
-        _run_batch(study, cfg, asked, *args)
+        _run_batch(study, cfg, asked, specs, *args)
         return None
     except torch.cuda.OutOfMemoryError:
         if len(asked) == 1:
@@ -508,10 +530,9 @@ def _run_or_halve(study, cfg, asked, *args) -> int | None:
     return len(asked) // 2
 
 
-def _run_batch(study, cfg, asked, train, val, base_lr, max_peak, total, per_epoch, bar) -> None:
+def _run_batch(study, cfg, asked, specs, train, val, base_lr, total, bar) -> None:
     told: set[int] = set()
     try:
-        specs = [asked_spec(t, cfg, total, per_epoch, max_peak) for t in asked]
         steps = tqdm(total=total, desc=f"{len(asked)} trials, epoch 1/{cfg.epochs}", leave=False, unit="step",
                      disable=not cfg.progress, dynamic_ncols=True)
 

@@ -99,6 +99,32 @@ def test_resume_runs_only_the_missing_trials(data_env, tmp_path) -> None:
     assert text.startswith("<TuneResult: study 'lrfind-lenet-mnist', base LR 0.05, best: ") and "\n" not in text
 
 
+def test_each_trial_of_a_batch_is_sampled_before_the_next_is_asked(data_env, tmp_path, monkeypatch) -> None:
+    """Optuna 4.0's grouped multivariate TPE samples a trial from the search space it inferred at
+    the sampler's latest ask, and raised ("... not contained in the relative search space") where
+    another worker's trials changed that space between a batch's asks and its sampling."""
+    calls = []
+    real_ask, real_sample = optuna.Study.ask, optuna.samplers.TPESampler.sample_relative
+
+    def ask(self, *args, **kwargs):
+        trial = real_ask(self, *args, **kwargs)
+        calls.append(("ask", trial.number))
+        return trial
+
+    def sample(self, study, trial, search_space):
+        calls.append(("sample", trial.number))
+        return real_sample(self, study, trial, search_space)
+
+    monkeypatch.setattr(optuna.Study, "ask", ask)
+    monkeypatch.setattr(optuna.samplers.TPESampler, "sample_relative", sample)
+    tune(trials=6, parallel=3, epochs=1, **{k: v for k, v in QUICK.items() if k != "epochs"}, out=str(tmp_path))
+    sampled = [n for kind, n in calls if kind == "sample"]
+    assert len(sampled) == 5                                  # all but the constant baseline, enqueued
+    for n in sampled:
+        latest_ask = [m for kind, m in calls[:calls.index(("sample", n))] if kind == "ask"][-1]
+        assert latest_ask == n
+
+
 def test_interrupted_run_resumes_to_exactly_the_requested_trials(data_env, tmp_path, monkeypatch) -> None:
     calls = {"n": 0}
     real_step = FusedTrials.step
