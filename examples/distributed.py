@@ -28,7 +28,12 @@ def wrap(kind: str, model: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     if kind == "ddp":
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
                                                          else None)
-    from torch.distributed.fsdp import fully_shard
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:                                      # torch before 2.6: private, and CUDA only
+        if device.type != "cuda":
+            raise SystemExit(f"fully_shard needs torch 2.6 or newer on the CPU (this is {torch.__version__}): run ddp")
+        from torch.distributed._composable.fsdp import fully_shard
     return fully_shard(model)
 
 

@@ -39,6 +39,31 @@ def user_file(folder: Path, name: str, source: str) -> Path:
     return path
 
 
+def vmap_imports_dynamo() -> bool:
+    """Whether torch's own ``torch.func.vmap`` imports torch._dynamo (torch 2.4 does), which
+    lrfind's vmapped engine cannot avoid."""
+    return dynamo_modules_after("import torch\ntorch.func.vmap(torch.sin)(torch.ones(2))") != []
+
+
+def fully_shard_is_public() -> bool:
+    """Whether ``torch.distributed.fsdp`` has FSDP2's ``fully_shard`` (torch 2.6 on). Before, it
+    lies in ``torch.distributed._composable.fsdp`` and runs on CUDA only."""
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fully_shard():
+    """FSDP2's ``fully_shard``, wherever this torch has it (lrfind supports torch 2.4 on)."""
+    if fully_shard_is_public():
+        from torch.distributed.fsdp import fully_shard
+    else:
+        from torch.distributed._composable.fsdp import fully_shard
+    return fully_shard
+
+
 def dynamo_modules_after(script: str) -> list[str]:
     """The ``torch._dynamo`` modules a fresh interpreter has imported after running ``script``.
 
