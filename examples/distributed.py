@@ -102,6 +102,7 @@ def main() -> None:
                           trials=args.tune, final_seeds=0, out=f"distributed_{args.kind}_study")
         if rank == 0:                    # every process has the result (study.best for the real run); one prints it
             print(study.summary())
+    dist.barrier()                       # then leave together: a process gone first can hang the other's exit
     dist.destroy_process_group()
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-
 @dataclass
 class Ended:
     """What process 0 sends instead of a trial when the study ends: its result (with an in-memory
@@ -39,6 +38,18 @@ class Peers:
     @property
     def leader(self) -> bool:
         return self.rank == 0
+
+    def close(self) -> None:
+        """Let the gloo group go, all processes together (each ``tune_loop`` makes one): where
+        every process knows the study ended (not after an error in a run, where some may wait in
+        the training's collectives). Left to the end, or let go by one process while another still
+        held it, it made torch 2.4's ``destroy_process_group`` hang now and then."""
+        import torch.distributed as dist
+
+        if self.group is not None:
+            dist.barrier(group=self.group)
+            dist.destroy_process_group(self.group)
+            self.group = None
 
     def share(self, value: Any = None) -> Any:
         """Process 0's ``value``, in every process: a collective, which all of them must call."""

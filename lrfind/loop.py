@@ -426,8 +426,10 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
     except BaseException as e:
         if not told.failed:              # else the others failed in the same run, or wait in its collectives
             peers.share(_peers.Ended(error=f"{type(e).__name__}: {e}"))
+            peers.close()
         raise
     peers.share(_peers.Ended(result=dataclasses.replace(result, study=report.snapshot(result.study))))
+    peers.close()
     return result
 
 
@@ -494,6 +496,7 @@ def _follow(train: Callable[[LoopTrial], Any], cfg: LoopConfig, peers: Peers) ->
             train(LoopTrial(_Unstudied(number), spec, cfg, base_lr, peers=peers))
         except (optuna.TrialPruned, TrialDiverged):
             pass                                     # as process 0's trial ended
+    peers.close()
     if told.error is not None:
         raise RuntimeError(f"process 0's tune_loop failed ({told.error}); this process stopped with it")
     return told.result

@@ -55,12 +55,13 @@ def _study_report(rank: int, out: str) -> dict:
         run["ended"] = "complete"
         return trial.scores[-1]
 
+    groups = len(dist.distributed_c10d._world.pg_map)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = lrfind.tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=4, metric="accuracy",
                                   trials=8, schedules=("warmup", "plateau"), same_seed=False, final_seeds=2,
                                   out=out + ".study", progress=False)
-    return {"runs": runs, "result": {
+    return {"runs": runs, "groups_left": len(dist.distributed_c10d._world.pg_map) - groups, "result": {
         "trials": len(result.study.trials), "best": result.best.schedule, "summary": result.summary(),
         "states": [t.state.name for t in result.study.trials],
         "values": [t.user_attrs.get("val_acc") for t in result.study.trials]}}
@@ -71,6 +72,7 @@ def test_every_process_runs_every_trial_and_process_0_keeps_the_study(tmp_path) 
     first, second = (json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD))
     assert first["result"]["trials"] == 8 and first["result"]["best"] == "plateau"
     assert second["result"] == first["result"]                    # every process returns the study's result
+    assert first["groups_left"] == second["groups_left"] == 0      # tune_loop's own gloo group is let go
     # the same runs in the same order, the search's and 2 new seeds each of the best and the
     # constant, with the same LRs, scores (process 0's, not process 1's 0.05 higher) and ends
     assert len(first["runs"]) == 8 + 2 * 2 and first["runs"] == second["runs"]
