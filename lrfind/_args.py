@@ -36,15 +36,16 @@ def _key(name: str) -> str:
 
 def closest(name: str, candidates: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
     """The name the user probably meant: an alias's (matched without case, ``-`` or ``_``), the
-    candidate spelt the same but for those, the closest of those the name begins, or the closest
-    by difflib if close enough (compared the same way); None if none is close."""
+    candidate spelt the same but for those, the closest of those the name begins, one with the same
+    letters in another order, or the closest by difflib if close enough (compared the same way); None if none is close."""
     candidates = list(candidates)
     by_key = {_key(k): v for k, v in (aliases or {}).items()} | {_key(c): c for c in candidates}
     key = _key(name)
     if key in by_key:
         return by_key[key]
     started = [k for k in by_key if len(key) >= 3 and k.startswith(key)]     # "expo" for exponential
-    close = difflib.get_close_matches(key, started, n=1, cutoff=0) or difflib.get_close_matches(
+    swapped = [k for k in by_key if sorted(k) == sorted(key)]                # "sdg" for sgd
+    close = difflib.get_close_matches(key, started, n=1, cutoff=0) or swapped[:1] or difflib.get_close_matches(
         key, list(by_key), n=1, cutoff=0.75)                                 # not "lenet" for "resnet"
     return by_key[close[0]] if close else None
 

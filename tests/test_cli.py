@@ -125,6 +125,8 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--dataset", "fashion"], "'fashion' (did you mean fashion-mnist?) is neither"),
     (["--method", "fastest"], "'fastest' is not one of"),
     (["--device", "gpu"], "'gpu' is not one of 'auto', 'cpu', 'cuda': did you mean cuda?"),
+    (["--optimizer", "sdg"], "'sdg' is not one of 'sgd', 'adam', 'adamw': did you mean sgd?"),
+    (["--model", "mpl"], "'mpl' (did you mean mlp?) is neither a built-in model"),
     (["--num-iter", "1"], "--num-iter"),
     (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),
     (["--momentum", "nan"], "--momentum must be in [0, 1), got nan"),
