@@ -37,7 +37,8 @@ def _key(name: str) -> str:
 def closest(name: str, candidates: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
     """The name the user probably meant: an alias's (matched without case, ``-`` or ``_``), the
     candidate spelt the same but for those, the closest of those the name begins, one with the same
-    letters in another order, or the closest by difflib if close enough (compared the same way); None if none is close."""
+    letters in another order, or the closest by difflib if close enough (compared the same way);
+    None if none is close."""
     candidates = list(candidates)
     by_key = {_key(k): v for k, v in (aliases or {}).items()} | {_key(c): c for c in candidates}
     key = _key(name)

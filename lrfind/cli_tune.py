@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message, out_of_memory,
-                  run_options)
+from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message,
+                  out_of_memory, run_options)
 
 
 def quiet_optuna() -> None:

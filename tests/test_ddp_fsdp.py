@@ -100,7 +100,8 @@ def _one_process(**extra) -> list[float]:
     return [float(x) for x in find_lr(_net(), both, **SWEEP, warn=False, **extra).losses]
 
 
-OLD_FSDP2 = pytest.mark.skipif(not fully_shard_is_public(), reason="this torch's fully_shard (before 2.6) runs on CUDA only")
+OLD_FSDP2 = pytest.mark.skipif(not fully_shard_is_public(),
+                               reason="this torch's fully_shard (before 2.6) runs on CUDA only")
 
 
 @pytest.mark.parametrize("kind", ["ddp", "fsdp1", pytest.param("fsdp2", marks=OLD_FSDP2)])
