@@ -48,11 +48,9 @@ def vmap_imports_dynamo() -> bool:
 def fully_shard_is_public() -> bool:
     """Whether ``torch.distributed.fsdp`` has FSDP2's ``fully_shard`` (torch 2.6 on). Before, it
     lies in ``torch.distributed._composable.fsdp`` and runs on CUDA only."""
-    try:
-        from torch.distributed.fsdp import fully_shard  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import torch.distributed.fsdp as fsdp
+
+    return hasattr(fsdp, "fully_shard")
 
 
 def fully_shard():
