@@ -22,12 +22,8 @@ def check_names(function: str, given: Iterable[str], accepted: Iterable[str], *,
     if not unknown:
         return
     candidates = accepted + list(others)
-
-    def named(name: str) -> str:
-        meant = closest(name, candidates, aliases)
-        return f"{name} (did you mean {meant}?)" if meant else name
-
-    raise TypeError(f"{function} got unknown argument(s): {', '.join(map(named, unknown))}. {takes}")
+    named = [name + did_you_mean(name, candidates, aliases) for name in unknown]
+    raise TypeError(f"{function} got unknown argument(s): {', '.join(named)}. {takes}")
 
 
 def _key(name: str) -> str:
@@ -51,6 +47,12 @@ def closest(name: str, candidates: Iterable[str], aliases: dict[str, str] | None
     return by_key[close[0]] if close else None
 
 
+def did_you_mean(name: Any, candidates: Iterable[str], aliases: dict[str, str] | None = None) -> str:
+    """`` (did you mean X?)`` with the name probably meant (``closest``), or "" when none is close."""
+    meant = closest(name, candidates, aliases) if isinstance(name, str) else None
+    return f" (did you mean {meant}?)" if meant else ""
+
+
 OWN_FUNCTION = ", or name your own as module:function or path/to/file.py:function"
 
 
@@ -59,9 +61,7 @@ def unknown(what: str, name: Any, choices: Iterable[str], *, aliases: dict[str, 
     """The message for a name that is none of ``choices``: it says the one probably meant, then the
     choices, then ``then`` (how to name one's own, say)."""
     choices = list(choices)
-    meant = closest(name, choices, aliases) if isinstance(name, str) else None
-    hint = f" (did you mean {meant}?)" if meant else ""
-    return f"unknown {what} {name!r}{hint}; choose from {', '.join(choices)}{then}"
+    return f"unknown {what} {name!r}{did_you_mean(name, choices, aliases)}; choose from {', '.join(choices)}{then}"
 
 
 def check_positive(name: str, value: Any, *, least: float | None = None, then: str = "") -> None:

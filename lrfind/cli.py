@@ -10,7 +10,7 @@ from typing import Callable
 
 import click
 
-from ._args import closest
+from ._args import closest, did_you_mean
 from ._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
@@ -40,9 +40,7 @@ class BuiltinOrOwn(click.ParamType):
             return value.lower()
         if ":" in value.strip(":"):
             return value
-        meant = closest(value, self.builtins)
-        hint = f" (did you mean {meant}?)" if meant else ""
-        self.fail(f"{value!r}{hint} is neither a built-in {self.what} ({', '.join(self.builtins)}) nor your own, "
+        self.fail(f"{value!r}{did_you_mean(value, self.builtins)} is neither a built-in {self.what} ({', '.join(self.builtins)}) nor your own, "
                   "named as module:function or path/to/file.py:function", param, ctx)
 
 

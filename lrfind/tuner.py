@@ -513,13 +513,13 @@ def _progress_text(study: optuna.Study, deadline: float | None) -> str:
     return "; ".join(parts)
 
 
-def _run_or_halve(study, cfg, asked, specs, *args) -> int | None:
+def _run_or_halve(study, cfg, asked, *args) -> int | None:
     """Run a batch of trials; after CUDA ran out of memory, the smaller size its requeued trials run at.
 
     The size came from a two-step probe (``_auto_parallel``); a model of the user's may need more
     at evaluation or in cuDNN's workspaces than those two steps showed."""
     try:
-        _run_batch(study, cfg, asked, specs, *args)
+        _run_batch(study, cfg, asked, *args)
         return None
     except torch.cuda.OutOfMemoryError:
         if len(asked) == 1:
