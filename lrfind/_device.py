@@ -7,6 +7,7 @@ import torch
 from ._args import unknown
 
 DEVICES = ("auto", "cpu", "cuda")
+NO_FLOAT64 = {"mps"}        # device types without double-precision tensors
 
 
 def resolve_device(name: str) -> torch.device:
@@ -18,3 +19,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' is not available here; use 'cpu' or 'auto'")
     return torch.device(name)
+
+
+def exact_dtype(device: torch.device) -> torch.dtype:
+    """The dtype for step counts and bias corrections on ``device``: float64, as torch's optimizers
+    compute them on the host, except on Apple's MPS, which has no float64 (torch's own optimizers
+    count steps in float32 there)."""
+    return torch.float32 if torch.device(device).type in NO_FLOAT64 else torch.float64

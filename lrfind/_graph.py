@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from ._device import exact_dtype
 from ._errors import ExplainedValueError, first_line
 from ._update import adam_, clip_, sgd_
 
@@ -91,7 +92,7 @@ class SweepStep:
         self.params = [p for _, ps, _ in self.groups for p in ps]
         device = self.params[0].device
         self.lr = torch.zeros((), device=device)
-        self.t = torch.zeros((), dtype=torch.float64, device=device)
+        self.t = torch.zeros((), dtype=exact_dtype(device), device=device)
         zeros = lambda: [torch.zeros_like(p) for p in self.params]   # noqa: E731
         self.state = {"exp_avg": zeros(), "exp_avg_sq": zeros()} if self.adam else {"momentum": zeros()}
         self.captured = CapturedStep(self._step, strict=strict) if graph else self._step

@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ._args import check_positive
+from ._device import exact_dtype
 from ._errors import message
 from ._graph import CapturedStep
 from ._update import adam_, check_max_grad_norm, clip_rows, sgd_
@@ -238,15 +239,15 @@ class FusedTrials:
         return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)
 
     def _momentum_table(self) -> torch.Tensor | None:
-        """The momentum (Adam's beta1) of every trial at every step, (K, total) in float64, where some
-        trial's schedule cycles it (``cycle_momentum``); the other rows hold the optimizer's own."""
+        """The momentum (Adam's beta1) of every trial at every step, (K, total) in ``exact_dtype``, where
+        some trial's schedule cycles it (``cycle_momentum``); the other rows hold the optimizer's own."""
         steps = np.arange(self.total)
         rows = [sched.momentum(steps, self.total, **spec.params) for sched, spec in zip(self.schedules, self.specs)]
         if all(row is None for row in rows):
             return None
         own = self.opt.momentum if self.opt.name == "sgd" else self.opt.betas[0]
         return torch.as_tensor(np.stack([np.full(self.total, own) if row is None else row for row in rows]),
-                               dtype=torch.float64, device=self.device)
+                               dtype=exact_dtype(self.device), device=self.device)
 
     def _lrs(self, sched, spec: TrialSpec, metrics: list[float]) -> np.ndarray:
         """One trial's LR at every step: base LR x its peak scale x its schedule's factor."""
@@ -341,7 +342,7 @@ class FusedTrials:
                      nesterov=o.nesterov, weight_decay=o.weight_decay)
             else:
                 betas = o.betas if momentum is None else (momentum, o.betas[1])
-                adam_([p], [g], [st["exp_avg"]], [st["exp_avg_sq"]], lr, self.step_t.double(), betas=betas,
+                adam_([p], [g], [st["exp_avg"]], [st["exp_avg_sq"]], lr, self.step_t.to(exact_dtype(self.device)), betas=betas,
                       eps=o.eps, weight_decay=o.weight_decay, decoupled=o.name == "adamw")
 
     # -- per epoch ---------------------------------------------------------------------------

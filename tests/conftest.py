@@ -91,6 +91,29 @@ def mnist_root(tmp_path_factory) -> Path:
     return root
 
 
+class _Float64Made(torch.overrides.TorchFunctionMode):
+    """Names every torch function that returns a float64 tensor while it is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.makers: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64
+               for t in (out if isinstance(out, (tuple, list)) else [out])):
+            self.makers.append(getattr(func, "__name__", repr(func)))
+        return out
+
+
+@pytest.fixture
+def without_float64(monkeypatch):
+    """The CPU treated as Apple's MPS is, a device without float64: lrfind must make no double
+    tensor there. Yields the context that records the functions that made one."""
+    monkeypatch.setattr("lrfind._device.NO_FLOAT64", {"cpu"})
+    return _Float64Made()
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)

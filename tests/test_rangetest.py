@@ -1000,3 +1000,16 @@ def test_apply_to_a_lightning_module_sets_what_its_configure_optimizers_reads() 
     assert in_hparams.hparams == {"learning_rate": 0.02, "batch_size": 32}
     with pytest.raises(AttributeError, match=r"LitClassifier has no lr or learning_rate .*self.lr = lr in __init__"):
         result.apply(LitClassifier(lambda m: None))
+
+
+@pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam")], ids=["sgd", "adam"])
+def test_on_a_device_without_float64_the_own_step_makes_no_double(optimizer, without_float64) -> None:
+    """Apple's MPS has no float64: a model there is swept with a float32 step count."""
+    data = make_data(n_batches=20)
+    with without_float64:
+        single = find_lr(make_model(), data, optimizer=optimizer, num_iter=20, end_lr=0.1, seed=0, progress=False)
+    assert without_float64.makers == []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("lrfind._device.NO_FLOAT64", set())
+        double = find_lr(make_model(), data, optimizer=optimizer, num_iter=20, end_lr=0.1, seed=0, progress=False)
+    np.testing.assert_allclose(single.losses, double.losses, rtol=1e-4)

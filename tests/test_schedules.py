@@ -117,7 +117,14 @@ def test_factor_accepts_torch_tensors(name: str) -> None:
     params = schedule.example(TOTAL, PER_EPOCH)
     steps = torch.arange(TOTAL)
     out = schedule.factor(steps, TOTAL, metrics=metric_history(TOTAL, 0), **params)
-    assert isinstance(out, torch.Tensor) and out.shape == (TOTAL,)
+    assert isinstance(out, torch.Tensor) and out.shape == (TOTAL,) and out.dtype == torch.float64
+    np.testing.assert_array_equal(out.numpy(), schedule.factor(np.arange(TOTAL), TOTAL,
+                                                               metrics=metric_history(TOTAL, 0), **params))
+
+
+def test_factor_in_torch_is_float32_on_a_device_without_float64(without_float64) -> None:
+    out = get_schedule("cosine").factor(torch.arange(TOTAL), TOTAL)
+    assert out.dtype == torch.float32 and out[0] == 1.0
 
 
 def test_every_entry_has_a_description_and_documented_params() -> None:

@@ -458,3 +458,30 @@ for vectorize in {(False,) if vmap_imports_it else (True, False)}:
     engine.step(x, y)
     engine.end_epoch(ImageData(x, y, "noise"), 1)
 """) == []
+
+
+@pytest.mark.parametrize("opt_cfg", [OptimizerConfig("sgd", momentum=0.9), OptimizerConfig("adam")],
+                         ids=["sgd", "adam"])
+def test_on_a_device_without_float64_the_engine_makes_no_double_and_trains_alike(opt_cfg, without_float64) -> None:
+    """Apple's MPS has no float64: step counts and cycled momenta are float32 there, which moves
+    Adam's weights by float32 rounding of its bias corrections, no more."""
+    data = batches()
+
+    def trained():
+        fused = FusedTrials("lenet", SPECS, base_lr=base_lr(opt_cfg), total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                            optimizer=opt_cfg)
+        for x, y in data:
+            fused.step(x, y)
+        return fused
+
+    with without_float64:
+        single = trained()
+    assert without_float64.makers == [] and single.momentum_table.dtype == torch.float32
+    without_float64.makers.clear()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("lrfind._device.NO_FLOAT64", set())
+        double = trained()
+    assert double.momentum_table.dtype == torch.float64
+    for k in range(len(SPECS)):
+        for name, value in double.state_dict(k).items():
+            torch.testing.assert_close(single.state_dict(k)[name], value, atol=1e-4, rtol=1e-4)

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .._device import exact_dtype
+
 REQUIRED = object()
 
 
@@ -215,7 +217,7 @@ class Schedule:
         if w:
             out = np.where(s < w, ws + (1.0 - ws) * s / w, out)
         out = np.asarray(out, dtype=np.float64)
-        return torch.as_tensor(out, device=steps.device) if as_torch else out
+        return torch.as_tensor(out, dtype=exact_dtype(steps.device), device=steps.device) if as_torch else out
 
     def momentum(self, steps, total: int, **params: Any) -> np.ndarray | None:
         """The momentum (Adam's beta1) at each of ``steps``, for parameters that cycle it, as torch's
