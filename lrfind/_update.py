@@ -60,9 +60,9 @@ def adam_(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: Tenso
           step: torch.Tensor, *, betas: tuple[float | torch.Tensor, float], eps: float, weight_decay: float,
           decoupled: bool) -> None:
     """torch.optim.Adam's step, or AdamW's with ``decoupled``. ``step`` counts this step (1 on the
-    first), a float64 tensor (float32 on MPS, which has no double): the bias corrections are computed
-    in double, as torch does. beta1 may be a tensor of that dtype per row, as the LR is (trials that cycle it); torch then corrects the bias
-    with each step's beta1, and so does this."""
+    first), a float64 tensor (float32 on MPS, which has no double): the bias corrections are
+    computed in double, as torch does. beta1 may be a tensor of that dtype per row, as the LR is
+    (trials that cycle it); torch then corrects the bias with each step's beta1, and so does this."""
     b1, b2 = betas
     if decoupled and weight_decay:
         _scale_(params, 1 - lr * weight_decay)

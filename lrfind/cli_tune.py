@@ -180,12 +180,13 @@ def _print_report(study, out: Path, written: list[Path] | None = None) -> None:
 @main.command("show", epilog="""\b
 Examples:
   lrfind show                      # the study in ./lrfind_out/study.log
-  lrfind show --out runs/quick
+  lrfind show runs/quick           # the same as --out runs/quick
   lrfind show --epochs 30 --steps-per-epoch 469    # the best schedule for your own, longer run
   lrfind show --storage postgresql://user:pw@host/db --study-name mnist-lenet
 """)
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of the study (its study.log), where the report is written again.")
+              help="Folder of the study (its study.log), where the report is written again; or give it as FOLDER.")
 @click.option("--storage", default=None, metavar="PATH|URL",
               help="A journal file path or an RDB URL. Default: OUT/study.log (OUT/study.db from older runs).")
 @click.option("--study-name", default=None, help="Which study; needed when the storage holds several.")
@@ -194,17 +195,28 @@ Examples:
                    "(its periods keep their share of the run) into OUT/best_schedule_EPOCHSxSTEPS.py.")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Optimizer steps per epoch of your run (len(train_loader)).")
-def show(out: Path, storage: str | None, study_name: str | None, epochs: int | None,
+def show(folder: Path | None, out: Path, storage: str | None, study_name: str | None, epochs: int | None,
          steps_per_epoch: int | None) -> None:
-    """Print the report of a stored study: top trials, verdict, and write its files again.
+    """Print the report of a stored study in FOLDER (--out): top trials, verdict, and write its files
+    again.
 
     A folder that holds a range test instead (`lrfind range-test --out`) gets its summary."""
     import optuna
 
     from ._storage import StudyError, connect, describe, find_default_storage
 
+    if folder is not None:
+        given = click.get_current_context().get_parameter_source("out") is not click.core.ParameterSource.DEFAULT
+        if given and out != folder:
+            raise UserError(f"two folders: {folder} and --out {out}; give one")
+        out = folder
     quiet_optuna()
     url = storage or find_default_storage(out)
+    if url is None and (out / "best.json").is_file():           # a study's report, the study stored elsewhere
+        name = _study_name_in(out / "best.json")
+        raise UserError(f"{out} holds the report of study {name!r} but not the study, which tune stored elsewhere "
+                        f"(its --storage): pass the same --storage, or lrfind.load_best({str(out)!r}) for the "
+                        f"best schedule")
     if url is None and (out / "range_test.json").is_file():     # a range test's folder: its summary
         from .result import RangeTestResult
 
@@ -213,7 +225,8 @@ def show(out: Path, storage: str | None, study_name: str | None, epochs: int | N
                    f"`lrfind compare {out} OTHER...` lays several side by side)")
         return
     if url is None:
-        raise UserError(f"no study in {out}: {out / 'study.log'} does not exist; pass --out or --storage")
+        raise UserError(f"no study in {out}: {out / 'study.log'} does not exist; give the folder the study wrote "
+                        "(lrfind show FOLDER) or its --storage")
     try:
         backend = connect(url, create=False)
     except StudyError as e:
@@ -240,6 +253,16 @@ def show(out: Path, storage: str | None, study_name: str | None, epochs: int | N
         tuned.plot(epochs=epochs, steps_per_epoch=steps_per_epoch, path=path.with_suffix(".png"))
         click.echo(f"\nfor {epochs} epochs of {steps_per_epoch} steps (tuned on {tuned.epochs} of "
                    f"{tuned.steps_per_epoch}), wrote {path} and {path.with_suffix('.png')}:\n\n{code}", nl=False)
+
+
+def _study_name_in(best_json: Path) -> str:
+    """The study's name in a report's best.json; "?" where the file cannot say."""
+    import json
+
+    try:
+        return str(json.loads(best_json.read_text())["study"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
 
 
 def _for_run(study, epochs: int, steps_per_epoch: int):

@@ -192,6 +192,9 @@ def test_show_prints_the_stored_report(data_env, tmp_path) -> None:
     result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "constant" in result.output and "2 finished trials" in result.output
+    assert CliRunner().invoke(main, ["show", str(tmp_path)]).output == result.output     # the folder as FOLDER
+    both = CliRunner().invoke(main, ["show", str(tmp_path), "--out", str(tmp_path / "other")])
+    assert both.exit_code == 2 and f"two folders: {tmp_path} and --out {tmp_path / 'other'}; give one" in both.output
 
 
 def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, caplog) -> None:
@@ -289,9 +292,18 @@ def test_show_of_a_range_test_folder_prints_its_summary(tmp_path) -> None:
     lrs = np.geomspace(1e-6, 1, 100)
     losses = 2.3 - 1.5 / (1 + np.exp(-6 * (np.log10(lrs) + 2))) + np.where(lrs > 0.1, 30 * np.log10(lrs / 0.1) ** 2, 0)
     RangeTestResult(lrs, losses, num_iter=100).to_json(tmp_path / "range_test.json")
-    result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
+    result = CliRunner().invoke(main, ["show", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("suggested LR: ") and "holds a range test, not a study" in result.output
+
+
+def test_show_of_a_report_whose_study_is_stored_elsewhere_says_to_pass_its_storage(data_env, tmp_path) -> None:
+    out, storage = tmp_path / "out", str(tmp_path / "elsewhere.log")
+    tune(trials=2, parallel=2, out=str(out), storage=storage, **QUICK)
+    result = CliRunner().invoke(main, ["show", str(out)])
+    assert result.exit_code == 2 and f"{out} holds the report of study 'lrfind-lenet-mnist' but not the study" \
+        in result.output and "pass the same --storage" in result.output
+    assert "2 finished trials" in CliRunner().invoke(main, ["show", str(out), "--storage", storage]).output
 
 
 def test_config_lists_constant_first_and_once() -> None:
