@@ -201,6 +201,15 @@ class Heartbeat:
             self._thread.join()
 
 
+def _differs(key: str, there: Any, here: Any) -> str:
+    """How a setup's entry differs: "epochs 2 there, 3 here"; for two lists (the schedules) only
+    what one has and the other lacks, "schedules plateau here only"."""
+    if isinstance(there, list) and isinstance(here, list) and set(map(repr, there)) != set(map(repr, here)):
+        sides = [(side, [x for x in a if x not in b]) for side, a, b in (("there", there, here), ("here", here, there))]
+        return ", ".join(f"{key} {', '.join(map(str, only))} {side} only" for side, only in sides if only)
+    return f"{key} {there!r} there, {here!r} here"
+
+
 def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
     """Create or resume the study; refuse one that exists with another setup, before any write."""
     if cfg.storage is None:
@@ -220,7 +229,7 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         if stored is not None:
             stored = {**SETUP_DEFAULTS, **stored}          # what studies from before an option meant
         if stored is not None and stored != setup:
-            diff = ", ".join(f"{k} {stored.get(k)!r} there, {setup.get(k)!r} here"
+            diff = ", ".join(_differs(k, stored.get(k), setup.get(k))
                              for k in sorted(set(stored) | set(setup)) if stored.get(k) != setup.get(k))
             raise StudyError(f"study {name!r} in {describe(url)} exists with another setup ({diff}); "
                              "use the same options to resume it, or another --study-name")

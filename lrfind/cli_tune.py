@@ -38,7 +38,8 @@ Examples:
 @run_options
 @click.option("--base-lr", type=float, default=None, help="Skip the range test and use this base LR.")
 @click.option("--schedules", default=None, metavar="NAME,NAME,...",
-              help="Schedules to search (default: all; see `lrfind schedules`). The constant LR is always included.")
+              help="Schedules to search (default: all; see `lrfind schedules`; plateau only with 3 epochs or more). "
+                   "The constant LR is always included.")
 @click.option("--parallel", type=int, default=None, help="Trials trained side by side. Default: as many as fit on a GPU, 8 on a CPU.")
 @click.option("--storage", default=None, metavar="PATH|URL",
               help="Where the study lives: a journal file path, or an RDB URL (sqlite:///study.db, "

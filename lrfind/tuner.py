@@ -62,12 +62,23 @@ class Searched:
     optimizer: str
     momentum: float
     weight_decay: float | None
+    epochs: int
 
     @property
     def choices(self) -> list[str]:
-        """The schedules searched; the constant baseline is always among them."""
-        chosen = list(self.schedules) if self.schedules else list(SCHEDULES)
+        """The schedules searched; the constant baseline is always among them. By default every
+        schedule that the run's epochs leave room for (plateau needs three)."""
+        chosen = list(self.schedules) if self.schedules else \
+            [n for n, s in SCHEDULES.items() if s.min_epochs <= self.epochs]
         return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
+
+    def check_schedules(self) -> None:
+        """Each schedule named exists (an unknown name lists the choices) and has the epochs it needs."""
+        for name in self.schedules or ():
+            schedule = get_schedule(name)
+            if self.epochs < schedule.min_epochs:
+                raise ValueError(f"epochs {self.epochs} is too few for {name}, which needs {schedule.min_epochs}: "
+                                 f"{schedule.min_epochs_why}; train more epochs or leave {name} out")
 
     @property
     def optimizer_config(self) -> OptimizerConfig:
@@ -148,8 +159,7 @@ class TuneConfig(Searched):
             raise ValueError(f"metric must be 'accuracy' or 'loss', got {self.metric!r}")
         if self.pruner not in _study.PRUNERS:
             raise ValueError(unknown("pruner", self.pruner, _study.PRUNERS))
-        for name in self.schedules or ():
-            get_schedule(name)           # unknown names list the choices
+        self.check_schedules()
         self.optimizer_config                # checks the optimizer's name, momentum and weight decay
         get_model(self.model)
         check_dataset(self.dataset)

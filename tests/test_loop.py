@@ -308,6 +308,7 @@ def test_mistakes_get_a_clear_error_and_the_trial_runs_again(tmp_path) -> None:
                          (dict(metric="loss", max_peak=0.5), "max_peak must be a finite number >= 1, got 0.5"),
                          (dict(metric="loss", epochs=0), "epochs must be a positive integer"),
                          (dict(metric="loss", schedules=("cosinus",)), "cosinus"),
+                         (dict(metric="loss", schedules=("plateau",)), "epochs 2 is too few for plateau"),
                          (dict(metric="loss", timeout="soon"), "timeout")]:
         with pytest.raises(ValueError, match=message):
             tune_loop(quiet, **{**kw, **bad})
@@ -320,7 +321,7 @@ def test_mistakes_get_a_clear_error_and_the_trial_runs_again(tmp_path) -> None:
 
 def _first_plateau(train, out) -> None:
     """Run until a plateau trial (trial 0 is the constant): the error comes from the first one."""
-    tune_loop(train, base_lr=0.1, epochs=EPOCHS, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=3,
+    tune_loop(train, base_lr=0.1, epochs=3, steps_per_epoch=PER_EPOCH, metric="accuracy", trials=3,
               schedules=("plateau",), pruner="none", out=str(out), progress=False)
 
 

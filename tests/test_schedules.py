@@ -287,6 +287,24 @@ def test_search_space_always_gives_valid_parameters(name: str, total: int, per_e
         assert np.all(np.isfinite(factor)) and np.all(factor > 0) and np.all(factor <= 1 + 1e-12)
 
 
+@pytest.mark.parametrize("name", [n for n in sorted(SCHEDULES) if SCHEDULES[n].min_epochs > 1])
+def test_a_schedule_is_the_constant_lr_over_fewer_epochs_than_it_needs_and_not_over_as_many(name: str) -> None:
+    """What ``min_epochs`` claims, from the schedule's own LR function: over one epoch fewer, every
+    sampled trial keeps the base LR whatever its metric does; over that many, some do not."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    schedule = get_schedule(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    changed = []
+    for epochs in (schedule.min_epochs - 1, schedule.min_epochs):
+        total = epochs * PER_EPOCH
+        factors = [schedule.factor(np.arange(total), total, metrics=metrics, **schedule.suggest(study.ask(), total,
+                                                                                                PER_EPOCH))
+                   for metrics in ([1.0] * epochs, list(range(epochs, 0, -1)), list(range(1, epochs + 1)))
+                   for _ in range(10)]
+        changed.append(any(np.any(f != 1.0) for f in factors))
+    assert changed == [False, True] and schedule.min_epochs_why
+
+
 def test_schedules_that_climb_say_so() -> None:
     assert get_schedule("onecycle").warms_up({}) and get_schedule("warmup").warms_up({})
     assert not get_schedule("cosine").warms_up({"warmup": 0})

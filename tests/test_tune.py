@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from conftest import dynamo_modules_after
-from lrfind import _storage, _study, get_schedule, tune, tuner
+from lrfind import SCHEDULES, _storage, _study, get_schedule, tune, tuner
 from lrfind._painter import Painter
 from lrfind.cli import main
 from lrfind.train import FusedTrials
@@ -220,6 +220,7 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
     (["--range-test-repeats", "0"], "--range-test-repeats must be a positive integer, got 0"),
     (["--trials", "3", "--parallel", "5"], "--parallel must be between 1 and trials=3, got 5"),
     (["--schedules", "cosine,cosinus"], "unknown schedule 'cosinus' (did you mean cosine?); choose from"),
+    (["--epochs", "1", "--schedules", "plateau"], "--epochs 1 is too few for plateau, which needs 3"),
     (["--base-lr", "-1"], "--base-lr must be a positive finite number, got -1.0"),
     (["--storage", "bogus://nowhere"], "cannot open storage"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
@@ -277,7 +278,8 @@ def test_existing_study_with_another_setup_is_refused_untouched(data_env, tmp_pa
                                        "--train-subset", "256", "--base-lr", "0.05", "--device", "cpu", "-q",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "exists with another setup (epochs 2 there, 3 here)" in result.output
+    # 3 epochs leave room for plateau, 2 did not: the schedules differ too, by that one
+    assert "exists with another setup (epochs 2 there, 3 here, schedules plateau here only)" in result.output
     assert len(load(tmp_path).trials) == before
 
 
@@ -309,6 +311,13 @@ def test_show_of_a_report_whose_study_is_stored_elsewhere_says_to_pass_its_stora
 def test_config_lists_constant_first_and_once() -> None:
     cfg = TuneConfig(schedules=("cosine", "constant", "step"))
     assert cfg.choices == ["constant", "cosine", "step"]
+
+
+def test_a_run_too_short_for_plateau_leaves_it_out_by_default_and_refuses_it_by_name() -> None:
+    assert "plateau" in TuneConfig(epochs=3).choices and "plateau" not in TuneConfig(epochs=2).choices
+    assert len(TuneConfig(epochs=2).choices) == len(SCHEDULES) - 1
+    with pytest.raises(ValueError, match="epochs 2 is too few for plateau, which needs 3: .*leave plateau out"):
+        TuneConfig(epochs=2, schedules=("cosine", "plateau"))
 
 
 def test_resume_with_another_base_lr_is_refused(data_env, tmp_path) -> None:

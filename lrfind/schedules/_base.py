@@ -115,6 +115,8 @@ class Schedule:
     needs_metric: ClassVar[bool] = False    # stepped with a validation metric (plateau)
     starts_low: ClassVar[bool] = False      # climbs to its peak (one-cycle, cyclic, warmup)
     min_total: ClassVar[int] = 2            # the shortest run the schedule makes sense for
+    min_epochs: ClassVar[int] = 1           # ... and the fewest epochs, for which ``min_epochs_why`` says why
+    min_epochs_why: ClassVar[str] = ""
     # choices its search space gained after studies were stored, with the value that gives those
     # studies' trials again (``stored_choices``)
     added_choices: ClassVar[dict[str, Any]] = {}
@@ -122,7 +124,6 @@ class Schedule:
     # -- what subclasses implement -------------------------------------------------------------
     def _suggest(self, trial, total: int, steps_per_epoch: int) -> dict[str, Any]:
         raise NotImplementedError
-
     def _check(self, total: int, p: dict[str, Any]) -> None:
         raise NotImplementedError
 

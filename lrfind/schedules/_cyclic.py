@@ -215,7 +215,7 @@ class Plateau(Schedule):
     name = "plateau"
     torch_name = "ReduceLROnPlateau"
     description = ("multiply the LR by factor when the validation loss has not improved for patience "
-                   "reports (one report every interval steps, usually an epoch)")
+                   "reports (one report every interval steps, usually an epoch); searched in runs of 3 epochs or more")
     params = (Param("interval", "steps between metric reports (an epoch), >= 1"),
               Param("factor", "factor at each reduction, 0 < factor < 1", 0.1),
               Param("patience", "reports without improvement before a reduction, integer >= 0", 10),
@@ -224,6 +224,10 @@ class Plateau(Schedule):
               Param("min_factor", "floor as a fraction of the base LR, 0 <= min_factor < 1", 0.0))
     warmup_allowed = False
     needs_metric = True
+    min_epochs = 3
+    min_epochs_why = ("its LR follows the validation loss reported once an epoch, and torch's ReduceLROnPlateau "
+                      "lowers it after the second report at the earliest, for the third epoch: over fewer it is "
+                      "the constant LR")
 
     def _suggest(self, trial, total, steps_per_epoch):
         reports = max(1, total // steps_per_epoch)
