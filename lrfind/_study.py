@@ -79,6 +79,9 @@ PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
 CONSTANT = {"schedule": "constant", "constant.use_warmup": False}
 # Setup fields added after studies were stored without them, and the value those studies had.
 SETUP_DEFAULTS = {"metric": "accuracy"}
+# Setup entries that a config leaves as None take the stored study's value, and a new study's here:
+# every trial of a new study starts from the same weights (common random numbers; see TuneConfig).
+AS_STORED = {"same_init": True}
 # What trials are scored on: the record's per-epoch list, and which way is better.
 METRICS = {"accuracy": ("val_acc", "maximize"), "loss": ("val_loss", "minimize")}
 
@@ -228,6 +231,7 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
             raise StudyError(f"study {name!r} in {describe(url)} was not made by lrfind; use another --study-name")
         if stored is not None:
             stored = {**SETUP_DEFAULTS, **stored}          # what studies from before an option meant
+            setup = _left_as(setup, stored)
         if stored is not None and stored != setup:
             diff = ", ".join(_differs(k, stored.get(k), setup.get(k))
                              for k in sorted(set(stored) | set(setup)) if stored.get(k) != setup.get(k))
@@ -246,8 +250,18 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
                                     sampler=sampler,
                                     pruner=PRUNERS[cfg.pruner](cfg.epochs), load_if_exists=True)
     if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
-        study.set_user_attr("lrfind_setup", setup)
+        study.set_user_attr("lrfind_setup", _left_as(setup, AS_STORED))
     return study
+
+
+def _left_as(setup: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """``setup`` with the ``AS_STORED`` entries it leaves as None taken from ``source``."""
+    return {k: source.get(k, AS_STORED[k]) if k in AS_STORED and v is None else v for k, v in setup.items()}
+
+
+def stored_setup(study: optuna.Study, key: str) -> Any:
+    """An entry of the setup the study was made with."""
+    return study.user_attrs["lrfind_setup"][key]
 
 
 def stored_base_lr(study: optuna.Study) -> float | None:
@@ -424,6 +438,25 @@ def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord", metric: s
         trial.set_user_attr("failure", "nan")
         trial.set_user_attr("failed_at_step", rec.failed_at)
         study.tell(trial, state=TrialState.FAIL)
+
+
+def twin_of(study: optuna.Study, trial: optuna.Trial,
+            complete: list[FrozenTrial] | None = None) -> FrozenTrial | None:
+    """A complete trial that made the same choices (Optuna's samplers repeat a good one), found in
+    ``complete`` (the study's complete trials, read once for a batch) or else in the study."""
+    if complete is None:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return next((t for t in complete if t.params == trial.params), None)
+
+
+def tell_twin(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) -> None:
+    """Score ``trial`` as its ``twin`` scored, without running it: the same schedule from the same
+    weights on the same batches is the same run. Twins do not count towards the trials asked for."""
+    for key in ("val_acc", "val_loss", "train_loss", "epochs_run"):
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    trial.set_user_attr("duplicate_of", twin.number)
+    study.tell(trial, twin.value)
 
 
 def best(study: optuna.Study, where: Callable[[FrozenTrial], bool] = lambda t: True) -> FrozenTrial | None:

@@ -66,7 +66,10 @@ Examples:
 @click.option("--max-peak", type=float, default=None, metavar="X",
               help="Schedules that warm up (one-cycle, cyclic, warmup) may peak at up to X times the base LR. "
                    "Default: where the range test's loss stops falling (at most 10x; 3x with --base-lr).")
-@click.option("--same-init", is_flag=True, help="Start every trial from the same weights (default: a seed each).")
+@click.option("--same-init/--seed-each", default=None,
+              help="Start every trial from the same initial weights, so that two trials differ by their schedules "
+                   "alone (the default for a new study), or each from weights of its own seed. Default: the "
+                   "stored study's.")
 @click.option("--range-test-iters", default=300, show_default=True, type=int,
               help="Steps of each stage-1 sweep, from LR 1e-6 to 1; when the sweeps disagree by more than 3x, "
                    "stage 1 sweeps again with twice as many.")
@@ -92,7 +95,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                  max_grad_norm: float | None, device: str,
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
-                 metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool,
+                 metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool | None,
                  range_test_iters: int, range_test_repeats: int, final_seeds: int, amp: str | None,
                  channels_last: bool | None, timeout: str | None, no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.

@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from . import _peers, _storage, _study, report, tuner
@@ -525,15 +525,11 @@ def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, de
 
 def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial, spec: TrialSpec) -> None:
     """The trial's run of the user's function, or the score of its twin."""
-    twin = _twin(study, trial) if cfg.same_seed else None
+    twin = _study.twin_of(study, trial) if cfg.same_seed else None
     if twin is None:
         _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, float(study.user_attrs["base_lr"])))
-        return
-    for key in ("val_acc", "val_loss", "epochs_run"):    # same schedule, same seed: the same run, not run again
-        if key in twin.user_attrs:
-            trial.set_user_attr(key, twin.user_attrs[key])
-    trial.set_user_attr("duplicate_of", twin.number)
-    study.tell(trial, twin.value)
+    else:
+        _study.tell_twin(study, trial, twin)
 
 
 class _Unstudied:
@@ -592,12 +588,6 @@ def _confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str,
     out["setup"] = {"kind": "seeds", "seeds": len(seeds), "metric": cfg.metric}
     study.set_user_attr("final", out)
     return out
-
-
-def _twin(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
-    """A complete trial that made the same choices (Optuna's samplers repeat a good one)."""
-    return next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if t.params == trial.params), None)
 
 
 def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial, handed: LoopTrial) -> None:

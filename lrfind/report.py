@@ -67,9 +67,13 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
             shown = f"{loss_text(value) if value is not None else '-':>8}  " + shown
         rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {shown}  "
                     f"{_study.peak_lr(study, t):>8.3g}  {_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
-    counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    rows.append(f"{len(trials)} finished trials: {counts[TrialState.COMPLETE]} complete, "
-                f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed")
+    runs = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    counts = {s: sum(t.state == s for t in runs) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    twins = len(trials) - len(runs)
+    rows.append(f"{len(runs)} finished trials: {counts[TrialState.COMPLETE]} complete, "
+                f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed"
+                + (f"; and {twins} repeat{'s' if twins != 1 else ''} of a finished trial's choices, scored as it "
+                   "without running" if twins else ""))
     return "\n".join(rows)
 
 

@@ -106,7 +106,10 @@ class TuneConfig(Searched):
     storage: str | None = None                   # None: <out>/study.log (an Optuna journal file)
     study_name: str | None = None
     seed: int = 0
-    same_init: bool = False
+    # every trial from the same initial weights (common random numbers: two trials then differ by
+    # their schedules, not their starts; bench/same_init.py); False: a seed each; None: the stored
+    # study's, and True for a new one
+    same_init: bool | None = None
     device: str = "auto"
     out: str = "lrfind_out"
     train_subset: int | None = None
@@ -142,6 +145,9 @@ class TuneConfig(Searched):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.same_init not in (None, True, False):
+            raise ValueError(f"same_init must be True, False or None (the stored study's; True for a new one), "
+                             f"got {self.same_init!r}")
         if self.range_test_iters < 2:                   # a sweep needs two LRs, a first and a last
             raise ValueError(f"range_test_iters must be at least 2, got {self.range_test_iters!r}")
         if self.parallel is not None and not (isinstance(self.parallel, int) and 1 <= self.parallel <= self.trials):
@@ -277,7 +283,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
     # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.
     with _storage.run_lock(url), Painter(process=device.type == "cuda") as painter:
-        study = _study.open_study(cfg, out)   # checks storage, setup and base LR before anything is written
+        study, cfg = open_settled(cfg, out)   # checks storage, setup and base LR before anything is written
         per_epoch = len(train.loader(cfg.batch_size))
         total = cfg.epochs * per_epoch
         study.set_user_attr("steps", total)
@@ -334,10 +340,22 @@ def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
     if regression and cfg.metric == "accuracy":
         raise DataSetError(f"--metric accuracy needs class labels, and dataset {cfg.dataset} has float regression "
                            "targets; leave --metric out (loss is its default) or give integer class indices")
-    if cfg.metric is not None:
-        return cfg
+    return cfg if cfg.metric is not None else _settled(cfg, metric="loss" if regression else "accuracy")
+
+
+def open_settled(cfg: TuneConfig, out: Path) -> tuple[optuna.Study, TuneConfig]:
+    """The study (``_study.open_study``), and the config with what it leaves to the stored study settled."""
+    study = _study.open_study(cfg, out)
+    if cfg.same_init is None:
+        cfg = _settled(cfg, same_init=_study.stored_setup(study, "same_init"))
+    return study, cfg
+
+
+def _settled(cfg: TuneConfig, **values: Any) -> TuneConfig:
+    """The config with ``values`` that were left open settled."""
     settled = copy.copy(cfg)          # not dataclasses.replace: its checks would build the user's model again
-    object.__setattr__(settled, "metric", "loss" if regression else "accuracy")
+    for name, value in values.items():
+        object.__setattr__(settled, name, value)
     return settled
 
 
@@ -436,7 +454,9 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
             deadline: float | None = None) -> None:
     """Stage 2: batches of ``parallel`` trials trained fused (``search_trials`` asks and counts)."""
     def run(asked: list[optuna.Trial], specs: list[TrialSpec], bar) -> int | None:
-        return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar)
+        if cfg.same_init:                # a twin of a finished trial would be the same run again
+            asked, specs = _untwinned(study, asked, specs)
+        return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar) if asked else None
 
     search_trials(study, cfg, lambda trial: asked_spec(trial, cfg, total, per_epoch, max_peak), run, parallel,
                   single=single, deadline=deadline)
@@ -521,6 +541,19 @@ def _progress_text(study: optuna.Study, deadline: float | None) -> str:
     if deadline is not None:
         parts.append(f"--timeout: {duration_text(max(0.0, deadline - _now()))} left")
     return "; ".join(parts)
+
+
+def _untwinned(study: optuna.Study, asked: list[optuna.Trial],
+               specs: list[TrialSpec]) -> tuple[list[optuna.Trial], list[TrialSpec]]:
+    """The trials of a batch left to run, once those that repeat a finished trial are scored as it."""
+    left, complete = [], study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    for trial, spec in zip(asked, specs):
+        twin = _study.twin_of(study, trial, complete)
+        if twin is None:
+            left.append((trial, spec))
+        else:
+            _study.tell_twin(study, trial, twin)
+    return [t for t, _ in left], [s for _, s in left]
 
 
 def _run_or_halve(study, cfg, asked, *args) -> int | None:

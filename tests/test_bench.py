@@ -105,6 +105,14 @@ def test_weight_decay_compare_bench_runs_small_on_the_cpu(mnist_root, tmp_path) 
     assert "they differ in: weight_decay 0.0, 0.005" in stdout
 
 
+def test_same_init_bench_measures_the_gap_both_ways_on_the_cpu(mnist_root, tmp_path) -> None:
+    result, stdout = bench("same_init.py", "--pairs", "2", "--epochs", "1", out=tmp_path / "same.json", data=mnist_root)
+    assert result["train_images"] == 2500 and result["val_images"] == 500
+    for mode in ("same", "different"):
+        assert len(result[mode]["cosine_val_acc"]) == 2 and result[mode]["gap_std"] >= 0
+    assert "the gap's variance" in stdout and -1 <= result["same"]["rank_correlation"] <= 1
+
+
 def test_pruning_replay_bench_judges_a_study_run_without_pruning(mnist_root, tmp_path, monkeypatch) -> None:
     from lrfind import tune
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from conftest import dynamo_modules_after
-from lrfind import SCHEDULES, _storage, _study, get_schedule, tune, tuner
+from lrfind import SCHEDULES, _storage, _study, get_schedule, report, tune, tuner
 from lrfind._painter import Painter
 from lrfind.cli import main
 from lrfind.train import FusedTrials
@@ -24,6 +24,11 @@ QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=F
 
 def load(out) -> optuna.Study:
     return optuna.load_study(study_name="lrfind-lenet-mnist", storage=_storage.connect(str(out / "study.log"), create=False))
+
+
+def runs(study: optuna.Study) -> int:
+    """Finished trials that ran: a trial that repeats a finished one's choices takes its score instead."""
+    return _study.counts(study)[0]
 
 
 @pytest.fixture
@@ -54,7 +59,7 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     assert result.exit_code == 0, result.output
     assert "finished trials" in result.output and "base LR" in result.output and "test accuracy" in result.output
     study = load(out)
-    assert len(_study.finished(study)) == 4
+    assert runs(study) == 4
     assert study.trials[0].user_attrs["schedule"] == "constant"
     assert study.user_attrs["base_lr_source"] == "range test"
     assert study.user_attrs["range_test"]["warnings"] == ["the curve needs a second look"]
@@ -92,9 +97,9 @@ def test_resume_runs_only_the_missing_trials(data_env, tmp_path) -> None:
     tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
     tune(trials=5, parallel=2, out=str(tmp_path), **QUICK)
     study = load(tmp_path)
-    assert len(_study.finished(study)) == 5 and len(study.trials) == 5
+    assert runs(study) == 5 and len(study.trials) == len(_study.finished(study))
     result = tune(trials=5, parallel=2, out=str(tmp_path), **QUICK)          # nothing left to do
-    assert len(load(tmp_path).trials) == 5
+    assert len(load(tmp_path).trials) == len(study.trials)
     text = repr(result)                          # one line in a notebook, not the study and its scores
     assert text.startswith("<TuneResult: study 'lrfind-lenet-mnist', base LR 0.05, best: ") and "\n" not in text
 
@@ -119,7 +124,7 @@ def test_each_trial_of_a_batch_is_sampled_before_the_next_is_asked(data_env, tmp
     monkeypatch.setattr(optuna.samplers.TPESampler, "sample_relative", sample)
     tune(trials=6, parallel=3, epochs=1, **{k: v for k, v in QUICK.items() if k != "epochs"}, out=str(tmp_path))
     sampled = [n for kind, n in calls if kind == "sample"]
-    assert len(sampled) == 5                                  # all but the constant baseline, enqueued
+    assert sampled == [t.number for t in load(tmp_path).trials[1:]]     # all but the constant baseline, enqueued
     for n in sampled:
         latest_ask = [m for kind, m in calls[:calls.index(("sample", n))] if kind == "ask"][-1]
         assert latest_ask == n
@@ -140,13 +145,14 @@ def test_interrupted_run_resumes_to_exactly_the_requested_trials(data_env, tmp_p
         tune(trials=6, parallel=2, out=str(tmp_path), **QUICK)
     study = load(tmp_path)
     interrupted = [t for t in study.trials if "interrupted" in t.user_attrs]
-    assert len(_study.finished(study)) == 2 and len(interrupted) == 2
+    # the second batch's trials that ran (one that repeated a finished trial took its score instead)
+    assert runs(study) == 2 and 1 <= len(interrupted) <= 2
     assert all(t.state == TrialState.FAIL for t in interrupted)
 
     monkeypatch.setattr(FusedTrials, "step", real_step)
     tune(trials=6, parallel=2, out=str(tmp_path), **QUICK)
     study = load(tmp_path)
-    assert len(_study.finished(study)) == 6
+    assert runs(study) == 6
     redone = {json.dumps(t.params, sort_keys=True) for t in study.trials if _study.is_finished(t)}
     assert {json.dumps(t.params, sort_keys=True) for t in interrupted} <= redone   # cut-off trials were rerun
 
@@ -313,6 +319,62 @@ def test_config_lists_constant_first_and_once() -> None:
     assert cfg.choices == ["constant", "cosine", "step"]
 
 
+def test_trials_of_a_new_study_start_from_the_same_weights_and_a_stored_study_keeps_its_choice(
+        data_env, tmp_path, monkeypatch) -> None:
+    """Same initial weights make two trials differ by their schedules alone; a study made with a
+    seed each (or before that was the default) resumes with a seed each."""
+    seen = []
+
+    def spy(model, specs, *args, **kwargs):
+        seen.append((kwargs["same_init"], [s.seed for s in specs]))
+        return run_trials(model, specs, *args, **kwargs)
+
+    run_trials = tuner.run_trials
+    monkeypatch.setattr(tuner, "run_trials", spy)
+    tune(trials=3, parallel=3, out=str(tmp_path / "new"), **QUICK)
+    assert seen == [(True, [0, 0, 0])] and load(tmp_path / "new").user_attrs["lrfind_setup"]["same_init"] is True
+    seen.clear()
+    tune(trials=2, parallel=2, out=str(tmp_path / "each"), same_init=False, **QUICK)
+    tune(trials=4, parallel=2, out=str(tmp_path / "each"), **QUICK)              # resumed: a seed each still
+    assert seen == [(False, [0, 1]), (False, [2, 3])]
+    result = CliRunner().invoke(main, ["tune", "--trials", "5", "--epochs", "2", "--batch-size", "64",
+                                       "--train-subset", "256", "--base-lr", "0.05", "--no-final", "--device", "cpu",
+                                       "-q", "--same-init", "--out", str(tmp_path / "each")])
+    assert result.exit_code == 2 and "same_init False there, True here" in result.output
+    result = CliRunner().invoke(main, ["tune", "--trials", "5", "--epochs", "2", "--batch-size", "64",
+                                       "--train-subset", "256", "--base-lr", "0.05", "--no-final", "--device", "cpu",
+                                       "-q", "--seed-each", "--out", str(tmp_path / "each")])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == (False, [4])
+    with pytest.raises(ValueError, match="same_init must be True, False or None"):
+        TuneConfig(same_init="yes")
+
+
+@pytest.mark.parametrize("same_init", [True, False], ids=["same-init", "seed-each"])
+def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_score_without_running(
+        data_env, tmp_path, monkeypatch, same_init) -> None:
+    ran = []
+
+    def spy(model, specs, *args, **kwargs):
+        ran.append(len(specs))
+        return run_trials(model, specs, *args, **kwargs)
+
+    run_trials = tuner.run_trials
+    monkeypatch.setattr(tuner, "run_trials", spy)
+    study = tune(trials=2, parallel=2, out=str(tmp_path), same_init=same_init, **QUICK).study
+    for _ in range(2):
+        study.enqueue_trial(study.trials[0].params)           # as a sampler that picks the constant again
+    again = tune(trials=3, parallel=3, out=str(tmp_path), **QUICK).study
+    twins = {t.number: t.user_attrs["duplicate_of"] for t in again.trials if "duplicate_of" in t.user_attrs}
+    if same_init:                                  # scored as trial 0, and the study goes on to a third run
+        assert twins == {2: 0, 3: 0} and ran == [2, 1] and len(_study.finished(again)) == 5
+        assert again.trials[2].value == again.trials[0].value
+        assert again.trials[3].user_attrs["val_acc"] == again.trials[0].user_attrs["val_acc"]
+        assert "as trial 0 (not rerun)" in report.top_table(again)
+    else:                                          # another seed: another run, which counts
+        assert twins == {} and ran == [2, 1] and len(_study.finished(again)) == 3     # the other still waits
+
+
 def test_a_run_too_short_for_plateau_leaves_it_out_by_default_and_refuses_it_by_name() -> None:
     assert "plateau" in TuneConfig(epochs=3).choices and "plateau" not in TuneConfig(epochs=2).choices
     assert len(TuneConfig(epochs=2).choices) == len(SCHEDULES) - 1
@@ -325,7 +387,7 @@ def test_resume_with_another_base_lr_is_refused(data_env, tmp_path) -> None:
     with pytest.raises(_study.StudyError, match="runs at base LR 0.05, not --base-lr 0.1"):
         tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": 0.1})
     tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": None})   # resumes at the stored LR
-    assert len(load(tmp_path).trials) == 3
+    assert runs(load(tmp_path)) == 3
 
 
 def test_missing_data_writes_no_study(tmp_path, monkeypatch) -> None:
@@ -379,7 +441,7 @@ def test_sqlite_storage_works_and_an_older_study_db_is_resumed(data_env, tmp_pat
     tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)        # no --storage: the study.db found there
     assert not (tmp_path / "study.log").exists()
     study = optuna.load_study(study_name="lrfind-lenet-mnist", storage=f"sqlite:///{db}")
-    assert len(_study.finished(study)) == 3
+    assert runs(study) == 3
     result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
     assert result.exit_code == 0 and "3 finished trials" in result.output, result.output
 
@@ -429,7 +491,7 @@ def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path
         tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
     assert "last line was cut short" in caplog.text
     assert journal.read_bytes().startswith(whole) and journal.read_bytes().endswith(b"\n")
-    assert len(_study.finished(load(tmp_path))) == 3
+    assert runs(load(tmp_path)) == 3
 
 
 def test_a_run_too_short_for_a_warmup_still_has_its_constant_baseline(data_env, tmp_path) -> None:
@@ -565,7 +627,8 @@ def test_timeout_stops_starting_trials_and_a_run_without_it_goes_on(data_env, tm
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(tuner, "_run_batch", batch_takes_a_minute)
-    result = tune(trials=6, parallel=2, out=str(tmp_path), timeout="1m30s", **QUICK)
+    # a seed each: every trial asked runs (none repeats a finished one), so each batch takes the minute
+    result = tune(trials=6, parallel=2, out=str(tmp_path), timeout="1m30s", same_init=False, **QUICK)
     study = load(tmp_path)
     assert len(_study.finished(study)) == 4          # batches start at 0 s and 60 s; none after 90 s
     assert study.user_attrs["stopped_by_timeout"] == {"timeout": 90.0, "finished": 4, "trials": 6}
@@ -574,7 +637,7 @@ def test_timeout_stops_starting_trials_and_a_run_without_it_goes_on(data_env, tm
     assert json.loads((tmp_path / "best.json").read_text())["stopped_by_timeout"]["finished"] == 4
     assert result.study.user_attrs["stopped_by_timeout"]
 
-    tune(trials=6, parallel=2, out=str(tmp_path), **QUICK)              # no timeout: the rest
+    tune(trials=6, parallel=2, out=str(tmp_path), **QUICK)              # no timeout: the rest (a seed each, stored)
     study = load(tmp_path)
     assert len(_study.finished(study)) == 6 and not study.user_attrs["stopped_by_timeout"]
     assert "search stopped" not in report.verdict(study)
@@ -651,7 +714,7 @@ def test_a_study_stored_before_the_metric_option_resumes_as_accuracy(data_env, t
     older = {k: v for k, v in study.user_attrs["lrfind_setup"].items() if k != "metric"}
     study.set_user_attr("lrfind_setup", older)
     tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
-    assert len(_study.finished(load(tmp_path))) == 3
+    assert runs(load(tmp_path)) == 3
 
 
 @pytest.mark.parametrize("direction, key, best, constant, expected", [
