@@ -305,6 +305,18 @@ def test_a_schedule_is_the_constant_lr_over_fewer_epochs_than_it_needs_and_not_o
     assert changed == [False, True] and schedule.min_epochs_why
 
 
+@pytest.mark.parametrize("epochs", [3, 4, 6])
+def test_every_sampled_plateau_trial_can_lower_the_lr_before_the_run_ends(epochs: int) -> None:
+    """A patience that the run's reports cannot exhaust would make the trial the constant LR again."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    total, schedule = epochs * PER_EPOCH, get_schedule("plateau")
+    for _ in range(30):
+        params = schedule.suggest(study.ask(), total, PER_EPOCH)
+        stalled = [1.0] * epochs                          # no report after the first improves
+        assert np.any(schedule.factor(np.arange(total), total, metrics=stalled, **params) < 1), params
+
+
 def test_schedules_that_climb_say_so() -> None:
     assert get_schedule("onecycle").warms_up({}) and get_schedule("warmup").warms_up({})
     assert not get_schedule("cosine").warms_up({"warmup": 0})

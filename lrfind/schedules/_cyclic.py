@@ -231,9 +231,11 @@ class Plateau(Schedule):
 
     def _suggest(self, trial, total, steps_per_epoch):
         reports = max(1, total // steps_per_epoch)
+        # the first report always improves, and a reduction must leave an epoch to act on: with
+        # patience p the LR can first drop after report p + 2, so p <= reports - 3
         return {"interval": steps_per_epoch,
                 "factor": trial.suggest_float(self.key("factor"), 0.1, 0.7, log=True),
-                "patience": trial.suggest_int(self.key("patience"), 0, max(0, min(3, reports - 2))),
+                "patience": trial.suggest_int(self.key("patience"), 0, max(0, min(3, reports - 3))),
                 "threshold": trial.suggest_float(self.key("threshold"), 1e-4, 1e-2, log=True),
                 "cooldown": 0, "min_factor": 1e-3}
 
