@@ -157,7 +157,7 @@ def test_lightning_gets_a_scheduler_stepped_after_every_optimizer_step() -> None
 
     plateau = TunedSchedule("plateau", 0.1, {"schedule": "plateau", "plateau.factor": 0.5, "plateau.patience": 1,
                                              "plateau.threshold": 1e-3},
-                            OptimizerConfig(), epochs=3, steps_per_epoch=100)
+                            OptimizerConfig(), epochs=4, steps_per_epoch=100)
     config = plateau.lightning(plateau.optimizer([torch.zeros(1, requires_grad=True)]), epochs=5,
                                steps_per_epoch=40, monitor="val/loss")["lr_scheduler"]
     assert isinstance(config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
