@@ -183,8 +183,10 @@ def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
     else:
         data = study.user_attrs.get("data") or {}
         images = len(data.get("shape", [1, 28, 28])) > 1 and not data.get("tokens")     # else rows or sequences
-        context = (f" (retrained on {final['setup']['train_images']:,} {'images' if images else 'examples'}, "
-                   f"{f'mean of {n} seeds' if n != 1 else '1 seed'})")
+        held = final["setup"].get("val_images")
+        context = (f" (retrained on {final['setup']['train_images']:,} {'images' if images else 'examples'}"
+                   + (f", {final['best']['schedule']} stepping on the validation loss of {held:,} more" if held else "")
+                   + f", {f'mean of {n} seeds' if n != 1 else '1 seed'})")
         kinds = [("test accuracy", "test_acc", *accuracy[1:])]
         if _study.metric_of(study) == "loss":
             kinds.append(("test loss", "test_loss", *loss[1:]))

@@ -375,6 +375,28 @@ def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_sco
         assert twins == {} and ran == [2, 1] and len(_study.finished(again)) == 3     # the other still waits
 
 
+def test_a_plateau_best_retrains_on_the_training_part_stepping_on_the_validation_loss(
+        data_env, tmp_path, monkeypatch) -> None:
+    """Its retrain follows a validation loss, as in the search and in the user's run, not the
+    training loss; the constant retrains on the same images, so that the two stay comparable."""
+    seen, real_run, real_best = [], tuner.run_trials, _study.best
+
+    def spy(model, specs, train, val, **kwargs):
+        seen.append(([s.schedule for s in specs], len(train), None if val is None else len(val)))
+        return real_run(model, specs, train, val, **kwargs)
+
+    def plateau_first(study, where=lambda t: True):        # the plateau trial wins, whatever it scored
+        return real_best(study, lambda t: where(t) and t.params["schedule"] == "plateau") or real_best(study, where)
+
+    monkeypatch.setattr(tuner, "run_trials", spy)
+    monkeypatch.setattr(_study, "best", plateau_first)
+    result = tune(trials=2, parallel=2, schedules=("plateau",), out=str(tmp_path),
+                  **{**QUICK, "epochs": 3, "final": True, "final_seeds": 1})
+    assert seen[-1] == (["plateau", "constant"], 256, 500)         # the search's 256 images and its 500 to validate
+    assert result.final["setup"]["val_images"] == 500 and result.final["best"]["schedule"] == "plateau"
+    assert "retrained on 256 images, plateau stepping on the validation loss of 500 more" in report.verdict(result.study)
+
+
 def test_a_run_too_short_for_plateau_leaves_it_out_by_default_and_refuses_it_by_name() -> None:
     assert "plateau" in TuneConfig(epochs=3).choices and "plateau" not in TuneConfig(epochs=2).choices
     assert len(TuneConfig(epochs=2).choices) == len(SCHEDULES) - 1
