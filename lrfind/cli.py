@@ -63,6 +63,15 @@ class Choice(click.Choice):
                       param, ctx)
 
 
+def schedule_name(typed: str) -> str:
+    """A schedule's name as typed in any case (``OneCycle``), as the registry spells it; a name it
+    does not know stays as typed, for the error that says which one was meant."""
+    from .schedules import SCHEDULES
+
+    name = typed.strip()
+    return name.lower() if name.lower() in SCHEDULES else name
+
+
 def option_message(e: ValueError) -> str:
     """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
     text = str(e)
@@ -440,7 +449,7 @@ def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | No
     from .schedules import SCHEDULES, get_schedule, params_text
 
     try:
-        chosen = [get_schedule(n) for n in names] or list(SCHEDULES.values())
+        chosen = [get_schedule(schedule_name(n)) for n in names] or list(SCHEDULES.values())
     except ValueError as e:
         raise UserError(str(e)) from None
     given = _parse_params(params)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message,
-                  out_of_memory, run_options)
+                  out_of_memory, run_options, schedule_name)
 
 
 def quiet_optuna() -> None:
@@ -116,7 +116,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     from ._study import StudyError
 
     quiet_optuna()
-    names = tuple(n.strip() for n in schedules.split(",") if n.strip()) if schedules else None
+    names = tuple(schedule_name(n) for n in schedules.split(",") if n.strip()) if schedules else None
     try:
         cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, augment=augment,
                          trials=trials,

@@ -169,8 +169,8 @@ def test_schedules_plot_all_and_with_parameters(tmp_path) -> None:
     result = CliRunner().invoke(main, ["schedules", "plot", "--out", str(tmp_path / "all.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "all.png").stat().st_size > 10_000
-    result = CliRunner().invoke(main, ["schedules", "plot", "multistep", "--param", "milestones=100,200",
-                                       "--param", "gamma=0.3", "--out", str(tmp_path / "ms.png")])
+    result = CliRunner().invoke(main, ["schedules", "plot", "MultiStep", "--param", "milestones=100,200",
+                                       "--param", "gamma=0.3", "--out", str(tmp_path / "ms.png")])   # any case
     assert result.exit_code == 0, result.output
 
 
