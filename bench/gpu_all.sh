@@ -10,7 +10,8 @@
 # 3. bench/painter.py at K=6 (stage 3's size) and K=50 (the search's);
 # 4. bench/engine_variants.py --k 50 (eager, graph, bf16, TF32, channels-last, looped, torch.compile; profile);
 # 5. bench/own_model.py (a user's CNN on 3x32x32 images with flip-crop: engine vs a plain loop);
-# 6. bench/loop_vs_engine.py (the same study through tune and through tune_loop over a plain loop).
+# 6. bench/loop_vs_engine.py (the same study through tune and through tune_loop over a plain loop);
+# 7. bench/init_studies.py (whole studies with the same initial weights for every trial, and with a seed each).
 # A step that fails is reported and the next one still runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +42,4 @@ step painter_k50 python3 bench/painter.py --k 50 --json "$out/painter_k50.json"
 step engine_variants python3 bench/engine_variants.py --k 50
 step own_model python3 bench/own_model.py --json "$out/own_model.json"
 step loop_vs_engine python3 bench/loop_vs_engine.py --trials 20 --subset 50000 --json "$out/loop_vs_engine.json"
+step init_studies python3 bench/init_studies.py --studies 6 --json "$out/init_studies.json"

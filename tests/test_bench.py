@@ -113,6 +113,14 @@ def test_same_init_bench_measures_the_gap_both_ways_on_the_cpu(mnist_root, tmp_p
     assert "the gap's variance" in stdout and -1 <= result["same"]["rank_correlation"] <= 1
 
 
+def test_init_studies_bench_runs_both_defaults_small_on_the_cpu(mnist_root, tmp_path) -> None:
+    result, stdout = bench("init_studies.py", "--studies", "1", "--quick", out=tmp_path / "init.json",
+                           out_flag="--json", data=mnist_root)
+    assert [len(result["runs"][mode]) for mode in ("same", "each")] == [1, 1]
+    assert result["runs"]["each"][0]["base_lr"] == result["runs"]["same"][0]["base_lr"]     # one range test's LR
+    assert "the same weights: best schedule" in stdout and "a seed each     : best schedule" in stdout
+
+
 def test_pruning_replay_bench_judges_a_study_run_without_pruning(mnist_root, tmp_path, monkeypatch) -> None:
     from lrfind import tune
 
