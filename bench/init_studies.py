@@ -31,11 +31,12 @@ def main() -> None:
     ap.add_argument("--studies", type=int, default=6, help="studies with each default")
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--train-subset", type=int, default=None, help="first N training images (default: all)")
     ap.add_argument("--quick", action="store_true", help="tiny studies: a smoke test on any machine")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     size = dict(trials=4, epochs=1, train_subset=1024, range_test_iters=60, final_seeds=2) if args.quick else \
-        dict(trials=args.trials, epochs=args.epochs)
+        dict(trials=args.trials, epochs=args.epochs, train_subset=args.train_subset)
 
     results: dict = {"studies": args.studies, **size, "runs": {"same": [], "each": []}}
     with tempfile.TemporaryDirectory() as tmp:

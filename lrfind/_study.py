@@ -80,8 +80,8 @@ CONSTANT = {"schedule": "constant", "constant.use_warmup": False}
 # Setup fields added after studies were stored without them, and the value those studies had.
 SETUP_DEFAULTS = {"metric": "accuracy"}
 # Setup entries that a config leaves as None take the stored study's value, and a new study's here:
-# every trial of a new study starts from the same weights (common random numbers; see TuneConfig).
-AS_STORED = {"same_init": True}
+# each trial of a new study starts from weights of its own seed (see TuneConfig.same_init).
+AS_STORED = {"same_init": False}
 # What trials are scored on: the record's per-epoch list, and which way is better.
 METRICS = {"accuracy": ("val_acc", "maximize"), "loss": ("val_loss", "minimize")}
 

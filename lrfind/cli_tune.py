@@ -68,8 +68,8 @@ Examples:
                    "Default: where the range test's loss stops falling (at most 10x; 3x with --base-lr).")
 @click.option("--same-init/--seed-each", default=None,
               help="Start every trial from the same initial weights, so that two trials differ by their schedules "
-                   "alone (the default for a new study), or each from weights of its own seed. Default: the "
-                   "stored study's.")
+                   "alone (a trial that repeats a finished one then takes its score), or each from weights of its "
+                   "own seed. Default: the stored study's; a seed each for a new study.")
 @click.option("--range-test-iters", default=300, show_default=True, type=int,
               help="Steps of each stage-1 sweep, from LR 1e-6 to 1; when the sweeps disagree by more than 3x, "
                    "stage 1 sweeps again with twice as many.")

@@ -106,9 +106,10 @@ class TuneConfig(Searched):
     storage: str | None = None                   # None: <out>/study.log (an Optuna journal file)
     study_name: str | None = None
     seed: int = 0
-    # every trial from the same initial weights (common random numbers: two trials then differ by
-    # their schedules, not their starts; bench/same_init.py); False: a seed each; None: the stored
-    # study's, and True for a new one
+    # True: every trial from the same initial weights (common random numbers: two trials then
+    # differ by their schedules, not their starts; bench/same_init.py), and a trial that repeats a
+    # finished one takes its score; False: a seed each; None: the stored study's, False for a new
+    # one until whole studies on a GPU (bench/init_studies.py) say which finds better schedules
     same_init: bool | None = None
     device: str = "auto"
     out: str = "lrfind_out"
@@ -146,7 +147,7 @@ class TuneConfig(Searched):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.same_init not in (None, True, False):
-            raise ValueError(f"same_init must be True, False or None (the stored study's; True for a new one), "
+            raise ValueError(f"same_init must be True, False or None (the stored study's; False for a new one), "
                              f"got {self.same_init!r}")
         if self.range_test_iters < 2:                   # a sweep needs two LRs, a first and a last
             raise ValueError(f"range_test_iters must be at least 2, got {self.range_test_iters!r}")

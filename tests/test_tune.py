@@ -320,10 +320,10 @@ def test_config_lists_constant_first_and_once() -> None:
     assert cfg.choices == ["constant", "cosine", "step"]
 
 
-def test_trials_of_a_new_study_start_from_the_same_weights_and_a_stored_study_keeps_its_choice(
+def test_trials_start_from_a_seed_each_or_the_same_weights_and_a_stored_study_keeps_its_choice(
         data_env, tmp_path, monkeypatch) -> None:
-    """Same initial weights make two trials differ by their schedules alone; a study made with a
-    seed each (or before that was the default) resumes with a seed each."""
+    """A new study gives each trial its own seed unless told --same-init; resumed, a study keeps
+    what it was made with, and another choice named is refused."""
     seen = []
 
     def spy(model, specs, *args, **kwargs):
@@ -333,20 +333,18 @@ def test_trials_of_a_new_study_start_from_the_same_weights_and_a_stored_study_ke
     run_trials = tuner.run_trials
     monkeypatch.setattr(tuner, "run_trials", spy)
     tune(trials=3, parallel=3, out=str(tmp_path / "new"), **QUICK)
-    assert seen == [(True, [0, 0, 0])] and load(tmp_path / "new").user_attrs["lrfind_setup"]["same_init"] is True
+    assert seen == [(False, [0, 1, 2])] and load(tmp_path / "new").user_attrs["lrfind_setup"]["same_init"] is False
     seen.clear()
-    tune(trials=2, parallel=2, out=str(tmp_path / "each"), same_init=False, **QUICK)
-    tune(trials=4, parallel=2, out=str(tmp_path / "each"), **QUICK)              # resumed: a seed each still
-    assert seen == [(False, [0, 1]), (False, [2, 3])]
-    result = CliRunner().invoke(main, ["tune", "--trials", "5", "--epochs", "2", "--batch-size", "64",
-                                       "--train-subset", "256", "--base-lr", "0.05", "--no-final", "--device", "cpu",
-                                       "-q", "--same-init", "--out", str(tmp_path / "each")])
-    assert result.exit_code == 2 and "same_init False there, True here" in result.output
-    result = CliRunner().invoke(main, ["tune", "--trials", "5", "--epochs", "2", "--batch-size", "64",
-                                       "--train-subset", "256", "--base-lr", "0.05", "--no-final", "--device", "cpu",
-                                       "-q", "--seed-each", "--out", str(tmp_path / "each")])
+    tune(trials=2, parallel=2, out=str(tmp_path / "same"), same_init=True, **QUICK)
+    tune(trials=4, parallel=2, out=str(tmp_path / "same"), **QUICK)              # resumed: the same weights still
+    assert [s for s in seen if s[1]] and all(s == (True, [0] * len(s[1])) for s in seen)
+    args = ["tune", "--trials", "6", "--epochs", "2", "--batch-size", "64", "--train-subset", "256", "--base-lr", "0.05",
+            "--no-final", "--device", "cpu", "-q", "--out", str(tmp_path / "same")]
+    result = CliRunner().invoke(main, [*args, "--seed-each"])
+    assert result.exit_code == 2 and "same_init True there, False here" in result.output
+    result = CliRunner().invoke(main, [*args, "--same-init"])
     assert result.exit_code == 0, result.output
-    assert seen[-1] == (False, [4])
+    assert seen[-1][0] is True and set(seen[-1][1]) == {0}
     with pytest.raises(ValueError, match="same_init must be True, False or None"):
         TuneConfig(same_init="yes")
 
