@@ -113,7 +113,7 @@ class LoopConfig(Searched):
         return self.metric
 
     @property
-    def same_init(self) -> bool:                 # what ``tuner._spec`` reads
+    def same_init(self) -> bool:                 # what ``tuner._spec`` and ``tuner.search_trials`` read
         return self.same_seed
 
     def setup(self) -> dict[str, Any]:
@@ -514,22 +514,13 @@ def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, de
     """The search, one trial at a time: ``tune``'s asking and counting, the user's function as the run."""
     def run(asked: list[optuna.Trial], specs: list[TrialSpec], bar) -> None:
         for trial, spec in zip(asked, specs):
-            _trial(study, cfg, train, trial, spec)
+            _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, float(study.user_attrs["base_lr"])))
             bar.update(1)
 
     def describe(trial: optuna.Trial) -> TrialSpec:
         return tuner.asked_spec(trial, cfg, cfg.epochs * cfg.steps_per_epoch, cfg.steps_per_epoch, cfg.max_peak)
 
     tuner.search_trials(study, cfg, describe, run, 1, single=single, deadline=deadline)
-
-
-def _trial(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial, spec: TrialSpec) -> None:
-    """The trial's run of the user's function, or the score of its twin."""
-    twin = _study.twin_of(study, trial) if cfg.same_seed else None
-    if twin is None:
-        _one(study, cfg, train, trial, LoopTrial(trial, spec, cfg, float(study.user_attrs["base_lr"])))
-    else:
-        _study.tell_twin(study, trial, twin)
 
 
 class _Unstudied:

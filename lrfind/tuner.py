@@ -455,9 +455,7 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
             deadline: float | None = None) -> None:
     """Stage 2: batches of ``parallel`` trials trained fused (``search_trials`` asks and counts)."""
     def run(asked: list[optuna.Trial], specs: list[TrialSpec], bar) -> int | None:
-        if cfg.same_init:                # a twin of a finished trial would be the same run again
-            asked, specs = _untwinned(study, asked, specs)
-        return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar) if asked else None
+        return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar)
 
     search_trials(study, cfg, lambda trial: asked_spec(trial, cfg, total, per_epoch, max_peak), run, parallel,
                   single=single, deadline=deadline)
@@ -466,8 +464,9 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
 def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Trial], TrialSpec],
                   run: Callable[[list[optuna.Trial], list[TrialSpec], Any], int | None], parallel: int, *,
                   single: bool, deadline: float | None = None) -> None:
-    """Ask, run and tell batches of trials until ``cfg.trials`` have run (twins, scored without
-    running, do not count: at most ``cfg.trials`` of them), or until ``deadline`` (of ``_now()``)
+    """Ask, run and tell batches of trials until ``cfg.trials`` have run (with ``cfg.same_init``, a
+    trial that repeats a finished one is its twin, scored as it without running: twins do not
+    count, and at most ``cfg.trials`` of them are taken), or until ``deadline`` (of ``_now()``)
     has passed after a batch (Optuna's ``timeout``: a running batch is not cut short, and every run
     trains at least one). ``describe(trial)`` samples an asked trial's schedule (``asked_spec``);
     ``run(asked, specs, bar)`` trains and tells a batch, ticks ``bar`` per trial, and may return a
@@ -495,7 +494,10 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
                 bar.set_postfix_str(_progress_text(study, deadline), refresh=False)
                 bar.refresh()
                 if asked:
-                    parallel = run(asked, specs, bar) or parallel
+                    if cfg.same_init:         # from the same weights, a repeat of a finished trial is the same run
+                        asked, specs = _untwinned(study, asked, specs)
+                    if asked:
+                        parallel = run(asked, specs, bar) or parallel
                 elif runs >= cfg.trials or twins >= cfg.trials:
                     if runs < cfg.trials:
                         log.warning("stopped after %d runs of %d: the sampler asked %d times for schedules already "
