@@ -416,11 +416,10 @@ def should_prune(study: optuna.Study, trials: list[optuna.Trial]) -> list[bool]:
 
 
 def counts(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished runs, finished twins, running) trials. A twin repeats an earlier trial's choices
-    and seed and took its score without running (``tune_loop``); it does not count as a run."""
+    """(finished runs, finished twins, running) trials. A twin (``is_twin``) does not count as a run."""
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if is_finished(t)]
-    twins = sum("duplicate_of" in t.user_attrs for t in finished)
+    twins = sum(map(is_twin, finished))
     return len(finished) - twins, twins, sum(t.state == TrialState.RUNNING for t in trials)
 
 
@@ -447,6 +446,12 @@ def twin_of(study: optuna.Study, trial: optuna.Trial,
     if complete is None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return next((t for t in complete if t.params == trial.params), None)
+
+
+def is_twin(trial: FrozenTrial) -> bool:
+    """Whether the trial repeated an earlier one's choices from the same weights, and took its
+    score without running (``tell_twin``)."""
+    return "duplicate_of" in trial.user_attrs
 
 
 def tell_twin(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) -> None:

@@ -342,12 +342,12 @@ def plot_importances(study, *, path):
 
 
 def _top(study, n):
-    """The ``n`` best complete trials by the study's metric; a twin (``tune_loop``'s repeat of an
-    earlier trial's choices, scored without running) would draw the same curve again."""
-    from ._study import ranked
+    """The ``n`` best complete trials by the study's metric; a twin (a repeat of an earlier trial's
+    choices, scored without running) would draw the same curve again."""
+    from ._study import is_twin, ranked
 
     return ranked(study, [t for t in study.get_trials(deepcopy=False)
-                          if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs])[:n]
+                          if t.state.name == "COMPLETE" and not is_twin(t)])[:n]
 
 
 def _score_text(t) -> str:

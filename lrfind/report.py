@@ -33,7 +33,7 @@ def _params_text(params: dict[str, Any], limit: int = 60) -> str:
 
 def _status(t: FrozenTrial) -> str:
     epochs = t.user_attrs.get("epochs_run", 0)
-    if t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs:
+    if t.state == TrialState.COMPLETE and _study.is_twin(t):
         return f"as trial {t.user_attrs['duplicate_of']} (not rerun)"
     if t.state == TrialState.COMPLETE:
         return f"{epochs} epochs"
@@ -67,7 +67,7 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
             shown = f"{loss_text(value) if value is not None else '-':>8}  " + shown
         rows.append(f"{t.number:>4}  {t.user_attrs.get('schedule', '?'):<16} {shown}  "
                     f"{_study.peak_lr(study, t):>8.3g}  {_status(t):<22} {_params_text(t.user_attrs.get('params', {}))}")
-    runs = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    runs = [t for t in trials if not _study.is_twin(t)]
     counts = {s: sum(t.state == s for t in runs) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     twins = len(trials) - len(runs)
     rows.append(f"{len(runs)} finished trials: {counts[TrialState.COMPLETE]} complete, "
