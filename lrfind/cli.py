@@ -40,8 +40,9 @@ class BuiltinOrOwn(click.ParamType):
             return value.lower()
         if ":" in value.strip(":"):
             return value
-        self.fail(f"{value!r}{did_you_mean(value, self.builtins)} is neither a built-in {self.what} ({', '.join(self.builtins)}) nor your own, "
-                  "named as module:function or path/to/file.py:function", param, ctx)
+        self.fail(f"{value!r}{did_you_mean(value, self.builtins)} is neither a built-in {self.what} "
+                  f"({', '.join(self.builtins)}) nor your own, named as module:function or path/to/file.py:function",
+                  param, ctx)
 
 
 class Choice(click.Choice):
