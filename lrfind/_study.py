@@ -455,13 +455,17 @@ def is_twin(trial: FrozenTrial) -> bool:
 
 
 def tell_twin(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) -> None:
-    """Score ``trial`` as its ``twin`` scored, without running it: the same schedule from the same
-    weights on the same batches is the same run. Twins do not count towards the trials asked for."""
-    for key in ("val_acc", "val_loss", "train_loss", "epochs_run"):
+    """Score ``trial`` as its finished ``twin`` ended, without running it: the same schedule from the
+    same weights on the same batches is the same run (complete with its score, pruned, or failed on
+    NaN). Twins do not count towards the trials asked for."""
+    for key in ("val_acc", "val_loss", "train_loss", "epochs_run", "failure", "failed_at_step"):
         if key in twin.user_attrs:
             trial.set_user_attr(key, twin.user_attrs[key])
     trial.set_user_attr("duplicate_of", twin.number)
-    study.tell(trial, twin.value)
+    if twin.state == TrialState.COMPLETE:
+        study.tell(trial, twin.value)
+    else:
+        study.tell(trial, state=twin.state)
 
 
 def best(study: optuna.Study, where: Callable[[FrozenTrial], bool] = lambda t: True) -> FrozenTrial | None:

@@ -23,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import optuna
 import torch
@@ -465,8 +465,8 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
                   run: Callable[[list[optuna.Trial], list[TrialSpec], Any], int | None], parallel: int, *,
                   single: bool, deadline: float | None = None) -> None:
     """Ask, run and tell batches of trials until ``cfg.trials`` have run (with ``cfg.same_init``, a
-    trial that repeats a finished one is its twin, scored as it without running: twins do not
-    count, and at most ``cfg.trials`` of them are taken), or until ``deadline`` (of ``_now()``)
+    trial that repeats a finished one, or another of its batch, is its twin, scored as it without
+    running: twins do not count, and at most ``cfg.trials`` of them are taken), or until ``deadline`` (of ``_now()``)
     has passed after a batch (Optuna's ``timeout``: a running batch is not cut short, and every run
     trains at least one). ``describe(trial)`` samples an asked trial's schedule (``asked_spec``);
     ``run(asked, specs, bar)`` trains and tells a batch, ticks ``bar`` per trial, and may return a
@@ -494,10 +494,12 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
                 bar.set_postfix_str(_progress_text(study, deadline), refresh=False)
                 bar.refresh()
                 if asked:
-                    if cfg.same_init:         # from the same weights, a repeat of a finished trial is the same run
-                        asked, specs = _untwinned(study, asked, specs)
-                    if asked:
-                        parallel = run(asked, specs, bar) or parallel
+                    held: list[tuple[optuna.Trial, int]] = []
+                    if cfg.same_init:         # from the same weights, a repeat of a trial is the same run
+                        asked, specs, held = _untwinned(study, asked, specs)
+                    with _told_after(study, held):
+                        if asked:
+                            parallel = run(asked, specs, bar) or parallel
                 elif runs >= cfg.trials or twins >= cfg.trials:
                     if runs < cfg.trials:
                         log.warning("stopped after %d runs of %d: the sampler asked %d times for schedules already "
@@ -546,17 +548,42 @@ def _progress_text(study: optuna.Study, deadline: float | None) -> str:
     return "; ".join(parts)
 
 
-def _untwinned(study: optuna.Study, asked: list[optuna.Trial],
-               specs: list[TrialSpec]) -> tuple[list[optuna.Trial], list[TrialSpec]]:
-    """The trials of a batch left to run, once those that repeat a finished trial are scored as it."""
-    left, complete = [], study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+def _untwinned(study: optuna.Study, asked: list[optuna.Trial], specs: list[TrialSpec]
+               ) -> tuple[list[optuna.Trial], list[TrialSpec], list[tuple[optuna.Trial, int]]]:
+    """The trials of a batch left to run, once those that repeat a finished trial are scored as it;
+    and those held back as repeats of another trial of the batch, with its number (a study's first
+    batch often draws the constant, which has no parameters, several times)."""
+    left: dict[str, tuple[optuna.Trial, TrialSpec]] = {}
+    held, complete = [], study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     for trial, spec in zip(asked, specs):
-        twin = _study.twin_of(study, trial, complete)
-        if twin is None:
-            left.append((trial, spec))
-        else:
+        twin, key = _study.twin_of(study, trial, complete), repr(sorted(trial.params.items()))
+        if twin is not None:
             _study.tell_twin(study, trial, twin)
-    return [t for t, _ in left], [s for _, s in left]
+        elif key in left:
+            held.append((trial, left[key][0].number))
+        else:
+            left[key] = (trial, spec)
+    return [t for t, _ in left.values()], [s for _, s in left.values()], held
+
+
+@contextlib.contextmanager
+def _told_after(study: optuna.Study, held: list[tuple[optuna.Trial, int]]) -> Iterator[None]:
+    """Score the ``held`` repeats as the trials they repeat ended, once the batch has run; a repeat of
+    a trial that did not finish (cut short, or run again after an out-of-memory error) is queued
+    again with it, and all of them are when the batch raises."""
+    try:
+        yield
+    except BaseException as e:
+        with _study.claim(study):
+            for trial, _ in held:
+                _study.abandon(study, trial, e)
+        raise
+    for trial, number in held:
+        twin = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        if _study.is_finished(twin):
+            _study.tell_twin(study, twin=twin, trial=trial)
+        else:
+            _study.abandon(study, trial, RuntimeError(f"trial {number}, which it repeats, did not finish"))
 
 
 def _run_or_halve(study, cfg, asked, *args) -> int | None:

@@ -374,6 +374,43 @@ def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_sco
         assert twins == {} and ran == [2, 1] and len(_study.finished(again)) == 3     # the other still waits
 
 
+def test_repeats_within_one_batch_from_the_same_weights_run_once(data_env, tmp_path, monkeypatch) -> None:
+    """A fresh study's first batch draws the constant, which has no parameters, several times:
+    with the same weights, the second and later draws wait for the first and take its score."""
+    ran = []
+
+    def spy(model, specs, *args, **kwargs):
+        ran.append([s.schedule for s in specs])
+        return run_trials(model, specs, *args, **kwargs)
+
+    run_trials = tuner.run_trials
+    monkeypatch.setattr(tuner, "run_trials", spy)
+    study = tune(trials=1, parallel=1, out=str(tmp_path), same_init=True, **QUICK).study
+    cosine = {"schedule": "cosine", "cosine.use_warmup": False, "cosine.min_factor": 0.1}
+    for _ in range(2):
+        study.enqueue_trial(cosine)
+    again = tune(trials=4, parallel=3, out=str(tmp_path), **QUICK).study
+    twins = {t.number: t.user_attrs["duplicate_of"] for t in again.trials if "duplicate_of" in t.user_attrs}
+    assert twins[2] == 1 and [len(r) for r in ran] == [1, 2, 1]           # trials 1 and 3 ran, not 2
+    assert again.trials[2].state == again.trials[1].state and again.trials[2].value == again.trials[1].value
+    assert _study.counts(again)[:2] == (4, len(twins))     # (the sampler may draw the constant again)
+
+
+def test_a_twin_ends_as_its_trial_ended(tmp_path) -> None:
+    """Pruned or failed on NaN, the same run ends the same way."""
+    study = optuna.create_study(direction="maximize")
+    for state, attrs in ((optuna.trial.TrialState.PRUNED, {"val_acc": [0.5]}),
+                         (optuna.trial.TrialState.FAIL, {"failure": "nan", "failed_at_step": 7})):
+        first, again = study.ask(), study.ask()
+        for key, value in attrs.items():
+            first.set_user_attr(key, value)
+        study.tell(first, state=state)
+        _study.tell_twin(study, again, study.trials[first.number])
+        twin = study.trials[again.number]
+        assert twin.state == state and _study.is_twin(twin) and _study.is_finished(twin)
+        assert all(twin.user_attrs[key] == value for key, value in attrs.items())
+
+
 def test_a_plateau_best_retrains_on_the_training_part_stepping_on_the_validation_loss(
         data_env, tmp_path, monkeypatch) -> None:
     """Its retrain follows a validation loss, as in the search and in the user's run, not the
