@@ -41,7 +41,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from . import _peers, _storage, _study, report, tuner
+from . import _peers, _search_loop, _storage, _study, report, tuner
 from ._args import check_names, check_positive, unknown
 from ._duration import timeout_seconds
 from ._imports import callable_name
@@ -113,7 +113,7 @@ class LoopConfig(Searched):
         return self.metric
 
     @property
-    def same_init(self) -> bool:                 # what ``tuner._spec`` and ``tuner.search_trials`` read
+    def same_init(self) -> bool:                 # what ``tuner._spec`` and ``_search_loop.search_trials`` read
         return self.same_seed
 
     def setup(self) -> dict[str, Any]:
@@ -437,7 +437,7 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
 def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: RangeTestResult | None) -> TuneResult:
     """The study: opened or resumed, searched, confirmed with new seeds, reported."""
     clock = time.perf_counter()
-    deadline = tuner._now() + cfg.timeout if cfg.timeout else None
+    deadline = _search_loop.now() + cfg.timeout if cfg.timeout else None
     out = Path(cfg.out)
     url = cfg.storage or _storage.default_storage(out)
     new = f"study {cfg.study_name!r} is new and needs a base_lr: find_lr(model, loader).suggested_lr, say " \
@@ -520,7 +520,7 @@ def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, de
     def describe(trial: optuna.Trial) -> TrialSpec:
         return tuner.asked_spec(trial, cfg, cfg.epochs * cfg.steps_per_epoch, cfg.steps_per_epoch, cfg.max_peak)
 
-    tuner.search_trials(study, cfg, describe, run, 1, single=single, deadline=deadline)
+    _search_loop.search_trials(study, cfg, describe, run, 1, single=single, deadline=deadline)
 
 
 class _Unstudied:

@@ -355,10 +355,10 @@ def test_an_optimizer_at_another_lr_is_warned_about_and_ctrl_c_keeps_the_study(t
 
 
 def test_a_timeout_stops_starting_trials_and_the_next_call_goes_on(tmp_path, monkeypatch) -> None:
-    from lrfind import tuner
+    from lrfind import _search_loop
 
     clock = {"now": 0.0}
-    monkeypatch.setattr(tuner, "_now", lambda: clock["now"])
+    monkeypatch.setattr(_search_loop, "now", lambda: clock["now"])
 
     def train(trial):
         clock["now"] += 40.0                     # each trial takes 40 s

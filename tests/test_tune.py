@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from conftest import dynamo_modules_after
-from lrfind import SCHEDULES, _storage, _study, get_schedule, report, tune, tuner
+from lrfind import SCHEDULES, _search_loop, _storage, _study, get_schedule, report, tune, tuner
 from lrfind._painter import Painter
 from lrfind.cli import main
 from lrfind.train import FusedTrials
@@ -677,7 +677,7 @@ def test_weight_decay_is_torchs_default_stored_with_the_study_and_in_the_snippet
 
 def test_timeout_stops_starting_trials_and_a_run_without_it_goes_on(data_env, tmp_path, monkeypatch) -> None:
     clock = {"now": 0.0}
-    monkeypatch.setattr(tuner, "_now", lambda: clock["now"])
+    monkeypatch.setattr(_search_loop, "now", lambda: clock["now"])
     real_run = tuner._run_batch
 
     def batch_takes_a_minute(*args, **kwargs):
