@@ -230,7 +230,7 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         if stored is None and storage.get_all_trials(study_id, deepcopy=False):
             raise StudyError(f"study {name!r} in {describe(url)} was not made by lrfind; use another --study-name")
         if stored is not None:
-            stored = {**SETUP_DEFAULTS, **stored}          # what studies from before an option meant
+            stored = _as_now(stored)
             setup = _left_as(setup, stored)
         if stored is not None and stored != setup:
             diff = ", ".join(_differs(k, stored.get(k), setup.get(k))
@@ -252,6 +252,16 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
     if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
         study.set_user_attr("lrfind_setup", _left_as(setup, AS_STORED))
     return study
+
+
+def _as_now(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored setup as it would be stored now: what studies from before an option meant
+    (``SETUP_DEFAULTS``); and val_size 10,000, once the default and a cap at a sixth of the set,
+    which is what None (the default) means now."""
+    stored = {**SETUP_DEFAULTS, **stored}
+    if stored.get("val_size") == 10_000:
+        stored["val_size"] = None
+    return stored
 
 
 def _left_as(setup: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:

@@ -48,8 +48,9 @@ Examples:
 @click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
               callback=creatable_folder, help="Folder for the study, report and figures.")
 @click.option("--train-subset", type=int, default=None, metavar="N", help="Train on the first N images only (quick runs).")
-@click.option("--val-size", default=10_000, show_default=True, type=int,
-              help="Validation images carved off the end of the training set (a sixth of smaller sets).")
+@click.option("--val-size", default=None, type=int, metavar="N",
+              help="Validation images carved off the end of the training set. Default: 10,000, at most a sixth "
+                   "of the set.")
 @click.option("--metric", default=None, type=Choice(["accuracy", "loss"]),
               help="What trials are scored, pruned and ranked on: validation accuracy (higher is better) or "
                    "validation loss (cross-entropy, lower is better: it separates trials whose accuracies tie, "
@@ -94,7 +95,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                  batch_size: int, optimizer: str, momentum: float, weight_decay: float | None,
                  max_grad_norm: float | None, device: str,
                  seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
-                 storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int,
+                 storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int | None,
                  metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool | None,
                  range_test_iters: int, range_test_repeats: int, final_seeds: int, amp: str | None,
                  channels_last: bool | None, timeout: str | None, no_final: bool) -> None:

@@ -34,7 +34,7 @@ from ._imports import callable_name
 from ._painter import Painter
 from ._update import check_max_grad_norm
 from .augment import Augment, AugmentError, check_augment, get_augment
-from .data import ImageData, check_batch_fits, check_dataset, is_user_dataset, load_dataset
+from .data import DataSizeError, ImageData, check_batch_fits, check_dataset, is_user_dataset, load_dataset
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
 from .result import RangeTestResult
@@ -110,7 +110,7 @@ class TuneConfig(Searched):
     device: str = "auto"
     out: str = "lrfind_out"
     train_subset: int | None = None
-    val_size: int = 10_000
+    val_size: int | None = None                  # None: 10,000, at most a sixth of the set
     final: bool = True
     pruner: str = "median"
     heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
@@ -140,7 +140,7 @@ class TuneConfig(Searched):
         for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "range_test_repeats",
                      "heartbeat", "final_seeds"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
+            if not (isinstance(value, int) and value >= 1) and not (name == "val_size" and value is None):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.same_init not in (None, True, False):
             raise ValueError(f"same_init must be True, False or None (the stored study's; False for a new one), "
@@ -242,8 +242,17 @@ class TuneInterrupted(RuntimeError):
 
 
 def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
-    """(train, validation): the last ``val_size`` training images validate; ``train_subset`` trims the rest."""
-    train, val = load_dataset(cfg.dataset, "train", root=cfg.data_dir, device=device).holdout(cfg.val_size)
+    """(train, validation): the last ``val_size`` training images validate (by default 10,000, at
+    most a sixth of the set); ``train_subset`` trims the rest."""
+    data = load_dataset(cfg.dataset, "train", root=cfg.data_dir, device=device)
+    if cfg.val_size is None:
+        train, val = data.holdout()
+    elif cfg.val_size < len(data):
+        train, val = data.split(cfg.val_size)
+    else:
+        raise DataSizeError(f"val_size {cfg.val_size:,} leaves none of the {len(data):,} training examples of "
+                            f"{cfg.dataset} to train on: give fewer (a sixth, {len(data) // 6:,}, is usual), or "
+                            "leave it out for 10,000, at most a sixth of the set")
     if cfg.train_subset is not None:
         train = train.subset(cfg.train_subset)
     check_batch_fits(cfg.batch_size, train, val)       # a small data set of the user's: before anything is written

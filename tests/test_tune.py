@@ -775,6 +775,18 @@ def test_a_study_stored_before_the_metric_option_resumes_as_accuracy(data_env, t
     assert runs(load(tmp_path)) == 3
 
 
+def test_a_study_stored_with_the_old_val_size_default_resumes_and_a_new_one_stores_none(data_env, tmp_path) -> None:
+    """10,000 was the default, a cap at a sixth of the set; None (the default) means that now."""
+    tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
+    study = load(tmp_path)
+    assert study.user_attrs["lrfind_setup"]["val_size"] is None
+    study.set_user_attr("lrfind_setup", {**study.user_attrs["lrfind_setup"], "val_size": 10_000})
+    tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
+    assert runs(load(tmp_path)) == 3
+    with pytest.raises(_study.StudyError, match="val_size None there, 500 here"):
+        tune(trials=4, parallel=2, out=str(tmp_path), val_size=500, **QUICK)
+
+
 @pytest.mark.parametrize("direction, key, best, constant, expected", [
     ("maximize", "test_acc", [0.99, 0.98], [0.97, 0.975], "beat the constant LR on every seed (2)"),
     ("maximize", "test_acc", [0.99, 0.96], [0.97, 0.975], "ahead on average but not on every seed (1 of 2)"),

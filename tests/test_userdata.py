@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 
 import conftest
 from lrfind import _storage, _study, load_dataset, report, tune
+from lrfind.data import DataSizeError
 from lrfind.cli import main
 from lrfind.augment import AugmentError
 from lrfind.models import ModelError
@@ -327,6 +328,23 @@ def test_a_study_on_your_own_data_and_model_runs_and_scores_on_its_test_set(user
                                                       "val": 100, "shape": [3, 8, 8], "classes": 3, "augment": None}
 
 
+def test_val_size_is_taken_as_given_and_one_that_leaves_no_training_data_is_refused(user_file, tmp_path) -> None:
+    """The default is 10,000, at most a sixth of the set; a size the user gives is honoured, a third
+    of the set here, or refused with what to do."""
+    kw = dict(QUICK, dataset=f"{user_file}:train_and_test", model=f"{user_file}:BlobNet", final=False)
+    study = tune(**{**kw, "val_size": None}, out=str(tmp_path / "auto")).study
+    assert "500 training and 100 validation examples" in report.verdict(study)
+    study = tune(**{**kw, "val_size": 200}, out=str(tmp_path / "given")).study
+    assert "400 training and 200 validation examples" in report.verdict(study)
+    with pytest.raises(DataSizeError, match=r"val_size 600 leaves none of the 600 training examples of .*: give "
+                                            r"fewer \(a sixth, 100, is usual\), or leave it out"):
+        tune(**{**kw, "val_size": 600}, out=str(tmp_path / "all"))
+    assert not (tmp_path / "all").exists()                 # refused before anything was written
+    result = CliRunner().invoke(main, ["tune", "--dataset", kw["dataset"], "--model", kw["model"], "--device", "cpu",
+                                       "--val-size", "700", "--out", str(tmp_path / "cli"), "-q"])
+    assert result.exit_code == 2 and "Error: --val-size 700 leaves none of the 600 training examples" in result.output
+
+
 def test_a_resume_after_the_data_set_changed_is_refused(user_file, tmp_path) -> None:
     args = ["tune", "--dataset", f"{user_file}:pair", "--model", f"{user_file}:BlobNet", "--trials", "2",
             "--parallel", "2", "--epochs", "1", "--batch-size", "32", "--base-lr", "0.05", "--no-final",
@@ -398,7 +416,7 @@ def grey_floats():
 def test_float_images_without_a_channel_axis_get_a_hint(tmp_path) -> None:
     with pytest.raises(ModelError, match=r"does not take this data set's 28x28 images: .*images without a channel "
                                          r"axis\? give them as \(N, 1, H, W\)$"):
-        tune(dataset=grey_floats, out=str(tmp_path / "o"), **QUICK)
+        tune(dataset=grey_floats, out=str(tmp_path / "o"), **{**QUICK, "val_size": None})
 
 
 def test_rows_of_features_train_and_are_named_so(tmp_path) -> None:
@@ -406,7 +424,7 @@ def test_rows_of_features_train_and_are_named_so(tmp_path) -> None:
                                          r"of shape \(2, 20\) raised"):
         tune(dataset=table, out=str(tmp_path / "o"), **QUICK)
     result = tune(dataset=table, model=TableNet, out=str(tmp_path / "t"), **QUICK)
-    assert "417 training and 83 validation examples of 20 features, 2 classes" in report.verdict(result.study)
+    assert "400 training and 100 validation examples of 20 features, 2 classes" in report.verdict(result.study)
 
 
 def test_cli_range_test_on_your_own_data(user_file, tmp_path) -> None:
@@ -536,7 +554,7 @@ def test_token_ids_train_a_model_that_embeds_them(tmp_path) -> None:
         tune(dataset=token_ids, model=BagOfWords, augment="crop", out=str(tmp_path / "a"), **QUICK)
     result = tune(dataset=token_ids, model=BagOfWords, out=str(tmp_path / "t"), **{**QUICK, "final": True})
     text = report.verdict(result.study)
-    assert "417 training and 83 validation examples of 12 token ids, 2 classes" in text
+    assert "400 training and 100 validation examples of 12 token ids, 2 classes" in text
     assert result.final["best"]["test_acc"] is not None
 
 
