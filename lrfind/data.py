@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -134,10 +135,18 @@ def _find(raw_dir: Path, stem: str) -> Path | None:
 
 
 def _try_download(spec: _Spec, root: Path) -> None:
+    """Download through torchvision; after a failure, the folders it made (and what they hold, a
+    partial file) are removed again: a failed run leaves the user's --data-dir as it was."""
     import torchvision.datasets as tvd
 
+    made = next((d for d in (root / spec.folder, root / spec.folder / "raw") if not d.exists()), None)
     log.info("downloading %s into %s through torchvision", spec.folder, root)
-    getattr(tvd, spec.tv_class)(str(root), download=True)
+    try:
+        getattr(tvd, spec.tv_class)(str(root), download=True)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def _locate(name: str, split: str, root: Path, download: bool) -> tuple[Path, Path]:

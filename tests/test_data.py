@@ -49,6 +49,28 @@ def test_missing_folder_is_not_created(tmp_path) -> None:
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_failed_download_leaves_the_folder_as_it_was(tmp_path, monkeypatch) -> None:
+    """The folders a failed download made go again, with its partial file; folders that were there stay."""
+    import torchvision.datasets as tvd
+
+    class Offline:
+        def __init__(self, root, download):
+            raw = tmp_path / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            (raw / "train-images-idx3-ubyte.gz").write_bytes(b"part")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(tvd, "MNIST", Offline)
+    with pytest.raises(DataNotFoundError, match=r"download through torchvision failed \(Error downloading"):
+        load_dataset("mnist", "train", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "MNIST").mkdir()
+    (tmp_path / "MNIST" / "notes.txt").write_text("mine")
+    with pytest.raises(DataNotFoundError):
+        load_dataset("mnist", "train", root=tmp_path)
+    assert [p.name for p in (tmp_path / "MNIST").iterdir()] == ["notes.txt"]
+
+
 def test_truncated_file_is_a_clear_error(tmp_path) -> None:
     path = write_idx(tmp_path / "img", np.zeros((10, 28, 28), np.uint8), compress=False)
     path.write_bytes(path.read_bytes()[:-100])
