@@ -100,12 +100,6 @@ class LoopConfig(Searched):
             raise ValueError(unknown("pruner", self.pruner, _study.PRUNERS))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
         self.check_schedules()
-        total = self.epochs * self.steps_per_epoch
-        for name in self.choices:
-            schedule = get_schedule(name)
-            if total < schedule.min_total:
-                raise ValueError(f"{name} needs a run of at least {schedule.min_total} steps, got {self.epochs} "
-                                 f"epochs of {self.steps_per_epoch}")
         self.optimizer_config                                # checks the optimizer's name and settings
 
     @property

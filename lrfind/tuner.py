@@ -38,7 +38,7 @@ from .data import DataSizeError, ImageData, check_batch_fits, check_dataset, is_
 from .models import check_fits, get_model, is_builtin, model_name
 from .rangetest import find_lr
 from .result import RangeTestResult
-from .schedules import SCHEDULES, get_schedule, stored_choices
+from .schedules import SCHEDULES, Schedule, get_schedule, stored_choices
 from .optimizer import OptimizerConfig
 from .train import TrialRecord, TrialSpec, run_trials
 from .losses import is_regression, task_loss
@@ -63,18 +63,30 @@ class Searched:
     @property
     def choices(self) -> list[str]:
         """The schedules searched; the constant baseline is always among them. By default every
-        schedule that the run's epochs leave room for (plateau needs three)."""
+        schedule that the run leaves room for (plateau needs three epochs, one-cycle four steps)."""
         chosen = list(self.schedules) if self.schedules else \
-            [n for n, s in SCHEDULES.items() if s.min_epochs <= self.epochs]
+            [n for n, s in SCHEDULES.items() if self._no_room(s) is None]
         return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
 
     def check_schedules(self) -> None:
-        """Each schedule named exists (an unknown name lists the choices) and has the epochs it needs."""
+        """Each schedule named exists (an unknown name lists the choices) and has the run it needs."""
         for name in self.schedules or ():
-            schedule = get_schedule(name)
-            if self.epochs < schedule.min_epochs:
-                raise ValueError(f"epochs {self.epochs} is too few for {name}, which needs {schedule.min_epochs}: "
-                                 f"{schedule.min_epochs_why}; train more epochs or leave {name} out")
+            why = self._no_room(get_schedule(name))
+            if why is not None:
+                raise ValueError(why)
+
+    def _no_room(self, schedule: Schedule) -> str | None:
+        """Why the run is too short for ``schedule``, or None. Its steps are known to ``tune_loop``
+        (``steps_per_epoch``), not to ``tune`` before it reads the data."""
+        name = schedule.name
+        if self.epochs < schedule.min_epochs:
+            return (f"epochs {self.epochs} is too few for {name}, which needs {schedule.min_epochs}: "
+                    f"{schedule.min_epochs_why}; train more epochs or leave {name} out")
+        per_epoch = getattr(self, "steps_per_epoch", None)
+        if per_epoch is not None and self.epochs * per_epoch < schedule.min_total:
+            return (f"{name} needs a run of at least {schedule.min_total} steps, got {self.epochs} epochs of "
+                    f"{per_epoch}; train more steps or leave {name} out")
+        return None
 
     @property
     def optimizer_config(self) -> OptimizerConfig:

@@ -405,6 +405,18 @@ def test_a_scheduler_stepped_per_epoch_or_past_the_run_is_caught(tmp_path) -> No
     assert "Tried to step" in str(caught.value.__cause__)          # torch's own error, kept as the cause
 
 
+def test_a_run_too_short_for_a_schedule_leaves_it_out_unless_it_is_named(tmp_path) -> None:
+    """One-cycle needs 4 steps: by default a 2-step run searches the rest; naming it is an error
+    that says what to do."""
+    kw = dict(base_lr=0.1, epochs=1, steps_per_epoch=2, metric="accuracy", final_seeds=0, progress=False)
+    result = tune_loop(lambda trial: 0.5, trials=2, out=str(tmp_path / "all"), **kw)
+    choices = result.study.user_attrs["lrfind_setup"]["schedules"]
+    assert "onecycle" not in choices and "plateau" not in choices and "cosine" in choices
+    with pytest.raises(ValueError, match=r"onecycle needs a run of at least 4 steps, got 1 epochs of 2; train more "
+                                         r"steps or leave onecycle out"):
+        tune_loop(lambda trial: 0.5, trials=2, schedules=("cosine", "onecycle"), out=str(tmp_path / "named"), **kw)
+
+
 def test_twins_do_not_count_but_at_most_trials_of_them_are_taken(tmp_path, caplog) -> None:
     calls = []
 
