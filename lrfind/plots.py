@@ -223,14 +223,17 @@ def plot_runs(runs: dict[str, tuple[np.ndarray, int]], *, title: str = "", path:
 
 
 # -- study figures: read the stored study, so `lrfind show` can draw them from any machine ------------
+# tab10, then six more hues: tab20's light twins put plateau beside warmup in two pinks
+_SCHEDULE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                     "#17becf", "#000000", "#ffd700", "#1f2a80", "#00897b", "#a0004f", "#7fbf00"]
+
+
 def _colour(name: str):
     """One colour per schedule, the same in every figure: its place in the registry."""
-    from matplotlib import colormaps
-
     from .schedules import SCHEDULES
 
     names = list(SCHEDULES)
-    return colormaps["tab20"](names.index(name) % 20 if name in names else 19)
+    return _SCHEDULE_COLOURS[names.index(name) % len(_SCHEDULE_COLOURS)] if name in names else "0.5"
 
 
 def plot_history(study, *, path):

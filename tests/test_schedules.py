@@ -321,3 +321,14 @@ def test_schedules_that_climb_say_so() -> None:
     assert get_schedule("onecycle").warms_up({}) and get_schedule("warmup").warms_up({})
     assert not get_schedule("cosine").warms_up({"warmup": 0})
     assert get_schedule("cosine").warms_up({"warmup": 10})
+
+
+def test_every_schedule_has_a_colour_of_its_own_in_the_figures() -> None:
+    """The study figures tell schedules apart by colour alone: no two share one, nor a shade of one."""
+    from matplotlib.colors import to_rgb
+
+    from lrfind.plots import _colour
+
+    colours = [np.array(to_rgb(_colour(name))) for name in SCHEDULES]
+    closest = min(np.abs(a - b).sum() for i, a in enumerate(colours) for b in colours[i + 1:])
+    assert closest > 0.3 and _colour("retired_schedule") == "0.5"       # tab20, which it replaced: 0.15
