@@ -113,8 +113,8 @@ def _progress_text(study: optuna.Study, deadline: float | None) -> str:
 def _untwinned(study: optuna.Study, asked: list[optuna.Trial], specs: list[TrialSpec]
                ) -> tuple[list[optuna.Trial], list[TrialSpec], list[tuple[optuna.Trial, int]]]:
     """The trials of a batch left to run, once those that repeat a finished trial are scored as it;
-    and those held back as repeats of another trial of the batch, with its number (a study's first
-    batch often draws the constant, which has no parameters, several times)."""
+    and those held back as repeats of another trial of the batch, with its number (a study's random
+    first batch may draw the constant, whose only choice is its warmup, several times)."""
     left: dict[str, tuple[optuna.Trial, TrialSpec]] = {}
     held, complete = [], study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     for trial, spec in zip(asked, specs):
