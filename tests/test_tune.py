@@ -375,8 +375,8 @@ def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_sco
 
 
 def test_repeats_within_one_batch_from_the_same_weights_run_once(data_env, tmp_path, monkeypatch) -> None:
-    """A fresh study's first batch draws the constant, which has no parameters, several times:
-    with the same weights, the second and later draws wait for the first and take its score."""
+    """A fresh study's random first batch may draw one schedule (the constant, whose only choice is its warmup)
+    several times: with the same weights, the second and later draws wait for the first and take its score."""
     ran = []
 
     def spy(model, specs, *args, **kwargs):
