@@ -396,6 +396,34 @@ def test_repeats_within_one_batch_from_the_same_weights_run_once(data_env, tmp_p
     assert _study.counts(again)[:2] == (4, len(twins))     # (the sampler may draw the constant again)
 
 
+def test_a_repeat_held_in_its_batch_is_queued_again_when_its_trial_does_not_finish(
+        data_env, tmp_path, monkeypatch) -> None:
+    """After an out-of-memory error the batch's trials are queued again; the repeat held back for
+    one of them goes with it, and is scored as the rerun once that finishes."""
+    real = tuner._run_or_halve
+    calls = []
+
+    def out_of_memory_once(study, cfg, asked, *args):
+        calls.append([t.number for t in asked])
+        if len(calls) > 1:
+            return real(study, cfg, asked, *args)
+        for trial in asked:                          # what _run_batch does with a batch cut short
+            _study.abandon(study, trial, RuntimeError("CUDA out of memory"))
+        return 1
+
+    study = tune(trials=1, parallel=1, out=str(tmp_path), same_init=True, **QUICK).study
+    cosine = {"schedule": "cosine", "cosine.use_warmup": False, "cosine.min_factor": 0.1}
+    for _ in range(2):
+        study.enqueue_trial(cosine)
+    monkeypatch.setattr(tuner, "_run_or_halve", out_of_memory_once)
+    again = tune(trials=3, parallel=2, out=str(tmp_path), **QUICK).study
+    held = again.trials[2]
+    assert calls[0] == [1] and held.state == optuna.trial.TrialState.FAIL and held.user_attrs["interrupted"]
+    twins = {t.number: t.user_attrs["duplicate_of"] for t in again.trials if _study.is_twin(t)}
+    assert calls[1] == [3] and twins[4] == 3 and again.trials[4].value == again.trials[3].value
+    assert _study.counts(again)[0] == 3
+
+
 def test_a_twin_ends_as_its_trial_ended(tmp_path) -> None:
     """Pruned or failed on NaN, the same run ends the same way."""
     study = optuna.create_study(direction="maximize")
