@@ -401,12 +401,16 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
     else:
         right.set_ylabel("learning rate")
     steps = np.arange(total)
+    seen: list[str] = []
     for rank, t in enumerate(top):
         schedule = get_schedule(t.user_attrs["schedule"])
         factor = schedule.factor(steps, total, metrics=t.user_attrs.get("val_loss", []), **t.user_attrs["params"])
-        right.plot(steps, peak_lr(study, t) * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3,
-                   color=f"C{rank}", label=f"#{t.number} {schedule.name}{_momentum_text(t)}: {_score_text(t)}",
-                   zorder=10 - rank)
+        # each schedule in its colour of the other figures; a second trial of one dashed, a third dotted
+        style = ("-", "--", ":", "-.")[seen.count(schedule.name) % 4]
+        seen.append(schedule.name)
+        right.plot(steps, peak_lr(study, t) * np.maximum(factor, 1e-12), lw=2.2 if rank == 0 else 1.3, ls=style,
+                   color=_colour(schedule.name),
+                   label=f"#{t.number} {schedule.name}{_momentum_text(t)}: {_score_text(t)}", zorder=10 - rank)
     right.axhline(base_lr, color="tab:red", ls="--", lw=1, label=f"base LR {base_lr:.3g}")
     if per_epoch:
         for e in range(per_epoch, total, per_epoch):
