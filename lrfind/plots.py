@@ -320,7 +320,8 @@ def _loss_label(study) -> str:
 def plot_importances(study, *, path):
     """Optuna's parameter importances over the complete trials, by PED-ANOVA: it needs no model
     fit (fANOVA's random forest and scikit-learn's import cost seconds) and reads which parameter
-    values set the top trials apart. The 12 most important parameters are shown."""
+    values set the top trials apart. The 12 most important parameters are shown; those below 0.005
+    only counted (a conditional parameter seen in one trial tells nothing)."""
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
     from ._study import metric_of
@@ -331,14 +332,16 @@ def plot_importances(study, *, path):
     importances = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
     if not importances:
         raise ValueError("no parameter is shared by all complete trials")
-    names = list(importances)[:12][::-1]
-    fig, axes = new_axes(path, figsize=(8, 1.2 + 0.45 * len(names)))
+    shown = [n for n in importances if importances[n] >= 0.005][:12] or list(importances)[:1]
+    names, rest = shown[::-1], len(importances) - len(shown)
+    fig, axes = new_axes(path, figsize=(8, 1.6 + 0.45 * len(names)))
     ax = axes[0, 0]
-    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.barh(names, [importances[n] for n in names], height=0.6, color="tab:blue")
     for y, name in enumerate(names):
         ax.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=8)
     ax.set_xlabel(f"importance for validation {metric_of(study)} (PED-ANOVA)")
-    ax.set_title(f"parameter importances over {len(complete)} complete trials", fontsize=10)
+    left_out = f"\n({rest} more parameter{'s' if rest != 1 else ''} below 0.005 not shown)" if rest else ""
+    ax.set_title(f"parameter importances over {len(complete)} complete trials{left_out}", fontsize=10)
     ax.grid(True, axis="x", alpha=0.25)
     save(fig, path)
     return fig

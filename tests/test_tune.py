@@ -905,3 +905,20 @@ def test_stage_3_of_the_same_best_is_run_once_and_then_taken_from_the_study(data
     assert len(runs) == 1 and again.final == first.final
     tune(trials=2, parallel=2, out=str(tmp_path), **{**settings, "final_seeds": 2})
     assert len(runs) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Some regimes")     # PED-ANOVA on the one-trial parameter; the report hides it too
+def test_the_importances_figure_shows_what_matters_and_counts_the_rest(tmp_path) -> None:
+    from lrfind.plots import plot_importances
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for i in range(30):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0, 1)
+        if i == 0:
+            trial.suggest_float("once", 0, 1)               # a conditional parameter of one trial
+        study.tell(trial, x)
+    fig = plot_importances(study, path=tmp_path / "i.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["x"]
+    assert "(1 more parameter below 0.005 not shown)" in ax.get_title() and (tmp_path / "i.png").is_file()
