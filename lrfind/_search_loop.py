@@ -18,7 +18,7 @@ from . import _study
 from ._duration import duration_text
 from .train import TrialSpec
 
-log = logging.getLogger("lrfind.tuner")
+log = logging.getLogger(__name__)
 now = time.monotonic          # the --timeout clock
 WORKER = f"{socket.gethostname()}:{os.getpid()}"   # who ran a trial, in its user_attrs
 
