@@ -20,6 +20,11 @@ import optuna
 
 from ._errors import first_line
 
+try:
+    import fcntl
+except ImportError:          # Windows: no flock; filelock's exclusive locks stand in (``_run_lock_without_flock``)
+    fcntl = None             # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 
@@ -147,8 +152,8 @@ def _open_journal(path: Path, create: bool) -> optuna.storages.BaseStorage:
 def _drop_cut_last_line(path: Path, block: int = 1 << 16) -> None:
     """A crash in the middle of a write can leave the journal's last line without its newline.
     Optuna skips such a line when reading, but the next write would be appended to it and make
-    both unreadable: drop it first. ``run_lock`` calls this when its process is the file's only one
-    (another's write in progress would look the same)."""
+    both unreadable: drop it first. ``run_lock`` calls this when its process is the file's only one,
+    or under Optuna's write lock where it cannot tell (another's write in progress looks the same)."""
     if not path.is_file():
         return
     with path.open("rb+") as f:
@@ -194,8 +199,10 @@ def run_lock(url: str) -> Iterator[None]:
     if not local_storage(url):
         yield
         return
-    import fcntl
-
+    if fcntl is None:
+        with _run_lock_without_flock(url):
+            yield
+        return
     if is_journal(url):
         path = local_file(url)         # the journal itself: Optuna locks its writes with a file beside it
         _check_journal_path(path)
@@ -213,9 +220,7 @@ def run_lock(url: str) -> Iterator[None]:
         except BlockingIOError:
             alone = False
         if not alone and not is_journal(url):
-            raise StudyError(f"{describe(url)} is in use by another lrfind process; wait for it, or use a "
-                             "journal file (the default) or PostgreSQL --storage to run several workers on one "
-                             "study") from None
+            raise _in_use(url) from None
         try:
             if is_journal(url):
                 if alone:
@@ -226,12 +231,58 @@ def run_lock(url: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _in_use(url: str) -> StudyError:
+    return StudyError(f"{describe(url)} is in use by another lrfind process; wait for it, or use a journal file "
+                      "(the default) or PostgreSQL --storage to run several workers on one study")
+
+
+@contextlib.contextmanager
+def _run_lock_without_flock(url: str) -> Iterator[None]:
+    """``run_lock`` where there is no flock (Windows), and so no shared lock: a SQLite file is held
+    with filelock's exclusive lock on a file beside it. A journal's workers hold none; the cut last
+    line is mended under Optuna's own write lock instead, which no writer holds in the middle of a
+    write, whether or not other workers run."""
+    from filelock import FileLock, Timeout
+
+    path = local_file(url)
+    if is_journal(url):
+        _check_journal_path(path)
+        if path.is_file():
+            from optuna.storages.journal import JournalFileOpenLock
+
+            writes = JournalFileOpenLock(str(path))
+            writes.acquire()
+            try:
+                _drop_cut_last_line(path)
+            finally:
+                writes.release()
+        yield
+        return
+    lock = FileLock(str(path.with_suffix(".lock")))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise _in_use(url) from None
+    except OSError as e:
+        raise StudyError(f"cannot open storage {describe(url)}: {e.strerror or e}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def claim_lock(path: Path) -> Iterator[None]:
     """The journal's workers one at a time (``_study.claim``): an exclusive lock on a file beside it."""
-    import fcntl
+    claim = path.parent / (path.name + ".claim")
+    if fcntl is None:
+        from filelock import FileLock
 
-    with (path.parent / (path.name + ".claim")).open("a+") as f:
+        with FileLock(str(claim)):
+            yield
+        return
+    with claim.open("a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

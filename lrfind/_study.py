@@ -335,13 +335,42 @@ def _worker_alive(worker: str | None) -> bool:
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True
+    return _process_exists(int(pid))
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process of this machine runs with this id."""
+    if os.name == "nt":              # there os.kill(pid, 0) would end the process: ask Windows
+        return _windows_process_exists(pid)
     try:
-        os.kill(int(pid), 0)                  # signal 0: only asks whether the process exists
+        os.kill(pid, 0)                       # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:                   # another user's process
         return True
     return True
+
+
+def _windows_process_exists(pid: int) -> bool:
+    """``OpenProcess`` fails for an id no process has (and for another user's, which does exist);
+    a process that has ended but whose handle is still held reports an exit code other than
+    STILL_ACTIVE."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)     # type: ignore[attr-defined]
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    handle = kernel32.OpenProcess(0x1000, False, pid)              # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5                        # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259                                   # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _fail_and_requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> None:

@@ -549,7 +549,16 @@ def test_a_storage_path_that_is_not_a_journal_is_a_clear_error(tmp_path, name, c
         assert path.read_text() == content                         # untouched
 
 
-def test_a_sqlite_file_in_use_by_another_run_is_refused_and_a_journal_is_shared(tmp_path) -> None:
+@pytest.fixture(params=["flock", "no-flock"])
+def locks(request, monkeypatch) -> str:
+    """Both ways ``_storage`` locks: flock (POSIX), and filelock with Optuna's write lock where the
+    system has no flock (Windows), tried here by hiding fcntl."""
+    if request.param == "no-flock":
+        monkeypatch.setattr(_storage, "fcntl", None)
+    return request.param
+
+
+def test_a_sqlite_file_in_use_by_another_run_is_refused_and_a_journal_is_shared(tmp_path, locks) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     with _storage.run_lock(url):
         with pytest.raises(_storage.StudyError, match="in use by another lrfind process; .* use a journal file"):
@@ -562,13 +571,31 @@ def test_a_sqlite_file_in_use_by_another_run_is_refused_and_a_journal_is_shared(
         pass
 
 
+def test_the_claim_lock_lets_one_worker_at_a_time_ask(tmp_path, locks) -> None:
+    import threading
+
+    journal, order = tmp_path / "study.log", []
+
+    def other() -> None:
+        with _storage.claim_lock(journal):
+            order.append("other")
+
+    with _storage.claim_lock(journal):
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=0.3)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "other"]
+
+
 def test_show_with_a_missing_journal_file_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(main, ["show", "--storage", str(tmp_path / "nope.log")])
     assert result.exit_code == 2 and "no study in" in result.output and "nope.log" in result.output
     assert not (tmp_path / "nope.log").exists()
 
 
-def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path, caplog) -> None:
+def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path, caplog, locks) -> None:
     tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
     journal = tmp_path / "study.log"
     whole = journal.read_bytes()

@@ -10,6 +10,7 @@ import os
 import time
 
 import optuna
+import pytest
 
 from lrfind import _storage, _study, tune_loop
 from lrfind.loop import _Unstudied
@@ -17,8 +18,11 @@ from lrfind.loop import _Unstudied
 TRIALS = 10
 
 
-def _worker(out: str, barrier, ran_file: str) -> None:
-    """One worker: the same tune_loop call as every other, its own runs written down."""
+def _worker(out: str, barrier, ran_file: str, flock: bool = True) -> None:
+    """One worker: the same tune_loop call as every other, its own runs written down (without
+    ``flock``, locked as on a system that has none: Windows)."""
+    if not flock:
+        _storage.fcntl = None
     ran = []
 
     def train(trial):
@@ -36,10 +40,11 @@ def _worker(out: str, barrier, ran_file: str) -> None:
         json.dump({"ran": ran, "final": result.final}, f)
 
 
-def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path) -> None:
+@pytest.mark.parametrize("flock", [True, False], ids=["flock", "no-flock"])
+def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path, flock) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
-    workers = [ctx.Process(target=_worker, args=(str(tmp_path), barrier, str(tmp_path / f"ran{w}.json")))
+    workers = [ctx.Process(target=_worker, args=(str(tmp_path), barrier, str(tmp_path / f"ran{w}.json"), flock))
                for w in range(2)]
     for w in workers:
         w.start()
