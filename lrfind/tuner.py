@@ -464,8 +464,6 @@ def asked_spec(trial: optuna.Trial, cfg: Any, total: int, per_epoch: int, max_pe
     return spec
 
 
-
-
 def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageData, base_lr: float,
             max_peak: float, total: int, per_epoch: int, parallel: int, *, single: bool,
             deadline: float | None = None) -> None:
@@ -473,8 +471,8 @@ def _search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
     def run(asked: list[optuna.Trial], specs: list[TrialSpec], bar) -> int | None:
         return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar)
 
-    _search_loop.search_trials(study, cfg, lambda trial: asked_spec(trial, cfg, total, per_epoch, max_peak), run, parallel,
-                  single=single, deadline=deadline)
+    _search_loop.search_trials(study, cfg, lambda trial: asked_spec(trial, cfg, total, per_epoch, max_peak), run,
+                               parallel, single=single, deadline=deadline)
 
 
 def _run_or_halve(study, cfg, asked, *args) -> int | None:

@@ -124,6 +124,7 @@ class Schedule:
     # -- what subclasses implement -------------------------------------------------------------
     def _suggest(self, trial, total: int, steps_per_epoch: int) -> dict[str, Any]:
         raise NotImplementedError
+
     def _check(self, total: int, p: dict[str, Any]) -> None:
         raise NotImplementedError
 
