@@ -115,17 +115,18 @@ def _untwinned(study: optuna.Study, asked: list[optuna.Trial], specs: list[Trial
     """The trials of a batch left to run, once those that repeat a finished trial are scored as it;
     and those held back as repeats of another trial of the batch, with its number (a study's random
     first batch may draw the constant, whose only choice is its warmup, several times)."""
-    left: dict[str, tuple[optuna.Trial, TrialSpec]] = {}
+    left: list[tuple[optuna.Trial, TrialSpec]] = []
     held, complete = [], study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     for trial, spec in zip(asked, specs):
-        twin, key = _study.twin_of(study, trial, complete), repr(sorted(trial.params.items()))
+        twin = _study.twin_of(study, trial, complete)
+        first = _study.twin_of(study, trial, [t for t, _ in left]) if twin is None else None
         if twin is not None:
             _study.tell_twin(study, trial, twin)
-        elif key in left:
-            held.append((trial, left[key][0].number))
+        elif first is not None:
+            held.append((trial, first.number))
         else:
-            left[key] = (trial, spec)
-    return [t for t, _ in left.values()], [s for _, s in left.values()], held
+            left.append((trial, spec))
+    return [t for t, _ in left], [s for _, s in left], held
 
 
 @contextlib.contextmanager
@@ -140,8 +141,9 @@ def _told_after(study: optuna.Study, held: list[tuple[optuna.Trial, int]]) -> It
             for trial, _ in held:
                 _study.abandon(study, trial, e)
         raise
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)} if held else {}
     for trial, number in held:
-        twin = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        twin = by_number[number]
         if _study.is_finished(twin):
             _study.tell_twin(study, twin=twin, trial=trial)
         else:

@@ -15,7 +15,7 @@ import threading
 import warnings
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -479,9 +479,10 @@ def tell(study: optuna.Study, trial: optuna.Trial, rec: "TrialRecord", metric: s
 
 
 def twin_of(study: optuna.Study, trial: optuna.Trial,
-            complete: list[FrozenTrial] | None = None) -> FrozenTrial | None:
+            complete: Sequence[FrozenTrial | optuna.Trial] | None = None) -> FrozenTrial | optuna.Trial | None:
     """A complete trial that made the same choices (Optuna's samplers repeat a good one), found in
-    ``complete`` (the study's complete trials, read once for a batch) or else in the study."""
+    ``complete`` (the study's complete trials, read once for a batch; or the batch's trials before
+    it) or else in the study."""
     if complete is None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return next((t for t in complete if t.params == trial.params), None)
