@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EVAL_IMAGE_TRIALS = 32_768      # images x trials per forward pass of evaluate(): about 1.5 GB for LeNet
 EVAL_IMAGES_CPU = 512           # images per trial and forward pass of evaluate() on a CPU (see there)
+ROW_ALIGN_BYTES = 128           # where each trial's weights, and each of its tensors, start (see _padded)
 
 
 @dataclass
@@ -147,7 +148,7 @@ class FusedTrials:
             self._losses = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
             self._forward = vmap(self._logits, in_dims=(0, 0, None), randomness="different")
         else:
-            self._losses, self._forward = self._looped_losses, self._looped_forward
+            self._loop_trials()
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
         if self.cuda_graph and self.device.type != "cuda":
@@ -208,8 +209,15 @@ class FusedTrials:
         if e is not None:
             log.warning("the model cannot be batched with vmap (%s: %s); its %d trials train one after another "
                         "(slower on a GPU)", type(e).__name__, message(e), len(self.index))
-            self.vectorize = False
-            self._losses, self._forward = self._looped_losses, self._looped_forward
+            self._loop_trials()
+
+    def _loop_trials(self) -> None:
+        """Train trial after trial: each gets views of its own rows, buffers too, which must then
+        start where a fresh tensor would (``_aligned_rows``). Under vmap they stay contiguous: its
+        batch norm updates the running statistics of a strided buffer in a copy, which is lost."""
+        self.vectorize = False
+        self._losses, self._forward = self._looped_losses, self._looped_forward
+        self.buffers = {name: _aligned_rows(v) for name, v in self.buffers.items()}
 
     def _relayout_unless_it_runs(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Keep the usual layout if the model's forward fails on channels-last activations (most
@@ -273,6 +281,10 @@ class FusedTrials:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.step_count >= self.total:
             raise RuntimeError(f"all {self.total} steps are done")
+        # A crop (lrfind.augment's, or a user's) can hand over channels-last images. Under vmap on
+        # CUDA, batch norm then asks the batched activations their layout, which vmap cannot answer
+        # ("NYI: querying is_contiguous inside of vmap"): the trials would train one after another.
+        x = x.contiguous()
         if self._check_layout:
             self._check_layout = False
             self._relayout_unless_it_runs(x, y)
@@ -303,7 +315,9 @@ class FusedTrials:
         as (out, h, w, in) and seen as (out, in, h, w): a view with channels-last strides."""
         sizes = [math.prod(shape) for shape in self._shapes.values()]
         views = {}
-        for (name, shape), part in zip(self._shapes.items(), flat.split(sizes, dim=1)):
+        for (name, shape), n, part in zip(self._shapes.items(), sizes, flat.split([_padded(n, flat.dtype)
+                                                                                 for n in sizes], dim=1)):
+            part = part[:, :n]
             if name in self._channels_last:
                 out, inp, h, w = shape
                 views[name] = part.view(len(flat), out, h, w, inp).permute(0, 1, 4, 2, 3)
@@ -312,9 +326,12 @@ class FusedTrials:
         return views
 
     def _flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(K, P) weights holding the (K, *shape) ``params`` in the layout ``_views`` reads."""
-        return torch.cat([(v.permute(0, 1, 3, 4, 2) if name in self._channels_last else v).detach()
-                          .reshape(len(v), -1) for name, v in params.items()], 1)
+        """(K, P) weights holding the (K, *shape) ``params`` in the layout ``_views`` reads, each
+        tensor's part padded with zeros to a multiple of ``ROW_ALIGN_BYTES`` (see ``_padded``)."""
+        parts = [(v.permute(0, 1, 3, 4, 2) if name in self._channels_last else v).detach().reshape(len(v), -1)
+                 for name, v in params.items()]
+        return torch.cat([nn.functional.pad(part, (0, _padded(part.shape[1], part.dtype) - part.shape[1]))
+                          for part in parts], 1)
 
     def _initial_state(self) -> dict[str, torch.Tensor]:
         """The optimizer's buffers, made up front so that a step never allocates state.
@@ -418,7 +435,7 @@ class FusedTrials:
             return
         self.flat = self.flat[mask]
         self.params = self._views(self.flat)
-        self.buffers = {k: v[mask] for k, v in self.buffers.items()}
+        self.buffers = {k: v[mask] if self.vectorize else _aligned_rows(v[mask]) for k, v in self.buffers.items()}
         self.state = {k: v[mask] for k, v in self.state.items()}
         for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
             setattr(self, name, getattr(self, name)[mask])
@@ -444,6 +461,27 @@ class FusedTrials:
 def eval_batch_size(trials: int, device: torch.device) -> int:
     """Images per forward pass of ``FusedTrials.evaluate`` (see there)."""
     return max(64, EVAL_IMAGE_TRIALS // max(1, trials)) if device.type == "cuda" else EVAL_IMAGES_CPU
+
+
+def _padded(n: int, dtype: torch.dtype) -> int:
+    """``n`` elements rounded up to a whole number of ``ROW_ALIGN_BYTES``.
+
+    Trained one after another, each trial's tensors reach the kernels as views into its row of the
+    stacked ones. A row of 267 float32 weights put the second trial's at a 4-byte boundary, and a
+    cuDNN step on the H100 failed there with "CUDA error: misaligned address" (the CUDA context is
+    then lost for the whole process). Padded rows start every tensor where a fresh allocation would.
+    """
+    per = max(1, ROW_ALIGN_BYTES // dtype.itemsize)
+    return -(-n // per) * per
+
+
+def _aligned_rows(stacked: torch.Tensor) -> torch.Tensor:
+    """The (K, *shape) ``stacked`` copied into padded rows (see ``_padded``), seen as (K, *shape)."""
+    rows = stacked.reshape(len(stacked), -1)
+    n = rows.shape[1]
+    padded = torch.zeros(len(stacked), _padded(n, stacked.dtype), dtype=stacked.dtype, device=stacked.device)
+    padded[:, :n] = rows
+    return padded[:, :n].view(stacked.shape)
 
 
 def _seeded(factory: Callable[[], nn.Module]) -> Callable[[int], nn.Module]:
