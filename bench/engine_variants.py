@@ -35,12 +35,13 @@ class GradOfVmap(FusedTrials):
     transforms the backward), where the engine now runs one ``autograd.grad`` through the vmapped
     forward (and so never imports torch._dynamo, which torch.func.grad does)."""
 
-    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor,
+                   buffers: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from torch.func import grad_and_value, vmap
 
         grad_of = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
         with self.autocast:
-            grads, losses = grad_of(self.params, self.buffers, x, y)
+            grads, losses = grad_of(self.params, self.buffers if buffers is None else buffers, x, y)
         return losses, self._flatten({name: grads[name] for name in self._shapes})
 
 

@@ -63,15 +63,17 @@ def emulated_loop(steps: int = 1000, wait: float = 0.0005):
     return run
 
 
-def engine_epoch(k: int, device: torch.device):
-    """One epoch of K LeNet trials in the engine, from its CUDA graph (warmed up and captured)."""
+def engine_epoch(k: int, device: torch.device, epochs: int):
+    """One epoch of K LeNet trials in the engine, from its CUDA graph (warmed up and captured); the
+    engine has steps for ``epochs`` such epochs and a warm-up."""
     from lrfind import load_dataset
     from lrfind.train import FusedTrials, TrialSpec
 
     train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
     loader = train.loader(128, seed=0)
     engine = FusedTrials("lenet", [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)],
-                         base_lr=0.05, total_steps=8 * len(loader), steps_per_epoch=len(loader), device=device)
+                         base_lr=0.05, total_steps=(epochs + 1) * len(loader), steps_per_epoch=len(loader),
+                         device=device)
     for i, (x, y) in enumerate(loader):
         engine.step(x, y)
         if i == 10:
@@ -95,7 +97,7 @@ def beside(painter: Painter | None, loop, study, out: Path) -> dict:
 
 def compare(k: int = 6, emulate: bool = False, repeats: int = 3) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and not emulate else "cpu")
-    loop = engine_epoch(k, device) if device.type == "cuda" else emulated_loop()
+    loop = engine_epoch(k, device, epochs=3 * repeats) if device.type == "cuda" else emulated_loop()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         study = fifty_trial_study(out / "study")
