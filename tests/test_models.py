@@ -137,3 +137,23 @@ def test_a_model_vmap_can_batch_stays_vectorized(user_file, caplog) -> None:
     engine._unvectorize_unless_vmappable(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
     assert engine.vectorize and "vmap" not in caplog.text
     assert all(torch.equal(v, buffers[k]) for k, v in engine.buffers.items())    # the running stats untouched
+
+
+def test_lenet_pools_before_its_relu_and_is_the_seeds_function() -> None:
+    """LeNet applies ReLU after max-pooling (less work); the seed's relu-then-pool gives the same
+    outputs and gradients."""
+    import torch.nn.functional as F
+
+    model = get_model("lenet", seed=0)
+
+    def seeds_order(x):
+        x = model.pool(F.relu(model.conv1(x)))
+        x = model.pool(F.relu(model.conv2(x)))
+        return model.fc3(F.relu(model.fc2(F.relu(model.fc1(x.flatten(1))))))
+
+    x, y = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
+    ours, seeds = model(x), seeds_order(x)
+    assert torch.equal(ours, seeds)
+    for a, b in zip(torch.autograd.grad(F.cross_entropy(ours, y), list(model.parameters())),
+                    torch.autograd.grad(F.cross_entropy(seeds, y), list(model.parameters()))):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
