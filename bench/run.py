@@ -64,6 +64,7 @@ def run_tune(args, out: Path, *extra: str) -> dict:
             "best_test_acc": final.get("best", {}).get("test_acc"),
             "constant_test_acc": final.get("constant", {}).get("test_acc"),
             "peak_gpu_bytes": best.get("peak_gpu_bytes"), "stage_seconds": best.get("seconds"),
+            "time_line": next((line for line in proc.stdout.splitlines() if line.startswith("time:")), None),
             "report": proc.stdout}
 
 

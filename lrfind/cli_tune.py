@@ -134,6 +134,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                          progress=not quiet)
     except ValueError as e:
         raise UserError(option_message(e)) from None
+    started = _process_seconds()                   # start-up: the interpreter, imports, options
     try:
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
@@ -146,13 +147,18 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     except torch.cuda.OutOfMemoryError as e:       # tune halves a batch of trials first: this is one trial
         raise out_of_memory(e, batch_size) from None
     _print_report(result.study, out, written=result.files)
-    click.echo(_timing(result.seconds))
+    click.echo(_timing(result.seconds, started, _process_seconds()))
 
 
-def _timing(seconds: dict[str, float]) -> str:
+def _timing(seconds: dict[str, float], started: float | None = None, total: float | None = None) -> str:
+    """The time line: start-up, the stages, and what is left of ``total`` (writing the report,
+    waiting for the figures) where the process's clock is known."""
     names = {"setup": "data and storage", "range_test": "range test", "search": "trials", "final": "final"}
-    parts = [f"{names[k]} {v:.1f} s" for k, v in seconds.items() if k in names]
-    total = _process_seconds()
+    staged = {names[k]: v for k, v in seconds.items() if k in names}
+    parts = [f"{name} {v:.1f} s" for name, v in staged.items()]
+    if started is not None and total is not None:
+        rest = max(0.0, total - started - sum(staged.values()))
+        parts = [f"start-up {started:.1f} s", *parts, f"report and figures {rest:.1f} s"]
     return f"time: {', '.join(parts)}" + (f"; {total:.1f} s since the process started" if total else "")
 
 

@@ -84,7 +84,8 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     assert not (out / "val_loss.png").exists()                # drawn for studies scored on the loss
     assert f"{out / 'importances.png'}" in result.output
     assert painters[0]._count == (2 if figures_in == "process" else 0)   # range test and report, by the child
-    assert "time: data and storage" in result.output and "trials" in result.output.split("time:")[1]
+    timing = result.output.split("time:")[1]
+    assert all(part in timing for part in ("start-up", "data and storage", "trials", "report and figures"))
     assert set(best["seconds"]) == {"setup", "range_test", "search", "final"}
     import torch
 
@@ -949,3 +950,13 @@ def test_the_importances_figure_shows_what_matters_and_counts_the_rest(tmp_path)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["x"]
     assert "(1 more parameter below 0.005 not shown)" in ax.get_title() and (tmp_path / "i.png").is_file()
+
+
+def test_the_time_line_counts_start_up_and_what_follows_the_stages() -> None:
+    from lrfind.cli_tune import _timing
+
+    seconds = {"setup": 0.6, "range_test": 0.6, "search": 4.5, "final": 1.1}
+    assert _timing(seconds, started=2.0, total=10.8) == (
+        "time: start-up 2.0 s, data and storage 0.6 s, range test 0.6 s, trials 4.5 s, final 1.1 s, "
+        "report and figures 2.0 s; 10.8 s since the process started")
+    assert _timing(seconds) == "time: data and storage 0.6 s, range test 0.6 s, trials 4.5 s, final 1.1 s"
