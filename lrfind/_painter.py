@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -173,7 +174,9 @@ def serve(level: int = logging.WARNING) -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    start = time.perf_counter()
     _warm_up()
+    log.info("figure process: ready after %.2f s", time.perf_counter() - start)
 
     while True:
         try:
@@ -186,7 +189,9 @@ def serve(level: int = logging.WARNING) -> None:
             answer = pickle.dumps((number, None, repr(e)))   # __main__, say): the parent runs it
         else:
             try:
+                start = time.perf_counter()
                 answer = pickle.dumps((number, True, fn(*args, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+                log.info("figure process: %s took %.2f s", getattr(fn, "__name__", fn), time.perf_counter() - start)
             except Exception as e:
                 answer = pickle.dumps((number, False, _portable(e)), protocol=pickle.HIGHEST_PROTOCOL)
         answers.write(answer)

@@ -348,7 +348,10 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         study.set_user_attr("seconds", seconds)                      # of the last run
         if device.type == "cuda":
             study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
-        files = report.write(study, out, figures=False) + figures.result()
+        files = report.write(study, out, figures=False)
+        waited = time.perf_counter()
+        files += figures.result()
+        log.info("waited %.2f s for the report's figures", time.perf_counter() - waited)
     return TuneResult(study, base_lr, out, final, seconds, files)
 
 
