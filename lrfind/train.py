@@ -467,9 +467,10 @@ def _padded(n: int, dtype: torch.dtype) -> int:
     """``n`` elements rounded up to a whole number of ``ROW_ALIGN_BYTES``.
 
     Trained one after another, each trial's tensors reach the kernels as views into its row of the
-    stacked ones. A row of 267 float32 weights put the second trial's at a 4-byte boundary, and a
-    cuDNN step on the H100 failed there with "CUDA error: misaligned address" (the CUDA context is
-    then lost for the whole process). Padded rows start every tensor where a fresh allocation would.
+    stacked ones. A row of 267 float32 weights put the second trial's at a 4-byte boundary, and on
+    channels-last images cuDNN's batch norm on the H100 then failed ("misaligned address"; the CUDA
+    context is lost for the whole process). Padded rows start every tensor where a fresh
+    allocation would (and the same step ran with them).
     """
     per = max(1, ROW_ALIGN_BYTES // dtype.itemsize)
     return -(-n // per) * per
