@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -143,11 +144,7 @@ class FusedTrials:
 
         self.vectorize = self.device.type == "cuda" if vectorize is None else vectorize
         self._check_vmap = vectorize is None and self.vectorize     # on the first step; asked for: no check
-        if self.vectorize:
-            # randomness="different": each trial draws its own dropout masks, as if trained alone
-            self._losses = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
-            self._forward = vmap(self._logits, in_dims=(0, 0, None), randomness="different")
-        else:
+        if not self.vectorize:
             self._loop_trials()
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
@@ -170,6 +167,22 @@ class FusedTrials:
         """Each trial's parameters and buffers, as views of the stacked ones."""
         for k in range(len(next(iter(p.values())))):
             yield {name: v[k] for name, v in p.items()}, {name: v[k] for name, v in b.items()}
+
+    # The engine keeps no bound method of its own (a vmapped one, the CUDA graph's step): such a
+    # reference cycle would hold its weights, optimizer state and graph until the garbage collector
+    # runs, not until the last reference to it goes.
+    def _losses(self, p, b, x, y) -> torch.Tensor:
+        """Every trial's loss, (K,): vmapped, or trial after trial."""
+        if not self.vectorize:
+            return self._looped_losses(p, b, x, y)
+        # randomness="different": each trial draws its own dropout masks, as if trained alone
+        return vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")(p, b, x, y)
+
+    def _forward(self, p, b, x) -> torch.Tensor:
+        """Every trial's outputs, (K, B, ...)."""
+        if not self.vectorize:
+            return self._looped_forward(p, b, x)
+        return vmap(self._logits, in_dims=(0, 0, None), randomness="different")(p, b, x)
 
     def _looped_losses(self, p, b, x, y) -> torch.Tensor:
         """What the vmapped ``_loss`` returns, trial after trial: on a CPU the batched kernels vmap
@@ -216,7 +229,6 @@ class FusedTrials:
         start where a fresh tensor would (``_aligned_rows``). Under vmap they stay contiguous: its
         batch norm updates the running statistics of a strided buffer in a copy, which is lost."""
         self.vectorize = False
-        self._losses, self._forward = self._looped_losses, self._looped_forward
         self.buffers = {name: _aligned_rows(v) for name, v in self.buffers.items()}
 
     def _relayout_unless_it_runs(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -292,7 +304,7 @@ class FusedTrials:
             self._check_vmap = False
             self._unvectorize_unless_vmappable(x, y)
         if self.cuda_graph:
-            self._graph = self._graph or CapturedStep(self._step, strict=self._strict_graph)
+            self._graph = self._graph or CapturedStep(_weak_step(self), strict=self._strict_graph)
             self._graph(x, y)
         else:
             self._step(x, y)
@@ -461,6 +473,12 @@ class FusedTrials:
 def eval_batch_size(trials: int, device: torch.device) -> int:
     """Images per forward pass of ``FusedTrials.evaluate`` (see there)."""
     return max(64, EVAL_IMAGE_TRIALS // max(1, trials)) if device.type == "cuda" else EVAL_IMAGES_CPU
+
+
+def _weak_step(engine: FusedTrials) -> Callable[..., None]:
+    """``engine._step`` without a reference to the engine (see ``FusedTrials._losses``)."""
+    ref = weakref.ref(engine)
+    return lambda *inputs: ref()._step(*inputs)
 
 
 def _padded(n: int, dtype: torch.dtype) -> int:

@@ -95,6 +95,24 @@ def test_graph_survives_dropping_trials_and_a_failed_trial() -> None:
             torch.testing.assert_close(graphed.state_dict(k)[name], value, atol=1e-6, rtol=1e-6)
 
 
+def test_an_engine_and_its_cuda_graph_are_freed_when_its_last_reference_goes() -> None:
+    import gc
+    import weakref
+
+    engine = FusedTrials("lenet", SPECS[:3], base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
+                         device=CUDA, cuda_graph=True)
+    gc.disable()
+    try:
+        for x, y in on_cuda(batches()):
+            engine.step(x, y)
+        assert engine._graph.graph is not None                      # captured and replayed
+        ref = weakref.ref(engine)
+        del engine
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_range_test_runs_on_cuda_and_restores_the_model() -> None:
     model = get_model("lenet", seed=0).to(CUDA)
     before = {k: v.clone() for k, v in model.state_dict().items()}

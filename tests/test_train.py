@@ -485,3 +485,28 @@ def test_on_a_device_without_float64_the_engine_makes_no_double_and_trains_alike
     for k in range(len(SPECS)):
         for name, value in double.state_dict(k).items():
             torch.testing.assert_close(single.state_dict(k)[name], value, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_an_engine_is_freed_when_its_last_reference_goes(vectorize: bool) -> None:
+    """No reference cycle keeps a finished batch's weights, optimizer state (and, on a GPU, its CUDA
+    graph) alive until the garbage collector happens to run."""
+    import gc
+    import weakref
+
+    g = torch.Generator().manual_seed(0)
+    val = ImageData(torch.randn(32, 1, 28, 28, generator=g), torch.randint(0, 10, (32,), generator=g))
+    engine = FusedTrials("lenet", SPECS[:3], base_lr=0.05, total_steps=STEPS, steps_per_epoch=STEPS,
+                         vectorize=vectorize)
+    gc.disable()
+    try:
+        for x, y in batches():
+            engine.step(x, y)
+        engine.end_epoch(val, STEPS)
+        engine.keep([True, False, True])
+        engine.evaluate(val)
+        ref = weakref.ref(engine)
+        del engine
+        assert ref() is None
+    finally:
+        gc.enable()
