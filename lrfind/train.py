@@ -327,8 +327,8 @@ class FusedTrials:
         as (out, h, w, in) and seen as (out, in, h, w): a view with channels-last strides."""
         sizes = [math.prod(shape) for shape in self._shapes.values()]
         views = {}
-        for (name, shape), n, part in zip(self._shapes.items(), sizes, flat.split([_padded(n, flat.dtype)
-                                                                                 for n in sizes], dim=1)):
+        padded = flat.split([_padded(n, flat.dtype) for n in sizes], dim=1)
+        for (name, shape), n, part in zip(self._shapes.items(), sizes, padded):
             part = part[:, :n]
             if name in self._channels_last:
                 out, inp, h, w = shape
