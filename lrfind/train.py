@@ -229,7 +229,12 @@ class FusedTrials:
         start where a fresh tensor would (``_aligned_rows``). Under vmap they stay contiguous: its
         batch norm updates the running statistics of a strided buffer in a copy, which is lost."""
         self.vectorize = False
-        self.buffers = {name: _aligned_rows(v) for name, v in self.buffers.items()}
+        self.buffers = self._laid_out(self.buffers)
+
+    def _laid_out(self, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The (K, ...) buffers as this engine keeps them: padded rows when it loops its trials,
+        contiguous under vmap (see ``_loop_trials``)."""
+        return buffers if self.vectorize else {name: _aligned_rows(v) for name, v in buffers.items()}
 
     def _relayout_unless_it_runs(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Keep the usual layout if the model's forward fails on channels-last activations (most
@@ -447,7 +452,7 @@ class FusedTrials:
             return
         self.flat = self.flat[mask]
         self.params = self._views(self.flat)
-        self.buffers = {k: v[mask] if self.vectorize else _aligned_rows(v[mask]) for k, v in self.buffers.items()}
+        self.buffers = self._laid_out({k: v[mask] for k, v in self.buffers.items()})
         self.state = {k: v[mask] for k, v in self.state.items()}
         for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
             setattr(self, name, getattr(self, name)[mask])

@@ -117,7 +117,7 @@ class TuneConfig(Searched):
     # True: every trial from the same initial weights (common random numbers: two trials then
     # differ by their schedules, not their starts; bench/same_init.py), and a trial that repeats a
     # finished one takes its score; False: a seed each; None: the stored study's, False for a new
-    # one until whole studies on a GPU (bench/init_studies.py) say which finds better schedules
+    # one (whole studies found schedules as good either way: bench/init_studies_*.json)
     same_init: bool | None = None
     device: str = "auto"
     out: str = "lrfind_out"
