@@ -7,7 +7,8 @@
 #
 # 1. tests/test_gpu.py (graph replay, range test from a graph, figures in a child process);
 # 2. bench/run.py, the suite (writes bench/results.json, copied to the output folder);
-# 3. `lrfind -v tune --trials 50` (what the study logs: the figure process's timings, the wait for the figures);
+# 3. `lrfind -v tune --trials 50` (what the study logs: the figure process's timings, the wait for the figures),
+#    matplotlib's cache folders, and the same study under cProfile (the parent's top functions);
 #    bench/painter.py at K=6 (stage 3's size) and K=50 (the search's);
 # 4. bench/engine_variants.py --k 50 (eager, graph, bf16, TF32, channels-last, looped, torch.compile; profile);
 # 5. bench/own_model.py (a user's CNN on 3x32x32 images with flip-crop: engine vs a plain loop);
@@ -39,6 +40,9 @@ step test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step suite python3 bench/run.py
 [[ -f "$out/suite.log" ]] && cp bench/results.json "$out/results.json"
 step tune_verbose python3 -m lrfind -v tune --trials 50 -q --out /tmp/lrfind-tune-verbose
+step tune_profile bash -c 'python3 -c "import matplotlib as m; print(\"matplotlib config\", m.get_configdir(), \"cache\", m.get_cachedir())"
+  LRFIND_CLEAN_EXIT=1 python3 -m cProfile -o /tmp/lrfind-tune.prof -m lrfind tune --trials 50 -q --out /tmp/lrfind-tune-profile | tail -n 1
+  python3 -c "import pstats; pstats.Stats(\"/tmp/lrfind-tune.prof\").sort_stats(\"cumulative\").print_stats(45)"'
 step painter_k6 python3 bench/painter.py --k 6 --json "$out/painter_k6.json"
 step painter_k50 python3 bench/painter.py --k 50 --json "$out/painter_k50.json"
 step engine_variants python3 bench/engine_variants.py --k 50

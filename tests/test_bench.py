@@ -131,3 +131,17 @@ def test_pruning_replay_bench_judges_a_study_run_without_pruning(mnist_root, tmp
                            out_flag="--json")
     assert result["trials"] == 8 and len(result["top"]) == 3 and "rank correlation of epoch 2" in stdout
     assert 0 <= result["pruned_waiting_for_decay"] <= result["pruned_median"] <= 3     # 3 judged, from the 6th
+
+
+def test_the_suites_accuracy_difference_carries_its_standard_error() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    # means 99.0 and 98.5 (pp); each side's variance 1.0 over 3 retrains: s.e. sqrt(1/3 + 1/3)
+    diff = run.accuracy_difference([0.98, 0.99, 1.0], [0.975, 0.985, 0.995])
+    assert diff["acc_difference_pp"] == pytest.approx(0.5)
+    assert diff["acc_difference_se_pp"] == pytest.approx((2 / 3) ** 0.5, abs=1e-3)
+    assert run.accuracy_difference([0.99], [0.98, 0.97]) == {"acc_difference_pp": None, "acc_difference_se_pp": None}
+    assert run.accuracy_difference(None, [0.98, 0.97])["acc_difference_pp"] is None
