@@ -14,7 +14,7 @@ import time
 import optuna
 import torch
 
-from common import loader, sync
+from common import TorchvisionStyleMNIST, loader, sync
 from lrfind import get_model, get_schedule
 from lrfind.schedules import SCHEDULES
 
@@ -59,9 +59,16 @@ def train_one(name, params, base_lr, epochs, train, val, device, trial=None, see
 
 
 def sequential_study(trials: int, epochs: int, batch_size: int, base_lr: float, device, workers: int = 4,
-                     seed: int = 0, retrain_seeds: int = 3) -> dict:
-    train = loader("train", batch_size, workers, indices=range(50_000))
-    val = loader("train", 1000, workers, indices=range(50_000, 60_000), shuffle=False)
+                     seed: int = 0, retrain_seeds: int = 3, train_size: int | None = None) -> dict:
+    """``trials`` trials one after another; the best retrained ``retrain_seeds`` times. Split as
+    lrfind's tuner splits: the last 10,000 training images (at most a sixth) validate, the first
+    ``train_size`` of the rest train (``lrfind tune --train-subset``; None: all), and the best
+    retrains on both together."""
+    n = len(TorchvisionStyleMNIST("train"))
+    cut = n - min(10_000, n // 6)
+    train_size = cut if train_size is None else min(train_size, cut)
+    train = loader("train", batch_size, workers, indices=range(train_size))
+    val = loader("train", 1000, workers, indices=range(cut, n), shuffle=False)
     per_epoch = len(train)
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed),
@@ -82,14 +89,16 @@ def sequential_study(trials: int, epochs: int, batch_size: int, base_lr: float, 
     seconds = time.perf_counter() - start
     epochs_run = sum(len(t.intermediate_values) for t in study.trials)
     best = study.best_trial
-    full = loader("train", batch_size, workers)
+    full = loader("train", batch_size, workers, indices=[*range(train_size), *range(cut, n)])
     test = loader("test", 1000, workers, shuffle=False)
     name = best.user_attrs["schedule"]
     params = get_schedule(name).suggest(optuna.trial.FixedTrial(best.params), epochs * len(full), len(full))
     accs = []
+    retrain_start = time.perf_counter()
     for r in range(retrain_seeds):
         model, _ = train_one(name, params, base_lr, epochs, full, test, device, seed=seed + r)
         accs.append(_evaluate(model, test, device)[1])
     return {"seconds": seconds, "trials": trials, "trial_epochs": epochs_run,
             "seconds_per_trial_epoch": seconds / max(1, epochs_run), "best_schedule": name,
-            "best_val_acc": best.value, "best_test_acc": sum(accs) / len(accs), "best_test_acc_per_seed": accs}
+            "best_val_acc": best.value, "best_test_acc": sum(accs) / len(accs), "best_test_acc_per_seed": accs,
+            "retrain_seconds": time.perf_counter() - retrain_start}

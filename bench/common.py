@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ class TorchvisionStyleMNIST(torch.utils.data.Dataset):
     this reads the same IDX files and does the same per-sample work as ``datasets.MNIST``.
     """
 
-    def __init__(self, split: str = "train", indices: range | None = None) -> None:
+    def __init__(self, split: str = "train", indices: Sequence[int] | None = None) -> None:
         from torchvision import transforms
 
         stem = "train" if split == "train" else "t10k"
@@ -41,7 +42,7 @@ class TorchvisionStyleMNIST(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[j].numpy(), mode="L")), int(self.labels[j])
 
 
-def loader(split: str, batch_size: int, workers: int, indices: range | None = None, shuffle: bool = True):
+def loader(split: str, batch_size: int, workers: int, indices: Sequence[int] | None = None, shuffle: bool = True):
     return torch.utils.data.DataLoader(TorchvisionStyleMNIST(split, indices), batch_size=batch_size, shuffle=shuffle,
                                        num_workers=workers, pin_memory=torch.cuda.is_available(),
                                        persistent_workers=workers > 0)

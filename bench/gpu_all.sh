@@ -13,7 +13,8 @@
 # 4. bench/engine_variants.py --k 50 (eager, graph, bf16, TF32, channels-last, looped, torch.compile; profile);
 # 5. bench/own_model.py (a user's CNN on 3x32x32 images with flip-crop: engine vs a plain loop);
 # 6. bench/loop_vs_engine.py (the same study through tune and through tune_loop over a plain loop);
-# 7. bench/init_studies.py (whole studies with the same initial weights for every trial, and with a seed each).
+# 7. bench/init_studies.py (whole studies with the same initial weights for every trial, and with a seed each);
+# 8. bench/quality.py (lrfind tune and the sequential loop, 50 trials each, best retrained 3 times a side: ~7 min).
 # A step that fails is reported and the next one still runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,3 +50,4 @@ step engine_variants python3 bench/engine_variants.py --k 50
 step own_model python3 bench/own_model.py --json "$out/own_model.json"
 step loop_vs_engine python3 bench/loop_vs_engine.py --trials 20 --subset 50000 --json "$out/loop_vs_engine.json"
 step init_studies python3 bench/init_studies.py --studies 6 --json "$out/init_studies.json"
+step quality python3 bench/quality.py --json "$out/quality.json"

@@ -153,7 +153,7 @@ def main() -> None:
 
     from baseline import sequential_study
     base = sequential_study(args.baseline_trials, args.epochs, args.batch_size, tune["base_lr"], device,
-                            retrain_seeds=3 if full else 2)
+                            retrain_seeds=3 if full else 2, train_size=args.train_subset)
     results["baseline"] = base
     baseline_50 = base["seconds_per_trial_epoch"] * args.epochs * 50
 

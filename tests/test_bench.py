@@ -145,3 +145,17 @@ def test_the_suites_accuracy_difference_carries_its_standard_error() -> None:
     assert diff["acc_difference_se_pp"] == pytest.approx((2 / 3) ** 0.5, abs=1e-3)
     assert run.accuracy_difference([0.99], [0.98, 0.97]) == {"acc_difference_pp": None, "acc_difference_se_pp": None}
     assert run.accuracy_difference(None, [0.98, 0.97])["acc_difference_pp"] is None
+
+
+def test_quality_bench_gives_both_sides_the_same_budget_on_the_cpu(mnist_root, tmp_path) -> None:
+    result, stdout = bench("quality.py", "--trials", "2", "--epochs", "1", "--train-subset", "1024", "--seeds", "2",
+                           out=tmp_path / "quality.json", out_flag="--json", data=mnist_root)
+    ours, theirs = result["lrfind"], result["baseline"]
+    assert theirs["trials"] == result["trials"] == 2 and theirs["trial_epochs"] <= 2
+    for side in (ours, theirs):
+        assert len(side["best_test_acc_per_seed"]) == 2
+        assert side["best_test_acc"] == pytest.approx(sum(side["best_test_acc_per_seed"]) / 2)
+    assert result["acc_difference_pp"] == pytest.approx(100 * (ours["best_test_acc"] - theirs["best_test_acc"]),
+                                                        abs=1e-3)
+    assert result["acc_difference_se_pp"] >= 0
+    assert "difference, lrfind - loop" in stdout
