@@ -67,6 +67,9 @@ def _load_file(name: str, where: str, kind: str, error: type[Exception]) -> Modu
         return _FILE_MODULES[key]
     module_name = f"lrfind_user_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:          # a suffix Python does not run (.txt, .ipynb)
+        raise error(f"{kind} {name}: {path} is not a Python source file; give a .py file "
+                    "(from a notebook: save the class or function in one), or a module's name")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module                 # pickling and dataclasses look modules up there
     try:

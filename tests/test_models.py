@@ -90,6 +90,13 @@ def test_a_model_that_cannot_be_built_is_a_clear_error(user_file, name, message)
         get_model(name.format(dir=user_file.parent, file=user_file))
 
 
+def test_a_file_python_does_not_run_is_a_clear_error(tmp_path) -> None:
+    saved = tmp_path / "net.txt"                    # a model saved with another suffix, say from a notebook
+    saved.write_text("import torch\nmake = lambda: torch.nn.Linear(784, 10)\n")
+    with pytest.raises(ModelError, match=r"net.txt is not a Python source file; give a .py file"):
+        get_model(f"{saved}:make")
+
+
 def test_a_file_that_fails_to_run_names_the_error(tmp_path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text("import no_such_package_at_all\n")
