@@ -149,13 +149,33 @@ def test_the_suites_accuracy_difference_carries_its_standard_error() -> None:
 
 def test_quality_bench_gives_both_sides_the_same_budget_on_the_cpu(mnist_root, tmp_path) -> None:
     result, stdout = bench("quality.py", "--trials", "2", "--epochs", "1", "--train-subset", "1024", "--seeds", "2",
-                           out=tmp_path / "quality.json", out_flag="--json", data=mnist_root)
-    ours, theirs = result["lrfind"], result["baseline"]
-    assert theirs["trials"] == result["trials"] == 2 and theirs["trial_epochs"] <= 2
+                           "--seed", "1", out=tmp_path / "quality.json", out_flag="--json", data=mnist_root)
+    (pair,) = result["pairs"]
+    ours, theirs = pair["lrfind"], pair["baseline"]
+    assert pair["seed"] == 1 and theirs["trials"] == result["trials"] == 2 and theirs["trial_epochs"] <= 2
     for side in (ours, theirs):
         assert len(side["best_test_acc_per_seed"]) == 2
         assert side["best_test_acc"] == pytest.approx(sum(side["best_test_acc_per_seed"]) / 2)
-    assert result["acc_difference_pp"] == pytest.approx(100 * (ours["best_test_acc"] - theirs["best_test_acc"]),
-                                                        abs=1e-3)
-    assert result["acc_difference_se_pp"] >= 0
+    assert pair["acc_difference_pp"] == pytest.approx(100 * (ours["best_test_acc"] - theirs["best_test_acc"]), abs=1e-3)
+    assert result["difference_mean_pp"] == pytest.approx(pair["acc_difference_pp"], abs=1e-3)
+    assert result["difference_se_pp"] is None and result["studies"] == 1      # one study: no spread over studies
     assert "difference, lrfind - loop" in stdout
+
+
+def test_quality_bench_summarises_pairs_of_studies() -> None:
+    import importlib.util
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
+        quality = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(quality)
+    finally:
+        sys.path.remove(str(BENCH))
+    pairs = [{"lrfind": {"best_test_acc": a}, "baseline": {"best_test_acc": b}}
+             for a, b in [(0.990, 0.988), (0.989, 0.990), (0.991, 0.987)]]
+    s = quality.summary(pairs)
+    assert s["lrfind_mean_pp"] == pytest.approx(99.0) and s["baseline_mean_pp"] == pytest.approx(98.833, abs=1e-3)
+    assert s["difference_mean_pp"] == pytest.approx(0.167, abs=1e-3)          # +0.2, -0.1, +0.4
+    assert s["difference_se_pp"] == pytest.approx(0.2517 / 3 ** 0.5, abs=1e-3)
+    assert s["lrfind_ahead"] == 2 and s["studies"] == 3
