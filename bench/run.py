@@ -40,6 +40,9 @@ from lrfind import find_lr, get_model, load_dataset  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+_WARMED_UP: set[str] = set()        # devices a warm-up study has run on, from this process
+
+
 def run_tune(args, out: Path, *extra: str) -> dict:
     """`lrfind tune` end to end, timed from outside like a user's shell."""
     cmd = [sys.executable, "-m", "lrfind", "tune", "--trials", str(args.trials), "--epochs", str(args.epochs),
@@ -52,10 +55,13 @@ def run_tune(args, out: Path, *extra: str) -> dict:
         # The GPU image ships torch without bytecode and forbids writing it: every process would
         # compile torch's sources again (7.6 s measured). A pip-installed torch has its bytecode.
         env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "lrfind-bench-pycache"))
-    # A user's second run: bytecode compiled, matplotlib's font cache built, the data files read once.
-    subprocess.run([sys.executable, "-m", "lrfind", "tune", "--trials", "2", "--epochs", "1", "--train-subset", "2048",
-                    "--no-final", "--device", args.device, "--out", str(out.with_name("warmup")), "-q"],
-                   cwd=REPO, capture_output=True, env=env, check=True)
+    # A user's second run: bytecode compiled, matplotlib's font cache built, the data files read once
+    # (all kept on disk, so once a device and process: bench/quality.py times several studies).
+    if args.device not in _WARMED_UP:
+        subprocess.run([sys.executable, "-m", "lrfind", "tune", "--trials", "2", "--epochs", "1", "--train-subset",
+                        "2048", "--no-final", "--device", args.device, "--out", str(out.with_name("warmup")), "-q"],
+                       cwd=REPO, capture_output=True, env=env, check=True)
+        _WARMED_UP.add(args.device)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start

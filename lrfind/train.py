@@ -206,8 +206,8 @@ class FusedTrials:
         """``_gradients`` trial after trial (on a CPU the batched kernels vmap makes, grouped
         convolutions, are slower than K plain ones). Each trial's gradient is taken with respect
         to its own row of the weights: through the stacked (K, P) weights, each trial's backward
-        would fill a (K, P) gradient with zeros but for its row, K times a step (8% of a LeNet
-        step at K=8 on a 2-core CPU)."""
+        would fill a (K, P) gradient with zeros but for its row, K times a step (a LeNet
+        trial-step on a 2-core CPU: 3.03 ms instead of 3.51 at K=32, the same at K=8)."""
         rows = [row.detach().requires_grad_() for row in self.flat]     # leaves sharing the weights' memory
         with self.autocast:
             losses = torch.stack([self._loss(self._row_views(row), {name: v[k] for name, v in buffers.items()}, x, y)
