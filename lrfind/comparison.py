@@ -118,7 +118,8 @@ class Comparison:
         return f"<Comparison of {len(self.results)} range tests: suggested {parts}; .table() and .plot() say more>"
 
     def plot(self, ax=None, *, path: str | Path | None = None, title: str | None = None):
-        """Every sweep's smoothed loss against the LR, its suggestion marked; written to ``path``."""
+        """Every sweep's smoothed loss against the LR, its suggestion marked; written to ``path``
+        (``plot("sweeps.png")`` does the same)."""
         from .plots import plot_comparison
 
         differ = self.differences()

@@ -7,6 +7,7 @@ display it.
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -39,6 +40,23 @@ def new_axes(path: str | Path | None, *, nrows: int = 1, ncols: int = 1, figsize
 
         fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout=layout)
     return fig, axes
+
+
+def _target(ax, path, what: str):
+    """``(fig, ax, path)`` for a plot method: a new figure when ``ax`` is None. A file name given
+    where the Axes goes (``result.plot("lr.png")``) is taken as ``path``."""
+    if isinstance(ax, (str, os.PathLike)):
+        if path is not None:
+            raise TypeError(f"{what}: got two files, {str(ax)!r} as the Axes and path={str(path)!r}; give one, "
+                            f"as path=...")
+        ax, path = None, ax
+    if ax is None:
+        fig, axes = new_axes(path)
+        return fig, axes[0, 0], path
+    if not callable(getattr(ax, "plot", None)) or not hasattr(ax, "figure"):
+        raise TypeError(f"{what}: ax must be a matplotlib Axes (or a file name to write the figure to), "
+                        f"not {type(ax).__name__} {ax!r:.60}")
+    return None, ax, path
 
 
 def png(draw: Callable[["Axes"], object]) -> bytes:
@@ -77,10 +95,7 @@ def _loss_limits(raw: np.ndarray, smoothed: np.ndarray, others: list[np.ndarray]
 def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path: str | Path | None = None,
                     title: str | None = None) -> "Axes":
     """Loss against LR (log scale when the sweep was exponential), with every suggestion marked."""
-    fig = None
-    if ax is None:
-        fig, axes = new_axes(path)
-        ax = axes[0, 0]
+    fig, ax, path = _target(ax, path, "plot")
     lrs, raw, sm = result.lrs, result.losses, result.smoothed
     raw_label = "after each step" if result.config.get("validation_loss") else "loss per batch"
     others = result.other_curves()
@@ -133,10 +148,7 @@ def plot_comparison(results: dict[str, "RangeTestResult"], ax: "Axes | None" = N
                     path: str | Path | None = None, title: str | None = None) -> "Axes":
     """Several range tests over each other: each one's loss per batch (faint) and smoothed loss,
     its suggestion marked; the y-limits show every descent and the start of every blow-up."""
-    fig = None
-    if ax is None:
-        fig, axes = new_axes(path)
-        ax = axes[0, 0]
+    fig, ax, path = _target(ax, path, "plot")
     limits = []
     for i, (label, r) in enumerate(results.items()):
         colour = f"C{i % 10}"

@@ -363,7 +363,8 @@ class RangeTestResult:
 
     # -- plot ----------------------------------------------------------------------------------
     def plot(self, ax=None, *, path: str | Path | None = None, title: str | None = None):
-        """Draw the curve and the suggestions; return the Axes. With ``path``, also save the figure.
+        """Draw the curve and the suggestions; return the Axes. With ``path``, also save the figure
+        (``plot("lr.png")`` does the same).
 
         Never calls ``plt.show()``.
         """

@@ -614,6 +614,17 @@ def test_plot_returns_axes_and_saves(tmp_path) -> None:
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+def test_a_file_name_where_the_axes_go_is_the_path_and_anything_else_is_a_clear_error(tmp_path) -> None:
+    result = find_lr(make_model(), make_data(), num_iter=30, progress=False)
+    result.plot(str(tmp_path / "a.png"))                         # what torch-lr-finder's users type
+    result.plot(tmp_path / "b.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
+    with pytest.raises(TypeError, match=r"ax must be a matplotlib Axes .*not int 3"):
+        result.plot(3)
+    with pytest.raises(TypeError, match="got two files"):
+        result.plot("a.png", path="b.png")
+
+
 def test_a_result_is_one_line_in_a_repl_and_its_plot_in_a_notebook() -> None:
     result = find_lr(make_model(), make_data(), num_iter=30, repeats=2, seed=0, progress=False)
     text = repr(result)
