@@ -3,7 +3,8 @@
     python bench/engine_variants.py --k 50
     python bench/engine_variants.py --device cpu --k 8 --train-images 10000 --out bench/engine_variants_cpu.json
 
-On a GPU, prints ms per trial-epoch for: eager, CUDA graph, the graph of the former vmap(grad)
+On a GPU, prints ms per trial-epoch for: eager and CUDA graph (float32 and bf16), each with the
+trials folded into the channels (the default) and vmapped whole (``fold=False``), the graph of the former vmap(grad)
 gradients, graph + cudnn.benchmark, graph + bf16 autocast, graph + TF32 matmuls, graph +
 channels-last convolution weights, the looped engine (the CPU's default) from a graph, and the
 step compiled by ``torch.compile`` then captured (with its warm-up time: compiling is paid once
@@ -66,6 +67,9 @@ def cpu_rows(k: int, loader, val, device, model: str, rounds: int) -> dict[str, 
         "looped, usual layout": lambda: epoch_ms(k, loader, device, model, channels_last=False),
         "vmap, channels-last": lambda: epoch_ms(k, loader, device, model, vectorize=True),
         "vmap, usual layout": lambda: epoch_ms(k, loader, device, model, vectorize=True, channels_last=False),
+        "vmap whole (fold=False), channels-last": lambda: epoch_ms(k, loader, device, model, vectorize=True, fold=False),
+        "vmap whole (fold=False), usual layout":
+            lambda: epoch_ms(k, loader, device, model, vectorize=True, channels_last=False, fold=False),
         "evaluate 10,000 images, s per trial, channels-last": lambda: eval_seconds_per_trial(k, val, device, model),
         "evaluate 10,000 images, s per trial, usual layout":
             lambda: eval_seconds_per_trial(k, val, device, model, channels_last=False),
@@ -107,7 +111,11 @@ def main() -> None:
         return
     for k in args.k:
         rows = {"eager": epoch_ms(k, loader, device, model, cuda_graph=False),
+                "eager, vmapped whole (fold=False)": epoch_ms(k, loader, device, model, cuda_graph=False, fold=False),
                 "graph": epoch_ms(k, loader, device, model),
+                "graph, vmapped whole (fold=False)": epoch_ms(k, loader, device, model, fold=False),
+                "graph + bf16": epoch_ms(k, loader, device, model, amp="bf16"),
+                "graph + bf16, vmapped whole (fold=False)": epoch_ms(k, loader, device, model, amp="bf16", fold=False),
                 "graph, vmap(grad) as before 2026-11": epoch_ms(k, loader, device, model, engine_class=GradOfVmap)}
         torch.backends.cudnn.benchmark = True
         rows["graph + cudnn.benchmark"] = epoch_ms(k, loader, device, model)
@@ -134,17 +142,19 @@ def main() -> None:
 
     k = args.k[0]
     specs = [TrialSpec("constant", {}, seed=i) for i in range(k)]
-    engine = FusedTrials(model, specs, base_lr=0.05, total_steps=40, steps_per_epoch=20, device=device,
-                         cuda_graph=False)
     batches = [b for _, b in zip(range(8), loader)]
-    for x, y in batches[:3]:
-        engine.step(x, y)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for x, y in batches[3:]:
+    for fold in (True, False):
+        engine = FusedTrials(model, specs, base_lr=0.05, total_steps=40, steps_per_epoch=20, device=device,
+                             cuda_graph=False, fold=fold)
+        for x, y in batches[:3]:
             engine.step(x, y)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for x, y in batches[3:]:
+                engine.step(x, y)
+            torch.cuda.synchronize()
+        print(f"K={k}, 5 eager steps, " + ("trials folded into the channels" if fold else "vmapped whole"))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
 
 
 if __name__ == "__main__":

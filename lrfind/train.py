@@ -31,6 +31,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ._args import check_positive
 from ._device import exact_dtype
 from ._errors import message
+from ._folded import FoldedForward, NotFoldable
 from ._graph import CapturedStep
 from ._update import adam_, check_max_grad_norm, clip_rows, sgd_
 from .data import ImageData
@@ -90,13 +91,16 @@ class FusedTrials:
     activations (``x.view(n, -1)`` after a convolution; ``flatten`` and ``reshape`` can) keeps the
     usual layout, found on the first step; with ``channels_last=True`` that is a ``ModelError``.
     Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
+    ``fold`` (vectorized trials only): run the forward with the trials folded into the channels
+    (``lrfind._folded``), which spares the copies vmap makes around every convolution; a model that
+    cannot be traced, or whose folded outputs differ from vmap's on the first batch, is vmapped whole.
     """
 
     def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
                  total_steps: int, steps_per_epoch: int, optimizer: OptimizerConfig = OptimizerConfig(),
                  device: str | torch.device = "cpu", same_init: bool = False,
                  cuda_graph: bool | None = None, amp: str | None = None, vectorize: bool | None = None,
-                 channels_last: bool | None = None, max_grad_norm: float | None = None) -> None:
+                 channels_last: bool | None = None, max_grad_norm: float | None = None, fold: bool = True) -> None:
         if not specs:
             raise ValueError("need at least one trial")
         check_max_grad_norm(max_grad_norm)
@@ -146,6 +150,8 @@ class FusedTrials:
         self._check_vmap = vectorize is None and self.vectorize     # on the first step; asked for: no check
         if not self.vectorize:
             self._loop_trials()
+        self._folded = self._folded_forward() if fold and self.vectorize else None
+        self._check_fold = self._folded is not None                # on the first step: does it agree with vmap?
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
         if self.cuda_graph and self.device.type != "cuda":
@@ -173,6 +179,8 @@ class FusedTrials:
     # runs, not until the last reference to it goes.
     def _losses(self, p, b, x, y) -> torch.Tensor:
         """Every trial's loss, (K,), vmapped."""
+        if self._folded is not None:
+            return vmap(task_loss, in_dims=(0, None))(self._folded(p, b, x), y)
         # randomness="different": each trial draws its own dropout masks, as if trained alone
         return vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")(p, b, x, y)
 
@@ -180,6 +188,8 @@ class FusedTrials:
         """Every trial's outputs, (K, B, ...)."""
         if not self.vectorize:
             return self._looped_forward(p, b, x)
+        if self._folded is not None:
+            return self._folded(p, b, x)
         return vmap(self._logits, in_dims=(0, 0, None), randomness="different")(p, b, x)
 
     def _gradients(self, x: torch.Tensor, y: torch.Tensor,
@@ -237,6 +247,40 @@ class FusedTrials:
             log.warning("the model cannot be batched with vmap (%s: %s); its %d trials train one after another "
                         "(slower on a GPU)", type(e).__name__, message(e), len(self.index))
             self._loop_trials()
+
+    def _folded_forward(self) -> FoldedForward | None:
+        try:
+            return FoldedForward(self.base)
+        except NotFoldable as e:
+            log.info("the trials' forward is vmapped whole: %s", e)
+            return None
+
+    def _unfold_unless_it_agrees(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Vmap the model whole if its folded forward fails, or differs from vmap's on this batch
+        (compared in eval mode, where dropout draws nothing; then one training step on copies)."""
+        reason, differ = None, False
+        def buffers() -> dict[str, torch.Tensor]:
+            return {k: v.clone() for k, v in self.buffers.items()}
+
+        self.base.eval()
+        try:
+            with torch.no_grad():
+                got = self._folded(self.params, buffers(), x).float()
+                want = vmap(self._logits, in_dims=(0, 0, None), randomness="different")(self.params, buffers(), x).float()
+            differ = got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4)
+            if differ:
+                gap = (got - want).abs().max().item() if got.shape == want.shape else f"{tuple(got.shape)} != {tuple(want.shape)}"
+                reason = f"its outputs differ from vmap's (by {gap})"
+        except Exception as e:            # an operator neither the rules nor vmap can run, say
+            reason = f"{type(e).__name__}: {message(e)}"
+        finally:
+            self.base.train()
+        if reason is None:
+            e = self._trial_step_fails(x, y)
+            reason = None if e is None else f"{type(e).__name__}: {message(e)}"
+        if reason is not None:
+            (log.warning if differ else log.info)("the trials' forward is vmapped whole, not folded: %s", reason)
+            self._folded = None
 
     def _loop_trials(self) -> None:
         """Train trial after trial: each gets views of its own rows, buffers too, which must then
@@ -319,6 +363,9 @@ class FusedTrials:
         if self._check_layout:
             self._check_layout = False
             self._relayout_unless_it_runs(x, y)
+        if self._check_fold:
+            self._check_fold = False
+            self._unfold_unless_it_agrees(x, y)
         if self._check_vmap:
             self._check_vmap = False
             self._unvectorize_unless_vmappable(x, y)

@@ -70,6 +70,24 @@ def test_channels_last_weights_and_clipped_gradients_replay_from_a_graph_and_equ
             torch.testing.assert_close(fused.state_dict(k)[name].cpu(), value, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("model", ["lenet", "batch-norm"])
+def test_trials_folded_into_the_channels_replay_from_a_graph_as_vmap_trains_them(model: str) -> None:
+    """With TF32 on, as a study runs: the first step's check must keep the trials folded."""
+    from test_folded import BatchNormNet
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    make = "lenet" if model == "lenet" else BatchNormNet
+    data = [(x.expand(-1, 1 if model == "lenet" else 3, -1, -1).contiguous(), y) for x, y in on_cuda(batches())]
+    engines = [FusedTrials(make, SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH, device=CUDA,
+                           fold=fold) for fold in (True, False)]
+    for x, y in data:
+        for engine in engines:
+            engine.step(x, y)
+    folded, whole = engines
+    assert folded._folded is not None and whole._folded is None and folded._graph.graph is not None
+    torch.testing.assert_close(folded.flat, whole.flat, atol=1e-3, rtol=1e-3)
+
+
 def test_graph_survives_dropping_trials_and_a_failed_trial() -> None:
     data = on_cuda(batches())
     specs = SPECS + [TrialSpec("constant", {}, seed=9, lr_scale=1e6)]         # diverges to NaN

@@ -1,0 +1,383 @@
+"""K trials' forward pass with the trials folded into the channels: one (B, K*C, H, W) activation.
+
+vmap batches a convolution over K trials by folding them into its channels (a grouped convolution
+on (B, K*C, H, W)), but hands every other operator the trials on the batch axis, (K*B, C, H, W).
+Between a convolution and its pooling it therefore copies the whole activation twice: to add the
+bias with the trials in front, and to make that contiguous for the pooling. Backward copies the
+gradients back the same way. At K=50 and batch 128 LeNet's first activation is 138 MB, so these
+copies move about 1.2 GB a step, more than the convolutions themselves.
+
+Here the activations stay folded from one layer to the next. Pooling, activations, dropout and
+batch norm work channel by channel, so they run on the folded tensor as it is. A convolution of
+folded input is a grouped one (K times its own groups), bias included. A flatten turns the folded
+tensor into a (K, B, features) view without a copy, and linear layers are then batched matmuls.
+
+The model's forward is traced with ``torch.fx`` and run node by node. An operator without a rule
+here runs under vmap on (K, ...) tensors, as the whole model would, so every traceable model gives
+the same outputs as ``vmap(model)``; one fx cannot trace (a branch on a tensor's value) is not
+folded at all (``NotFoldable``).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.func import functional_call, vmap
+from torch.utils import _pytree as pytree
+
+
+class NotFoldable(Exception):
+    """The model's forward cannot be run folded: the engine vmaps it whole."""
+
+
+@dataclass(frozen=True)
+class Folded:
+    """Every trial's (B, C, *spatial) activation, folded: (B, K*C, *spatial), trial k's channels at
+    [k*C, (k+1)*C)."""
+
+    t: torch.Tensor
+    c: int
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """Every trial's value on a leading trials axis: (K, *shape), of any strides."""
+
+    t: torch.Tensor
+
+
+_Trial = (Folded, Stacked)
+
+
+class FoldedForward:
+    """``forward(p, b, x) -> (K, B, ...)``: the outputs of the K trials whose parameters and buffers
+    are the (K, ...) tensors ``p`` and ``b``, on the shared batch ``x``; as
+    ``vmap(functional_call(base, ...), in_dims=(0, 0, None))`` computes them.
+
+    ``base`` is read at every call, so its ``train()``/``eval()`` mode counts; its own tensors are
+    never used (it may live on the meta device)."""
+
+    def __init__(self, base: nn.Module) -> None:
+        try:
+            self.graph = fx.symbolic_trace(base).graph
+        except Exception as e:                   # fx says TraceError, NotImplementedError, TypeError, ...
+            raise NotFoldable(f"torch.fx cannot trace the model ({type(e).__name__}: {e})") from e
+        inputs = [n for n in self.graph.nodes if n.op == "placeholder"]
+        if not inputs or any(not n.args for n in inputs[1:]):
+            raise NotFoldable("the model's forward takes other than one input")
+        self.base = base
+        self.vmapped: list[str] = []             # the last call's nodes run under vmap (no rule for them)
+
+    def __call__(self, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        run = _Run(self.base, p, b)
+        self.vmapped = run.vmapped_nodes
+        env: dict[fx.Node, Any] = {}
+        for node in self.graph.nodes:
+            if node.op == "output":
+                out = fx.node.map_arg(node.args[0], env.__getitem__)
+                if not isinstance(out, (torch.Tensor, *_Trial)):
+                    raise NotFoldable(f"the model returns {type(out).__name__}, not a tensor")
+                return run.stacked(out)
+            if node.op == "placeholder":
+                env[node] = x if not env else node.args[0]
+            else:
+                env[node] = run.node(node, env)
+        raise NotFoldable("the traced forward has no output")
+
+
+class _Run:
+    """One call's values: the trials' parameters and buffers, and the layout rules."""
+
+    def __init__(self, base: nn.Module, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+        self.base, self.p, self.b = base, p, b
+        self.k = len(next(iter(p.values())))
+        self.vmapped_nodes: list[str] = []
+
+    # -- layouts -------------------------------------------------------------------------------
+    def stacked(self, v: Any) -> torch.Tensor:
+        """(K, *shape) of a trial value; a shared tensor is expanded (no copy)."""
+        if isinstance(v, Folded):
+            return v.t.unflatten(1, (self.k, v.c)).movedim(1, 0)
+        if isinstance(v, Stacked):
+            return v.t
+        return v.expand(self.k, *v.shape)
+
+    def folded(self, v: Any) -> Folded:
+        """A (B, C, ...) value folded; from the stacked layout this copies."""
+        if isinstance(v, Folded):
+            return v
+        if isinstance(v, Stacked):
+            return Folded(v.t.movedim(0, 1).flatten(1, 2), v.t.shape[2])
+        return Folded(v.repeat(1, self.k, *[1] * (v.dim() - 2)), v.shape[1])
+
+    @staticmethod
+    def shape(v: Any) -> tuple[int, ...]:
+        """One trial's shape."""
+        if isinstance(v, Folded):
+            return (v.t.shape[0], v.c, *v.t.shape[2:])
+        return tuple(v.t.shape[1:]) if isinstance(v, Stacked) else tuple(v.shape)
+
+    def weight(self, module: str, name: str) -> torch.Tensor | None:
+        full = f"{module}.{name}" if module else name
+        return self.p.get(full, self.b.get(full))
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def node(self, node: fx.Node, env: dict) -> Any:
+        args = fx.node.map_arg(node.args, env.__getitem__)
+        kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+        if node.op == "get_attr":
+            return self.attribute(node.target)
+        if node.op == "call_module":
+            module = self.base.get_submodule(node.target)
+            rule = _MODULES.get(type(module))
+            out = rule(self, module, node.target, *args, **kwargs) if rule else NotImplemented
+            if out is NotImplemented:
+                self.vmapped_nodes.append(node.name)
+                out = self.vmapped(lambda pb, *a, **kw: functional_call(module, pb, a, kw), args, kwargs,
+                                   self.own(module, node.target))
+            return out
+        if node.op == "call_function":
+            fn, rule = node.target, _FUNCTIONS.get(node.target)
+        else:                                    # call_method
+            fn, rule = _method(node.target), _METHODS.get(node.target)
+        out = rule(self, *args, **kwargs) if rule else NotImplemented
+        if out is NotImplemented:
+            self.vmapped_nodes.append(node.name)
+            out = self.vmapped(lambda pb, *a, **kw: fn(*a, **kw), args, kwargs, ({}, {}))
+        return out
+
+    def attribute(self, target: str) -> Any:
+        if target in self.p:
+            return Stacked(self.p[target])
+        if target in self.b:
+            return Stacked(self.b[target])
+        value = self.base
+        for part in target.split("."):
+            value = getattr(value, part)
+        if isinstance(value, torch.Tensor):      # a plain tensor attribute: on the engine's meta copy
+            raise NotFoldable(f"the model reads a tensor attribute, {target}, that is no parameter or buffer")
+        return value
+
+    def own(self, module: nn.Module, target: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """A submodule's (K, ...) parameters and buffers (frozen parameters are among the buffers)."""
+        names = [n for n, _ in module.named_parameters()] + [n for n, _ in module.named_buffers()]
+        full = {n: f"{target}.{n}" for n in names}
+        return ({n: self.p[f] for n, f in full.items() if f in self.p},
+                {n: self.b[f] for n, f in full.items() if f not in self.p and f in self.b})
+
+    def vmapped(self, fn: Callable[..., Any], args: tuple, kwargs: dict,
+                own: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]) -> Any:
+        """``fn(own, *args, **kwargs)`` of every trial, under vmap on the stacked layout; without
+        anything per trial, once."""
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        at = [i for i, v in enumerate(leaves) if isinstance(v, _Trial)]
+        if not at and not own[0] and not own[1]:
+            a, kw = pytree.tree_unflatten(leaves, spec)
+            return fn(own, *a, **kw)
+        trial = [self.stacked(leaves[i]).contiguous() for i in at]   # as vmap(model) would see them
+
+        def call(pb, *values):
+            filled = list(leaves)
+            for i, v in zip(at, values):
+                filled[i] = v
+            a, kw = pytree.tree_unflatten(filled, spec)
+            return fn(pb, *a, **kw)
+
+        out = vmap(call, randomness="different")(own, *trial)
+        return pytree.tree_map(lambda v: Stacked(v) if isinstance(v, torch.Tensor) else v, out)
+
+
+def _method(name: str) -> Callable[..., Any]:
+    return lambda self, *a, **kw: getattr(self, name)(*a, **kw)
+
+
+# -- rules: each returns the node's value, or NotImplemented to run it under vmap ---------------------
+def _conv(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
+    dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(m)]
+    if m.padding_mode != "zeros" or len(run.shape(x)) != dims + 2 or run.shape(x)[1] != m.in_channels:
+        return NotImplemented
+    w, bias = run.weight(target, "weight"), run.weight(target, "bias")
+    out = w.shape[1]
+    if w.stride(2) == 1 and dims > 1:            # channels-last weights stay channels-last
+        w = w.movedim(2, -1).reshape(run.k * out, *w.shape[3:], w.shape[2]).movedim(-1, 1)
+    else:
+        w = w.reshape(run.k * out, *w.shape[2:])
+    bias = None if bias is None else bias.reshape(-1)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+    if isinstance(x, torch.Tensor) and m.groups == 1:    # every trial's on the same input: no groups
+        return Folded(conv(x, w, bias, m.stride, m.padding, m.dilation, 1), out)
+    return Folded(conv(run.folded(x).t, w, bias, m.stride, m.padding, m.dilation, run.k * m.groups), out)
+
+
+def _batch_norm(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
+    dims = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}[type(m)]
+    if not isinstance(x, Folded) or x.t.dim() not in dims or x.c != m.num_features:
+        return NotImplemented
+    if m.training and m.track_running_stats and m.momentum is None:
+        return NotImplemented                    # a cumulative average: its factor is a host number
+    stats = [run.weight(target, n) for n in ("running_mean", "running_var")]
+    if any(s is not None and not s.is_contiguous() for s in stats):
+        return NotImplemented                    # updated in place: they must be views
+    mean, var = (None if s is None else s.view(-1) for s in stats)
+    affine = [run.weight(target, n) for n in ("weight", "bias")]
+    weight, bias = (None if a is None else a.reshape(-1) for a in affine)
+    if m.training and m.track_running_stats:
+        run.weight(target, "num_batches_tracked").add_(1)
+    use_batch = m.training or (mean is None and var is None)
+    keep = not m.training or m.track_running_stats
+    return Folded(F.batch_norm(x.t, mean if keep else None, var if keep else None, weight, bias, use_batch,
+                               m.momentum or 0.0, m.eps), x.c)
+
+
+def _linear(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
+    w, bias = run.weight(target, "weight"), run.weight(target, "bias")
+    if run.shape(x)[-1:] != (m.in_features,):
+        return NotImplemented
+    out = w.shape[1]
+    if isinstance(x, torch.Tensor):              # shared input: one matmul for every trial
+        y = F.linear(x, w.reshape(run.k * out, -1), None if bias is None else bias.reshape(-1))
+        return Stacked(y.unflatten(-1, (run.k, out)).movedim(-2, 0))
+    if isinstance(x, Stacked) and x.t.dim() == 3:
+        wt = w.transpose(1, 2)
+        return Stacked(torch.bmm(x.t, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x.t, wt))
+    return NotImplemented
+
+
+def _per_element(run: _Run, fn: Callable[..., Any], elementwise: bool, x: Any, *args: Any, **kwargs: Any) -> Any:
+    """An operator that treats every channel alone (pooling), or every element (``elementwise``)."""
+    if any(isinstance(a, (torch.Tensor, *_Trial)) for a in pytree.tree_leaves((args, kwargs))):
+        return NotImplemented
+    if isinstance(x, Folded):
+        out = fn(x.t, *args, **kwargs)
+        return tuple(Folded(o, x.c) for o in out) if isinstance(out, tuple) else Folded(out, x.c)
+    if isinstance(x, Stacked) and elementwise:
+        return Stacked(fn(x.t, *args, **kwargs))
+    return NotImplemented
+
+
+_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                        nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity,
+                        nn.Dropout)
+_CHANNEL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_ELEMENTWISE_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu,
+                          F.mish, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.hardtanh, F.hardswish,
+                          F.hardsigmoid, F.softplus, F.dropout)
+_CHANNEL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+                      F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+                      F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.dropout1d, F.dropout2d, F.dropout3d)
+_ELEMENTWISE_METHODS = ("relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt")
+
+
+def _module_per_element(run: _Run, m: nn.Module, target: str, x: Any, *args: Any, **kwargs: Any) -> Any:
+    return _per_element(run, m, isinstance(m, _ELEMENTWISE_MODULES), x, *args, **kwargs)
+
+
+def _function_per_element(fn: Callable[..., Any], elementwise: bool) -> Callable[..., Any]:
+    return lambda run, x, *args, **kwargs: _per_element(run, fn, elementwise, x, *args, **kwargs)
+
+
+def _flatten(run: _Run, x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
+    n = len(run.shape(x))
+    start, end = start_dim % n, end_dim % n
+    if isinstance(x, torch.Tensor):
+        return x.flatten(start, end)
+    if isinstance(x, Stacked):
+        return Stacked(x.t.flatten(start + 1, end + 1))
+    if start == 1 and end == n - 1:              # (B, K*C, ...) -> (K, B, C*...): a view
+        return Stacked(run.stacked(x).flatten(2))
+    if start >= 2:
+        return Folded(x.t.flatten(start, end), x.c)
+    return NotImplemented
+
+
+def _flatten_module(run: _Run, m: nn.Flatten, target: str, x: Any) -> Any:
+    return _flatten(run, x, m.start_dim, m.end_dim)
+
+
+def _reshape(run: _Run, x: Any, *shape: Any) -> Any:
+    if not isinstance(x, _Trial):
+        return NotImplemented
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    if not all(isinstance(s, int) for s in shape):
+        return NotImplemented
+    own = run.shape(x)
+    if isinstance(x, Folded) and len(shape) == 2 and shape[0] in (own[0], -1) and (
+            shape[1] in (-1, x.t[0].numel() // run.k)):
+        return _flatten(run, x, 1, -1)            # x.view(x.size(0), -1) after a convolution
+    return Stacked(run.stacked(x).reshape(run.k, *shape))
+
+
+def _binary(op: Callable[..., Any]) -> Callable[..., Any]:
+    def rule(run: _Run, a: Any, b: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            return NotImplemented
+        if isinstance(b, (int, float)) and isinstance(a, _Trial):
+            return type(a)(op(a.t, b), a.c) if isinstance(a, Folded) else Stacked(op(a.t, b))
+        if isinstance(a, (int, float)) and isinstance(b, _Trial):
+            return type(b)(op(a, b.t), b.c) if isinstance(b, Folded) else Stacked(op(a, b.t))
+        if not (isinstance(a, _Trial) and isinstance(b, _Trial)):
+            return NotImplemented
+        if isinstance(a, Folded) and isinstance(b, Folded) and a.c == b.c and a.t.shape == b.t.shape:
+            return Folded(op(a.t, b.t), a.c)     # a residual connection
+        if len(run.shape(a)) != len(run.shape(b)):
+            return NotImplemented                # broadcasting would align the trials axis wrongly
+        return Stacked(op(run.stacked(a), run.stacked(b)))
+    return rule
+
+
+def _cat(run: _Run, tensors: Any, dim: int = 0) -> Any:
+    if not tensors or not all(isinstance(v, _Trial) for v in tensors):
+        return NotImplemented
+    n = len(run.shape(tensors[0]))
+    if any(len(run.shape(v)) != n for v in tensors):
+        return NotImplemented
+    return Stacked(torch.cat([run.stacked(v) for v in tensors], dim % n + 1))
+
+
+def _getattr(run: _Run, x: Any, name: str) -> Any:
+    if not isinstance(x, _Trial):
+        return NotImplemented
+    if name == "shape":
+        return torch.Size(run.shape(x))
+    if name == "ndim":
+        return len(run.shape(x))
+    if name in ("dtype", "device", "is_cuda", "requires_grad"):
+        return getattr(x.t, name)
+    raise NotFoldable(f"the model reads .{name} of an activation")
+
+
+def _size(run: _Run, x: Any, dim: int | None = None) -> Any:
+    shape = torch.Size(run.shape(x))
+    return shape if dim is None else shape[dim]
+
+
+def _contiguous(run: _Run, x: Any, *args: Any, **kwargs: Any) -> Any:
+    return Folded(x.t.contiguous(), x.c) if isinstance(x, Folded) else x
+
+
+_MODULES: dict[type, Callable[..., Any]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
+    nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
+    nn.Linear: _linear, nn.Flatten: _flatten_module,
+    **{t: _module_per_element for t in _ELEMENTWISE_MODULES + _CHANNEL_MODULES},
+}
+_FUNCTIONS: dict[Any, Callable[..., Any]] = {
+    **{f: _function_per_element(f, True) for f in _ELEMENTWISE_FUNCTIONS},
+    **{f: _function_per_element(f, False) for f in _CHANNEL_FUNCTIONS},
+    torch.flatten: _flatten, torch.reshape: _reshape, torch.cat: _cat, getattr: _getattr,
+    operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
+    operator.truediv: _binary(operator.truediv), torch.add: _binary(torch.add), torch.mul: _binary(torch.mul),
+}
+_METHODS: dict[str, Callable[..., Any]] = {
+    "flatten": _flatten, "view": _reshape, "reshape": _reshape, "size": _size, "contiguous": _contiguous,
+    "dim": lambda run, x: len(run.shape(x)), "ndimension": lambda run, x: len(run.shape(x)),
+    **{name: _function_per_element(_method(name), True) for name in _ELEMENTWISE_METHODS},
+}

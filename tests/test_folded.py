@@ -1,0 +1,215 @@
+"""Trials folded into the channels compute what vmap computes: outputs, gradients and buffers."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from lrfind import _folded
+from lrfind._folded import FoldedForward, NotFoldable
+from lrfind.models import MLP, LeNet
+from lrfind.train import FusedTrials, TrialSpec
+
+
+class BatchNormNet(nn.Module):
+    """examples/own_data.py's kind of CNN: convolutions with batch norm, global pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.features(x)
+
+
+class Residual(nn.Module):
+    """A skip connection, a parameter of its own, a channel concatenation and ``x.view(n, -1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 8).view(8, 1, 1))
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = F.relu(self.c0(x))
+        h = (h + self.c2(F.relu(self.c1(h))) * 0.5) * self.scale
+        h = F.max_pool2d(h, 2)
+        h = torch.cat([h, h * 2], 1)[:, :8]
+        return self.fc(h.view(h.size(0), -1))
+
+
+class Sequence1d(nn.Module):
+    """Grouped 1-d convolutions and batch norm over (B, C, L)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv1d(2, 6, 5, groups=2), nn.BatchNorm1d(6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_max_pool1d(self.bn(self.conv(x)).relu(), 1).squeeze(-1))
+
+
+class Tokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.fc = nn.Embedding(20, 8), nn.Linear(8, 5)
+
+    def forward(self, t):
+        return self.fc(self.embed(t).mean(1))
+
+
+class Dropouts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.drop2d, self.drop, self.fc = nn.Conv2d(1, 4, 3), nn.Dropout2d(0.3), nn.Dropout(0.2), nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.drop2d(F.gelu(self.conv(x))).flatten(1)))
+
+
+class Branches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+IMAGES, RGB = torch.randn(16, 1, 28, 28), torch.randn(16, 3, 16, 16)
+CASES = {  # model, input, the nodes expected to run under vmap (no rule for them)
+    "lenet": (LeNet, IMAGES, []),
+    "mlp": (MLP, IMAGES, []),
+    "batch-norm": (BatchNormNet, RGB, []),
+    "residual": (Residual, RGB, ["mul_1", "max_pool2d", "getitem"]),
+    "conv1d": (Sequence1d, torch.randn(16, 2, 12), ["squeeze"]),
+    "tokens": (Tokens, torch.randint(0, 20, (16, 7)), ["embed", "mean"]),
+    "dropout": (Dropouts, IMAGES, []),
+}
+
+
+def stacked(make, k: int = 3):
+    torch.manual_seed(0)
+    models = [make() for _ in range(k)]
+    p, b = stack_module_state(models)
+    for name in b:                       # batch norm statistics that are not the initial ones
+        if "running" in name:
+            b[name] = b[name] + torch.rand_like(b[name])
+    return p, b, copy.deepcopy(models[0]).to("meta")
+
+
+def vmapped(base, p, b, x):
+    return vmap(lambda pp, bb, xx: functional_call(base, (pp, bb), (xx,)), in_dims=(0, 0, None),
+                randomness="different")(p, b, x)
+
+
+@pytest.mark.parametrize("case, training", [(case, training) for case in CASES for training in (True, False)
+                                            if not (case == "dropout" and training)])   # other masks: below
+def test_folded_outputs_gradients_and_buffers_equal_vmaps(case: str, training: bool) -> None:
+    make, x, under_vmap = CASES[case]
+    p, b, base = stacked(make)
+    base.train(training)
+    folded = FoldedForward(base)
+    p = {name: v.requires_grad_() for name, v in p.items()}
+    ours, theirs = {n: v.clone() for n, v in b.items()}, {n: v.clone() for n, v in b.items()}
+    got, want = folded(p, ours, x), vmapped(base, p, theirs, x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert folded.vmapped == under_vmap
+    for name in b:                       # running statistics updated alike (in training), in place
+        torch.testing.assert_close(ours[name], theirs[name])
+    if training and any("running" in name for name in b):
+        assert not torch.equal(ours[next(n for n in b if "running_mean" in n)], b[next(n for n in b if "running_mean" in n)])
+    weights = list(p.values())
+    for ours_grad, their_grad in zip(torch.autograd.grad(got.square().sum(), weights),
+                                     torch.autograd.grad(want.square().sum(), weights)):
+        torch.testing.assert_close(ours_grad, their_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_lenets_activations_stay_folded_from_convolution_to_flatten(monkeypatch) -> None:
+    """The point of folding: no copy of an activation between LeNet's layers (vmap makes four
+    forward, and as many backward)."""
+    copies = []
+    fold = _folded._Run.folded
+
+    def counting(run, v):
+        if not isinstance(v, _folded.Folded):
+            copies.append(type(v).__name__)
+        return fold(run, v)
+
+    monkeypatch.setattr(_folded._Run, "folded", counting)
+    p, b, base = stacked(LeNet, k=4)
+    assert FoldedForward(base)(p, b, IMAGES).shape == (4, 16, 10) and copies == []
+
+
+def test_dropout_in_training_draws_each_trial_its_own_masks() -> None:
+    torch.manual_seed(0)
+    same = Dropouts()
+    p, b = stack_module_state([same, same, same])
+    folded = FoldedForward(copy.deepcopy(same).to("meta").train())
+    out = folded(p, b, IMAGES)
+    assert not torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
+    folded.base.eval()
+    out = folded(p, b, IMAGES)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+
+
+def test_a_model_fx_cannot_trace_is_not_foldable() -> None:
+    with pytest.raises(NotFoldable, match="torch.fx cannot trace the model"):
+        FoldedForward(Branches().to("meta"))
+
+
+def engines(make, **options):
+    specs = [TrialSpec("constant", {}, seed=1), TrialSpec("cosine", {}, seed=2)]
+    return [FusedTrials(make, specs, base_lr=0.05, total_steps=6, steps_per_epoch=3, vectorize=True, fold=fold,
+                        **options) for fold in (True, False)]
+
+
+@pytest.mark.parametrize("make", [LeNet, BatchNormNet], ids=["lenet", "batch-norm"])
+def test_an_engine_trains_folded_as_it_trains_vmapped(make) -> None:
+    x = IMAGES if make is LeNet else RGB
+    folded, whole = engines(make)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        y = torch.randint(0, 10, (16,), generator=g)
+        folded.step(x, y)
+        whole.step(x, y)
+    assert folded._folded is not None and whole._folded is None
+    torch.testing.assert_close(folded.flat, whole.flat, rtol=1e-4, atol=1e-6)
+    for name in folded.buffers:
+        torch.testing.assert_close(folded.buffers[name], whole.buffers[name])
+
+
+def test_an_untraceable_model_is_vmapped_whole(caplog) -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) * (2 if x.sum() > 0 else 1)     # vmap runs it; fx cannot trace it
+
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        engine, _ = engines(Net)
+    assert engine._folded is None and "vmapped whole: torch.fx cannot trace" in caplog.text
+
+
+def test_folded_outputs_that_differ_from_vmaps_fall_back_with_a_warning(monkeypatch, caplog) -> None:
+    monkeypatch.setitem(_folded._FUNCTIONS, F.relu, lambda run, x, **kw: _folded.Folded(x.t * 0.5, x.c)
+                        if isinstance(x, _folded.Folded) else NotImplemented)      # a wrong rule
+    engine, reference = engines(LeNet)
+    y = torch.randint(0, 10, (16,))
+    with caplog.at_level(logging.WARNING, logger="lrfind"):
+        engine.step(IMAGES, y)
+    reference.step(IMAGES, y)
+    assert engine._folded is None and "outputs differ from vmap's" in caplog.text
+    torch.testing.assert_close(engine.flat, reference.flat)              # the step ran vmapped whole
