@@ -7,8 +7,9 @@ bias with the trials in front, and to make that contiguous for the pooling. Back
 gradients back the same way. At K=50 and batch 128 LeNet's first activation is 138 MB, so these
 copies move about 1.2 GB a step, more than the convolutions themselves.
 
-Here the activations stay folded from one layer to the next. Pooling, activations, dropout and
-batch norm work channel by channel, so they run on the folded tensor as it is. A convolution of
+Here the activations stay folded from one layer to the next. Pooling, activations, dropout, batch
+norm and a scale per channel work channel by channel, so they run on the folded tensor as it is
+(group norm too, with K times the groups). A convolution of
 folded input is a grouped one (K times its own groups), bias included. A flatten turns the folded
 tensor into a (K, B, features) view without a copy, and linear layers are then batched matmuls.
 
@@ -234,6 +235,15 @@ def _batch_norm(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
                                m.momentum or 0.0, m.eps), x.c)
 
 
+def _group_norm(run: _Run, m: nn.GroupNorm, target: str, x: Any) -> Any:
+    """Trial k's G groups of C/G channels are groups k*G to (k+1)*G - 1 of the folded channels."""
+    if not isinstance(x, Folded) or x.c != m.num_channels:
+        return NotImplemented
+    affine = [run.weight(target, n) for n in ("weight", "bias")]
+    weight, bias = (None if a is None else a.reshape(-1) for a in affine)
+    return Folded(F.group_norm(x.t, run.k * m.num_groups, weight, bias, m.eps), x.c)
+
+
 def _linear(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
     w, bias = run.weight(target, "weight"), run.weight(target, "bias")
     if run.shape(x)[-1:] != (m.in_features,):
@@ -327,10 +337,27 @@ def _binary(op: Callable[..., Any]) -> Callable[..., Any]:
             return NotImplemented
         if isinstance(a, Folded) and isinstance(b, Folded) and a.c == b.c and a.t.shape == b.t.shape:
             return Folded(op(a.t, b.t), a.c)     # a residual connection
+        if isinstance(a, Folded) and (t := _per_channel(run, a, b)) is not None:
+            return Folded(op(a.t, t), a.c)       # a scale or shift per channel
+        if isinstance(b, Folded) and (t := _per_channel(run, b, a)) is not None:
+            return Folded(op(t, b.t), b.c)
         if len(run.shape(a)) != len(run.shape(b)):
             return NotImplemented                # broadcasting would align the trials axis wrongly
         return Stacked(op(run.stacked(a), run.stacked(b)))
     return rule
+
+
+def _per_channel(run: _Run, x: Folded, v: Any) -> torch.Tensor | None:
+    """A trial value that broadcasts against a folded activation without mixing its batch, a
+    parameter of shape (C, 1, 1) say, as the folded (1, K*C, ...) tensor; None for any other."""
+    shape = run.shape(v)
+    if not isinstance(v, Stacked) or len(shape) > x.t.dim():
+        return None
+    shape = (1,) * (x.t.dim() - len(shape)) + tuple(shape)
+    if shape[0] != 1 or shape[1] not in (1, x.c):
+        return None
+    rest = shape[2:]
+    return v.t.reshape(run.k, shape[1], *rest).expand(run.k, x.c, *rest).reshape(1, run.k * x.c, *rest)
 
 
 def _cat(run: _Run, tensors: Any, dim: int = 0) -> Any:
@@ -366,7 +393,7 @@ def _contiguous(run: _Run, x: Any, *args: Any, **kwargs: Any) -> Any:
 _MODULES: dict[type, Callable[..., Any]] = {
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
-    nn.Linear: _linear, nn.Flatten: _flatten_module,
+    nn.GroupNorm: _group_norm, nn.Linear: _linear, nn.Flatten: _flatten_module,
     **{t: _module_per_element for t in _ELEMENTWISE_MODULES + _CHANNEL_MODULES},
 }
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {

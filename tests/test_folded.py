@@ -48,6 +48,20 @@ class Residual(nn.Module):
         return self.fc(h.view(h.size(0), -1))
 
 
+class GroupNormNet(nn.Module):
+    """Group norm, a shift per channel broadcast from (C,), and one per trial from a scalar."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8)
+        self.shift, self.gain = nn.Parameter(torch.linspace(-1, 1, 8)), nn.Parameter(torch.tensor([1.5]))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = self.norm(self.conv(x)) + self.shift.view(8, 1, 1)
+        return self.fc(F.adaptive_avg_pool2d(F.silu(h * self.gain), 1).flatten(1))
+
+
 class Sequence1d(nn.Module):
     """Grouped 1-d convolutions and batch norm over (B, C, L)."""
 
@@ -91,7 +105,8 @@ CASES = {  # model, input, the nodes expected to run under vmap (no rule for the
     "lenet": (LeNet, IMAGES, []),
     "mlp": (MLP, IMAGES, []),
     "batch-norm": (BatchNormNet, RGB, []),
-    "residual": (Residual, RGB, ["mul_1", "max_pool2d", "getitem"]),
+    "residual": (Residual, RGB, ["getitem"]),
+    "group-norm": (GroupNormNet, RGB, []),
     "conv1d": (Sequence1d, torch.randn(16, 2, 12), ["squeeze"]),
     "tokens": (Tokens, torch.randint(0, 20, (16, 7)), ["embed", "mean"]),
     "dropout": (Dropouts, IMAGES, []),
