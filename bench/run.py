@@ -114,7 +114,8 @@ def engine_figures(args, device) -> dict:
     flops_per_step = counter.get_total_flops()           # forward + backward of one model on one batch
     rows = {}
     modes = {"graph": {}, "eager": {"cuda_graph": False}, "bf16": {"amp": "bf16"},
-             "channels_last": {"channels_last": True}} if device.type == "cuda" else {"eager": {}}
+             "channels_last": {"channels_last": True},
+             "vmapped_whole": {"fold": False}} if device.type == "cuda" else {"eager": {}}   # before folding
     for k in args.ks:
         for mode, options in modes.items():
             seconds = engine_epoch_seconds(k, loader, device, **options)
@@ -185,6 +186,7 @@ def main() -> None:
         tune_seconds_bf16=results.get("tune_bf16", {}).get("seconds"),
         tune_seconds_channels_last=results.get("tune_channels_last", {}).get("seconds"),
         ms_per_trial_epoch_k50_channels_last=k50.get("channels_last_ms_per_trial_epoch"),
+        ms_per_trial_epoch_k50_vmapped_whole=k50.get("vmapped_whole_ms_per_trial_epoch"),
         best_test_acc_lrfind_bf16=results.get("tune_bf16", {}).get("best_test_acc"),
         best_test_acc_lrfind=tune["best_test_acc"],
         best_test_acc_baseline=base["best_test_acc"],
@@ -216,7 +218,7 @@ def main() -> None:
                  f"{pt['alone']['loop_seconds']:.2f} / {pt['thread']['loop_seconds']:.2f} / "
                  f"{pt['process']['loop_seconds']:.2f}"))
     for k, row in results["engine"]["by_k"].items():
-        others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16", "channels_last")
+        others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16", "channels_last", "vmapped_whole")
                            if f"{m}_ms_per_trial_epoch" in row)
         rows.append((f"engine K={k}: ms per trial-epoch ({'graph' if device.type == 'cuda' else 'eager'}, fp32), TFLOP/s",
                      f"{row['ms_per_trial_epoch']:.1f}{f' ({others})' if others else ''}, {row['tflops']:.2f}"))
