@@ -366,6 +366,7 @@ class FusedTrials:
         if self._check_fold:
             self._check_fold = False
             self._unfold_unless_it_agrees(x, y)
+            self._check_vmap = self._check_vmap and self._folded is None     # its step just ran on copies
         if self._check_vmap:
             self._check_vmap = False
             self._unvectorize_unless_vmappable(x, y)
