@@ -72,7 +72,7 @@ class FoldedForward:
         if not inputs or any(not n.args for n in inputs[1:]):
             raise NotFoldable("the model's forward takes other than one input")
         self.base = base
-        self.vmapped: list[str] = []             # the last call's nodes run under vmap (no rule for them)
+        self.vmapped: list[str] = []             # the last call's nodes run under vmap (no rule, trial values)
 
     def __call__(self, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         run = _Run(self.base, p, b)
@@ -138,8 +138,7 @@ class _Run:
             rule = _MODULES.get(type(module))
             out = rule(self, module, node.target, *args, **kwargs) if rule else NotImplemented
             if out is NotImplemented:
-                self.vmapped_nodes.append(node.name)
-                out = self.vmapped(lambda pb, *a, **kw: functional_call(module, pb, a, kw), args, kwargs,
+                out = self.vmapped(node.name, lambda pb, *a, **kw: functional_call(module, pb, a, kw), args, kwargs,
                                    self.own(module, node.target))
             return out
         if node.op == "call_function":
@@ -148,8 +147,7 @@ class _Run:
             fn, rule = _method(node.target), _METHODS.get(node.target)
         out = rule(self, *args, **kwargs) if rule else NotImplemented
         if out is NotImplemented:
-            self.vmapped_nodes.append(node.name)
-            out = self.vmapped(lambda pb, *a, **kw: fn(*a, **kw), args, kwargs, ({}, {}))
+            out = self.vmapped(node.name, lambda pb, *a, **kw: fn(*a, **kw), args, kwargs, ({}, {}))
         return out
 
     def attribute(self, target: str) -> Any:
@@ -171,7 +169,7 @@ class _Run:
         return ({n: self.p[f] for n, f in full.items() if f in self.p},
                 {n: self.b[f] for n, f in full.items() if f not in self.p and f in self.b})
 
-    def vmapped(self, fn: Callable[..., Any], args: tuple, kwargs: dict,
+    def vmapped(self, name: str, fn: Callable[..., Any], args: tuple, kwargs: dict,
                 own: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]) -> Any:
         """``fn(own, *args, **kwargs)`` of every trial, under vmap on the stacked layout; without
         anything per trial, once."""
@@ -180,17 +178,23 @@ class _Run:
         if not at and not own[0] and not own[1]:
             a, kw = pytree.tree_unflatten(leaves, spec)
             return fn(own, *a, **kw)
+        self.vmapped_nodes.append(name)
         trial = [self.stacked(leaves[i]).contiguous() for i in at]   # as vmap(model) would see them
+        result: list = []                        # the output's structure and its other leaves (None, ints)
 
         def call(pb, *values):
             filled = list(leaves)
             for i, v in zip(at, values):
                 filled[i] = v
             a, kw = pytree.tree_unflatten(filled, spec)
-            return fn(pb, *a, **kw)
+            out, out_spec = pytree.tree_flatten(fn(pb, *a, **kw))
+            result[:] = [out, out_spec]
+            return tuple(v for v in out if isinstance(v, torch.Tensor))   # vmap returns tensors only
 
-        out = vmap(call, randomness="different")(own, *trial)
-        return pytree.tree_map(lambda v: Stacked(v) if isinstance(v, torch.Tensor) else v, out)
+        tensors = iter(vmap(call, randomness="different")(own, *trial))
+        out, out_spec = result
+        return pytree.tree_unflatten([Stacked(next(tensors)) if isinstance(v, torch.Tensor) else v for v in out],
+                                     out_spec)
 
 
 def _method(name: str) -> Callable[..., Any]:
@@ -366,7 +370,13 @@ def _cat(run: _Run, tensors: Any, dim: int = 0) -> Any:
     n = len(run.shape(tensors[0]))
     if any(len(run.shape(v)) != n for v in tensors):
         return NotImplemented
-    return Stacked(torch.cat([run.stacked(v) for v in tensors], dim % n + 1))
+    dim %= n
+    if dim == 1 and all(isinstance(v, Folded) for v in tensors):     # channels: a dense block's
+        parts = [v.t.unflatten(1, (run.k, v.c)) for v in tensors]
+        return Folded(torch.cat(parts, 2).flatten(1, 2), sum(v.c for v in tensors))
+    if dim >= 2 and all(isinstance(v, Folded) and v.c == tensors[0].c for v in tensors):
+        return Folded(torch.cat([v.t for v in tensors], dim), tensors[0].c)
+    return Stacked(torch.cat([run.stacked(v) for v in tensors], dim + 1))
 
 
 def _getattr(run: _Run, x: Any, name: str) -> Any:
@@ -379,6 +389,11 @@ def _getattr(run: _Run, x: Any, name: str) -> Any:
     if name in ("dtype", "device", "is_cuda", "requires_grad"):
         return getattr(x.t, name)
     raise NotFoldable(f"the model reads .{name} of an activation")
+
+
+def _getitem(run: _Run, x: Any, index: Any) -> Any:
+    """An item of a tuple, list or dict (of trial values or not); indexing a trial value goes to vmap."""
+    return x[index] if isinstance(x, (tuple, list, dict, torch.Size)) else NotImplemented
 
 
 def _size(run: _Run, x: Any, dim: int | None = None) -> Any:
@@ -399,7 +414,7 @@ _MODULES: dict[type, Callable[..., Any]] = {
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     **{f: _function_per_element(f, True) for f in _ELEMENTWISE_FUNCTIONS},
     **{f: _function_per_element(f, False) for f in _CHANNEL_FUNCTIONS},
-    torch.flatten: _flatten, torch.reshape: _reshape, torch.cat: _cat, getattr: _getattr,
+    torch.flatten: _flatten, torch.reshape: _reshape, torch.cat: _cat, getattr: _getattr, operator.getitem: _getitem,
     operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
     operator.truediv: _binary(operator.truediv), torch.add: _binary(torch.add), torch.mul: _binary(torch.mul),
 }

@@ -73,6 +73,32 @@ class Sequence1d(nn.Module):
         return self.fc(F.adaptive_max_pool1d(self.bn(self.conv(x)).relu(), 1).squeeze(-1))
 
 
+class Dense(nn.Module):
+    """A dense block's concatenation of channels, then batch norm over them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.c1, self.bn, self.fc = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(8), nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = self.c0(x)
+        h = F.relu(self.bn(torch.cat([h, self.c1(h)], 1)))
+        return self.fc(F.adaptive_avg_pool2d(torch.cat([h, h], -1), 1).flatten(1))
+
+
+class Attention(nn.Module):
+    """A module that returns (tensor, None): nn.MultiheadAttention without its weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attend, self.fc = nn.Embedding(20, 8), nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 5)
+
+    def forward(self, t):
+        h = self.embed(t)
+        h, _ = self.attend(h, h, h, need_weights=False)
+        return self.fc(h.mean(1))
+
+
 class Tokens(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -109,6 +135,8 @@ CASES = {  # model, input, the nodes expected to run under vmap (no rule for the
     "group-norm": (GroupNormNet, RGB, []),
     "conv1d": (Sequence1d, torch.randn(16, 2, 12), ["squeeze"]),
     "tokens": (Tokens, torch.randint(0, 20, (16, 7)), ["embed", "mean"]),
+    "dense": (Dense, IMAGES, []),
+    "attention": (Attention, torch.randint(0, 20, (16, 7)), ["embed", "attend", "mean"]),
     "dropout": (Dropouts, IMAGES, []),
 }
 
@@ -130,12 +158,13 @@ def vmapped(base, p, b, x):
 
 @pytest.mark.parametrize("case, training", [(case, training) for case in CASES for training in (True, False)
                                             if not (case == "dropout" and training)])   # other masks: below
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_folded_outputs_gradients_and_buffers_equal_vmaps(case: str, training: bool) -> None:
     make, x, under_vmap = CASES[case]
     p, b, base = stacked(make)
     base.train(training)
     folded = FoldedForward(base)
-    p = {name: v.requires_grad_() for name, v in p.items()}
+    p = {name: v.requires_grad_(training) for name, v in p.items()}
     ours, theirs = {n: v.clone() for n, v in b.items()}, {n: v.clone() for n, v in b.items()}
     got, want = folded(p, ours, x), vmapped(base, p, theirs, x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -144,6 +173,8 @@ def test_folded_outputs_gradients_and_buffers_equal_vmaps(case: str, training: b
         torch.testing.assert_close(ours[name], theirs[name])
     if training and any("running" in name for name in b):
         assert not torch.equal(ours[next(n for n in b if "running_mean" in n)], b[next(n for n in b if "running_mean" in n)])
+    if not training:                     # the engine evaluates without gradients (and attention
+        return                           # in eval mode takes a fast path that has none)
     weights = list(p.values())
     for ours_grad, their_grad in zip(torch.autograd.grad(got.square().sum(), weights),
                                      torch.autograd.grad(want.square().sum(), weights)):
