@@ -139,7 +139,7 @@ class _Run:
             out = rule(self, module, node.target, *args, **kwargs) if rule else NotImplemented
             if out is NotImplemented:
                 out = self.vmapped(node.name, lambda pb, *a, **kw: functional_call(module, pb, a, kw), args, kwargs,
-                                   self.own(module, node.target))
+                                   self.own(module, node.target), in_place=getattr(module, "inplace", False))
             return out
         if node.op == "call_function":
             fn, rule = node.target, _FUNCTIONS.get(node.target)
@@ -147,7 +147,10 @@ class _Run:
             fn, rule = _method(node.target), _METHODS.get(node.target)
         out = rule(self, *args, **kwargs) if rule else NotImplemented
         if out is NotImplemented:
-            out = self.vmapped(node.name, lambda pb, *a, **kw: fn(*a, **kw), args, kwargs, ({}, {}))
+            if node.op == "call_method" and node.target in _RESHAPES_IN_PLACE and isinstance(args[0], _Trial):
+                raise NotFoldable(f"the model changes an activation's shape in place (.{node.target}())")
+            in_place = getattr(node.target, "__name__", node.target).endswith("_") or kwargs.get("inplace") is True
+            out = self.vmapped(node.name, lambda pb, *a, **kw: fn(*a, **kw), args, kwargs, ({}, {}), in_place=in_place)
         return out
 
     def attribute(self, target: str) -> Any:
@@ -170,16 +173,17 @@ class _Run:
                 {n: self.b[f] for n, f in full.items() if f not in self.p and f in self.b})
 
     def vmapped(self, name: str, fn: Callable[..., Any], args: tuple, kwargs: dict,
-                own: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]) -> Any:
+                own: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]], in_place: bool = False) -> Any:
         """``fn(own, *args, **kwargs)`` of every trial, under vmap on the stacked layout; without
-        anything per trial, once."""
+        anything per trial, once. The trial values are made contiguous, as vmap(model) would see
+        them, unless ``fn`` writes into them (``x.relu_()``): then the write must reach them."""
         leaves, spec = pytree.tree_flatten((args, kwargs))
         at = [i for i, v in enumerate(leaves) if isinstance(v, _Trial)]
         if not at and not own[0] and not own[1]:
             a, kw = pytree.tree_unflatten(leaves, spec)
             return fn(own, *a, **kw)
         self.vmapped_nodes.append(name)
-        trial = [self.stacked(leaves[i]).contiguous() for i in at]   # as vmap(model) would see them
+        trial = [self.stacked(leaves[i]) if in_place else self.stacked(leaves[i]).contiguous() for i in at]
         result: list = []                        # the output's structure and its other leaves (None, ints)
 
         def call(pb, *values):
@@ -195,6 +199,10 @@ class _Run:
         out, out_spec = result
         return pytree.tree_unflatten([Stacked(next(tensors)) if isinstance(v, torch.Tensor) else v for v in out],
                                      out_spec)
+
+
+_RESHAPES_IN_PLACE = {"transpose_", "t_", "squeeze_", "unsqueeze_", "resize_", "resize_as_", "as_strided_",
+                      "swapdims_", "swapaxes_", "set_"}
 
 
 def _method(name: str) -> Callable[..., Any]:
@@ -286,7 +294,8 @@ _ELEMENTWISE_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.se
 _CHANNEL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                       F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
                       F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.dropout1d, F.dropout2d, F.dropout3d)
-_ELEMENTWISE_METHODS = ("relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt")
+_ELEMENTWISE_METHODS = ("relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "detach", "clone", "float", "half",
+                        "bfloat16")
 
 
 def _module_per_element(run: _Run, m: nn.Module, target: str, x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -396,6 +405,30 @@ def _getitem(run: _Run, x: Any, index: Any) -> Any:
     return x[index] if isinstance(x, (tuple, list, dict, torch.Size)) else NotImplemented
 
 
+def _in_place(name: str) -> Callable[..., Any]:
+    """An elementwise method that writes into its tensor (``h.relu_()``, ``h.add_(g)``), applied to
+    the folded or stacked tensor itself, so that the nodes reading ``h`` afterwards see it."""
+    def rule(run: _Run, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(x, _Trial) or any(isinstance(a, (torch.Tensor, *_Trial)) for a in pytree.tree_leaves(kwargs)):
+            return NotImplemented
+        if all(isinstance(a, (int, float, bool)) for a in args):
+            getattr(x.t, name)(*args, **kwargs)
+            return x
+        if len(args) != 1:
+            return NotImplemented
+        other = args[0]
+        if isinstance(x, Folded):
+            same = isinstance(other, Folded) and other.c == x.c and other.t.shape == x.t.shape
+            t = other.t if same else _per_channel(run, x, other)
+        else:
+            t = run.stacked(other) if isinstance(other, _Trial) and len(run.shape(other)) == len(run.shape(x)) else None
+        if t is None:
+            return NotImplemented
+        getattr(x.t, name)(t, **kwargs)
+        return x
+    return rule
+
+
 def _size(run: _Run, x: Any, dim: int | None = None) -> Any:
     shape = torch.Size(run.shape(x))
     return shape if dim is None else shape[dim]
@@ -422,4 +455,6 @@ _METHODS: dict[str, Callable[..., Any]] = {
     "flatten": _flatten, "view": _reshape, "reshape": _reshape, "size": _size, "contiguous": _contiguous,
     "dim": lambda run, x: len(run.shape(x)), "ndimension": lambda run, x: len(run.shape(x)),
     **{name: _function_per_element(_method(name), True) for name in _ELEMENTWISE_METHODS},
+    **{name: _in_place(name) for name in ("relu_", "sigmoid_", "tanh_", "neg_", "abs_", "exp_", "sqrt_", "add_",
+                                          "sub_", "mul_", "div_", "pow_", "clamp_", "clamp_min_", "clamp_max_")},
 }
