@@ -93,7 +93,8 @@ class FusedTrials:
     Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
     ``fold`` (vectorized trials only): run the forward with the trials folded into the channels
     (``lrfind._folded``), which spares the copies vmap makes around every convolution; a model that
-    cannot be traced, or whose folded outputs differ from vmap's on the first batch, is vmapped whole.
+    cannot be traced, or whose folded outputs differ on the first batch from each trial's own forward
+    run alone, is vmapped whole.
     """
 
     def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
@@ -256,22 +257,23 @@ class FusedTrials:
             return None
 
     def _unfold_unless_it_agrees(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Vmap the model whole if its folded forward fails, or differs from vmap's on this batch
-        (compared in eval mode, where dropout draws nothing; then one training step on copies)."""
-        reason, differ = None, False
+        """Vmap the model whole if its folded forward fails, or differs on this batch from every
+        trial's own forward (run one after another; compared in eval mode, where dropout draws
+        nothing); then one training step on copies must run."""
         def buffers() -> dict[str, torch.Tensor]:
             return {k: v.clone() for k, v in self.buffers.items()}
 
+        reason, differ = None, False
         self.base.eval()
         try:
             with torch.no_grad():
                 got = self._folded(self.params, buffers(), x).float()
-                want = vmap(self._logits, in_dims=(0, 0, None), randomness="different")(self.params, buffers(), x).float()
+                want = self._looped_forward(self.params, buffers(), x).float()
             differ = got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3,
                                                                    atol=1e-4 + 1e-3 * want.abs().max().item())
             if differ:
                 gap = (got - want).abs().max().item() if got.shape == want.shape else f"{tuple(got.shape)} != {tuple(want.shape)}"
-                reason = f"its outputs differ from vmap's (by {gap})"
+                reason = f"its outputs differ from the trials' own (by {gap})"
         except Exception as e:            # an operator neither the rules nor vmap can run, say
             reason = f"{type(e).__name__}: {message(e)}"
         finally:
