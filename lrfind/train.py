@@ -284,6 +284,11 @@ class FusedTrials:
         if reason is not None:
             (log.warning if differ else log.info)("the trials' forward is vmapped whole, not folded: %s", reason)
             self._folded = None
+            return
+        nodes = self._folded.vmapped
+        log.info("the %d trials run folded into the channels%s", len(self.index),
+                 f"; {len(nodes)} operation(s) without a rule run under vmap: {', '.join(nodes[:8])}"
+                 f"{', ...' if len(nodes) > 8 else ''}" if nodes else "")
 
     def _loop_trials(self) -> None:
         """Train trial after trial: each gets views of its own rows, buffers too, which must then

@@ -265,6 +265,14 @@ def test_an_engine_trains_folded_as_it_trains_vmapped(make) -> None:
         torch.testing.assert_close(folded.buffers[name], whole.buffers[name])
 
 
+def test_the_log_says_the_trials_run_folded_and_what_runs_under_vmap(caplog) -> None:
+    engine, _ = engines(Tokens)
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        engine.step(torch.randint(0, 20, (16, 7)), torch.randint(0, 5, (16,)))
+    assert "the 2 trials run folded into the channels; 2 operation(s) without a rule run under vmap: embed, mean" \
+        in caplog.text
+
+
 def test_an_untraceable_model_is_vmapped_whole(caplog) -> None:
     class Net(nn.Module):
         def __init__(self) -> None:
