@@ -148,6 +148,9 @@ class Branches(nn.Module):
         return self.fc(x) if x.sum() > 0 else -self.fc(x)
 
 
+# vmap's fallback for operators without a batching rule (lerp_, attention's) warns of its speed
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
+
 IMAGES, RGB = torch.randn(16, 1, 28, 28), torch.randn(16, 3, 16, 16)
 CASES = {  # model, input, the nodes expected to run under vmap (no rule for them)
     "lenet": (LeNet, IMAGES, []),
@@ -181,7 +184,6 @@ def vmapped(base, p, b, x):
 
 @pytest.mark.parametrize("case, training", [(case, training) for case in CASES for training in (True, False)
                                             if not (case == "dropout" and training)])   # other masks: below
-@pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_folded_outputs_gradients_and_buffers_equal_vmaps(case: str, training: bool) -> None:
     make, x, under_vmap = CASES[case]
     p, b, base = stacked(make)
