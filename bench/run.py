@@ -157,6 +157,9 @@ def main() -> None:
             # channels-last convolution weights: the CPU's default, measured here before a GPU's
             results["tune_channels_last"] = run_tune(args, Path(tmp) / "tune_channels_last", "--channels-last")
             results["tune_channels_last"].pop("report")
+            # the trials' forward vmapped whole, as before they were folded into the channels
+            results["tune_no_fold"] = run_tune(args, Path(tmp) / "tune_no_fold", "--no-fold")
+            results["tune_no_fold"].pop("report")
 
     from baseline import sequential_study
     base = sequential_study(args.baseline_trials, args.epochs, args.batch_size, tune["base_lr"], device,
@@ -185,6 +188,7 @@ def main() -> None:
         ms_per_trial_epoch_k50_bf16=k50.get("bf16_ms_per_trial_epoch"),
         tune_seconds_bf16=results.get("tune_bf16", {}).get("seconds"),
         tune_seconds_channels_last=results.get("tune_channels_last", {}).get("seconds"),
+        tune_seconds_no_fold=results.get("tune_no_fold", {}).get("seconds"),
         ms_per_trial_epoch_k50_channels_last=k50.get("channels_last_ms_per_trial_epoch"),
         ms_per_trial_epoch_k50_vmapped_whole=k50.get("vmapped_whole_ms_per_trial_epoch"),
         best_test_acc_lrfind_bf16=results.get("tune_bf16", {}).get("best_test_acc"),
@@ -205,7 +209,8 @@ def main() -> None:
     if results.get("acc_difference_pp") is not None:
         rows.append(("  difference, lrfind - baseline (pp, 1 s.e.)",
                      f"{results['acc_difference_pp']:+.2f} +- {results['acc_difference_se_pp']:.2f}"))
-    for key, option in (("tune_channels_last", "--channels-last"), ("tune_bf16", "--amp bf16")):
+    for key, option in (("tune_no_fold", "--no-fold"), ("tune_channels_last", "--channels-last"),
+                        ("tune_bf16", "--amp bf16")):
         if key in results:
             rows.insert(1, (f"  with {option}: seconds, best test acc",
                             f"{results[key]['seconds']:.1f}, {results[key]['best_test_acc']}"))

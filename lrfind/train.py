@@ -592,7 +592,7 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
                progress=None, score_on: ImageData | None = None, amp: str | None = None,
                augment: Callable | None = None, channels_last: bool | None = None,
-               max_grad_norm: float | None = None) -> list[TrialRecord]:
+               max_grad_norm: float | None = None, fold: bool = True) -> list[TrialRecord]:
     """Train ``specs`` side by side for ``epochs`` epochs and return their records.
 
     ``on_epoch(epoch, records, running)`` is called after each epoch's validation with the record
@@ -600,7 +600,7 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
     metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
     once per step. With ``score_on``, the trials that finish are scored on it once at the end.
     ``amp="bf16"``: forward and backward under bfloat16 autocast. ``augment``: see ``lrfind.augment``
-    (training batches only). ``channels_last``: see ``FusedTrials``. ``max_grad_norm``: each
+    (training batches only). ``channels_last``, ``fold``: see ``FusedTrials``. ``max_grad_norm``: each
     trial's gradient clipped to that total norm before every step, as ``clip_grad_norm_`` does.
     """
     if epochs < 1:
@@ -609,7 +609,8 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
     per_epoch = len(loader)
     engine = FusedTrials(model, specs, base_lr=base_lr, total_steps=epochs * per_epoch,
                          steps_per_epoch=per_epoch, optimizer=optimizer, device=train.images.device,
-                         same_init=same_init, amp=amp, channels_last=channels_last, max_grad_norm=max_grad_norm)
+                         same_init=same_init, amp=amp, channels_last=channels_last, max_grad_norm=max_grad_norm,
+                         fold=fold)
     for epoch in range(epochs):
         for x, y in loader:
             engine.step(x, y)

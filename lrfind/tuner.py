@@ -133,6 +133,7 @@ class TuneConfig(Searched):
     range_test_repeats: int = 3                  # stage 1's sweeps, with seeds seed, seed+1, ...: their median LR
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     channels_last: bool | None = None            # convolution weights channels-last; None: on a CPU only
+    fold: bool = True                            # vectorized trials (a GPU's) folded into the channels, not vmapped
     augment: str | None = None                   # training batches: "flip-crop", "crop", or the user's own
     timeout: float | str | None = None           # seconds (or "10m"): no batch of trials starts after it
     metric: str | None = None                    # what trials are scored on: validation "accuracy" or "loss";
@@ -170,6 +171,8 @@ class TuneConfig(Searched):
         check_max_grad_norm(self.max_grad_norm)
         if self.amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
+        if not isinstance(self.fold, bool):
+            raise ValueError(f"fold must be True or False, got {self.fold!r}")
         if self.metric is not None and self.metric not in _study.METRICS:
             raise ValueError(f"metric must be 'accuracy' or 'loss', got {self.metric!r}")
         if self.pruner not in _study.PRUNERS:
@@ -512,7 +515,7 @@ def _run_batch(study, cfg, asked, specs, train, val, base_lr, total, bar) -> Non
             records = run_trials(cfg.model, specs, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
                                  same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp,
-                                 channels_last=cfg.channels_last, max_grad_norm=cfg.max_grad_norm,
+                                 channels_last=cfg.channels_last, fold=cfg.fold, max_grad_norm=cfg.max_grad_norm,
                                  augment=cfg.augment_fn)
         for k, (trial, rec) in enumerate(zip(asked, records)):
             _study.tell(study, trial, rec, cfg.scoring)
@@ -567,7 +570,7 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
         records = run_trials(cfg.model, specs, data, held, epochs=cfg.epochs, batch_size=cfg.batch_size,
                              base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,
                              score_on=test, amp=cfg.amp, augment=cfg.augment_fn, channels_last=cfg.channels_last,
-                             max_grad_norm=cfg.max_grad_norm)
+                             fold=cfg.fold, max_grad_norm=cfg.max_grad_norm)
     out: dict[str, Any] = {}
     for i, (label, trial) in enumerate(picked.items()):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]

@@ -269,21 +269,29 @@ def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(r
     assert "run the same command again" in result.output and (tmp_path / "study.log").is_file()
 
 
-def test_tune_passes_the_channels_last_choice_to_the_engine(run, monkeypatch, tmp_path) -> None:
+def test_tune_passes_the_channels_last_and_fold_choices_to_the_engine(run, monkeypatch, tmp_path) -> None:
     from lrfind import tuner
 
     seen, real = [], tuner.run_trials
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["channels_last"])
+        seen.append((kwargs["channels_last"], kwargs["fold"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tuner, "run_trials", spy)
-    for flag, out in ((), "auto"), (("--no-channels-last",), "off"):
+    for flag, out in ((), "auto"), (("--no-channels-last",), "off"), (("--no-fold",), "whole"):
         result = run("tune", "--device", "cpu", "-q", "--trials", "1", "--base-lr", "0.05", "--train-subset", "256",
                      "--epochs", "1", "--no-final", "--out", str(tmp_path / out), *flag)
         assert result.exit_code == 0, result.output
-    assert seen == [None, False]        # None: the engine's default, channels-last on a CPU
+    # None: the engine's default, channels-last on a CPU
+    assert seen == [(None, True), (False, True), (None, False)]
+
+
+def test_fold_is_true_or_false() -> None:
+    from lrfind import TuneConfig
+
+    with pytest.raises(ValueError, match="fold must be True or False, got 'no'"):
+        TuneConfig(fold="no")
 
 
 @pytest.mark.parametrize("command", [["range-test"], ["tune", "--trials", "2"], ["schedules", "plot"],
