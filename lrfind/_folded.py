@@ -264,6 +264,8 @@ def _linear(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
     if isinstance(x, torch.Tensor):              # shared input: one matmul for every trial
         y = F.linear(x, w.reshape(run.k * out, -1), None if bias is None else bias.reshape(-1))
         return Stacked(y.unflatten(-1, (run.k, out)).movedim(-2, 0))
+    if isinstance(x, Folded) and x.t.dim() == 2:          # after a global pooling by mean((2, 3))
+        x = Stacked(run.stacked(x))
     if isinstance(x, Stacked) and x.t.dim() == 3:
         wt = w.transpose(1, 2)
         return Stacked(torch.bmm(x.t, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x.t, wt))
@@ -400,6 +402,18 @@ def _getattr(run: _Run, x: Any, name: str) -> Any:
     raise NotFoldable(f"the model reads .{name} of an activation")
 
 
+def _reduce(name: str) -> Callable[..., Any]:
+    """``x.mean((2, 3))`` and the like over a folded activation's spatial axes: still folded."""
+    def rule(run: _Run, x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) -> Any:
+        if not isinstance(x, Folded) or dim is None or kwargs:
+            return NotImplemented
+        dims = [d % x.t.dim() for d in ((dim,) if isinstance(dim, int) else dim)]
+        if min(dims) < 2:
+            return NotImplemented
+        return Folded(getattr(x.t, name)(dims, keepdim=keepdim), x.c)
+    return rule
+
+
 def _getitem(run: _Run, x: Any, index: Any) -> Any:
     """An item of a tuple, list or dict (of trial values or not); indexing a trial value goes to vmap."""
     return x[index] if isinstance(x, (tuple, list, dict, torch.Size)) else NotImplemented
@@ -447,11 +461,13 @@ _MODULES: dict[type, Callable[..., Any]] = {
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     **{f: _function_per_element(f, True) for f in _ELEMENTWISE_FUNCTIONS},
     **{f: _function_per_element(f, False) for f in _CHANNEL_FUNCTIONS},
+    torch.mean: _reduce("mean"), torch.sum: _reduce("sum"), torch.amax: _reduce("amax"),
     torch.flatten: _flatten, torch.reshape: _reshape, torch.cat: _cat, getattr: _getattr, operator.getitem: _getitem,
     operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
     operator.truediv: _binary(operator.truediv), torch.add: _binary(torch.add), torch.mul: _binary(torch.mul),
 }
 _METHODS: dict[str, Callable[..., Any]] = {
+    "mean": _reduce("mean"), "sum": _reduce("sum"), "amax": _reduce("amax"),
     "flatten": _flatten, "view": _reshape, "reshape": _reshape, "size": _size, "contiguous": _contiguous,
     "dim": lambda run, x: len(run.shape(x)), "ndimension": lambda run, x: len(run.shape(x)),
     **{name: _function_per_element(_method(name), True) for name in _ELEMENTWISE_METHODS},

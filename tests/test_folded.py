@@ -70,7 +70,8 @@ class Sequence1d(nn.Module):
         self.conv, self.bn, self.fc = nn.Conv1d(2, 6, 5, groups=2), nn.BatchNorm1d(6), nn.Linear(6, 3)
 
     def forward(self, x):
-        return self.fc(F.adaptive_max_pool1d(self.bn(self.conv(x)).relu(), 1).squeeze(-1))
+        h = self.bn(self.conv(x)).relu()
+        return self.fc(F.adaptive_max_pool1d(h, 1).squeeze(-1) + h.mean(2) + torch.amax(h, -1, keepdim=True)[..., 0])
 
 
 class Dense(nn.Module):
@@ -158,7 +159,7 @@ CASES = {  # model, input, the nodes expected to run under vmap (no rule for the
     "batch-norm": (BatchNormNet, RGB, []),
     "residual": (Residual, RGB, ["getitem"]),
     "group-norm": (GroupNormNet, RGB, []),
-    "conv1d": (Sequence1d, torch.randn(16, 2, 12), ["squeeze"]),
+    "conv1d": (Sequence1d, torch.randn(16, 2, 12), ["squeeze", "getitem"]),
     "tokens": (Tokens, torch.randint(0, 20, (16, 7)), ["embed", "mean"]),
     "dense": (Dense, IMAGES, []),
     "in-place": (InPlace, IMAGES, ["lerp_"]),
