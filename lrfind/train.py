@@ -152,7 +152,7 @@ class FusedTrials:
         if not self.vectorize:
             self._loop_trials()
         self._folded = self._folded_forward() if fold and self.vectorize else None
-        self._check_fold = self._folded is not None                # on the first step: does it agree with vmap?
+        self._check_fold = self._folded is not None      # on the first step: does it agree with the trials alone?
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
         if self.cuda_graph and self.device.type != "cuda":
@@ -179,7 +179,7 @@ class FusedTrials:
     # reference cycle would hold its weights, optimizer state and graph until the garbage collector
     # runs, not until the last reference to it goes.
     def _losses(self, p, b, x, y) -> torch.Tensor:
-        """Every trial's loss, (K,), vmapped."""
+        """Every trial's loss, (K,): folded into the channels, or vmapped."""
         if self._folded is not None:
             return vmap(task_loss, in_dims=(0, None))(self._folded(p, b, x), y)
         # randomness="different": each trial draws its own dropout masks, as if trained alone
@@ -269,11 +269,11 @@ class FusedTrials:
             with torch.no_grad():
                 got = self._folded(self.params, buffers(), x).float()
                 want = self._looped_forward(self.params, buffers(), x).float()
-            differ = got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3,
-                                                                   atol=1e-4 + 1e-3 * want.abs().max().item())
-            if differ:
-                gap = (got - want).abs().max().item() if got.shape == want.shape else f"{tuple(got.shape)} != {tuple(want.shape)}"
-                reason = f"its outputs differ from the trials' own (by {gap})"
+            if got.shape != want.shape:
+                differ, reason = True, f"its outputs' shape differs from the trials' own: {tuple(got.shape)}"
+            elif not torch.allclose(got, want, rtol=1e-3, atol=1e-4 + 1e-3 * want.nan_to_num().abs().max().item(),
+                                    equal_nan=True):
+                differ, reason = True, f"its outputs differ from the trials' own (by {(got - want).abs().max().item():.3g})"
         except Exception as e:            # an operator neither the rules nor vmap can run, say
             reason = f"{type(e).__name__}: {message(e)}"
         finally:
