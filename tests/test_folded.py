@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from lrfind import _folded
 from lrfind._folded import FoldedForward, NotFoldable
+from lrfind.data import ImageData
 from lrfind.models import MLP, LeNet
 from lrfind.train import FusedTrials, TrialSpec
 
@@ -266,6 +268,10 @@ def test_an_engine_trains_folded_as_it_trains_vmapped(make) -> None:
     torch.testing.assert_close(folded.flat, whole.flat, rtol=1e-3, atol=2e-4)
     for name in folded.buffers:
         torch.testing.assert_close(folded.buffers[name], whole.buffers[name])
+    val = ImageData(x[:10], torch.arange(10))           # validation in eval mode, folded too
+    for ours, theirs in zip(folded.evaluate(val), whole.evaluate(val)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+    assert folded._folded is not None and folded.base.training
 
 
 def test_the_log_says_the_trials_run_folded_and_what_runs_under_vmap(caplog) -> None:
