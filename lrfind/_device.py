@@ -1,6 +1,9 @@
-"""Choosing the device from a user's word for it."""
+"""Choosing the device from a user's word for it; float32 without TF32 for a comparison."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 
@@ -26,3 +29,16 @@ def exact_dtype(device: torch.device) -> torch.dtype:
     compute them on the host, except on Apple's MPS, which has no float64 (torch's own optimizers
     count steps in float32 there)."""
     return torch.float32 if torch.device(device).type in NO_FLOAT64 else torch.float64
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Float32 convolutions and matrix products without TF32 (which cuDNN uses by default on
+    Ampere and newer GPUs), so that two ways of computing the same thing agree to float32's
+    rounding rather than TF32's 1e-3."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ._args import check_positive
-from ._device import exact_dtype
+from ._device import exact_dtype, exact_float32
 from ._errors import message
 from ._folded import FoldedForward, NotFoldable
 from ._graph import CapturedStep
@@ -266,7 +266,7 @@ class FusedTrials:
         reason, differ = None, False
         self.base.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), exact_float32():        # TF32's rounding would differ between the two
                 got = self._folded(self.params, buffers(), x).float()
                 want = self._looped_forward(self.params, buffers(), x).float()
             if got.shape != want.shape:

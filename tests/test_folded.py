@@ -306,3 +306,19 @@ def test_folded_outputs_that_differ_from_vmaps_fall_back_with_a_warning(monkeypa
     reference.step(IMAGES, y)
     assert engine._folded is None and "outputs differ from the trials' own" in caplog.text
     torch.testing.assert_close(engine.flat, reference.flat)              # the step ran vmapped whole
+
+
+def test_the_first_step_compares_in_float32_without_tf32(monkeypatch) -> None:
+    """cuDNN's TF32 (on by default) rounds to 1e-3, differently for the folded and the lone shapes."""
+    seen = []
+    real = FoldedForward.__call__
+
+    def spy(self, *args):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return real(self, *args)
+
+    monkeypatch.setattr(FoldedForward, "__call__", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    engine, _ = engines(LeNet)
+    engine.step(IMAGES, torch.randint(0, 10, (16,)))
+    assert seen[0] == (False, False) and torch.backends.cudnn.allow_tf32 and engine._folded is not None
