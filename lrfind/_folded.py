@@ -415,8 +415,51 @@ def _reduce(name: str) -> Callable[..., Any]:
 
 
 def _getitem(run: _Run, x: Any, index: Any) -> Any:
-    """An item of a tuple, list or dict (of trial values or not); indexing a trial value goes to vmap."""
-    return x[index] if isinstance(x, (tuple, list, dict, torch.Size)) else NotImplemented
+    """An item of a tuple, list or dict (of trial values or not); ``h[:, :8]`` or ``h[..., 1:]``
+    of a folded activation, by slices that keep the whole batch. Other indexing goes to vmap."""
+    if isinstance(x, (tuple, list, dict, torch.Size)):
+        return x[index]
+    if not isinstance(x, Folded):
+        return NotImplemented
+    index = index if isinstance(index, tuple) else (index,)
+    if index and index[0] is Ellipsis:                     # h[..., a:b]: the last axes
+        index = (slice(None),) * (x.t.dim() - len(index) + 1) + index[1:]
+    if index and index[-1] is Ellipsis:
+        index = index[:-1]
+    whole = slice(None)
+    if not index or index[0] != whole or len(index) > x.t.dim() or not all(isinstance(i, slice) for i in index):
+        return NotImplemented
+    if len(index) == 1 or index[1] == whole:
+        return Folded(x.t[index], x.c)
+    channels = x.t.unflatten(1, (run.k, x.c))[(whole, whole, *index[1:])]
+    return Folded(channels.flatten(1, 2), channels.shape[2])
+
+
+def _expand(run: _Run, x: Any, *sizes: Any) -> Any:
+    """``h.expand(-1, -1, -1, 26)``: per trial, as each trial's activation would be expanded."""
+    sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+    if not isinstance(x, _Trial) or not all(isinstance(n, int) for n in sizes) or len(sizes) != len(run.shape(x)):
+        return NotImplemented
+    if isinstance(x, Stacked):
+        return Stacked(x.t.expand(run.k, *sizes))
+    if sizes[0] not in (-1, x.t.shape[0]) or sizes[1] not in (-1, x.c):
+        return NotImplemented
+    return Folded(x.t.expand(-1, -1, *sizes[2:]), x.c)
+
+
+def _split(name: str) -> Callable[..., Any]:
+    """``h.chunk(2, 1)``, ``torch.split(h, 8, dim=1)``: each part of a folded activation folded."""
+    def rule(run: _Run, x: Any, size: Any, dim: int = 0) -> Any:
+        if not isinstance(x, Folded):
+            return NotImplemented
+        dim %= x.t.dim()
+        if dim >= 2:
+            return tuple(Folded(t, x.c) for t in getattr(x.t, name)(size, dim))
+        if dim == 0:
+            return NotImplemented
+        parts = getattr(x.t.unflatten(1, (run.k, x.c)), name)(size, 2)
+        return tuple(Folded(t.flatten(1, 2), t.shape[2]) for t in parts)
+    return rule
 
 
 def _in_place(name: str) -> Callable[..., Any]:
@@ -461,12 +504,14 @@ _MODULES: dict[type, Callable[..., Any]] = {
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     **{f: _function_per_element(f, True) for f in _ELEMENTWISE_FUNCTIONS},
     **{f: _function_per_element(f, False) for f in _CHANNEL_FUNCTIONS},
+    torch.chunk: _split("chunk"), torch.split: _split("split"),
     torch.mean: _reduce("mean"), torch.sum: _reduce("sum"), torch.amax: _reduce("amax"),
     torch.flatten: _flatten, torch.reshape: _reshape, torch.cat: _cat, getattr: _getattr, operator.getitem: _getitem,
     operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
     operator.truediv: _binary(operator.truediv), torch.add: _binary(torch.add), torch.mul: _binary(torch.mul),
 }
 _METHODS: dict[str, Callable[..., Any]] = {
+    "chunk": _split("chunk"), "split": _split("split"), "expand": _expand,
     "mean": _reduce("mean"), "sum": _reduce("sum"), "amax": _reduce("amax"),
     "flatten": _flatten, "view": _reshape, "reshape": _reshape, "size": _size, "contiguous": _contiguous,
     "dim": lambda run, x: len(run.shape(x)), "ndimension": lambda run, x: len(run.shape(x)),

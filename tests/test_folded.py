@@ -124,6 +124,20 @@ class InPlace(nn.Module):
         return self.fc(h.flatten(1))
 
 
+class Parts(nn.Module):
+    """A CSP net's kind of block: split the channels, work on one part, slice and join them again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.c1, self.fc = nn.Conv2d(1, 8, 3), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(7 * 12 * 12, 10)
+
+    def forward(self, x):
+        a, b = self.c0(x).chunk(2, dim=1)
+        c, d = torch.split(F.relu(self.c1(b)), [1, 3], 1)
+        h = torch.cat([a[:, 1:], c, d.mean(-1, keepdim=True).expand(-1, -1, -1, 26)], 1)
+        return self.fc(F.max_pool2d(h, 2)[..., :12, :12].flatten(1))
+
+
 class Tokens(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -159,12 +173,13 @@ CASES = {  # model, input, the nodes expected to run under vmap (no rule for the
     "lenet": (LeNet, IMAGES, []),
     "mlp": (MLP, IMAGES, []),
     "batch-norm": (BatchNormNet, RGB, []),
-    "residual": (Residual, RGB, ["getitem"]),
+    "residual": (Residual, RGB, []),
     "group-norm": (GroupNormNet, RGB, []),
     "conv1d": (Sequence1d, torch.randn(16, 2, 12), ["squeeze", "getitem"]),
     "tokens": (Tokens, torch.randint(0, 20, (16, 7)), ["embed", "mean"]),
     "dense": (Dense, IMAGES, []),
     "in-place": (InPlace, IMAGES, ["lerp_"]),
+    "parts": (Parts, IMAGES, []),
     "attention": (Attention, torch.randint(0, 20, (16, 7)), ["embed", "attend", "mean"]),
     "dropout": (Dropouts, IMAGES, []),
 }
