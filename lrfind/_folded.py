@@ -143,7 +143,9 @@ class _Run:
                                    self.own(module, node.target), in_place=getattr(module, "inplace", False))
             return out
         if node.op == "call_function":
-            fn, rule = node.target, _FUNCTIONS.get(node.target)
+            fn = node.target
+            rule = _FUNCTIONS.get(fn) or _FUNCTIONS_BY_NAME.get((getattr(fn, "__module__", None),
+                                                                 getattr(fn, "__name__", None)))
         else:                                    # call_method
             fn, rule = _method(node.target), _METHODS.get(node.target)
         out = rule(self, *args, **kwargs) if rule else NotImplemented
@@ -351,8 +353,8 @@ def _binary(op: Callable[..., Any]) -> Callable[..., Any]:
             return type(b)(op(a, b.t), b.c) if isinstance(b, Folded) else Stacked(op(a, b.t))
         if not (isinstance(a, _Trial) and isinstance(b, _Trial)):
             return NotImplemented
-        if isinstance(a, Folded) and isinstance(b, Folded) and a.c == b.c and a.t.shape == b.t.shape:
-            return Folded(op(a.t, b.t), a.c)     # a residual connection
+        if isinstance(a, Folded) and isinstance(b, Folded) and a.c == b.c and a.t.dim() == b.t.dim():
+            return Folded(op(a.t, b.t), a.c)     # a residual connection, a squeeze-and-excitation's scale
         if isinstance(a, Folded) and (t := _per_channel(run, a, b)) is not None:
             return Folded(op(a.t, t), a.c)       # a scale or shift per channel
         if isinstance(b, Folded) and (t := _per_channel(run, b, a)) is not None:
@@ -413,6 +415,24 @@ def _reduce(name: str) -> Callable[..., Any]:
             return NotImplemented
         return Folded(getattr(x.t, name)(dims, keepdim=keepdim), x.c)
     return rule
+
+
+def _stochastic_depth(run: _Run, x: Any, p: float, mode: str, training: bool = True) -> Any:
+    """torchvision's stochastic depth (EfficientNet, ConvNeXt): each trial draws its own rows (or
+    its own one draw, ``mode="batch"``). Under vmap it fails: its noise is an unbatched tensor."""
+    if not isinstance(x, _Trial) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0 or mode not in ("row", "batch"):
+        return NotImplemented                    # torchvision's own error, through vmap
+    if not training or p == 0.0:
+        return x
+    survival, rows = 1.0 - p, run.shape(x)[0] if mode == "row" else 1
+    trials = run.stacked(x)                      # (K, B, ...): a view
+    noise = torch.empty((run.k, rows, *[1] * (trials.dim() - 2)), dtype=trials.dtype, device=trials.device)
+    noise.bernoulli_(survival)
+    if survival > 0.0:
+        noise.div_(survival)
+    if isinstance(x, Stacked):
+        return Stacked(trials * noise)
+    return Folded((x.t.unflatten(1, (run.k, x.c)) * noise.movedim(0, 1)).flatten(1, 2), x.c)
 
 
 def _getitem(run: _Run, x: Any, index: Any) -> Any:
@@ -510,6 +530,10 @@ _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     torch.flatten: _flatten, torch.reshape: _reshape, torch.cat: _cat, getattr: _getattr, operator.getitem: _getitem,
     operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
     operator.truediv: _binary(operator.truediv), torch.add: _binary(torch.add), torch.mul: _binary(torch.mul),
+}
+# functions of packages lrfind does not import on its way (torchvision's), by module and name
+_FUNCTIONS_BY_NAME: dict[tuple[str, str], Callable[..., Any]] = {
+    ("torchvision.ops.stochastic_depth", "stochastic_depth"): _stochastic_depth,
 }
 _METHODS: dict[str, Callable[..., Any]] = {
     "chunk": _split("chunk"), "split": _split("split"), "expand": _expand,

@@ -138,6 +138,22 @@ class Parts(nn.Module):
         return self.fc(F.max_pool2d(h, 2)[..., :12, :12].flatten(1))
 
 
+class Excite(nn.Module):
+    """EfficientNet's parts: a squeeze-and-excitation scale and torchvision's stochastic depth."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        from torchvision.ops import StochasticDepth
+
+        self.conv, self.squeeze, self.drop = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 1), StochasticDepth(p, "row")
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        h = self.conv(x)
+        h = h + self.drop(h * torch.sigmoid(self.squeeze(F.adaptive_avg_pool2d(h, 1))))
+        return self.fc(h.mean((2, 3)))
+
+
 class Tokens(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -180,6 +196,7 @@ CASES = {  # model, input, the nodes expected to run under vmap (no rule for the
     "dense": (Dense, IMAGES, []),
     "in-place": (InPlace, IMAGES, ["lerp_"]),
     "parts": (Parts, IMAGES, []),
+    "excite": (lambda: Excite(p=0.0), IMAGES, []),
     "attention": (Attention, torch.randint(0, 20, (16, 7)), ["embed", "attend", "mean"]),
     "dropout": (Dropouts, IMAGES, []),
 }
@@ -250,6 +267,19 @@ def test_dropout_in_training_draws_each_trial_its_own_masks() -> None:
     folded.base.eval()
     out = folded(p, b, IMAGES)
     assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+
+
+def test_stochastic_depth_drops_each_trials_own_rows_which_vmap_cannot() -> None:
+    torch.manual_seed(0)
+    same = Excite(p=0.5)
+    p, b = stack_module_state([same] * 4)
+    folded = FoldedForward(copy.deepcopy(same).to("meta").train())
+    out = folded(p, b, IMAGES)
+    assert folded.vmapped == []
+    kept = out.unsqueeze(1) == out.unsqueeze(0)                      # (K, K, B, classes)
+    assert not kept.all(-1).all(-1).fill_diagonal_(False).any()       # no two trials drew alike
+    with pytest.raises(RuntimeError, match="randomness"):
+        vmapped(folded.base, p, b, IMAGES)
 
 
 def test_a_model_fx_cannot_trace_is_not_foldable() -> None:
