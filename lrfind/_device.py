@@ -35,10 +35,22 @@ def exact_dtype(device: torch.device) -> torch.dtype:
 def exact_float32() -> Iterator[None]:
     """Float32 convolutions and matrix products without TF32 (which cuDNN uses by default on
     Ampere and newer GPUs), so that two ways of computing the same thing agree to float32's
-    rounding rather than TF32's 1e-3."""
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    rounding rather than TF32's 1e-3. Through torch's newer ``fp32_precision`` settings where they
+    exist (torch 2.9 and later): reading the older ``allow_tf32`` flags after a user set the newer
+    ones raises."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "conv"):
+        conv = conv.conv
+        before = matmul.fp32_precision, conv.fp32_precision
+        matmul.fp32_precision = conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = before
+        return
+    before = conv.allow_tf32, matmul.allow_tf32
+    conv.allow_tf32 = matmul.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+        conv.allow_tf32, matmul.allow_tf32 = before

@@ -353,6 +353,13 @@ def test_folded_outputs_that_differ_from_vmaps_fall_back_with_a_warning(monkeypa
     torch.testing.assert_close(engine.flat, reference.flat)              # the step ran vmapped whole
 
 
+def tf32_settings() -> tuple:
+    """Convolutions' and matrix products' float32 precision, by torch's newer settings where they exist."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
 def test_the_first_step_compares_in_float32_without_tf32(monkeypatch) -> None:
     """cuDNN's TF32 (on by default) rounds to 1e-3, differently for the folded and the lone shapes."""
     seen = []
@@ -360,11 +367,35 @@ def test_the_first_step_compares_in_float32_without_tf32(monkeypatch) -> None:
 
     def spy(self, *args):
         if not self.base.training:                       # the comparison (eval mode)
-            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            seen.append(tf32_settings())
         return real(self, *args)
 
     monkeypatch.setattr(FoldedForward, "__call__", spy)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    before = tf32_settings()
     engine, _ = engines(LeNet)
     engine.step(IMAGES, torch.randint(0, 10, (16,)))
-    assert seen == [(False, False)] and torch.backends.cudnn.allow_tf32 and engine._folded is not None
+    assert seen == [("ieee", "ieee") if isinstance(before[0], str) else (False, False)]
+    assert tf32_settings() == before and engine._folded is not None
+
+
+@pytest.mark.parametrize("api", ["legacy", "new"])
+def test_the_float32_comparison_leaves_a_users_tf32_settings_as_they_were(api: str) -> None:
+    from lrfind._device import exact_float32
+
+    if api == "new" and not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("torch before 2.9 has only the allow_tf32 flags")
+    saved = tf32_settings()
+    try:
+        if api == "new":       # after these, reading the allow_tf32 flags raises
+            torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        before = tf32_settings()
+        with exact_float32():
+            pass
+        assert tf32_settings() == before
+    finally:
+        if isinstance(saved[0], str):
+            torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+        else:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
