@@ -286,7 +286,8 @@ class FusedTrials:
             self._folded = None
             return
         nodes = self._folded.vmapped
-        log.info("the %d trials run folded into the channels%s", len(self.index),
+        k = len(self.index)
+        log.info("%s folded into the channels%s", f"the {k} trials run" if k > 1 else "the trial runs",
                  f"; {len(nodes)} operation(s) without a rule run under vmap: {', '.join(nodes[:8])}"
                  f"{', ...' if len(nodes) > 8 else ''}" if nodes else "")
 

@@ -960,3 +960,27 @@ def test_the_time_line_counts_start_up_and_what_follows_the_stages() -> None:
         "time: start-up 2.0 s, data and storage 0.6 s, range test 0.6 s, trials 4.5 s, final 1.1 s, "
         "report and figures 2.0 s; 10.8 s since the process started")
     assert _timing(seconds) == "time: data and storage 0.6 s, range test 0.6 s, trials 4.5 s, final 1.1 s"
+
+
+def test_a_study_runs_with_its_trials_folded_as_on_a_gpu(data_env, tmp_path, monkeypatch, caplog) -> None:
+    """The GPU's way on the CPU: trials vectorized, so folded into the channels; pruned trials
+    leave the batch, and the final stage retrains folded too."""
+    import logging
+
+    real = FusedTrials.__init__
+
+    def vectorized(self, *args, **kwargs):
+        real(self, *args, **{**kwargs, "vectorize": True})
+
+    monkeypatch.setattr(FusedTrials, "__init__", vectorized)
+    class PruneOdd(optuna.pruners.BasePruner):       # trials 1 and 3 leave the batch after an epoch
+        def prune(self, study, trial) -> bool:
+            return trial.number % 2 == 1
+
+    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: PruneOdd())
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        result = tune(trials=4, parallel=4, out=str(tmp_path), **{**QUICK, "final": True, "final_seeds": 1})
+    assert "the 4 trials run folded into the channels" in caplog.text and "vmapped whole" not in caplog.text
+    assert caplog.text.count("folded into the channels") == 2          # the final stage's retrains too
+    assert [t.state for t in result.study.trials] == [TrialState.COMPLETE, TrialState.PRUNED] * 2
+    assert 0 < result.final["best"]["test_acc"] <= 1
