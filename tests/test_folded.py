@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lrfind import _folded
+from lrfind import _folded, _folded_rules
 from lrfind._folded import FoldedForward, NotFoldable
 from lrfind.data import ImageData
 from lrfind.models import MLP, LeNet
@@ -361,7 +361,7 @@ def test_an_untraceable_model_is_vmapped_whole(caplog) -> None:
 
 
 def test_folded_outputs_that_differ_from_vmaps_fall_back_with_a_warning(monkeypatch, caplog) -> None:
-    monkeypatch.setitem(_folded._FUNCTIONS, F.relu, lambda run, x, **kw: _folded.Folded(x.t * 0.5, x.c)
+    monkeypatch.setitem(_folded_rules.FUNCTIONS, F.relu, lambda run, x, **kw: _folded.Folded(x.t * 0.5, x.c)
                         if isinstance(x, _folded.Folded) else NotImplemented)      # a wrong rule
     engine, reference = engines(LeNet)
     y = torch.randint(0, 10, (16,))
