@@ -92,9 +92,9 @@ class FusedTrials:
     usual layout, found on the first step; with ``channels_last=True`` that is a ``ModelError``.
     Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
     ``fold`` (vectorized trials only): run the forward with the trials folded into the channels
-    (``lrfind._folded``, its rules in ``lrfind._folded_rules``), which spares the copies vmap makes around every convolution; a model that
-    cannot be traced, or whose folded outputs differ on the first batch from each trial's own forward
-    run alone, is vmapped whole.
+    (``lrfind._folded``, its rules in ``lrfind._folded_rules``), which spares the copies vmap makes
+    around every convolution; a model that cannot be traced, or whose folded outputs differ on the
+    first batch from each trial's own forward run alone, is vmapped whole.
     """
 
     def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
