@@ -126,24 +126,24 @@ def _per_element(run: _Run, fn: Callable[..., Any], elementwise: bool, x: Any, *
     return NotImplemented
 
 
-_ELEMENTWISEMODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                         nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity,
                         nn.Dropout)
-_CHANNELMODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+_CHANNEL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
                     nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-_ELEMENTWISEFUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu,
+_ELEMENTWISE_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu,
                           F.mish, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.hardtanh, F.hardswish,
                           F.hardsigmoid, F.softplus, F.dropout)
-_CHANNELFUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+_CHANNEL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                       F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
                       F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.dropout1d, F.dropout2d, F.dropout3d)
-_ELEMENTWISEMETHODS = ("relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "detach", "clone", "float", "half",
+_ELEMENTWISE_METHODS = ("relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "detach", "clone", "float", "half",
                         "bfloat16")
 
 
 def _module_per_element(run: _Run, m: nn.Module, target: str, x: Any, *args: Any, **kwargs: Any) -> Any:
-    return _per_element(run, m, isinstance(m, _ELEMENTWISEMODULES), x, *args, **kwargs)
+    return _per_element(run, m, isinstance(m, _ELEMENTWISE_MODULES), x, *args, **kwargs)
 
 
 def _function_per_element(fn: Callable[..., Any], elementwise: bool) -> Callable[..., Any]:
@@ -224,21 +224,28 @@ def _binary(op: Callable[..., Any]) -> Callable[..., Any]:
         if kwargs:
             return NotImplemented
         if isinstance(b, (int, float)) and isinstance(a, TRIAL):
-            return type(a)(op(a.t, b), a.c) if isinstance(a, Folded) else Stacked(op(a.t, b))
+            return Folded(op(a.t, b), a.c) if isinstance(a, Folded) else Stacked(op(a.t, b))
         if isinstance(a, (int, float)) and isinstance(b, TRIAL):
-            return type(b)(op(a, b.t), b.c) if isinstance(b, Folded) else Stacked(op(a, b.t))
+            return Folded(op(a, b.t), b.c) if isinstance(b, Folded) else Stacked(op(a, b.t))
         if not (isinstance(a, TRIAL) and isinstance(b, TRIAL)):
             return NotImplemented
-        if isinstance(a, Folded) and isinstance(b, Folded) and a.c == b.c and a.t.dim() == b.t.dim():
-            return Folded(op(a.t, b.t), a.c)     # a residual connection, a squeeze-and-excitation's scale
-        if isinstance(a, Folded) and (t := _per_channel(run, a, b)) is not None:
-            return Folded(op(a.t, t), a.c)       # a scale or shift per channel
-        if isinstance(b, Folded) and (t := _per_channel(run, b, a)) is not None:
+        if isinstance(a, Folded) and (t := _aligned(run, a, b)) is not None:
+            return Folded(op(a.t, t), a.c)
+        if isinstance(b, Folded) and (t := _aligned(run, b, a)) is not None:
             return Folded(op(t, b.t), b.c)
         if len(run.shape(a)) != len(run.shape(b)):
             return NotImplemented                # broadcasting would align the trials axis wrongly
         return Stacked(op(run.stacked(a), run.stacked(b)))
     return rule
+
+
+def _aligned(run: _Run, x: Folded, v: Any) -> torch.Tensor | None:
+    """The other operand of an elementwise operation with a folded activation, as a tensor that
+    broadcasts against it trial for trial: a folded activation of as many channels (a residual
+    connection, a squeeze-and-excitation's scale), or a value per channel; None for any other."""
+    if isinstance(v, Folded) and v.c == x.c and v.t.dim() == x.t.dim():
+        return v.t
+    return _per_channel(run, x, v)
 
 
 def _per_channel(run: _Run, x: Folded, v: Any) -> torch.Tensor | None:
@@ -372,8 +379,7 @@ def _in_place(name: str) -> Callable[..., Any]:
             return NotImplemented
         other = args[0]
         if isinstance(x, Folded):
-            same = isinstance(other, Folded) and other.c == x.c and other.t.shape == x.t.shape
-            t = other.t if same else _per_channel(run, x, other)
+            t = _aligned(run, x, other)
         else:
             t = run.stacked(other) if isinstance(other, TRIAL) and len(run.shape(other)) == len(run.shape(x)) else None
         if t is None:
@@ -396,11 +402,11 @@ MODULES: dict[type, Callable[..., Any]] = {
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
     nn.GroupNorm: _group_norm, nn.Linear: _linear, nn.Flatten: _flatten_module,
-    **{t: _module_per_element for t in _ELEMENTWISEMODULES + _CHANNELMODULES},
+    **{t: _module_per_element for t in _ELEMENTWISE_MODULES + _CHANNEL_MODULES},
 }
 FUNCTIONS: dict[Any, Callable[..., Any]] = {
-    **{f: _function_per_element(f, True) for f in _ELEMENTWISEFUNCTIONS},
-    **{f: _function_per_element(f, False) for f in _CHANNELFUNCTIONS},
+    **{f: _function_per_element(f, True) for f in _ELEMENTWISE_FUNCTIONS},
+    **{f: _function_per_element(f, False) for f in _CHANNEL_FUNCTIONS},
     torch.chunk: _split("chunk"), torch.split: _split("split"), torch.transpose: _transpose,
     torch.permute: _permute,
     torch.mean: _reduce("mean"), torch.sum: _reduce("sum"), torch.amax: _reduce("amax"),
@@ -418,7 +424,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "mean": _reduce("mean"), "sum": _reduce("sum"), "amax": _reduce("amax"),
     "flatten": _flatten, "view": _reshape, "reshape": _reshape, "size": _size, "contiguous": _contiguous,
     "dim": lambda run, x: len(run.shape(x)), "ndimension": lambda run, x: len(run.shape(x)),
-    **{name: _function_per_element(method(name), True) for name in _ELEMENTWISEMETHODS},
+    **{name: _function_per_element(method(name), True) for name in _ELEMENTWISE_METHODS},
     **{name: _in_place(name) for name in ("relu_", "sigmoid_", "tanh_", "neg_", "abs_", "exp_", "sqrt_", "add_",
                                           "sub_", "mul_", "div_", "pow_", "clamp_", "clamp_min_", "clamp_max_")},
 }
