@@ -230,12 +230,16 @@ class FusedTrials:
         """One trial's parameters as views of its row of the weights (``_views`` of a single row)."""
         return {name: v.squeeze(0) for name, v in self._views(row.unsqueeze(0)).items()}
 
+    def _buffer_copies(self) -> dict[str, torch.Tensor]:
+        """The trials' buffers cloned, for a trial run that must leave batch norm's statistics as they are."""
+        return {k: v.clone() for k, v in self.buffers.items()}
+
     def _trial_step_fails(self, x: torch.Tensor, y: torch.Tensor) -> Exception | None:
         """The error of one step's forward and backward, tried on copies (the weights, buffers and RNG
         stay as they were); None when it runs."""
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                self._gradients(x, y, buffers={k: v.clone() for k, v in self.buffers.items()})
+                self._gradients(x, y, buffers=self._buffer_copies())
         except Exception as e:            # vmap says RuntimeError or NotImplementedError, models anything
             return e
         return None
@@ -260,15 +264,12 @@ class FusedTrials:
         """Vmap the model whole if its folded forward fails, or differs on this batch from every
         trial's own forward (run one after another; compared in eval mode, where dropout draws
         nothing); then one training step on copies must run."""
-        def buffers() -> dict[str, torch.Tensor]:
-            return {k: v.clone() for k, v in self.buffers.items()}
-
         reason, differ = None, False
         self.base.eval()
         try:
             with torch.no_grad(), exact_float32():        # TF32's rounding would differ between the two
-                got = self._folded(self.params, buffers(), x).float()
-                want = self._looped_forward(self.params, buffers(), x).float()
+                got = self._folded(self.params, self._buffer_copies(), x).float()
+                want = self._looped_forward(self.params, self._buffer_copies(), x).float()
             if got.shape != want.shape:
                 differ, reason = True, f"its outputs' shape differs from the trials' own: {tuple(got.shape)}"
             elif not torch.allclose(got, want, rtol=1e-3, atol=1e-4 + 1e-3 * want.nan_to_num().abs().max().item(),

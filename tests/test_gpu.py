@@ -8,6 +8,7 @@ import torch
 
 from conftest import dynamo_modules_after, fully_shard, vmap_imports_dynamo
 from lrfind import _study, find_lr, get_model
+from lrfind._device import exact_float32
 from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec
 from test_train import BASE_LR, PER_EPOCH, SPECS, STEPS, base_lr, batches, train_alone
 
@@ -22,10 +23,8 @@ def on_cuda(data):
 @pytest.fixture(autouse=True)
 def _exact_float32():
     """TF32 matrix products would differ from the CPU reference by about 1e-3."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    with exact_float32():
+        yield
 
 
 @pytest.mark.parametrize("opt_cfg", [OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=5e-4),
@@ -75,7 +74,10 @@ def test_trials_folded_into_the_channels_replay_from_a_graph_as_vmap_trains_them
     """With TF32 on, as a study runs: the first step's check must keep the trials folded."""
     from test_folded import BatchNormNet
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):     # the settings the fixture restores
+        torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     make = "lenet" if model == "lenet" else BatchNormNet
     data = [(x.expand(-1, 1 if model == "lenet" else 3, -1, -1).contiguous(), y) for x, y in on_cuda(batches())]
     engines = [FusedTrials(make, SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH, device=CUDA,
