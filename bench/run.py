@@ -223,8 +223,8 @@ def main() -> None:
                  f"{pt['alone']['loop_seconds']:.2f} / {pt['thread']['loop_seconds']:.2f} / "
                  f"{pt['process']['loop_seconds']:.2f}"))
     for k, row in results["engine"]["by_k"].items():
-        others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}" for m in ("eager", "bf16", "channels_last", "vmapped_whole")
-                           if f"{m}_ms_per_trial_epoch" in row)
+        others = ", ".join(f"{m} {row[f'{m}_ms_per_trial_epoch']:.1f}"
+                           for m in ("eager", "bf16", "channels_last", "vmapped_whole") if f"{m}_ms_per_trial_epoch" in row)
         rows.append((f"engine K={k}: ms per trial-epoch ({'graph' if device.type == 'cuda' else 'eager'}, fp32), TFLOP/s",
                      f"{row['ms_per_trial_epoch']:.1f}{f' ({others})' if others else ''}, {row['tflops']:.2f}"))
     width = max(len(r[0]) for r in rows)
