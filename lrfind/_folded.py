@@ -136,10 +136,9 @@ class _Run:
         return out
 
     def attribute(self, target: str) -> Any:
-        if target in self.p:
-            return Stacked(self.p[target])
-        if target in self.b:
-            return Stacked(self.b[target])
+        trials = self.weight("", target)         # a parameter or buffer, (K, ...)
+        if trials is not None:
+            return Stacked(trials)
         value = self.base
         for part in target.split("."):
             value = getattr(value, part)
