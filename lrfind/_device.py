@@ -3,25 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator
 
 import torch
 
 from ._args import unknown
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")      # and cuda:N, one GPU of several
 NO_FLOAT64 = {"mps"}        # device types without double-precision tensors
+_ONE_GPU = re.compile(r"cuda:(\d+)")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else the CPU. Asking for CUDA where there is none is an error."""
-    if name not in DEVICES:
-        raise ValueError(unknown("device", name, DEVICES, aliases={"gpu": "cuda"}))
+    """``auto``: CUDA when available, else the CPU; ``cuda:N``: the N-th GPU (as numbered after
+    ``CUDA_VISIBLE_DEVICES``). Asking for a GPU where there is none is an error."""
+    one = _ONE_GPU.fullmatch(name) if isinstance(name, str) else None
+    if name not in DEVICES and one is None:
+        raise ValueError(unknown("device", name, (*DEVICES, "cuda:N"), aliases={"gpu": "cuda"}))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' is not available here; use 'cpu' or 'auto'")
+    if name == "cpu":
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} is not available here; use 'cpu' or 'auto'")
+    count = torch.cuda.device_count()
+    if one is not None and int(one[1]) >= count:
+        gpus = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise ValueError(f"device {name!r} is not here: this machine has {count} GPU{'s' if count > 1 else ''} "
+                         f"({gpus}, numbered after CUDA_VISIBLE_DEVICES)")
     return torch.device(name)
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """``device`` made the current GPU (for a GPU; nothing for another device): torch's calls that
+    take no device (memory statistics, synchronisation, a CUDA graph's capturing stream) then mean it."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def exact_dtype(device: torch.device) -> torch.dtype:

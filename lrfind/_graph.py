@@ -8,6 +8,7 @@ state, counters on the device) and read its inputs from the tensors it was captu
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -29,6 +30,12 @@ class CapturedStep:
     control flow, an op CUDA graphs do not support) runs eagerly from then on, with a warning;
     with ``strict`` the capture's error is raised instead. Nothing of the step runs during a
     capture, so a failed one leaves weights and optimizer state as they were.
+
+    The capture runs on the inputs' GPU, whichever is the current one: kernels launched on another
+    GPU than the capturing stream's would run there and then, once, and leave an empty graph whose
+    replays do nothing. A graph that comes out empty all the same (a step that runs its work on
+    streams of its own) counts as a failed capture; its step did run once, so its output is
+    returned and the next steps run eagerly.
     """
 
     def __init__(self, step: Callable[..., Any], warmup: int = 2, strict: bool = False) -> None:
@@ -48,27 +55,49 @@ class CapturedStep:
             return self.step(*inputs)
         for static, x in zip(self.inputs, inputs):
             static.copy_(x)
-        if self.graph is None and not self._capture():
-            return self.step(*inputs)
+        if self.graph is None:
+            if not self._capture():
+                return self.step(*inputs)
+            if self.failure:                  # an empty graph: its capture ran the step once
+                return self.output
         self.graph.replay()
         return self.output
 
     def _capture(self) -> bool:
-        graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize()
-        try:
-            with torch.cuda.graph(graph):
-                self.output = self.step(*self.inputs)          # recorded, not run
-        except RuntimeError as e:
+        device = self.inputs[0].device
+        with torch.cuda.device(device):       # the capturing stream is the current GPU's
+            graph = torch.cuda.CUDAGraph()
+            torch.cuda.synchronize(device)
+            try:
+                with warnings.catch_warnings(record=True) as said:
+                    warnings.simplefilter("always")
+                    with torch.cuda.graph(graph):
+                        self.output = self.step(*self.inputs)          # recorded, not run
+            except RuntimeError as e:
+                if self.strict:
+                    raise
+                self._fail(first_line(e))
+                torch.cuda.synchronize(device)
+                return False
+        empty = False
+        for w in said:                # torch's warning of an empty graph is acted on; others pass on
+            if "Graph is empty" in str(w.message):
+                empty = True
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if empty:
+            failure = ("the graph came out empty: the step ran its work on another GPU or stream than the "
+                       f"capture's ({device})")
             if self.strict:
-                raise
-            self.failure = first_line(e)
-            log.warning("the training step could not be captured in a CUDA graph (%s); it runs eagerly",
-                        self.failure)
-            torch.cuda.synchronize()
-            return False
+                raise RuntimeError(f"the training step could not be captured in a CUDA graph: {failure}")
+            self._fail(failure)
+            return True                       # the step ran once, eagerly: self.output is its output
         self.graph = graph
         return True
+
+    def _fail(self, failure: str) -> None:
+        self.failure = failure
+        log.warning("the training step could not be captured in a CUDA graph (%s); it runs eagerly", failure)
 
 
 class SweepStep:

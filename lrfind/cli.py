@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -49,19 +50,34 @@ class Choice(click.Choice):
     """click's Choice, without case, and saying which choice a misspelt value probably meant
     (``aliases``: other names for a choice, as ``gpu`` for ``cuda``)."""
 
-    def __init__(self, choices, aliases: dict[str, str] | None = None) -> None:
+    def __init__(self, choices, aliases: dict[str, str] | None = None, others: tuple[str, ...] = ()) -> None:
         super().__init__(choices, case_sensitive=False)
-        self.aliases = aliases or {}
+        self.aliases, self.others = aliases or {}, others       # others: forms the error names too
 
     def convert(self, value, param, ctx):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
             meant = closest(str(value), self.choices, self.aliases)
-            if meant is None:
+            if meant is None and not self.others:
                 raise
-            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}: did you mean {meant}?",
-                      param, ctx)
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, [*self.choices, *self.others]))}"
+                      + (f": did you mean {meant}?" if meant else ""), param, ctx)
+
+
+class DeviceChoice(Choice):
+    """auto, cpu, cuda, or cuda:N: one GPU of several."""
+
+    def __init__(self) -> None:
+        super().__init__(["auto", "cpu", "cuda"], {"gpu": "cuda"}, others=("cuda:N",))
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and re.fullmatch(r"cuda:\d+", value.strip().lower()):
+            return value.strip().lower()
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param, ctx=None) -> str:          # click 8.2 passes ctx; 8.1 does not
+        return "[auto|cpu|cuda|cuda:N]"
 
 
 def schedule_name(typed: str) -> str:
@@ -205,8 +221,8 @@ run_options = _options(
                  help="Clip the gradients' total norm to NORM before every step (torch's clip_grad_norm_), as "
                       "your training does (without it the loss may blow up at a lower LR than in your run). "
                       "Default: no clipping."),
-    click.option("--device", default="auto", show_default=True, type=Choice(["auto", "cpu", "cuda"], {"gpu": "cuda"}),
-                 help="Where to train; auto picks CUDA when available."),
+    click.option("--device", default="auto", show_default=True, type=DeviceChoice(),
+                 help="Where to train; auto picks CUDA when available, cuda:N the N-th of several GPUs."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed for weights and batch order."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
 )

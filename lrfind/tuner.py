@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import _search_loop, _storage, _study, report
 from ._args import check_names, check_positive, unknown
-from ._device import resolve_device
+from ._device import on_device, resolve_device
 from ._duration import timeout_seconds
 from ._imports import callable_name
 from ._painter import Painter
@@ -119,7 +119,7 @@ class TuneConfig(Searched):
     # finished one takes its score; False: a seed each; None: the stored study's, False for a new
     # one (whole studies found schedules as good either way: bench/init_studies_*.json)
     same_init: bool | None = None
-    device: str = "auto"
+    device: str = "auto"                         # "cpu", "cuda", or "cuda:N": one GPU of several
     out: str = "lrfind_out"
     train_subset: int | None = None
     val_size: int | None = None                  # None: 10,000, at most a sixth of the set
@@ -303,7 +303,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     url = cfg.storage or _storage.default_storage(out)
     # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
     # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.
-    with _storage.run_lock(url), Painter(process=device.type == "cuda") as painter:
+    with _storage.run_lock(url), Painter(process=device.type == "cuda") as painter, on_device(device):
         study, cfg = open_settled(cfg, out)   # checks storage, setup and base LR before anything is written
         per_epoch = len(train.loader(cfg.batch_size))
         total = cfg.epochs * per_epoch

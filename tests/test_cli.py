@@ -124,7 +124,8 @@ def test_the_clis_method_names_are_the_suggestion_methods() -> None:
     (["--model", "LeNet5"], "'LeNet5' (did you mean lenet?) is neither a built-in model"),
     (["--dataset", "fashion"], "'fashion' (did you mean fashion-mnist?) is neither"),
     (["--method", "fastest"], "'fastest' is not one of"),
-    (["--device", "gpu"], "'gpu' is not one of 'auto', 'cpu', 'cuda': did you mean cuda?"),
+    (["--device", "gpu"], "'gpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:N': did you mean cuda?"),
+    (["--device", "cuda1"], "'cuda1' is not one of 'auto', 'cpu', 'cuda', 'cuda:N': did you mean cuda?"),
     (["--optimizer", "sdg"], "'sdg' is not one of 'sgd', 'adam', 'adamw': did you mean sgd?"),
     (["--model", "mpl"], "'mpl' (did you mean mlp?) is neither a built-in model"),
     (["--num-iter", "1"], "--num-iter"),
@@ -212,6 +213,10 @@ def test_cuda_without_a_gpu_is_a_clear_error(run, tmp_path) -> None:
         pytest.skip("this machine has CUDA")
     result = run("range-test", "--device", "cuda", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "--device cuda: device 'cuda' is not available here" in result.output
+    result = run("range-test", "--device", "CUDA:1", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "--device cuda:1: device 'cuda:1' is not available here" in result.output
+    result = run("tune", "--device", "cuda:0", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "device 'cuda:0' is not available here; use 'cpu' or 'auto'" in result.output
 
 
 def test_the_console_entry_keeps_exit_codes_and_output() -> None:

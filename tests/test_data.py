@@ -133,6 +133,27 @@ def test_read_idx_of_a_missing_file_says_so_without_advising_to_delete_it(tmp_pa
         read_idx(tmp_path / "absent.gz")
 
 
+def test_one_gpu_of_several_is_named_cuda_n_and_one_not_there_is_a_clear_error(monkeypatch) -> None:
+    import torch
+
+    from lrfind._device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"device 'cuda:2' is not here: this machine has 2 GPUs \(cuda:0 to cuda:1, "
+                                         r"numbered after CUDA_VISIBLE_DEVICES\)"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"this machine has 1 GPU \(cuda:0,"):
+        resolve_device("cuda:1")
+    with pytest.raises(ValueError, match=r"unknown device 'cuda:one' \(did you mean cuda:N\?\)"):
+        resolve_device("cuda:one")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda:0' is not available here; use 'cpu' or 'auto'"):
+        resolve_device("cuda:0")
+
+
 def test_a_misspelt_name_says_which_one_it_probably_meant() -> None:
     """The same hint wherever a name is chosen from a list, in Python as on the command line."""
     from lrfind._device import resolve_device

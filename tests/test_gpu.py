@@ -158,6 +158,35 @@ def test_range_test_from_a_graph_equals_the_eager_sweep(make) -> None:
     assert results[True].suggested_lr == pytest.approx(results[False].suggested_lr, rel=0.05)
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_model_on_another_gpu_than_the_current_one_replays_its_own_graph() -> None:
+    """A capture on the current GPU's stream would record nothing of a model on another GPU (its
+    kernels run there at once) and replay nothing: the sweep must equal its eager twin there."""
+    other = torch.device("cuda", torch.cuda.device_count() - 1)
+    data = [(x.to(other), y.to(other)) for x, y in batches(40, size=64)]
+    results = {}
+    with torch.cuda.device(0):
+        for graph in (True, False):
+            model = get_model("lenet", seed=0).to(other)
+            results[graph] = find_lr(model, data, num_iter=40, end_lr=0.3, cuda_graph=graph, progress=False)
+    assert results[True].config["cuda_graph"]
+    np.testing.assert_allclose(results[True].losses[:30], results[False].losses[:30], rtol=1e-4)
+
+
+def test_a_step_that_leaves_the_graph_empty_runs_eagerly_once_per_call(caplog) -> None:
+    """Work outside the capturing stream (here on the host) leaves an empty graph; every call still
+    runs the step once, and the failure says why."""
+    from lrfind._graph import CapturedStep
+
+    calls = []
+    step = CapturedStep(lambda x: calls.append(1) or torch.ones(2), warmup=1)
+    with caplog.at_level("WARNING", logger="lrfind._graph"):
+        for _ in range(4):
+            step(torch.zeros(2, device=CUDA))
+    assert len(calls) == 4 and step.graph is None and "the graph came out empty" in step.failure
+    assert "could not be captured in a CUDA graph" in caplog.text
+
+
 class _SyncsInForward(torch.nn.Module):
     """A model whose forward reads a value on the host: CUDA graphs cannot record that."""
 

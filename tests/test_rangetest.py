@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import json
 import random
@@ -765,7 +766,8 @@ def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> Non
 
     monkeypatch.setattr(_graph.torch.cuda, "CUDAGraph", lambda: object())
     monkeypatch.setattr(_graph.torch.cuda, "graph", FailingCapture)
-    monkeypatch.setattr(_graph.torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(_graph.torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(_graph.torch.cuda, "device", lambda device: contextlib.nullcontext())
     calls = []
     step = _graph.CapturedStep(lambda x: calls.append(x.clone()) or 2 * x, warmup=1)
     with caplog.at_level("WARNING", logger="lrfind._graph"):
@@ -775,6 +777,44 @@ def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> Non
     assert "could not be captured in a CUDA graph" in caplog.text
     strict = _graph.CapturedStep(lambda x: x, warmup=0, strict=True)
     with pytest.raises(RuntimeError, match="operation not permitted"):
+        strict(torch.zeros(2))
+
+
+def test_an_empty_capture_counts_its_one_run_and_steps_eagerly_after(monkeypatch, caplog) -> None:
+    """A step whose kernels went to another GPU or stream than the capture's ran there and then,
+    once, and left an empty graph (torch warns): its output is the step's, and the steps after run
+    eagerly instead of replaying nothing. The capture ran with the inputs' GPU made the current one."""
+    from lrfind import _graph
+
+    current = []
+
+    class EmptyCapture:
+        def __init__(self, graph):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            warnings.warn("The CUDA Graph is empty. This usually means that the graph was attempted to be "
+                          "captured on wrong device or stream.", UserWarning)
+            warnings.warn("something of the model's own", DeprecationWarning)
+            return False
+
+    monkeypatch.setattr(_graph.torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(_graph.torch.cuda, "graph", EmptyCapture)
+    monkeypatch.setattr(_graph.torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(_graph.torch.cuda, "device", lambda device: current.append(device) or contextlib.nullcontext())
+    calls = []
+    step = _graph.CapturedStep(lambda x: calls.append(x.clone()) or 2 * x, warmup=1)
+    with caplog.at_level("WARNING", logger="lrfind._graph"), pytest.warns(DeprecationWarning, match="model's own"):
+        outs = [step(torch.full((2,), float(i))) for i in range(4)]
+    assert [float(o[0]) for o in outs] == [0.0, 2.0, 4.0, 6.0] and len(calls) == 4   # every step ran once
+    assert step.graph is None and "the graph came out empty" in step.failure
+    assert "could not be captured in a CUDA graph" in caplog.text
+    assert current == [torch.device("cpu")]                 # the inputs' device, made the current one
+    strict = _graph.CapturedStep(lambda x: x, warmup=0, strict=True)
+    with pytest.raises(RuntimeError, match="the graph came out empty"), pytest.warns(DeprecationWarning):
         strict(torch.zeros(2))
 
 
