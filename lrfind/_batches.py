@@ -49,6 +49,14 @@ def describe(batch: Any) -> str:
     return type(batch).__name__
 
 
+def examples(batch: Any) -> int | None:
+    """How many examples a batch holds: its first tensor's length (None for a batch without one)."""
+    if isinstance(batch, torch.Tensor):
+        return len(batch) if batch.ndim else None
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    return next((n for n in map(examples, values) if n is not None), None)
+
+
 def inputs_targets(batch: Any) -> tuple[Any, Any]:
     if isinstance(batch, Mapping):              # only with a loss_fn given: without, see loss_in_outputs
         raise TypeError(f"a batch with keys {sorted(batch)} has no (inputs, targets) to apply loss_fn to; "
@@ -151,6 +159,7 @@ class Batches:
         self.loader, self.device = loader, device
         self._it: Iterator | None = None
         self.restarts = self.count = 0
+        self.first_size: int | None = None       # examples in the first batch
 
     def __next__(self) -> Any:
         if self._it is None:
@@ -164,6 +173,8 @@ class Batches:
             except StopIteration:
                 raise self._empty() from None
             self.restarts += 1
+        if not self.count:
+            self.first_size = examples(batch)
         self.count += 1
         return to_device(batch, self.device)
 
@@ -178,17 +189,27 @@ class Batches:
 
 
 @contextlib.contextmanager
-def first_step_errors(i: int, batch: Any) -> Iterator[None]:
-    """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check."""
+def step_errors(i: int, batch: Any, first_size: int | None = None) -> Iterator[None]:
+    """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check;
+    on a later batch smaller than the first (``first_size`` examples), say that a loader's last
+    batch is the likely cause (batch norm cannot train on one example)."""
     try:
         yield
     # IndexError: a class label out of range, on a CPU; ValueError: a target of another shape than
     # the output (binary cross-entropy), one example in a batch-norm layer
     except (RuntimeError, IndexError, ValueError) as e:
-        if i or isinstance(e, Explained):
+        n = examples(batch)
+        smaller = i and first_size is not None and n is not None and n < first_size
+        if isinstance(e, Explained) or (i and not smaller):
             raise
-        text = (f"the first training step failed on a batch of {describe(batch)}: {str(e).rstrip('.')}. "
-                "Check that the loader's batches fit the model")
+        if not i:
+            text = (f"the first training step failed on a batch of {describe(batch)}: {str(e).rstrip('.')}. "
+                    "Check that the loader's batches fit the model")
+        else:
+            text = (f"step {i + 1} failed on a batch of {describe(batch)}, smaller than the first batch's "
+                    f"{first_size} examples: {str(e).rstrip('.')}. Most often that is the loader's last batch"
+                    f"{' (batch norm cannot train on one example)' if n == 1 else ''}: drop it with "
+                    "DataLoader(..., drop_last=True)")
         try:
             said = type(e)(text)        # the same kind (an out-of-memory error stays one)
         except Exception:               # a kind made from other arguments than a message

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from . import _state
 from ._args import check_names, check_positive
-from ._batches import (Batches, StepFn, check_loader, first_step_errors, inputs_targets, make_default_step, one_shot,
-                       outputs_checked, to_device)
+from ._batches import (Batches, StepFn, check_loader, inputs_targets, make_default_step, one_shot,
+                       outputs_checked, step_errors, to_device)
 from ._distributed import Processes, gradient_clipper, grad_scaler, processes
 from ._graph import SweepStep
 from ._lightning import LightningStep, is_lightning, lightning_optimizer
@@ -131,7 +131,7 @@ def _own_step(own: SweepStep, default_step: StepFn) -> Callable[[int, Batches, f
     ``(x, y)`` batches; a dict batch's loss comes from ``default_step``, eagerly)."""
     def step(i: int, batches: Batches, lr: float) -> torch.Tensor:
         batch = next(batches)
-        with first_step_errors(i, batch):
+        with step_errors(i, batch, batches.first_size):
             if isinstance(batch, Mapping):
                 return own.eager(lambda: default_step(own.model, batch), lr)
             return own(*inputs_targets(batch), lr)
@@ -168,7 +168,7 @@ class _EagerStep:
         total = None
         for _ in range(k):
             batch = next(batches)
-            with self.autocast, first_step_errors(i, batch):
+            with self.autocast, step_errors(i, batch, batches.first_size):
                 loss = self.step_fn(self.model, batch)
             if i == 0 and not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
                 raise TypeError(f"the step function must return a scalar loss tensor, got "
@@ -303,9 +303,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
 
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk. A result that needs a second look
-    (the loss had not turned up by ``end_lr``; repeats that disagree) warns with a
-    ``RangeTestWarning``; ``result.warnings`` lists the same (``warn=False``: only there, for
-    callers that show them themselves).
+    (no suggestion: ``result.reason`` says why; the loss had not turned up by ``end_lr``; repeats
+    that disagree) warns with a ``RangeTestWarning``; ``result.warnings`` lists the last two
+    (``warn=False``: no warning, for callers that show them themselves).
     """
     check_loader(loader)
     if val_loader is not None:
@@ -415,7 +415,10 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         slower.config["faster_sweeps"] = {"num_iter": sweep.num_iter, "seed_lrs": result.seed_lrs,
                                           "shallow": result.shallow}
         result = slower
-    for text in result.warnings if warn and first else []:
+    said = result.warnings
+    if result.suggested_lr is None:        # `optimizer(lr=result.suggested_lr)` would fail far from here
+        said = [f"no LR suggested: {result.reason}; result.plot() shows the curve to pick one from", *said]
+    for text in said if warn and first else []:
         warnings.warn(text, RangeTestWarning, stacklevel=2)
     return result
 

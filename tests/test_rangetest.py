@@ -590,6 +590,37 @@ def test_a_sweep_that_ends_before_the_loss_turns_up_warns_and_says_so_everywhere
     assert quiet.warnings == result.warnings
 
 
+def test_no_suggestion_warns_with_the_reason_where_the_caller_would_use_it() -> None:
+    """``SGD(lr=result.suggested_lr)`` with None would fail far from the cause: say it at once."""
+    values = [2.0 + 0.03 * i for i in range(40)]            # rising from the start
+    with pytest.warns(RangeTestWarning, match="no LR suggested: the loss rises from the start") as caught:
+        result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, progress=False)
+    assert result.suggested_lr is None and caught[0].filename == __file__
+    assert f"no LR suggested: {result.reason}" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeTestWarning)
+        find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, progress=False, warn=False)
+
+
+def test_a_smaller_last_batch_that_breaks_batch_norm_says_so_and_restores_the_model() -> None:
+    """A loader's last batch of one example fails in batch norm at a later step, deep in torch:
+    the error names the step, the batch and the fix."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(33, 10, generator=g), torch.randint(0, 3, (33,), generator=g))
+    model = nn.Sequential(nn.Linear(10, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    before = copy.deepcopy(model.state_dict())
+    loader = torch.utils.data.DataLoader(data, batch_size=32)
+    with pytest.raises(ValueError, match=r"step 2 failed on a batch of \(\(1, 10\) float32, \(1,\) int64\), smaller than "
+                                         r"the first batch's 32 examples: Expected more than 1 value per channel.*"
+                                         r"batch norm cannot train on one example\): drop it with "
+                                         r"DataLoader\(\.\.\., drop_last=True\)"):
+        find_lr(model, loader, num_iter=10, progress=False)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    loader = torch.utils.data.DataLoader(data, batch_size=32, drop_last=True)
+    assert len(find_lr(model, loader, num_iter=10, progress=False, warn=False).losses) == 10
+
+
 def test_a_sweep_stopped_by_divergence_does_not_warn() -> None:
     values = [2.0 - 0.03 * i for i in range(30)] + [1.1 * 2.0 ** i for i in range(30)]
     with warnings.catch_warnings():
