@@ -601,7 +601,8 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
     except (TypeError, ValueError) as e:
         study.tell(trial, state=TrialState.FAIL)
         raise type(e)(f"{e} (trial {trial.number} is stored as failed)") from None
-    if not handed.scores or handed.scores[-1] != value:
+    last = handed.scores[-1] if handed.scores else None
+    if last is None or not (last == value or math.isnan(last) and math.isnan(value)):
         handed.scores.append(value)               # the history ends with the score Optuna gets
         trial.set_user_attr(_study.METRICS[cfg.metric][0], handed.scores)
     trial.set_user_attr("epochs_run", len(handed.scores))

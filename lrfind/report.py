@@ -39,8 +39,9 @@ def _status(t: FrozenTrial) -> str:
         return f"{epochs} epochs"
     if t.state == TrialState.PRUNED:
         return f"pruned after {epochs}"
-    if t.user_attrs.get("failure") == "nan":
-        return f"failed: NaN at step {t.user_attrs.get('failed_at_step')}"
+    if t.user_attrs.get("failure") == "nan":        # the engine knows the step; a loop of the user's, the epoch
+        step = t.user_attrs.get("failed_at_step")
+        return f"failed: NaN at step {step}" if step is not None else f"failed: NaN after epoch {epochs}"
     if "interrupted" in t.user_attrs:
         return "interrupted"
     return t.state.name.lower()

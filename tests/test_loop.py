@@ -207,6 +207,8 @@ def test_the_pruner_stops_trials_that_report_badly_and_a_nan_fails_one(tmp_path)
     assert states[5] == states[7] == optuna.trial.TrialState.PRUNED
     assert states[6] == optuna.trial.TrialState.FAIL and result.study.trials[6].user_attrs["failure"] == "nan"
     assert len(result.study.trials) == 8                      # a diverged trial counts as finished
+    from lrfind.report import _status
+    assert _status(result.study.trials[6]) == "failed: NaN after epoch 1"    # the loop knows the epoch, not the step
 
 
 def test_a_trial_whose_decay_is_still_to_come_is_not_pruned_for_scoring_badly_before_it(tmp_path) -> None:
