@@ -7,6 +7,7 @@
 #
 # 1. tests/test_gpu.py (graph replay, range test from a graph, figures in a child process);
 # 2. bench/run.py, the suite (writes bench/results.json, copied to the output folder);
+#    bench/range_test_profile.py, where the range test's time goes (fixed costs, host against kernels);
 # 3. `lrfind -v tune --trials 50` (what the study logs: the figure process's timings, the wait for the figures),
 #    matplotlib's cache folders, and the same study under cProfile (the parent's top functions);
 #    bench/painter.py at K=6 (stage 3's size) and K=50 (the search's);
@@ -40,6 +41,7 @@ step() {
 step test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step suite python3 bench/run.py
 [[ -f "$out/suite.log" ]] && cp bench/results.json "$out/results.json"
+step range_profile python3 bench/range_test_profile.py --json "$out/range_test_profile.json"
 step tune_verbose python3 -m lrfind -v tune --trials 50 -q --out /tmp/lrfind-tune-verbose
 step tune_profile bash -c 'python3 -c "import matplotlib as m; print(\"matplotlib config\", m.get_configdir(), \"cache\", m.get_cachedir())"
   LRFIND_CLEAN_EXIT=1 python3 -m cProfile -o /tmp/lrfind-tune.prof -m lrfind tune --trials 50 -q --out /tmp/lrfind-tune-profile | tail -n 1

@@ -179,3 +179,12 @@ def test_quality_bench_summarises_pairs_of_studies() -> None:
     assert s["difference_mean_pp"] == pytest.approx(0.167, abs=1e-3)          # +0.2, -0.1, +0.4
     assert s["difference_se_pp"] == pytest.approx(0.2517 / 3 ** 0.5, abs=1e-3)
     assert s["lrfind_ahead"] == 2 and s["studies"] == 3
+
+
+def test_range_test_profile_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
+    result, stdout = bench("range_test_profile.py", "--device", "cpu", "--iters", "30", out=tmp_path / "rt.json",
+                           out_flag="--json", data=mnist_root)
+    parts = result["parts"]
+    assert parts["iterations"] == 30 and parts["calls"]["eager steps"] == 30 and not parts["replayed_from_a_graph"]
+    assert parts["ms"]["sweep"] >= parts["ms"]["eager steps"] > 0 and result["per_step"]["sweep_step_ms"] > 0
+    assert "find_lr, 30 steps at batch 64 on cpu" in stdout
