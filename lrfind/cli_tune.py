@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import click
 
 from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message,
-                  out_of_memory, run_options, schedule_name)
+                  out_of_memory, process_seconds, run_options, schedule_name)
 
 
 def quiet_optuna() -> None:
@@ -138,7 +137,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                          progress=not quiet)
     except ValueError as e:
         raise UserError(option_message(e)) from None
-    started = _process_seconds()                   # start-up: the interpreter, imports, options
+    started = process_seconds()                   # start-up: the interpreter, imports, options
     try:
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
@@ -151,7 +150,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     except torch.cuda.OutOfMemoryError as e:       # tune halves a batch of trials first: this is one trial
         raise out_of_memory(e, batch_size) from None
     _print_report(result.study, out, written=result.files)
-    click.echo(_timing(result.seconds, started, _process_seconds()))
+    click.echo(_timing(result.seconds, started, process_seconds()))
 
 
 def _timing(seconds: dict[str, float], started: float | None = None, total: float | None = None) -> str:
@@ -164,16 +163,6 @@ def _timing(seconds: dict[str, float], started: float | None = None, total: floa
         rest = max(0.0, total - started - sum(staged.values()))
         parts = [f"start-up {started:.1f} s", *parts, f"report and figures {rest:.1f} s"]
     return f"time: {', '.join(parts)}" + (f"; {total:.1f} s since the process started" if total else "")
-
-
-def _process_seconds() -> float | None:
-    """Seconds since this process started (Linux), so that start-up and imports are counted too."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return float(Path("/proc/uptime").read_text().split()[0]) - started
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _print_report(study, out: Path, written: list[Path] | None = None) -> None:

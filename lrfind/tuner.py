@@ -353,8 +353,10 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
             study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
         files = report.write(study, out, figures=False)
         waited = time.perf_counter()
+        log.info("report written; waiting for its figures")
         files += figures.result()
         log.info("waited %.2f s for the report's figures", time.perf_counter() - waited)
+    log.info("figure process and storage closed")
     return TuneResult(study, base_lr, out, final, seconds, files)
 
 

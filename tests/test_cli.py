@@ -311,3 +311,22 @@ def test_an_out_path_under_a_file_stops_before_any_work(run, tmp_path, monkeypat
     assert result.exit_code == 2
     assert "cannot create the folder taken" in result.output and "taken is a file" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "taken"]
+
+
+def test_verbose_log_lines_say_when_on_the_clock_of_the_closing_time_line(mnist_root, tmp_path) -> None:
+    """``-v`` stamps each line with the seconds since the process started, so that a gap in the
+    time line (say, after the final stage) can be placed between two lines."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LRFIND_DATA_DIR": str(mnist_root), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "lrfind", "-v", "tune", "--device", "cpu", "-q", "--trials", "2",
+                           "--base-lr", "0.05", "--train-subset", "256", "--epochs", "1", "--no-final",
+                           "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stamps = [float(m[1]) for m in re.finditer(r"^ *(\d+\.\d\d) s lrfind\.\w+: ", done.stderr, re.M)]
+    assert re.search(r"^ *\d+\.\d\d s lrfind\.tuner: report written; waiting for its figures$", done.stderr, re.M)
+    total = float(re.search(r"; (\d+\.\d) s since the process started", done.stdout)[1])
+    assert len(stamps) >= 3 and stamps == sorted(stamps) and 0 < stamps[0] and stamps[-1] <= total + 0.1
