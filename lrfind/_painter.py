@@ -32,6 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from ._clock import process_start, stamped_logging
+
 log = logging.getLogger(__name__)
 
 _Job = tuple[Future, Callable[..., Any], tuple, dict]
@@ -155,8 +157,9 @@ def _start_child() -> subprocess.Popen | None:
     root = str(Path(__file__).resolve().parents[1])
     # lrfind's folder goes first only while lrfind itself is imported (it may be a source checkout
     # the parent found on its own sys.path); it is then removed, so it shadows nothing later.
+    level = logging.getLogger("lrfind").getEffectiveLevel()
     code = (f"import sys; sys.path.insert(0, {root!r}); import lrfind._painter as p; "
-            f"sys.path.remove({root!r}); p.serve({logging.getLogger('lrfind').getEffectiveLevel()})")
+            f"sys.path.remove({root!r}); p.serve({level}, {process_start()!r})")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}   # it draws; torch needs no thread pool there
     try:
         return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
@@ -165,15 +168,16 @@ def _start_child() -> subprocess.Popen | None:
         return None
 
 
-def serve(level: int = logging.WARNING) -> None:
+def serve(level: int = logging.WARNING, start: float | None = None) -> None:
     """The child's loop: read a job from stdin, run it, write ``(number, ok, value)`` to stdout,
-    until stdin closes. Anything the job prints goes to stderr."""
+    until stdin closes. Anything the job prints goes to stderr; its log lines are stamped with the
+    seconds since ``start``, the parent's start (``-v``'s clock)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle; EOF stops us
     jobs = sys.stdin.buffer
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    stamped_logging(level, start)
     start = time.perf_counter()
     _warm_up()
     log.info("figure process: ready after %.2f s", time.perf_counter() - start)

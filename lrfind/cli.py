@@ -6,13 +6,13 @@ import functools
 import logging
 import os
 import re
-import time
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from ._args import closest, did_you_mean
+from ._clock import stamped_logging
 from ._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
@@ -255,34 +255,9 @@ def main(verbose: bool) -> None:
     lrfind.tune_loop(train, ...) to search the decay over a training loop of your own.
     """
     if verbose:                # each line says when, in seconds since the process started
-        handler = logging.StreamHandler()
-        handler.setFormatter(_SinceStart("%(since)6.2f s %(name)s: %(message)s"))
-        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        stamped_logging(logging.INFO)
     else:
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-
-
-class _SinceStart(logging.Formatter):
-    """Log records stamped with the seconds since the process started (``since``), the clock of
-    ``lrfind tune``'s closing time line, so that ``-v`` places every step in it."""
-
-    def __init__(self, fmt: str) -> None:
-        super().__init__(fmt)
-        self.start = time.time() - (process_seconds() or 0.0)
-
-    def format(self, record: logging.LogRecord) -> str:
-        record.since = record.created - self.start
-        return super().format(record)
-
-
-def process_seconds() -> float | None:
-    """Seconds since this process started (Linux), so that start-up and imports are counted too."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return float(Path("/proc/uptime").read_text().split()[0]) - started
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 @main.command("range-test", epilog="""\b

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from ._clock import process_seconds
 from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message,
-                  out_of_memory, process_seconds, run_options, schedule_name)
+                  out_of_memory, run_options, schedule_name)
 
 
 def quiet_optuna() -> None:

@@ -81,3 +81,26 @@ def test_the_thread_painter_runs_jobs_here() -> None:
         assert p.submit(os.getpid).result() == os.getpid()
         with pytest.raises(ZeroDivisionError):
             p.submit(lambda: 1 / 0).result()
+
+
+def test_the_childs_log_lines_are_stamped_on_the_parents_clock(capfd) -> None:
+    """With ``-v`` the child logs when it was ready and how long each figure took, stamped with the
+    seconds since the parent started, so that its lines and the parent's read as one time line."""
+    import re
+
+    from lrfind._clock import process_seconds
+
+    lrfind_log = logging.getLogger("lrfind")
+    before = lrfind_log.level
+    lrfind_log.setLevel(logging.INFO)
+    try:
+        with Painter(process=True) as p:
+            assert p.submit(math.sqrt, 9.0).result(timeout=120) == 3.0
+    finally:
+        lrfind_log.setLevel(before)
+    now = process_seconds()
+    lines = re.findall(r"^ *(\d+\.\d\d) s lrfind\._painter: figure process: (ready after|sqrt took)",
+                       capfd.readouterr().err, re.M)
+    assert [what for _, what in lines] == ["ready after", "sqrt took"]
+    stamps = [float(s) for s, _ in lines]
+    assert stamps == sorted(stamps) and (now is None or stamps[-1] <= now + 0.1)
