@@ -38,8 +38,12 @@ class SinceStart(logging.Formatter):
         return super().format(record)
 
 
-def stamped_logging(level: int, start: float | None = None) -> None:
-    """The root logger at ``level``, its lines stamped (``SinceStart``)."""
+def configure_logging(level: int, start: float | None = None) -> None:
+    """The root logger at ``level``: verbose (INFO and below) with its lines stamped
+    (``SinceStart``), else as ``name: message``."""
+    if level > logging.INFO:
+        logging.basicConfig(level=level, format="%(name)s: %(message)s")
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(SinceStart(start=start))
     logging.basicConfig(level=level, handlers=[handler])

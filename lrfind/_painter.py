@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from ._clock import process_start, stamped_logging
+from ._clock import configure_logging, process_start
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +170,14 @@ def _start_child() -> subprocess.Popen | None:
 
 def serve(level: int = logging.WARNING, start: float | None = None) -> None:
     """The child's loop: read a job from stdin, run it, write ``(number, ok, value)`` to stdout,
-    until stdin closes. Anything the job prints goes to stderr; its log lines are stamped with the
-    seconds since ``start``, the parent's start (``-v``'s clock)."""
+    until stdin closes. Anything the job prints goes to stderr; verbose, its log lines are stamped
+    with the seconds since ``start``, the parent's start (``-v``'s clock)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle; EOF stops us
     jobs = sys.stdin.buffer
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    stamped_logging(level, start)
+    configure_logging(level, start)
     start = time.perf_counter()
     _warm_up()
     log.info("figure process: ready after %.2f s", time.perf_counter() - start)

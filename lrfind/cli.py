@@ -12,7 +12,7 @@ from typing import Callable
 import click
 
 from ._args import closest, did_you_mean
-from ._clock import stamped_logging
+from ._clock import configure_logging
 from ._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
 
 log = logging.getLogger("lrfind")
@@ -254,10 +254,7 @@ def main(verbose: bool) -> None:
     In Python: find_lr(model, loader) on any model and loader; lrfind.tune(...); and
     lrfind.tune_loop(train, ...) to search the decay over a training loop of your own.
     """
-    if verbose:                # each line says when, in seconds since the process started
-        stamped_logging(logging.INFO)
-    else:
-        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    configure_logging(logging.INFO if verbose else logging.WARNING)    # -v: each line says when
 
 
 @main.command("range-test", epilog="""\b
