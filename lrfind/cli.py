@@ -346,6 +346,9 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                          progress=not quiet, warn=False)     # the summary prints them
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: nothing was written to {out}", err=True)
+        raise SystemExit(130) from None
     result.config.update(model=model, dataset=dataset, augment=augment, train_examples=len(train),
                          input_shape=list(train.images.shape[1:]), classes=train.classes, batch_size=batch_size,
                          optimizer=optimizer, val_batches=val_batches,

@@ -148,6 +148,9 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     except TuneInterrupted as e:
         click.echo(str(e), err=True)
         raise SystemExit(130) from None
+    except KeyboardInterrupt:                      # before the study began, or between its stages
+        click.echo("interrupted: run the same command again to go on (finished trials are stored)", err=True)
+        raise SystemExit(130) from None
     except torch.cuda.OutOfMemoryError as e:       # tune halves a batch of trials first: this is one trial
         raise out_of_memory(e, batch_size) from None
     _print_report(result.study, out, written=result.files)

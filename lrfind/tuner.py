@@ -15,12 +15,13 @@ it and runs only the missing trials.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import optuna
 import torch
@@ -256,6 +257,15 @@ class TuneInterrupted(RuntimeError):
     """Ctrl-C during the study: finished trials are kept, unfinished ones marked; run again to go on."""
 
 
+@contextlib.contextmanager
+def _interrupted_says(text: str) -> Iterator[None]:
+    """Ctrl-C inside becomes a ``TuneInterrupted`` that says what is kept and how to go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise TuneInterrupted(f"interrupted {text}") from None
+
+
 def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
     """(train, validation): the last ``val_size`` training images validate (by default 10,000, at
     most a sixth of the set); ``train_subset`` trims the rest."""
@@ -319,7 +329,9 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
 
         seconds: dict[str, float] = {"setup": time.perf_counter() - clock}     # data and storage
         clock = time.perf_counter()
-        with _study.claim(study):         # workers starting together: one range test, whose LR all use
+        with _study.claim(study), _interrupted_says("during the range test (stage 1), which is not stored: run the "
+                                                    "same command again to start it over"):
+            # workers starting together: one range test, whose LR all use
             base_lr = _study.stored_base_lr(study)
             if base_lr is None:
                 found = None if cfg.base_lr is not None else _range_test(cfg, model, train, out, painter)
@@ -341,7 +353,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         final: dict[str, Any] = {}
         if cfg.final:
             # workers of one study finish together: the first retrains, the others take its results
-            with _study.claim(study):
+            with _study.claim(study), _interrupted_says("during the final retrains (stage 3); the search is stored: "
+                                                        "run the same command again to retrain"):
                 final = report.final_of(study, _study.best(study), seeds=cfg.final_seeds)
                 if not final:
                     final = _final(study, cfg, train, val, base_lr, max_peak)
@@ -351,10 +364,11 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
         study.set_user_attr("seconds", seconds)                      # of the last run
         if device.type == "cuda":
             study.set_user_attr("peak_gpu_bytes", torch.cuda.max_memory_allocated(device))
-        files = report.write(study, out, figures=False)
-        waited = time.perf_counter()
-        log.info("report written; waiting for its figures")
-        files += figures.result()
+        with _interrupted_says(f"while writing the report; the study is stored: lrfind show --out {out} writes it"):
+            files = report.write(study, out, figures=False)
+            waited = time.perf_counter()
+            log.info("report written; waiting for its figures")
+            files += figures.result()
         log.info("waited %.2f s for the report's figures", time.perf_counter() - waited)
     log.info("figure process and storage closed")
     return TuneResult(study, base_lr, out, final, seconds, files)

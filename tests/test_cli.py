@@ -330,3 +330,18 @@ def test_verbose_log_lines_say_when_on_the_clock_of_the_closing_time_line(mnist_
     assert re.search(r"^ *\d+\.\d\d s lrfind\.tuner: report written; waiting for its figures$", done.stderr, re.M)
     total = float(re.search(r"; (\d+\.\d) s since the process started", done.stdout)[1])
     assert len(stamps) >= 3 and stamps == sorted(stamps) and 0 < stamps[0] and stamps[-1] <= total + 0.1
+
+
+def test_ctrl_c_exits_130_with_a_line_that_says_what_was_kept(run, monkeypatch, tmp_path) -> None:
+    """click's own answer to Ctrl-C is 'Aborted!' and exit code 1."""
+    from lrfind import rangetest, tuner
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rangetest, "find_lr", ctrl_c)
+    result = run("range-test", "--device", "cpu", "-q", "--out", str(tmp_path / "rt"))
+    assert result.exit_code == 130 and f"interrupted: nothing was written to {tmp_path / 'rt'}" in result.output
+    monkeypatch.setattr(tuner, "_data", ctrl_c)                  # before the study began
+    result = run("tune", "--device", "cpu", "-q", "--trials", "1", "--out", str(tmp_path / "t"))
+    assert result.exit_code == 130 and "interrupted: run the same command again to go on" in result.output

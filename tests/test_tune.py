@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import optuna
@@ -156,6 +157,31 @@ def test_interrupted_run_resumes_to_exactly_the_requested_trials(data_env, tmp_p
     assert runs(study) == 6
     redone = {json.dumps(t.params, sort_keys=True) for t in study.trials if _study.is_finished(t)}
     assert {json.dumps(t.params, sort_keys=True) for t in interrupted} <= redone   # cut-off trials were rerun
+
+
+@pytest.mark.parametrize("stage, says", [
+    ("_range_test", "interrupted during the range test (stage 1), which is not stored: run the same command again"),
+    ("_final", "interrupted during the final retrains (stage 3); the search is stored: run the same command again"),
+])
+def test_ctrl_c_in_the_range_test_or_the_final_retrains_says_what_is_kept(data_env, tmp_path, monkeypatch, stage,
+                                                                         says) -> None:
+    """Not a bare KeyboardInterrupt (on the command line: click's 'Aborted!' and exit 1), and a
+    run of the same command then goes on."""
+    from lrfind import tuner
+
+    real = getattr(tuner, stage)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner, stage, ctrl_c)
+    fields = {**QUICK, "base_lr": None, "range_test_iters": 30, "range_test_repeats": 1, "final": True,
+              "final_seeds": 1}
+    with pytest.raises(TuneInterrupted, match=re.escape(says)):
+        tune(trials=2, parallel=2, out=str(tmp_path), **fields)
+    monkeypatch.setattr(tuner, stage, real)
+    result = tune(trials=2, parallel=2, out=str(tmp_path), **fields)
+    assert runs(result.study) == 2 and result.final and result.base_lr > 0
 
 
 def test_pruned_trials_are_recorded_and_the_study_goes_on(data_env, tmp_path, monkeypatch) -> None:
@@ -606,6 +632,51 @@ def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path
     assert "last line was cut short" in caplog.text
     assert journal.read_bytes().startswith(whole) and journal.read_bytes().endswith(b"\n")
     assert runs(load(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("where", ["release", "acquire"])
+def test_ctrl_c_inside_the_journal_lock_leaves_no_lock_file_and_is_raised_after(tmp_path, monkeypatch, where) -> None:
+    """Optuna's release, interrupted between its rename and its unlink, left the lock file behind
+    (the next run waited 30 s for it) under a FileNotFoundError: the lock now finishes, then Ctrl-C."""
+    import os
+    import signal
+
+    lock = _storage._ShieldedLock(str(tmp_path / "study.log"))
+    real_rename, real_open = os.rename, os.open
+
+    def interrupted(real):
+        def call(*args, **kwargs):
+            signal.raise_signal(signal.SIGINT)        # Ctrl-C arrives here, in the middle of the lock's work
+            return real(*args, **kwargs)
+        return call
+
+    if where == "acquire":
+        monkeypatch.setattr(os, "open", interrupted(real_open))
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire()
+        monkeypatch.setattr(os, "open", real_open)
+        assert os.path.exists(lock._lock_file)            # taken whole, then interrupted: still ours to release
+        lock.release()
+    else:
+        lock.acquire()
+        monkeypatch.setattr(os, "rename", interrupted(real_rename))
+        with pytest.raises(KeyboardInterrupt):
+            lock.release()
+    assert os.listdir(tmp_path) == []                       # no lock file, no renamed one
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_write_lock_left_by_a_killed_run_is_removed_by_the_next_run_alone(data_env, tmp_path, caplog) -> None:
+    """Optuna would wait 30 s for it, then take it by force; a run that holds the study alone (by
+    flock) knows no writer has it."""
+    if _storage.fcntl is None:
+        pytest.skip("without flock a run cannot tell that it is alone")
+    tune(trials=1, parallel=1, out=str(tmp_path), **QUICK)
+    (tmp_path / "study.log.lock").touch()                        # a run killed inside a write
+    with caplog.at_level("WARNING", logger="lrfind"):
+        tune(trials=2, parallel=1, out=str(tmp_path), **QUICK)
+    assert "removed the write lock study.log.lock left by a process that stopped while writing" in caplog.text
+    assert not (tmp_path / "study.log.lock").exists() and runs(load(tmp_path)) == 2
 
 
 def test_a_run_too_short_for_a_warmup_still_has_its_constant_baseline(data_env, tmp_path) -> None:
