@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ._clock import process_seconds
+from ._files import write_whole
 from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message,
                   out_of_memory, run_options, schedule_name)
 
@@ -256,8 +257,8 @@ def show(folder: Path | None, out: Path, storage: str | None, study_name: str | 
     if for_run is not None:
         tuned, code = for_run
         path = out / f"best_schedule_{epochs}x{steps_per_epoch}.py"
-        path.write_text(f"# lrfind study {study.study_name!r}: {tuned}, stretched to {epochs} epochs of "
-                        f"{steps_per_epoch} steps\n" + code)
+        write_whole(path, f"# lrfind study {study.study_name!r}: {tuned}, stretched to {epochs} epochs of "
+                          f"{steps_per_epoch} steps\n" + code)
         tuned.plot(epochs=epochs, steps_per_epoch=steps_per_epoch, path=path.with_suffix(".png"))
         click.echo(f"\nfor {epochs} epochs of {steps_per_epoch} steps (tuned on {tuned.epochs} of "
                    f"{tuned.steps_per_epoch}), wrote {path} and {path.with_suffix('.png')}:\n\n{code}", nl=False)

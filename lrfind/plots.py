@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from ._files import write_whole
 from .suggest import start_level
 
 if TYPE_CHECKING:
@@ -71,10 +72,14 @@ def png(draw: Callable[["Axes"], object]) -> bytes:
 
 
 def save(fig, path: str | Path) -> Path:
+    """``fig`` into ``path``, in the format its extension names (PNG without one), written whole."""
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:].lower() or None, dpi=120)
+    return write_whole(path, buffer.getvalue())
 
 
 def _loss_limits(raw: np.ndarray, smoothed: np.ndarray, others: list[np.ndarray] = ()) -> tuple[float, float] | None:

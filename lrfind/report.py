@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import _study
 from ._duration import duration_text
+from ._files import write_whole
 from .data import data_line
 from .result import describe_sweeps
 from .schedules import params_text
@@ -292,10 +293,10 @@ def write(study: optuna.Study, out: Path, *, figures: bool = True) -> list[Path]
     """best.json, best_schedule.py and (with ``figures``) the figures, into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "best.json"]
-    (out / "best.json").write_text(json.dumps(best_json(study), indent=2))
+    write_whole(out / "best.json", json.dumps(best_json(study), indent=2))
     code = snippet(study)
     if code:
-        (out / "best_schedule.py").write_text(code)
+        write_whole(out / "best_schedule.py", code)
         written.append(out / "best_schedule.py")
     return written + (draw_figures(study, out) if figures else [])
 

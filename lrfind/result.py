@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import numpy as np
 
 from . import suggest as _suggest
 from ._args import check_positive
+from ._files import write_whole
 
 
 class RangeTestWarning(UserWarning):
@@ -273,19 +275,17 @@ class RangeTestResult:
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-        return path
+        return write_whole(path, json.dumps(self.to_dict(), indent=2))
 
     def to_csv(self, path: str | Path) -> Path:
         """One row per iteration: ``iteration, lr, loss, smoothed`` (empty cell for NaN)."""
-        path = Path(path)
-        with path.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["iteration", "lr", "loss", "smoothed"])
-            for i, (lr, loss, sm) in enumerate(zip(self.lrs, self.losses, self.smoothed)):
-                w.writerow([i, repr(float(lr)), "" if _num(loss) is None else repr(float(loss)),
-                            "" if _num(sm) is None else repr(float(sm))])
-        return path
+        text = io.StringIO(newline="")
+        w = csv.writer(text)
+        w.writerow(["iteration", "lr", "loss", "smoothed"])
+        for i, (lr, loss, sm) in enumerate(zip(self.lrs, self.losses, self.smoothed)):
+            w.writerow([i, repr(float(lr)), "" if _num(loss) is None else repr(float(loss)),
+                        "" if _num(sm) is None else repr(float(sm))])
+        return write_whole(path, text.getvalue())
 
     @classmethod
     def from_json(cls, path: str | Path) -> "RangeTestResult":
