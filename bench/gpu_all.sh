@@ -16,6 +16,8 @@
 # 6. bench/loop_vs_engine.py (the same study through tune and through tune_loop over a plain loop);
 # 7. bench/init_studies.py (whole studies with the same initial weights for every trial, and with a seed each);
 # 8. bench/quality.py (lrfind tune and the sequential loop, 50 trials each, best retrained 3 times a side: ~7 min).
+# 9. bench/engine_variants.py on the machine's 16 CPU cores (no GPU): whether a CPU with many cores
+#    should train its trials folded into the channels rather than one after another (its default).
 # A step that fails is reported and the next one still runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,3 +55,5 @@ step own_model python3 bench/own_model.py --json "$out/own_model.json"
 step loop_vs_engine python3 bench/loop_vs_engine.py --trials 20 --subset 50000 --json "$out/loop_vs_engine.json"
 step init_studies python3 bench/init_studies.py --studies 6 --json "$out/init_studies.json"
 step quality python3 bench/quality.py --json "$out/quality.json"
+step cpu16 env CUDA_VISIBLE_DEVICES= python3 bench/engine_variants.py --device cpu --k 8 32 --train-images 10000 \
+  --rounds 2 --out "$out/engine_variants_cpu16.json"
