@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -595,22 +597,37 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         raise
     wrong = handed.wrong_steps()
     if wrong:
-        warnings.warn(wrong, stacklevel=5)           # at the call of tune_loop
+        _warn_at_users_line(wrong)
     try:
         value = handed.result(value)
     except (TypeError, ValueError) as e:
         study.tell(trial, state=TrialState.FAIL)
         raise type(e)(f"{e} (trial {trial.number} is stored as failed)") from None
+    reported = len(handed.scores)
+    if not reported:                             # one message for the whole study (Python shows it once)
+        _warn_at_users_line("train returned a score without calling trial.report(score) after its epochs: Optuna "
+                      "cannot stop hopeless trials early, and the report shows no history per epoch; report "
+                      "the validation score after every epoch")
     last = handed.scores[-1] if handed.scores else None
     if last is None or not (last == value or math.isnan(last) and math.isnan(value)):
         handed.scores.append(value)               # the history ends with the score Optuna gets
         trial.set_user_attr(_study.METRICS[cfg.metric][0], handed.scores)
-    trial.set_user_attr("epochs_run", len(handed.scores))
+    trial.set_user_attr("epochs_run", len(handed.scores) if reported else handed.epochs)   # unreported: a whole run
     if not math.isfinite(value):
         trial.set_user_attr("failure", "nan")     # diverged: finished, and no score
         study.tell(trial, state=TrialState.FAIL)
         return
     study.tell(trial, value)
+
+
+def _warn_at_users_line(text: str) -> None:
+    """A warning that points at the user's line that called into lrfind (the first frame outside
+    its package: tune_loop's call, or the train function's), however deep the call is."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(text, stacklevel=level)
 
 
 __all__ = ["tune_loop", "LoopTrial", "LoopConfig", "TrialDiverged"]

@@ -16,6 +16,8 @@ from lrfind.loop import LoopTrial
 from lrfind.tuner import TuneInterrupted
 
 EPOCHS, PER_EPOCH = 2, 8
+# many tests score a trial by a plain return; the one that checks its warning sees it through pytest.warns
+pytestmark = pytest.mark.filterwarnings("ignore:train returned a score without calling trial.report")
 
 
 def load(out, name: str) -> optuna.Study:
@@ -249,8 +251,11 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch) -> 
 
 
 def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
-    result = tune_loop(lambda trial: 1.0 / (1 + trial.number), base_lr=0.01, epochs=1, steps_per_epoch=10,
-                       metric="loss", trials=3, schedules=("cosine",), out=str(tmp_path), progress=False)
+    """A plain return scores the trial (with a word that per-epoch reports let Optuna prune)."""
+    with pytest.warns(UserWarning, match=r"without calling trial.report\(score\) after its epochs: Optuna cannot"):
+        result = tune_loop(lambda trial: 1.0 / (1 + trial.number), base_lr=0.01, epochs=2, steps_per_epoch=10,
+                           metric="loss", trials=3, schedules=("cosine",), out=str(tmp_path), progress=False)
+    assert [t.user_attrs["epochs_run"] for t in result.study.trials] == [2, 2, 2]     # whole runs, unreported
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert result.best is not None and json.loads((tmp_path / "best.json").read_text())["trial"] == 2
     assert result.study.trials[2].user_attrs["val_loss"] == [pytest.approx(1 / 3)]     # for the figures
