@@ -121,6 +121,7 @@ def test_a_study_that_fails_in_process_0_or_in_every_process_ends_everywhere(tmp
     assert first[1] == "RuntimeError: a bug in process 0" and second[1] == "RuntimeError: a bug in process 1"
 
 
+@pytest.mark.filterwarnings("ignore:train returned a score without calling trial.report")
 def test_under_torchrun_without_a_process_group_a_warning_says_to_make_one(tmp_path, monkeypatch) -> None:
     import lrfind
 

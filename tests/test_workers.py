@@ -67,6 +67,7 @@ def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path, 
     assert reports[1]["final"] == final
 
 
+@pytest.mark.filterwarnings("ignore:train returned a score without calling trial.report")
 def test_a_trial_whose_process_died_runs_again_and_a_live_ones_is_left_alone(tmp_path) -> None:
     tune_loop(lambda trial: 0.5, base_lr=0.1, epochs=1, steps_per_epoch=8, metric="accuracy", trials=1,
               final_seeds=0, out=str(tmp_path), progress=False)
