@@ -107,7 +107,8 @@ def build_model(name: str, seed: int, data):
 
     try:
         model = get_model(name, seed=seed).to(data.images.device)
-        check_fits(model, data.images, data.classes, name, regression=data.labels.is_floating_point())
+        check_fits(model, data.images, data.classes, name, regression=data.labels.is_floating_point(),
+                   labels=data.labels)
     except ModelError as e:
         raise UserError(option_message(e)) from None
     return model

@@ -113,9 +113,11 @@ def model_name(factory: Callable[..., nn.Module]) -> str:
     return callable_name(factory, "model", ModelError)
 
 
-def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: str, regression: bool = False) -> None:
+def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: str, regression: bool = False,
+               labels: torch.Tensor | None = None) -> None:
     """Raise a clear ModelError unless ``model`` maps two of ``images`` to ``num_classes`` scores each
-    (``regression``: to that many values, one per target).
+    (``regression``: to that many values, one per target; ``labels``, if given, for a hint when
+    float targets look like class indices).
 
     Runs in eval mode without gradients, with the RNG and the model's state left as they were."""
     x = images[:2]
@@ -139,4 +141,17 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
         what = (f"{num_classes} value{'s' if num_classes != 1 else ''} per example (the data set's regression "
                 f"target{'s' if num_classes != 1 else ''})" if regression else f"{num_classes} class scores per image")
         raise ModelError(f"model {name} must return {what}: a batch of shape "
-                         f"{tuple(x.shape)} gave {got}, expected {(len(x), num_classes)}")
+                         f"{tuple(x.shape)} gave {got}, expected {(len(x), num_classes)}"
+                         f"{_classes_hint(labels) if regression else ''}")
+
+
+def _classes_hint(labels: torch.Tensor | None) -> str:
+    """For float labels that are all whole numbers (classes read from a CSV, say): how to say so."""
+    if labels is None or labels.numel() == 0 or labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] != 1):
+        return ""
+    values = labels.flatten()
+    if not bool(torch.isfinite(values).all()) or not bool((values == values.round()).all()) or values.min() < 0:
+        return ""
+    low, high = int(values.min()), int(values.max())
+    return (f"; float labels are regression targets, and these are all whole numbers ({low} to {high}): if "
+            "they are classes, give them as integers (labels.astype(int), or .long())")

@@ -307,7 +307,7 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     regression = is_regression(train.labels)
     cfg = _with_metric(cfg, regression)
     model = get_model(cfg.model, seed=cfg.seed).to(device)     # the range test's, checked before the storage too
-    check_fits(model, train.images, train.classes, cfg.model, regression=regression)
+    check_fits(model, train.images, train.classes, cfg.model, regression=regression, labels=train.labels)
     if cfg.augment:
         check_augment(cfg.augment_fn, train.images, cfg.augment)
     url = cfg.storage or _storage.default_storage(out)

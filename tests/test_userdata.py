@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from torch.utils.data import TensorDataset
 
 import conftest
-from lrfind import _storage, _study, load_dataset, report, tune
+from lrfind import _storage, _study, get_model, load_dataset, report, tune
 from lrfind.data import DataSizeError
 from lrfind.cli import main
 from lrfind.augment import AugmentError
@@ -590,6 +590,21 @@ class TwoOutputs(torch.nn.Module):
 
     def forward(self, x):
         return self.f(x)
+
+
+def test_float_labels_that_are_whole_numbers_get_a_hint_that_classes_are_integers() -> None:
+    """Classes read from a CSV come as floats, which lrfind takes as regression targets."""
+    from lrfind.models import check_fits
+
+    images = torch.zeros(4, 1, 28, 28)
+    for labels, hinted in ((torch.tensor([0.0, 3.0, 1.0, 2.0]), True), (torch.tensor([[1.0], [2.0]]), True),
+                           (torch.tensor([0.5, 1.0]), False), (torch.tensor([-1.0, 2.0]), False), (None, False)):
+        with pytest.raises(ModelError, match="must return 1 value per example") as caught:
+            check_fits(get_model("lenet"), images, 1, "lenet", regression=True, labels=labels)
+        assert ("if they are classes, give them as integers (labels.astype(int), or .long())"
+                in str(caught.value)) == hinted, labels
+    with pytest.raises(ModelError, match=r"these are all whole numbers \(0 to 3\)"):
+        check_fits(get_model("lenet"), images, 1, "lenet", regression=True, labels=torch.tensor([0.0, 3.0]))
 
 
 def test_regression_targets_tune_on_the_loss_with_mse(tmp_path) -> None:
