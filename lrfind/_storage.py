@@ -136,11 +136,12 @@ def _check_journal_path(path: Path) -> None:
 def _ctrl_c_deferred() -> Iterator[None]:
     """Ctrl-C inside is held back, then raised once the block is done (in the main thread, the
     only one Python interrupts)."""
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:   # None: set outside Python
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
