@@ -95,7 +95,7 @@ def option_message(e: ValueError) -> str:
     text = str(e)
     for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr",
                   "train_subset", "val_size", "range_test_iters", "range_test_repeats", "heartbeat", "max_peak",
-                  "final_seeds", "weight_decay", "momentum", "max_grad_norm", "timeout"):
+                  "final_seeds", "weight_decay", "momentum", "max_grad_norm", "timeout", "schedules"):
         if text.startswith(field + " "):
             return "--" + field.replace("_", "-") + text[len(field):]
     return text

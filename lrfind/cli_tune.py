@@ -122,7 +122,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     from ._study import StudyError
 
     quiet_optuna()
-    names = tuple(schedule_name(n) for n in schedules.split(",") if n.strip()) if schedules else None
+    names = None if schedules is None else tuple(schedule_name(n) for n in schedules.split(",") if n.strip())
     try:
         cfg = TuneConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, augment=augment,
                          trials=trials,

@@ -70,7 +70,11 @@ class Searched:
         return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
 
     def check_schedules(self) -> None:
-        """Each schedule named exists (an unknown name lists the choices) and has the run it needs."""
+        """Each schedule named exists (an unknown name lists the choices) and has the run it needs;
+        an empty list is a mistake (an unset shell variable, say), not a wish for every schedule."""
+        if self.schedules is not None and not self.schedules:
+            raise ValueError("schedules is empty: name the schedules to search (say, cosine,onecycle; "
+                             "`lrfind schedules` lists them), or leave it out (None) for every one")
         for name in self.schedules or ():
             why = self._no_room(get_schedule(name))
             if why is not None:

@@ -255,6 +255,8 @@ def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, 
     (["--schedules", "cosine,cosinus"], "unknown schedule 'cosinus' (did you mean cosine?); choose from"),
     (["--epochs", "1", "--schedules", "Plateau"], "--epochs 1 is too few for plateau, which needs 3"),   # any case
     (["--schedules", "CosineAnnealingLR"], "unknown schedule 'CosineAnnealingLR' (did you mean cosine?)"),
+    (["--schedules", ""], "--schedules is empty: name the schedules to search"),     # "$UNSET": not all of them
+    (["--schedules", " , "], "--schedules is empty: name the schedules to search"),
     (["--base-lr", "-1"], "--base-lr must be a positive finite number, got -1.0"),
     (["--storage", "bogus://nowhere"], "cannot open storage"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
