@@ -135,6 +135,19 @@ def out_of_memory(e: Exception, batch_size: int) -> UserError:
                      "or use a smaller model; a study keeps its finished trials, so run the same command again")
 
 
+class PathGiven(click.Path):
+    """click's Path (as ``pathlib.Path``), refusing an empty value, which would otherwise mean the
+    current folder: most often an unset shell variable (``--out "$RUN"``)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; give a path (an unset shell variable?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def creatable_folder(ctx: click.Context, param: click.Parameter, path: Path) -> Path:
     """An --out folder that exists or can be made: one that cannot stops the command as it starts,
     before its work, not after. Nothing is created yet (``make_folder`` does, when the work starts)."""
@@ -201,7 +214,7 @@ data_options = _options(
                       "function with no arguments that returns the training set or (train, test): Datasets of "
                       "(image tensor, label) items or (images, labels) tensor pairs. Integer labels are classes, "
                       "float labels regression targets (mean squared error). It is kept whole on the device."),
-    click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    click.option("--data-dir", type=PathGiven(file_okay=False), default=None,
                  help="Folder holding MNIST/raw/ (torchvision's layout) for the built-in data sets. "
                       "Default: $LRFIND_DATA_DIR, else ~/.cache/lrfind."),
     click.option("--augment", default=None, type=BuiltinOrOwn("augment", AUGMENT_NAMES, "augmentation"),
@@ -293,7 +306,7 @@ Examples:
                    "steepest = fastest fall of the smoothed loss; valley = fastai's rule; minimum = a tenth "
                    "of the LR at the lowest loss.")
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), callback=creatable_folder,
+              type=PathGiven(file_okay=False), callback=creatable_folder,
               help="Folder for range_test.png, range_test.json and range_test.csv.")
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
@@ -373,9 +386,9 @@ Examples:
   lrfind range-test --optimizer adam --out runs/adam
   lrfind compare runs/sgd runs/adam --out optimizers.png
   lrfind compare runs/wd0/range_test.json runs/wd1e-4/range_test.json""")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("runs", nargs=-1, required=True, type=PathGiven(exists=True))
 @click.option("--out", default=Path("range_tests.png"), show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), callback=in_creatable_folder,
+              type=PathGiven(dir_okay=False), callback=in_creatable_folder,
               help="PNG file for the curves laid over each other.")
 def compare_command(runs: tuple[Path, ...], out: Path) -> None:
     """Lay several range tests over each other and tabulate them.
@@ -456,7 +469,7 @@ def schedules(ctx: click.Context) -> None:
               help="Steps per epoch (dotted lines; plateau reports). Default: steps/10.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a parameter (repeatable; lists as 100,200). Needs exactly one NAME.")
-@click.option("--out", default=Path("schedules.png"), show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", default=Path("schedules.png"), show_default=True, type=PathGiven(dir_okay=False),
               callback=in_creatable_folder, help="PNG file to write.")
 def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | None, params: tuple[str, ...],
                    out: Path) -> None:

@@ -9,8 +9,8 @@ import click
 
 from ._clock import process_seconds
 from ._files import write_whole
-from .cli import (Choice, UserError, batch_size_option, creatable_folder, data_options, main, option_message,
-                  out_of_memory, run_options, schedule_name)
+from .cli import (Choice, PathGiven, UserError, batch_size_option, creatable_folder, data_options, main,
+                  option_message, out_of_memory, run_options, schedule_name)
 
 
 def quiet_optuna() -> None:
@@ -46,7 +46,7 @@ Examples:
               help="Where the study lives: a journal file path, or an RDB URL (sqlite:///study.db, "
                    "postgresql://...). Default: OUT/study.log (readable by optuna-dashboard).")
 @click.option("--study-name", default=None, help="Study name in the storage. Default: lrfind-MODEL-DATASET.")
-@click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", default=Path("lrfind_out"), show_default=True, type=PathGiven(file_okay=False),
               callback=creatable_folder, help="Folder for the study, report and figures.")
 @click.option("--train-subset", type=int, default=None, metavar="N", help="Train on the first N images only (quick runs).")
 @click.option("--val-size", default=None, type=int, metavar="N",
@@ -193,8 +193,8 @@ Examples:
   lrfind show --epochs 30 --steps-per-epoch 469    # the best schedule for your own, longer run
   lrfind show --storage postgresql://user:pw@host/db --study-name mnist-lenet
 """)
-@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", default=Path("lrfind_out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("folder", required=False, type=PathGiven(file_okay=False))
+@click.option("--out", default=Path("lrfind_out"), show_default=True, type=PathGiven(file_okay=False),
               help="Folder of the study (its study.log), where the report is written again; or give it as FOLDER.")
 @click.option("--storage", default=None, metavar="PATH|URL",
               help="A journal file path or an RDB URL. Default: OUT/study.log (OUT/study.db from older runs).")

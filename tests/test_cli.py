@@ -345,3 +345,14 @@ def test_ctrl_c_exits_130_with_a_line_that_says_what_was_kept(run, monkeypatch, 
     monkeypatch.setattr(tuner, "_data", ctrl_c)                  # before the study began
     result = run("tune", "--device", "cpu", "-q", "--trials", "1", "--out", str(tmp_path / "t"))
     assert result.exit_code == 130 and "interrupted: run the same command again to go on" in result.output
+
+
+@pytest.mark.parametrize("args", [["tune", "--out", ""], ["range-test", "--out", " "], ["show", ""],
+                                  ["compare", "", "x"], ["range-test", "--data-dir", ""],
+                                  ["schedules", "plot", "--out", ""]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(run, tmp_path, monkeypatch, args) -> None:
+    """`--out "$RUN"` with RUN unset wrote a study into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2 and "is empty; give a path (an unset shell variable?)" in result.output
+    assert list(tmp_path.iterdir()) == []
