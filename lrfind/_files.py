@@ -14,6 +14,8 @@ def write_whole(path: str | Path, data: str | bytes) -> Path:
     """``data`` (text as UTF-8) into ``path``: written to a file beside it, then renamed over it
     once complete (an atomic replace on POSIX and Windows). The new file gets the permissions a
     plain ``open(path, "w")`` would give it."""
+    if not str(path).strip() or not Path(path).name:
+        raise ValueError(f"no file name to write to: {str(path)!r}")
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     part = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")

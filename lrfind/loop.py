@@ -102,6 +102,7 @@ class LoopConfig(Searched):
             raise ValueError(unknown("pruner", self.pruner, _study.PRUNERS))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
         self.check_schedules()
+        self.check_out()
         self.optimizer_config                                # checks the optimizer's name and settings
 
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,12 @@ class Searched:
     momentum: float
     weight_decay: float | None
     epochs: int
+    out: str
+
+    def check_out(self) -> None:
+        """``out`` names a folder: an empty one would mean the current folder (an unset variable, most often)."""
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
+            raise ValueError(f"out must name the folder for the study and its report, got {self.out!r}")
 
     @property
     def choices(self) -> list[str]:
@@ -183,6 +190,7 @@ class TuneConfig(Searched):
         if self.pruner not in _study.PRUNERS:
             raise ValueError(unknown("pruner", self.pruner, _study.PRUNERS))
         self.check_schedules()
+        self.check_out()
         self.optimizer_config                # checks the optimizer's name, momentum and weight decay
         get_model(self.model)
         check_dataset(self.dataset)

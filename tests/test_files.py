@@ -33,3 +33,9 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_part(tmp_path, monkeypatc
 def test_a_missing_folder_is_named_as_asked(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"No such file or directory: '.*nowhere/r\.json'"):
         write_whole(tmp_path / "nowhere" / "r.json", "{}")
+
+
+@pytest.mark.parametrize("path", ["", " ", "/"])
+def test_a_path_without_a_file_name_is_a_clear_error(path) -> None:
+    with pytest.raises(ValueError, match="no file name to write to"):
+        write_whole(path, "{}")

@@ -378,6 +378,16 @@ def test_trials_start_from_a_seed_each_or_the_same_weights_and_a_stored_study_ke
         TuneConfig(same_init="yes")
 
 
+@pytest.mark.parametrize("out", ["", "  ", None])
+def test_an_empty_out_is_refused_not_taken_for_the_current_folder(out) -> None:
+    from lrfind import LoopConfig
+
+    with pytest.raises(ValueError, match="out must name the folder for the study and its report"):
+        TuneConfig(out=out)
+    with pytest.raises(ValueError, match="out must name the folder for the study and its report"):
+        LoopConfig(train=print, base_lr=0.1, epochs=1, steps_per_epoch=1, metric="accuracy", out=out)
+
+
 @pytest.mark.parametrize("same_init", [True, False], ids=["same-init", "seed-each"])
 def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_score_without_running(
         data_env, tmp_path, monkeypatch, same_init) -> None:
