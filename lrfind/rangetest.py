@@ -224,6 +224,16 @@ def _mean_loss(model: nn.Module, batches: list, step_fn: StepFn, autocast) -> to
     return total / len(batches)
 
 
+def _start_persistent_workers(loader: Iterable) -> None:
+    """A DataLoader with persistent workers draws one random number more on its first ``iter()``
+    (its workers' base seed) than on the later ones, which reuse them: its first sweep would then
+    take another batch order than the same seed gives any later sweep. Started here, before the
+    seeded sweeps (the RNG is restored afterwards), its order follows the seed alone."""
+    if (isinstance(loader, torch.utils.data.DataLoader) and loader.persistent_workers and loader.num_workers > 0
+            and getattr(loader, "_iterator", False) is None):
+        iter(loader)
+
+
 def _model_device(model: nn.Module) -> torch.device:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -372,6 +382,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
 
     snapshot = _state.take(model, optimizer)
     loader_rng = generator.get_state() if generator is not None else None
+    _start_persistent_workers(loader)
     runs: list[_Run] = []
     try:
         val = None

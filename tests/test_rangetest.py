@@ -1095,3 +1095,17 @@ def test_on_a_device_without_float64_the_own_step_makes_no_double(optimizer, wit
         m.setattr("lrfind._device.NO_FLOAT64", set())
         double = find_lr(make_model(), data, optimizer=optimizer, num_iter=20, end_lr=0.1, seed=0, progress=False)
     np.testing.assert_allclose(single.losses, double.losses, rtol=1e-4)
+
+
+def test_a_seed_gives_the_same_sweeps_through_a_dataloader_with_persistent_workers() -> None:
+    """Such a loader draws one random number more on its first iter() than on the next ones: its
+    first sweep used to take another batch order than the same seed gave it later (fastai#3295's
+    complaint, 'a different result each run')."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(256, 10, generator=g), torch.randint(0, 3, (256,), generator=g))
+    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, num_workers=1, persistent_workers=True)
+    model = nn.Linear(10, 3)
+    kw = dict(num_iter=12, repeats=2, seed=0, progress=False, warn=False)
+    first, second = find_lr(model, loader, **kw), find_lr(model, loader, **kw)
+    for a, b in zip(first.seed_losses, second.seed_losses):
+        np.testing.assert_array_equal(a, b)
