@@ -289,7 +289,12 @@ class RangeTestResult:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "RangeTestResult":
-        d = json.loads(Path(path).read_text())
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a range-test JSON file: it is not JSON ({e}); cut short?") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} is not a range-test JSON file: it holds a {type(d).__name__}, not an object")
         try:
             return cls(lrs=d["lrs"], losses=[np.nan if x is None else x for x in d["losses"]],
                        stop_reason=d.get("stop_reason", "completed"), num_iter=d.get("num_iter", len(d["lrs"])),
@@ -303,11 +308,20 @@ class RangeTestResult:
     @classmethod
     def from_csv(cls, path: str | Path) -> "RangeTestResult":
         with Path(path).open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows and not {"lr", "loss"} <= set(rows[0]):
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if not {"lr", "loss"} <= set(reader.fieldnames or ()):
             raise ValueError(f"{path} is not a range-test CSV file: it needs columns lr and loss")
-        lrs = [float(r["lr"]) for r in rows]
-        losses = [float(r["loss"]) if r["loss"] else np.nan for r in rows]
+        if not rows:
+            raise ValueError(f"{path} holds no iterations, only its header")
+        cut = next((i for i, r in enumerate(rows) if None in r.values()), None)     # fewer cells than the header
+        if cut is not None:
+            raise ValueError(f"{path} is not a whole range-test CSV file: its row {cut + 1} is cut short")
+        try:
+            lrs = [float(r["lr"]) for r in rows]
+            losses = [float(r["loss"]) if r["loss"] else np.nan for r in rows]
+        except (TypeError, ValueError) as e:          # a cell that is not a number, a row cut short
+            raise ValueError(f"{path} is not a range-test CSV file: {e}") from None
         return cls(lrs=lrs, losses=losses, num_iter=len(rows))
 
     @classmethod

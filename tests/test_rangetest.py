@@ -575,6 +575,23 @@ def test_json_and_csv_round_trip(tmp_path) -> None:
         RangeTestResult.load(tmp_path / "r.txt")
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("cut.json", '{"lrs": [1e-6, 2', r"is not a range-test JSON file: it is not JSON \(.*\); cut short\?"),
+    ("list.json", "[1, 2]", "is not a range-test JSON file: it holds a list, not an object"),
+    ("other.csv", "not,a,csv\n1,2,3\n", "is not a range-test CSV file: it needs columns lr and loss"),
+    ("header.csv", "iteration,lr,loss,smoothed\n", "holds no iterations, only its header"),
+    ("cut.csv", "iteration,lr,loss,smoothed\n0,1e-06,2.3,2.3\n1,2e-06\n", "its row 2 is cut short"),
+    ("words.csv", "iteration,lr,loss,smoothed\n0,fast,2.3,2.3\n", "is not a range-test CSV file: could not convert"),
+])
+def test_a_file_that_is_not_a_whole_range_test_is_a_clear_error(tmp_path, name, text, message) -> None:
+    """What `lrfind compare` reads: a CSV of another kind used to load as an empty sweep, a cut row
+    as a NaN."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        RangeTestResult.load(path)
+
+
 def test_a_sweep_that_ends_before_the_loss_turns_up_warns_and_says_so_everywhere(tmp_path) -> None:
     values = [2.0 - 0.03 * i for i in range(40)]            # still falling at end_lr
     with pytest.warns(RangeTestWarning, match="had not turned up by the sweep's last LR") as caught:
