@@ -165,6 +165,20 @@ def in_creatable_folder(ctx: click.Context, param: click.Parameter, path: Path) 
     return path
 
 
+def figure_file(ctx: click.Context, param: click.Parameter, path: Path) -> Path:
+    """An --out figure: its folder can be made, and matplotlib writes the format its extension
+    names (PNG without one), checked before the work rather than after."""
+    in_creatable_folder(ctx, param, path)
+    if path.suffix:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if path.suffix[1:].lower() not in formats:
+            raise click.BadParameter(f"{path}: matplotlib cannot write {path.suffix} files; use one of "
+                                     f"{', '.join('.' + f for f in sorted(formats))}", ctx, param)
+    return path
+
+
 def make_folder(path: Path) -> None:
     """Create the --out folder (its parents too) before the work starts, or say why not."""
     try:
@@ -388,8 +402,8 @@ Examples:
   lrfind compare runs/wd0/range_test.json runs/wd1e-4/range_test.json""")
 @click.argument("runs", nargs=-1, required=True, type=PathGiven(exists=True))
 @click.option("--out", default=Path("range_tests.png"), show_default=True,
-              type=PathGiven(dir_okay=False), callback=in_creatable_folder,
-              help="PNG file for the curves laid over each other.")
+              type=PathGiven(dir_okay=False), callback=figure_file,
+              help="Figure file for the curves laid over each other (PNG; .pdf or .svg by their extension).")
 def compare_command(runs: tuple[Path, ...], out: Path) -> None:
     """Lay several range tests over each other and tabulate them.
 
@@ -470,7 +484,7 @@ def schedules(ctx: click.Context) -> None:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a parameter (repeatable; lists as 100,200). Needs exactly one NAME.")
 @click.option("--out", default=Path("schedules.png"), show_default=True, type=PathGiven(dir_okay=False),
-              callback=in_creatable_folder, help="PNG file to write.")
+              callback=figure_file, help="Figure file to write (PNG; .pdf or .svg by their extension).")
 def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | None, params: tuple[str, ...],
                    out: Path) -> None:
     """Draw the LR curves of NAMES (default: all schedules) in one figure.

@@ -356,3 +356,11 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(run, tmp_path
     result = run(*args)
     assert result.exit_code == 2 and "is empty; give a path (an unset shell variable?)" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_figure_file_matplotlib_cannot_write_is_refused_before_the_work(run, tmp_path) -> None:
+    result = run("schedules", "plot", "--out", str(tmp_path / "s.doc"))
+    assert result.exit_code == 2 and "s.doc: matplotlib cannot write .doc files; use one of" in result.output
+    assert ".pdf" in result.output and list(tmp_path.iterdir()) == []
+    result = run("schedules", "plot", "cosine", "--out", str(tmp_path / "s.svg"))
+    assert result.exit_code == 0 and (tmp_path / "s.svg").read_text().lstrip().startswith("<?xml")
