@@ -606,9 +606,9 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         raise type(e)(f"{e} (trial {trial.number} is stored as failed)") from None
     reported = len(handed.scores)
     if not reported:                             # one message for the whole study (Python shows it once)
-        _warn_at_users_line("train returned a score without calling trial.report(score) after its epochs: Optuna "
-                      "cannot stop hopeless trials early, and the report shows no history per epoch; report "
-                      "the validation score after every epoch")
+        _warn_at_users_line("train returned a score without calling trial.report(score) after its epochs: "
+                            "Optuna cannot stop hopeless trials early, and the report shows no history per epoch; "
+                            "report the validation score after every epoch")
     last = handed.scores[-1] if handed.scores else None
     if last is None or not (last == value or math.isnan(last) and math.isnan(value)):
         handed.scores.append(value)               # the history ends with the score Optuna gets

@@ -382,9 +382,9 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
 
     snapshot = _state.take(model, optimizer)
     loader_rng = generator.get_state() if generator is not None else None
-    _start_persistent_workers(loader)
     runs: list[_Run] = []
     try:
+        _start_persistent_workers(loader)
         val = None
         if val_loader is not None:
             val = [to_device(b, device) for b in itertools.islice(val_loader, val_batches)]
