@@ -139,7 +139,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                          progress=not quiet)
     except ValueError as e:
         raise UserError(option_message(e)) from None
-    started = process_seconds()                   # start-up: the interpreter, imports, options
+    started = process_seconds()                    # start-up: the interpreter, imports, options
     try:
         result = tune(cfg)
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
