@@ -33,6 +33,7 @@ import os
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,7 @@ class LoopTrial:
         self.losses: list[float] = []
         self._plateau: Any = None
         self._built: Any = None                  # the scheduler handed out, to count its steps
+        self._scheduled: weakref.WeakSet = weakref.WeakSet()      # the optimizers given one
 
     def optimizer(self, params) -> torch.optim.Optimizer:
         """The study's ``torch.optim`` optimizer over ``params``, at this trial's peak LR."""
@@ -161,6 +163,11 @@ class LoopTrial:
 
     def _scheduler(self, optimizer: torch.optim.Optimizer):
         """``scheduler``, warning at the line that called the public method that called this."""
+        if optimizer in self._scheduled:
+            raise ValueError(f"trial {self.number} asked for a second scheduler of the same optimizer: it would "
+                             "start from the LR the first one set and both would move it; make one scheduler per "
+                             "optimizer (a second optimizer, a GAN's, may have its own)")
+        self._scheduled.add(optimizer)
         check_optimizer_lr(optimizer, self.lr, stacklevel=3)
         built = get_schedule(self.schedule).build(optimizer, self.total_steps, **self.params)
         if get_schedule(self.schedule).needs_metric:

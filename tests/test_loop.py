@@ -655,3 +655,31 @@ def test_a_hugging_face_evaluation_not_per_epoch_or_without_the_metric_is_a_clea
     with pytest.raises(KeyError, match=r"evaluation metrics have no 'eval_accuracy' \(there are: eval_acc, "
                                        r"eval_loss\): a compute_metrics that returns it"):
         tune_loop(train, out=str(tmp_path / "b"), **common)
+
+
+def test_a_second_scheduler_of_one_optimizer_is_an_error_and_two_optimizers_get_one_each(tmp_path) -> None:
+    """The second would start from the LR the first one set (and the step count followed the
+    second, so the first's steps were reported as none); a GAN's two optimizers may each have one."""
+    def twice(trial):
+        optimizer = trial.optimizer(torch.nn.Linear(2, 2).parameters())
+        trial.scheduler(optimizer)
+        trial.scheduler(optimizer)
+
+    with pytest.raises(ValueError, match="asked for a second scheduler of the same optimizer"):
+        tune_loop(twice, base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", trials=1,
+                  out=str(tmp_path / "twice"), progress=False, final_seeds=0)
+
+    def two_optimizers(trial):
+        pairs = []
+        for _ in range(2):
+            optimizer = trial.optimizer(torch.nn.Linear(2, 2).parameters())
+            pairs.append((optimizer, trial.scheduler(optimizer)))
+        for _ in range(trial.total_steps):
+            for optimizer, scheduler in pairs:
+                optimizer.step()
+                scheduler.step()
+        return 0.5
+
+    result = tune_loop(two_optimizers, base_lr=0.1, epochs=1, steps_per_epoch=4, metric="accuracy", trials=2,
+                       out=str(tmp_path / "two"), progress=False, final_seeds=0)
+    assert len(result.study.trials) == 2
