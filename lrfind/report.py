@@ -37,7 +37,7 @@ def _status(t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE and _study.is_twin(t):
         return f"as trial {t.user_attrs['duplicate_of']} (not rerun)"
     if t.state == TrialState.COMPLETE:
-        return f"{epochs} epochs"
+        return f"{epochs} epoch{'s' if epochs != 1 else ''}"
     if t.state == TrialState.PRUNED:
         return f"pruned after {epochs}"
     if t.user_attrs.get("failure") == "nan":        # the engine knows the step; a loop of the user's, the epoch
