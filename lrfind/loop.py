@@ -53,7 +53,7 @@ from .result import RangeTestResult
 from .schedules import get_schedule, stored_choices
 from .train import TrialSpec
 from .tuned import check_optimizer_lr
-from .tuner import Searched, TuneInterrupted, TuneResult, _spec
+from .tuner import Searched, TuneInterrupted, TuneResult, _interrupted_says, _spec
 
 
 class TrialDiverged(ArithmeticError):
@@ -460,12 +460,10 @@ def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: 
         _run(study, cfg, train, _storage.single_process(url), deadline)
         seconds = {"search": round(time.perf_counter() - clock, 2)}
         clock = time.perf_counter()
-        try:
-            with _study.claim(study):     # workers of one study: the first runs them, the others take its results
-                final = _confirm(study, cfg, train)
-        except KeyboardInterrupt:
-            raise TuneInterrupted("interrupted during the runs with new seeds: the search is stored; call "
-                                  "tune_loop again to run them") from None
+        # workers of one study: the first runs them, the others take its results
+        with _interrupted_says("during the runs with new seeds: the search is stored; call tune_loop again to "
+                               "run them"), _study.claim(study):
+            final = _confirm(study, cfg, train)
         if final:
             seconds["final"] = round(time.perf_counter() - clock, 2)
         study.set_user_attr("seconds", seconds)
