@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Iterator
 
 import torch
 
 from ._args import unknown
+from ._names import DEVICE_NAMES, ONE_GPU
 
-DEVICES = ("auto", "cpu", "cuda")      # and cuda:N, one GPU of several
 NO_FLOAT64 = {"mps"}        # device types without double-precision tensors
-_ONE_GPU = re.compile(r"cuda:(\d+)")
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU; ``cuda:N``: the N-th GPU (as numbered after
     ``CUDA_VISIBLE_DEVICES``). Asking for a GPU where there is none is an error."""
-    one = _ONE_GPU.fullmatch(name) if isinstance(name, str) else None
-    if name not in DEVICES and one is None:
-        raise ValueError(unknown("device", name, (*DEVICES, "cuda:N"), aliases={"gpu": "cuda"}))
+    one = ONE_GPU.fullmatch(name) if isinstance(name, str) else None
+    if name not in DEVICE_NAMES and one is None:
+        raise ValueError(unknown("device", name, (*DEVICE_NAMES, "cuda:N"), aliases={"gpu": "cuda"}))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

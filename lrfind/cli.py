@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +12,7 @@ import click
 
 from ._args import closest, did_you_mean
 from ._clock import configure_logging
-from ._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
+from ._names import AUGMENT_NAMES, DATASET_NAMES, DEVICE_NAMES, MODEL_NAMES, ONE_GPU
 
 log = logging.getLogger("lrfind")
 # suggest.METHODS' names, written out so that `--help` does not import numpy (a test keeps them equal)
@@ -70,10 +69,10 @@ class DeviceChoice(Choice):
     """auto, cpu, cuda, or cuda:N: one GPU of several."""
 
     def __init__(self) -> None:
-        super().__init__(["auto", "cpu", "cuda"], {"gpu": "cuda"}, others=("cuda:N",))
+        super().__init__(list(DEVICE_NAMES), {"gpu": "cuda"}, others=("cuda:N",))
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and re.fullmatch(r"cuda:\d+", value.strip().lower()):
+        if isinstance(value, str) and ONE_GPU.fullmatch(value.strip().lower()):
             return value.strip().lower()
         return super().convert(value, param, ctx)
 
