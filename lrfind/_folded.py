@@ -83,7 +83,7 @@ class _Run:
     def stacked(self, v: Any) -> torch.Tensor:
         """(K, *shape) of a trial value; a shared tensor is expanded (no copy)."""
         if isinstance(v, Folded):
-            return v.t.unflatten(1, (self.k, v.c)).movedim(1, 0)
+            return v.by_trial().movedim(1, 0)
         if isinstance(v, Stacked):
             return v.t
         return v.expand(self.k, *v.shape)
@@ -93,7 +93,7 @@ class _Run:
         if isinstance(v, Folded):
             return v
         if isinstance(v, Stacked):
-            return Folded(v.t.movedim(0, 1).flatten(1, 2), v.t.shape[2])
+            return Folded.joined(v.t.movedim(0, 1))
         return Folded(v.repeat(1, self.k, *[1] * (v.dim() - 2)), v.shape[1])
 
     @staticmethod

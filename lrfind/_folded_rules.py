@@ -31,6 +31,15 @@ class Folded:
     t: torch.Tensor
     c: int
 
+    def by_trial(self) -> torch.Tensor:
+        """(B, K, C, *spatial): a view with the trials on an axis of their own."""
+        return self.t.unflatten(1, (-1, self.c))
+
+    @staticmethod
+    def joined(t: torch.Tensor) -> Folded:
+        """A (B, K, C, *spatial) tensor folded again (``by_trial``'s inverse)."""
+        return Folded(t.flatten(1, 2), t.shape[2])
+
 
 @dataclass(frozen=True)
 class Stacked:
@@ -198,8 +207,7 @@ def _permuted(run: _Run, x: Folded, order: list[int]) -> Any:
         return x
     if order[1] == 1:                            # the channels stay: only the other axes move
         return Folded(x.t.permute(order), x.c)
-    moved = x.t.unflatten(1, (run.k, x.c)).permute(0, 1, *[i + 1 for i in order[1:]])
-    return Folded(moved.flatten(1, 2), moved.shape[2])
+    return Folded.joined(x.by_trial().permute(0, 1, *[i + 1 for i in order[1:]]))
 
 
 def _transpose(run: _Run, x: Any, dim0: int, dim1: int) -> Any:
@@ -269,8 +277,7 @@ def _cat(run: _Run, tensors: Any, dim: int = 0) -> Any:
         return NotImplemented
     dim %= n
     if dim == 1 and all(isinstance(v, Folded) for v in tensors):     # channels: a dense block's
-        parts = [v.t.unflatten(1, (run.k, v.c)) for v in tensors]
-        return Folded(torch.cat(parts, 2).flatten(1, 2), sum(v.c for v in tensors))
+        return Folded.joined(torch.cat([v.by_trial() for v in tensors], 2))
     if dim >= 2 and all(isinstance(v, Folded) and v.c == tensors[0].c for v in tensors):
         return Folded(torch.cat([v.t for v in tensors], dim), tensors[0].c)
     return Stacked(torch.cat([run.stacked(v) for v in tensors], dim + 1))
@@ -315,7 +322,7 @@ def _stochastic_depth(run: _Run, x: Any, p: float, mode: str, training: bool = T
         noise.div_(survival)
     if isinstance(x, Stacked):
         return Stacked(trials * noise)
-    return Folded((x.t.unflatten(1, (run.k, x.c)) * noise.movedim(0, 1)).flatten(1, 2), x.c)
+    return Folded.joined(x.by_trial() * noise.movedim(0, 1))
 
 
 def _getitem(run: _Run, x: Any, index: Any) -> Any:
@@ -335,8 +342,7 @@ def _getitem(run: _Run, x: Any, index: Any) -> Any:
         return NotImplemented
     if len(index) == 1 or index[1] == whole:
         return Folded(x.t[index], x.c)
-    channels = x.t.unflatten(1, (run.k, x.c))[(whole, whole, *index[1:])]
-    return Folded(channels.flatten(1, 2), channels.shape[2])
+    return Folded.joined(x.by_trial()[(whole, whole, *index[1:])])
 
 
 def _expand(run: _Run, x: Any, *sizes: Any) -> Any:
@@ -361,8 +367,7 @@ def _split(name: str) -> Callable[..., Any]:
             return tuple(Folded(t, x.c) for t in getattr(x.t, name)(size, dim))
         if dim == 0:
             return NotImplemented
-        parts = getattr(x.t.unflatten(1, (run.k, x.c)), name)(size, 2)
-        return tuple(Folded(t.flatten(1, 2), t.shape[2]) for t in parts)
+        return tuple(Folded.joined(t) for t in getattr(x.by_trial(), name)(size, 2))
     return rule
 
 
