@@ -103,9 +103,15 @@ def outputs_checked(loss_fn: Callable | None) -> Callable:
 
     def loss(out: Any, y: Any) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
+            if isinstance(out, Mapping) and out:
+                say = f"loss_fn(model(x)[{next(iter(out))!r}], y), if that item holds the class scores"
+            elif isinstance(out, (tuple, list)):
+                say = "loss_fn(model(x)[0], y), if the first item holds the class scores"
+            else:
+                say = "loss_fn(<the class scores of model(x)>, y)"
             raise TypeError(f"the model returned {describe(out)}, not a tensor of outputs, so the default step "
-                            f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss> "
-                            f"(say, loss_fn(model(x)[0], y) for a model that returns a tuple)")
+                            f"cannot compute loss_fn(model(x), y); pass step_fn=lambda model, batch: <loss>, say "
+                            f"{say} (x, y = batch)")
         if default and out.ndim >= 2 and out.shape[1] == 1:
             raise ExplainedValueError(
                 f"the model returns one value per example ({describe(out)}), and the default loss, cross-entropy "
@@ -188,11 +194,40 @@ class Batches:
         return ValueError(f"the loader ran out after {self.count} batches and yielded none when started again")
 
 
+def _floats(batch: Any) -> Iterator[torch.Tensor]:
+    """The batch's floating-point tensors, first to last."""
+    if isinstance(batch, torch.Tensor):
+        if batch.is_floating_point():
+            yield batch
+    elif isinstance(batch, (Mapping, list, tuple)):
+        for v in batch.values() if isinstance(batch, Mapping) else batch:
+            yield from _floats(v)
+
+
+def dtype_hint(model: nn.Module | None, batch: Any) -> str:
+    """Why a model and its first batch may not fit: weights of another float dtype than the
+    inputs (a model made ``.half()`` for mixed precision, say); "" when they agree."""
+    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
+    inputs = next(_floats(batch[0] if isinstance(batch, (list, tuple)) and batch else batch), None)
+    if weights is None or inputs is None or inputs.dtype == weights:
+        return ""
+    name = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
+    w, x = (name.get(d, str(d).removeprefix("torch.")) for d in (weights, inputs.dtype))
+    if weights in (torch.float16, torch.bfloat16):
+        amp = "fp16" if weights == torch.float16 else "bf16"
+        return (f"; the model's weights are {w} and the batch's inputs {x}: for mixed precision keep the model in "
+                f"float32 and pass amp={amp!r} (--amp {amp}), which computes in {w} under autocast as your "
+                f"training would, or cast the inputs in a step_fn")
+    cast = {torch.float32: "model.float()", torch.float64: "model.double()"}.get(inputs.dtype, f"model.to(torch.{x})")
+    return f"; the model's weights are {w} and the batch's inputs {x}: make them one dtype ({cast}, or the loader's)"
+
+
 @contextlib.contextmanager
-def step_errors(i: int, batch: Any, first_size: int | None = None) -> Iterator[None]:
-    """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check;
-    on a later batch smaller than the first (``first_size`` examples), say that a loader's last
-    batch is the likely cause (batch norm cannot train on one example)."""
+def step_errors(i: int, batch: Any, first_size: int | None = None, model: nn.Module | None = None) -> Iterator[None]:
+    """A shape or dtype mismatch surfaces deep inside torch: on the first step, say what to check
+    (and the dtypes, if the model's weights and the inputs differ); on a later batch smaller than
+    the first (``first_size`` examples), say that a loader's last batch is the likely cause (batch
+    norm cannot train on one example)."""
     try:
         yield
     # IndexError: a class label out of range, on a CPU; ValueError: a target of another shape than
@@ -204,7 +239,7 @@ def step_errors(i: int, batch: Any, first_size: int | None = None) -> Iterator[N
             raise
         if not i:
             text = (f"the first training step failed on a batch of {describe(batch)}: {str(e).rstrip('.')}. "
-                    "Check that the loader's batches fit the model")
+                    f"Check that the loader's batches fit the model{dtype_hint(model, batch)}")
         else:
             text = (f"step {i + 1} failed on a batch of {describe(batch)}, smaller than the first batch's "
                     f"{first_size} examples: {str(e).rstrip('.')}. Most often that is the loader's last batch"

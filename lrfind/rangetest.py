@@ -131,7 +131,7 @@ def _own_step(own: SweepStep, default_step: StepFn) -> Callable[[int, Batches, f
     ``(x, y)`` batches; a dict batch's loss comes from ``default_step``, eagerly)."""
     def step(i: int, batches: Batches, lr: float) -> torch.Tensor:
         batch = next(batches)
-        with step_errors(i, batch, batches.first_size):
+        with step_errors(i, batch, batches.first_size, own.model):
             if isinstance(batch, Mapping):
                 return own.eager(lambda: default_step(own.model, batch), lr)
             return own(*inputs_targets(batch), lr)
@@ -168,7 +168,7 @@ class _EagerStep:
         total = None
         for _ in range(k):
             batch = next(batches)
-            with self.autocast, step_errors(i, batch, batches.first_size):
+            with self.autocast, step_errors(i, batch, batches.first_size, self.model):
                 loss = self.step_fn(self.model, batch)
             if i == 0 and not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
                 raise TypeError(f"the step function must return a scalar loss tensor, got "

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import conftest
-from lrfind.models import ModelError, check_fits, get_model
+from lrfind.models import LeNet, ModelError, check_fits, get_model
 from lrfind.train import FusedTrials, TrialSpec
 
 USER_MODELS = '''
@@ -111,6 +111,12 @@ def test_a_file_that_fails_to_run_names_the_error(tmp_path) -> None:
 def test_a_model_that_does_not_fit_the_images_is_a_clear_error(user_file, factory, message) -> None:
     with pytest.raises(ModelError, match=message):
         check_fits(get_model(f"{user_file}:{factory}"), torch.zeros(4, 1, 28, 28), 10, factory)
+
+
+def test_a_half_precision_model_is_told_about_amp() -> None:
+    with pytest.raises(ModelError, match=r"raised RuntimeError: .*; the model's weights are float16 and the data "
+                                         r"float32: return the model in float32, and for mixed precision pass --amp"):
+        check_fits(LeNet().half(), torch.zeros(4, 1, 28, 28), 10, "half")
 
 
 def test_checking_a_model_leaves_its_state_and_mode(user_file) -> None:

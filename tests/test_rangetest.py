@@ -270,8 +270,35 @@ def test_a_model_that_returns_a_tuple_gets_a_clear_error() -> None:
     for optimizer in (None, lambda m: torch.optim.SGD(m.parameters(), lr=0.1)):     # lrfind's step, torch's
         model = Pair()
         with pytest.raises(TypeError, match=r"the model returned \(\(16, 3\) float32, \(16, 10\) float32\), not a "
-                                            r"tensor.*step_fn=lambda model, batch"):
+                                            r"tensor.*step_fn=lambda model, batch: <loss>, say loss_fn\(model\(x\)\[0\], y\)"):
             find_lr(model, make_data(), optimizer=optimizer and optimizer(model), num_iter=10, progress=False)
+
+
+def test_a_model_that_returns_a_dict_is_told_to_take_its_item() -> None:
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.fc(x)}
+
+    with pytest.raises(TypeError, match=r"returned \{logits: \(16, 3\) float32\}, not a tensor.*say "
+                                        r"loss_fn\(model\(x\)\['logits'\], y\)"):
+        find_lr(Named(), make_data(), num_iter=10, progress=False)
+
+
+@pytest.mark.parametrize("dtype, says", [
+    (torch.float16, r"weights are float16 and the batch's inputs float32: .*amp='fp16' \(--amp fp16\)"),
+    (torch.bfloat16, r"weights are bfloat16 and the batch's inputs float32: .*amp='bf16'"),
+    (torch.float64, r"weights are float64 and the batch's inputs float32: make them one dtype \(model.float\(\)"),
+])
+def test_a_model_of_another_float_dtype_than_its_batches_is_told_why_it_fails(dtype, says) -> None:
+    """A model made .half() for mixed precision fails deep inside torch (``mat1 and mat2 must have
+    the same dtype``); the error says what mixed precision looks like instead."""
+    with pytest.raises(RuntimeError, match=r"first training step failed .*Check that the loader's batches fit the "
+                                           r"model; the model's " + says):
+        find_lr(make_model().to(dtype), make_data(), num_iter=10, progress=False)
 
 
 def test_labels_out_of_range_name_the_batch() -> None:
