@@ -2,7 +2,7 @@
 # Everything a GPU session measures, in one call on the GPU machine (after ../shared/bin/gpu-prep
 # here, with .device carried along):
 #
-#     bash bench/gpu_all.sh                       # every step; logs and results under $OUT (or ./gpu_out)
+#     bash bench/gpu_all.sh                       # every step; logs and results in $OUT/gpu_all.tgz (or ./gpu_out)
 #     bash bench/gpu_all.sh suite painter_k6      # only these steps (a device call lasts 10 minutes at most)
 #
 # 1. tests/test_gpu.py (graph replay, range test from a graph, figures in a child process);
@@ -19,16 +19,26 @@
 # 9. bench/engine_variants.py on the machine's 16 CPU cores (no GPU): whether a CPU with many cores
 #    should train its trials folded into the channels rather than one after another (its default).
 # A step that fails is reported and the next one still runs.
+#
+# Logs and results go to ./gpu_out; under the device tool ($OUT set), which hands back at most 8
+# files, they go to a folder of their own instead and $OUT holds one archive of them, gpu_all.tgz,
+# brought up to date after every step (so a call cut off at its time limit still returns the steps
+# it finished).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-$PWD/gpu_out}
+if [[ -n "${OUT:-}" ]]; then out=/tmp/gpu_all_out; else out=$PWD/gpu_out; fi
 mkdir -p "$out"
+archive() {
+  [[ -n "${OUT:-}" ]] || return 0
+  tar czf "$OUT/gpu_all.tgz.part" -C "$out" . && mv "$OUT/gpu_all.tgz.part" "$OUT/gpu_all.tgz"
+}
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site LRFIND_DATA_DIR=$PWD/.device/data PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 # The image forbids bytecode and its torch ships none: give every process one cache to share.
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=/tmp/lrfind-bench-pycache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
+archive
 wanted=" $* "
 step() {
   local name=$1; shift
@@ -39,10 +49,11 @@ step() {
   local rc=$?
   echo "   exit $rc after $((SECONDS - start)) s; last lines:"
   tail -n 25 "$out/$name.log" | sed 's/^/   /'
+  [[ $name == suite && -f bench/results.json ]] && cp bench/results.json "$out/results.json"
+  archive
 }
 step test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step suite python3 bench/run.py
-[[ -f "$out/suite.log" ]] && cp bench/results.json "$out/results.json"
 step range_profile python3 bench/range_test_profile.py --json "$out/range_test_profile.json"
 step tune_verbose python3 -m lrfind -v tune --trials 50 -q --out /tmp/lrfind-tune-verbose
 step tune_profile bash -c 'python3 -c "import matplotlib as m; print(\"matplotlib config\", m.get_configdir(), \"cache\", m.get_cachedir())"
