@@ -8,6 +8,7 @@ each worker of a shared study and each resume builds its models from it afresh.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
@@ -17,6 +18,9 @@ import torch.nn.functional as F
 from ._args import OWN_FUNCTION, unknown
 from ._errors import message
 from ._imports import callable_name, is_import_path, load_callable
+
+
+log = logging.getLogger(__name__)
 
 
 class ModelError(ValueError):
@@ -98,7 +102,25 @@ def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Mod
                          "arguments and return an nn.Module") from e
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name}: it returned a {type(model).__name__}, not an nn.Module")
-    return model
+    return uncompiled(model, name)
+
+
+def uncompiled(model: nn.Module, name: str) -> nn.Module:
+    """The module inside ``torch.compile(module)``, for lrfind's own training step: the trials'
+    engine batches the trials' weights (vmap, or folded into the channels) and replays its step from
+    a CUDA graph, which a compiled forward would only stand in the way of (fx cannot trace it, and
+    its first call compiles for seconds in every trial's process). The module computes the same."""
+    inner = getattr(model, "_orig_mod", None)
+    if type(model).__name__ != "OptimizedModule" or not isinstance(inner, nn.Module):
+        return model
+    if name not in _SAID_UNCOMPILED:            # once, not for every trial built
+        _SAID_UNCOMPILED.add(name)
+        log.info("model %s is compiled (torch.compile); lrfind trains the module inside with its own step "
+                 "(trials batched, and replayed from a CUDA graph on a GPU)", name)
+    return inner
+
+
+_SAID_UNCOMPILED: set[str] = set()
 
 
 def load_factory(name: str) -> Callable[..., nn.Module]:

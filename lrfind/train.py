@@ -36,7 +36,7 @@ from ._graph import CapturedStep
 from ._update import adam_, check_max_grad_norm, clip_rows, sgd_
 from .data import ImageData
 from .losses import is_regression, summed_losses, task_loss
-from .models import ModelError, get_model
+from .models import ModelError, get_model, uncompiled
 from .optimizer import OptimizerConfig
 from .schedules import get_schedule
 
@@ -584,7 +584,7 @@ def _seeded(factory: Callable[[], nn.Module]) -> Callable[[int], nn.Module]:
     def make(seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return factory()
+            return uncompiled(factory(), getattr(factory, "__name__", "given"))
     return make
 
 

@@ -113,6 +113,22 @@ def test_a_model_that_does_not_fit_the_images_is_a_clear_error(user_file, factor
         check_fits(get_model(f"{user_file}:{factory}"), torch.zeros(4, 1, 28, 28), 10, factory)
 
 
+def test_a_compiled_model_is_trained_as_the_module_inside(tmp_path, caplog) -> None:
+    """lrfind's engine batches the trials and replays its own step: a torch.compile wrapper would
+    only cost each trial a compile (and keep fx from folding the trials)."""
+    source = "import torch\nfrom lrfind.models import LeNet\ndef net():\n    return torch.compile(LeNet())\n"
+    name = f"{conftest.user_file(tmp_path, 'compiled.py', source)}:net"
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        models = [get_model(name, seed=0) for _ in range(3)]
+        engine = FusedTrials(name, [TrialSpec("constant", {}, seed=s) for s in range(2)], base_lr=0.1, total_steps=2,
+                             steps_per_epoch=2, vectorize=True)
+        engine.step(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    assert all(type(m) is LeNet for m in models) and type(engine.base) is LeNet
+    assert caplog.text.count("is compiled (torch.compile); lrfind trains the module inside") == 1
+    assert "the 2 trials run folded into the channels" in caplog.text
+    assert torch.equal(models[0].conv1.weight, get_model(name, seed=0).conv1.weight)
+
+
 def test_a_half_precision_model_is_told_about_amp() -> None:
     with pytest.raises(ModelError, match=r"raised RuntimeError: .*; the model's weights are float16 and the data "
                                          r"float32: return the model in float32, and for mixed precision pass --amp"):
