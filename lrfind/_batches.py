@@ -204,22 +204,28 @@ def _floats(batch: Any) -> Iterator[torch.Tensor]:
             yield from _floats(v)
 
 
-def dtype_hint(model: nn.Module | None, batch: Any) -> str:
+def dtype_hint(model: nn.Module | None, batch: Any, *, command_line: bool = False) -> str:
     """Why a model and its first batch may not fit: weights of another float dtype than the
-    inputs (a model made ``.half()`` for mixed precision, say); "" when they agree."""
+    inputs (a model made ``.half()`` for mixed precision, say); "" when they agree. For
+    ``command_line``, whose user gives the model and not the batches, what to do says so."""
     weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
     inputs = next(_floats(batch[0] if isinstance(batch, (list, tuple)) and batch else batch), None)
     if weights is None or inputs is None or inputs.dtype == weights:
         return ""
-    name = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
-    w, x = (name.get(d, str(d).removeprefix("torch.")) for d in (weights, inputs.dtype))
+    w, x = (str(d).removeprefix("torch.") for d in (weights, inputs.dtype))
+    inputs_are = "data" if command_line else "batch's inputs"
+    said = f"; the model's weights are {w} and the {inputs_are} {x}: "
     if weights in (torch.float16, torch.bfloat16):
         amp = "fp16" if weights == torch.float16 else "bf16"
-        return (f"; the model's weights are {w} and the batch's inputs {x}: for mixed precision keep the model in "
-                f"float32 and pass amp={amp!r} (--amp {amp}), which computes in {w} under autocast as your "
-                f"training would, or cast the inputs in a step_fn")
+        if command_line:
+            return said + (f"return the model in {x}, and for mixed precision pass --amp, which computes under "
+                           f"autocast as a mixed-precision training does")
+        return said + (f"for mixed precision keep the model in float32 and pass amp={amp!r} (--amp {amp}), which "
+                       f"computes in {w} under autocast as your training would, or cast the inputs in a step_fn")
+    if command_line:
+        return said + f"return the model in {x}"
     cast = {torch.float32: "model.float()", torch.float64: "model.double()"}.get(inputs.dtype, f"model.to(torch.{x})")
-    return f"; the model's weights are {w} and the batch's inputs {x}: make them one dtype ({cast}, or the loader's)"
+    return said + f"make them one dtype ({cast}, or the loader's)"
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ._args import OWN_FUNCTION, unknown
+from ._batches import dtype_hint
 from ._errors import message
 from ._imports import callable_name, is_import_path, load_callable
 
@@ -152,7 +153,8 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
             model.eval()
             out = model(x)
     except Exception as e:
-        hint = ("; images without a channel axis? give them as (N, 1, H, W)" if x.ndim == 3 else _dtype_hint(model, x))
+        hint = ("; images without a channel axis? give them as (N, 1, H, W)" if x.ndim == 3
+                else dtype_hint(model, x, command_line=True))
         raise ModelError(f"model {name} does not take this data set's {shape}: a batch of shape "
                          f"{tuple(x.shape)} raised {type(e).__name__}: {message(e)}{hint}") from None
     finally:
@@ -165,19 +167,6 @@ def check_fits(model: nn.Module, images: torch.Tensor, num_classes: int, name: s
         raise ModelError(f"model {name} must return {what}: a batch of shape "
                          f"{tuple(x.shape)} gave {got}, expected {(len(x), num_classes)}"
                          f"{_classes_hint(labels) if regression else ''}")
-
-
-def _dtype_hint(model: nn.Module, x: torch.Tensor) -> str:
-    """For a model whose weights are of another float dtype than the data (made ``.half()`` for
-    mixed precision, say): what to do instead."""
-    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    if weights is None or not x.is_floating_point() or weights == x.dtype:
-        return ""
-    w, d = (str(t).removeprefix("torch.") for t in (weights, x.dtype))
-    if weights in (torch.float16, torch.bfloat16):
-        return (f"; the model's weights are {w} and the data {d}: return the model in {d}, and for mixed "
-                f"precision pass --amp, which computes under autocast as a mixed-precision training does")
-    return f"; the model's weights are {w} and the data {d}: return the model in {d}"
 
 
 def _classes_hint(labels: torch.Tensor | None) -> str:
