@@ -473,7 +473,14 @@ def _rule(optimizer: torch.optim.Optimizer | OptimizerConfig, model: nn.Module,
 
 def _check_steps_per_batch(optimizer: torch.optim.Optimizer) -> None:
     """A TypeError for an optimizer whose ``step`` needs a closure (``LBFGS``): it evaluates the loss
-    several times per step, where the sweep steps once per batch on the loss it computed."""
+    several times per step, where the sweep steps once per batch on the loss it computed. A
+    ValueError for ``Rprop``, which reads the LR once only."""
+    if isinstance(optimizer, torch.optim.Rprop):
+        raise ValueError("Rprop reads lr once, as every weight's first step size, and then sizes its steps itself "
+                         "(growing or shrinking them by etas as the gradient's sign holds or flips): the LRs a range "
+                         "test sets after its first step change nothing, so its curve would say nothing about lr. "
+                         "Rprop's lr seldom matters much (torch's default is 0.01); to sweep, use an optimizer whose "
+                         "every step follows the LR (SGD, Adam, ...)")
     try:
         closure = inspect.signature(optimizer.step).parameters.get("closure")
     except (TypeError, ValueError):          # a step without a signature to read: try it as it is

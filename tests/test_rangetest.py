@@ -1097,7 +1097,10 @@ def test_an_optimizer_class_name_or_of_another_model_and_a_non_module_say_what_t
              ({"optimizer": torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), lr=0.1), 10)},
               TypeError, r"optimizer is a StepLR, an LR scheduler: pass the optimizer it drives \(its .optimizer\)"),
              ({"optimizer": torch.optim.LBFGS(model.parameters())}, TypeError,
-              r"LBFGS.step needs a closure .* a range test steps once per batch .*line_search_fn='strong_wolfe'")]
+              r"LBFGS.step needs a closure .* a range test steps once per batch .*line_search_fn='strong_wolfe'"),
+             ({"optimizer": torch.optim.Rprop(model.parameters())}, ValueError,
+              r"Rprop reads lr once, as every weight's first step size.* the LRs a range test sets after its first "
+              r"step change nothing")]
     for kw, kind, match in cases:
         with pytest.raises(kind, match=match):
             find_lr(model, make_data(), num_iter=10, progress=False, **kw)
