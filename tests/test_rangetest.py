@@ -101,6 +101,31 @@ def test_state_restored_bit_for_bit() -> None:
     assert_same_state(before, state_of(model, opt))
 
 
+# torch.optim's optimizers a range test can sweep (not LBFGS, which steps through a closure; not
+# Rprop, which reads its LR once; not SparseAdam, for sparse gradients only), as this torch has them
+SWEEPABLE = [name for name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
+                               "ASGD", "Adafactor", "Muon") if hasattr(torch.optim, name)]
+
+
+@pytest.mark.parametrize("name", SWEEPABLE)
+def test_every_torch_optimizer_sweeps_and_is_restored_bit_for_bit(name: str) -> None:
+    """Each keeps state of its own (square averages, steps, momentum buffers, ...) that the sweep
+    changes and must put back (Muon takes the matrices only; the sweep trains those)."""
+    model = make_model()
+    if name == "Muon":
+        matrices = [p for p in model.parameters() if p.ndim == 2]
+        opt = torch.optim.Muon(matrices, lr=0.02)
+    else:
+        opt = getattr(torch.optim, name)(model.parameters(), lr=0.01)
+    x, y = make_data(1)[0]
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    before = state_of(model, opt)
+    result = find_lr(model, make_data(), optimizer=opt, num_iter=20, progress=False, warn=False)
+    assert len(result.losses) > 5 and np.isfinite(result.losses[:5]).all()
+    assert_same_state(before, state_of(model, opt))
+
+
 def test_state_restored_after_an_exception_inside_the_sweep() -> None:
     model = make_model()
     opt = warmed_up(model)
