@@ -126,6 +126,22 @@ def test_every_torch_optimizer_sweeps_and_is_restored_bit_for_bit(name: str) -> 
     assert_same_state(before, state_of(model, opt))
 
 
+def test_a_compiled_model_sweeps_compiled_and_is_restored_bit_for_bit() -> None:
+    """``torch.compile(model)`` as users train it (dynamo's graphs run eagerly here, backend
+    "eager", to keep the test fast): its state dict's keys carry ``_orig_mod.``, and it is put back."""
+    model = make_model()
+    try:
+        compiled = torch.compile(model, backend="eager")
+        opt = warmed_up(compiled)
+    except RuntimeError as e:                  # a Python this torch's compiler does not support yet
+        pytest.skip(f"torch.compile does not run here: {e}")
+    before = state_of(compiled, opt)
+    result = find_lr(compiled, make_data(), optimizer=opt, num_iter=20, progress=False, warn=False)
+    assert len(result.losses) == 20 and np.isfinite(result.losses[:10]).all()
+    assert_same_state(before, state_of(compiled, opt))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), compiled.state_dict().values()))
+
+
 def test_state_restored_after_an_exception_inside_the_sweep() -> None:
     model = make_model()
     opt = warmed_up(model)
