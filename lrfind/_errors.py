@@ -3,6 +3,12 @@ failures in the user's code, torch, a download or a database driver."""
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 def message(e: BaseException) -> str:
     """The first line of what ``e`` says, '' when it says nothing. A database error wrapped by
@@ -23,3 +29,13 @@ class Explained(Exception):
 
 class ExplainedValueError(Explained, ValueError):
     """A ValueError of lrfind's own that already says what to do."""
+
+
+def warn_at_users_line(text: str, category: type[Warning] = UserWarning) -> None:
+    """A warning that points at the user's line that called into lrfind (the first frame outside
+    its package: ``find_lr``'s call, ``tune_loop``'s, the train function's or ``configure_optimizers``),
+    however deep inside lrfind it is raised. A fixed ``stacklevel`` is right for one call path only."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(text, category, stacklevel=level)

@@ -12,9 +12,10 @@ process 0: a collective every process reaches at the same point of the same tria
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
+
+from ._errors import warn_at_users_line
 
 
 @dataclass
@@ -73,8 +74,8 @@ def default_group() -> Peers | None:
             group = None
         return Peers(dist.get_rank(), dist.get_world_size(), group)
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        warnings.warn(f"tune_loop runs in one of {os.environ['WORLD_SIZE']} processes (WORLD_SIZE), but no process "
-                      "group is initialised yet, so each process would run a study of its own: call "
-                      "torch.distributed.init_process_group() before tune_loop (Lightning and Hugging Face's "
-                      "Trainer use a group that exists)", stacklevel=3)
+        warn_at_users_line(f"tune_loop runs in one of {os.environ['WORLD_SIZE']} processes (WORLD_SIZE), but no "
+                           "process group is initialised yet, so each process would run a study of its own: call "
+                           "torch.distributed.init_process_group() before tune_loop (Lightning and Hugging Face's "
+                           "Trainer use a group that exists)")
     return None

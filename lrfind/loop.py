@@ -29,10 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import os
-import sys
 import time
-import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +44,7 @@ from tqdm.auto import tqdm
 from . import _peers, _search_loop, _storage, _study, report, tuner
 from ._args import check_names, check_positive, unknown
 from ._duration import timeout_seconds
+from ._errors import warn_at_users_line
 from ._imports import callable_name
 from ._peers import Peers
 from .result import RangeTestResult
@@ -168,7 +166,7 @@ class LoopTrial:
                              "start from the LR the first one set and both would move it; make one scheduler per "
                              "optimizer (a second optimizer, a GAN's, may have its own)")
         self._scheduled.add(optimizer)
-        check_optimizer_lr(optimizer, self.lr, stacklevel=3)
+        check_optimizer_lr(optimizer, self.lr)
         built = get_schedule(self.schedule).build(optimizer, self.total_steps, **self.params)
         if get_schedule(self.schedule).needs_metric:
             self._plateau = _Reported(built)
@@ -603,7 +601,7 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         raise
     wrong = handed.wrong_steps()
     if wrong:
-        _warn_at_users_line(wrong)
+        warn_at_users_line(wrong)
     try:
         value = handed.result(value)
     except (TypeError, ValueError) as e:
@@ -611,9 +609,9 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         raise type(e)(f"{e} (trial {trial.number} is stored as failed)") from None
     reported = len(handed.scores)
     if not reported:                             # one message for the whole study (Python shows it once)
-        _warn_at_users_line("train returned a score without calling trial.report(score) after its epochs: "
-                            "Optuna cannot stop hopeless trials early, and the report shows no history per epoch; "
-                            "report the validation score after every epoch")
+        warn_at_users_line("train returned a score without calling trial.report(score) after its epochs: "
+                           "Optuna cannot stop hopeless trials early, and the report shows no history per epoch; "
+                           "report the validation score after every epoch")
     last = handed.scores[-1] if handed.scores else None
     if last is None or not (last == value or math.isnan(last) and math.isnan(value)):
         handed.scores.append(value)               # the history ends with the score Optuna gets
@@ -624,16 +622,6 @@ def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Tr
         study.tell(trial, state=TrialState.FAIL)
         return
     study.tell(trial, value)
-
-
-def _warn_at_users_line(text: str) -> None:
-    """A warning that points at the user's line that called into lrfind (the first frame outside
-    its package: tune_loop's call, or the train function's), however deep the call is."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(text, stacklevel=level)
 
 
 __all__ = ["tune_loop", "LoopTrial", "LoopConfig", "TrialDiverged"]

@@ -15,7 +15,6 @@ import logging
 import math
 import numbers
 import random
-import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable
@@ -30,6 +29,7 @@ from ._args import check_names, check_positive
 from ._batches import (Batches, StepFn, check_loader, inputs_targets, make_default_step, one_shot,
                        outputs_checked, step_errors, to_device)
 from ._distributed import Processes, gradient_clipper, grad_scaler, processes
+from ._errors import warn_at_users_line
 from ._graph import SweepStep
 from ._lightning import LightningStep, is_lightning, lightning_optimizer
 from ._update import check_max_grad_norm
@@ -430,7 +430,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     if result.suggested_lr is None:        # `optimizer(lr=result.suggested_lr)` would fail far from here
         said = [f"no LR suggested: {result.reason}; result.plot() shows the curve to pick one from", *said]
     for text in said if warn and first else []:
-        warnings.warn(text, RangeTestWarning, stacklevel=2)
+        warn_at_users_line(text, RangeTestWarning)
     return result
 
 

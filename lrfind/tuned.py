@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import optuna
 import torch
 
+from ._errors import warn_at_users_line
 from .optimizer import OptimizerConfig
 from .schedules import Replay, get_schedule, stored_choices
 
@@ -80,7 +80,7 @@ class TunedSchedule:
     def _scheduler(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
         """``scheduler``, warning at the line that called the public method that called this."""
         params = self.params(epochs=epochs, steps_per_epoch=steps_per_epoch)
-        check_optimizer_lr(optimizer, self.lr, stacklevel=3)
+        check_optimizer_lr(optimizer, self.lr)
         return get_schedule(self.schedule).build(optimizer, epochs * steps_per_epoch, **params)
 
     def lightning(self, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int,
@@ -142,14 +142,13 @@ class TunedSchedule:
                 f"tuned on {epochs}{score})")
 
 
-def check_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float, *, stacklevel: int = 2) -> None:
-    """Warn when the optimizer's largest LR is not the tuned peak LR that a scheduler multiplies
-    (``stacklevel`` 2: at the line that called the function calling this one)."""
+def check_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Warn, at the user's line, when the optimizer's largest LR is not the tuned peak LR that a
+    scheduler multiplies."""
     top = max(g["lr"] for g in optimizer.param_groups)
     if not math.isclose(top, lr, rel_tol=0.01):
-        warnings.warn(f"the optimizer's LR is {top:.3g}, the tuned peak LR {lr:.3g}: the scheduler "
-                      f"multiplies the optimizer's LR; create it with lr={lr:.3g} (or .optimizer(...))",
-                      stacklevel=stacklevel + 1)
+        warn_at_users_line(f"the optimizer's LR is {top:.3g}, the tuned peak LR {lr:.3g}: the scheduler "
+                           f"multiplies the optimizer's LR; create it with lr={lr:.3g} (or .optimizer(...))")
 
 
 def load_best(path: str | Path) -> TunedSchedule:

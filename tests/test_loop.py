@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import types
 
@@ -340,8 +341,10 @@ def test_an_optimizer_at_another_lr_is_warned_about_and_ctrl_c_keeps_the_study(t
         if trial.number == 1:
             raise KeyboardInterrupt
         optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=trial.lr / 10)
-        with pytest.warns(UserWarning, match="the optimizer's LR is"):
+        with pytest.warns(UserWarning, match="the optimizer's LR is") as said:
+            line = inspect.currentframe().f_lineno + 1
             trial.scheduler(optimizer)
+        assert [(w.filename, w.lineno) for w in said if "optimizer's LR" in str(w.message)] == [(__file__, line)]
         return 0.5
 
     with pytest.raises(TuneInterrupted, match="1 of 3 trials finished and stored"):
@@ -392,9 +395,12 @@ def test_a_scheduler_stepped_per_epoch_or_past_the_run_is_caught(tmp_path) -> No
         return 0.5
 
     with pytest.warns(UserWarning, match=r"stepped 2 times, but tune_loop was told of epochs=2 x steps_per_epoch=8 "
-                                         r"= 16 optimizer steps"):
+                                         r"= 16 optimizer steps") as said:
+        line = inspect.currentframe().f_lineno + 1
         tune_loop(per_epoch, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=1,
                   out=str(tmp_path / "a"), progress=False)
+    # tune_loop's call, however deep in lrfind the check is
+    assert [(w.filename, w.lineno) for w in said if "stepped 2 times" in str(w.message)] == [(__file__, line)]
 
     def too_long(trial):                         # steps_per_epoch given smaller than the loader's length
         optimizer = trial.optimizer(torch.nn.Linear(1, 1).parameters())
