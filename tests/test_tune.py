@@ -646,8 +646,20 @@ def test_a_journal_cut_short_by_a_crash_is_mended_and_resumed(data_env, tmp_path
     assert runs(load(tmp_path)) == 3
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler, which raises KeyboardInterrupt: a shell starts a command sent to
+    the background (`pytest &`) with Ctrl-C ignored, and Python then keeps it ignored."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("where", ["release", "acquire"])
-def test_ctrl_c_inside_the_journal_lock_leaves_no_lock_file_and_is_raised_after(tmp_path, monkeypatch, where) -> None:
+def test_ctrl_c_inside_the_journal_lock_leaves_no_lock_file_and_is_raised_after(tmp_path, monkeypatch, where,
+                                                                               ctrl_c_raises) -> None:
     """Optuna's release, interrupted between its rename and its unlink, left the lock file behind
     (the next run waited 30 s for it) under a FileNotFoundError: the lock now finishes, then Ctrl-C."""
     import os
