@@ -3,7 +3,7 @@ searching the same number of trials and epochs.
 
     python bench/quality.py --json bench/quality_h100.json     # 50 trials x 3 epochs a side (GPU: ~7 min)
     python bench/quality.py --studies 3 --device cpu           # three pairs, seeds 0-2 (CPU: ~12 min a pair)
-    python bench/quality.py --trials 2 --epochs 1 --train-subset 2048    # a smoke run, any machine
+    python bench/quality.py --trials 2 --epochs 1 --train-subset 2048 --range-test-iters 60   # a smoke run
 
 `bench/run.py` times 3 of the loop's trials and extrapolates; its best of 3 is no match for a
 50-trial search. Here both sides search the same space (lrfind's schedule registry, the constant
@@ -76,6 +76,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the first pair's study seed")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--range-test-iters", type=int, default=None,
+                    help="steps of lrfind's stage-1 sweeps (default: lrfind tune's, 300): fewer for a smoke run; "
+                         "both sides train at the base LR they find")
     args = ap.parse_args()
     if args.seeds < 2:
         ap.error(f"--seeds must be at least 2 (a standard error needs two retrains a side), got {args.seeds}")

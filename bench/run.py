@@ -45,8 +45,10 @@ _WARMED_UP: set[str] = set()        # devices a warm-up study has run on, from t
 
 def run_tune(args, out: Path, *extra: str) -> dict:
     """`lrfind tune` end to end, timed from outside like a user's shell."""
+    # a smoke run's shorter stage 1 (bench/quality.py --range-test-iters), in the warm-up study too
+    sweep = ["--range-test-iters", str(args.range_test_iters)] if getattr(args, "range_test_iters", None) else []
     cmd = [sys.executable, "-m", "lrfind", "tune", "--trials", str(args.trials), "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--device", args.device, "--out", str(out), "-q", *extra]
+           "--batch-size", str(args.batch_size), "--device", args.device, "--out", str(out), "-q", *sweep, *extra]
     if args.train_subset:
         cmd += ["--train-subset", str(args.train_subset)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -59,7 +61,8 @@ def run_tune(args, out: Path, *extra: str) -> dict:
     # (all kept on disk, so once a device and process: bench/quality.py times several studies).
     if args.device not in _WARMED_UP:
         subprocess.run([sys.executable, "-m", "lrfind", "tune", "--trials", "2", "--epochs", "1", "--train-subset",
-                        "2048", "--no-final", "--device", args.device, "--out", str(out.with_name("warmup")), "-q"],
+                        "2048", "--no-final", "--device", args.device, "--out", str(out.with_name("warmup")), "-q",
+                        *sweep],
                        cwd=REPO, capture_output=True, env=env, check=True)
         _WARMED_UP.add(args.device)
     start = time.perf_counter()

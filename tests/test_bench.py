@@ -149,7 +149,8 @@ def test_the_suites_accuracy_difference_carries_its_standard_error() -> None:
 
 def test_quality_bench_gives_both_sides_the_same_budget_on_the_cpu(mnist_root, tmp_path) -> None:
     result, stdout = bench("quality.py", "--trials", "2", "--epochs", "1", "--train-subset", "1024", "--seeds", "2",
-                           "--seed", "1", out=tmp_path / "quality.json", out_flag="--json", data=mnist_root)
+                           "--seed", "1", "--range-test-iters", "60", out=tmp_path / "quality.json", out_flag="--json",
+                           data=mnist_root)
     (pair,) = result["pairs"]
     ours, theirs = pair["lrfind"], pair["baseline"]
     assert pair["seed"] == 1 and theirs["trials"] == result["trials"] == 2 and theirs["trial_epochs"] <= 2
