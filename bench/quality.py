@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--range-test-iters", type=int, default=None,
                     help="steps of lrfind's stage-1 sweeps (default: lrfind tune's, 300): fewer for a smoke run; "
-                         "both sides train at the base LR they find")
+                         "the loop trains at the base LR they find too")
     args = ap.parse_args()
     if args.seeds < 2:
         ap.error(f"--seeds must be at least 2 (a standard error needs two retrains a side), got {args.seeds}")
