@@ -31,7 +31,8 @@ def main() -> None:
     loader = train.loader(128, seed=1)
     optimizer = best.optimizer(model.parameters())
     scheduler = best.scheduler(optimizer, epochs=epochs, steps_per_epoch=len(loader))
-    print(f"for {epochs} epochs of {len(loader)} steps: {best.schedule} {best.params(epochs=epochs, steps_per_epoch=len(loader))}")
+    params = best.params(epochs=epochs, steps_per_epoch=len(loader))
+    print(f"for {epochs} epoch{'s' if epochs != 1 else ''} of {len(loader)} steps: {best.schedule} {params}")
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
     for epoch in range(epochs):

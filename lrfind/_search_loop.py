@@ -12,10 +12,9 @@ import time
 from typing import Any, Callable, Iterator
 
 import optuna
-from tqdm.auto import tqdm
-
 from . import _study
 from ._duration import duration_text
+from ._output import progress_bar
 from .train import TrialSpec
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
     together they never start more trials than are missing; a worker with nothing left to start
     waits while others finish (or until their silent trials are failed and requeued).
     """
-    bar = tqdm(total=cfg.trials, desc="trials", unit="trial", disable=not cfg.progress, dynamic_ncols=True)
+    bar = progress_bar(total=cfg.trials, desc="trials", unit="trial", disable=not cfg.progress, dynamic_ncols=True)
     try:
         while True:
             with contextlib.ExitStack() as running:

@@ -39,13 +39,13 @@ from typing import Any, Callable
 import optuna
 import torch
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from . import _peers, _search_loop, _storage, _study, report, tuner
 from ._args import check_names, check_positive, unknown
 from ._duration import timeout_seconds
 from ._errors import warn_at_users_line
 from ._imports import callable_name
+from ._output import progress_bar
 from ._peers import Peers
 from .result import RangeTestResult
 from .schedules import get_schedule, stored_choices
@@ -555,8 +555,8 @@ def _confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str,
         {"best": best, "constant": constant}
     seeds = [cfg.seed + 1 + r for r in range(cfg.final_seeds)]
     out: dict[str, Any] = {}
-    bar = tqdm(total=len(picked) * len(seeds), desc="best and constant with new seeds", unit="run", leave=False,
-               disable=not cfg.progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(picked) * len(seeds), desc="best and constant with new seeds", unit="run",
+                       leave=False, disable=not cfg.progress, dynamic_ncols=True)
     with bar:
         for label, t in picked.items():
             spec = _spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, cfg.steps_per_epoch,

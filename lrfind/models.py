@@ -29,16 +29,15 @@ class ModelError(ValueError):
 
 
 class LeNet(nn.Module):
-    """The LeNet of seeds/003: conv 1-8-16 (3x3) with 2x2 max-pooling, then fc 400-128-64-10.
+    """A small LeNet-style CNN for 28x28 images: conv 1-8-16 (3x3) with 2x2 max-pooling, then fc
+    400-128-64-10.
 
-    The seed wrote ``16*3*3`` as the flatten size, which does not run on 28x28 input:
-    28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5, so the flatten size is 16*5*5 = 400.
+    On 28x28 input the flatten size is 16*5*5 = 400: 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5.
 
-    The ReLU comes after the pooling: the seed's relu-then-pool is the same function (both are
-    monotone, so max(relu(a), relu(b)) = relu(max(a, b))), with the same gradients, but the ReLU
-    then runs on a quarter of the activations. The engine's step at 50 trials took 23.5 ms per
-    trial-epoch on the H100 instead of 24.3 (bf16: 20.7 instead of 21.8), and about 15% less on the
-    2-core CPU.
+    The ReLU comes after the pooling: relu-then-pool is the same function (both are monotone, so
+    max(relu(a), relu(b)) = relu(max(a, b))), with the same gradients, but the ReLU then runs on a
+    quarter of the activations. The fused step at 50 trials took 23.5 ms per trial-epoch on an H100
+    instead of 24.3 (bf16: 20.7 instead of 21.8), and about 15% less on a CPU.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
@@ -60,7 +59,7 @@ class LeNet(nn.Module):
 
 
 class MLP(nn.Module):
-    """The fully connected net of seeds/000: 784-256-128-10 with ReLU."""
+    """A fully connected net for 28x28 images: 784-256-128-10 with ReLU."""
 
     def __init__(self, in_features: int = 28 * 28, num_classes: int = 10) -> None:
         super().__init__()

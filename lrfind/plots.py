@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -263,7 +264,6 @@ def plot_history(study, *, path):
     if higher:
         values = np.array([100 * t.user_attrs["val_acc"][-1] for t in trials])
         limit = _accuracy_floor(values)
-        off = values < limit                       # below the axis
     else:
         trials = [t for t in study.get_trials(deepcopy=False)
                   if t.user_attrs.get("val_loss") and np.isfinite(t.user_attrs["val_loss"][-1])]
@@ -272,20 +272,18 @@ def plot_history(study, *, path):
         values = np.array([t.user_attrs["val_loss"][-1] for t in trials])
         low, high = float(values.min()), float(np.percentile(values, 90))
         limit = high + 0.1 * (high - low + 1e-9)
-        off = values > limit                       # above the axis
+    off = _off_axis(values, limit, higher=higher)
     fig, axes = new_axes(path, figsize=(8.5, 5))
     ax = axes[0, 0]
     names = [t.user_attrs.get("schedule", "?") for t in trials]
     edges = [_colour(name) for name in names]
     faces = [e if t.state.name == "COMPLETE" else "none" for t, e in zip(trials, edges)]
     x = np.array([t.number for t in trials])
-    shown = np.maximum(values, limit) if higher else np.minimum(values, limit)
-    # one scatter per marker, not one per trial: 50 artists cost most of a second to make and draw
-    for marker, where in (("o", ~off), ("v" if higher else "^", off)):
-        if where.any():
-            ax.scatter(x[where], shown[where], s=28, zorder=3, marker=marker, clip_on=False,
-                       facecolors=[f for f, w in zip(faces, where) if w],
-                       edgecolors=[e for e, w in zip(edges, where) if w])
+    if (~off).any():              # one scatter, not one per trial (see ``_mark_off_axis``)
+        ax.scatter(x[~off], values[~off], s=28, zorder=3, marker="o", clip_on=False,
+                   facecolors=[f for f, o in zip(faces, off) if not o],
+                   edgecolors=[e for e, o in zip(edges, off) if not o])
+    _mark_off_axis(ax, x, values, limit, higher=higher, edges=edges, faces=faces)
     from matplotlib.lines import Line2D
 
     for name in dict.fromkeys(names):       # the legend: one entry per schedule, in order of appearance
@@ -301,6 +299,24 @@ def plot_history(study, *, path):
     ax.set_ylim(low - 0.05 * (limit - low + 1e-9), limit)
     return _finish(fig, ax, path, xlabel="trial", ylabel=_loss_label(study),
                    title="optimisation history (hollow: pruned; \u25b2: above the axis; lower is better)")
+
+
+def _off_axis(values: np.ndarray, limit: float, *, higher: bool) -> np.ndarray:
+    """Which ``values`` lie beyond the axis: below its floor ``limit`` where higher is better (an
+    accuracy), above its ceiling where lower is (a loss)."""
+    return values < limit if higher else values > limit
+
+
+def _mark_off_axis(ax, x, values, limit: float, *, higher: bool, edges, faces) -> None:
+    """The points of ``values`` beyond the axis (``_off_axis``), drawn on its edge at ``limit`` as
+    triangles pointing off it (\u25bc below, \u25b2 above), each with its edge and face colour: a
+    trial that scored off the axis still shows, in the history and in the per-epoch figures."""
+    values = np.asarray(values, dtype=float)
+    off = _off_axis(values, limit, higher=higher)
+    if off.any():                # one scatter, not one per trial: 50 artists cost most of a second to draw
+        ax.scatter(np.asarray(x)[off], np.full(int(off.sum()), limit), s=28, zorder=3, marker="v" if higher else "^",
+                   clip_on=False, facecolors=[f for f, o in zip(faces, off) if o],
+                   edgecolors=[e for e, o in zip(edges, off) if o])
 
 
 def _accuracy_floor(accs_pct) -> float:
@@ -450,12 +466,22 @@ def plot_top_lr_curves(study, *, path, n: int = 6):
     return fig
 
 
-def _per_epoch_lines(ax, study, key: str, scale: float = 1.0) -> np.ndarray:
+@dataclass
+class _Points:
+    """Every point the per-epoch lines drew: its epoch, value, and its trial's colours (edge: the
+    schedule's; face: none where the trial was pruned, as in the history)."""
+    epochs: list[int] = field(default_factory=list)
+    edges: list[str] = field(default_factory=list)
+    faces: list[str] = field(default_factory=list)
+    values: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+def _per_epoch_lines(ax, study, key: str, scale: float = 1.0) -> _Points:
     """One line per trial of its ``key`` record (val_acc, val_loss) after every epoch, coloured by
-    schedule (dotted: pruned); returns every value drawn."""
+    schedule (dotted: pruned); returns every point drawn."""
     from matplotlib.ticker import MaxNLocator
 
-    seen, values = set(), []
+    seen, values, points = set(), [], _Points()
     for t in study.get_trials(deepcopy=False):
         record = t.user_attrs.get(key)
         if not record:
@@ -466,29 +492,41 @@ def _per_epoch_lines(ax, study, key: str, scale: float = 1.0) -> np.ndarray:
                 lw=1.2, color=_colour(name), alpha=0.85, label=None if name in seen else name)
         seen.add(name)
         values.extend(record)
+        points.epochs.extend(range(1, len(record) + 1))
+        points.edges.extend([_colour(name)] * len(record))
+        points.faces.extend([_colour(name) if t.state.name == "COMPLETE" else "none"] * len(record))
     if not values:
         raise ValueError(f"no trial reported a {key.replace('_', ' ')}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return scale * np.asarray(values, dtype=float)
+    points.values = scale * np.asarray(values, dtype=float)
+    return points
 
 
 def plot_val_acc(study, *, path):
-    """Validation accuracy after every epoch, one line per trial, coloured by schedule."""
+    """Validation accuracy after every epoch, one line per trial, coloured by schedule. Accuracies
+    below the axis (diverged trials, at chance level) sit on its floor as downward triangles, as in
+    the history."""
     fig, axes = new_axes(path, figsize=(8, 5))
     ax = axes[0, 0]
-    pct = _per_epoch_lines(ax, study, "val_acc", 100.0)
-    return _accuracy_axes(fig, ax, path, _accuracy_floor(pct), top=np.percentile(pct, 99.5), xlabel="epoch",
-                          title="every trial (dotted: pruned)")
+    points = _per_epoch_lines(ax, study, "val_acc", 100.0)
+    pct, floor = points.values, _accuracy_floor(points.values)
+    _mark_off_axis(ax, points.epochs, pct, floor, higher=True, edges=points.edges, faces=points.faces)
+    return _accuracy_axes(fig, ax, path, floor, top=np.percentile(pct, 99.5), xlabel="epoch",
+                          title="every trial (dotted: pruned; \u25bc: below the axis)")
 
 
 def plot_val_loss(study, *, path):
-    """Validation loss after every epoch, one line per trial, coloured by schedule (studies scored on it)."""
+    """Validation loss after every epoch, one line per trial, coloured by schedule (studies scored on
+    it). Losses above the axis sit on its ceiling as upward triangles, as in the history."""
     fig, axes = new_axes(path, figsize=(8, 5))
     ax = axes[0, 0]
-    losses = _per_epoch_lines(ax, study, "val_loss")
+    points = _per_epoch_lines(ax, study, "val_loss")
+    losses = points.values
     finite = losses[np.isfinite(losses)]
     if finite.size:           # the good trials, not a diverged one's loss of 2.3 or worse
         low, high = float(finite.min()), float(np.percentile(finite, 90))
-        ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+        ceiling = high + 0.05 * (high - low + 1e-9)
+        ax.set_ylim(low - 0.05 * (high - low + 1e-9), ceiling)
+        _mark_off_axis(ax, points.epochs, losses, ceiling, higher=False, edges=points.edges, faces=points.faces)
     return _finish(fig, ax, path, xlabel="epoch", ylabel=_loss_label(study),
-                   title="every trial (dotted: pruned; lower is better)")
+                   title="every trial (dotted: pruned; \u25b2: above the axis; lower is better)")

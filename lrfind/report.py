@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from . import _study
 from ._duration import duration_text
 from ._files import write_whole
+from ._output import counted
 from .data import data_line
 from .result import describe_sweeps
 from .schedules import params_text
@@ -37,7 +38,7 @@ def _status(t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE and _study.is_twin(t):
         return f"as trial {t.user_attrs['duplicate_of']} (not rerun)"
     if t.state == TrialState.COMPLETE:
-        return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+        return counted(epochs, "epoch")
     if t.state == TrialState.PRUNED:
         return f"pruned after {epochs}"
     if t.user_attrs.get("failure") == "nan":        # the engine knows the step; a loop of the user's, the epoch
@@ -270,7 +271,7 @@ def snippet(study: optuna.Study) -> str | None:
     run = (f"your training loop {setup.get('model')}" if setup.get("loop") else
            f"{setup.get('model')} on {setup.get('dataset')}{augment}, batch {setup.get('batch_size')}")
     header = (f"# lrfind study {study.study_name!r}: best schedule {tuned.schedule} (trial {best.number}, {score})\n"
-              f"# for {run}, {tuned.epochs} epochs = {total} steps.\n"
+              f"# for {run}, {counted(tuned.epochs, 'epoch')} = {total} steps.\n"
               f"# For a run of another length: lrfind show --epochs N --steps-per-epoch M, or lrfind.load_best.\n")
     return header + tuned.snippet(epochs=tuned.epochs, steps_per_epoch=total // tuned.epochs)
 

@@ -597,8 +597,9 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                max_grad_norm: float | None = None, fold: bool = True) -> list[TrialRecord]:
     """Train ``specs`` side by side for ``epochs`` epochs and return their records.
 
-    ``on_epoch(epoch, records, running)`` is called after each epoch's validation with the record
-    indices still running; the indices it returns are pruned and leave the batch. Without ``val``,
+    ``on_epoch(epoch, records, running)`` is called after each epoch's validation, the last one
+    included, with the record indices still running; the indices it returns are pruned and leave
+    the batch (after the last epoch none is: those trials are complete). Without ``val``,
     metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
     once per step. With ``score_on``, the trials that finish are scored on it once at the end.
     ``amp="bf16"``: forward and backward under bfloat16 autocast. ``augment``: see ``lrfind.augment``
@@ -620,7 +621,9 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                 progress.update(1)
         engine.end_epoch(val, per_epoch)
         running = [k for k in engine.running if engine.records[k].status == "running"]
-        pruned = set(on_epoch(epoch, engine.records, running)) if on_epoch and epoch < epochs - 1 else set()
+        pruned = set(on_epoch(epoch, engine.records, running)) if on_epoch else set()
+        if epoch == epochs - 1:
+            pruned = set()              # a trial that ran all its epochs is complete, not pruned
         for k in pruned:
             engine.records[k].status = "pruned"
         engine.keep([engine.records[k].status == "running" for k in engine.running])

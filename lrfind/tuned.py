@@ -19,6 +19,7 @@ import optuna
 import torch
 
 from ._errors import warn_at_users_line
+from ._output import counted
 from .optimizer import OptimizerConfig
 from .schedules import Replay, get_schedule, stored_choices
 
@@ -136,10 +137,9 @@ class TunedSchedule:
         score = (f", {100 * self.val_acc:.2f}% validation" if self.val_acc is not None else
                  f", validation loss {self.val_loss:.4g}" if self.val_loss is not None else "")
         score += f", {100 * self.test_acc:.2f}% test" if self.test_acc is not None else ""
-        epochs = f"{self.epochs} epoch" + ("s" if self.epochs != 1 else "")
         clipped = f", gradients clipped to norm {self.max_grad_norm:g}" if self.max_grad_norm is not None else ""
         return (f"{self.schedule} peaking at LR {self.lr:.3g} ({self.optimizer_config.name}{clipped}; "
-                f"tuned on {epochs}{score})")
+                f"tuned on {counted(self.epochs, 'epoch')}{score})")
 
 
 def check_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import optuna
 import torch
-from tqdm.auto import tqdm
 
 from . import _search_loop, _storage, _study, report
 from ._args import check_names, check_positive, unknown
 from ._device import on_device, resolve_device
 from ._duration import timeout_seconds
 from ._imports import callable_name
+from ._output import counted, progress_bar
 from ._painter import Painter
 from ._update import check_max_grad_norm
 from .augment import Augment, AugmentError, check_augment, get_augment
@@ -96,8 +96,8 @@ class Searched:
                     f"{schedule.min_epochs_why}; train more epochs or leave {name} out")
         per_epoch = getattr(self, "steps_per_epoch", None)
         if per_epoch is not None and self.epochs * per_epoch < schedule.min_total:
-            return (f"{name} needs a run of at least {schedule.min_total} steps, got {self.epochs} epochs of "
-                    f"{per_epoch}; train more steps or leave {name} out")
+            return (f"{name} needs a run of at least {schedule.min_total} steps, got "
+                    f"{counted(self.epochs, 'epoch')} of {per_epoch}; train more steps or leave {name} out")
         return None
 
     @property
@@ -529,13 +529,15 @@ def _run_or_halve(study, cfg, asked, *args) -> int | None:
 def _run_batch(study, cfg, asked, specs, train, val, base_lr, total, bar) -> None:
     told: set[int] = set()
     try:
-        steps = tqdm(total=total, desc=f"{len(asked)} trials, epoch 1/{cfg.epochs}", leave=False, unit="step",
-                     disable=not cfg.progress, dynamic_ncols=True)
+        steps = progress_bar(total=total, desc=f"{len(asked)} trials, epoch 1/{cfg.epochs}", leave=False,
+                             unit="step", disable=not cfg.progress, dynamic_ncols=True)
 
         def report(epoch: int, records: list[TrialRecord], running: list[int]) -> set[int]:
             steps.set_description(f"{len(running)} trials, epoch {min(epoch + 2, cfg.epochs)}/{cfg.epochs}")
             for k in running:
                 asked[k].report(_study.objective(records[k], cfg.scoring), epoch)
+            if epoch == cfg.epochs - 1:       # every epoch is reported, but a finished trial is complete
+                return set()
             verdicts = _study.should_prune(study, [asked[k] for k in running])
             return {k for k, prune in zip(running, verdicts) if prune}
 
@@ -593,7 +595,8 @@ def _final(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
     seeds = [cfg.seed + r for r in range(cfg.final_seeds)]
     specs = [TrialSpec(s.schedule, s.params, seed=seed, lr_scale=s.lr_scale) for s in replayed.values() for seed in seeds]
     on = "training part" if held else "full training set"
-    bar = tqdm(total=total, desc=f"final: {len(specs)} retrains on the {on}", leave=False, disable=not cfg.progress)
+    bar = progress_bar(total=total, desc=f"final: {len(specs)} retrains on the {on}", leave=False,
+                       disable=not cfg.progress)
     with bar:
         records = run_trials(cfg.model, specs, data, held, epochs=cfg.epochs, batch_size=cfg.batch_size,
                              base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,

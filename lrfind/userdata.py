@@ -189,7 +189,7 @@ def _tensors(name: str, split: str, part: Any) -> tuple[torch.Tensor, torch.Tens
 
 def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """A map-style Dataset read in order into (images, labels), with a progress bar on long reads."""
-    from tqdm.auto import tqdm
+    from ._output import progress_bar
 
     n = len(data)
     if n == 0:
@@ -212,8 +212,8 @@ def _read_dataset(name: str, split: str, data: Any) -> tuple[torch.Tensor, torch
                            "Subset) or smaller images")
     xs, ys = [], []
     failure = None
-    chunks = tqdm(_chunks(data, n), total=-(-n // READ_BATCH), desc=f"reading {split} set", unit="batch",
-                  leave=False, disable=n < 10 * READ_BATCH)
+    chunks = progress_bar(_chunks(data, n), total=-(-n // READ_BATCH), desc=f"reading {split} set", unit="batch",
+                          leave=False, disable=n < 10 * READ_BATCH)
     try:
         for items in chunks:
             x, y = torch.utils.data.default_collate(items)

@@ -248,6 +248,7 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch) -> 
         states = [t.state for t in result.study.trials]
         expected = optuna.trial.TrialState.COMPLETE if epochs == 1 else optuna.trial.TrialState.PRUNED
         assert states == [expected] * 2, epochs            # the run was complete: nothing left to save
+        assert [sorted(t.intermediate_values) for t in result.study.trials] == [[0]] * 2   # every epoch reported
     assert reports == [0, 1, 0, 1]                         # with 2 epochs, pruned after the first
 
 
@@ -425,7 +426,7 @@ def test_a_run_too_short_for_a_schedule_leaves_it_out_unless_it_is_named(tmp_pat
     result = tune_loop(lambda trial: 0.5, trials=2, out=str(tmp_path / "all"), **kw)
     choices = result.study.user_attrs["lrfind_setup"]["schedules"]
     assert "onecycle" not in choices and "plateau" not in choices and "cosine" in choices
-    with pytest.raises(ValueError, match=r"onecycle needs a run of at least 4 steps, got 1 epochs of 2; train more "
+    with pytest.raises(ValueError, match=r"onecycle needs a run of at least 4 steps, got 1 epoch of 2; train more "
                                          r"steps or leave onecycle out"):
         tune_loop(lambda trial: 0.5, trials=2, schedules=("cosine", "onecycle"), out=str(tmp_path / "named"), **kw)
 

@@ -159,11 +159,11 @@ def test_pruned_trials_leave_the_batch() -> None:
 
     def prune_first(epoch, records, running):
         seen.append(list(running))
-        return {0} if epoch == 0 else set()
+        return {0} if epoch == 0 else {1} if epoch == 2 else set()
 
     records = run_trials("lenet", specs, train, train, epochs=3, batch_size=16, base_lr=0.01, on_epoch=prune_first)
-    assert [r.status for r in records] == ["pruned", "complete", "complete"]
-    assert seen == [[0, 1, 2], [1, 2]]
+    assert [r.status for r in records] == ["pruned", "complete", "complete"]   # after the last epoch: complete
+    assert seen == [[0, 1, 2], [1, 2], [1, 2]]                                  # every epoch is reported
     assert len(records[0].val_acc) == 1 and len(records[1].val_acc) == 3
 
 

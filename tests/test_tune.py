@@ -193,6 +193,16 @@ def test_pruned_trials_are_recorded_and_the_study_goes_on(data_env, tmp_path, mo
     assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)
 
 
+def test_every_epoch_is_reported_and_a_trial_that_ran_them_all_is_complete(data_env, tmp_path, monkeypatch) -> None:
+    # A pruner that would stop every trial below 100% after any epoch it is asked about.
+    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
+    tune(trials=2, parallel=2, out=str(tmp_path), **{**QUICK, "epochs": 1})
+    ran = [t for t in load(tmp_path).trials if not _study.is_twin(t)]
+    assert ran and [t.state for t in ran] == [TrialState.COMPLETE] * len(ran)     # the last epoch is never pruned
+    assert all(sorted(t.intermediate_values) == [0] for t in ran)                 # its curve has its one epoch
+    assert all(t.intermediate_values[0] == t.value for t in ran)
+
+
 def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_halves(data_env, tmp_path, monkeypatch, caplog) -> None:
     sizes = []
     real = tuner.run_trials

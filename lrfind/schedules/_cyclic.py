@@ -1,5 +1,5 @@
 """Schedules that rise as well as fall, or follow a metric: warm restarts, one-cycle, cyclic,
-reduce-on-plateau, warmup alone, and exponential decay after warmup with a floor (seeds/004)."""
+reduce-on-plateau, warmup alone, and exponential decay after warmup with a floor."""
 
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ class WarmupExp(Schedule):
     name = "warmup_exp"
     torch_name = "LambdaLR"
     description = ("linear warmup over warmup steps, then exp(-decay * (n - warmup)) with a floor "
-                   "min_factor (seeds/004); torch has no class for it")
+                   "min_factor; torch has no class for it")
     params = (Param("warmup", "steps of warmup, 1 <= warmup < total"),
               Param("decay", "exponential decay rate per step after warmup, > 0"),
               Param("min_factor", "floor as a fraction of the base LR, 0 <= min_factor < 1", 0.0))

@@ -103,8 +103,8 @@ class MultiStep(Schedule):
 class Exponential(Schedule):
     name = "exponential"
     torch_name = "ExponentialLR"
-    description = ("multiply the LR by gamma after every step: lr0 * gamma**n (seeds/002: lr0 * exp(-d n); "
-                   "MultiplicativeLR with a constant factor)")
+    description = ("multiply the LR by gamma after every step: lr0 * gamma**n, which is lr0 * exp(-d n) with "
+                   "d = -ln(gamma) (MultiplicativeLR with a constant factor is the same)")
     params = (Param("gamma", "factor per step, 0 < gamma < 1"),)
 
     def _suggest(self, trial, total, steps_per_epoch):
@@ -130,7 +130,7 @@ class Exponential(Schedule):
 class InverseTime(Schedule):
     name = "inverse_time"
     torch_name = "LambdaLR"
-    description = "time-based decay lr0 / (1 + decay * n) (seeds/002); torch has no class for it"
+    description = "time-based decay lr0 / (1 + decay * n); torch has no class for it"
     params = (Param("decay", "decay per step, decay > 0"),)
 
     def _suggest(self, trial, total, steps_per_epoch):
