@@ -314,7 +314,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk. A result that needs a second look
     (no suggestion: ``result.reason`` says why; the loss had not turned up by ``end_lr``; repeats
-    that disagree) warns with a ``RangeTestWarning``; ``result.warnings`` lists the last two
+    that disagree) warns with a ``RangeTestWarning``, one for each of ``result.warnings``
     (``warn=False``: no warning, for callers that show them themselves).
     """
     check_loader(loader)
@@ -426,10 +426,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         slower.config["faster_sweeps"] = {"num_iter": sweep.num_iter, "seed_lrs": result.seed_lrs,
                                           "shallow": result.shallow}
         result = slower
-    said = result.warnings
-    if result.suggested_lr is None:        # `optimizer(lr=result.suggested_lr)` would fail far from here
-        said = [f"no LR suggested: {result.reason}; result.plot() shows the curve to pick one from", *said]
-    for text in said if warn and first else []:
+    # one warning each, a missing suggestion first: `optimizer(lr=result.suggested_lr)` would fail far from here
+    for text in result.warnings if warn and first else []:
         warn_at_users_line(text, RangeTestWarning)
     return result
 

@@ -1,7 +1,10 @@
 """Suggesting a learning rate from a range-test curve: pure functions of ``(lrs, losses)``.
 
 Every method takes the raw per-batch losses (NaN/Inf allowed; they are ignored) and returns a
-``Suggestion``: the LR, or ``None`` with the reason when the curve gives no clear answer.
+``Suggestion``: the LR, or ``None`` with the reason when the curve gives no clear answer: too few
+finite losses, a loss that does not fall clearly (against the batches' noise, and against how far
+it swings above its start on the way to its minimum), or an LR where the smoothed loss lies clearly
+above where the sweep started (a spike).
 
 All methods work on ``smooth()``, a centred Gaussian average in step index. Unlike the
 exponential moving average the peers use, it does not lag: an EMA shifts the curve towards higher
@@ -16,6 +19,9 @@ from typing import Callable
 import numpy as np
 
 from ._args import unknown
+
+
+MIN_LOSSES = 10          # finite losses a curve needs (before any NaN/Inf) for a suggestion
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,9 @@ def smooth(losses: np.ndarray, width: float | None = None) -> np.ndarray:
     n = y.size
     if n == 0:
         return y.copy()
-    width = max(1.5, 0.02 * n) if width is None else float(width)
+    width = _width(n) if width is None else float(width)
     finite = np.isfinite(y)
-    half = int(np.ceil(3 * width))
-    offsets = np.arange(-half, half + 1)
-    kernel = np.exp(-0.5 * (offsets / width) ** 2)
+    kernel = _kernel(width)
     values = np.convolve(np.where(finite, y, 0.0), kernel, mode="same") if n >= kernel.size else None
     if values is None:  # short curve: compute directly
         idx = np.arange(n)
@@ -55,14 +59,71 @@ def smooth(losses: np.ndarray, width: float | None = None) -> np.ndarray:
     return out
 
 
+def _width(n: int) -> float:
+    """``smooth``'s default width for a curve of ``n`` steps: 2% of them, at least 1.5."""
+    return max(1.5, 0.02 * n)
+
+
+def _kernel(width: float) -> np.ndarray:
+    """``smooth``'s Gaussian weights (standard deviation ``width`` steps), cut at 3 widths."""
+    half = int(np.ceil(3 * width))
+    return np.exp(-0.5 * (np.arange(-half, half + 1) / width) ** 2)
+
+
+def _start_steps(n: int) -> int:
+    """How many of ``n`` steps set the start level: the first 5% (at least 3)."""
+    return max(3, n // 20)
+
+
 def start_level(smoothed: np.ndarray) -> float:
     """Where the smoothed loss starts: its mean over the first 5% of the steps (at least 3)."""
-    return float(np.nanmean(smoothed[: max(3, smoothed.size // 20)]))
+    return float(np.nanmean(smoothed[: _start_steps(smoothed.size)]))
 
 
 def _noise(raw: np.ndarray, smoothed: np.ndarray) -> float:
     """Robust standard deviation of the losses around their smoothed curve (1.4826 x median |deviation|)."""
     return 1.4826 * float(np.nanmedian(np.abs(raw - smoothed)))
+
+
+def _smoothed_noise(raw: np.ndarray, smoothed: np.ndarray) -> float:
+    """The standard deviation of one point of the smoothed curve that the losses' noise (``_noise``)
+    leaves: the noise times the root of the sum of the squared (normalised) kernel weights, about
+    0.4 of it for 100 steps and 0.27 for 200."""
+    kernel = _kernel(_width(raw.size))
+    return _noise(raw, smoothed) * float(np.sqrt(np.sum(kernel ** 2)) / np.sum(kernel))
+
+
+def _swing(smoothed: np.ndarray, low: int, start: float) -> tuple[float, int]:
+    """How far the smoothed loss climbs above its start level on the way to its minimum (index
+    ``low``), after the first 5% of the steps that set that level; and where (0 and ``low`` when
+    it never does)."""
+    first = _start_steps(smoothed.size)
+    if low <= first:
+        return 0.0, low
+    top = first + int(np.nanargmax(smoothed[first:low]))
+    return max(0.0, float(smoothed[top]) - start), top
+
+
+def _not_finite(value: float) -> str:
+    return "NaN" if np.isnan(value) else f"{'+' if value > 0 else '-'}Inf"
+
+
+def _too_few(lrs: np.ndarray, losses: np.ndarray, cut: int | None) -> str:
+    """Why fewer than ``MIN_LOSSES`` finite losses give no suggestion, and what to do: ``cut``
+    is the step of the first NaN/Inf (None: the sweep was that short). A loss that is NaN/Inf
+    from the first step is not the sweep's doing: its LRs have barely moved the weights, if at all."""
+    if cut is None:
+        return f"only {losses.size} finite losses; run more iterations (num_iter {MIN_LOSSES} or more)"
+    value = _not_finite(float(losses[cut]))
+    if cut == 0:
+        return (f"no finite loss: the loss was {value} from the first step on (LR {lrs[0]:.3g}), before the "
+                f"sweep's LRs could matter, so more iterations cannot help. It comes from the inputs or from the "
+                f"model's output at its initial weights: look for NaN/Inf in a batch (torch.isfinite(x).all()), "
+                f"then in model(x) and in the loss on it (a bad initialisation, weights loaded with NaN, a loss "
+                f"given targets it cannot take: a label out of range, the log of 0)")
+    return (f"only {cut} finite losses: the loss became {value} at step {cut + 1} (LR {lrs[cut]:.3g}), and more "
+            f"iterations would stop there too. Look for NaN/Inf in the batches (one bad batch is enough) and in "
+            f"the model's output; if the loss rose over those {cut} steps, lower start_lr ({lrs[0]:.3g})")
 
 
 def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestion | None]:
@@ -73,13 +134,14 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
         raise ValueError(f"lrs and losses must have the same length, got {lrs.size} and {raw.size}")
     finite = np.isfinite(raw)
     # Everything after the first non-finite loss belongs to the divergence: leave it out.
-    blown = None                                # the LR of the first NaN/Inf
+    blown, cut = None, None                     # the LR and the step of the first NaN/Inf
+    swept, recorded = lrs, raw
     if not finite.all():
         cut = int(np.argmin(finite))
         blown = float(lrs[cut])
         lrs, raw = lrs[:cut], raw[:cut]
-    if raw.size < 10:
-        return lrs, raw, smooth(raw), Suggestion(None, None, f"only {raw.size} finite losses; run more iterations")
+    if raw.size < MIN_LOSSES:
+        return lrs, raw, smooth(raw), Suggestion(None, None, _too_few(swept, recorded, cut))
     sm = smooth(raw)
     low = int(np.nanargmin(sm))
     start = start_level(sm)
@@ -98,7 +160,38 @@ def _prepare(lrs, losses) -> tuple[np.ndarray, np.ndarray, np.ndarray, Suggestio
             None, None, f"the loss does not fall clearly ({why}) before it rises from LR {rise:.3g}: a model that "
                         f"has learned already, say (to train it on, start at about a tenth of that, {rise / 10:.2g}), "
                         f"or a sweep too short to see it learn (raise num_iter)")
+    # A curve that wanders (a loss spike, a model memorising a few batches of random labels) may dip
+    # below its start by more than the batches' noise: its swings above the start tell how far it
+    # wanders, and a fall is clear only when it goes twice as far.
+    swing, top = _swing(sm, low, start)
+    if drop <= 2.0 * swing:
+        return lrs, raw, sm, Suggestion(
+            None, None, f"the loss does not fall clearly: its smoothed minimum, {sm[low]:.3g} at LR {lrs[low]:.3g}, "
+                        f"lies {drop:.3g} below where it started ({start:.3g}), but on the way it climbed {swing:.3g} "
+                        f"above that, to {sm[top]:.3g} at LR {lrs[top]:.3g}: it swings about as far as it falls. A "
+                        f"model that cannot learn from its batches sweeps so (labels unrelated to the inputs, say): "
+                        f"check the data, or sweep again with more steps (num_iter) or repeats to see whether the "
+                        f"fall holds")
     return lrs, raw, sm, None
+
+
+def _held(lrs: np.ndarray, raw: np.ndarray, sm: np.ndarray, found: Suggestion) -> Suggestion:
+    """``found``, or no suggestion where its LR sits clearly above where the sweep started: past the
+    steps that set the start level, its smoothed loss above that level by more than twice the
+    smoothed curve's noise and more than a tenth of the curve's fall (a curve that falls far may
+    wander that little above its start on the flat before it). The loss rose at that LR (a spike),
+    so it is no LR to train at, whatever the minimum beyond it says."""
+    if found.lr is None or found.index < _start_steps(sm.size):
+        return found
+    start, noise = start_level(sm), _smoothed_noise(raw, sm)
+    low = int(np.nanargmin(sm))
+    level = float(sm[found.index])
+    if level <= start + max(2.0 * noise, 0.1 * (start - float(sm[low]))):
+        return found
+    return Suggestion(None, None, f"its LR, {found.lr:.3g}, sits on a rise of the loss: the smoothed loss there, "
+                                  f"{level:.3g}, is above where the sweep started ({start:.3g}; the smoothed "
+                                  f"curve's noise is {noise:.2g}), on the way to its minimum at LR {lrs[low]:.3g}. "
+                                  f"Sweep again with more steps (num_iter) or repeats to see whether the fall holds")
 
 
 def _rise(lrs: np.ndarray, smoothed: np.ndarray, noise: float, blown: float | None) -> float | None:
@@ -120,7 +213,8 @@ def _rise(lrs: np.ndarray, smoothed: np.ndarray, noise: float, blown: float | No
 def fall(losses) -> float | None:
     """How far the smoothed loss falls: its mean over the first 5% of the steps less its minimum
     (before any NaN/Inf). ``None`` where no method would suggest an LR: fewer than 10 finite
-    losses, a loss that rises from the start or does not fall clearly above its noise.
+    losses, a loss that rises from the start, or one that does not fall clearly above its noise
+    or further than it swings above its start.
 
     Sweeps of one setup that differ only in their seed fall about as far; one that falls much less
     broke down before it could learn (a loss spike where the LR climbs fastest), and its minimum
@@ -182,7 +276,7 @@ def steepest(lrs, losses) -> Suggestion:
     lo, hi = _descent_region(sm)
     grad = np.gradient(sm, np.log(lrs)) if np.all(lrs > 0) else np.gradient(sm)
     i = lo + int(np.nanargmin(grad[lo: hi + 1]))
-    return Suggestion(float(lrs[i]), i, "steepest descent of the smoothed loss in log-LR")
+    return _held(lrs, raw, sm, Suggestion(float(lrs[i]), i, "steepest descent of the smoothed loss in log-LR"))
 
 
 def _below_minimum(lrs, losses, divisor: float, reason: str) -> Suggestion:
@@ -193,7 +287,7 @@ def _below_minimum(lrs, losses, divisor: float, reason: str) -> Suggestion:
     i = int(np.nanargmin(sm))
     target = lrs[i] / divisor
     j = int(np.argmin(np.abs(np.log(lrs) - np.log(target)))) if np.all(lrs > 0) else i
-    return Suggestion(float(target), j, reason)
+    return _held(lrs, raw, sm, Suggestion(float(target), j, reason))
 
 
 def minimum(lrs, losses) -> Suggestion:
@@ -234,7 +328,7 @@ def valley(lrs, losses) -> Suggestion:
     start = end - int(lds[end]) + 1
     third = (end - start) / 3
     i = start + int(third) + int(third / 2)
-    return Suggestion(float(lrs[i]), i, "in the longest valley of the smoothed loss")
+    return _held(lrs, raw, sm, Suggestion(float(lrs[i]), i, "in the longest valley of the smoothed loss"))
 
 
 def balanced(lrs, losses) -> Suggestion:
@@ -248,9 +342,10 @@ def balanced(lrs, losses) -> Suggestion:
     if a.lr is None or b.lr is None:
         return a if a.lr is None else b
     lr = float(np.sqrt(a.lr * b.lr))
-    grid = np.asarray(lrs, dtype=np.float64)[: max(a.index, b.index) + 1]
+    lrs, raw, sm, _ = _prepare(lrs, losses)
+    grid = lrs[: max(a.index, b.index) + 1]
     i = int(np.argmin(np.abs(np.log(grid) - np.log(lr)))) if np.all(grid > 0) else a.index
-    return Suggestion(lr, i, "geometric mean of the steepest-descent and minimum/10 suggestions")
+    return _held(lrs, raw, sm, Suggestion(lr, i, "geometric mean of the steepest-descent and minimum/10 suggestions"))
 
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray], Suggestion]] = {

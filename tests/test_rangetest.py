@@ -687,6 +687,52 @@ def test_no_suggestion_warns_with_the_reason_where_the_caller_would_use_it() -> 
         find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=40, progress=False, warn=False)
 
 
+def random_label_sweep(n: int = 200, seed: int = 0) -> list[float]:
+    """The losses of a small CNN's sweep on a fixed set of random images with random labels, as
+    users saw it (LRs 1e-6 to 1 over ``n`` steps): they wander about 3.5, spike to about 3.6 at LR
+    0.063, dip at 0.19 and blow up past 0.25; a third of the dip's LR lands on the spike."""
+    x = np.linspace(-6.0, 0.0, n)                               # log10 of the LRs
+    bump = lambda at, height, width: height * np.exp(-0.5 * ((x - np.log10(at)) / width) ** 2)  # noqa: E731
+    rng = np.random.default_rng(seed)
+    losses = (3.5 + rng.normal(0, 0.1, n) + bump(0.063, 0.14, 0.12) - bump(0.19, 0.5, 0.1)
+              + np.where(x > np.log10(0.25), 15 * (x - np.log10(0.25)) ** 2, 0.0))
+    return [float(v) for v in losses]
+
+
+def test_a_suggestion_on_a_loss_spike_is_none_and_the_warning_says_why() -> None:
+    """The random-label sweep got 0.063, on the spike, with no word of it: now no suggestion, the
+    reason in ``result.reason``, in the one warning and in ``result.warnings`` alike."""
+    values = random_label_sweep()
+    with pytest.warns(RangeTestWarning) as caught:
+        result = find_lr(make_model(), make_data(), step_fn=scripted(values), num_iter=200, progress=False)
+    assert result.stop_reason == "completed" and result.suggested_lr is None
+    assert "sits on a rise of the loss" in result.reason and "above where the sweep started" in result.reason
+    assert [str(w.message) for w in caught] == result.warnings
+    assert result.warnings[0].startswith(f"no LR suggested: {result.reason}")
+    assert result.summary().count(result.reason) == 1                      # said once, on its first line
+
+
+def test_a_nan_loss_from_the_first_step_says_where_to_look_and_warns_what_result_warnings_holds() -> None:
+    """A NaN in the inputs makes every loss NaN, at any LR: "run more iterations" was the advice, and
+    the warning find_lr gave was missing from ``result.warnings``."""
+    data = make_data(2)
+    data[0][0][3, 2] = float("nan")
+    with pytest.warns(RangeTestWarning) as caught:
+        result = find_lr(make_model(), data, num_iter=30, progress=False)
+    assert result.stop_reason == "loss became NaN/Inf" and len(result.losses) == 1
+    assert result.suggested_lr is None and "run more iterations" not in result.reason
+    assert "the loss was NaN from the first step on" in result.reason, result.reason
+    assert "more iterations cannot help" in result.reason and "inputs" in result.reason
+    assert "initial weights" in result.reason
+    assert [str(w.message) for w in caught] == result.warnings == [f"no LR suggested: {result.reason}"]
+    assert all(w.filename == __file__ for w in caught)
+    assert result.summary().count(result.reason) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeTestWarning)
+        quiet = find_lr(make_model(), data, num_iter=30, progress=False, warn=False)
+    assert quiet.warnings == result.warnings
+
+
 def test_a_smaller_last_batch_that_breaks_batch_norm_says_so_and_restores_the_model() -> None:
     """A loader's last batch of one example fails in batch norm at a later step, deep in torch:
     the error names the step, the batch and the fix."""

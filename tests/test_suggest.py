@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrfind.suggest import (METHODS, caveats, falling_range, minimum, rise_not_reached, smith, smooth, steepest,
-                            suggest_all)
+from lrfind.suggest import (METHODS, caveats, fall, falling_range, minimum, rise_not_reached, smith, smooth,
+                            start_level, steepest, suggest_all)
 
 LRS = np.geomspace(1e-6, 1.0, 300)
 
@@ -145,3 +145,62 @@ def _nan_after_the_fall() -> np.ndarray:
                          ids=["cliff", "rise in the last steps", "nan after the fall", "flat"])
 def test_a_curve_that_turns_up_or_gives_no_answer_gets_no_caveat(losses) -> None:
     assert not rise_not_reached(LRS, losses) and caveats(LRS, losses) == []
+
+
+def spiky_curve(seed: int = 0, noise: float = 0.1, spike: float = 0.14, dip: float = 0.5) -> np.ndarray:
+    """A sweep of a small CNN on a fixed set of random images with random labels, as users saw it:
+    the loss wanders about 3.5, rises to a spike at LR 0.063, dips at 0.19 and blows up past 0.25.
+    The dip is the curve's minimum, and a third of its LR lands on the spike."""
+    x = np.log10(LRS)
+    bump = lambda at, height, width: height * np.exp(-0.5 * ((x - np.log10(at)) / width) ** 2)  # noqa: E731
+    rng = np.random.default_rng(seed)
+    return (3.5 + rng.normal(0, noise, LRS.size) + bump(0.063, spike, 0.12) - bump(0.19, dip, 0.1)
+            + np.where(LRS > 0.25, 15 * np.log10(LRS / 0.25) ** 2, 0.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_suggestion_on_a_spike_above_the_start_is_none_and_says_why(seed) -> None:
+    """Smith's LR, a third of the minimum's (0.19), sat on the spike, where the smoothed loss is
+    above where the sweep started: it was suggested (0.063) with no word of it."""
+    losses = spiky_curve(seed)
+    sm = smooth(losses)
+    found = smith(LRS, losses)
+    assert found.lr is None, found
+    assert "sits on a rise of the loss" in found.reason and "above where the sweep started" in found.reason
+    level = float(found.reason.split("the smoothed loss there, ")[1].split(",")[0])
+    assert level > start_level(sm) > float(np.nanmin(sm)) + 0.2              # the spike, above a clear fall
+    assert steepest(LRS, losses).lr is not None          # the fall after the spike still has its steepest point
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_curve_that_swings_above_its_start_about_as_far_as_it_falls_gives_none(seed) -> None:
+    """Less noise, a shallower dip: the smoothed minimum lies below the start by more than twice the
+    batches' noise (it was suggested, 0.063 or 0.059), but the spike before it rose above the start
+    more than half as far. Every method says so, and no falling range is claimed."""
+    losses = spiky_curve(seed, noise=0.05, spike=0.15, dip=0.25)
+    for name, found in suggest_all(LRS, losses).items():
+        assert found.lr is None and "swings about as far as it falls" in found.reason, (name, found)
+    assert falling_range(LRS, losses) is None and fall(losses) is None
+    reason = smith(LRS, losses).reason
+    assert "at LR 0.0" in reason and "check the data" in reason and "repeats" in reason, reason
+
+
+def test_a_loss_that_is_nan_from_the_first_step_names_the_likely_causes() -> None:
+    """More iterations cannot help a loss that was NaN before the LR could matter: the reason says
+    where to look instead (and what the loss was)."""
+    for value, said in ((np.nan, "NaN"), (np.inf, "+Inf")):
+        losses = np.full(LRS.size, value)
+        for name, found in suggest_all(LRS, losses).items():
+            assert found.lr is None and "run more iterations" not in found.reason, (name, found.reason)
+            assert f"the loss was {said} from the first step on (LR 1e-06)" in found.reason, found.reason
+            assert "more iterations cannot help" in found.reason and "inputs" in found.reason
+            assert "initial weights" in found.reason and "targets" in found.reason
+
+
+def test_a_loss_that_turns_nan_after_a_few_steps_says_where_and_what_to_check() -> None:
+    losses = clean_curve(1e-2)
+    losses[4:] = np.nan
+    reason = smith(LRS, losses).reason
+    assert reason.startswith(f"only 4 finite losses: the loss became NaN at step 5 (LR {LRS[4]:.3g})"), reason
+    assert "run more iterations" not in reason and "batches" in reason and "start_lr" in reason
+    assert "run more iterations" in smith(LRS[:6], clean_curve(1e-2)[:6]).reason      # a sweep that short: yes
