@@ -11,9 +11,10 @@ from pathlib import Path
 
 
 def write_whole(path: str | Path, data: str | bytes) -> Path:
-    """``data`` (text as UTF-8) into ``path``: written to a file beside it, then renamed over it
-    once complete (an atomic replace on POSIX and Windows). The new file gets the permissions a
-    plain ``open(path, "w")`` would give it."""
+    """``data`` (text as UTF-8) into ``path``: written to a file beside it, flushed to the disk,
+    then renamed over it (an atomic replace on POSIX and Windows), and the rename flushed too: after
+    a power cut the file is the old one or the new one, never empty. The new file gets the
+    permissions a plain ``open(path, "w")`` would give it."""
     if not str(path).strip() or not Path(path).name:
         raise ValueError(f"no file name to write to: {str(path)!r}")
     path = Path(path)
@@ -26,9 +27,24 @@ def write_whole(path: str | Path, data: str | bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(part, path)
+        fsync_folder(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(part)
         raise
     return path
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename, a new file) to the disk. Windows cannot open a folder
+    for this, and needs it not: its rename is flushed with the file."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -9,6 +9,7 @@ A storage given as a path is a journal file; one given as ``scheme://...`` is an
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import logging
 import signal
@@ -16,11 +17,13 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+from optuna.trial import FrozenTrial
 
+from . import _journal
 from ._errors import first_line
 
 try:
@@ -33,6 +36,11 @@ log = logging.getLogger(__name__)
 
 class StudyError(ValueError):
     """The storage cannot be opened, or the study exists with another setup."""
+
+
+class StorageArgumentError(StudyError):
+    """The storage was named wrongly (a SQLite file given as a path, a folder, a URL no database
+    driver knows): the user's mistake in ``--storage``, not a failure of the storage."""
 
 
 def describe(url: str) -> str:
@@ -95,11 +103,12 @@ def local_file(url: str) -> Path:
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
-def connect(url: str, heartbeat: int | None = None, create: bool = True) -> optuna.storages.BaseStorage:
+def connect(url: str, heartbeat: int | None = None, create: bool = True,
+            on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.storages.BaseStorage:
     """Open a storage: a journal file (a path), or an RDB URL. With ``heartbeat`` (seconds) and an
-    RDB server, a trial whose worker stops beating for three intervals is failed and a copy of it
-    goes back in the queue (Optuna's retry callback). ``create=False``: a missing journal file is an
-    error, not a new study."""
+    RDB server, a trial whose worker stops beating for three intervals is failed, and handed to
+    ``on_stale`` (which queues it again). ``create=False``: a missing journal file is an error, not
+    a new study."""
     if is_journal(url):
         return _open_journal(local_file(url), create)
     if is_sqlite(url) and not create and not local_file(url).is_file():
@@ -109,26 +118,40 @@ def connect(url: str, heartbeat: int | None = None, create: bool = True) -> optu
             warnings.simplefilter("ignore")
             kwargs: dict[str, Any] = {}
             if heartbeat and not is_sqlite(url):
-                retry_class = (getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-                               or optuna.storages.RetryFailedTrialCallback)   # renamed in Optuna 4.9
                 new_name = "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
                 kwargs = {"heartbeat_interval": int(heartbeat), "grace_period": 3 * int(heartbeat),
-                          ("heartbeat_stale_trial_callback" if new_name else "failed_trial_callback"):
-                              retry_class(max_retry=3)}
-            return _create_storage(url, kwargs)
+                          ("heartbeat_stale_trial_callback" if new_name else "failed_trial_callback"): on_stale}
+            return _create_storage(with_driver(url), kwargs)
     except ImportError as e:       # Optuna re-raises a missing driver as a plain ImportError
         raise StudyError(f"cannot open storage {describe(url)}: {first_line(e).rstrip('.')}; install the database's driver, "
                          "e.g. pip install 'lrfind[postgres]' for PostgreSQL") from None
     except Exception as e:   # SQLAlchemy's errors for bad URLs, refused connections, missing databases
-        raise StudyError(f"cannot open storage {describe(url)}: {first_line(e)}") from None
+        bad_url = type(e).__name__ in ("ArgumentError", "NoSuchModuleError")     # sqlalchemy.exc's, for the URL
+        raise (StorageArgumentError if bad_url else StudyError)(
+            f"cannot open storage {describe(url)}: {first_line(e)}") from None
+
+
+# PostgreSQL drivers in the order lrfind takes them for a URL that names none: psycopg (3), which
+# lrfind[postgres] installs and SQLAlchemy 2.1 defaults to, then psycopg2, SQLAlchemy 2.0's default.
+POSTGRES_DRIVERS = ("psycopg", "psycopg2")
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://...`` with the driver that is installed named in it (``postgresql+psycopg://``):
+    the scheme alone means psycopg 3 to SQLAlchemy 2.1 and psycopg2 to 2.0, whichever is missing. A
+    URL that names its driver is left as it is."""
+    if not url.startswith("postgresql://"):
+        return url
+    found = next((d for d in POSTGRES_DRIVERS if importlib.util.find_spec(d) is not None), None)
+    return url if found is None else f"postgresql+{found}://{url[len('postgresql://'):]}"
 
 
 def _check_journal_path(path: Path) -> None:
     if path.suffix in SQLITE_SUFFIXES:
-        raise StudyError(f"--storage {path} looks like a SQLite file; give it as a URL, sqlite:///{path}, "
+        raise StorageArgumentError(f"--storage {path} looks like a SQLite file; give it as a URL, sqlite:///{path}, "
                          "or use a .log path for a journal file")
     if path.is_dir():
-        raise StudyError(f"cannot open storage {describe(str(path))}: it is a folder; give a file path such as "
+        raise StorageArgumentError(f"cannot open storage {describe(str(path))}: it is a folder; give a file path such as "
                          f"{path / 'study.log'}")
 
 
@@ -173,14 +196,36 @@ def _open_journal(path: Path, create: bool) -> optuna.storages.BaseStorage:
     _check_journal_path(path)
     if not create and not path.is_file():
         raise StudyError(f"no study in {path}: the file does not exist; check the path, or pass an RDB URL")
+    if not create and path.stat().st_size == 0:
+        raise StudyError(f"no study in {path}: the file is empty")
     try:
+        _journal.check(path)                 # a damaged line is refused before Optuna reads or writes
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = str(path)
-        return JournalStorage(JournalFileBackend(file, lock_obj=_ShieldedLock(file)))
+        return open_journal_storage(path)
+    except _journal.JournalError as e:
+        raise StudyError(str(e)) from None
     except OSError as e:
         raise StudyError(f"cannot open storage {name}: {e.strerror or e}") from None
     except Exception as e:   # lines that are not Optuna's journal
         raise StudyError(f"cannot open storage {name}: it is not an Optuna journal file ({first_line(e)})") from None
+
+
+def open_journal_storage(path: Path) -> JournalStorage:
+    """Optuna's journal storage on ``path``, its writes under ``_ShieldedLock``; unchecked."""
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=_ShieldedLock(str(path))))
+
+
+def _mend_alone(path: Path, existed_empty: bool) -> None:
+    """What the journal's only process does before the others may join: drop a write lock and a
+    last line that a crash left, and say when an existing journal holds nothing."""
+    _drop_stale_write_lock(path)
+    try:
+        _journal.mend_cut_last_line(path)
+    except _journal.JournalError as e:
+        raise StudyError(str(e)) from None
+    if existed_empty:
+        log.warning("%s is empty (0 bytes): it holds no trials to resume, and a new study starts in it. If it held "
+                    "a study, that study is lost: look for a copy of the file", path)
 
 
 def _drop_stale_write_lock(path: Path) -> None:
@@ -193,34 +238,6 @@ def _drop_stale_write_lock(path: Path) -> None:
     except OSError:          # none (the usual case), or not ours to remove: Optuna's grace period then
         return
     log.warning("%s: removed the write lock %s left by a process that stopped while writing", path, lock.name)
-
-
-def _drop_cut_last_line(path: Path, block: int = 1 << 16) -> None:
-    """A crash in the middle of a write can leave the journal's last line without its newline.
-    Optuna skips such a line when reading, but the next write would be appended to it and make
-    both unreadable: drop it first. ``run_lock`` calls this when its process is the file's only one,
-    or under Optuna's write lock where it cannot tell (another's write in progress looks the same)."""
-    if not path.is_file():
-        return
-    with path.open("rb+") as f:
-        size = f.seek(0, 2)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        end = size
-        while end > 0:
-            start = max(0, end - block)
-            f.seek(start)
-            newline = f.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        log.warning("%s: the last line was cut short (%d bytes, a crash while writing?); dropped it",
-                    path, size - end)
-        f.truncate(end)
 
 
 def _create_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
@@ -254,6 +271,7 @@ def run_lock(url: str) -> Iterator[None]:
         _check_journal_path(path)
     else:
         path = local_file(url).with_suffix(".lock")   # not the database: SQLite locks that one itself
+    existed_empty = path.is_file() and path.stat().st_size == 0
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         f = path.open("a+")
@@ -270,12 +288,43 @@ def run_lock(url: str) -> Iterator[None]:
         try:
             if is_journal(url):
                 if alone:
-                    _drop_stale_write_lock(path)
-                    _drop_cut_last_line(path)
+                    _mend_alone(path, existed_empty)
                 fcntl.flock(f, fcntl.LOCK_SH)          # from exclusive: the others may join now
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def repair(url: str) -> _journal.Repair:
+    """Mend a journal file (``_journal.repair``) while no lrfind process uses it."""
+    if not is_journal(url):
+        raise StudyError(f"{describe(url)} is a database, not a journal file: a database keeps its own records "
+                         "whole, so there is nothing to repair")
+    path = local_file(url)
+    _check_journal_path(path)
+    if not path.is_file():
+        raise StudyError(f"no study in {path}: the file does not exist; give the folder the study wrote (its "
+                         "study.log) or --storage PATH")
+    try:
+        if fcntl is None:                 # no flock: under Optuna's write lock, which no writer holds mid-write
+            writes = _ShieldedLock(str(path))
+            writes.acquire()
+            try:
+                return _journal.repair(path)
+            finally:
+                writes.release()
+        with path.open("rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StudyError(f"{describe(url)} is in use by an lrfind process; stop it (Ctrl-C keeps its "
+                                 "finished trials), then repair the file") from None
+            try:
+                return _journal.repair(path)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    except _journal.JournalError as e:
+        raise StudyError(str(e)) from None
 
 
 def _in_use(url: str) -> StudyError:
@@ -298,7 +347,9 @@ def _run_lock_without_flock(url: str) -> Iterator[None]:
             writes = _ShieldedLock(str(path))
             writes.acquire()
             try:
-                _drop_cut_last_line(path)
+                _journal.mend_cut_last_line(path)
+            except _journal.JournalError as e:
+                raise StudyError(str(e)) from None
             finally:
                 writes.release()
         yield

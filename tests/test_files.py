@@ -39,3 +39,24 @@ def test_a_missing_folder_is_named_as_asked(tmp_path) -> None:
 def test_a_path_without_a_file_name_is_a_clear_error(path) -> None:
     with pytest.raises(ValueError, match="no file name to write to"):
         write_whole(path, "{}")
+
+
+def test_the_file_reaches_the_disk_before_the_rename_and_the_rename_after(tmp_path, monkeypatch) -> None:
+    """A power cut after the rename must not leave an empty best.json: the data is flushed (fsync)
+    before the file is renamed into place, and the folder's entry after."""
+    calls, fsync, replace = [], os.fsync, os.replace
+
+    def synced(fd):
+        calls.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        fsync(fd)
+
+    def replaced(src, dst):
+        calls.append(("replace", os.path.basename(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(os, "replace", replaced)
+    write_whole(tmp_path / "best.json", '{"a": 1}')
+    assert [c[0] for c in calls] == ["fsync", "replace", "fsync"]
+    assert calls[0][1].startswith(".best.json.") and calls[0][1].endswith(".part")   # the data, before
+    assert calls[2][1] == tmp_path.name                                               # the folder, after
