@@ -37,7 +37,8 @@ def instant_trials(model, specs, train, val, *, epochs, on_epoch=None, **_):
             records[k].val_acc.append(acc)
             records[k].val_loss.append(1 - acc)
             records[k].train_loss.append(1 - acc)
-        pruned = set(on_epoch(epoch, records, running)) if on_epoch and epoch < epochs - 1 else set()
+        pruned = set(on_epoch(epoch, records, running)) if on_epoch else set()
+        pruned = pruned if epoch < epochs - 1 else set()       # a trial that ran every epoch is complete
         for k in pruned:
             records[k].status = "pruned"
         running = [k for k in running if k not in pruned]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import time
 from typing import Any, Callable, Iterator
 
@@ -19,7 +17,6 @@ from .train import TrialSpec
 
 log = logging.getLogger(__name__)
 now = time.monotonic          # the --timeout clock
-WORKER = f"{socket.gethostname()}:{os.getpid()}"   # who ran a trial, in its user_attrs
 
 
 def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Trial], TrialSpec],
@@ -91,7 +88,7 @@ def _ask(study: optuna.Study, describe: Callable[[optuna.Trial], TrialSpec],
         specs = []
         for _ in range(n):
             asked.append(_study.ask(study))
-            asked[-1].set_user_attr("worker", WORKER)
+            asked[-1].set_user_attr("worker", _study.WORKER)
             specs.append(describe(asked[-1]))
         return asked, specs
     except BaseException as e:

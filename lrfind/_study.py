@@ -31,10 +31,13 @@ if TYPE_CHECKING:
     from .tuner import TuneConfig
 
 log = logging.getLogger(__name__)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"   # who ran a trial, in its user_attrs
 
 # A trial whose LR will still fall by more than this factor before its run ends has not annealed:
 # its validation score says little yet about where it will end, so the median rule waits.
 STILL_FALLING = 2.0
+# A trial cut short this many times (its worker killed, an error) is not run again.
+MAX_RETRIES = 3
 
 
 class AnnealedFirst(optuna.pruners.BasePruner):
@@ -204,6 +207,45 @@ class Heartbeat:
             self._thread.join()
 
 
+class SeededByTrial(optuna.samplers.BaseSampler):
+    """Optuna's multivariate TPE, its random numbers drawn afresh for each trial from the study's
+    seed and the trial's number. One seed for the sampler would make two workers that start
+    together (or a study resumed in a new process) draw the same random first trials again; trial
+    numbers are unique in a study, so no two trials share a draw, and a study run by one worker
+    is as reproducible as before."""
+
+    def __init__(self, seed: int | None, n_startup_trials: int) -> None:
+        self.seed, self.n_startup_trials = seed, n_startup_trials
+        self._tpe = self._for(None)
+
+    def _for(self, number: int | None) -> optuna.samplers.TPESampler:
+        seed = self.seed if self.seed is None or number is None else int(
+            np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
+                                              n_startup_trials=self.n_startup_trials)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._tpe = self._for(trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._tpe.reseed_rng()
+
+
 def _differs(key: str, there: Any, here: Any) -> str:
     """How a setup's entry differs: "epochs 2 there, 3 here"; for two lists (the schedules) only
     what one has and the other lacks, "schedules plateau here only"."""
@@ -219,7 +261,7 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
         out.mkdir(parents=True, exist_ok=True)
     url = cfg.storage or default_storage(out)
     name = cfg.study_name or f"lrfind-{cfg.model}-{cfg.dataset}"
-    storage = connect(url, cfg.heartbeat)
+    storage = connect(url, cfg.heartbeat, on_stale=retry_stale)
     setup = jsonable(cfg.setup())
     try:
         study_id = storage.get_study_id_from_name(name)
@@ -244,10 +286,8 @@ def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
                              "or use another --study-name")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
-                                             n_startup_trials=min(10, max(2, cfg.trials // 5)))
         study = optuna.create_study(storage=storage, study_name=name, direction=METRICS[cfg.scoring][1],
-                                    sampler=sampler,
+                                    sampler=SeededByTrial(cfg.seed, n_startup_trials=min(10, max(2, cfg.trials // 5))),
                                     pruner=PRUNERS[cfg.pruner](cfg.epochs), load_if_exists=True)
     if study.user_attrs.get("lrfind_setup") is None:   # new (another worker may be creating it too)
         study.set_user_attr("lrfind_setup", _left_as(setup, AS_STORED))
@@ -306,31 +346,44 @@ def finished(study: optuna.Study) -> list[FrozenTrial]:
 def prepare(study: optuna.Study, single: bool) -> None:
     """Before asking (under ``claim``): fail and requeue trials whose worker is gone; enqueue the
     constant baseline once. ``single``: the storage is a SQLite file that ``run_lock`` holds."""
+    stale: list[FrozenTrial] = []
     if single:
         # run_lock makes this process the only one on the file: a "running" trial was cut off.
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            _fail_and_requeue(study, t, "stale")
+        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     elif _journal_file(study) is not None:
         # its workers share this machine: a "running" trial whose process is gone was cut off
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not _worker_alive(t.user_attrs.get("worker")):
-                _fail_and_requeue(study, t, "stale")
+        stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if not _worker_alive(t.user_attrs.get("worker"))]
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optuna.storages.fail_stale_trials(study)    # heartbeats: failed, and requeued by the retry callback
-        for t in _never_beaten(study):
-            _fail_and_requeue(study, t, "worker died before its first heartbeat")
-    if not any(t.user_attrs.get("baseline") and (is_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING))
+            optuna.storages.fail_stale_trials(study)    # heartbeats: failed, and requeued by retry_stale
+        stale = _never_beaten(study)
+    for t in stale:
+        _fail_and_requeue(study, t, "stale")
+    _say_retried(stale, "their workers stopped")
+    given_up = set(study.user_attrs.get("given_up", []))
+    if not any(t.user_attrs.get("baseline") and (is_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING)
+                                                 or original_number(t) in given_up)
                for t in study.get_trials(deepcopy=False)):
         study.enqueue_trial(CONSTANT, user_attrs={"baseline": True})
+
+
+def _say_retried(trials: Sequence[FrozenTrial | int], why: str) -> None:
+    """One line for the trials found cut short: they run again, each with its own seed."""
+    if trials:
+        numbers = sorted(t if isinstance(t, int) else t.number for t in trials)
+        log.warning("%d interrupted trial%s (%s) run%s again from the start, with %s seed%s: %s",
+                    len(numbers), "s" if len(numbers) != 1 else "", ", ".join(map(str, numbers)),
+                    "" if len(numbers) != 1 else "s", "their" if len(numbers) != 1 else "its",
+                    "s" if len(numbers) != 1 else "", why)
 
 
 def _worker_alive(worker: str | None) -> bool:
     """Whether the process that ran a trial (its ``worker`` attribute, ``host:pid``) still runs. A
     process on another machine (a journal on a shared disk) is taken to; a trial without one was
     asked by a process that died before it could say (it says so under ``claim``)."""
-    if not worker:
+    if not worker or worker == WORKER:       # this process's own: none of its trials runs between batches
         return False
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
@@ -395,11 +448,33 @@ def _never_beaten(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number in numbers]
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
-    """Put a copy of a trial that did not finish back in the queue (same parameters, same role)."""
-    params = trial.params
+def original_number(trial: FrozenTrial | optuna.Trial) -> int:
+    """The number of the trial that ``trial`` retries (its own when it retries none): a retry runs
+    with that trial's seed, so that it is the same run as the one cut short."""
+    return trial.user_attrs.get("retry_of", trial.number)
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, counted: bool = True) -> None:
+    """Put a copy of a trial that did not finish back in the queue (same parameters, same role, same
+    seed), unless it was cut short ``MAX_RETRIES`` times already: a configuration that kills its
+    worker (out of memory, say) is given up then, and the study records it (``given_up``).
+    ``counted=False``: the user stopped it (Ctrl-C), which is no fault of the configuration's."""
+    retries = trial.user_attrs.get("retries", 0) + counted
+    number = original_number(trial)
+    if retries > MAX_RETRIES:
+        log.warning("trial %d (%s) was cut short %d times; it is not run again (the study goes on with other "
+                    "trials)", number, trial.user_attrs.get("schedule", "?"), retries)
+        study.set_user_attr("given_up", sorted({*study.user_attrs.get("given_up", []), number}))
+        return
     attrs = {"baseline": True} if trial.user_attrs.get("baseline") else {}
-    study.enqueue_trial(params, user_attrs={**attrs, "retry_of": trial.number})
+    study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": number, "retries": retries})
+
+
+def retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's callback for a trial failed for its silent heartbeat (an RDB storage): requeued as
+    on every other storage."""
+    _say_retried([trial], "its worker stopped beating")
+    requeue(study, trial)
 
 
 def abandon(study: optuna.Study, trial: optuna.Trial, error: BaseException) -> None:
@@ -407,7 +482,7 @@ def abandon(study: optuna.Study, trial: optuna.Trial, error: BaseException) -> N
     goes on. It does not count as finished."""
     trial.set_user_attr("interrupted", type(error).__name__)
     study.tell(trial, state=TrialState.FAIL)
-    requeue(study, trial)
+    requeue(study, trial, counted=not isinstance(error, KeyboardInterrupt))
 
 
 def interrupted_text(study: optuna.Study, trials: int, again: str) -> str:
@@ -502,6 +577,8 @@ def tell_twin(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) -> No
         if key in twin.user_attrs:
             trial.set_user_attr(key, twin.user_attrs[key])
     trial.set_user_attr("duplicate_of", twin.number)
+    for epoch, value in sorted(twin.intermediate_values.items()):    # its curve, for optuna-dashboard too
+        trial.report(value, epoch)
     if twin.state == TrialState.COMPLETE:
         study.tell(trial, twin.value)
     else:

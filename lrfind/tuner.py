@@ -28,7 +28,7 @@ import optuna
 import torch
 
 from . import _search_loop, _storage, _study, report
-from ._args import check_names, check_positive, unknown
+from ._args import COUNTS, check_counts, check_names, check_positive, unknown
 from ._device import on_device, resolve_device
 from ._duration import timeout_seconds
 from ._imports import callable_name
@@ -162,16 +162,10 @@ class TuneConfig(Searched):
         if callable(self.augment):
             object.__setattr__(self, "augment", callable_name(self.augment, "augment", AugmentError))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
-        for name in ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "range_test_repeats",
-                     "heartbeat", "final_seeds"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1) and not (name == "val_size" and value is None):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_counts(**{name: getattr(self, name) for name in COUNTS})
         if self.same_init not in (None, True, False):
             raise ValueError(f"same_init must be True, False or None (the stored study's; False for a new one), "
                              f"got {self.same_init!r}")
-        if self.range_test_iters < 2:                   # a sweep needs two LRs, a first and a last
-            raise ValueError(f"range_test_iters must be at least 2, got {self.range_test_iters!r}")
         if self.parallel is not None and not (isinstance(self.parallel, int) and 1 <= self.parallel <= self.trials):
             raise ValueError(f"parallel must be between 1 and trials={self.trials}, got {self.parallel!r}")
         if self.base_lr is not None:
@@ -484,7 +478,8 @@ def _spec(trial: optuna.trial.BaseTrial, cfg: TuneConfig, total: int, per_epoch:
     scale = 1.0
     if schedule.warms_up(params) and max_peak > 1:
         scale = trial.suggest_float("peak_scale", 1.0, max_peak, log=True)
-    seed = cfg.seed if cfg.same_init else cfg.seed + getattr(trial, "number", 0)
+    # a retry is the run that was cut short: the same seed, its original trial's number
+    seed = cfg.seed if cfg.same_init else cfg.seed + (_study.original_number(trial) if hasattr(trial, "number") else 0)
     return TrialSpec(name, params, seed=seed, lr_scale=scale)
 
 

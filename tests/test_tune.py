@@ -297,7 +297,7 @@ def test_a_study_of_your_own_model_resumes_only_with_a_model_of_the_same_size(da
     assert len(_study.finished(study)) == 2 and all(t.value > 0.1 for t in _study.finished(study))
     net.write_text(f"from torch import nn\n\ndef make():\n    return nn.Sequential({layers.format(16, 16)})\n")
     result = CliRunner().invoke(main, [*args[:2], "3", *args[3:]])
-    assert result.exit_code == 2 and "model_parameters 6370 there, 12730 here" in result.output
+    assert result.exit_code == 1 and "model_parameters 6370 there, 12730 here" in result.output
 
 
 class Linear784(torch.nn.Module):
@@ -323,7 +323,7 @@ def test_existing_study_with_another_setup_is_refused_untouched(data_env, tmp_pa
     result = CliRunner().invoke(main, ["tune", "--trials", "4", "--epochs", "3", "--batch-size", "64",
                                        "--train-subset", "256", "--base-lr", "0.05", "--device", "cpu", "-q",
                                        "--out", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     # 3 epochs leave room for plateau, 2 did not: the schedules differ too, by that one
     assert "exists with another setup (epochs 2 there, 3 here, schedules plateau here only)" in result.output
     assert len(load(tmp_path).trials) == before
@@ -331,7 +331,7 @@ def test_existing_study_with_another_setup_is_refused_untouched(data_env, tmp_pa
 
 def test_show_without_a_study_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(main, ["show", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "no study in" in result.output
+    assert result.exit_code == 1 and "no study in" in result.output
 
 
 def test_show_of_a_range_test_folder_prints_its_summary(tmp_path) -> None:
@@ -380,7 +380,7 @@ def test_trials_start_from_a_seed_each_or_the_same_weights_and_a_stored_study_ke
     args = ["tune", "--trials", "6", "--epochs", "2", "--batch-size", "64", "--train-subset", "256", "--base-lr", "0.05",
             "--no-final", "--device", "cpu", "-q", "--out", str(tmp_path / "same")]
     result = CliRunner().invoke(main, [*args, "--seed-each"])
-    assert result.exit_code == 2 and "same_init True there, False here" in result.output
+    assert result.exit_code == 1 and "same_init True there, False here" in result.output
     result = CliRunner().invoke(main, [*args, "--same-init"])
     assert result.exit_code == 0, result.output
     assert seen[-1][0] is True and set(seen[-1][1]) == {0}
@@ -503,8 +503,8 @@ def test_a_plateau_best_retrains_on_the_training_part_stepping_on_the_validation
 
     monkeypatch.setattr(tuner, "run_trials", spy)
     monkeypatch.setattr(_study, "best", plateau_first)
-    result = tune(trials=2, parallel=2, schedules=("plateau",), out=str(tmp_path),
-                  **{**QUICK, "epochs": 3, "final": True, "final_seeds": 1})
+    result = tune(trials=2, parallel=2, schedules=("plateau",), out=str(tmp_path),    # seed 3: trial 1 draws plateau
+                  **{**QUICK, "epochs": 3, "final": True, "final_seeds": 1, "seed": 3})
     assert seen[-1] == (["plateau", "constant"], 256, 500)         # the search's 256 images and its 500 to validate
     assert result.final["setup"]["val_images"] == 500 and result.final["best"]["schedule"] == "plateau"
     assert "retrained on 256 images, plateau stepping on the validation loss of 500 more" in report.verdict(result.study)
@@ -528,7 +528,7 @@ def test_resume_with_another_base_lr_is_refused(data_env, tmp_path) -> None:
 def test_missing_data_writes_no_study(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LRFIND_DATA_DIR", str(tmp_path / "nowhere"))
     result = CliRunner().invoke(main, ["tune", "--device", "cpu", "-q", "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "train-images-idx3-ubyte" in result.output
+    assert result.exit_code == 1 and "train-images-idx3-ubyte" in result.output
     assert not (tmp_path / "o").exists()
 
 
@@ -640,7 +640,7 @@ def test_the_claim_lock_lets_one_worker_at_a_time_ask(tmp_path, locks) -> None:
 
 def test_show_with_a_missing_journal_file_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(main, ["show", "--storage", str(tmp_path / "nope.log")])
-    assert result.exit_code == 2 and "no study in" in result.output and "nope.log" in result.output
+    assert result.exit_code == 1 and "no study in" in result.output and "nope.log" in result.output
     assert not (tmp_path / "nope.log").exists()
 
 
@@ -1022,7 +1022,7 @@ def test_a_clipped_study_keeps_its_norm_for_a_resume_and_for_your_own_run(data_e
     result = CliRunner().invoke(main, ["tune", "--trials", "4", "--epochs", "2", "--batch-size", "64",
                                        "--train-subset", "256", "--base-lr", "0.05", "--device", "cpu", "-q",
                                        "--out", str(tmp_path)])        # the same, unclipped
-    assert result.exit_code == 2 and "exists with another setup" in result.output and "max_grad_norm" in result.output
+    assert result.exit_code == 1 and "exists with another setup" in result.output and "max_grad_norm" in result.output
     assert len(load(tmp_path).trials) == before
 
 

@@ -60,6 +60,9 @@ def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path, 
     assert len(finished) == TRIALS and sorted(searched[0] + searched[1]) == sorted(t.number for t in finished)
     assert searched[0] and searched[1] and not set(searched[0]) & set(searched[1])   # both worked, never together
     assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+    # each worker's sampler draws for its own trial numbers: no configuration is run twice
+    configs = [json.dumps(t.params, sort_keys=True) for t in finished if any(isinstance(v, float) for v in t.params.values())]
+    assert len(set(configs)) == len(configs), configs
     # the best and the constant with a new seed: run by one worker, its results reported by both
     again = [n for r in ran for n, repeat in r if repeat]
     final = reports[0]["final"]
