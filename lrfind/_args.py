@@ -72,3 +72,20 @@ def check_positive(name: str, value: Any, *, least: float | None = None, then: s
         return
     kind = "a positive finite number" if least is None else f"a finite number >= {least:g}"
     raise ValueError(f"{name} must be {kind}, got {value!r}{then}")
+
+
+# TuneConfig's counts: positive integers (val_size may be None: its default)
+COUNTS = ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "range_test_repeats", "heartbeat",
+          "final_seeds")
+
+
+def check_counts(**values: Any) -> None:
+    """Raise a ValueError naming the first of ``values`` (TuneConfig's counts) that is not a
+    positive integer; ``range_test_iters`` must be at least 2 (a sweep's first LR and its last).
+    Imports nothing heavy: the command line checks these before it imports torch."""
+    for name, value in values.items():
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1) and not (
+                name == "val_size" and value is None):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if values.get("range_test_iters", 2) < 2:
+        raise ValueError(f"range_test_iters must be at least 2, got {values['range_test_iters']!r}")

@@ -38,12 +38,21 @@ class SinceStart(logging.Formatter):
         return super().format(record)
 
 
+_handler: logging.Handler | None = None      # the one configure_logging installed
+
+
 def configure_logging(level: int, start: float | None = None) -> None:
     """The root logger at ``level``: verbose (INFO and below) with its lines stamped
-    (``SinceStart``), else as ``name: message``."""
-    if level > logging.INFO:
-        logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    (``SinceStart``), else as ``name: message``. A second call replaces what the first installed
+    (``lrfind -v`` before the command, then ``-v`` after it); a root logger that the program running
+    lrfind configured is left as it is."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None and _handler in root.handlers:
+        root.removeHandler(_handler)
+    elif root.handlers:
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(SinceStart(start=start))
-    logging.basicConfig(level=level, handlers=[handler])
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(SinceStart(start=start) if level <= logging.INFO else logging.Formatter("%(name)s: %(message)s"))
+    root.addHandler(_handler)
+    root.setLevel(level)

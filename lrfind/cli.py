@@ -20,9 +20,27 @@ SUGGESTION_METHODS = ["smith", "balanced", "steepest", "valley", "minimum"]
 
 
 class UserError(click.ClickException):
-    """A mistake in the command line or its inputs: one line on stderr, exit code 2."""
+    """A mistake in the command line or its inputs: one line on stderr, exit code 2 (as click's own
+    usage errors)."""
 
     exit_code = 2
+
+
+class RunError(click.ClickException):
+    """A failure while running a well-formed command (data files missing or corrupt, a study the
+    storage refuses or cannot open, out of memory): one line on stderr, exit code 1."""
+
+    exit_code = 1
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        configure_logging(logging.INFO)
+
+
+# -v after the command as well as before it (lrfind -v tune, lrfind tune -v)
+verbose_option = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_verbose,
+                              help="Log what lrfind does, each line stamped with the seconds since the start.")
 
 
 class BuiltinOrOwn(click.ParamType):
@@ -127,10 +145,10 @@ def load_augment(name: str | None, data):
     return augment
 
 
-def out_of_memory(e: Exception, batch_size: int) -> UserError:
+def out_of_memory(e: Exception, batch_size: int) -> RunError:
     """CUDA ran out of memory with one model (a range test, or a study already down to one trial at a time)."""
     first = str(e).strip().split(". ")[0] if str(e).strip() else "CUDA out of memory"
-    return UserError(f"out of GPU memory with one model at --batch-size {batch_size} ({first}): lower --batch-size "
+    return RunError(f"out of GPU memory with one model at --batch-size {batch_size} ({first}): lower --batch-size "
                      "or use a smaller model; a study keeps its finished trials, so run the same command again")
 
 
@@ -183,7 +201,7 @@ def make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"--out {path}: cannot create the folder: {e.strerror or e}") from None
+        raise RunError(f"--out {path}: cannot create the folder: {e.strerror or e}") from None
 
 
 def resolve_device(name: str):
@@ -204,7 +222,7 @@ def load_split(dataset: str, data_dir: Path | None, device, split: str = "train"
     try:
         return load_dataset(dataset, split, root=data_dir, device=device)
     except (DataNotFoundError, CorruptDataError) as e:
-        raise UserError(str(e)) from None
+        raise RunError(str(e)) from None
     except DataSetError as e:
         raise UserError(option_message(e)) from None
 
@@ -263,7 +281,7 @@ def batch_size_option(default: int) -> Callable:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="lrfind")
-@click.option("-v", "--verbose", is_flag=True, help="Log what lrfind does.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what lrfind does (also after the command: lrfind tune -v).")
 def main(verbose: bool) -> None:
     """lrfind: pick the learning rate first, decay second.
 
@@ -277,6 +295,7 @@ def main(verbose: bool) -> None:
       lrfind tune --model net.py:Net --dataset data.py:load --augment flip-crop
                                           ... on your own model and data
       lrfind show                         report a stored study (or a range test's folder)
+      lrfind repair                       mend a study's journal file that lrfind refused
 
     In Python: find_lr(model, loader) on any model and loader; lrfind.tune(...); and
     lrfind.tune_loop(train, ...) to search the decay over a training loop of your own.
@@ -291,7 +310,7 @@ Examples:
   lrfind range-test --model examples/own_model.py:SmallCNN --optimizer adamw     # your own model
   lrfind range-test --val-batches 5          # the validation loss after every step: smoother, slower
   lrfind range-test --dataset examples/own_data.py:digits                        # your own data
-  LRFIND_DATA_DIR=../shared/data lrfind range-test --device cpu --num-iter 100
+  LRFIND_DATA_DIR=~/datasets lrfind range-test --device cpu --num-iter 100   # MNIST in ~/datasets/MNIST/raw
 """)
 @data_options
 @batch_size_option(64)
@@ -321,6 +340,7 @@ Examples:
 @click.option("--out", default=Path("lrfind_out"), show_default=True,
               type=PathGiven(file_okay=False), callback=creatable_folder,
               help="Folder for range_test.png, range_test.json and range_test.csv.")
+@verbose_option
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
                device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
@@ -332,6 +352,10 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     without its last 10,000 images (a sixth of smaller sets), which `lrfind tune`
     keeps for validation.
     """
+    if not start_lr > 0:                       # before torch is imported: a typo is told at once
+        raise UserError(f"--start-lr {start_lr}: must be positive")
+    if not end_lr > start_lr:
+        raise UserError(f"--end-lr {end_lr}: must be larger than --start-lr {start_lr}")
     import torch
 
     from ._imports import short_name
@@ -341,10 +365,6 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     from .optimizer import OptimizerConfig
     from .rangetest import Sweep, find_lr
 
-    if not start_lr > 0:
-        raise UserError(f"--start-lr {start_lr}: must be positive")
-    if not end_lr > start_lr:
-        raise UserError(f"--end-lr {end_lr}: must be larger than --start-lr {start_lr}")
     sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
     try:
         opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
@@ -403,6 +423,7 @@ Examples:
 @click.option("--out", default=Path("range_tests.png"), show_default=True,
               type=PathGiven(dir_okay=False), callback=figure_file,
               help="Figure file for the curves laid over each other (PNG; .pdf or .svg by their extension).")
+@verbose_option
 def compare_command(runs: tuple[Path, ...], out: Path) -> None:
     """Lay several range tests over each other and tabulate them.
 
@@ -456,6 +477,7 @@ Examples:
   lrfind schedules plot multistep --param milestones=100,200 --param gamma=0.3 --out ms.png
 """)
 @click.pass_context
+@verbose_option
 def schedules(ctx: click.Context) -> None:
     """List the decay schedules lrfind searches, with their parameters (in optimizer steps).
 
@@ -484,6 +506,7 @@ def schedules(ctx: click.Context) -> None:
               help="Set a parameter (repeatable; lists as 100,200). Needs exactly one NAME.")
 @click.option("--out", default=Path("schedules.png"), show_default=True, type=PathGiven(dir_okay=False),
               callback=figure_file, help="Figure file to write (PNG; .pdf or .svg by their extension).")
+@verbose_option
 def schedules_plot(names: tuple[str, ...], steps: int, steps_per_epoch: int | None, params: tuple[str, ...],
                    out: Path) -> None:
     """Draw the LR curves of NAMES (default: all schedules) in one figure.

@@ -9,8 +9,11 @@ import click
 
 from ._clock import process_seconds
 from ._files import write_whole
-from .cli import (Choice, PathGiven, UserError, batch_size_option, creatable_folder, data_options, main,
-                  option_message, out_of_memory, run_options, schedule_name)
+from ._output import counted
+from ._args import check_counts, check_positive
+from ._duration import timeout_seconds
+from .cli import (Choice, PathGiven, RunError, UserError, batch_size_option, creatable_folder, data_options, main,
+                  option_message, out_of_memory, run_options, schedule_name, verbose_option)
 
 
 def quiet_optuna() -> None:
@@ -96,6 +99,7 @@ Examples:
               help="Start no more trials after this long (600, 90s, 10m, 1h30m), counted from the start; the "
                    "trials running finish, stage 3 follows, and the same command again goes on with the rest.")
 @click.option("--no-final", is_flag=True, help="Skip stage 3 (retrain best and constant, score on the test set).")
+@verbose_option
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, augment: str | None, epochs: int,
                  batch_size: int, optimizer: str, momentum: float, weight_decay: float | None,
                  max_grad_norm: float | None, device: str,
@@ -112,6 +116,15 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     Stage 3 retrains the best schedule and the constant on the whole training set and scores both
     once on the test set. Run the same command again to resume: only missing trials are run.
     """
+    try:                          # the plain values, before torch is imported: a typo is told at once
+        check_counts(trials=trials, epochs=epochs, batch_size=batch_size, val_size=val_size,
+                     range_test_iters=range_test_iters, range_test_repeats=range_test_repeats, heartbeat=heartbeat,
+                     final_seeds=final_seeds)
+        if base_lr is not None:
+            check_positive("base_lr", base_lr)
+        timeout_seconds(timeout)
+    except ValueError as e:
+        raise UserError(option_message(e)) from None
     import torch
 
     from .data import CorruptDataError, DataNotFoundError, DataSizeError
@@ -119,7 +132,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     from .augment import AugmentError
     from .userdata import DataSetError
     from .tuner import NoBaseLRError, TuneConfig, TuneInterrupted, tune
-    from ._study import StudyError
+    from ._storage import StorageArgumentError, StudyError
 
     quiet_optuna()
     names = None if schedules is None else tuple(schedule_name(n) for n in schedules.split(",") if n.strip())
@@ -142,8 +155,10 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     started = process_seconds()                    # start-up: the interpreter, imports, options
     try:
         result = tune(cfg)
-    except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
+    except StorageArgumentError as e:
         raise UserError(str(e)) from None
+    except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
+        raise RunError(str(e)) from None
     except (ModelError, DataSetError, AugmentError, DataSizeError) as e:
         raise UserError(option_message(e)) from None
     except TuneInterrupted as e:
@@ -204,6 +219,7 @@ Examples:
                    "(its periods keep their share of the run) into OUT/best_schedule_EPOCHSxSTEPS.py.")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Optimizer steps per epoch of your run (len(train_loader)).")
+@verbose_option
 def show(folder: Path | None, out: Path, storage: str | None, study_name: str | None, epochs: int | None,
          steps_per_epoch: int | None) -> None:
     """Print the report of a stored study in FOLDER (--out): top trials, verdict, and write its files
@@ -212,7 +228,7 @@ def show(folder: Path | None, out: Path, storage: str | None, study_name: str | 
     A folder that holds a range test instead (`lrfind range-test --out`) gets its summary."""
     import optuna
 
-    from ._storage import StudyError, connect, describe, find_default_storage
+    from ._storage import StorageArgumentError, StudyError, connect, describe, find_default_storage
 
     if folder is not None:
         given = click.get_current_context().get_parameter_source("out") is not click.core.ParameterSource.DEFAULT
@@ -234,12 +250,14 @@ def show(folder: Path | None, out: Path, storage: str | None, study_name: str | 
                    f"`lrfind compare {out} OTHER...` lays several side by side)")
         return
     if url is None:
-        raise UserError(f"no study in {out}: {out / 'study.log'} does not exist; give the folder the study wrote "
+        raise RunError(f"no study in {out}: {out / 'study.log'} does not exist; give the folder the study wrote "
                         "(lrfind show FOLDER) or its --storage")
     try:
         backend = connect(url, create=False)
-    except StudyError as e:
+    except StorageArgumentError as e:
         raise UserError(str(e)) from None
+    except StudyError as e:
+        raise RunError(str(e)) from None
     names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
     if study_name is None:
         if len(names) != 1:
@@ -257,11 +275,43 @@ def show(folder: Path | None, out: Path, storage: str | None, study_name: str | 
     if for_run is not None:
         tuned, code = for_run
         path = out / f"best_schedule_{epochs}x{steps_per_epoch}.py"
-        write_whole(path, f"# lrfind study {study.study_name!r}: {tuned}, stretched to {epochs} epochs of "
+        write_whole(path, f"# lrfind study {study.study_name!r}: {tuned}, stretched to {counted(epochs, 'epoch')} of "
                           f"{steps_per_epoch} steps\n" + code)
         tuned.plot(epochs=epochs, steps_per_epoch=steps_per_epoch, path=path.with_suffix(".png"))
-        click.echo(f"\nfor {epochs} epochs of {steps_per_epoch} steps (tuned on {tuned.epochs} of "
+        click.echo(f"\nfor {counted(epochs, 'epoch')} of {steps_per_epoch} steps (tuned on {tuned.epochs} of "
                    f"{tuned.steps_per_epoch}), wrote {path} and {path.with_suffix('.png')}:\n\n{code}", nl=False)
+
+
+@main.command("repair", epilog="""\b
+Examples:
+  lrfind repair                    # the study in ./lrfind_out/study.log
+  lrfind repair runs/quick         # the same as --out runs/quick
+  lrfind repair --storage /data/studies/mnist.log
+""")
+@click.argument("folder", required=False, type=PathGiven(file_okay=False))
+@click.option("--out", default=Path("lrfind_out"), show_default=True, type=PathGiven(file_okay=False),
+              help="Folder of the study (its study.log); or give it as FOLDER.")
+@click.option("--storage", default=None, metavar="PATH", help="The journal file, where tune --storage put it.")
+@verbose_option
+def repair(folder: Path | None, out: Path, storage: str | None) -> None:
+    """Mend a study's journal file that lrfind refused to open because a line of it is damaged.
+
+    Every intact record is kept and the rest dropped; a copy of the file as it was is kept beside
+    it (study.log.damaged-DATE). It says how many finished trials were kept and how many records
+    were lost; trials left unfinished run again when the study resumes (the same `lrfind tune`).
+    Stop the study's workers first: the file must not be in use.
+    """
+    from ._storage import StudyError, repair as repair_journal
+
+    if folder is not None:
+        given = click.get_current_context().get_parameter_source("out") is not click.core.ParameterSource.DEFAULT
+        if given and out != folder:
+            raise UserError(f"two folders: {folder} and --out {out}; give one")
+        out = folder
+    try:
+        click.echo(repair_journal(storage or str(out / "study.log")).summary())
+    except StudyError as e:
+        raise RunError(str(e)) from None
 
 
 def _study_name_in(best_json: Path) -> str:

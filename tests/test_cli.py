@@ -144,9 +144,9 @@ def test_range_test_bad_arguments_exit_2(run, args, message, tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_data_folder_is_one_line_exit_2(run, tmp_path) -> None:
+def test_missing_data_folder_is_one_line_exit_1(run, tmp_path) -> None:
     result = run("range-test", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "train-images-idx3-ubyte" in lines[0] and "--data-dir" in lines[0]
 
@@ -258,7 +258,7 @@ def test_range_test_out_of_gpu_memory_is_one_line_that_says_what_to_lower(run, m
 
     monkeypatch.setattr(lrfind.rangetest, "find_lr", _out_of_memory)
     result = run("range-test", "--device", "cpu", "-q", "--batch-size", "512", "--out", str(tmp_path))
-    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert ("out of GPU memory with one model at --batch-size 512 (CUDA out of memory): lower --batch-size "
             "or use a smaller model") in result.output
 
@@ -269,7 +269,7 @@ def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(r
     monkeypatch.setattr(tuner, "run_trials", _out_of_memory)
     result = run("tune", "--device", "cpu", "-q", "--trials", "2", "--parallel", "1", "--base-lr", "0.05",
                  "--train-subset", "256", "--epochs", "1", "--out", str(tmp_path))
-    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "out of GPU memory with one model at --batch-size 128" in result.output
     assert "run the same command again" in result.output and (tmp_path / "study.log").is_file()
 
@@ -364,3 +364,25 @@ def test_a_figure_file_matplotlib_cannot_write_is_refused_before_the_work(run, t
     assert ".pdf" in result.output and list(tmp_path.iterdir()) == []
     result = run("schedules", "plot", "cosine", "--out", str(tmp_path / "s.svg"))
     assert result.exit_code == 0 and (tmp_path / "s.svg").read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize("args", [["tune", "--trials", "0"], ["tune", "--range-test-iters", "1"],
+                                  ["tune", "--base-lr", "-1"], ["tune", "--timeout", "soon"],
+                                  ["range-test", "--start-lr", "0"], ["range-test", "--end-lr", "1e-9"]])
+def test_plain_values_are_checked_before_torch_is_imported(args) -> None:
+    """A typo is told at once (click's own checks take a fraction of a second; torch's import, seconds)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from click.testing import CliRunner; from lrfind.cli import main; "
+              f"r = CliRunner().invoke(main, {args!r}); print(r.exit_code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args", [["-v", "range-test", "--start-lr", "0"], ["range-test", "-v", "--start-lr", "0"],
+                                  ["tune", "--trials", "0", "-v"], ["show", "-v", "--epochs", "0"]])
+def test_verbose_is_taken_before_and_after_the_command(args) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "No such option" not in result.output, result.output
+    assert "must be" in result.output or "is not in the range" in result.output, result.output
