@@ -141,8 +141,8 @@ def plot_range_test(result: "RangeTestResult", ax: "Axes | None" = None, *, path
                  + f"\nstopped: {result.stop_reason}", fontsize=10 if found else 8)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower left")
-    if result.warnings:
-        ax.text(0.99, 0.98, "\n".join(textwrap.fill(f"warning: {w}", 60) for w in result.warnings),
+    if result.caveats:                               # the missing suggestion's reason is the title already
+        ax.text(0.99, 0.98, "\n".join(textwrap.fill(f"warning: {w}", 60) for w in result.caveats),
                 transform=ax.transAxes, ha="right", va="top", fontsize=7, color="tab:red",
                 bbox=dict(boxstyle="round", facecolor="white", edgecolor="tab:red", alpha=0.9))
     if path is not None:

@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import _state
 from ._args import check_names, check_positive
@@ -32,6 +31,7 @@ from ._distributed import Processes, gradient_clipper, grad_scaler, processes
 from ._errors import warn_at_users_line
 from ._graph import SweepStep
 from ._lightning import LightningStep, is_lightning, lightning_optimizer
+from ._output import progress_bar
 from ._update import check_max_grad_norm
 from .optimizer import OptimizerConfig, own_rule
 from .result import RangeTestResult, RangeTestWarning, describe_sweeps, median_index, shallow_sweeps
@@ -100,7 +100,7 @@ class _Run:
 
 
 def _sweep_once(model: nn.Module, batches: Batches, step: Callable[[int, Batches, float], torch.Tensor],
-                sweep: Sweep, bar: tqdm, shared: Processes | None = None) -> _Run:
+                sweep: Sweep, bar: Any, shared: Processes | None = None) -> _Run:
     """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges.
     ``shared``: the model's processes (DDP, FSDP), over which the losses are averaged at every check."""
     lrs = sweep.lrs()
@@ -397,8 +397,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         eager = None if use_own else \
             _EagerStep(model, device, optimizer, ratios, step_fn, accumulation_steps, amp, max_grad_norm, val)
         step = _own_step(own, default_step) if own is not None else eager
-        with tqdm(total=repeats * sweep.num_iter, desc="range test", disable=not progress,
-                  leave=False, dynamic_ncols=True) as bar:
+        with progress_bar(total=repeats * sweep.num_iter, desc="range test", disable=not progress,
+                          leave=False, dynamic_ncols=True) as bar:
             for r, s in enumerate(seeds):
                 if r:
                     _state.restore(snapshot, optimizer)

@@ -172,13 +172,14 @@ class RangeTestResult:
         ``reason``), the sweep ended before the loss turned up, or the repeats disagree by more
         than 3x. Empty when nothing."""
         if self.suggested_lr is not None:
-            return self._caveats()
+            return self.caveats
         pick = ("; result.plot() shows the curve to pick one from"
                 if np.isfinite(self.losses).sum() >= _suggest.MIN_LOSSES else "")
-        return [f"no LR suggested: {self.reason}{pick}", *self._caveats()]
+        return [f"no LR suggested: {self.reason}{pick}", *self.caveats]
 
-    def _caveats(self) -> list[str]:
-        """``warnings`` but for the missing suggestion, which ``summary`` says on its first line."""
+    @property
+    def caveats(self) -> list[str]:
+        """``warnings`` but for the missing suggestion (which ``summary`` and the plot's title say)."""
         found = _suggest.caveats(self.lrs, self.losses)
         spread = self.spread
         if self.repeats_disagree:
@@ -231,7 +232,7 @@ class RangeTestResult:
         lr = self.suggested_lr
         lines.append(f"suggested LR: {lr:.3g} ({self.method}: {self.reason})" if lr is not None
                      else f"suggested LR: none ({self.reason})")
-        lines += [f"warning: {w}" for w in self._caveats()]
+        lines += [f"warning: {w}" for w in self.caveats]
         if len(self.seed_lrs) > 1 and self.spread is not None:
             seeds = self.config.get("seeds") or []
             median = "the median" if len(self._counted()) % 2 else "the one nearest the median"

@@ -94,3 +94,16 @@ def test_a_bar_on_a_terminal_is_redrawn_in_place(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(sys, "stderr", Terminal())
     tune_loop(lambda trial: 0.5, epochs=1, out=str(tmp_path), **{**LOOP, "progress": True})
     assert "trials" in sys.stderr.getvalue() and "\r" in sys.stderr.getvalue()     # as tqdm draws on a terminal
+
+
+def test_the_range_tests_bar_writes_plain_lines_where_stderr_is_not_a_terminal(capsys) -> None:
+    import torch
+
+    from lrfind import find_lr
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    find_lr(torch.nn.Linear(4, 2), loader, num_iter=20, progress=True, warn=False)
+    err = capsys.readouterr().err
+    assert "range test" in err and _plain(err)
