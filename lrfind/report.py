@@ -130,6 +130,13 @@ def verdict(study: optuna.Study) -> str:
     if stopped:
         lines.append(f"search stopped by --timeout {duration_text(stopped['timeout'])} after {stopped['finished']} of "
                      f"{stopped['trials']} trials: run the same command again to go on")
+    given_up = study.user_attrs.get("given_up")
+    if given_up:
+        trials = study.get_trials(deepcopy=False)
+        named = ", ".join(f"{n} ({trials[n].user_attrs.get('schedule', '?')})" for n in given_up if n < len(trials))
+        lines.append(f"given up: trial{'s' if len(given_up) > 1 else ''} {named}, cut short {_study.MAX_RETRIES + 1} "
+                     "times each (a worker killed, out of memory?); the search went on without "
+                     f"{'them' if len(given_up) > 1 else 'it'}")
     name = best.user_attrs.get("schedule")
     if name == "constant" and best.user_attrs.get("params", {}).get("warmup"):
         name = "constant after a warmup"
@@ -233,7 +240,9 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
     if study.user_attrs.get("data"):
         out["data"] = study.user_attrs["data"]                       # what the trials trained on
     if study.user_attrs.get("stopped_by_timeout"):
-        out["stopped_by_timeout"] = study.user_attrs["stopped_by_timeout"]   # fewer trials than asked for
+        out["stopped_by_timeout"] = study.user_attrs["stopped_by_timeout"]
+    if study.user_attrs.get("given_up"):
+        out["given_up"] = study.user_attrs["given_up"]          # trials cut short too often, not run again   # fewer trials than asked for
     if best is not None:
         out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
                    peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
