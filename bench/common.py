@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lrfind.data import default_root, read_idx  # noqa: E402
+from lrfind.data.builtin import default_root, read_idx  # noqa: E402
 
 
 class TorchvisionStyleMNIST(torch.utils.data.Dataset):
@@ -75,7 +75,7 @@ def engine_epoch_seconds(k: int, loader, device: torch.device, wrap_step=None, e
     steps (kernels, allocator, the CUDA graph's capture). ``options`` go to ``FusedTrials`` (or to
     ``engine_class``, a variant of it); ``wrap_step`` replaces the engine's step function before
     the first step (``torch.compile``). The device's peak-memory counter is reset after the warm-up."""
-    from lrfind.train import FusedTrials, TrialSpec
+    from lrfind.engine.trials import FusedTrials, TrialSpec
 
     specs = [TrialSpec("cosine", {"min_factor": 0.01}, seed=i) for i in range(k)]
     engine = (engine_class or FusedTrials)(model, specs, base_lr=0.05, total_steps=2 * len(loader) + 10,

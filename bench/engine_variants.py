@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import engine_epoch_seconds  # noqa: E402
 
 from lrfind import load_dataset  # noqa: E402
-from lrfind.train import FusedTrials, TrialSpec  # noqa: E402
+from lrfind.engine.trials import FusedTrials, TrialSpec  # noqa: E402
 
 
 class GradOfVmap(FusedTrials):

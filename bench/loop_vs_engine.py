@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lrfind  # noqa: E402
-from lrfind import _study  # noqa: E402
+from lrfind.study import trials as _study  # noqa: E402
 from lrfind._device import resolve_device  # noqa: E402
-from lrfind.losses import task_loss  # noqa: E402
+from lrfind.data.losses import task_loss  # noqa: E402
 
 
 def main() -> None:

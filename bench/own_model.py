@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, engine_epoch_seconds  # noqa: E402
 
-from lrfind.augment import flip_crop  # noqa: E402
-from lrfind.data import ImageData  # noqa: E402
+from lrfind.data.augment import flip_crop  # noqa: E402
+from lrfind.data.builtin import ImageData  # noqa: E402
 from lrfind.models import get_model  # noqa: E402
 
 MODEL = str(Path(__file__).resolve().parents[1] / "examples" / "own_data.py") + ":CifarNet"
@@ -74,7 +74,7 @@ def main() -> None:
               "ms_per_trial_epoch": {name: round(ms, 1) for name, ms in rows.items()},
               "speedup_vs_plain": {f"K={k}": round(plain * 1000 / rows[f"lrfind engine, K={k}"], 2) for k in ks}}
     if device.type == "cuda":
-        from lrfind.tuner import TuneConfig, _auto_parallel
+        from lrfind.study.tune import TuneConfig, _auto_parallel
 
         result["peak_gib"] = {f"K={k}": round(v, 2) for k, v in peaks.items()}
         result["tune_parallel"] = _auto_parallel(TuneConfig(model=MODEL, trials=256, device="cuda"), device, data)

@@ -5,7 +5,7 @@
     python bench/painter.py --emulate      # any machine: a loop that waits 0.5 ms per step
 
 The report's four figures of a 50-trial study are drawn while a training loop runs: in a thread of
-the same process (lrfind's way before), and in the child process of ``lrfind._painter`` (its way
+the same process (lrfind's way before), and in the child process of ``lrfind.study.painter`` (its way
 beside a GPU now). A loop whose steps give the GIL up (a CUDA-graph replay, a wait for the GPU)
 gets it back from a drawing thread only when the thread's 5 ms slice ends. Prints the loop's time
 alone and beside each, and when loop and figures were both done. Without CUDA (or with
@@ -32,8 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import Timer  # noqa: E402
 from storage import instant_training  # noqa: E402
 
-from lrfind import _storage, _study, report, tuner  # noqa: E402
-from lrfind._painter import Painter  # noqa: E402
+from lrfind.study import storage as _storage
+from lrfind.study import trials as _study
+from lrfind.study import report
+from lrfind.study import tune as tuner  # noqa: E402
+from lrfind.study.painter import Painter  # noqa: E402
 
 
 def fifty_trial_study(out: Path, trials: int = 50, epochs: int = 3):
@@ -67,7 +70,7 @@ def engine_epoch(k: int, device: torch.device, epochs: int):
     """One epoch of K LeNet trials in the engine, from its CUDA graph (warmed up and captured); the
     engine has steps for ``epochs`` such epochs and a warm-up."""
     from lrfind import load_dataset
-    from lrfind.train import FusedTrials, TrialSpec
+    from lrfind.engine.trials import FusedTrials, TrialSpec
 
     train, _ = load_dataset("mnist", "train", device=device).holdout(10_000)
     loader = train.loader(128, seed=0)

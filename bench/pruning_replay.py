@@ -23,7 +23,8 @@ import numpy as np
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lrfind import _storage, _study  # noqa: E402
+from lrfind.study import storage as _storage
+from lrfind.study import trials as _study  # noqa: E402
 
 
 def main() -> None:

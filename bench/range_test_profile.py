@@ -41,7 +41,9 @@ def _capturing() -> bool:
 
 def find_lr_parts(model, loader, device, iters: int) -> dict:
     """One ``find_lr`` with its parts timed: each wrapped, the device synchronised around it."""
-    from lrfind import _graph, _state, rangetest
+    from lrfind.engine import graph as _graph
+    from lrfind.rangetest import state as _state
+    from lrfind.rangetest import find as rangetest
 
     spent: dict[str, float] = collections.defaultdict(float)
     calls: dict[str, int] = collections.defaultdict(int)
@@ -85,8 +87,8 @@ def find_lr_parts(model, loader, device, iters: int) -> dict:
 
 def step_parts(model, loader, device, iters: int) -> dict:
     """ms per step: the sweep's path, the replay alone, the loader alone, the host's issue time."""
-    from lrfind._batches import Batches
-    from lrfind._graph import SweepStep
+    from lrfind.rangetest.batches import Batches
+    from lrfind.engine.graph import SweepStep
 
     graph = device.type == "cuda"
     groups = OptimizerConfig("sgd", momentum=0.9).param_groups(model.parameters(), 1e-6)

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, find_lr, get_model, load_dataset  # noqa: E402
-from lrfind.result import describe_sweeps  # noqa: E402
+from lrfind.rangetest.result import describe_sweeps  # noqa: E402
 
 
 def summary(runs: list[dict]) -> dict:

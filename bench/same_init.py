@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import load_dataset  # noqa: E402
-from lrfind.train import TrialSpec, run_trials  # noqa: E402
+from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

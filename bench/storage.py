@@ -22,8 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 
-from lrfind import _storage, _study, tuner  # noqa: E402
-from lrfind.train import TrialRecord  # noqa: E402
+from lrfind.study import storage as _storage
+from lrfind.study import trials as _study
+from lrfind.study import tune as tuner  # noqa: E402
+from lrfind.engine.trials import TrialRecord  # noqa: E402
 
 
 def instant_trials(model, specs, train, val, *, epochs, on_epoch=None, **_):

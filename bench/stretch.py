@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import load_best, load_dataset  # noqa: E402
-from lrfind.train import TrialSpec, run_trials  # noqa: E402
+from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, find_lr, get_model, get_schedule, load_dataset  # noqa: E402
-from lrfind.train import TrialSpec, run_trials  # noqa: E402
+from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 
 
 def train_grid(args, grid: dict[str, float], base_lr: float, train, val) -> dict[str, list[float]]:

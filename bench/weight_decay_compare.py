@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, compare, find_lr, get_model, load_dataset  # noqa: E402
-from lrfind.train import TrialSpec, run_trials  # noqa: E402
+from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 
 
 def main() -> None:

@@ -1,3 +1,3 @@
-from .cli import entry
+from lrfind.cli import entry
 
 entry()

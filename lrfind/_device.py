@@ -7,8 +7,8 @@ from typing import Iterator
 
 import torch
 
-from ._args import unknown
-from ._names import DEVICE_NAMES, ONE_GPU
+from lrfind._args import unknown
+from lrfind._names import DEVICE_NAMES, ONE_GPU
 
 NO_FLOAT64 = {"mps"}        # device types without double-precision tensors
 

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ._args import OWN_FUNCTION, unknown
-from ._batches import dtype_hint
-from ._errors import message
-from ._imports import callable_name, is_import_path, load_callable
+from lrfind._args import OWN_FUNCTION, unknown
+from lrfind.rangetest.batches import dtype_hint
+from lrfind._errors import message
+from lrfind._imports import callable_name, is_import_path, load_callable
 
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrfind.data import read_idx
+from lrfind.data.builtin import read_idx
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 import conftest
-from lrfind import report, tune
-from lrfind.augment import AugmentError, check_augment, flip_crop, get_augment, random_crop, random_flip
+from lrfind import tune
+from lrfind.study import report
+from lrfind.data.augment import AugmentError, check_augment, flip_crop, get_augment, random_crop, random_flip
 from lrfind.cli import main
-from lrfind.data import DeviceLoader, ImageData
-from lrfind.tuner import TuneConfig
+from lrfind.data.builtin import DeviceLoader, ImageData
+from lrfind.study.tune import TuneConfig
 
 
 def images(n: int = 16, c: int = 3, size: int = 8) -> torch.Tensor:

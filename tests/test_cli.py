@@ -85,8 +85,8 @@ def test_range_test_records_the_validation_loss_with_val_batches(run, tmp_path) 
 
 
 def test_range_test_prints_a_warning_once_in_its_summary(run, tmp_path, monkeypatch) -> None:
-    from lrfind import suggest
-    from lrfind.result import RangeTestWarning
+    from lrfind.rangetest import suggest
+    from lrfind.rangetest.result import RangeTestWarning
 
     monkeypatch.setattr(suggest, "caveats", lambda lrs, losses: ["the curve needs a second look"])
     warnings.simplefilter("error", RangeTestWarning)         # a Python warning as well would fail here
@@ -107,8 +107,8 @@ def test_range_test_on_your_own_model_from_a_file(run, tmp_path) -> None:
 
 
 def test_the_clis_method_names_are_the_suggestion_methods() -> None:
-    from lrfind.cli import SUGGESTION_METHODS
-    from lrfind.suggest import DEFAULT_METHOD, METHODS
+    from lrfind.cli.options import SUGGESTION_METHODS
+    from lrfind.rangetest.suggest import DEFAULT_METHOD, METHODS
 
     assert SUGGESTION_METHODS == list(METHODS) and SUGGESTION_METHODS[0] == DEFAULT_METHOD
 
@@ -176,7 +176,7 @@ def test_schedules_plot_all_and_with_parameters(tmp_path) -> None:
 
 
 def test_schedules_plot_draws_a_cycled_momentum_beside_the_lr(tmp_path, monkeypatch) -> None:
-    from lrfind import plots
+    from lrfind.plots import figures as plots
 
     drawn = {}
     monkeypatch.setattr(plots, "plot_schedules", lambda curves, **kw: drawn.update(curves=curves, **kw))
@@ -232,8 +232,8 @@ def test_the_console_entry_keeps_exit_codes_and_output() -> None:
 
 def test_the_command_lines_names_match_the_registries() -> None:
     from lrfind._names import AUGMENT_NAMES, DATASET_NAMES, MODEL_NAMES
-    from lrfind.augment import AUGMENTATIONS
-    from lrfind.data import DATASETS
+    from lrfind.data.augment import AUGMENTATIONS
+    from lrfind.data.builtin import DATASETS
     from lrfind.models import MODELS
 
     assert sorted(MODEL_NAMES) == sorted(MODELS) and sorted(DATASET_NAMES) == sorted(DATASETS)
@@ -254,9 +254,9 @@ def _out_of_memory(*args, **kwargs):
 
 
 def test_range_test_out_of_gpu_memory_is_one_line_that_says_what_to_lower(run, monkeypatch, tmp_path) -> None:
-    import lrfind.rangetest
+    import lrfind.rangetest.find
 
-    monkeypatch.setattr(lrfind.rangetest, "find_lr", _out_of_memory)
+    monkeypatch.setattr(lrfind.rangetest.find, "find_lr", _out_of_memory)
     result = run("range-test", "--device", "cpu", "-q", "--batch-size", "512", "--out", str(tmp_path))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert ("out of GPU memory with one model at --batch-size 512 (CUDA out of memory): lower --batch-size "
@@ -264,7 +264,7 @@ def test_range_test_out_of_gpu_memory_is_one_line_that_says_what_to_lower(run, m
 
 
 def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(run, monkeypatch, tmp_path) -> None:
-    from lrfind import tuner
+    from lrfind.study import tune as tuner
 
     monkeypatch.setattr(tuner, "run_trials", _out_of_memory)
     result = run("tune", "--device", "cpu", "-q", "--trials", "2", "--parallel", "1", "--base-lr", "0.05",
@@ -275,7 +275,7 @@ def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(r
 
 
 def test_tune_passes_the_channels_last_and_fold_choices_to_the_engine(run, monkeypatch, tmp_path) -> None:
-    from lrfind import tuner
+    from lrfind.study import tune as tuner
 
     seen, real = [], tuner.run_trials
 
@@ -326,15 +326,16 @@ def test_verbose_log_lines_say_when_on_the_clock_of_the_closing_time_line(mnist_
                            "--base-lr", "0.05", "--train-subset", "256", "--epochs", "1", "--no-final",
                            "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    stamps = [float(m[1]) for m in re.finditer(r"^ *(\d+\.\d\d) s lrfind\.\w+: ", done.stderr, re.M)]
-    assert re.search(r"^ *\d+\.\d\d s lrfind\.tuner: report written; waiting for its figures$", done.stderr, re.M)
+    stamps = [float(m[1]) for m in re.finditer(r"^ *(\d+\.\d\d) s lrfind\.[\w.]+: ", done.stderr, re.M)]
+    assert re.search(r"^ *\d+\.\d\d s lrfind\.study\.tune: report written; waiting for its figures$", done.stderr, re.M)
     total = float(re.search(r"; (\d+\.\d) s since the process started", done.stdout)[1])
     assert len(stamps) >= 3 and stamps == sorted(stamps) and 0 < stamps[0] and stamps[-1] <= total + 0.1
 
 
 def test_ctrl_c_exits_130_with_a_line_that_says_what_was_kept(run, monkeypatch, tmp_path) -> None:
     """click's own answer to Ctrl-C is 'Aborted!' and exit code 1."""
-    from lrfind import rangetest, tuner
+    from lrfind.rangetest import find as rangetest
+    from lrfind.study import tune as tuner
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt

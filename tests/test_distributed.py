@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from lrfind import _study
+from lrfind.study import trials as _study
 from lrfind.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

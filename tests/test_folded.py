@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lrfind import _folded, _folded_rules
-from lrfind._folded import FoldedForward, NotFoldable
-from lrfind.data import ImageData
+from lrfind.engine import folded as _folded
+from lrfind.engine import folded_rules as _folded_rules
+from lrfind.engine.folded import FoldedForward, NotFoldable
+from lrfind.data.builtin import ImageData
 from lrfind.models import MLP, LeNet
-from lrfind.train import FusedTrials, TrialSpec
+from lrfind.engine.trials import FusedTrials, TrialSpec
 
 
 class BatchNormNet(nn.Module):

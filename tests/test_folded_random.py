@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lrfind._folded import FoldedForward
+from lrfind.engine.folded import FoldedForward
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
 

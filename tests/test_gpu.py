@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from conftest import dynamo_modules_after, fully_shard, vmap_imports_dynamo
-from lrfind import _study, find_lr, get_model
+from lrfind import find_lr, get_model
+from lrfind.study import trials as _study
 from lrfind._device import exact_float32
-from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec
+from lrfind.engine.trials import FusedTrials, OptimizerConfig, TrialSpec
 from test_train import BASE_LR, PER_EPOCH, SPECS, STEPS, base_lr, batches, train_alone
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -176,11 +177,11 @@ def test_a_model_on_another_gpu_than_the_current_one_replays_its_own_graph() -> 
 def test_a_step_that_leaves_the_graph_empty_runs_eagerly_once_per_call(caplog) -> None:
     """Work outside the capturing stream (here on the host) leaves an empty graph; every call still
     runs the step once, and the failure says why."""
-    from lrfind._graph import CapturedStep
+    from lrfind.engine.graph import CapturedStep
 
     calls = []
     step = CapturedStep(lambda x: calls.append(1) or torch.ones(2), warmup=1)
-    with caplog.at_level("WARNING", logger="lrfind._graph"):
+    with caplog.at_level("WARNING", logger="lrfind.engine.graph"):
         for _ in range(4):
             step(torch.zeros(2, device=CUDA))
     assert len(calls) == 4 and step.graph is None and "the graph came out empty" in step.failure
@@ -202,7 +203,7 @@ class _SyncsInForward(torch.nn.Module):
 
 def test_a_model_that_syncs_falls_back_to_eager_steps(caplog) -> None:
     data = on_cuda(batches(30, size=32))
-    with caplog.at_level("WARNING", logger="lrfind._graph"):
+    with caplog.at_level("WARNING", logger="lrfind.engine.graph"):
         result = find_lr(_SyncsInForward().to(CUDA), data, num_iter=30, progress=False)
     assert len(result.losses) == 30 and np.isfinite(result.losses).all()
     assert "could not be captured in a CUDA graph" in caplog.text and not result.config["cuda_graph"]
@@ -234,8 +235,9 @@ def test_the_engine_trains_a_model_vmap_cannot_batch_trial_after_trial(caplog) -
 
 
 def test_a_study_on_cuda_draws_its_figures_in_a_child_process(mnist_root, tmp_path, monkeypatch) -> None:
-    from lrfind import tune, tuner
-    from lrfind._painter import Painter
+    from lrfind import tune
+    from lrfind.study import tune as tuner
+    from lrfind.study.painter import Painter
 
     painters = []
 
@@ -366,7 +368,7 @@ def test_a_study_of_regression_targets_on_cuda(tmp_path) -> None:
 
 
 def test_augmentation_on_cuda_equals_the_cpus_for_the_same_offsets() -> None:
-    from lrfind.augment import random_crop
+    from lrfind.data.augment import random_crop
 
     x = torch.randn(32, 3, 8, 8)
     on_gpu = random_crop(x.to(CUDA), torch.Generator(device=CUDA).manual_seed(0), padding=2)

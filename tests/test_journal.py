@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from lrfind import tune_loop
-from lrfind._storage import StudyError, connect
+from lrfind.study.storage import StudyError, connect
 from lrfind.cli import main
 
 NAME = "lrfind-loop-train"

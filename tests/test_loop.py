@@ -12,9 +12,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lrfind import _storage, get_schedule, load_best, report, tune_loop
-from lrfind.loop import LoopTrial
-from lrfind.tuner import TuneInterrupted
+from lrfind import get_schedule, load_best, tune_loop
+from lrfind.study import storage as _storage
+from lrfind.study import report
+from lrfind.study.loop import LoopTrial
+from lrfind.study.tune import TuneInterrupted
 
 EPOCHS, PER_EPOCH = 2, 8
 # many tests score a trial by a plain return; the one that checks its warning sees it through pytest.warns
@@ -211,7 +213,7 @@ def test_the_pruner_stops_trials_that_report_badly_and_a_nan_fails_one(tmp_path)
     assert states[5] == states[7] == optuna.trial.TrialState.PRUNED
     assert states[6] == optuna.trial.TrialState.FAIL and result.study.trials[6].user_attrs["failure"] == "nan"
     assert len(result.study.trials) == 8                      # a diverged trial counts as finished
-    from lrfind.report import _status
+    from lrfind.study.report import _status
     assert _status(result.study.trials[6]) == "failed: NaN after epoch 1"    # the loop knows the epoch, not the step
 
 
@@ -232,7 +234,7 @@ def test_a_trial_whose_decay_is_still_to_come_is_not_pruned_for_scoring_badly_be
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch) -> None:
-    from lrfind import _study
+    from lrfind.study import trials as _study
 
     monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
     reports = []
@@ -263,7 +265,7 @@ def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert result.best is not None and json.loads((tmp_path / "best.json").read_text())["trial"] == 2
     assert result.study.trials[2].user_attrs["val_loss"] == [pytest.approx(1 / 3)]     # for the figures
-    from lrfind.plots import _loss_label
+    from lrfind.plots.figures import _loss_label
 
     assert _loss_label(result.study) == "validation loss (your loop's)"        # not lrfind's cross-entropy
 
@@ -368,7 +370,7 @@ def test_an_optimizer_at_another_lr_is_warned_about_and_ctrl_c_keeps_the_study(t
 
 
 def test_a_timeout_stops_starting_trials_and_the_next_call_goes_on(tmp_path, monkeypatch) -> None:
-    from lrfind import _search_loop
+    from lrfind.study import search as _search_loop
 
     clock = {"now": 0.0}
     monkeypatch.setattr(_search_loop, "now", lambda: clock["now"])
@@ -449,7 +451,7 @@ def test_twins_do_not_count_but_at_most_trials_of_them_are_taken(tmp_path, caplo
     twins = [t for t in again.trials if "duplicate_of" in t.user_attrs]
     assert calls == [0] and len(twins) == 2                # it stopped asking: no endless loop
     assert "stopped after 1 runs of 2: the sampler asked 2 times for schedules already run" in caplog.text
-    from lrfind.plots import _top
+    from lrfind.plots.figures import _top
 
     assert [t.number for t in _top(again, 6)] == [0]       # the LR figure draws trial 0's curve once
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import conftest
 from lrfind.models import LeNet, ModelError, check_fits, get_model
-from lrfind.train import FusedTrials, TrialSpec
+from lrfind.engine.trials import FusedTrials, TrialSpec
 
 USER_MODELS = '''
 import torch

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.collections import PathCollection
 
-from lrfind import load_best, plots, tune, tune_loop
+from lrfind import load_best, tune, tune_loop
+from lrfind.plots import figures as plots
 from lrfind.cli import main
 from lrfind.models import LeNet, MLP
 

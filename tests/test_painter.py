@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lrfind._painter import Painter
+from lrfind.study.painter import Painter
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_a_job_the_child_cannot_import_is_run_in_a_thread(painter) -> None:
 def test_a_range_test_figure_is_drawn_by_the_child(painter, tmp_path) -> None:
     import numpy as np
 
-    from lrfind import report
-    from lrfind.result import RangeTestResult
+    from lrfind.study import report
+    from lrfind.rangetest.result import RangeTestResult
 
     lrs = np.geomspace(1e-6, 1, 120)
     losses = 2.3 - 2 / (1 + np.exp(-4 * (np.log10(lrs) + 2.5))) + 30 * np.maximum(lrs - 0.2, 0)
@@ -59,7 +59,7 @@ def test_a_range_test_figure_is_drawn_by_the_child(painter, tmp_path) -> None:
 def test_when_the_child_dies_its_jobs_and_later_ones_are_drawn_here(caplog) -> None:
     with Painter(process=True) as p:
         assert p.submit(os.getpid).result(timeout=120) != os.getpid()     # started and answering
-        with caplog.at_level(logging.WARNING, logger="lrfind._painter"):
+        with caplog.at_level(logging.WARNING, logger="lrfind.study.painter"):
             in_flight = p.submit(time.sleep, 1.0)
             p._child.kill()
             assert in_flight.result(timeout=60) is None                 # redone in the thread
@@ -99,7 +99,7 @@ def test_the_childs_log_lines_are_stamped_on_the_parents_clock(capfd) -> None:
     finally:
         lrfind_log.setLevel(before)
     now = process_seconds()
-    lines = re.findall(r"^ *(\d+\.\d\d) s lrfind\._painter: figure process: (ready after|sqrt took)",
+    lines = re.findall(r"^ *(\d+\.\d\d) s lrfind\.study\.painter: figure process: (ready after|sqrt took)",
                        capfd.readouterr().err, re.M)
     assert [what for _, what in lines] == ["ready after", "sqrt took"]
     stamps = [float(s) for s, _ in lines]

@@ -574,7 +574,7 @@ def test_one_sweep_left_is_too_few_to_agree_but_two_that_agree_are_enough() -> N
 
 
 def test_sweeps_that_fall_alike_are_all_counted() -> None:
-    from lrfind.result import shallow_sweeps
+    from lrfind.rangetest.result import shallow_sweeps
 
     curves = [np.array(v_curve(low, fall=f)) for low, f in ((20, 1.0), (22, 0.5), (25, 0.8))]
     assert shallow_sweeps(curves) == []
@@ -590,7 +590,7 @@ def test_sweeps_that_fall_alike_are_all_counted() -> None:
 
 
 def test_median_index_picks_the_middle_suggestion_and_skips_the_unclear() -> None:
-    from lrfind.result import median_index
+    from lrfind.rangetest.result import median_index
 
     assert median_index([0.006, 0.066, 0.046]) == 2
     assert median_index([None, 0.01, 0.03, 0.02]) == 3          # median of 3 found
@@ -822,8 +822,8 @@ def test_fp16_gradients_are_unscaled_before_they_are_clipped() -> None:
 def test_graphable_sweep_step_updates_like_torch_optim(make) -> None:
     """The update the range test replays from a CUDA graph is torch's own, group ratios included
     (run eagerly here; tests/test_gpu.py replays it on a GPU)."""
-    from lrfind._graph import SweepStep
-    from lrfind.optimizer import own_rule
+    from lrfind.engine.graph import SweepStep
+    from lrfind.engine.optimizer import own_rule
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -914,7 +914,7 @@ def test_cuda_graph_on_a_cpu_model_is_a_clear_error() -> None:
 def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> None:
     """CapturedStep's fallback, with the CUDA calls replaced: a capture that fails (as a host sync
     inside the step makes it fail) leaves the step eager, with a warning; strict raises."""
-    from lrfind import _graph
+    from lrfind.engine import graph as _graph
 
     class FailingCapture:
         def __init__(self, graph):
@@ -932,7 +932,7 @@ def test_a_step_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog) -> Non
     monkeypatch.setattr(_graph.torch.cuda, "device", lambda device: contextlib.nullcontext())
     calls = []
     step = _graph.CapturedStep(lambda x: calls.append(x.clone()) or 2 * x, warmup=1)
-    with caplog.at_level("WARNING", logger="lrfind._graph"):
+    with caplog.at_level("WARNING", logger="lrfind.engine.graph"):
         outs = [step(torch.full((2,), float(i))) for i in range(4)]
     assert [float(o[0]) for o in outs] == [0.0, 2.0, 4.0, 6.0] and len(calls) == 4   # every step ran once
     assert step.failure == "CUDA error: operation not permitted when stream is capturing"
@@ -946,7 +946,7 @@ def test_an_empty_capture_counts_its_one_run_and_steps_eagerly_after(monkeypatch
     """A step whose kernels went to another GPU or stream than the capture's ran there and then,
     once, and left an empty graph (torch warns): its output is the step's, and the steps after run
     eagerly instead of replaying nothing. The capture ran with the inputs' GPU made the current one."""
-    from lrfind import _graph
+    from lrfind.engine import graph as _graph
 
     current = []
 
@@ -969,7 +969,7 @@ def test_an_empty_capture_counts_its_one_run_and_steps_eagerly_after(monkeypatch
     monkeypatch.setattr(_graph.torch.cuda, "device", lambda device: current.append(device) or contextlib.nullcontext())
     calls = []
     step = _graph.CapturedStep(lambda x: calls.append(x.clone()) or 2 * x, warmup=1)
-    with caplog.at_level("WARNING", logger="lrfind._graph"), pytest.warns(DeprecationWarning, match="model's own"):
+    with caplog.at_level("WARNING", logger="lrfind.engine.graph"), pytest.warns(DeprecationWarning, match="model's own"):
         outs = [step(torch.full((2,), float(i))) for i in range(4)]
     assert [float(o[0]) for o in outs] == [0.0, 2.0, 4.0, 6.0] and len(calls) == 4   # every step ran once
     assert step.graph is None and "the graph came out empty" in step.failure
@@ -1044,7 +1044,7 @@ def test_a_bad_max_grad_norm_is_named(bad) -> None:
 def test_a_frozen_base_is_not_copied_and_the_rest_is_restored() -> None:
     """A LoRA-style fine-tune: the frozen base stays where it is (not snapshotted: no step can move
     it), the trainable head and a frozen parameter with a stale .grad are put back exactly."""
-    from lrfind import _state
+    from lrfind.rangetest import state as _state
 
     model = make_model()
     base, head = model[0], model[4]

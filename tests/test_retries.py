@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from lrfind import tune_loop
-from lrfind._storage import connect
+from lrfind.study.storage import connect
 
 NAME = "lrfind-loop-train"
 FIELDS = dict(base_lr=0.1, epochs=1, steps_per_epoch=8, metric="accuracy", final_seeds=0, progress=False,
@@ -90,7 +90,7 @@ def test_a_configuration_that_keeps_failing_is_given_up_after_three_retries(tmp_
     assert len(tries) == 4 and "trial 1 (" in caplog.text and "was cut short 4 times; it is not run again" in caplog.text
     study = load(tmp_path)
     assert study.user_attrs["given_up"] == [1]
-    from lrfind import report
+    from lrfind.study import report
 
     assert "given up: trial 1 (" in report.verdict(study) and "cut short 4 times each" in report.verdict(study)
     assert json.loads((tmp_path / "best.json").read_text())["given_up"] == [1]

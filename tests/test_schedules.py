@@ -327,7 +327,7 @@ def test_every_schedule_has_a_colour_of_its_own_in_the_figures() -> None:
     """The study figures tell schedules apart by colour alone: no two share one, nor a shade of one."""
     from matplotlib.colors import to_rgb
 
-    from lrfind.plots import _colour
+    from lrfind.plots.figures import _colour
 
     colours = [np.array(to_rgb(_colour(name))) for name in SCHEDULES]
     closest = min(np.abs(a - b).sum() for i, a in enumerate(colours) for b in colours[i + 1:])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrfind.suggest import (METHODS, caveats, fall, falling_range, minimum, rise_not_reached, smith, smooth,
-                            start_level, steepest, suggest_all)
+from lrfind.rangetest.suggest import (METHODS, caveats, fall, falling_range, minimum, rise_not_reached, smith,
+    smooth, start_level, steepest, suggest_all)
 
 LRS = np.geomspace(1e-6, 1.0, 300)
 

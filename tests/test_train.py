@@ -8,9 +8,9 @@ import torch
 
 from conftest import dynamo_modules_after, vmap_imports_dynamo
 from lrfind import get_model, get_schedule
-from lrfind.data import ImageData
+from lrfind.data.builtin import ImageData
 from lrfind.models import ModelError
-from lrfind.train import FusedTrials, OptimizerConfig, TrialSpec, run_trials
+from lrfind.engine.trials import FusedTrials, OptimizerConfig, TrialSpec, run_trials
 
 STEPS, PER_EPOCH, BASE_LR = 12, 4, 0.05
 
@@ -263,7 +263,7 @@ def test_a_model_that_views_its_activations_keeps_the_usual_layout(caplog) -> No
     two = [TrialSpec("constant", {}, seed=1), TrialSpec("cosine", {}, seed=2)]
     engines = [FusedTrials(ViewsActivations, two, base_lr=BASE_LR, total_steps=4, steps_per_epoch=4,
                            channels_last=c) for c in (None, False)]
-    with caplog.at_level("INFO", logger="lrfind.train"):
+    with caplog.at_level("INFO", logger="lrfind.engine.trials"):
         for x, y in data:
             for engine in engines:
                 engine.step(x, y)
@@ -380,7 +380,7 @@ def test_a_model_with_nothing_to_train_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_evaluation_in_batches_changes_no_score(monkeypatch, vectorize) -> None:
-    import lrfind.train as train_module
+    import lrfind.engine.trials as train_module
 
     g = torch.Generator().manual_seed(1)
     val = ImageData(torch.randn(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g))
@@ -433,7 +433,7 @@ def test_an_evaluation_that_runs_out_of_gpu_memory_halves_its_batch_and_keeps_it
 
 
 def test_evaluation_batches_shrink_as_trials_grow_on_a_gpu_and_stay_small_on_a_cpu() -> None:
-    from lrfind.train import EVAL_IMAGE_TRIALS, EVAL_IMAGES_CPU, eval_batch_size
+    from lrfind.engine.trials import EVAL_IMAGE_TRIALS, EVAL_IMAGES_CPU, eval_batch_size
 
     cuda = torch.device("cuda")
     assert [eval_batch_size(k, cuda) for k in (1, 50, 200)] == [EVAL_IMAGE_TRIALS, EVAL_IMAGE_TRIALS // 50,
@@ -449,8 +449,8 @@ def test_training_does_not_import_torch_dynamo() -> None:
     vmap_imports_it = vmap_imports_dynamo()
     assert dynamo_modules_after(f"""
 import torch
-from lrfind.train import FusedTrials, TrialSpec
-from lrfind.data import ImageData
+from lrfind.engine.trials import FusedTrials, TrialSpec
+from lrfind.data.builtin import ImageData
 x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
 for vectorize in {(False,) if vmap_imports_it else (True, False)}:
     engine = FusedTrials("lenet", [TrialSpec("cosine", {{}}, seed=i) for i in range(2)], base_lr=0.05,

@@ -13,11 +13,16 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from conftest import dynamo_modules_after
-from lrfind import SCHEDULES, _search_loop, _storage, _study, get_schedule, report, tune, tuner
-from lrfind._painter import Painter
+from lrfind import SCHEDULES, get_schedule, tune
+from lrfind.study import search as _search_loop
+from lrfind.study import storage as _storage
+from lrfind.study import trials as _study
+from lrfind.study import report
+from lrfind.study import tune as tuner
+from lrfind.study.painter import Painter
 from lrfind.cli import main
-from lrfind.train import FusedTrials
-from lrfind.tuner import TuneConfig, TuneInterrupted
+from lrfind.engine.trials import FusedTrials
+from lrfind.study.tune import TuneConfig, TuneInterrupted
 
 QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=False, base_lr=0.05,
              final=False, seed=0)
@@ -40,7 +45,7 @@ def data_env(mnist_root, monkeypatch):
 
 @pytest.mark.parametrize("figures_in", ["thread", "process"])     # a CPU's way, and a GPU's
 def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monkeypatch, figures_in, caplog) -> None:
-    from lrfind import suggest
+    from lrfind.rangetest import suggest
 
     monkeypatch.setattr(suggest, "caveats", lambda lrs, losses: ["the curve needs a second look"])
     painters = []
@@ -167,7 +172,7 @@ def test_ctrl_c_in_the_range_test_or_the_final_retrains_says_what_is_kept(data_e
                                                                          says) -> None:
     """Not a bare KeyboardInterrupt (on the command line: click's 'Aborted!' and exit 1), and a
     run of the same command then goes on."""
-    from lrfind import tuner
+    from lrfind.study import tune as tuner
 
     real = getattr(tuner, stage)
 
@@ -241,7 +246,7 @@ def test_show_prints_the_stored_report(data_env, tmp_path) -> None:
 
 
 def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, caplog) -> None:
-    from lrfind import plots
+    from lrfind.plots import figures as plots
 
     def broken(study, *, path):
         raise TypeError("a bug in a figure")
@@ -540,7 +545,7 @@ def test_warming_schedules_may_peak_above_the_base_lr(data_env, tmp_path) -> Non
     assert level and all(s == 1.0 for s in level)         # the baseline (trial 0) stays at the base LR
     onecycle = [t.user_attrs["peak_scale"] for t in study.trials if t.user_attrs["schedule"] == "onecycle"]
     assert onecycle and all(1.0 <= s <= 4.0 for s in onecycle) and max(onecycle) > 1.0
-    from lrfind import report
+    from lrfind.study import report
 
     best = report.best_json(study)
     assert best["lr"] == pytest.approx(0.05 * best["peak_scale"])
@@ -714,7 +719,7 @@ def test_a_write_lock_left_by_a_killed_run_is_removed_by_the_next_run_alone(data
 
 
 def test_a_run_too_short_for_a_warmup_still_has_its_constant_baseline(data_env, tmp_path) -> None:
-    from lrfind import report
+    from lrfind.study import report
 
     # 256 images at batch 128, one epoch: 2 steps, too few to ask whether to warm up
     result = tune(trials=1, parallel=1, out=str(tmp_path), **{**QUICK, "batch_size": 128, "epochs": 1})
@@ -728,7 +733,7 @@ def test_a_run_too_short_for_a_warmup_still_has_its_constant_baseline(data_env, 
 def test_a_constant_lr_after_a_warmup_is_judged_against_the_plain_constant() -> None:
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
-    from lrfind import report
+    from lrfind.study import report
 
     study = optuna.create_study(direction="maximize")
     dists = {"schedule": CategoricalDistribution(["constant", "cosine"]),
@@ -851,7 +856,7 @@ def test_timeout_stops_starting_trials_and_a_run_without_it_goes_on(data_env, tm
     study = load(tmp_path)
     assert len(_study.finished(study)) == 4          # batches start at 0 s and 60 s; none after 90 s
     assert study.user_attrs["stopped_by_timeout"] == {"timeout": 90.0, "finished": 4, "trials": 6}
-    from lrfind import report
+    from lrfind.study import report
     assert "search stopped by --timeout 1m30s after 4 of 6 trials: run the same command again" in report.verdict(study)
     assert json.loads((tmp_path / "best.json").read_text())["stopped_by_timeout"]["finished"] == 4
     assert result.study.user_attrs["stopped_by_timeout"]
@@ -887,7 +892,7 @@ def test_durations_read_as_people_type_them() -> None:
 
 
 def test_stage_3_of_an_earlier_best_is_not_reported_as_the_new_best(data_env, tmp_path) -> None:
-    from lrfind import report
+    from lrfind.study import report
 
     tune(trials=2, parallel=2, out=str(tmp_path), **{**QUICK, "final": True, "final_seeds": 1})
     study = load(tmp_path)
@@ -904,7 +909,7 @@ def test_stage_3_of_an_earlier_best_is_not_reported_as_the_new_best(data_env, tm
 
 
 def test_a_study_scored_on_validation_loss_ranks_prunes_and_reports_by_it(data_env, tmp_path) -> None:
-    from lrfind import report
+    from lrfind.study import report
 
     result = tune(trials=4, parallel=4, out=str(tmp_path), metric="loss", **{**QUICK, "final": True, "final_seeds": 1})
     study = load(tmp_path)
@@ -956,7 +961,7 @@ def test_a_study_stored_with_the_old_val_size_default_resumes_and_a_new_one_stor
     ("minimize", "test_loss", [0.14, 0.15], [0.12, 0.13], "the constant LR did as well or better here"),
 ])
 def test_stage_3_ends_with_what_it_says_about_the_pick(direction, key, best, constant, expected) -> None:
-    from lrfind import report
+    from lrfind.study import report
 
     study = optuna.create_study(direction=direction)
     pair = {label: {"trial": n, key: sum(v) / 2, key + "_per_seed": v}
@@ -967,7 +972,7 @@ def test_stage_3_ends_with_what_it_says_about_the_pick(direction, key, best, con
 
 def test_a_stage_1_that_swept_again_at_half_the_pace_says_so_in_the_report(data_env, tmp_path, monkeypatch) -> None:
     import numpy as np
-    from lrfind.result import RangeTestResult
+    from lrfind.rangetest.result import RangeTestResult
 
     calls = []
 
@@ -987,7 +992,7 @@ def test_a_stage_1_that_swept_again_at_half_the_pace_says_so_in_the_report(data_
 
 
 def test_the_report_names_the_sweeps_left_out_of_the_median() -> None:
-    from lrfind import report
+    from lrfind.study import report
 
     stored = {"seed_lrs": [0.0066, 0.046, 0.066], "shallow": [0], "num_iter": 300}
     assert report._base_lr_source("range test", stored) == (
@@ -1044,7 +1049,7 @@ def test_stage_3_of_the_same_best_is_run_once_and_then_taken_from_the_study(data
 def test_the_importances_figure_shows_what_matters_and_counts_the_rest(tmp_path, monkeypatch) -> None:
     import optuna.importance
 
-    from lrfind.plots import plot_importances
+    from lrfind.plots.figures import plot_importances
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for i in range(30):
@@ -1064,7 +1069,7 @@ def test_the_importances_figure_shows_what_matters_and_counts_the_rest(tmp_path,
 
 
 def test_the_time_line_counts_start_up_and_what_follows_the_stages() -> None:
-    from lrfind.cli_tune import _timing
+    from lrfind.cli.tune import _timing
 
     seconds = {"setup": 0.6, "range_test": 0.6, "search": 4.5, "final": 1.1}
     assert _timing(seconds, started=2.0, total=10.8) == (

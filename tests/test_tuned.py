@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lrfind import SCHEDULES, get_schedule, load_best, tune
-from lrfind.optimizer import OptimizerConfig
-from lrfind.tuned import BestFileError, TunedSchedule
+from lrfind.engine.optimizer import OptimizerConfig
+from lrfind.study.best import BestFileError, TunedSchedule
 
 QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=False, base_lr=0.05, seed=0)
 
@@ -49,7 +49,7 @@ def test_the_best_of_a_study_rebuilds_its_trial_and_its_stage_3_run(mnist_root, 
     written = (tmp_path / "best_schedule.py").read_text()          # the same schedule, for stage 3's run
     assert written.endswith(best.snippet(epochs=2, steps_per_epoch=final_per_epoch))
 
-    from lrfind import report
+    from lrfind.study import report
 
     result.study.set_user_attr("steps_per_epoch", None)           # a study stored before lrfind kept it
     assert report.best_json(result.study)["steps_per_epoch"] == per_epoch and result.best == best

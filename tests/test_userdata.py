@@ -14,13 +14,16 @@ from click.testing import CliRunner
 from torch.utils.data import TensorDataset
 
 import conftest
-from lrfind import _storage, _study, get_model, load_dataset, report, tune
-from lrfind.data import DataSizeError
+from lrfind import get_model, load_dataset, tune
+from lrfind.study import storage as _storage
+from lrfind.study import trials as _study
+from lrfind.study import report
+from lrfind.data.builtin import DataSizeError
 from lrfind.cli import main
-from lrfind.augment import AugmentError
+from lrfind.data.augment import AugmentError
 from lrfind.models import ModelError
-from lrfind.tuner import TuneConfig
-from lrfind.userdata import DataSetError, _read, load_function
+from lrfind.study.tune import TuneConfig
+from lrfind.data.user import DataSetError, _read, load_function
 
 USER_DATA = '''
 import numpy as np
@@ -232,7 +235,7 @@ def test_labels_counted_from_one_are_taken_but_flagged(user_file, caplog) -> Non
 
 
 def test_a_long_read_in_batches_gives_the_same_tensors_and_names_a_failure(user_file, monkeypatch) -> None:
-    import lrfind.userdata as userdata
+    import lrfind.data.user as userdata
 
     monkeypatch.setattr(userdata, "READ_BATCH", 25)              # 300 items: a long read of 12 batches
     data = load_dataset(f"{user_file}:listed", "train")
@@ -543,7 +546,7 @@ class BagOfWords(torch.nn.Module):
 
 
 def test_token_ids_train_a_model_that_embeds_them(tmp_path) -> None:
-    from lrfind.userdata import dataset_name
+    from lrfind.data.user import dataset_name
 
     train, _ = load_dataset(dataset_name(token_ids), "train").holdout(100)
     assert train.images.dtype == torch.int64
@@ -608,7 +611,7 @@ def test_float_labels_that_are_whole_numbers_get_a_hint_that_classes_are_integer
 
 
 def test_regression_targets_tune_on_the_loss_with_mse(tmp_path) -> None:
-    from lrfind.userdata import dataset_name
+    from lrfind.data.user import dataset_name
 
     train, _ = load_dataset(dataset_name(regression_rows), "train").holdout(100)
     assert train.labels.dtype == torch.float32 and train.labels.shape[1:] == (1,) and train.classes == 1

@@ -12,8 +12,10 @@ import time
 import optuna
 import pytest
 
-from lrfind import _storage, _study, tune_loop
-from lrfind.loop import _Unstudied
+from lrfind import tune_loop
+from lrfind.study import storage as _storage
+from lrfind.study import trials as _study
+from lrfind.study.loop import _Unstudied
 
 TRIALS = 10
 

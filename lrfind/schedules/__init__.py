@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._args import unknown
-from ._base import WARMUP_PARAMS, Param, Replay, Schedule, params_text
-from ._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
-from ._decay import (Constant, Cosine, Exponential, InverseSqrt, InverseTime, Linear, MultiStep, Polynomial,
-                     StableDecay, Step)
+from lrfind._args import unknown
+from lrfind.schedules._base import WARMUP_PARAMS, Param, Replay, Schedule, params_text
+from lrfind.schedules._cyclic import Cyclic, OneCycle, Plateau, Warmup, WarmRestarts, WarmupExp
+from lrfind.schedules._decay import (Constant, Cosine, Exponential, InverseSqrt, InverseTime, Linear, MultiStep,
+    Polynomial, StableDecay, Step)
 
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Constant(), Step(), MultiStep(), Exponential(), InverseTime(), InverseSqrt(), Linear(), Polynomial(), Cosine(),

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .._device import exact_dtype
+from lrfind._device import exact_dtype
 
 REQUIRED = object()
 

@@ -8,8 +8,9 @@ import math
 import numpy as np
 from torch.optim import lr_scheduler as tls
 
-from ._base import Param, Schedule, check_momentum, cosine, fmt, is_int, momentum_params, period, require
-from ._decay import _eta_min
+from lrfind.schedules._base import (Param, Schedule, check_momentum, cosine, fmt, is_int, momentum_params, period,
+    require)
+from lrfind.schedules._decay import _eta_min
 
 
 def _base_lrs(optimizer) -> list[float]:

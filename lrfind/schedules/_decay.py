@@ -7,7 +7,7 @@ import math
 import numpy as np
 from torch.optim import lr_scheduler as tls
 
-from ._base import Param, Schedule, cosine, fmt, is_int, period, require
+from lrfind.schedules._base import Param, Schedule, cosine, fmt, is_int, period, require
 
 
 class Constant(Schedule):

@@ -1,0 +1,154 @@
+"""``lrfind range-test`` and ``lrfind compare``: thin click commands over ``find_lr`` and ``compare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lrfind.cli.app import main
+from lrfind.cli.options import (PathGiven, UserError, batch_size_option, build_model, creatable_folder,
+                                data_options, figure_file, load_augment, load_split, make_folder, option_message,
+                                out_of_memory, resolve_device, run_options, verbose_option, Choice, SUGGESTION_METHODS)
+
+
+@main.command("range-test", epilog="""\b
+Examples:
+  lrfind range-test --model lenet
+  lrfind range-test --model mlp --optimizer adam --num-iter 500 --repeats 3 --out runs/mlp
+  lrfind range-test --model examples/own_model.py:SmallCNN --optimizer adamw     # your own model
+  lrfind range-test --val-batches 5          # the validation loss after every step: smoother, slower
+  lrfind range-test --dataset examples/own_data.py:digits                        # your own data
+  LRFIND_DATA_DIR=~/datasets lrfind range-test --device cpu --num-iter 100   # MNIST in ~/datasets/MNIST/raw
+""")
+@data_options
+@batch_size_option(64)
+@run_options
+@click.option("--start-lr", default=1e-6, show_default=True, type=float, help="First LR of the sweep (> 0).")
+@click.option("--end-lr", default=1.0, show_default=True, type=float, help="Last LR of the sweep (> start LR).")
+@click.option("--num-iter", default=300, show_default=True, type=click.IntRange(min=2),
+              help="Optimizer steps in the sweep; the data is started again if it runs out.")
+@click.option("--mode", default="exp", show_default=True, type=Choice(["exp", "linear"]),
+              help="Space the LRs on a log (exp) or linear scale.")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread. A sweep "
+                   "whose loss fell less than 0.3x as far as the deepest is left out. When the rest disagree by "
+                   "more than 3x, or fewer than two are left, sweep as many times again with twice --num-iter.")
+@click.option("--val-batches", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Record the mean loss over N batches of the held-out validation split after every step, "
+                   "instead of the training batch's loss: smoother curves, N forward passes more per step "
+                   "(torch-lr-finder's val_loader mode).")
+@click.option("--amp", type=Choice(["bf16", "fp16"]), default=None,
+              help="Sweep under autocast, as a mixed-precision training runs (fp16 with a gradient scaler); "
+                   "the steps then run eagerly, not from a CUDA graph. Default: float32.")
+@click.option("--method", default=SUGGESTION_METHODS[0], show_default=True, type=Choice(SUGGESTION_METHODS),
+              help="Which suggestion is THE suggested LR (all are printed and saved): smith = a third of the "
+                   "LR at the lowest loss (Smith's rule); balanced = geometric mean of steepest and minimum; "
+                   "steepest = fastest fall of the smoothed loss; valley = fastai's rule; minimum = a tenth "
+                   "of the LR at the lowest loss.")
+@click.option("--out", default=Path("lrfind_out"), show_default=True,
+              type=PathGiven(file_okay=False), callback=creatable_folder,
+              help="Folder for range_test.png, range_test.json and range_test.csv.")
+@verbose_option
+def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
+               optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
+               device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
+               repeats: int, val_batches: int | None, amp: str | None, method: str, out: Path) -> None:
+    """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
+
+    Records the loss of every batch, stops when the loss diverges, and writes the curve, every
+    suggestion method's answer and a plot into --out. The model is trained on the training split
+    without its last 10,000 images (a sixth of smaller sets), which `lrfind tune`
+    keeps for validation.
+    """
+    if not start_lr > 0:                       # before torch is imported: a typo is told at once
+        raise UserError(f"--start-lr {start_lr}: must be positive")
+    if not end_lr > start_lr:
+        raise UserError(f"--end-lr {end_lr}: must be larger than --start-lr {start_lr}")
+    import torch
+
+    from lrfind._imports import short_name
+    from lrfind.engine.update import check_max_grad_norm
+    from lrfind.data.builtin import DataSizeError, check_batch_fits, data_line
+    from lrfind.data.losses import is_regression, task_loss
+    from lrfind.engine.optimizer import OptimizerConfig
+    from lrfind.rangetest.find import Sweep, find_lr
+
+    sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
+    try:
+        opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
+        check_max_grad_norm(max_grad_norm)
+    except ValueError as e:                                    # nan or inf
+        raise UserError(option_message(e)) from None
+    dev = resolve_device(device)
+    train, val = load_split(dataset, data_dir, dev).holdout(10_000)
+    try:
+        check_batch_fits(batch_size, train, val)
+    except DataSizeError as e:
+        raise UserError(option_message(e)) from None
+    net = build_model(model, seed, train)
+    loader = train.loader(batch_size, seed=seed, augment=load_augment(augment, train))
+    val_loader = None
+    if val_batches is not None:
+        val_loader = val.loader(batch_size, shuffle=False, drop_last=False)
+        if val_batches > len(val_loader):
+            raise UserError(f"--val-batches {val_batches}: the validation split has {len(val):,} examples, "
+                            f"{len(val_loader)} batches of {batch_size}; give at most {len(val_loader)}")
+    make_folder(out)
+    try:
+        result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
+                         val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
+                         amp=amp,
+                         progress=not quiet, warn=False)     # the summary prints them
+    except torch.cuda.OutOfMemoryError as e:
+        raise out_of_memory(e, batch_size) from None
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: nothing was written to {out}", err=True)
+        raise SystemExit(130) from None
+    result.config.update(model=model, dataset=dataset, augment=augment, train_examples=len(train),
+                         input_shape=list(train.images.shape[1:]), classes=train.classes, batch_size=batch_size,
+                         optimizer=optimizer, val_batches=val_batches,
+                         momentum=momentum if optimizer == "sgd" else None, weight_decay=opt.weight_decay,
+                         device=str(dev))
+    clipped = f", clipped at {max_grad_norm:g}" if max_grad_norm is not None else ""
+    result.plot(path=out / "range_test.png", title=f"{short_name(model)} on {short_name(dataset)}, {optimizer}"
+                f"{clipped}, batch {batch_size}: "
+                f"suggested LR {result.suggested_lr:.3g}" if result.suggested_lr else None)
+    result.to_json(out / "range_test.json")
+    result.to_csv(out / "range_test.csv")
+    click.echo(data_line(dataset, len(train), train.images.shape[1:], train.classes, augment,
+                         tokens=not train.images.is_floating_point(), regression=is_regression(train.labels)))
+    click.echo(result.summary())
+    click.echo(f"wrote {out / 'range_test.png'}, range_test.json, range_test.csv")
+
+
+@main.command("compare", epilog="""\b
+Examples:
+  lrfind range-test --optimizer sgd --out runs/sgd
+  lrfind range-test --optimizer adam --out runs/adam
+  lrfind compare runs/sgd runs/adam --out optimizers.png
+  lrfind compare runs/wd0/range_test.json runs/wd1e-4/range_test.json""")
+@click.argument("runs", nargs=-1, required=True, type=PathGiven(exists=True))
+@click.option("--out", default=Path("range_tests.png"), show_default=True,
+              type=PathGiven(dir_okay=False), callback=figure_file,
+              help="Figure file for the curves laid over each other (PNG; .pdf or .svg by their extension).")
+@verbose_option
+def compare_command(runs: tuple[Path, ...], out: Path) -> None:
+    """Lay several range tests over each other and tabulate them.
+
+    Each RUN is the --out folder of an `lrfind range-test` run, or a range-test .json or .csv file.
+    Sweep once for each value of what you are choosing (optimizer, batch size, weight decay,
+    model) and compare: the table gives each suggestion, where each loss falls, how low it got,
+    and what the runs' settings differ in; the plot shows the curves. Smith chooses weight decay
+    so: the value whose loss falls lowest (on LeNet the lowest loss tracked the validation
+    accuracy; the loss that fell furthest in LR did not).
+    """
+    from lrfind.rangetest.comparison import compare
+
+    try:
+        comparison = compare(list(runs))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    click.echo(comparison.table())
+    comparison.plot(path=out)
+    click.echo(f"wrote {out}")

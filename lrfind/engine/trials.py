@@ -1,0 +1,644 @@
+"""The trial engine: K trials of one model trained side by side on one device.
+
+A LeNet step uses about 1% of an H100; the rest of the time goes to Python and kernel launches.
+So the K trials of a batch are one model with stacked weights (``torch.func.stack_module_state``),
+run forward through ``vmap(functional_call)`` and backward in one ``autograd.grad`` on the same
+batches in the same order (common random numbers: a fairer comparison of schedules), each trial
+with its own LR at every step, taken from its schedule's pure ``factor``. (On a CPU the forward
+runs trial after trial instead: vmap's batched kernels are slower there than K plain ones.) The
+optimizer update is written on the stacked tensors with torch's own formulas, so that a fused
+trial equals the same trial trained alone with ``torch.optim`` and the scheduler from ``build()``
+(a test holds them equal).
+
+No host synchronisation happens inside an epoch: losses, divergence flags and LRs stay on the
+device; the host reads them once per epoch, when it validates, reports and drops trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from lrfind._args import check_positive
+from lrfind._device import exact_dtype, exact_float32
+from lrfind._errors import message
+from lrfind.engine.folded import FoldedForward, NotFoldable
+from lrfind.engine.graph import CapturedStep
+from lrfind.engine.update import adam_, check_max_grad_norm, clip_rows, sgd_
+from lrfind.data.builtin import ImageData
+from lrfind.data.losses import is_regression, summed_losses, task_loss
+from lrfind.models import ModelError, get_model, uncompiled
+from lrfind.engine.optimizer import OptimizerConfig
+from lrfind.schedules import get_schedule
+
+log = logging.getLogger(__name__)
+
+EVAL_IMAGE_TRIALS = 32_768      # images x trials per forward pass of evaluate(): about 1.5 GB for LeNet
+EVAL_IMAGES_CPU = 512           # images per trial and forward pass of evaluate() on a CPU (see there)
+ROW_ALIGN_BYTES = 128           # where each trial's weights, and each of its tensors, start (see _padded)
+
+
+@dataclass
+class TrialSpec:
+    """One trial: a schedule from the registry with its parameters, the seed of its weights, and
+    ``lr_scale``, its peak LR relative to the base LR (above 1 only for schedules that warm up)."""
+
+    schedule: str
+    params: dict[str, Any]
+    seed: int = 0
+    lr_scale: float = 1.0
+
+
+@dataclass
+class TrialRecord:
+    """What happened to one trial: per-epoch metrics, and how it ended."""
+
+    spec: TrialSpec
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    status: str = "running"        # running, complete, pruned, failed
+    failed_at: int | None = None   # global step of the first non-finite loss
+    test_loss: float | None = None  # set by run_trials(score_on=...) at the end
+    test_acc: float | None = None
+
+
+class FusedTrials:
+    """K trials of one model in lockstep. Use ``step`` per batch and ``end_epoch`` per epoch.
+
+    ``model`` is a registered model name or a zero-argument factory returning an ``nn.Module``.
+    ``amp="bf16"`` runs forward and backward under bfloat16 autocast (weights and the update stay
+    float32). ``cuda_graph`` (default: on for CUDA devices) replays each training step from a CUDA
+    graph: the step is written with in-place updates of fixed tensors only (the step counter, LRs
+    and optimizer state live on the device), so a captured step is the same arithmetic as an eager
+    one. ``vectorize`` (default: on for CUDA devices) computes every trial's forward and gradient in
+    one ``vmap``; off, trial after trial (1.5-2x faster per trial on a 2-core CPU with LeNet, where
+    vmap's grouped convolutions are slow); the optimizer update is fused over all trials either way.
+    By default a model vmap cannot batch (a ``.item()`` in its forward, say) trains trial after
+    trial, with a warning; ``vectorize=True`` lets vmap's error through. ``channels_last`` (default:
+    on for CPU devices) stores the convolution weights channels-last, so that convolutions and
+    pooling run in the NHWC layout: a LeNet trial-step on a 2-core CPU takes 6.0 ms instead of 9.9
+    (K=8). The arithmetic is the same, in another order. A model whose forward cannot take such
+    activations (``x.view(n, -1)`` after a convolution; ``flatten`` and ``reshape`` can) keeps the
+    usual layout, found on the first step; with ``channels_last=True`` that is a ``ModelError``.
+    Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
+    ``fold`` (vectorized trials only): run the forward with the trials folded into the channels
+    (``lrfind.engine.folded``, its rules in ``lrfind.engine.folded_rules``), which spares the copies vmap makes
+    around every convolution; a model that cannot be traced, or whose folded outputs differ on the
+    first batch from each trial's own forward run alone, is vmapped whole.
+    """
+
+    def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
+                 total_steps: int, steps_per_epoch: int, optimizer: OptimizerConfig = OptimizerConfig(),
+                 device: str | torch.device = "cpu", same_init: bool = False,
+                 cuda_graph: bool | None = None, amp: str | None = None, vectorize: bool | None = None,
+                 channels_last: bool | None = None, max_grad_norm: float | None = None, fold: bool = True) -> None:
+        if not specs:
+            raise ValueError("need at least one trial")
+        check_max_grad_norm(max_grad_norm)
+        if amp not in (None, "bf16"):
+            raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
+        check_positive("base_lr", base_lr)
+        self.device = torch.device(device)
+        self.specs = list(specs)
+        self.records = [TrialRecord(s) for s in specs]
+        self.schedules = [get_schedule(s.schedule) for s in specs]
+        self.base_lr, self.total, self.per_epoch = base_lr, total_steps, steps_per_epoch
+        self.opt, self.max_grad_norm = optimizer, max_grad_norm
+        for sched, spec in zip(self.schedules, specs):
+            sched.validate(total_steps, **spec.params)     # fail before any work
+
+        factory = (lambda seed: get_model(model, seed=seed)) if isinstance(model, str) else _seeded(model)
+        models = [factory(specs[0].seed if same_init else s.seed).to(self.device) for s in specs]
+        params, buffers = stack_module_state(models)
+        # Parameters the model froze (requires_grad=False) are not trained: they ride with the buffers.
+        frozen = {name for name, q in models[0].named_parameters() if not q.requires_grad}
+        buffers.update({name: params.pop(name).detach() for name in frozen})
+        if not params:
+            raise ValueError("the model has no trainable parameters (every one has requires_grad=False)")
+        # All weights of a trial live in one row of a (K, P) tensor; the model sees views into it.
+        # The optimizer then updates every tensor of every trial in a handful of kernels.
+        self._shapes = {k: v.shape[1:] for k, v in params.items()}
+        wanted = self.device.type == "cpu" if channels_last is None else channels_last
+        # the convolution weights, (K, out, in, h, w), stored channels-last if wanted
+        self._channels_last = {k for k, v in params.items() if v.ndim == 5} if wanted else set()
+        self._layout_asked = bool(channels_last)
+        self._check_layout = bool(self._channels_last)       # on the first step: can the model take it?
+        self.flat = self._flatten(params)
+        self.params = self._views(self.flat)
+        self.buffers = buffers
+        self.base = copy.deepcopy(models[0]).to("meta").train()       # trials train; evaluate() switches
+        self.index = torch.arange(len(specs), device=self.device)   # rows still in the batch -> records
+        self.momentum_table = self._momentum_table()                  # None: no trial cycles its momentum
+        self.state = self._initial_state()                            # optimizer state, (K, P) each
+        self.step_count = 0                                           # the host's count ...
+        self.step_t = torch.zeros((), dtype=torch.long, device=self.device)   # ... and the device's
+        self.alive = torch.ones(len(specs), dtype=torch.bool, device=self.device)
+        self.loss_sum = torch.zeros(len(specs), device=self.device)
+        self.first_bad = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
+        self.lr_table = self._lr_table()
+
+        self.vectorize = self.device.type == "cuda" if vectorize is None else vectorize
+        self._check_vmap = vectorize is None and self.vectorize     # on the first step; asked for: no check
+        if not self.vectorize:
+            self._loop_trials()
+        self._folded = self._folded_forward() if fold and self.vectorize else None
+        self._check_fold = self._folded is not None      # on the first step: does it agree with the trials alone?
+        self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
+        if self.cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a CUDA device, got {self.device}")
+        self._graph: CapturedStep | None = None
+        self._eval_batch: int | None = None          # set when the default ran out of memory
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+    # -- forward and gradients of every trial -----------------------------------------------------
+    def _logits(self, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base, (p, b), (x,))
+
+    def _loss(self, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
+              y: torch.Tensor) -> torch.Tensor:
+        return task_loss(self._logits(p, b, x), y)
+
+    @staticmethod
+    def _rows(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]):
+        """Each trial's parameters and buffers, as views of the stacked ones."""
+        for k in range(len(next(iter(p.values())))):
+            yield {name: v[k] for name, v in p.items()}, {name: v[k] for name, v in b.items()}
+
+    # The engine keeps no bound method of its own (a vmapped one, the CUDA graph's step): such a
+    # reference cycle would hold its weights, optimizer state and graph until the garbage collector
+    # runs, not until the last reference to it goes.
+    def _losses(self, p, b, x, y) -> torch.Tensor:
+        """Every trial's loss, (K,): folded into the channels, or vmapped."""
+        if self._folded is not None:
+            return vmap(task_loss, in_dims=(0, None))(self._folded(p, b, x), y)
+        # randomness="different": each trial draws its own dropout masks, as if trained alone
+        return vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")(p, b, x, y)
+
+    def _forward(self, p, b, x) -> torch.Tensor:
+        """Every trial's outputs, (K, B, ...)."""
+        if not self.vectorize:
+            return self._looped_forward(p, b, x)
+        if self._folded is not None:
+            return self._folded(p, b, x)
+        return vmap(self._logits, in_dims=(0, 0, None), randomness="different")(p, b, x)
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor,
+                   buffers: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every trial's loss (K,) and gradient (K, P) on one batch (``buffers``: instead of the
+        trials' own, which batch norm updates).
+
+        The trials are independent, so the gradient of their summed losses is each trial's own
+        gradient. One backward pass through the (vmapped or looped) forward gives them all; unlike
+        ``torch.func.grad`` it does not import ``torch._dynamo`` (1-2 s of a study's start-up).
+        """
+        buffers = self.buffers if buffers is None else buffers
+        if not self.vectorize:
+            return self._looped_gradients(x, y, buffers)
+        flat = self.flat.detach().requires_grad_()       # a leaf sharing the weights' memory
+        with self.autocast:
+            losses = self._losses(self._views(flat), buffers, x, y)
+        # The views' backward fills the rows of a parameter the loss does not use with zeros, as torch.func
+        (grad,) = torch.autograd.grad(losses.sum(), flat)
+        return losses.detach(), grad
+
+    def _looped_gradients(self, x: torch.Tensor, y: torch.Tensor,
+                          buffers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_gradients`` trial after trial (on a CPU the batched kernels vmap makes, grouped
+        convolutions, are slower than K plain ones). Each trial's gradient is taken with respect
+        to its own row of the weights: through the stacked (K, P) weights, each trial's backward
+        would fill a (K, P) gradient with zeros but for its row, K times a step (a LeNet
+        trial-step on a 2-core CPU: 3.03 ms instead of 3.51 at K=32, the same at K=8)."""
+        rows = [row.detach().requires_grad_() for row in self.flat]     # leaves sharing the weights' memory
+        with self.autocast:
+            losses = torch.stack([self._loss(self._row_views(row), {name: v[k] for name, v in buffers.items()}, x, y)
+                                  for k, row in enumerate(rows)])
+        grads = torch.autograd.grad(losses.sum(), rows)
+        return losses.detach(), torch.stack(grads)
+
+    def _row_views(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One trial's parameters as views of its row of the weights (``_views`` of a single row)."""
+        return {name: v.squeeze(0) for name, v in self._views(row.unsqueeze(0)).items()}
+
+    def _buffer_copies(self) -> dict[str, torch.Tensor]:
+        """The trials' buffers cloned, for a trial run that must leave batch norm's statistics as they are."""
+        return {k: v.clone() for k, v in self.buffers.items()}
+
+    def _trial_step_fails(self, x: torch.Tensor, y: torch.Tensor) -> Exception | None:
+        """The error of one step's forward and backward, tried on copies (the weights, buffers and RNG
+        stay as they were); None when it runs."""
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self._gradients(x, y, buffers=self._buffer_copies())
+        except Exception as e:            # vmap says RuntimeError or NotImplementedError, models anything
+            return e
+        return None
+
+    def _unvectorize_unless_vmappable(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Train trial after trial if vmap cannot batch the model (a ``.item()`` or a branch on a
+        tensor's value in its forward, an operator vmap lacks)."""
+        e = self._trial_step_fails(x, y)
+        if e is not None:
+            log.warning("the model cannot be batched with vmap (%s: %s); its %d trials train one after another "
+                        "(slower on a GPU)", type(e).__name__, message(e), len(self.index))
+            self._loop_trials()
+
+    def _folded_forward(self) -> FoldedForward | None:
+        try:
+            return FoldedForward(self.base)
+        except NotFoldable as e:
+            log.info("the trials' forward is vmapped whole: %s", e)
+            return None
+
+    def _unfold_unless_it_agrees(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Vmap the model whole if its folded forward fails, or differs on this batch from every
+        trial's own forward (run one after another; compared in eval mode, where dropout draws
+        nothing); then one training step on copies must run."""
+        reason, differ = None, False
+        self.base.eval()
+        try:
+            with torch.no_grad(), exact_float32():        # TF32's rounding would differ between the two
+                got = self._folded(self.params, self._buffer_copies(), x).float()
+                want = self._looped_forward(self.params, self._buffer_copies(), x).float()
+            if got.shape != want.shape:
+                differ, reason = True, f"its outputs' shape differs from the trials' own: {tuple(got.shape)}"
+            elif not torch.allclose(got, want, rtol=1e-3, atol=1e-4 + 1e-3 * want.nan_to_num().abs().max().item(),
+                                    equal_nan=True):
+                differ, reason = True, f"its outputs differ from the trials' own (by {(got - want).abs().max().item():.3g})"
+        except Exception as e:            # an operator neither the rules nor vmap can run, say
+            reason = f"{type(e).__name__}: {message(e)}"
+        finally:
+            self.base.train()
+        if reason is None:
+            e = self._trial_step_fails(x, y)
+            reason = None if e is None else f"{type(e).__name__}: {message(e)}"
+        if reason is not None:
+            (log.warning if differ else log.info)("the trials' forward is vmapped whole, not folded: %s", reason)
+            self._folded = None
+            return
+        nodes = self._folded.vmapped
+        k = len(self.index)
+        log.info("%s folded into the channels%s", f"the {k} trials run" if k > 1 else "the trial runs",
+                 f"; {len(nodes)} operation(s) without a rule run under vmap: {', '.join(nodes[:8])}"
+                 f"{', ...' if len(nodes) > 8 else ''}" if nodes else "")
+
+    def _loop_trials(self) -> None:
+        """Train trial after trial: each gets views of its own rows, buffers too, which must then
+        start where a fresh tensor would (``_aligned_rows``). Under vmap they stay contiguous: its
+        batch norm updates the running statistics of a strided buffer in a copy, which is lost."""
+        self.vectorize = False
+        self.buffers = self._laid_out(self.buffers)
+
+    def _laid_out(self, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The (K, ...) buffers as this engine keeps them: padded rows when it loops its trials,
+        contiguous under vmap (see ``_loop_trials``)."""
+        return buffers if self.vectorize else {name: _aligned_rows(v) for name, v in buffers.items()}
+
+    def _relayout_unless_it_runs(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep the usual layout if the model's forward fails on channels-last activations (most
+        often ``x.view(n, -1)`` after a convolution): only slower, so said at the info level. Asked
+        for (``channels_last=True``), that is the user's error to fix."""
+        e = self._trial_step_fails(x, y)
+        if e is not None and self._layout_asked:
+            raise ModelError(f"the model's step fails with channels-last convolution weights ({type(e).__name__}: "
+                             f"{message(e)}): flatten with .flatten(1) or .reshape instead of .view in its forward, "
+                             "or leave channels_last (--channels-last) to its default, which keeps the usual layout "
+                             "for such a model") from e
+        if e is not None:
+            log.info("the model's step fails with channels-last convolution weights (%s: %s); they keep the "
+                     "usual layout", type(e).__name__, message(e))
+            weights, self._channels_last = self._views(self.flat), set()
+            self.flat = self._flatten(weights)
+            self.params = self._views(self.flat)
+            self.state = self._initial_state()           # before the first step: all zeros
+
+    def _looped_forward(self, p, b, x) -> torch.Tensor:
+        return torch.stack([self._logits(pk, bk, x) for pk, bk in self._rows(p, b)])
+
+    # -- learning rates --------------------------------------------------------------------------
+    def _lr_table(self) -> torch.Tensor:
+        """LR of every trial at every step, (K, total); metric-driven rows start at their first level."""
+        rows = [self._lrs(sched, spec, metrics=[]) for sched, spec in zip(self.schedules, self.specs)]
+        return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=self.device)
+
+    def _momentum_table(self) -> torch.Tensor | None:
+        """The momentum (Adam's beta1) of every trial at every step, (K, total) in ``exact_dtype``, where
+        some trial's schedule cycles it (``cycle_momentum``); the other rows hold the optimizer's own."""
+        steps = np.arange(self.total)
+        rows = [sched.momentum(steps, self.total, **spec.params) for sched, spec in zip(self.schedules, self.specs)]
+        if all(row is None for row in rows):
+            return None
+        own = self.opt.momentum if self.opt.name == "sgd" else self.opt.betas[0]
+        return torch.as_tensor(np.stack([np.full(self.total, own) if row is None else row for row in rows]),
+                               dtype=exact_dtype(self.device), device=self.device)
+
+    def _lrs(self, sched, spec: TrialSpec, metrics: list[float]) -> np.ndarray:
+        """One trial's LR at every step: base LR x its peak scale x its schedule's factor."""
+        return self.base_lr * spec.lr_scale * sched.factor(np.arange(self.total), self.total, metrics=metrics,
+                                                            **spec.params)
+
+    def _refresh_metric_driven(self) -> None:
+        """Plateau-like trials: recompute their LRs from their own validation losses so far."""
+        for row, k in enumerate(self.index.tolist()):
+            sched, rec = self.schedules[k], self.records[k]
+            if sched.needs_metric:
+                lr = self._lrs(sched, rec.spec, metrics=self._metric(rec))
+                self.lr_table[row] = torch.as_tensor(lr, dtype=torch.float32, device=self.device)
+
+    @staticmethod
+    def _metric(rec: TrialRecord) -> list[float]:
+        return rec.val_loss if rec.val_loss else rec.train_loss
+
+    def current_lrs(self) -> torch.Tensor:
+        return self.lr_table[:, min(self.step_count, self.total - 1)]
+
+    # -- one optimizer step for every trial ---------------------------------------------------
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.step_count >= self.total:
+            raise RuntimeError(f"all {self.total} steps are done")
+        # A crop (lrfind.augment's, or a user's) can hand over channels-last images. Under vmap on
+        # CUDA, batch norm then asks the batched activations their layout, which vmap cannot answer
+        # ("NYI: querying is_contiguous inside of vmap"): the trials would train one after another.
+        x = x.contiguous()
+        if self._check_layout:
+            self._check_layout = False
+            self._relayout_unless_it_runs(x, y)
+        if self._check_fold:
+            self._check_fold = False
+            self._unfold_unless_it_agrees(x, y)
+            self._check_vmap = self._check_vmap and self._folded is None     # its step just ran on copies
+        if self._check_vmap:
+            self._check_vmap = False
+            self._unvectorize_unless_vmappable(x, y)
+        if self.cuda_graph:
+            self._graph = self._graph or CapturedStep(_weak_step(self), strict=self._strict_graph)
+            self._graph(x, y)
+        else:
+            self._step(x, y)
+        self.step_count += 1
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One step of every trial, in place: safe to capture in a CUDA graph and replay."""
+        losses, grad = self._gradients(x, y)
+        finite = torch.isfinite(losses)
+        self.first_bad.copy_(torch.where(self.alive & ~finite, self.step_t, self.first_bad))
+        self.alive &= finite
+        self.loss_sum.add_(torch.where(self.alive, losses, 0.0))
+        lr = self.lr_table.index_select(1, self.step_t.view(1)).squeeze(1) * self.alive   # failed trials stop
+        momentum = None if self.momentum_table is None else self.momentum_table.index_select(1, self.step_t.view(1))
+        self.step_t.add_(1)
+        self._update(grad, lr, momentum)
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The (K, *shape) parameters as views of the (K, P) weights. A channels-last weight is stored
+        as (out, h, w, in) and seen as (out, in, h, w): a view with channels-last strides."""
+        sizes = [math.prod(shape) for shape in self._shapes.values()]
+        views = {}
+        padded = flat.split([_padded(n, flat.dtype) for n in sizes], dim=1)
+        for (name, shape), n, part in zip(self._shapes.items(), sizes, padded):
+            part = part[:, :n]
+            if name in self._channels_last:
+                out, inp, h, w = shape
+                views[name] = part.view(len(flat), out, h, w, inp).permute(0, 1, 4, 2, 3)
+            else:
+                views[name] = part.view(len(flat), *shape)
+        return views
+
+    def _flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(K, P) weights holding the (K, *shape) ``params`` in the layout ``_views`` reads, each
+        tensor's part padded with zeros to a multiple of ``ROW_ALIGN_BYTES`` (see ``_padded``)."""
+        parts = [(v.permute(0, 1, 3, 4, 2) if name in self._channels_last else v).detach().reshape(len(v), -1)
+                 for name, v in params.items()]
+        return torch.cat([nn.functional.pad(part, (0, _padded(part.shape[1], part.dtype) - part.shape[1]))
+                          for part in parts], 1)
+
+    def _initial_state(self) -> dict[str, torch.Tensor]:
+        """The optimizer's buffers, made up front so that a step never allocates state.
+        A zero momentum buffer gives torch's first step exactly (0 * momentum + g = g)."""
+        o = self.opt
+        with_momentum = o.momentum or self.momentum_table is not None
+        names = (["momentum"] if o.name == "sgd" and with_momentum else [] if o.name == "sgd"
+                 else ["exp_avg", "exp_avg_sq"])
+        return {name: torch.zeros_like(self.flat) for name in names}
+
+    def _update(self, grad: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor | None) -> None:
+        """torch.optim's update rules on the (K, P) weights, with one LR per trial (row), and one
+        momentum (Adam's beta1) per trial, (K, 1), where some trial cycles it.
+        ``self.step_t`` already counts this step (torch's ``step`` state)."""
+        o, st, p = self.opt, self.state, self.flat
+        with torch.no_grad():
+            g = torch.where(self.alive.unsqueeze(1), grad, 0.0)     # NaN gradients of failed trials go nowhere
+            if self.max_grad_norm is not None:      # each trial's own gradient, as clip_grad_norm_ clips it
+                g = clip_rows(g, self.max_grad_norm)
+            lr = lr.unsqueeze(1)
+            if o.name == "sgd":
+                # torch multiplies float32 buffers by the momentum rounded to float32
+                sgd_([p], [g], [st["momentum"]] if "momentum" in st else [], lr,
+                     momentum=o.momentum if momentum is None else momentum.float(),
+                     nesterov=o.nesterov, weight_decay=o.weight_decay)
+            else:
+                betas = o.betas if momentum is None else (momentum, o.betas[1])
+                adam_([p], [g], [st["exp_avg"]], [st["exp_avg_sq"]], lr, self.step_t.to(exact_dtype(self.device)), betas=betas,
+                      eps=o.eps, weight_decay=o.weight_decay, decoupled=o.name == "adamw")
+
+    # -- per epoch ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, data: ImageData, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean loss and accuracy of every trial still in the batch on ``data``, computed batched
+        (accuracy None for regression targets).
+
+        Default batch: ``EVAL_IMAGE_TRIALS`` images x trials at a time, so that the activations of
+        a forward pass take the same memory at any K (a LeNet image costs about 45 KB of them per
+        trial: 2,000 images at K=50 took 6.3 GB on an H100, and K=200 would take four times that).
+        On a CPU, ``EVAL_IMAGES_CPU`` images: activations that stay in its caches. At K=8 on 2 cores
+        that scores 10,000 images in 4.7-4.9 s instead of 5.3-5.4 s for LeNet and in 8.6-9.1 s
+        instead of 19-23 s for examples/own_model.py's CNN (3 runs each). A batch that runs out of
+        GPU memory is halved until one fits, and that size kept.
+        """
+        batch_size = batch_size or self._eval_batch or eval_batch_size(len(self.index), self.device)
+        while True:
+            try:
+                return self._evaluate(data, batch_size)
+            except torch.cuda.OutOfMemoryError:
+                # A model larger than LeNet (the user's own) has more activations per image than the
+                # default batch assumes: halve it until it fits, and keep that size for the next epochs.
+                if batch_size == 1:
+                    raise
+                batch_size = self._eval_batch = batch_size // 2
+                torch.cuda.empty_cache()
+                log.info("evaluation ran out of GPU memory: %d images per forward pass from now on", batch_size)
+
+    def _evaluate(self, data: ImageData, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        k = len(self.index)
+        loss = torch.zeros(k, device=self.device)
+        correct = torch.zeros(k, device=self.device)
+        self.base.eval()                    # dropout off, batch norm from its running statistics
+        try:
+            for x, y in data.loader(batch_size, shuffle=False, drop_last=False):
+                with self.autocast:
+                    logits = self._forward(self.params, self.buffers, x).float()   # (K, B, C)
+                batch_loss, batch_correct = summed_losses(logits, y)
+                loss += batch_loss
+                if batch_correct is not None:
+                    correct += batch_correct
+        finally:
+            self.base.train()
+        n = len(data)
+        acc = None if is_regression(data.labels) else (correct / n).cpu().numpy()    # regression: no accuracy
+        return (loss / n).cpu().numpy(), acc   # one sync per evaluation
+
+    def end_epoch(self, val: ImageData | None, steps_in_epoch: int) -> None:
+        """Record the epoch's metrics in every live trial's record; mark the failed ones."""
+        train = (self.loss_sum / max(1, steps_in_epoch)).cpu().numpy()
+        alive = self.alive.cpu().numpy()
+        first_bad = self.first_bad.cpu().numpy()
+        self.loss_sum.zero_()
+        val_loss, val_acc = self.evaluate(val) if val is not None else (None, None)
+        for row, k in enumerate(self.index.tolist()):
+            rec = self.records[k]
+            if not alive[row]:
+                if rec.status == "running":
+                    rec.status, rec.failed_at = "failed", int(first_bad[row])
+                continue
+            rec.train_loss.append(float(train[row]))
+            if val_loss is not None:
+                rec.val_loss.append(float(val_loss[row]))
+                if val_acc is not None:                      # regression targets have no accuracy
+                    rec.val_acc.append(float(val_acc[row]))
+        self._refresh_metric_driven()
+
+    def keep(self, keep: list[bool]) -> None:
+        """Drop the trials (rows of the batch) where ``keep`` is False: they leave the batch."""
+        mask = torch.as_tensor(keep, dtype=torch.bool, device=self.device)
+        if bool(mask.all()):
+            return
+        self.flat = self.flat[mask]
+        self.params = self._views(self.flat)
+        self.buffers = self._laid_out({k: v[mask] for k, v in self.buffers.items()})
+        self.state = {k: v[mask] for k, v in self.state.items()}
+        for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
+            setattr(self, name, getattr(self, name)[mask])
+        if self.momentum_table is not None:
+            self.momentum_table = self.momentum_table[mask]
+        self._graph = None                  # the captured step points at the old tensors
+
+    @property
+    def running(self) -> list[int]:
+        """Record indices of the trials still in the batch."""
+        return self.index.tolist()
+
+    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """The weights of trial ``k`` (its index in ``specs``), as a model's state dict."""
+        rows = (self.index == k).nonzero()
+        if not rows.numel():
+            raise KeyError(f"trial {k} has left the batch")
+        row = int(rows[0, 0])
+        return {**{n: v[row].clone() for n, v in self.params.items()},
+                **{n: v[row].clone() for n, v in self.buffers.items()}}
+
+
+def eval_batch_size(trials: int, device: torch.device) -> int:
+    """Images per forward pass of ``FusedTrials.evaluate`` (see there)."""
+    return max(64, EVAL_IMAGE_TRIALS // max(1, trials)) if device.type == "cuda" else EVAL_IMAGES_CPU
+
+
+def _weak_step(engine: FusedTrials) -> Callable[..., None]:
+    """``engine._step`` without a reference to the engine (see ``FusedTrials._losses``)."""
+    ref = weakref.ref(engine)
+    return lambda *inputs: ref()._step(*inputs)
+
+
+def _padded(n: int, dtype: torch.dtype) -> int:
+    """``n`` elements rounded up to a whole number of ``ROW_ALIGN_BYTES``.
+
+    Trained one after another, each trial's tensors reach the kernels as views into its row of the
+    stacked ones. A row of 267 float32 weights put the second trial's at a 4-byte boundary, and on
+    channels-last images cuDNN's batch norm on the H100 then failed ("misaligned address"; the CUDA
+    context is lost for the whole process). Padded rows start every tensor where a fresh
+    allocation would (and the same step ran with them).
+    """
+    per = max(1, ROW_ALIGN_BYTES // dtype.itemsize)
+    return -(-n // per) * per
+
+
+def _aligned_rows(stacked: torch.Tensor) -> torch.Tensor:
+    """The (K, *shape) ``stacked`` copied into padded rows (see ``_padded``), seen as (K, *shape)."""
+    rows = stacked.reshape(len(stacked), -1)
+    n = rows.shape[1]
+    padded = torch.zeros(len(stacked), _padded(n, stacked.dtype), dtype=stacked.dtype, device=stacked.device)
+    padded[:, :n] = rows
+    return padded[:, :n].view(stacked.shape)
+
+
+def _seeded(factory: Callable[[], nn.Module]) -> Callable[[int], nn.Module]:
+    def make(seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return uncompiled(factory(), getattr(factory, "__name__", "given"))
+    return make
+
+
+def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], train: ImageData,
+               val: ImageData | None, *, epochs: int, batch_size: int, base_lr: float,
+               optimizer: OptimizerConfig = OptimizerConfig(), seed: int = 0, same_init: bool = False,
+               on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
+               progress=None, score_on: ImageData | None = None, amp: str | None = None,
+               augment: Callable | None = None, channels_last: bool | None = None,
+               max_grad_norm: float | None = None, fold: bool = True) -> list[TrialRecord]:
+    """Train ``specs`` side by side for ``epochs`` epochs and return their records.
+
+    ``on_epoch(epoch, records, running)`` is called after each epoch's validation, the last one
+    included, with the record indices still running; the indices it returns are pruned and leave
+    the batch (after the last epoch none is: those trials are complete). Without ``val``,
+    metric-driven schedules follow the epoch's training loss. ``progress`` is a tqdm bar advanced
+    once per step. With ``score_on``, the trials that finish are scored on it once at the end.
+    ``amp="bf16"``: forward and backward under bfloat16 autocast. ``augment``: see ``lrfind.data.augment``
+    (training batches only). ``channels_last``, ``fold``: see ``FusedTrials``. ``max_grad_norm``: each
+    trial's gradient clipped to that total norm before every step, as ``clip_grad_norm_`` does.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    loader = train.loader(batch_size, seed=seed, augment=augment)
+    per_epoch = len(loader)
+    engine = FusedTrials(model, specs, base_lr=base_lr, total_steps=epochs * per_epoch,
+                         steps_per_epoch=per_epoch, optimizer=optimizer, device=train.images.device,
+                         same_init=same_init, amp=amp, channels_last=channels_last, max_grad_norm=max_grad_norm,
+                         fold=fold)
+    for epoch in range(epochs):
+        for x, y in loader:
+            engine.step(x, y)
+            if progress is not None:
+                progress.update(1)
+        engine.end_epoch(val, per_epoch)
+        running = [k for k in engine.running if engine.records[k].status == "running"]
+        pruned = set(on_epoch(epoch, engine.records, running)) if on_epoch else set()
+        if epoch == epochs - 1:
+            pruned = set()              # a trial that ran all its epochs is complete, not pruned
+        for k in pruned:
+            engine.records[k].status = "pruned"
+        engine.keep([engine.records[k].status == "running" for k in engine.running])
+        if not engine.running:
+            if progress is not None:
+                progress.update((epochs - epoch - 1) * per_epoch)
+            break
+    finished = [k for k in engine.running if engine.records[k].status == "running"]
+    if score_on is not None and finished:
+        engine.keep([k in finished for k in engine.running])
+        loss, acc = engine.evaluate(score_on)
+        for row, k in enumerate(engine.running):
+            engine.records[k].test_loss = float(loss[row])
+            engine.records[k].test_acc = None if acc is None else float(acc[row])
+    for rec in engine.records:
+        if rec.status == "running":
+            rec.status = "complete"
+    return engine.records

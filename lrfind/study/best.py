@@ -1,0 +1,196 @@
+"""The schedule a study found, for a training run of your own: ``load_best("lrfind_out")``.
+
+A study's trials choose their schedule's parameters relative to the run (fractions of it, final
+factors, whole epochs), so its best trial's choices give the same LR curve, stretched, over a run
+of any length: ``load_best(out).scheduler(optimizer, epochs=30, steps_per_epoch=len(loader))``.
+``best_schedule.py`` is the same schedule written out for the study's own run length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from lrfind._errors import warn_at_users_line
+from lrfind._output import counted
+from lrfind.engine.optimizer import OptimizerConfig
+from lrfind.schedules import Replay, get_schedule, stored_choices
+
+
+class BestFileError(ValueError):
+    """A best.json that cannot be read, or one written before it kept the trial's choices."""
+
+
+@dataclass(frozen=True)
+class TunedSchedule:
+    """The best trial of a study: its schedule, peak LR, optimizer, and the choices that rescale.
+
+    ``lr`` is the schedule's highest LR (the base LR times ``peak_scale``): the optimizer's LR, which
+    the scheduler multiplies by at most 1. ``epochs`` is the run the trials were tuned on.
+    """
+
+    schedule: str
+    lr: float
+    choices: dict[str, Any]            # the trial's Optuna parameters
+    optimizer_config: OptimizerConfig
+    epochs: int                        # the tuned run: epochs x steps_per_epoch optimizer steps
+    steps_per_epoch: int
+    study: str = ""
+    val_acc: float | None = None       # None for regression targets
+    test_acc: float | None = None      # stage 3's mean, when it tested this trial
+    val_loss: float | None = None
+    max_grad_norm: float | None = None  # the study clipped every gradient's norm to this
+
+    def params(self, *, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
+        """The schedule's parameters, in optimizer steps, for a run of ``epochs`` x ``steps_per_epoch``."""
+        for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+            if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        epochs, steps_per_epoch = int(epochs), int(steps_per_epoch)      # numpy's integers too
+        schedule = get_schedule(self.schedule)
+        total = epochs * steps_per_epoch
+        if total < max(schedule.min_total, 2):
+            raise ValueError(f"{self.schedule} needs a run of at least {max(schedule.min_total, 2)} steps, "
+                             f"got {epochs} x {steps_per_epoch}")
+        tuned_total = self.epochs * self.steps_per_epoch
+        choices = stored_choices(self.choices)
+        tuned = schedule.suggest(optuna.trial.FixedTrial(choices), tuned_total, self.steps_per_epoch)
+        inner = tuned_total - (tuned.get("warmup", 0) if schedule.warmup_allowed else 0)   # periods count after it
+        replay = Replay(choices, steps=inner, epochs=inner // self.steps_per_epoch,
+                        steps_per_epoch=self.steps_per_epoch)
+        return schedule.suggest(replay, total, steps_per_epoch)
+
+    def optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
+        """The tuned ``torch.optim`` optimizer over ``params``, at the tuned peak LR (or ``lr``)."""
+        return self.optimizer_config.torch_optimizer(params, lr=self.lr if lr is None else lr)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int):
+        """torch's own scheduler for a run of ``epochs`` x ``steps_per_epoch`` optimizer steps: call
+        ``scheduler.step()`` after every ``optimizer.step()`` (plateau: ``scheduler.step(val_loss)``
+        after every epoch). It multiplies the optimizer's LR: build that with ``self.optimizer`` or at
+        ``lr=self.lr``; a warning says when its largest LR is not the tuned one."""
+        return self._scheduler(optimizer, epochs, steps_per_epoch)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
+        """``scheduler``, warning at the line that called the public method that called this."""
+        params = self.params(epochs=epochs, steps_per_epoch=steps_per_epoch)
+        check_optimizer_lr(optimizer, self.lr)
+        return get_schedule(self.schedule).build(optimizer, epochs * steps_per_epoch, **params)
+
+    def lightning(self, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int,
+                  monitor: str = "val_loss") -> dict[str, Any]:
+        """What a LightningModule's ``configure_optimizers()`` returns to train with this schedule:
+        the optimizer, and the scheduler stepped after every optimizer step (``"interval": "step"``;
+        Lightning's default, once an epoch, would hold a per-step schedule nearly still). A plateau
+        schedule steps after every epoch on the logged metric ``monitor`` instead. ::
+
+            def configure_optimizers(self):
+                best = lrfind.load_best("lrfind_out")
+                optimizer = best.optimizer(self.parameters())
+                epochs = self.trainer.max_epochs      # estimated_stepping_batches: the run's optimizer steps
+                return best.lightning(optimizer, epochs=epochs,
+                                      steps_per_epoch=self.trainer.estimated_stepping_batches // epochs)
+        """
+        from lrfind.rangetest.lightning import scheduler_config
+
+        scheduler = self._scheduler(optimizer, epochs, steps_per_epoch)
+        return scheduler_config(optimizer, scheduler,
+                                monitor=monitor if get_schedule(self.schedule).needs_metric else None)
+
+    def snippet(self, *, epochs: int, steps_per_epoch: int) -> str:
+        """Python that builds the optimizer and torch scheduler for that run, without lrfind."""
+        cfg = self.optimizer_config
+        return get_schedule(self.schedule).snippet(
+            self.lr, epochs * steps_per_epoch, optimizer=cfg.name, momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay, steps_per_epoch=steps_per_epoch, max_grad_norm=self.max_grad_norm,
+            **self.params(epochs=epochs, steps_per_epoch=steps_per_epoch))
+
+    def lrs(self, *, epochs: int, steps_per_epoch: int):
+        """The LR at every optimizer step of that run (numpy); plateau's as if the loss kept improving."""
+        import numpy as np
+
+        total = epochs * steps_per_epoch
+        params = self.params(epochs=epochs, steps_per_epoch=steps_per_epoch)
+        schedule = get_schedule(self.schedule)
+        improving = 0.9 ** np.arange(total // params["interval"] + 1) if schedule.needs_metric else None
+        return self.lr * schedule.factor(np.arange(total), total, metrics=improving, **params)
+
+    def plot(self, *, epochs: int, steps_per_epoch: int, path: str | Path | None = None):
+        """The LR over the tuned run beside the LR over yours (``epochs`` x ``steps_per_epoch``)."""
+        from lrfind.plots.figures import plot_runs
+
+        runs = {f"tuned: {self.epochs} x {self.steps_per_epoch} steps":
+                (self.lrs(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch), self.steps_per_epoch),
+                f"your run: {epochs} x {steps_per_epoch} steps":
+                (self.lrs(epochs=epochs, steps_per_epoch=steps_per_epoch), steps_per_epoch)}
+        note = " (drawn as if the loss kept improving)" if get_schedule(self.schedule).needs_metric else ""
+        return plot_runs(runs, title=f"{self.schedule} peaking at LR {self.lr:.3g}{note}", path=path)
+
+    def __str__(self) -> str:
+        score = (f", {100 * self.val_acc:.2f}% validation" if self.val_acc is not None else
+                 f", validation loss {self.val_loss:.4g}" if self.val_loss is not None else "")
+        score += f", {100 * self.test_acc:.2f}% test" if self.test_acc is not None else ""
+        clipped = f", gradients clipped to norm {self.max_grad_norm:g}" if self.max_grad_norm is not None else ""
+        return (f"{self.schedule} peaking at LR {self.lr:.3g} ({self.optimizer_config.name}{clipped}; "
+                f"tuned on {counted(self.epochs, 'epoch')}{score})")
+
+
+def check_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Warn, at the user's line, when the optimizer's largest LR is not the tuned peak LR that a
+    scheduler multiplies."""
+    top = max(g["lr"] for g in optimizer.param_groups)
+    if not math.isclose(top, lr, rel_tol=0.01):
+        warn_at_users_line(f"the optimizer's LR is {top:.3g}, the tuned peak LR {lr:.3g}: the scheduler "
+                           f"multiplies the optimizer's LR; create it with lr={lr:.3g} (or .optimizer(...))")
+
+
+def load_best(path: str | Path) -> TunedSchedule:
+    """The best schedule of a study, from its ``best.json`` (or the folder holding it: ``--out``)."""
+    path = Path(path)
+    file = path / "best.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        hint = " (it holds a range test only)" if (file.parent / "range_test.json").is_file() else ""
+        raise BestFileError(f"no file {file}{hint}: give the --out folder of `lrfind tune`, or its best.json") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BestFileError(f"{file} is not a best.json of lrfind ({e})") from None
+    return from_best_json(data, file)
+
+
+def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule:
+    """The best schedule from the contents of a best.json (``report.best_json`` of a study)."""
+    if not isinstance(data, dict) or "schedule" not in data:
+        raise BestFileError(f"{source} holds no best schedule (no trial of the study completed, or it is not "
+                            "lrfind's best.json)")
+    if "choices" not in data or data.get("steps_per_epoch") is None:
+        where = Path(source).parent if str(source).endswith(".json") else source
+        raise BestFileError(f"{source} was written by an older lrfind, without the trial's choices: "
+                            f"`lrfind show --out {where}` writes it again")
+    setup = data.get("setup") or {}
+    config = OptimizerConfig.of(setup.get("optimizer", "sgd"), momentum=setup.get("momentum", 0.9),
+                                weight_decay=setup.get("weight_decay", 0.0))
+    test = ((data.get("final") or {}).get("best") or {}).get("test_acc")
+    return TunedSchedule(schedule=data["schedule"], lr=float(data["lr"]), choices=data["choices"],
+                         optimizer_config=config, epochs=int(setup["epochs"]),
+                         steps_per_epoch=int(data["steps_per_epoch"]), study=data.get("study", ""),
+                         val_acc=data.get("val_acc"), test_acc=test, val_loss=data.get("val_loss"),
+                         max_grad_norm=setup.get("max_grad_norm"))
+
+
+def from_study(study: optuna.Study) -> TunedSchedule | None:
+    """The best schedule of a stored study (what its best.json says); None if no trial completed."""
+    from lrfind.study.report import best_json
+
+    data = best_json(study)
+    return from_best_json(data, study.study_name) if "schedule" in data else None
+
+
+__all__ = ["TunedSchedule", "load_best", "BestFileError"]
