@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, engine_epoch_seconds  # noqa: E402
 
 from lrfind.data.augment import flip_crop  # noqa: E402
-from lrfind.data.builtin import ImageData  # noqa: E402
+from lrfind.data.images import ImageData
 from lrfind.models import get_model  # noqa: E402
 
 MODEL = str(Path(__file__).resolve().parents[1] / "examples" / "own_data.py") + ":CifarNet"

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "find_lr": "rangetest.find",
     "OptimizerConfig": "engine.optimizer",
-    "Sweep": "rangetest.find",
+    "Sweep": "rangetest.sweep",
     "RangeTestResult": "rangetest.result",
     "RangeTestWarning": "rangetest.result",
     "compare": "rangetest.comparison",

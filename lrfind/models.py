@@ -9,14 +9,14 @@ each worker of a shared study and each resume builds its models from it afresh.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from lrfind._args import OWN_FUNCTION, unknown
-from lrfind.rangetest.batches import dtype_hint
 from lrfind._errors import message
 from lrfind._imports import callable_name, is_import_path, load_callable
 
@@ -178,3 +178,37 @@ def _classes_hint(labels: torch.Tensor | None) -> str:
     low, high = int(values.min()), int(values.max())
     return (f"; float labels are regression targets, and these are all whole numbers ({low} to {high}): if "
             "they are classes, give them as integers (labels.astype(int), or .long())")
+
+
+def _floats(batch: Any) -> Iterator[torch.Tensor]:
+    """The batch's floating-point tensors, first to last."""
+    if isinstance(batch, torch.Tensor):
+        if batch.is_floating_point():
+            yield batch
+    elif isinstance(batch, (Mapping, list, tuple)):
+        for v in batch.values() if isinstance(batch, Mapping) else batch:
+            yield from _floats(v)
+
+
+def dtype_hint(model: nn.Module | None, batch: Any, *, command_line: bool = False) -> str:
+    """Why a model and its first batch may not fit: weights of another float dtype than the
+    inputs (a model made ``.half()`` for mixed precision, say); "" when they agree. For
+    ``command_line``, whose user gives the model and not the batches, what to do says so."""
+    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
+    inputs = next(_floats(batch[0] if isinstance(batch, (list, tuple)) and batch else batch), None)
+    if weights is None or inputs is None or inputs.dtype == weights:
+        return ""
+    w, x = (str(d).removeprefix("torch.") for d in (weights, inputs.dtype))
+    inputs_are = "data" if command_line else "batch's inputs"
+    said = f"; the model's weights are {w} and the {inputs_are} {x}: "
+    if weights in (torch.float16, torch.bfloat16):
+        amp = "fp16" if weights == torch.float16 else "bf16"
+        if command_line:
+            return said + (f"return the model in {x}, and for mixed precision pass --amp, which computes under "
+                           f"autocast as a mixed-precision training does")
+        return said + (f"for mixed precision keep the model in float32 and pass amp={amp!r} (--amp {amp}), which "
+                       f"computes in {w} under autocast as your training would, or cast the inputs in a step_fn")
+    if command_line:
+        return said + f"return the model in {x}"
+    cast = {torch.float32: "model.float()", torch.float64: "model.double()"}.get(inputs.dtype, f"model.to(torch.{x})")
+    return said + f"make them one dtype ({cast}, or the loader's)"

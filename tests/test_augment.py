@@ -14,7 +14,7 @@ from lrfind import tune
 from lrfind.study import report
 from lrfind.data.augment import AugmentError, check_augment, flip_crop, get_augment, random_crop, random_flip
 from lrfind.cli import main
-from lrfind.data.builtin import DeviceLoader, ImageData
+from lrfind.data.images import DeviceLoader, ImageData
 from lrfind.study.tune import TuneConfig
 
 

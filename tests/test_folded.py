@@ -15,7 +15,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from lrfind.engine import folded as _folded
 from lrfind.engine import folded_rules as _folded_rules
 from lrfind.engine.folded import FoldedForward, NotFoldable
-from lrfind.data.builtin import ImageData
+from lrfind.data.images import ImageData
 from lrfind.models import MLP, LeNet
 from lrfind.engine.trials import FusedTrials, TrialSpec
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import dynamo_modules_after, vmap_imports_dynamo
 from lrfind import get_model, get_schedule
-from lrfind.data.builtin import ImageData
+from lrfind.data.images import ImageData
 from lrfind.models import ModelError
 from lrfind.engine.trials import FusedTrials, OptimizerConfig, TrialSpec, run_trials
 

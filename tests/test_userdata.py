@@ -18,7 +18,7 @@ from lrfind import get_model, load_dataset, tune
 from lrfind.study import storage as _storage
 from lrfind.study import trials as _study
 from lrfind.study import report
-from lrfind.data.builtin import DataSizeError
+from lrfind.data.images import DataSizeError
 from lrfind.cli import main
 from lrfind.data.augment import AugmentError
 from lrfind.models import ModelError

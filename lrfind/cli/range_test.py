@@ -69,10 +69,11 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
 
     from lrfind._imports import short_name
     from lrfind.engine.update import check_max_grad_norm
-    from lrfind.data.builtin import DataSizeError, check_batch_fits, data_line
+    from lrfind.data.images import DataSizeError, check_batch_fits, data_line
     from lrfind.data.losses import is_regression, task_loss
     from lrfind.engine.optimizer import OptimizerConfig
-    from lrfind.rangetest.find import Sweep, find_lr
+    from lrfind.rangetest.find import find_lr
+    from lrfind.rangetest.sweep import Sweep
 
     sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
     try:

@@ -128,7 +128,8 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
         raise UserError(option_message(e)) from None
     import torch
 
-    from lrfind.data.builtin import CorruptDataError, DataNotFoundError, DataSizeError
+    from lrfind.data.builtin import CorruptDataError, DataNotFoundError
+    from lrfind.data.images import DataSizeError
     from lrfind.models import ModelError
     from lrfind.data.augment import AugmentError
     from lrfind.data.user import DataSetError

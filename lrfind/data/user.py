@@ -34,7 +34,7 @@ import torch
 
 from lrfind._errors import message
 from lrfind._imports import a, callable_name, load_callable
-from lrfind.data.builtin import ImageData
+from lrfind.data.images import ImageData
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,26 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils import _pytree as pytree
 
-if TYPE_CHECKING:
-    from lrfind.engine.folded import _Run
+class Run(Protocol):
+    """What a rule needs of the forward call it runs in (``folded.FoldedForward``'s): the number of
+    trials, the trials' weights, and the conversions between layouts."""
+
+    k: int
+
+    def stacked(self, v: Any) -> torch.Tensor: ...
+
+    def folded(self, v: Any) -> "Folded": ...
+
+    def shape(self, v: Any) -> tuple[int, ...]: ...
+
+    def weight(self, module: str, name: str) -> torch.Tensor | None: ...
 
 
 class NotFoldable(Exception):
@@ -61,7 +72,7 @@ def method(name: str) -> Callable[..., Any]:
 
 
 # -- rules: each returns the node's value, or NotImplemented to run it under vmap ---------------------
-def _conv(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
+def _conv(run: Run, m: nn.Module, target: str, x: Any) -> Any:
     dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(m)]
     if m.padding_mode != "zeros" or len(run.shape(x)) != dims + 2 or run.shape(x)[1] != m.in_channels:
         return NotImplemented
@@ -78,7 +89,7 @@ def _conv(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
     return Folded(conv(run.folded(x).t, w, bias, m.stride, m.padding, m.dilation, run.k * m.groups), out)
 
 
-def _batch_norm(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
+def _batch_norm(run: Run, m: nn.Module, target: str, x: Any) -> Any:
     dims = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}[type(m)]
     if not isinstance(x, Folded) or x.t.dim() not in dims or x.c != m.num_features:
         return NotImplemented
@@ -98,7 +109,7 @@ def _batch_norm(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
                                m.momentum or 0.0, m.eps), x.c)
 
 
-def _group_norm(run: _Run, m: nn.GroupNorm, target: str, x: Any) -> Any:
+def _group_norm(run: Run, m: nn.GroupNorm, target: str, x: Any) -> Any:
     """Trial k's G groups of C/G channels are groups k*G to (k+1)*G - 1 of the folded channels."""
     if not isinstance(x, Folded) or x.c != m.num_channels:
         return NotImplemented
@@ -107,7 +118,7 @@ def _group_norm(run: _Run, m: nn.GroupNorm, target: str, x: Any) -> Any:
     return Folded(F.group_norm(x.t, run.k * m.num_groups, weight, bias, m.eps), x.c)
 
 
-def _linear(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
+def _linear(run: Run, m: nn.Module, target: str, x: Any) -> Any:
     w, bias = run.weight(target, "weight"), run.weight(target, "bias")
     if run.shape(x)[-1:] != (m.in_features,):
         return NotImplemented
@@ -123,7 +134,7 @@ def _linear(run: _Run, m: nn.Module, target: str, x: Any) -> Any:
     return NotImplemented
 
 
-def _per_element(run: _Run, fn: Callable[..., Any], elementwise: bool, x: Any, *args: Any, **kwargs: Any) -> Any:
+def _per_element(run: Run, fn: Callable[..., Any], elementwise: bool, x: Any, *args: Any, **kwargs: Any) -> Any:
     """An operator that treats every channel alone (pooling), or every element (``elementwise``)."""
     if any(isinstance(a, (torch.Tensor, *TRIAL)) for a in pytree.tree_leaves((args, kwargs))):
         return NotImplemented
@@ -151,7 +162,7 @@ _ELEMENTWISE_METHODS = ("relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", 
                         "bfloat16")
 
 
-def _module_per_element(run: _Run, m: nn.Module, target: str, x: Any, *args: Any, **kwargs: Any) -> Any:
+def _module_per_element(run: Run, m: nn.Module, target: str, x: Any, *args: Any, **kwargs: Any) -> Any:
     return _per_element(run, m, isinstance(m, _ELEMENTWISE_MODULES), x, *args, **kwargs)
 
 
@@ -159,7 +170,7 @@ def _function_per_element(fn: Callable[..., Any], elementwise: bool) -> Callable
     return lambda run, x, *args, **kwargs: _per_element(run, fn, elementwise, x, *args, **kwargs)
 
 
-def _flatten(run: _Run, x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
+def _flatten(run: Run, x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     n = len(run.shape(x))
     start, end = start_dim % n, end_dim % n
     if isinstance(x, torch.Tensor):
@@ -173,11 +184,11 @@ def _flatten(run: _Run, x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     return NotImplemented
 
 
-def _flatten_module(run: _Run, m: nn.Flatten, target: str, x: Any) -> Any:
+def _flatten_module(run: Run, m: nn.Flatten, target: str, x: Any) -> Any:
     return _flatten(run, x, m.start_dim, m.end_dim)
 
 
-def _reshape(run: _Run, x: Any, *shape: Any) -> Any:
+def _reshape(run: Run, x: Any, *shape: Any) -> Any:
     """A trial's reshape. Of a folded activation that keeps its batch axis: still folded, for each
     sample's K blocks of a trial's elements stay K blocks (``x.view(n, g, c // g, h, w)``)."""
     if not isinstance(x, TRIAL):
@@ -200,7 +211,7 @@ def _reshape(run: _Run, x: Any, *shape: Any) -> Any:
     return Stacked(run.stacked(x).reshape(run.k, *shape))
 
 
-def _permuted(run: _Run, x: Folded, order: list[int]) -> Any:
+def _permuted(run: Run, x: Folded, order: list[int]) -> Any:
     """A trial's axes in ``order`` (its batch axis first), folded again: a copy where the channel
     axis moves."""
     if order == list(range(len(order))):
@@ -210,7 +221,7 @@ def _permuted(run: _Run, x: Folded, order: list[int]) -> Any:
     return Folded.joined(x.by_trial().permute(0, 1, *[i + 1 for i in order[1:]]))
 
 
-def _transpose(run: _Run, x: Any, dim0: int, dim1: int) -> Any:
+def _transpose(run: Run, x: Any, dim0: int, dim1: int) -> Any:
     if not isinstance(x, Folded) or not isinstance(dim0, int) or not isinstance(dim1, int):
         return NotImplemented
     n = x.t.dim()
@@ -219,7 +230,7 @@ def _transpose(run: _Run, x: Any, dim0: int, dim1: int) -> Any:
     return _permuted(run, x, order) if order[0] == 0 else NotImplemented
 
 
-def _permute(run: _Run, x: Any, *dims: Any) -> Any:
+def _permute(run: Run, x: Any, *dims: Any) -> Any:
     dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     if not isinstance(x, Folded) or len(dims) != x.t.dim() or not all(isinstance(d, int) for d in dims):
         return NotImplemented
@@ -228,7 +239,7 @@ def _permute(run: _Run, x: Any, *dims: Any) -> Any:
 
 
 def _binary(op: Callable[..., Any]) -> Callable[..., Any]:
-    def rule(run: _Run, a: Any, b: Any, **kwargs: Any) -> Any:
+    def rule(run: Run, a: Any, b: Any, **kwargs: Any) -> Any:
         if kwargs:
             return NotImplemented
         if isinstance(b, (int, float)) and isinstance(a, TRIAL):
@@ -247,7 +258,7 @@ def _binary(op: Callable[..., Any]) -> Callable[..., Any]:
     return rule
 
 
-def _aligned(run: _Run, x: Folded, v: Any) -> torch.Tensor | None:
+def _aligned(run: Run, x: Folded, v: Any) -> torch.Tensor | None:
     """The other operand of an elementwise operation with a folded activation, as a tensor that
     broadcasts against it trial for trial: a folded activation of as many channels (a residual
     connection, a squeeze-and-excitation's scale), or a value per channel; None for any other."""
@@ -256,7 +267,7 @@ def _aligned(run: _Run, x: Folded, v: Any) -> torch.Tensor | None:
     return _per_channel(run, x, v)
 
 
-def _per_channel(run: _Run, x: Folded, v: Any) -> torch.Tensor | None:
+def _per_channel(run: Run, x: Folded, v: Any) -> torch.Tensor | None:
     """A trial value that broadcasts against a folded activation without mixing its batch, a
     parameter of shape (C, 1, 1) say, as the folded (1, K*C, ...) tensor; None for any other."""
     shape = run.shape(v)
@@ -269,7 +280,7 @@ def _per_channel(run: _Run, x: Folded, v: Any) -> torch.Tensor | None:
     return v.t.reshape(run.k, shape[1], *rest).expand(run.k, x.c, *rest).reshape(1, run.k * x.c, *rest)
 
 
-def _cat(run: _Run, tensors: Any, dim: int = 0) -> Any:
+def _cat(run: Run, tensors: Any, dim: int = 0) -> Any:
     if not tensors or not all(isinstance(v, TRIAL) for v in tensors):
         return NotImplemented
     n = len(run.shape(tensors[0]))
@@ -283,7 +294,7 @@ def _cat(run: _Run, tensors: Any, dim: int = 0) -> Any:
     return Stacked(torch.cat([run.stacked(v) for v in tensors], dim + 1))
 
 
-def _getattr(run: _Run, x: Any, name: str) -> Any:
+def _getattr(run: Run, x: Any, name: str) -> Any:
     if not isinstance(x, TRIAL):
         return NotImplemented
     if name == "shape":
@@ -297,7 +308,7 @@ def _getattr(run: _Run, x: Any, name: str) -> Any:
 
 def _reduce(name: str) -> Callable[..., Any]:
     """``x.mean((2, 3))`` and the like over a folded activation's spatial axes: still folded."""
-    def rule(run: _Run, x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) -> Any:
+    def rule(run: Run, x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) -> Any:
         if not isinstance(x, Folded) or dim is None or kwargs:
             return NotImplemented
         dims = [d % x.t.dim() for d in ((dim,) if isinstance(dim, int) else dim)]
@@ -307,7 +318,7 @@ def _reduce(name: str) -> Callable[..., Any]:
     return rule
 
 
-def _stochastic_depth(run: _Run, x: Any, p: float, mode: str, training: bool = True) -> Any:
+def _stochastic_depth(run: Run, x: Any, p: float, mode: str, training: bool = True) -> Any:
     """torchvision's stochastic depth (EfficientNet, ConvNeXt): each trial draws its own rows (or
     its own one draw, ``mode="batch"``). Under vmap it fails: its noise is an unbatched tensor."""
     if not isinstance(x, TRIAL) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0 or mode not in ("row", "batch"):
@@ -325,7 +336,7 @@ def _stochastic_depth(run: _Run, x: Any, p: float, mode: str, training: bool = T
     return Folded.joined(x.by_trial() * noise.movedim(0, 1))
 
 
-def _getitem(run: _Run, x: Any, index: Any) -> Any:
+def _getitem(run: Run, x: Any, index: Any) -> Any:
     """An item of a tuple, list or dict (of trial values or not); ``h[:, :8]`` or ``h[..., 1:]``
     of a folded activation, by slices that keep the whole batch. Other indexing goes to vmap."""
     if isinstance(x, (tuple, list, dict, torch.Size)):
@@ -345,7 +356,7 @@ def _getitem(run: _Run, x: Any, index: Any) -> Any:
     return Folded.joined(x.by_trial()[(whole, whole, *index[1:])])
 
 
-def _expand(run: _Run, x: Any, *sizes: Any) -> Any:
+def _expand(run: Run, x: Any, *sizes: Any) -> Any:
     """``h.expand(-1, -1, -1, 26)``: per trial, as each trial's activation would be expanded."""
     sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
     if not isinstance(x, TRIAL) or not all(isinstance(n, int) for n in sizes) or len(sizes) != len(run.shape(x)):
@@ -359,7 +370,7 @@ def _expand(run: _Run, x: Any, *sizes: Any) -> Any:
 
 def _split(name: str) -> Callable[..., Any]:
     """``h.chunk(2, 1)``, ``torch.split(h, 8, dim=1)``: each part of a folded activation folded."""
-    def rule(run: _Run, x: Any, size: Any, dim: int = 0) -> Any:
+    def rule(run: Run, x: Any, size: Any, dim: int = 0) -> Any:
         if not isinstance(x, Folded):
             return NotImplemented
         dim %= x.t.dim()
@@ -374,7 +385,7 @@ def _split(name: str) -> Callable[..., Any]:
 def _in_place(name: str) -> Callable[..., Any]:
     """An elementwise method that writes into its tensor (``h.relu_()``, ``h.add_(g)``), applied to
     the folded or stacked tensor itself, so that the nodes reading ``h`` afterwards see it."""
-    def rule(run: _Run, x: Any, *args: Any, **kwargs: Any) -> Any:
+    def rule(run: Run, x: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(x, TRIAL) or any(isinstance(a, (torch.Tensor, *TRIAL)) for a in pytree.tree_leaves(kwargs)):
             return NotImplemented
         if all(isinstance(a, (int, float, bool)) for a in args):
@@ -394,12 +405,12 @@ def _in_place(name: str) -> Callable[..., Any]:
     return rule
 
 
-def _size(run: _Run, x: Any, dim: int | None = None) -> Any:
+def _size(run: Run, x: Any, dim: int | None = None) -> Any:
     shape = torch.Size(run.shape(x))
     return shape if dim is None else shape[dim]
 
 
-def _contiguous(run: _Run, x: Any, *args: Any, **kwargs: Any) -> Any:
+def _contiguous(run: Run, x: Any, *args: Any, **kwargs: Any) -> Any:
     return Folded(x.t.contiguous(), x.c) if isinstance(x, Folded) else x
 
 

@@ -34,7 +34,7 @@ from lrfind._errors import message
 from lrfind.engine.folded import FoldedForward, NotFoldable
 from lrfind.engine.graph import CapturedStep
 from lrfind.engine.update import adam_, check_max_grad_norm, clip_rows, sgd_
-from lrfind.data.builtin import ImageData
+from lrfind.data.images import ImageData
 from lrfind.data.losses import is_regression, summed_losses, task_loss
 from lrfind.models import ModelError, get_model, uncompiled
 from lrfind.engine.optimizer import OptimizerConfig

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lrfind._errors import Explained, ExplainedValueError
+from lrfind.models import dtype_hint
 
 StepFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -192,40 +193,6 @@ class Batches:
                               f"a {type(self.loader).__name__}, used up by one pass. Pass something that can be "
                               f"iterated again (a DataLoader, a list of batches) or num_iter <= {self.count}")
         return ValueError(f"the loader ran out after {self.count} batches and yielded none when started again")
-
-
-def _floats(batch: Any) -> Iterator[torch.Tensor]:
-    """The batch's floating-point tensors, first to last."""
-    if isinstance(batch, torch.Tensor):
-        if batch.is_floating_point():
-            yield batch
-    elif isinstance(batch, (Mapping, list, tuple)):
-        for v in batch.values() if isinstance(batch, Mapping) else batch:
-            yield from _floats(v)
-
-
-def dtype_hint(model: nn.Module | None, batch: Any, *, command_line: bool = False) -> str:
-    """Why a model and its first batch may not fit: weights of another float dtype than the
-    inputs (a model made ``.half()`` for mixed precision, say); "" when they agree. For
-    ``command_line``, whose user gives the model and not the batches, what to do says so."""
-    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
-    inputs = next(_floats(batch[0] if isinstance(batch, (list, tuple)) and batch else batch), None)
-    if weights is None or inputs is None or inputs.dtype == weights:
-        return ""
-    w, x = (str(d).removeprefix("torch.") for d in (weights, inputs.dtype))
-    inputs_are = "data" if command_line else "batch's inputs"
-    said = f"; the model's weights are {w} and the {inputs_are} {x}: "
-    if weights in (torch.float16, torch.bfloat16):
-        amp = "fp16" if weights == torch.float16 else "bf16"
-        if command_line:
-            return said + (f"return the model in {x}, and for mixed precision pass --amp, which computes under "
-                           f"autocast as a mixed-precision training does")
-        return said + (f"for mixed precision keep the model in float32 and pass amp={amp!r} (--amp {amp}), which "
-                       f"computes in {w} under autocast as your training would, or cast the inputs in a step_fn")
-    if command_line:
-        return said + f"return the model in {x}"
-    cast = {torch.float32: "model.float()", torch.float64: "model.double()"}.get(inputs.dtype, f"model.to(torch.{x})")
-    return said + f"make them one dtype ({cast}, or the loader's)"
 
 
 @contextlib.contextmanager

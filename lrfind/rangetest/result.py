@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 from lrfind.rangetest import suggest as _suggest
 from lrfind._args import check_positive
 from lrfind._files import write_whole
+from lrfind.rangetest.sweep import Sweep
 
 
 class RangeTestWarning(UserWarning):
@@ -197,10 +198,6 @@ class RangeTestResult:
 
     def other_curves(self) -> list[tuple[np.ndarray, np.ndarray, bool]]:
         """``(lrs, smoothed losses, shallow)`` of every repeat but the one in ``losses``, for the plot."""
-        from dataclasses import fields
-
-        from lrfind.rangetest.find import Sweep  # here: rangetest imports this module
-
         shallow = set(self.shallow)
         others = [(raw, i in shallow) for i, raw in enumerate(self.seed_losses) if i != self.curve_index]
         lrs = self.lrs

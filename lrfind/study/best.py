@@ -17,11 +17,13 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial
 
 from lrfind._errors import warn_at_users_line
 from lrfind._output import counted
 from lrfind.engine.optimizer import OptimizerConfig
 from lrfind.schedules import Replay, get_schedule, stored_choices
+from lrfind.study import trials as _study
 
 
 class BestFileError(ValueError):
@@ -166,7 +168,7 @@ def load_best(path: str | Path) -> TunedSchedule:
 
 
 def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule:
-    """The best schedule from the contents of a best.json (``report.best_json`` of a study)."""
+    """The best schedule from the contents of a best.json (``best_json`` of a study)."""
     if not isinstance(data, dict) or "schedule" not in data:
         raise BestFileError(f"{source} holds no best schedule (no trial of the study completed, or it is not "
                             "lrfind's best.json)")
@@ -187,10 +189,61 @@ def from_best_json(data: Any, source: Path | str = "best.json") -> TunedSchedule
 
 def from_study(study: optuna.Study) -> TunedSchedule | None:
     """The best schedule of a stored study (what its best.json says); None if no trial completed."""
-    from lrfind.study.report import best_json
-
     data = best_json(study)
     return from_best_json(data, study.study_name) if "schedule" in data else None
+
+
+# -- best.json: what a study found, written by the report, read by load_best and lrfind show --------------
+def final_of(study: optuna.Study, best: FrozenTrial | None, seeds: int | None = None) -> dict[str, Any]:
+    """Stage 3's stored results, if they are the current best trial's: trials added later by a run
+    without stage 3 (``--no-final``, a worker of a shared study) may have found a better one. With
+    ``seeds``, only results of that many seeds: what a rerun or another worker may take as its own."""
+    final = study.user_attrs.get("final") or {}
+    if best is None or final.get("best", {}).get("trial") != best.number:
+        return {}
+    if seeds is not None and final.get("setup", {}).get("seeds") != seeds:
+        return {}
+    return final
+
+
+def best_json(study: optuna.Study) -> dict[str, Any]:
+    """What best.json holds: the best schedule and its scores, the constant's, stage 3's results."""
+    best = _study.best(study)
+    final = final_of(study, best)
+    out: dict[str, Any] = {"study": study.study_name, "base_lr": study.user_attrs.get("base_lr"),
+                           "base_lr_source": study.user_attrs.get("base_lr_source"),
+                           "setup": study.user_attrs.get("lrfind_setup"), "trials": len(_study.finished(study))}
+    if study.user_attrs.get("data"):
+        out["data"] = study.user_attrs["data"]                       # what the trials trained on
+    if study.user_attrs.get("stopped_by_timeout"):
+        out["stopped_by_timeout"] = study.user_attrs["stopped_by_timeout"]
+    if study.user_attrs.get("given_up"):
+        out["given_up"] = study.user_attrs["given_up"]          # trials cut short too often, not run again   # fewer trials than asked for
+    if best is not None:
+        out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
+                   peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
+                   trial=best.number, val_acc=_study.val_acc(best, study),
+                   val_loss=_study.val_loss(best), metric=_study.metric_of(study),
+                   choices=best.params, steps_per_epoch=_steps_per_epoch(study),  # for load_best
+                   val_acc_per_epoch=best.user_attrs.get("val_acc"))
+    constant = _study.constant_baseline(study)
+    if constant is not None:
+        out["constant"] = {"trial": constant.number, "val_acc": _study.val_acc(constant, study),
+                           "val_loss": _study.val_loss(constant)}
+    if final:
+        out["final"] = final
+    if study.user_attrs.get("seconds"):
+        out["seconds"] = study.user_attrs["seconds"]                 # stage wall times of the last run
+    if study.user_attrs.get("peak_gpu_bytes"):
+        out["peak_gpu_bytes"] = study.user_attrs["peak_gpu_bytes"]   # of the last run of this study
+    return out
+
+
+def _steps_per_epoch(study: optuna.Study) -> int | None:
+    """The search's steps per epoch (studies stored before lrfind kept it: its steps over its epochs)."""
+    attrs = study.user_attrs
+    epochs = (attrs.get("lrfind_setup") or {}).get("epochs")
+    return attrs.get("steps_per_epoch") or (attrs["steps"] // epochs if "steps" in attrs and epochs else None)
 
 
 __all__ = ["TunedSchedule", "load_best", "BestFileError"]

@@ -56,7 +56,8 @@ from lrfind.rangetest.result import RangeTestResult
 from lrfind.schedules import get_schedule, stored_choices
 from lrfind.engine.trials import TrialSpec
 from lrfind.study.best import check_optimizer_lr
-from lrfind.study.tune import Searched, TuneInterrupted, TuneResult, _interrupted_says, _spec
+from lrfind.study.spec import StudySpec
+from lrfind.study.tune import TuneInterrupted, TuneResult, _interrupted_says, _spec
 
 
 class TrialDiverged(ArithmeticError):
@@ -64,7 +65,7 @@ class TrialDiverged(ArithmeticError):
 
 
 @dataclass(frozen=True)
-class LoopConfig(Searched):
+class LoopConfig(StudySpec):
     """What a ``tune_loop`` study is made of; the fields that shape its search are stored with it."""
 
     train: str                                   # the training function's name (module:function)

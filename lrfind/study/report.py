@@ -17,10 +17,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lrfind.study import trials as _study
+from lrfind.study.best import best_json, final_of, from_study
 from lrfind._duration import duration_text
 from lrfind._files import write_whole
 from lrfind._output import counted
-from lrfind.data.builtin import data_line
+from lrfind.data.images import data_line
 from lrfind.rangetest.result import describe_sweeps
 from lrfind.schedules import params_text
 
@@ -78,18 +79,6 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
                 + (f"; and {twins} repeat{'s' if twins != 1 else ''} of a finished trial's choices, scored as it "
                    "without running" if twins else ""))
     return "\n".join(rows)
-
-
-def final_of(study: optuna.Study, best: FrozenTrial | None, seeds: int | None = None) -> dict[str, Any]:
-    """Stage 3's stored results, if they are the current best trial's: trials added later by a run
-    without stage 3 (``--no-final``, a worker of a shared study) may have found a better one. With
-    ``seeds``, only results of that many seeds: what a rerun or another worker may take as its own."""
-    final = study.user_attrs.get("final") or {}
-    if best is None or final.get("best", {}).get("trial") != best.number:
-        return {}
-    if seeds is not None and final.get("setup", {}).get("seeds") != seeds:
-        return {}
-    return final
 
 
 def _base_lr_source(source: str, range_test: dict[str, Any]) -> str:
@@ -231,43 +220,9 @@ def _conclusion(study: optuna.Study, b: dict[str, Any], c: dict[str, Any], key: 
             f"{len(gains)}): a small or uncertain gain")
 
 
-def best_json(study: optuna.Study) -> dict[str, Any]:
-    best = _study.best(study)
-    final = final_of(study, best)
-    out: dict[str, Any] = {"study": study.study_name, "base_lr": study.user_attrs.get("base_lr"),
-                           "base_lr_source": study.user_attrs.get("base_lr_source"),
-                           "setup": study.user_attrs.get("lrfind_setup"), "trials": len(_study.finished(study))}
-    if study.user_attrs.get("data"):
-        out["data"] = study.user_attrs["data"]                       # what the trials trained on
-    if study.user_attrs.get("stopped_by_timeout"):
-        out["stopped_by_timeout"] = study.user_attrs["stopped_by_timeout"]
-    if study.user_attrs.get("given_up"):
-        out["given_up"] = study.user_attrs["given_up"]          # trials cut short too often, not run again   # fewer trials than asked for
-    if best is not None:
-        out.update(schedule=best.user_attrs.get("schedule"), params=best.user_attrs.get("params"),
-                   peak_scale=best.user_attrs.get("peak_scale", 1.0), lr=_study.peak_lr(study, best),
-                   trial=best.number, val_acc=_study.val_acc(best, study),
-                   val_loss=_study.val_loss(best), metric=_study.metric_of(study),
-                   choices=best.params, steps_per_epoch=_steps_per_epoch(study),  # for load_best
-                   val_acc_per_epoch=best.user_attrs.get("val_acc"))
-    constant = _study.constant_baseline(study)
-    if constant is not None:
-        out["constant"] = {"trial": constant.number, "val_acc": _study.val_acc(constant, study),
-                           "val_loss": _study.val_loss(constant)}
-    if final:
-        out["final"] = final
-    if study.user_attrs.get("seconds"):
-        out["seconds"] = study.user_attrs["seconds"]                 # stage wall times of the last run
-    if study.user_attrs.get("peak_gpu_bytes"):
-        out["peak_gpu_bytes"] = study.user_attrs["peak_gpu_bytes"]   # of the last run of this study
-    return out
-
-
 def snippet(study: optuna.Study) -> str | None:
     """Python that builds the winning optimizer and torch scheduler for the stored setup, for stage 3's
     run on the whole training set when it tested the best trial (else the search's run)."""
-    from lrfind.study.best import from_study
-
     tuned = from_study(study)
     if tuned is None:
         return None
@@ -283,13 +238,6 @@ def snippet(study: optuna.Study) -> str | None:
               f"# for {run}, {counted(tuned.epochs, 'epoch')} = {total} steps.\n"
               f"# For a run of another length: lrfind show --epochs N --steps-per-epoch M, or lrfind.load_best.\n")
     return header + tuned.snippet(epochs=tuned.epochs, steps_per_epoch=total // tuned.epochs)
-
-
-def _steps_per_epoch(study: optuna.Study) -> int | None:
-    """The search's steps per epoch (studies stored before lrfind kept it: its steps over its epochs)."""
-    attrs = study.user_attrs
-    epochs = (attrs.get("lrfind_setup") or {}).get("epochs")
-    return attrs.get("steps_per_epoch") or (attrs["steps"] // epochs if "steps" in attrs and epochs else None)
 
 
 def snippet_steps(study: optuna.Study) -> int:

@@ -24,11 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 from lrfind._errors import first_line
 from lrfind.study.storage import StudyError, claim_lock, connect, default_storage, describe
 from lrfind.schedules import get_schedule
+from lrfind.study.spec import StudySpec
 
 if TYPE_CHECKING:
     from lrfind.rangetest.result import RangeTestResult
     from lrfind.engine.trials import TrialRecord
-    from lrfind.study.tune import TuneConfig
 
 log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"   # who ran a trial, in its user_attrs
@@ -255,7 +255,7 @@ def _differs(key: str, there: Any, here: Any) -> str:
     return f"{key} {there!r} there, {here!r} here"
 
 
-def open_study(cfg: "TuneConfig", out: Path) -> optuna.Study:
+def open_study(cfg: StudySpec, out: Path) -> optuna.Study:
     """Create or resume the study; refuse one that exists with another setup, before any write."""
     if cfg.storage is None:
         out.mkdir(parents=True, exist_ok=True)

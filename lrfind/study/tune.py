@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,22 +29,22 @@ import torch
 from lrfind.study import search as _search_loop
 from lrfind.study import storage as _storage
 from lrfind.study import trials as _study
+from lrfind.study.spec import StudySpec
 from lrfind.study import report
 from lrfind._args import COUNTS, check_counts, check_names, check_positive, unknown
 from lrfind._device import on_device, resolve_device
 from lrfind._duration import timeout_seconds
 from lrfind._imports import callable_name
-from lrfind._output import counted, progress_bar
+from lrfind._output import progress_bar
 from lrfind.study.painter import Painter
 from lrfind.engine.update import check_max_grad_norm
 from lrfind.data.augment import Augment, AugmentError, check_augment, get_augment
-from lrfind.data.builtin import (DataSizeError, ImageData, check_batch_fits, check_dataset, is_user_dataset,
-    load_dataset)
+from lrfind.data.builtin import check_dataset, is_user_dataset, load_dataset
+from lrfind.data.images import DataSizeError, ImageData, check_batch_fits
 from lrfind.models import check_fits, get_model, is_builtin, model_name
 from lrfind.rangetest.find import find_lr
 from lrfind.rangetest.result import RangeTestResult
-from lrfind.schedules import SCHEDULES, Schedule, get_schedule, stored_choices
-from lrfind.engine.optimizer import OptimizerConfig
+from lrfind.schedules import get_schedule, stored_choices
 from lrfind.engine.trials import TrialRecord, TrialSpec, run_trials
 from lrfind.data.losses import is_regression, task_loss
 from lrfind.data.user import DataSetError, dataset_name, describe as describe_dataset, given_name
@@ -56,61 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Searched:
-    """What a study's config says about its search, for ``tune``'s and ``tune_loop``'s alike: the
-    schedules (``schedules``) and the optimizer (``optimizer``, ``momentum``, ``weight_decay``)."""
-
-    schedules: tuple[str, ...] | None
-    optimizer: str
-    momentum: float
-    weight_decay: float | None
-    epochs: int
-    out: str
-
-    def check_out(self) -> None:
-        """``out`` names a folder: an empty one would mean the current folder (an unset variable, most often)."""
-        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
-            raise ValueError(f"out must name the folder for the study and its report, got {self.out!r}")
-
-    @property
-    def choices(self) -> list[str]:
-        """The schedules searched; the constant baseline is always among them. By default every
-        schedule that the run leaves room for (plateau needs three epochs, one-cycle four steps)."""
-        chosen = list(self.schedules) if self.schedules else \
-            [n for n, s in SCHEDULES.items() if self._no_room(s) is None]
-        return ["constant"] + [n for n in dict.fromkeys(chosen) if n != "constant"]
-
-    def check_schedules(self) -> None:
-        """Each schedule named exists (an unknown name lists the choices) and has the run it needs;
-        an empty list is a mistake (an unset shell variable, say), not a wish for every schedule."""
-        if self.schedules is not None and not self.schedules:
-            raise ValueError("schedules is empty: name the schedules to search (say, cosine,onecycle; "
-                             "`lrfind schedules` lists them), or leave it out (None) for every one")
-        for name in self.schedules or ():
-            why = self._no_room(get_schedule(name))
-            if why is not None:
-                raise ValueError(why)
-
-    def _no_room(self, schedule: Schedule) -> str | None:
-        """Why the run is too short for ``schedule``, or None. Its steps are known to ``tune_loop``
-        (``steps_per_epoch``), not to ``tune`` before it reads the data."""
-        name = schedule.name
-        if self.epochs < schedule.min_epochs:
-            return (f"epochs {self.epochs} is too few for {name}, which needs {schedule.min_epochs}: "
-                    f"{schedule.min_epochs_why}; train more epochs or leave {name} out")
-        per_epoch = getattr(self, "steps_per_epoch", None)
-        if per_epoch is not None and self.epochs * per_epoch < schedule.min_total:
-            return (f"{name} needs a run of at least {schedule.min_total} steps, got "
-                    f"{counted(self.epochs, 'epoch')} of {per_epoch}; train more steps or leave {name} out")
-        return None
-
-    @property
-    def optimizer_config(self) -> OptimizerConfig:
-        return OptimizerConfig.of(self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay)
-
-
 @dataclass(frozen=True)
-class TuneConfig(Searched):
+class TuneConfig(StudySpec):
     """Everything a study is made of. Fields that shape the search space are stored with the study,
     and a resumed study must match them."""
 
