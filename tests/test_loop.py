@@ -265,9 +265,9 @@ def test_a_loss_study_minimises_and_a_plain_return_is_enough(tmp_path) -> None:
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert result.best is not None and json.loads((tmp_path / "best.json").read_text())["trial"] == 2
     assert result.study.trials[2].user_attrs["val_loss"] == [pytest.approx(1 / 3)]     # for the figures
-    from lrfind.plots.figures import _loss_label
+    from lrfind.study.figures import loss_label
 
-    assert _loss_label(result.study) == "validation loss (your loop's)"        # not lrfind's cross-entropy
+    assert loss_label(result.study) == "validation loss (your loop's)"        # not lrfind's cross-entropy
 
 
 def test_small_losses_keep_their_digits_in_the_report(tmp_path) -> None:
@@ -451,9 +451,9 @@ def test_twins_do_not_count_but_at_most_trials_of_them_are_taken(tmp_path, caplo
     twins = [t for t in again.trials if "duplicate_of" in t.user_attrs]
     assert calls == [0] and len(twins) == 2                # it stopped asking: no endless loop
     assert "stopped after 1 runs of 2: the sampler asked 2 times for schedules already run" in caplog.text
-    from lrfind.plots.figures import _top
+    from lrfind.study.figures import top_trials
 
-    assert [t.number for t in _top(again, 6)] == [0]       # the LR figure draws trial 0's curve once
+    assert [t.number for t in top_trials(again, 6)] == [0]       # the LR figure draws trial 0's curve once
 
 
 def test_find_lrs_result_as_the_base_lr_brings_its_curve_and_sweeps_into_the_report(tmp_path) -> None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from matplotlib.collections import PathCollection
 
 from lrfind import load_best, tune, tune_loop
-from lrfind.plots import figures as plots
+from lrfind.study import figures as plots
 from lrfind.cli import main
 from lrfind.models import LeNet, MLP
 
@@ -108,3 +108,28 @@ def test_the_range_tests_bar_writes_plain_lines_where_stderr_is_not_a_terminal(c
     find_lr(torch.nn.Linear(4, 2), loader, num_iter=20, progress=True, warn=False)
     err = capsys.readouterr().err
     assert "range test" in err and _plain(err)
+
+
+def test_the_lr_figure_draws_its_curves_from_plain_records(tmp_path) -> None:
+    """Each top trial's curve as computed, in its schedule's colour, labelled with its score; the
+    range test's loss on the shared LR axis."""
+    import numpy as np
+    from matplotlib.colors import to_hex
+
+    from lrfind.plots.lr_curves import plot_top_lr_curves
+    from lrfind.plots.records import LRCurve, LRCurves, RangeTestCurve
+    from lrfind.plots.study import schedule_colour
+
+    steps = np.arange(20)
+    curves = (LRCurve(3, "cosine", 0.1 * (0.5 + 0.5 * np.cos(np.pi * steps / 20)), False, 0.97, 0.1),
+              LRCurve(0, "constant", np.full(20, 0.1), False, None, 0.25))
+    lrs = np.geomspace(1e-5, 1, 50)
+    data = LRCurves(curves=curves, schedules=("constant", "cosine"), base_lr=0.1, steps=20, steps_per_epoch=10,
+                    metric="accuracy", range_test=RangeTestCurve(lrs, 2.3 - np.log10(lrs / 1e-5) / 5, (1e-3, 0.3)))
+    fig = plot_top_lr_curves(data, path=tmp_path / "lr.png")
+    left, right = fig.axes
+    labels = [t.get_text() for t in right.get_legend().get_texts()]
+    assert labels == ["#3 cosine: 97.00%", "#0 constant: loss 0.25", "base LR 0.1"]
+    assert to_hex(right.lines[0].get_color()) == schedule_colour("cosine", data.schedules)
+    assert np.array_equal(right.lines[1].get_ydata(), curves[1].lrs) and left.get_yscale() == "log"
+    assert "(validation accuracy)" in right.get_title() and (tmp_path / "lr.png").is_file()

@@ -104,3 +104,16 @@ def test_the_childs_log_lines_are_stamped_on_the_parents_clock(capfd) -> None:
     assert [what for _, what in lines] == ["ready after", "sqrt took"]
     stamps = [float(s) for s, _ in lines]
     assert stamps == sorted(stamps) and (now is None or stamps[-1] <= now + 0.1)
+
+
+def test_a_study_figure_is_drawn_by_the_child_from_plain_records(painter, tmp_path) -> None:
+    """The study figures draw records, not a study: they pickle to the child as they are."""
+    from lrfind.plots import study as figures
+    from lrfind.plots.records import StudyPoints, TrialPoints
+
+    points = StudyPoints(trials=(TrialPoints(0, "constant", "COMPLETE", val_acc=(0.90, 0.95)),
+                                 TrialPoints(1, "cosine", "PRUNED", val_acc=(0.50,))),
+                         schedules=("constant", "cosine"), loss_label="validation loss (cross-entropy)")
+    fig = painter.submit(figures.plot_history, points, path=tmp_path / "h.png").result(timeout=120)
+    assert (tmp_path / "h.png").stat().st_size > 1000 and painter.in_process
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["constant", "cosine", "best so far"]

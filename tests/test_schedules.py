@@ -327,7 +327,10 @@ def test_every_schedule_has_a_colour_of_its_own_in_the_figures() -> None:
     """The study figures tell schedules apart by colour alone: no two share one, nor a shade of one."""
     from matplotlib.colors import to_rgb
 
-    from lrfind.plots.figures import _colour
+    from lrfind.plots.study import schedule_colour
+
+    def _colour(name: str) -> str:                    # the registry's order, as the study figures pass it
+        return schedule_colour(name, tuple(SCHEDULES))
 
     colours = [np.array(to_rgb(_colour(name))) for name in SCHEDULES]
     closest = min(np.abs(a - b).sum() for i, a in enumerate(colours) for b in colours[i + 1:])

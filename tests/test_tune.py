@@ -246,7 +246,7 @@ def test_show_prints_the_stored_report(data_env, tmp_path) -> None:
 
 
 def test_a_figure_that_fails_costs_only_itself(data_env, tmp_path, monkeypatch, caplog) -> None:
-    from lrfind.plots import figures as plots
+    from lrfind.study import figures as plots
 
     def broken(study, *, path):
         raise TypeError("a bug in a figure")
@@ -1049,7 +1049,7 @@ def test_stage_3_of_the_same_best_is_run_once_and_then_taken_from_the_study(data
 def test_the_importances_figure_shows_what_matters_and_counts_the_rest(tmp_path, monkeypatch) -> None:
     import optuna.importance
 
-    from lrfind.plots.figures import plot_importances
+    from lrfind.study.figures import plot_importances
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for i in range(30):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lrfind.plots.canvas import png
+from lrfind.rangetest.plot import plot_comparison
 from lrfind.rangetest.result import RangeTestResult
 
 RESULT_FILE = "range_test.json"             # what `lrfind range-test --out DIR` writes, among others
@@ -120,8 +122,6 @@ class Comparison:
     def plot(self, ax=None, *, path: str | Path | None = None, title: str | None = None):
         """Every sweep's smoothed loss against the LR, its suggestion marked; written to ``path``
         (``plot("sweeps.png")`` does the same)."""
-        from lrfind.plots.figures import plot_comparison
-
         differ = self.differences()
         title = title or (f"{len(self.results)} range tests differing in {', '.join(differ)} (dots: suggested LRs)"
                           if differ else None)
@@ -129,8 +129,6 @@ class Comparison:
 
     def _repr_png_(self) -> bytes:
         """The plot, for Jupyter: a comparison left as a cell's value is drawn."""
-        from lrfind.plots.figures import png
-
         return png(lambda ax: self.plot(ax))
 
 

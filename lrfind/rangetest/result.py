@@ -15,6 +15,8 @@ import numpy as np
 from lrfind.rangetest import suggest as _suggest
 from lrfind._args import check_positive
 from lrfind._files import write_whole
+from lrfind.plots.canvas import png
+from lrfind.rangetest.plot import plot_range_test
 from lrfind.rangetest.sweep import Sweep
 
 
@@ -378,8 +380,6 @@ class RangeTestResult:
 
     def _repr_png_(self) -> bytes:
         """The plot, for Jupyter: a result left as a cell's value is drawn (no pyplot involved)."""
-        from lrfind.plots.figures import png
-
         return png(lambda ax: self.plot(ax=ax))
 
     # -- plot ----------------------------------------------------------------------------------
@@ -389,6 +389,4 @@ class RangeTestResult:
 
         Never calls ``plt.show()``.
         """
-        from lrfind.plots.figures import plot_range_test
-
         return plot_range_test(self, ax=ax, path=path, title=title)

@@ -210,7 +210,7 @@ def _warm_up() -> None:
 
     from matplotlib.figure import Figure
 
-    for module in ("plots", "report"):
+    for module in ("figures", "report"):
         importlib.import_module(f"{__package__}.{module}")
 
     fig = Figure(figsize=(2, 2))

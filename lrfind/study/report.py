@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lrfind.study import figures as _figures
 from lrfind.study import trials as _study
 from lrfind.study.best import best_json, final_of, from_study
 from lrfind._duration import duration_text
@@ -262,14 +263,12 @@ def write(study: optuna.Study, out: Path, *, figures: bool = True) -> list[Path]
 def draw_figures(study: optuna.Study, out: Path) -> list[Path]:
     """The report's figures, into ``out``; those the study has too few trials for are skipped.
     Uses matplotlib's object API only (no pyplot state), so it may run in a thread of its own."""
-    from lrfind.plots import figures as plots
-
     out.mkdir(parents=True, exist_ok=True)
     drawn = []
-    figures = [("history.png", plots.plot_history), ("lr_curves.png", plots.plot_top_lr_curves),
-               ("val_acc.png", plots.plot_val_acc), ("importances.png", plots.plot_importances)]
+    figures = [("history.png", _figures.plot_history), ("lr_curves.png", _figures.plot_top_lr_curves),
+               ("val_acc.png", _figures.plot_val_acc), ("importances.png", _figures.plot_importances)]
     if _study.metric_of(study) == "loss":
-        figures.insert(3, ("val_loss.png", plots.plot_val_loss))
+        figures.insert(3, ("val_loss.png", _figures.plot_val_loss))
     for name, draw in figures:
         path = out / name
         with warnings.catch_warnings():
