@@ -335,7 +335,7 @@ def test_an_engine_trains_folded_as_it_trains_vmapped(make) -> None:
         y = torch.randint(0, 10, (16,), generator=g)
         folded.step(x, y)
         whole.step(x, y)
-    assert folded._folded is not None and whole._folded is None
+    assert folded.mode.forward == "folded" and whole.mode.forward == "vmapped"
     # four SGD steps through batch norm over 16 images amplify the float rounding of another order
     torch.testing.assert_close(folded.flat, whole.flat, rtol=1e-3, atol=2e-4)
     for name in folded.buffers:
@@ -343,7 +343,7 @@ def test_an_engine_trains_folded_as_it_trains_vmapped(make) -> None:
     val = ImageData(x[:10], torch.arange(10))           # validation in eval mode, folded too
     for ours, theirs in zip(folded.evaluate(val), whole.evaluate(val)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
-    assert folded._folded is not None and folded.base.training
+    assert folded.mode.forward == "folded" and folded.base.training
 
 
 def test_the_log_says_the_trials_run_folded_and_what_runs_under_vmap(caplog) -> None:
@@ -365,7 +365,7 @@ def test_an_untraceable_model_is_vmapped_whole(caplog) -> None:
 
     with caplog.at_level(logging.INFO, logger="lrfind"):
         engine, _ = engines(Net)
-    assert engine._folded is None and "vmapped whole: torch.fx cannot trace" in caplog.text
+    assert engine.guess.forward == "vmapped" and "vmapped whole: torch.fx cannot trace" in caplog.text
 
 
 def test_folded_outputs_that_differ_from_vmaps_fall_back_with_a_warning(monkeypatch, caplog) -> None:
@@ -376,7 +376,7 @@ def test_folded_outputs_that_differ_from_vmaps_fall_back_with_a_warning(monkeypa
     with caplog.at_level(logging.WARNING, logger="lrfind"):
         engine.step(IMAGES, y)
     reference.step(IMAGES, y)
-    assert engine._folded is None and "outputs differ from the trials' own" in caplog.text
+    assert engine.mode.forward == "vmapped" and "outputs differ from the trials' own" in caplog.text
     torch.testing.assert_close(engine.flat, reference.flat)              # the step ran vmapped whole
 
 
@@ -402,7 +402,7 @@ def test_the_first_step_compares_in_float32_without_tf32(monkeypatch) -> None:
     engine, _ = engines(LeNet)
     engine.step(IMAGES, torch.randint(0, 10, (16,)))
     assert seen == [("ieee", "ieee") if isinstance(before[0], str) else (False, False)]
-    assert tf32_settings() == before and engine._folded is not None
+    assert tf32_settings() == before and engine.mode.forward == "folded"
 
 
 @pytest.mark.parametrize("api", ["legacy", "new"])

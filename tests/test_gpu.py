@@ -60,7 +60,7 @@ def test_channels_last_weights_and_clipped_gradients_replay_from_a_graph_and_equ
     fused = FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
                         optimizer=opt_cfg, device=CUDA, vectorize=vectorize, channels_last=clip is None,
                         max_grad_norm=clip)
-    assert bool(fused._channels_last) == (clip is None) and fused.cuda_graph
+    assert fused.mode.channels_last == (clip is None) and fused.cuda_graph
     for x, y in on_cuda(data):
         fused.step(x, y)
     assert fused._graph is not None and fused._graph.graph is not None, "the step was never captured"
@@ -87,7 +87,7 @@ def test_trials_folded_into_the_channels_replay_from_a_graph_as_vmap_trains_them
         for engine in engines:
             engine.step(x, y)
     folded, whole = engines
-    assert folded._folded is not None and whole._folded is None and folded._graph.graph is not None
+    assert folded.mode.forward == "folded" and whole.mode.forward == "vmapped" and folded._graph.graph is not None
     torch.testing.assert_close(folded.flat, whole.flat, atol=1e-3, rtol=1e-3)
 
 

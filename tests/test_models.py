@@ -12,6 +12,7 @@ from torch import nn
 
 import conftest
 from lrfind.models import LeNet, ModelError, check_fits, get_model
+from lrfind.engine.mode import Mode, ModeRequest, choose
 from lrfind.engine.trials import FusedTrials, TrialSpec
 
 USER_MODELS = '''
@@ -147,24 +148,26 @@ def test_checking_a_model_leaves_its_state_and_mode(user_file) -> None:
 
 def test_a_model_vmap_cannot_batch_trains_trial_after_trial(user_file, caplog) -> None:
     name = f"{user_file}:Branchy"
-    engine = FusedTrials(name, [TrialSpec("constant", {}, seed=s) for s in range(3)], base_lr=0.1, total_steps=4,
-                         steps_per_epoch=4, vectorize=True)
+    specs = [TrialSpec("constant", {}, seed=s) for s in range(3)]
+    engine = FusedTrials(name, specs, base_lr=0.1, total_steps=4, steps_per_epoch=4, vectorize=True, fold=False)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     weights = engine.flat.clone()
     with caplog.at_level(logging.WARNING, logger="lrfind"):
-        engine._unvectorize_unless_vmappable(x, y)         # what the default does on a GPU's first step
-    assert not engine.vectorize and torch.equal(engine.flat, weights)
+        mode = choose(engine, ModeRequest(), Mode("vmapped", False), x, y)   # what the default does on a GPU
+    assert mode == Mode("looped", False) and torch.equal(engine.flat, weights)          # tried on copies
     assert "cannot be batched with vmap" in caplog.text and "3 trials train one after another" in caplog.text
-    engine.step(x, y)
-    assert not torch.equal(engine.flat, weights) and torch.isfinite(engine.flat).all()
+    looped = FusedTrials(name, specs, base_lr=0.1, total_steps=4, steps_per_epoch=4, vectorize=False)
+    weights = looped.flat.clone()
+    looped.step(x, y)
+    assert not torch.equal(looped.flat, weights) and torch.isfinite(looped.flat).all()
 
 
 def test_a_model_vmap_can_batch_stays_vectorized(user_file, caplog) -> None:
     engine = FusedTrials(f"{user_file}:WithBatchNorm", [TrialSpec("constant", {}, seed=s) for s in range(2)],
-                         base_lr=0.1, total_steps=4, steps_per_epoch=4, vectorize=True)
+                         base_lr=0.1, total_steps=4, steps_per_epoch=4, vectorize=True, fold=False)
     buffers = {k: v.clone() for k, v in engine.buffers.items()}
-    engine._unvectorize_unless_vmappable(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
-    assert engine.vectorize and "vmap" not in caplog.text
+    mode = choose(engine, ModeRequest(), Mode("vmapped", False), torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    assert mode == Mode("vmapped", False) and "vmap" not in caplog.text
     assert all(torch.equal(v, buffers[k]) for k, v in engine.buffers.items())    # the running stats untouched
 
 

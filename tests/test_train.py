@@ -225,7 +225,7 @@ def test_convolution_weights_are_stored_channels_last_on_a_cpu_and_train_the_sam
     engines = [FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH,
                            channels_last=c) for c in (None, False)]
     fast, usual = engines
-    assert fast._channels_last == {"conv1.weight", "conv2.weight"} and not usual._channels_last   # the CPU default
+    assert fast.guess.channels_last and not usual.guess.channels_last                            # the CPU default
     assert fast.params["conv2.weight"][0].is_contiguous(memory_format=torch.channels_last)
     assert not fast.params["conv2.weight"][0].is_contiguous()
     for name in fast.params:                       # the same weights, stored in two layouts
@@ -263,12 +263,12 @@ def test_a_model_that_views_its_activations_keeps_the_usual_layout(caplog) -> No
     two = [TrialSpec("constant", {}, seed=1), TrialSpec("cosine", {}, seed=2)]
     engines = [FusedTrials(ViewsActivations, two, base_lr=BASE_LR, total_steps=4, steps_per_epoch=4,
                            channels_last=c) for c in (None, False)]
-    with caplog.at_level("INFO", logger="lrfind.engine.trials"):
+    with caplog.at_level("INFO", logger="lrfind.engine"):
         for x, y in data:
             for engine in engines:
                 engine.step(x, y)
     fallback, usual = engines
-    assert not fallback._channels_last and "channels-last convolution weights" in caplog.text
+    assert not fallback.mode.channels_last and "channels-last convolution weights" in caplog.text
     assert torch.equal(fallback.flat, usual.flat)      # the trial step on copies left no trace
     for state in fallback.state.values():
         assert torch.equal(state, usual.state["momentum"])

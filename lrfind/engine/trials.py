@@ -20,7 +20,7 @@ import copy
 import logging
 import math
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -33,10 +33,11 @@ from lrfind._device import exact_dtype, exact_float32
 from lrfind._errors import message
 from lrfind.engine.folded import FoldedForward, NotFoldable
 from lrfind.engine.graph import CapturedStep
+from lrfind.engine.mode import Mode, ModeRequest, choose
 from lrfind.engine.update import adam_, check_max_grad_norm, clip_rows, sgd_
 from lrfind.data.images import ImageData
 from lrfind.data.losses import is_regression, summed_losses, task_loss
-from lrfind.models import ModelError, get_model, uncompiled
+from lrfind.models import get_model, uncompiled
 from lrfind.engine.optimizer import OptimizerConfig
 from lrfind.schedules import get_schedule
 
@@ -128,15 +129,19 @@ class FusedTrials:
         # All weights of a trial live in one row of a (K, P) tensor; the model sees views into it.
         # The optimizer then updates every tensor of every trial in a handful of kernels.
         self._shapes = {k: v.shape[1:] for k, v in params.items()}
-        wanted = self.device.type == "cpu" if channels_last is None else channels_last
-        # the convolution weights, (K, out, in, h, w), stored channels-last if wanted
-        self._channels_last = {k for k, v in params.items() if v.ndim == 5} if wanted else set()
-        self._layout_asked = bool(channels_last)
-        self._check_layout = bool(self._channels_last)       # on the first step: can the model take it?
+        self.base = copy.deepcopy(models[0]).to("meta").train()       # trials train; evaluate() switches
+        # The mode to try first; ``choose_mode`` checks it on the first batch, before training.
+        self.request = ModeRequest(vectorize=vectorize, fold=fold, channels_last=channels_last)
+        guess = self.request.first_guess(self.device, convolutions=any(v.ndim == 5 for v in params.values()),
+                                         foldable=True)
+        self._folded = self._folded_forward() if guess.forward == "folded" else None
+        self.guess = replace(guess, forward="vmapped") if guess.forward == "folded" and self._folded is None else guess
+        self.mode: Mode | None = None
+        # the convolution weights, (K, out, in, h, w), stored channels-last if the guess says so
+        self._channels_last = {k for k, v in params.items() if v.ndim == 5} if guess.channels_last else set()
         self.flat = self._flatten(params)
         self.params = self._views(self.flat)
-        self.buffers = buffers
-        self.base = copy.deepcopy(models[0]).to("meta").train()       # trials train; evaluate() switches
+        self.buffers = self._laid_out(buffers)
         self.index = torch.arange(len(specs), device=self.device)   # rows still in the batch -> records
         self.momentum_table = self._momentum_table()                  # None: no trial cycles its momentum
         self.state = self._initial_state()                            # optimizer state, (K, P) each
@@ -147,12 +152,6 @@ class FusedTrials:
         self.first_bad = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
         self.lr_table = self._lr_table()
 
-        self.vectorize = self.device.type == "cuda" if vectorize is None else vectorize
-        self._check_vmap = vectorize is None and self.vectorize     # on the first step; asked for: no check
-        if not self.vectorize:
-            self._loop_trials()
-        self._folded = self._folded_forward() if fold and self.vectorize else None
-        self._check_fold = self._folded is not None      # on the first step: does it agree with the trials alone?
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
         if self.cuda_graph and self.device.type != "cuda":
@@ -178,36 +177,48 @@ class FusedTrials:
     # The engine keeps no bound method of its own (a vmapped one, the CUDA graph's step): such a
     # reference cycle would hold its weights, optimizer state and graph until the garbage collector
     # runs, not until the last reference to it goes.
-    def _losses(self, p, b, x, y) -> torch.Tensor:
+    @property
+    def vectorize(self) -> bool:
+        """Whether the trials' forward runs batched (vmapped or folded), not trial after trial."""
+        return (self.mode or self.guess).vectorized
+
+    @property
+    def trials(self) -> int:
+        """Trials still in the batch."""
+        return len(self.index)
+
+    def _losses(self, p, b, x, y, mode: Mode) -> torch.Tensor:
         """Every trial's loss, (K,): folded into the channels, or vmapped."""
-        if self._folded is not None:
+        if mode.forward == "folded":
             return vmap(task_loss, in_dims=(0, None))(self._folded(p, b, x), y)
         # randomness="different": each trial draws its own dropout masks, as if trained alone
         return vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")(p, b, x, y)
 
     def _forward(self, p, b, x) -> torch.Tensor:
         """Every trial's outputs, (K, B, ...)."""
-        if not self.vectorize:
+        mode = self.mode or self.guess
+        if mode.forward == "looped":
             return self._looped_forward(p, b, x)
-        if self._folded is not None:
+        if mode.forward == "folded":
             return self._folded(p, b, x)
         return vmap(self._logits, in_dims=(0, 0, None), randomness="different")(p, b, x)
 
-    def _gradients(self, x: torch.Tensor, y: torch.Tensor,
-                   buffers: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None,
+                   mode: Mode | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every trial's loss (K,) and gradient (K, P) on one batch (``buffers``: instead of the
-        trials' own, which batch norm updates).
+        trials' own, which batch norm updates; ``mode``: instead of the engine's).
 
         The trials are independent, so the gradient of their summed losses is each trial's own
         gradient. One backward pass through the (vmapped or looped) forward gives them all; unlike
         ``torch.func.grad`` it does not import ``torch._dynamo`` (1-2 s of a study's start-up).
         """
         buffers = self.buffers if buffers is None else buffers
-        if not self.vectorize:
+        mode = mode or self.mode or self.guess
+        if mode.forward == "looped":
             return self._looped_gradients(x, y, buffers)
         flat = self.flat.detach().requires_grad_()       # a leaf sharing the weights' memory
         with self.autocast:
-            losses = self._losses(self._views(flat), buffers, x, y)
+            losses = self._losses(self._views(flat), buffers, x, y, mode)
         # The views' backward fills the rows of a parameter the loss does not use with zeros, as torch.func
         (grad,) = torch.autograd.grad(losses.sum(), flat)
         return losses.detach(), grad
@@ -217,8 +228,7 @@ class FusedTrials:
         """``_gradients`` trial after trial (on a CPU the batched kernels vmap makes, grouped
         convolutions, are slower than K plain ones). Each trial's gradient is taken with respect
         to its own row of the weights: through the stacked (K, P) weights, each trial's backward
-        would fill a (K, P) gradient with zeros but for its row, K times a step (a LeNet
-        trial-step on a 2-core CPU: 3.03 ms instead of 3.51 at K=32, the same at K=8)."""
+        would fill a (K, P) gradient with zeros but for its row, K times a step."""
         rows = [row.detach().requires_grad_() for row in self.flat]     # leaves sharing the weights' memory
         with self.autocast:
             losses = torch.stack([self._loss(self._row_views(row), {name: v[k] for name, v in buffers.items()}, x, y)
@@ -234,93 +244,75 @@ class FusedTrials:
         """The trials' buffers cloned, for a trial run that must leave batch norm's statistics as they are."""
         return {k: v.clone() for k, v in self.buffers.items()}
 
-    def _trial_step_fails(self, x: torch.Tensor, y: torch.Tensor) -> Exception | None:
-        """The error of one step's forward and backward, tried on copies (the weights, buffers and RNG
-        stay as they were); None when it runs."""
+    # -- the mode, chosen on the first batch (``engine.mode``) ----------------------------------------
+    def choose_mode(self, x: torch.Tensor, y: torch.Tensor) -> Mode:
+        """Settle how the trials run (``engine.mode.choose``) on a first batch, before training: the
+        guess is tried on copies, and the weights and buffers laid out for what is chosen. Once."""
+        if self.mode is None:
+            self._use(choose(self, self.request, self.guess, x.contiguous(), y))
+        return self.mode
+
+    def step_fails(self, x: torch.Tensor, y: torch.Tensor, mode: Mode) -> Exception | None:
+        """The error of one step's forward and backward in ``mode``, tried on copies (the weights,
+        buffers and RNG stay as they were); None when it runs."""
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                self._gradients(x, y, buffers=self._buffer_copies())
+                self._gradients(x, y, buffers=self._buffer_copies(), mode=mode)
         except Exception as e:            # vmap says RuntimeError or NotImplementedError, models anything
             return e
         return None
 
-    def _unvectorize_unless_vmappable(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Train trial after trial if vmap cannot batch the model (a ``.item()`` or a branch on a
-        tensor's value in its forward, an operator vmap lacks)."""
-        e = self._trial_step_fails(x, y)
-        if e is not None:
-            log.warning("the model cannot be batched with vmap (%s: %s); its %d trials train one after another "
-                        "(slower on a GPU)", type(e).__name__, message(e), len(self.index))
-            self._loop_trials()
-
-    def _folded_forward(self) -> FoldedForward | None:
-        try:
-            return FoldedForward(self.base)
-        except NotFoldable as e:
-            log.info("the trials' forward is vmapped whole: %s", e)
-            return None
-
-    def _unfold_unless_it_agrees(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Vmap the model whole if its folded forward fails, or differs on this batch from every
-        trial's own forward (run one after another; compared in eval mode, where dropout draws
-        nothing); then one training step on copies must run."""
-        reason, differ = None, False
+    def folded_disagreement(self, x: torch.Tensor) -> tuple[str | None, bool]:
+        """Why the folded forward cannot stand for the trials' own on ``x`` (run one after another;
+        compared in eval mode, where dropout draws nothing), and whether their outputs differ (rather
+        than the folded forward failing); (None, False) when it can."""
         self.base.eval()
         try:
             with torch.no_grad(), exact_float32():        # TF32's rounding would differ between the two
                 got = self._folded(self.params, self._buffer_copies(), x).float()
                 want = self._looped_forward(self.params, self._buffer_copies(), x).float()
             if got.shape != want.shape:
-                differ, reason = True, f"its outputs' shape differs from the trials' own: {tuple(got.shape)}"
-            elif not torch.allclose(got, want, rtol=1e-3, atol=1e-4 + 1e-3 * want.nan_to_num().abs().max().item(),
-                                    equal_nan=True):
-                differ, reason = True, f"its outputs differ from the trials' own (by {(got - want).abs().max().item():.3g})"
+                return f"its outputs' shape differs from the trials' own: {tuple(got.shape)}", True
+            tolerance = 1e-4 + 1e-3 * want.nan_to_num().abs().max().item()
+            if not torch.allclose(got, want, rtol=1e-3, atol=tolerance, equal_nan=True):
+                return f"its outputs differ from the trials' own (by {(got - want).abs().max().item():.3g})", True
         except Exception as e:            # an operator neither the rules nor vmap can run, say
-            reason = f"{type(e).__name__}: {message(e)}"
+            return f"{type(e).__name__}: {message(e)}", False
         finally:
             self.base.train()
-        if reason is None:
-            e = self._trial_step_fails(x, y)
-            reason = None if e is None else f"{type(e).__name__}: {message(e)}"
-        if reason is not None:
-            (log.warning if differ else log.info)("the trials' forward is vmapped whole, not folded: %s", reason)
-            self._folded = None
-            return
-        nodes = self._folded.vmapped
-        k = len(self.index)
-        log.info("%s folded into the channels%s", f"the {k} trials run" if k > 1 else "the trial runs",
-                 f"; {len(nodes)} operation(s) without a rule run under vmap: {', '.join(nodes[:8])}"
-                 f"{', ...' if len(nodes) > 8 else ''}" if nodes else "")
+        return None, False
 
-    def _loop_trials(self) -> None:
-        """Train trial after trial: each gets views of its own rows, buffers too, which must then
-        start where a fresh tensor would (``_aligned_rows``). Under vmap they stay contiguous: its
-        batch norm updates the running statistics of a strided buffer in a copy, which is lost."""
-        self.vectorize = False
-        self.buffers = self._laid_out(self.buffers)
+    def _folded_forward(self) -> FoldedForward | None:
+        """The trials' forward folded into the channels, or None for a model that cannot be traced
+        or holds an operation folding cannot take (then it is vmapped whole)."""
+        try:
+            return FoldedForward(self.base)
+        except NotFoldable as e:
+            log.info("the trials' forward is vmapped whole: %s", e)
+            return None
 
-    def _laid_out(self, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The (K, ...) buffers as this engine keeps them: padded rows when it loops its trials,
-        contiguous under vmap (see ``_loop_trials``)."""
-        return buffers if self.vectorize else {name: _aligned_rows(v) for name, v in buffers.items()}
+    def unfolded_operations(self) -> list[str]:
+        """The folded forward's operations without a folding rule, run under vmap."""
+        return self._folded.vmapped
 
-    def _relayout_unless_it_runs(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Keep the usual layout if the model's forward fails on channels-last activations (most
-        often ``x.view(n, -1)`` after a convolution): only slower, so said at the info level. Asked
-        for (``channels_last=True``), that is the user's error to fix."""
-        e = self._trial_step_fails(x, y)
-        if e is not None and self._layout_asked:
-            raise ModelError(f"the model's step fails with channels-last convolution weights ({type(e).__name__}: "
-                             f"{message(e)}): flatten with .flatten(1) or .reshape instead of .view in its forward, "
-                             "or leave channels_last (--channels-last) to its default, which keeps the usual layout "
-                             "for such a model") from e
-        if e is not None:
-            log.info("the model's step fails with channels-last convolution weights (%s: %s); they keep the "
-                     "usual layout", type(e).__name__, message(e))
+    def _use(self, mode: Mode) -> None:
+        """Lay the weights and buffers out for ``mode``, before the first step."""
+        if self._channels_last and not mode.channels_last:
             weights, self._channels_last = self._views(self.flat), set()
             self.flat = self._flatten(weights)
             self.params = self._views(self.flat)
             self.state = self._initial_state()           # before the first step: all zeros
+        if mode.forward != "folded":
+            self._folded = None
+        self.mode = mode
+        self.buffers = self._laid_out(self.buffers)
+
+    def _laid_out(self, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The (K, ...) buffers as this engine keeps them. Trained one after another, each trial gets
+        views of its own rows, which must then start where a fresh tensor would (``_aligned_rows``).
+        Under vmap they stay contiguous: its batch norm updates the running statistics of a strided
+        buffer in a copy, which is lost."""
+        return buffers if self.vectorize else {name: _aligned_rows(v) for name, v in buffers.items()}
 
     def _looped_forward(self, p, b, x) -> torch.Tensor:
         return torch.stack([self._logits(pk, bk, x) for pk, bk in self._rows(p, b)])
@@ -370,16 +362,7 @@ class FusedTrials:
         # CUDA, batch norm then asks the batched activations their layout, which vmap cannot answer
         # ("NYI: querying is_contiguous inside of vmap"): the trials would train one after another.
         x = x.contiguous()
-        if self._check_layout:
-            self._check_layout = False
-            self._relayout_unless_it_runs(x, y)
-        if self._check_fold:
-            self._check_fold = False
-            self._unfold_unless_it_agrees(x, y)
-            self._check_vmap = self._check_vmap and self._folded is None     # its step just ran on copies
-        if self._check_vmap:
-            self._check_vmap = False
-            self._unvectorize_unless_vmappable(x, y)
+        self.choose_mode(x, y)                  # on the first batch, unless run_trials chose already
         if self.cuda_graph:
             self._graph = self._graph or CapturedStep(_weak_step(self), strict=self._strict_graph)
             self._graph(x, y)
