@@ -32,18 +32,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import Timer  # noqa: E402
 from storage import instant_training  # noqa: E402
 
+from lrfind.study import opening as _opening
 from lrfind.study import storage as _storage
-from lrfind.study import trials as _study
 from lrfind.study import report
-from lrfind.study import tune as tuner  # noqa: E402
+from lrfind.study import tune_search  # noqa: E402
+from lrfind.study.tune_config import TuneConfig  # noqa: E402
 from lrfind.study.painter import Painter  # noqa: E402
 
 
 def fifty_trial_study(out: Path, trials: int = 50, epochs: int = 3):
     """An in-memory snapshot of a study as the tuner leaves it after its search."""
-    cfg = tuner.TuneConfig(trials=trials, epochs=epochs, parallel=trials, base_lr=0.035, device="cpu",
-                           out=str(out), progress=False, final=False)
-    study = _study.open_study(cfg, out)
+    cfg = TuneConfig(trials=trials, epochs=epochs, parallel=trials, base_lr=0.035, device="cpu",
+                     out=str(out), progress=False, final=False)
+    study = _opening.open_study(cfg, out)
     study.set_user_attr("steps", epochs * 391)
     study.set_user_attr("steps_per_epoch", 391)
     study.set_user_attr("base_lr", 0.035)
@@ -52,8 +53,8 @@ def fifty_trial_study(out: Path, trials: int = 50, epochs: int = 3):
     study.set_user_attr("range_test", {"lrs": lrs.tolist(), "smoothed": loss.tolist(), "suggested_lr": 0.035,
                                        "falling_range": [0.0005, 0.15], "stop_reason": "diverged"})
     with instant_training():
-        tuner._search(study, cfg, None, None, 0.035, 3.0, epochs * 391, 391, trials,
-                      single=_storage.single_process(_storage.default_storage(out)))
+        tune_search.search(study, cfg, None, None, 0.035, 3.0, epochs * 391, 391, trials,
+                           single=_storage.single_process(_storage.default_storage(out)))
     return report.snapshot(study)
 
 

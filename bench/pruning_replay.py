@@ -6,7 +6,7 @@
 Goes through the trials in the order the study ran them, in its batches of ``--batch`` (8 on a CPU),
 and judges each after ``--epoch`` epochs as the median rule would have: below the median of the
 reports seen by then (from the 6th trial on, as ``n_startup_trials=5``). Then again with lrfind's
-rule on top (``_study.AnnealedFirst``): a trial whose LR will still fall by more than
+rule on top (``pruner.AnnealedFirst``): a trial whose LR will still fall by more than
 ``STILL_FALLING`` times is not judged. Prints how many each would prune, the rank correlation of the
 judged epoch with the last, and where the top trials by final score stand. No GPU needed.
 """
@@ -24,6 +24,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind.study import storage as _storage
+from lrfind.study import pruner as _pruner  # noqa: E402
 from lrfind.study import trials as _study  # noqa: E402
 
 
@@ -55,13 +56,13 @@ def main() -> None:
         if judged[t.number] < np.median(seen):
             median_cuts.add(t.number)
             at = SimpleNamespace(user_attrs=t.user_attrs, last_step=args.epoch - 1)
-            if _study.lr_still_falling(study, at):
+            if _pruner.lr_still_falling(study, at):
                 spared.add(t.number)
     numbers = [t.number for t in trials]
     ranks = [np.argsort(np.argsort([d[n] for n in numbers])) for d in (judged, final)]
     print(f"{len(trials)} trials; rank correlation of epoch {args.epoch} with the last: "
           f"{np.corrcoef(*ranks)[0, 1]:.2f}")
-    print(f"the median rule prunes {len(median_cuts)}; waiting for the decay ({_study.STILL_FALLING:g}x), "
+    print(f"the median rule prunes {len(median_cuts)}; waiting for the decay ({_pruner.STILL_FALLING:g}x), "
           f"{len(median_cuts - spared)}")
     top = []
     for rank, n in enumerate(sorted(numbers, key=lambda n: -final[n])[:args.top], 1):
@@ -76,7 +77,7 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "trials": len(trials), "epoch": args.epoch, "rank_correlation": float(np.corrcoef(*ranks)[0, 1]),
             "pruned_median": len(median_cuts), "pruned_waiting_for_decay": len(median_cuts - spared),
-            "still_falling": _study.STILL_FALLING, "top": top}, indent=2))
+            "still_falling": _pruner.STILL_FALLING, "top": top}, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python bench/storage.py                    # journal file vs SQLite, 50 trials x 3 epochs, batches of 50
     python bench/storage.py --parallel 16      # as the CPU runs it
 
-Runs the tuner's real search loop (`tuner._search`: ask, suggest, attributes, reports, pruning
+Runs the tuner's real search loop (`tune_search.search`: ask, suggest, attributes, reports, pruning
 verdicts, tell) with the training replaced by made-up accuracies, so that only the storage and the
 sampler are timed. Any machine; no GPU needed. Prints seconds per storage and the ratio.
 """
@@ -25,6 +25,9 @@ import optuna  # noqa: E402
 from lrfind.study import storage as _storage
 from lrfind.study import trials as _study
 from lrfind.study import tune as tuner  # noqa: E402
+from lrfind.study import tune_search  # noqa: E402
+from lrfind.study import workers as _workers  # noqa: E402
+from lrfind.study.tune_config import TuneConfig  # noqa: E402
 from lrfind.engine.trials import TrialRecord  # noqa: E402
 
 
@@ -52,24 +55,24 @@ def instant_trials(model, specs, train, val, *, epochs, on_epoch=None, **_):
 @contextlib.contextmanager
 def instant_training():
     """The tuner with ``instant_trials`` in place of its training, for as long as the block lasts."""
-    real, tuner.run_trials = tuner.run_trials, instant_trials
+    real, tune_search.run_trials = tune_search.run_trials, instant_trials
     try:
         yield
     finally:
-        tuner.run_trials = real
+        tune_search.run_trials = real
 
 
 def bookkeeping_seconds(storage: str | None, out: Path, trials: int, epochs: int, parallel: int) -> tuple[float, int]:
     """(seconds, storage writes) of a study's search stage with instant training."""
-    cfg = tuner.TuneConfig(trials=trials, epochs=epochs, parallel=parallel, base_lr=0.05, device="cpu",
-                           storage=storage, out=str(out), progress=False, final=False)
+    cfg = TuneConfig(trials=trials, epochs=epochs, parallel=parallel, base_lr=0.05, device="cpu",
+                     storage=storage, out=str(out), progress=False, final=False)
     url = storage or _storage.default_storage(out)
     with instant_training(), _storage.run_lock(url):
         study, cfg = tuner.open_settled(cfg, out)
         writes = _count_writes(study)
         start = time.perf_counter()
-        tuner._search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
-                      single=_storage.single_process(url))
+        tune_search.search(study, cfg, None, None, 0.05, 3.0, epochs * 391, 391, parallel,
+                           single=_storage.single_process(url))
         seconds = time.perf_counter() - start
     assert _study.counts(study)[0] == trials              # runs; a repeat of a finished trial takes its score
     return seconds, writes()
@@ -93,7 +96,7 @@ def compare(trials: int = 50, epochs: int = 3, parallel: int = 50, repeats: int 
 
 def _count_writes(study: optuna.Study):
     """A counter of the storage's writes from now: journal lines, or SQL commits."""
-    engine = _study._engine(study)
+    engine = _workers._engine(study)
     if engine is None:
         backend = study._storage._backend
         path = Path(backend._file_path)

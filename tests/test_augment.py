@@ -15,7 +15,7 @@ from lrfind.study import report
 from lrfind.data.augment import AugmentError, check_augment, flip_crop, get_augment, random_crop, random_flip
 from lrfind.cli import main
 from lrfind.data.images import DeviceLoader, ImageData
-from lrfind.study.tune import TuneConfig
+from lrfind.study.tune_config import TuneConfig
 
 
 def images(n: int = 16, c: int = 3, size: int = 8) -> torch.Tensor:

@@ -264,9 +264,9 @@ def test_range_test_out_of_gpu_memory_is_one_line_that_says_what_to_lower(run, m
 
 
 def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(run, monkeypatch, tmp_path) -> None:
-    from lrfind.study import tune as tuner
+    from lrfind.study import tune_search
 
-    monkeypatch.setattr(tuner, "run_trials", _out_of_memory)
+    monkeypatch.setattr(tune_search, "run_trials", _out_of_memory)
     result = run("tune", "--device", "cpu", "-q", "--trials", "2", "--parallel", "1", "--base-lr", "0.05",
                  "--train-subset", "256", "--epochs", "1", "--out", str(tmp_path))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
@@ -275,15 +275,15 @@ def test_tune_out_of_gpu_memory_with_one_trial_is_one_line_and_keeps_the_study(r
 
 
 def test_tune_passes_the_channels_last_and_fold_choices_to_the_engine(run, monkeypatch, tmp_path) -> None:
-    from lrfind.study import tune as tuner
+    from lrfind.study import tune_search
 
-    seen, real = [], tuner.run_trials
+    seen, real = [], tune_search.run_trials
 
     def spy(*args, **kwargs):
         seen.append((kwargs["channels_last"], kwargs["fold"]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tuner, "run_trials", spy)
+    monkeypatch.setattr(tune_search, "run_trials", spy)
     for flag, out in ((), "auto"), (("--no-channels-last",), "off"), (("--no-fold",), "whole"):
         result = run("tune", "--device", "cpu", "-q", "--trials", "1", "--base-lr", "0.05", "--train-subset", "256",
                      "--epochs", "1", "--no-final", "--out", str(tmp_path / out), *flag)

@@ -157,9 +157,9 @@ def test_one_gpu_of_several_is_named_cuda_n_and_one_not_there_is_a_clear_error(m
 def test_a_misspelt_name_says_which_one_it_probably_meant() -> None:
     """The same hint wherever a name is chosen from a list, in Python as on the command line."""
     from lrfind._device import resolve_device
-    from lrfind.study.loop import LoopConfig
+    from lrfind.study.loop_config import LoopConfig
     from lrfind.rangetest.suggest import get_method
-    from lrfind.study.tune import TuneConfig
+    from lrfind.study.tune_config import TuneConfig
 
     with pytest.raises(ValueError, match=r"unknown data set 'MNSIT' \(did you mean mnist\?\); choose from"):
         load_dataset("MNSIT", root="/nonexistent")

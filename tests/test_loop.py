@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from lrfind import get_schedule, load_best, tune_loop
 from lrfind.study import storage as _storage
 from lrfind.study import report
-from lrfind.study.loop import LoopTrial
-from lrfind.study.tune import TuneInterrupted
+from lrfind.study.loop_trial import LoopTrial
+from lrfind.study.result import TuneInterrupted
 
 EPOCHS, PER_EPOCH = 2, 8
 # many tests score a trial by a plain return; the one that checks its warning sees it through pytest.warns
@@ -234,9 +234,9 @@ def test_a_trial_whose_decay_is_still_to_come_is_not_pruned_for_scoring_badly_be
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch) -> None:
-    from lrfind.study import trials as _study
+    from lrfind.study import pruner as _pruner
 
-    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
+    monkeypatch.setitem(_pruner.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
     reports = []
 
     def train(trial):                   # every score is below the threshold: prunable after any epoch

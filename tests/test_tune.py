@@ -14,15 +14,19 @@ from optuna.trial import TrialState
 
 from conftest import dynamo_modules_after
 from lrfind import SCHEDULES, get_schedule, tune
+from lrfind.study import pruner as _pruner
+from lrfind.study import retries as _retries
 from lrfind.study import search as _search_loop
 from lrfind.study import storage as _storage
 from lrfind.study import trials as _study
 from lrfind.study import report
 from lrfind.study import tune as tuner
+from lrfind.study import tune_config, tune_final, tune_lr, tune_search
 from lrfind.study.painter import Painter
 from lrfind.cli import main
 from lrfind.engine.trials import FusedTrials
-from lrfind.study.tune import TuneConfig, TuneInterrupted
+from lrfind.study.result import TuneInterrupted
+from lrfind.study.tune_config import TuneConfig
 
 QUICK = dict(epochs=2, batch_size=64, train_subset=256, device="cpu", progress=False, base_lr=0.05,
              final=False, seed=0)
@@ -164,34 +168,34 @@ def test_interrupted_run_resumes_to_exactly_the_requested_trials(data_env, tmp_p
     assert {json.dumps(t.params, sort_keys=True) for t in interrupted} <= redone   # cut-off trials were rerun
 
 
-@pytest.mark.parametrize("stage, says", [
-    ("_range_test", "interrupted during the range test (stage 1), which is not stored: run the same command again"),
-    ("_final", "interrupted during the final retrains (stage 3); the search is stored: run the same command again"),
-])
-def test_ctrl_c_in_the_range_test_or_the_final_retrains_says_what_is_kept(data_env, tmp_path, monkeypatch, stage,
-                                                                         says) -> None:
+@pytest.mark.parametrize("module, stage, says", [
+    (tune_lr, "_range_test",
+     "interrupted during the range test (stage 1), which is not stored: run the same command again"),
+    (tune_final, "retrain",
+     "interrupted during the final retrains (stage 3); the search is stored: run the same command again"),
+], ids=["_range_test", "_final"])
+def test_ctrl_c_in_the_range_test_or_the_final_retrains_says_what_is_kept(data_env, tmp_path, monkeypatch, module,
+                                                                         stage, says) -> None:
     """Not a bare KeyboardInterrupt (on the command line: click's 'Aborted!' and exit 1), and a
     run of the same command then goes on."""
-    from lrfind.study import tune as tuner
-
-    real = getattr(tuner, stage)
+    real = getattr(module, stage)
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tuner, stage, ctrl_c)
+    monkeypatch.setattr(module, stage, ctrl_c)
     fields = {**QUICK, "base_lr": None, "range_test_iters": 30, "range_test_repeats": 1, "final": True,
               "final_seeds": 1}
     with pytest.raises(TuneInterrupted, match=re.escape(says)):
         tune(trials=2, parallel=2, out=str(tmp_path), **fields)
-    monkeypatch.setattr(tuner, stage, real)
+    monkeypatch.setattr(module, stage, real)
     result = tune(trials=2, parallel=2, out=str(tmp_path), **fields)
     assert runs(result.study) == 2 and result.final and result.base_lr > 0
 
 
 def test_pruned_trials_are_recorded_and_the_study_goes_on(data_env, tmp_path, monkeypatch) -> None:
     # A pruner that stops every trial below 100% after its first epoch.
-    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
+    monkeypatch.setitem(_pruner.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
     tune(trials=3, parallel=3, out=str(tmp_path), **QUICK)
     study = load(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
@@ -200,7 +204,7 @@ def test_pruned_trials_are_recorded_and_the_study_goes_on(data_env, tmp_path, mo
 
 def test_every_epoch_is_reported_and_a_trial_that_ran_them_all_is_complete(data_env, tmp_path, monkeypatch) -> None:
     # A pruner that would stop every trial below 100% after any epoch it is asked about.
-    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
+    monkeypatch.setitem(_pruner.PRUNERS, "median", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.0))
     tune(trials=2, parallel=2, out=str(tmp_path), **{**QUICK, "epochs": 1})
     ran = [t for t in load(tmp_path).trials if not _study.is_twin(t)]
     assert ran and [t.state for t in ran] == [TrialState.COMPLETE] * len(ran)     # the last epoch is never pruned
@@ -210,7 +214,7 @@ def test_every_epoch_is_reported_and_a_trial_that_ran_them_all_is_complete(data_
 
 def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_halves(data_env, tmp_path, monkeypatch, caplog) -> None:
     sizes = []
-    real = tuner.run_trials
+    real = tune_search.run_trials
 
     def small_gpu(model, specs, *args, **kwargs):
         sizes.append(len(specs))
@@ -218,7 +222,7 @@ def test_a_batch_that_runs_out_of_gpu_memory_runs_again_in_halves(data_env, tmp_
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, specs, *args, **kwargs)
 
-    monkeypatch.setattr(tuner, "run_trials", small_gpu)
+    monkeypatch.setattr(tune_search, "run_trials", small_gpu)
     result = tune(trials=5, parallel=5, out=str(tmp_path), **QUICK)
     assert sizes == [5, 2, 2, 1]
     assert len(_study.finished(result.study)) == 5 and "they run again, 2 at a time" in caplog.text
@@ -374,8 +378,8 @@ def test_trials_start_from_a_seed_each_or_the_same_weights_and_a_stored_study_ke
         seen.append((kwargs["same_init"], [s.seed for s in specs]))
         return run_trials(model, specs, *args, **kwargs)
 
-    run_trials = tuner.run_trials
-    monkeypatch.setattr(tuner, "run_trials", spy)
+    run_trials = tune_search.run_trials
+    monkeypatch.setattr(tune_search, "run_trials", spy)
     tune(trials=3, parallel=3, out=str(tmp_path / "new"), **QUICK)
     assert seen == [(False, [0, 1, 2])] and load(tmp_path / "new").user_attrs["lrfind_setup"]["same_init"] is False
     seen.clear()
@@ -412,8 +416,8 @@ def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_sco
         ran.append(len(specs))
         return run_trials(model, specs, *args, **kwargs)
 
-    run_trials = tuner.run_trials
-    monkeypatch.setattr(tuner, "run_trials", spy)
+    run_trials = tune_search.run_trials
+    monkeypatch.setattr(tune_search, "run_trials", spy)
     study = tune(trials=2, parallel=2, out=str(tmp_path), same_init=same_init, **QUICK).study
     for _ in range(2):
         study.enqueue_trial(study.trials[0].params)           # as a sampler that picks the constant again
@@ -437,8 +441,8 @@ def test_repeats_within_one_batch_from_the_same_weights_run_once(data_env, tmp_p
         ran.append([s.schedule for s in specs])
         return run_trials(model, specs, *args, **kwargs)
 
-    run_trials = tuner.run_trials
-    monkeypatch.setattr(tuner, "run_trials", spy)
+    run_trials = tune_search.run_trials
+    monkeypatch.setattr(tune_search, "run_trials", spy)
     study = tune(trials=1, parallel=1, out=str(tmp_path), same_init=True, **QUICK).study
     cosine = {"schedule": "cosine", "cosine.use_warmup": False, "cosine.min_factor": 0.1}
     for _ in range(2):
@@ -454,7 +458,7 @@ def test_a_repeat_held_in_its_batch_is_queued_again_when_its_trial_does_not_fini
         data_env, tmp_path, monkeypatch) -> None:
     """After an out-of-memory error the batch's trials are queued again; the repeat held back for
     one of them goes with it, and is scored as the rerun once that finishes."""
-    real = tuner._run_or_halve
+    real = tune_search._run_or_halve
     calls = []
 
     def out_of_memory_once(study, cfg, asked, *args):
@@ -462,14 +466,14 @@ def test_a_repeat_held_in_its_batch_is_queued_again_when_its_trial_does_not_fini
         if len(calls) > 1:
             return real(study, cfg, asked, *args)
         for trial in asked:                          # what _run_batch does with a batch cut short
-            _study.abandon(study, trial, RuntimeError("CUDA out of memory"))
+            _retries.abandon(study, trial, RuntimeError("CUDA out of memory"))
         return 1
 
     study = tune(trials=1, parallel=1, out=str(tmp_path), same_init=True, **QUICK).study
     cosine = {"schedule": "cosine", "cosine.use_warmup": False, "cosine.min_factor": 0.1}
     for _ in range(2):
         study.enqueue_trial(cosine)
-    monkeypatch.setattr(tuner, "_run_or_halve", out_of_memory_once)
+    monkeypatch.setattr(tune_search, "_run_or_halve", out_of_memory_once)
     again = tune(trials=3, parallel=2, out=str(tmp_path), **QUICK).study
     held = again.trials[2]
     assert calls[0] == [1] and held.state == optuna.trial.TrialState.FAIL and held.user_attrs["interrupted"]
@@ -497,7 +501,7 @@ def test_a_plateau_best_retrains_on_the_training_part_stepping_on_the_validation
         data_env, tmp_path, monkeypatch) -> None:
     """Its retrain follows a validation loss, as in the search and in the user's run, not the
     training loss; the constant retrains on the same images, so that the two stay comparable."""
-    seen, real_run, real_best = [], tuner.run_trials, _study.best
+    seen, real_run, real_best = [], tune_final.run_trials, _study.best
 
     def spy(model, specs, train, val, **kwargs):
         seen.append(([s.schedule for s in specs], len(train), None if val is None else len(val)))
@@ -506,7 +510,7 @@ def test_a_plateau_best_retrains_on_the_training_part_stepping_on_the_validation
     def plateau_first(study, where=lambda t: True):        # the plateau trial wins, whatever it scored
         return real_best(study, lambda t: where(t) and t.params["schedule"] == "plateau") or real_best(study, where)
 
-    monkeypatch.setattr(tuner, "run_trials", spy)
+    monkeypatch.setattr(tune_final, "run_trials", spy)
     monkeypatch.setattr(_study, "best", plateau_first)
     result = tune(trials=2, parallel=2, schedules=("plateau",), out=str(tmp_path),    # seed 3: trial 1 draws plateau
                   **{**QUICK, "epochs": 3, "final": True, "final_seeds": 1, "seed": 3})
@@ -524,7 +528,7 @@ def test_a_run_too_short_for_plateau_leaves_it_out_by_default_and_refuses_it_by_
 
 def test_resume_with_another_base_lr_is_refused(data_env, tmp_path) -> None:
     tune(trials=2, parallel=2, out=str(tmp_path), **QUICK)
-    with pytest.raises(_study.StudyError, match="runs at base LR 0.05, not --base-lr 0.1"):
+    with pytest.raises(_storage.StudyError, match="runs at base LR 0.05, not --base-lr 0.1"):
         tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": 0.1})
     tune(trials=3, parallel=2, out=str(tmp_path), **{**QUICK, "base_lr": None})   # resumes at the stored LR
     assert runs(load(tmp_path)) == 3
@@ -553,7 +557,7 @@ def test_warming_schedules_may_peak_above_the_base_lr(data_env, tmp_path) -> Non
 
 
 @pytest.mark.parametrize("make_pruner", [lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
-                                         lambda: _study.AnnealedFirst(optuna.pruners.MedianPruner(n_startup_trials=2)),
+                                         lambda: _pruner.AnnealedFirst(optuna.pruners.MedianPruner(n_startup_trials=2)),
                                          lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=3),
                                          optuna.pruners.NopPruner], ids=["median", "annealed", "hyperband", "none"])
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])       # accuracy, loss
@@ -570,8 +574,8 @@ def test_batch_pruning_verdicts_equal_optunas_own(make_pruner, direction) -> Non
     for i, trial in enumerate(batch):
         trial.report(sign * (0.4 + 0.1 * i), 0)
     expected = [t.should_prune() for t in batch]
-    assert _study.should_prune(study, batch) == expected
-    if isinstance(pruner, (optuna.pruners.MedianPruner, _study.AnnealedFirst)):
+    assert _pruner.should_prune(study, batch) == expected
+    if isinstance(pruner, (optuna.pruners.MedianPruner, _pruner.AnnealedFirst)):
         assert True in expected and False in expected       # the test tells pruned from kept
 
 
@@ -767,7 +771,7 @@ def test_a_missing_database_driver_names_the_package_to_install(monkeypatch) -> 
 
 @pytest.mark.parametrize("epochs, pruned_after_first", [(3, False), (2, True)])
 def test_the_median_rule_waits_for_the_second_epoch_when_there_are_three(epochs, pruned_after_first) -> None:
-    study = optuna.create_study(direction="maximize", pruner=_study.PRUNERS["median"](epochs))
+    study = optuna.create_study(direction="maximize", pruner=_pruner.PRUNERS["median"](epochs))
     for value in (0.95, 0.96, 0.97, 0.98, 0.99):
         trial = study.ask()
         trial.report(value, 0)
@@ -792,7 +796,7 @@ def test_the_median_rule_waits_for_the_second_epoch_when_there_are_three(epochs,
 ])
 def test_the_median_rule_waits_for_a_trial_whose_lr_still_has_to_fall(schedule, params, judged) -> None:
     """Three epochs of 100 steps; a trial reports after its second epoch far below the others."""
-    study = optuna.create_study(direction="maximize", pruner=_study.PRUNERS["median"](3))
+    study = optuna.create_study(direction="maximize", pruner=_pruner.PRUNERS["median"](3))
     study.set_user_attr("steps", 300)
     study.set_user_attr("steps_per_epoch", 100)
     for value in (0.95, 0.96, 0.97, 0.98, 0.99):
@@ -808,7 +812,7 @@ def test_the_median_rule_waits_for_a_trial_whose_lr_still_has_to_fall(schedule, 
     trial.report(0.80, 0)
     trial.report(0.81, 1)
     assert bool(trial.should_prune()) is judged
-    assert _study.should_prune(study, [trial]) == [judged]
+    assert _pruner.should_prune(study, [trial]) == [judged]
 
 
 def test_a_study_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
@@ -844,13 +848,13 @@ def test_weight_decay_is_torchs_default_stored_with_the_study_and_in_the_snippet
 def test_timeout_stops_starting_trials_and_a_run_without_it_goes_on(data_env, tmp_path, monkeypatch) -> None:
     clock = {"now": 0.0}
     monkeypatch.setattr(_search_loop, "now", lambda: clock["now"])
-    real_run = tuner._run_batch
+    real_run = tune_search._run_batch
 
     def batch_takes_a_minute(*args, **kwargs):
         clock["now"] += 60.0
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(tuner, "_run_batch", batch_takes_a_minute)
+    monkeypatch.setattr(tune_search, "_run_batch", batch_takes_a_minute)
     # a seed each: every trial asked runs (none repeats a finished one), so each batch takes the minute
     result = tune(trials=6, parallel=2, out=str(tmp_path), timeout="1m30s", same_init=False, **QUICK)
     study = load(tmp_path)
@@ -926,7 +930,7 @@ def test_a_study_scored_on_validation_loss_ranks_prunes_and_reports_by_it(data_e
     data = json.loads((tmp_path / "best.json").read_text())
     assert data["metric"] == "loss" and data["val_loss"] == best.value and data["val_acc"] == best.user_attrs["val_acc"][-1]
     assert (tmp_path / "val_loss.png").stat().st_size > 1000 and (tmp_path / "val_acc.png").is_file()
-    with pytest.raises(_study.StudyError, match="metric 'loss' there, 'accuracy' here"):
+    with pytest.raises(_storage.StudyError, match="metric 'loss' there, 'accuracy' here"):
         tune(trials=5, parallel=4, out=str(tmp_path), **QUICK)
     with pytest.raises(ValueError, match="metric must be 'accuracy' or 'loss', got 'auc'"):
         TuneConfig(metric="auc")
@@ -949,7 +953,7 @@ def test_a_study_stored_with_the_old_val_size_default_resumes_and_a_new_one_stor
     study.set_user_attr("lrfind_setup", {**study.user_attrs["lrfind_setup"], "val_size": 10_000})
     tune(trials=3, parallel=2, out=str(tmp_path), **QUICK)
     assert runs(load(tmp_path)) == 3
-    with pytest.raises(_study.StudyError, match="val_size None there, 500 here"):
+    with pytest.raises(_storage.StudyError, match="val_size None there, 500 here"):
         tune(trials=4, parallel=2, out=str(tmp_path), val_size=500, **QUICK)
 
 
@@ -983,7 +987,7 @@ def test_a_stage_1_that_swept_again_at_half_the_pace_says_so_in_the_report(data_
         return RangeTestResult(lrs, losses, num_iter=2 * num_iter, seed_lrs=[0.03, 0.035, 0.04],
                                config={"faster_sweeps": {"num_iter": num_iter, "seed_lrs": [0.006, 0.05, 0.06]}})
 
-    monkeypatch.setattr(tuner, "find_lr", fake_find_lr)
+    monkeypatch.setattr(tune_lr, "find_lr", fake_find_lr)
     result = tune(trials=1, parallel=1, out=str(tmp_path), **{**QUICK, "base_lr": None, "range_test_iters": 100})
     assert calls == [(100, 3)]                                      # the median of 3 sweeps by default
     assert result.base_lr == 0.035 and result.study.user_attrs["range_test"]["num_iter"] == 200
@@ -1011,7 +1015,7 @@ def test_an_unknown_argument_names_the_field_it_probably_meant_before_anything_i
         tune(epoch=1, n_trials=3, out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
     import lrfind
-    assert lrfind.TuneConfig is tuner.TuneConfig and "LoopConfig" in dir(lrfind)
+    assert lrfind.TuneConfig is tune_config.TuneConfig and "LoopConfig" in dir(lrfind)
 
 
 def test_a_clipped_study_keeps_its_norm_for_a_resume_and_for_your_own_run(data_env, tmp_path) -> None:
@@ -1035,8 +1039,8 @@ def test_stage_3_of_the_same_best_is_run_once_and_then_taken_from_the_study(data
     """A rerun, or a second worker of the study, takes stage 3's stored results while its best is
     the same and its seeds as many; more seeds retrain."""
     runs = []
-    real = tuner._final
-    monkeypatch.setattr(tuner, "_final", lambda *args: runs.append(1) or real(*args))
+    real = tune_final.retrain
+    monkeypatch.setattr(tune_final, "retrain", lambda *args: runs.append(1) or real(*args))
     settings = {**QUICK, "final": True, "final_seeds": 1}
     first = tune(trials=2, parallel=2, out=str(tmp_path), **settings)
     again = tune(trials=2, parallel=2, out=str(tmp_path), **settings)
@@ -1093,7 +1097,7 @@ def test_a_study_runs_with_its_trials_folded_as_on_a_gpu(data_env, tmp_path, mon
         def prune(self, study, trial) -> bool:
             return trial.number % 2 == 1
 
-    monkeypatch.setitem(_study.PRUNERS, "median", lambda epochs: PruneOdd())
+    monkeypatch.setitem(_pruner.PRUNERS, "median", lambda epochs: PruneOdd())
     with caplog.at_level(logging.INFO, logger="lrfind"):
         result = tune(trials=4, parallel=4, out=str(tmp_path), **{**QUICK, "final": True, "final_seeds": 1})
     assert "the 4 trials run folded into the channels" in caplog.text and "vmapped whole" not in caplog.text

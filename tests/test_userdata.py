@@ -22,7 +22,7 @@ from lrfind.data.images import DataSizeError
 from lrfind.cli import main
 from lrfind.data.augment import AugmentError
 from lrfind.models import ModelError
-from lrfind.study.tune import TuneConfig
+from lrfind.study.tune_config import TuneConfig
 from lrfind.data.user import DataSetError, _read, load_function
 
 USER_DATA = '''

@@ -15,7 +15,8 @@ import pytest
 from lrfind import tune_loop
 from lrfind.study import storage as _storage
 from lrfind.study import trials as _study
-from lrfind.study.loop import _Unstudied
+from lrfind.study import workers as _workers
+from lrfind.study.loop_trial import Unstudied
 
 TRIALS = 10
 
@@ -28,7 +29,7 @@ def _worker(out: str, barrier, ran_file: str, flock: bool = True) -> None:
     ran = []
 
     def train(trial):
-        again = isinstance(trial._trial, _Unstudied)                         # a run with a new seed
+        again = isinstance(trial._trial, Unstudied)                         # a run with a new seed
         ran.append([trial.number, again])
         time.sleep(1.5 if again else 0.2)        # long enough for the workers to overlap (they look every second)
         for epoch in range(trial.epochs):
@@ -83,8 +84,8 @@ def test_a_trial_whose_process_died_runs_again_and_a_live_ones_is_left_alone(tmp
     dead, alive = study.ask(), study.ask()
     dead.set_user_attr("worker", f"{socket.gethostname()}:{2 ** 22 + 7}")     # above any pid Linux hands out
     alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")   # a process that runs
-    with _study.claim(study):
-        _study.prepare(study, single=False)
+    with _workers.claim(study):
+        _workers.prepare(study, single=False)
     states = {t.number: t.state for t in study.trials}
     assert states[dead.number] == optuna.trial.TrialState.FAIL
     assert states[alive.number] == optuna.trial.TrialState.RUNNING

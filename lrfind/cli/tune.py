@@ -133,7 +133,10 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     from lrfind.models import ModelError
     from lrfind.data.augment import AugmentError
     from lrfind.data.user import DataSetError
-    from lrfind.study.tune import NoBaseLRError, TuneConfig, TuneInterrupted, tune
+    from lrfind.study.result import TuneInterrupted
+    from lrfind.study.tune import tune
+    from lrfind.study.tune_config import TuneConfig
+    from lrfind.study.tune_lr import NoBaseLRError
     from lrfind.study.storage import StorageArgumentError, StudyError
 
     quiet_optuna()

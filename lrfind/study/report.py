@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lrfind.study import figures as _figures
+from lrfind.study import retries as _retries
 from lrfind.study import trials as _study
 from lrfind.study.best import best_json, final_of, from_study
 from lrfind._duration import duration_text
@@ -124,7 +125,7 @@ def verdict(study: optuna.Study) -> str:
     if given_up:
         trials = study.get_trials(deepcopy=False)
         named = ", ".join(f"{n} ({trials[n].user_attrs.get('schedule', '?')})" for n in given_up if n < len(trials))
-        lines.append(f"given up: trial{'s' if len(given_up) > 1 else ''} {named}, cut short {_study.MAX_RETRIES + 1} "
+        lines.append(f"given up: trial{'s' if len(given_up) > 1 else ''} {named}, cut short {_retries.MAX_RETRIES + 1} "
                      "times each (a worker killed, out of memory?); the search went on without "
                      f"{'them' if len(given_up) > 1 else 'it'}")
     name = best.user_attrs.get("schedule")

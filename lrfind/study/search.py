@@ -10,7 +10,9 @@ import time
 from typing import Any, Callable, Iterator
 
 import optuna
+from lrfind.study import retries as _retries
 from lrfind.study import trials as _study
+from lrfind.study import workers as _workers
 from lrfind._duration import duration_text
 from lrfind._output import progress_bar
 from lrfind.engine.trials import TrialSpec
@@ -34,7 +36,7 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
     multivariate TPE samples a trial from the search space the sampler inferred at its latest ask,
     and raises where another worker's trials changed that space in between.
 
-    Several workers may share the study: counting and asking happen under ``_study.claim``, so
+    Several workers may share the study: counting and asking happen under ``workers.claim``, so
     together they never start more trials than are missing; a worker with nothing left to start
     waits while others finish (or until their silent trials are failed and requeued).
     """
@@ -42,12 +44,12 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
     try:
         while True:
             with contextlib.ExitStack() as running:
-                with _study.claim(study):
-                    _study.prepare(study, single)
+                with _workers.claim(study):
+                    _workers.prepare(study, single)
                     runs, twins, in_flight = _study.counts(study)
                     missing = cfg.trials - runs - in_flight if twins < cfg.trials else 0
                     asked, specs = _ask(study, describe, min(parallel, missing))
-                    running.enter_context(_study.Heartbeat(study, asked))   # first beat before the lock goes
+                    running.enter_context(_workers.Heartbeat(study, asked))   # first beat before the lock goes
                 bar.n = min(runs, cfg.trials)
                 bar.set_postfix_str(_progress_text(study, deadline), refresh=False)
                 bar.refresh()
@@ -87,13 +89,13 @@ def _ask(study: optuna.Study, describe: Callable[[optuna.Trial], TrialSpec],
     try:
         specs = []
         for _ in range(n):
-            asked.append(_study.ask(study))
-            asked[-1].set_user_attr("worker", _study.WORKER)
+            asked.append(_workers.ask(study))
+            asked[-1].set_user_attr("worker", _workers.WORKER)
             specs.append(describe(asked[-1]))
         return asked, specs
     except BaseException as e:
         for trial in asked:
-            _study.abandon(study, trial, e)
+            _retries.abandon(study, trial, e)
         raise
 
 
@@ -133,9 +135,9 @@ def _told_after(study: optuna.Study, held: list[tuple[optuna.Trial, int]]) -> It
     try:
         yield
     except BaseException as e:
-        with _study.claim(study):
+        with _workers.claim(study):
             for trial, _ in held:
-                _study.abandon(study, trial, e)
+                _retries.abandon(study, trial, e)
         raise
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)} if held else {}
     for trial, number in held:
@@ -143,4 +145,4 @@ def _told_after(study: optuna.Study, held: list[tuple[optuna.Trial, int]]) -> It
         if _study.is_finished(twin):
             _study.tell_twin(study, twin=twin, trial=trial)
         else:
-            _study.abandon(study, trial, RuntimeError(f"trial {number}, which it repeats, did not finish"))
+            _retries.abandon(study, trial, RuntimeError(f"trial {number}, which it repeats, did not finish"))

@@ -15,7 +15,7 @@ class StudySpec:
     """What a study is, for ``tune``'s config and ``tune_loop``'s alike (``TuneConfig``,
     ``LoopConfig``): the schedules searched, the optimizer, the run's length, where the study lives
     and how it searches. The study's storage, sampler and pruner are made from this alone
-    (``trials.open_study``)."""
+    (``opening.open_study``)."""
 
     model: Any
     dataset: Any

@@ -370,7 +370,7 @@ def _run_lock_without_flock(url: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def claim_lock(path: Path) -> Iterator[None]:
-    """The journal's workers one at a time (``_study.claim``): an exclusive lock on a file beside it."""
+    """The journal's workers one at a time (``workers.claim``): an exclusive lock on a file beside it."""
     claim = path.parent / (path.name + ".claim")
     if fcntl is None:
         from filelock import FileLock
