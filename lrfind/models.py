@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class ModelError(ValueError):
+    field = "model"            # what the command line calls --model
     """A model named by the user cannot be loaded, built, or does not fit the data."""
 
 
@@ -212,3 +213,13 @@ def dtype_hint(model: nn.Module | None, batch: Any, *, command_line: bool = Fals
         return said + f"return the model in {x}"
     cast = {torch.float32: "model.float()", torch.float64: "model.double()"}.get(inputs.dtype, f"model.to(torch.{x})")
     return said + f"make them one dtype ({cast}, or the loader's)"
+
+
+def seeded(factory: Callable[[], nn.Module]) -> Callable[[int], nn.Module]:
+    """The user's model factory as one that takes a seed: its weights drawn from that seed, the
+    caller's random state left as it was, and a compiled model unwrapped (``uncompiled``)."""
+    def make(seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return uncompiled(factory(), getattr(factory, "__name__", "given"))
+    return make

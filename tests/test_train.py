@@ -193,8 +193,10 @@ def test_bf16_autocast_trains_and_keeps_float32_weights() -> None:
         assert all(v.dtype == torch.float32 for v in b.values())
         for name in a:                      # close to float32 training, not equal to it
             assert 0 < (a[name] - b[name]).abs().max() < 0.05, name
-    with pytest.raises(ValueError, match="amp must be None or 'bf16', got 'fp16'"):
-        FusedTrials("lenet", SPECS, base_lr=BASE_LR, total_steps=STEPS, steps_per_epoch=PER_EPOCH, amp="fp16")
+    from lrfind import TuneConfig
+
+    with pytest.raises(ValueError, match="amp must be None or 'bf16', got 'fp16'"):    # checked at the edge, once
+        TuneConfig(amp="fp16", device="cpu")
 
 
 def test_looped_and_vectorized_trials_agree_in_training_and_validation() -> None:
@@ -380,7 +382,7 @@ def test_a_model_with_nothing_to_train_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_evaluation_in_batches_changes_no_score(monkeypatch, vectorize) -> None:
-    import lrfind.engine.trials as train_module
+    import lrfind.engine.scoring as scoring
 
     g = torch.Generator().manual_seed(1)
     val = ImageData(torch.randn(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g))
@@ -392,7 +394,7 @@ def test_evaluation_in_batches_changes_no_score(monkeypatch, vectorize) -> None:
     seen = []
     forward = engine._forward
     monkeypatch.setattr(engine, "_forward", lambda p, b, x: seen.append(len(x)) or forward(p, b, x))
-    monkeypatch.setattr(train_module, "EVAL_IMAGES_CPU", 100)
+    monkeypatch.setattr(scoring, "EVAL_IMAGES_CPU", 100)
     chunked = engine.evaluate(val)
     assert seen == [100, 100, 100]
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5)
@@ -433,7 +435,7 @@ def test_an_evaluation_that_runs_out_of_gpu_memory_halves_its_batch_and_keeps_it
 
 
 def test_evaluation_batches_shrink_as_trials_grow_on_a_gpu_and_stay_small_on_a_cpu() -> None:
-    from lrfind.engine.trials import EVAL_IMAGE_TRIALS, EVAL_IMAGES_CPU, eval_batch_size
+    from lrfind.engine.scoring import EVAL_IMAGE_TRIALS, EVAL_IMAGES_CPU, eval_batch_size
 
     cuda = torch.device("cuda")
     assert [eval_batch_size(k, cuda) for k in (1, 50, 200)] == [EVAL_IMAGE_TRIALS, EVAL_IMAGE_TRIALS // 50,

@@ -15,6 +15,10 @@ from typing import Any, Iterable
 
 import torch
 
+from lrfind._device import exact_dtype
+from lrfind._errors import FieldError
+from lrfind.engine.update import adam_, sgd_
+
 RULES = ("sgd", "adam", "adamw")
 
 
@@ -34,15 +38,15 @@ class OptimizerConfig:
         if self.name not in RULES:
             raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.name!r}")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+            raise FieldError("momentum", f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
+            raise FieldError("nesterov", "nesterov needs optimizer 'sgd' with momentum > 0")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+            raise FieldError("weight_decay", f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+            raise FieldError("betas", f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps!r}")
+            raise FieldError("eps", f"eps must be > 0, got {self.eps!r}")
 
     @classmethod
     def of(cls, name: str, *, momentum: float = 0.9, weight_decay: float | None = None) -> "OptimizerConfig":
@@ -68,6 +72,32 @@ class OptimizerConfig:
                                    weight_decay=self.weight_decay)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+    def initial_state(self, flat: torch.Tensor, *, cycled: bool) -> dict[str, torch.Tensor]:
+        """The update's buffers for (K, P) weights ``flat``, made up front so that a step never
+        allocates state (``cycled``: a trial's schedule cycles the momentum, so SGD keeps a momentum
+        buffer even at momentum 0). A zero momentum buffer gives torch's first step exactly
+        (0 * momentum + g = g)."""
+        names = ((["momentum"] if self.momentum or cycled else []) if self.name == "sgd"
+                 else ["exp_avg", "exp_avg_sq"])
+        return {name: torch.zeros_like(flat) for name in names}
+
+    def step_rows(self, flat: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor], lr: torch.Tensor,
+                  momentum: torch.Tensor | None, step: torch.Tensor) -> None:
+        """torch.optim's update of the (K, P) weights ``flat`` in place, one LR per trial (row), (K,),
+        and one momentum (Adam's beta1) per trial, (K, 1), where some trial cycles it; ``step``
+        already counts this step (torch's ``step`` state)."""
+        lr = lr.unsqueeze(1)
+        if self.name == "sgd":
+            # torch multiplies float32 buffers by the momentum rounded to float32
+            sgd_([flat], [grad], [state["momentum"]] if "momentum" in state else [], lr,
+                 momentum=self.momentum if momentum is None else momentum.float(),
+                 nesterov=self.nesterov, weight_decay=self.weight_decay)
+        else:
+            betas = self.betas if momentum is None else (momentum, self.betas[1])
+            adam_([flat], [grad], [state["exp_avg"]], [state["exp_avg_sq"]], lr, step.to(exact_dtype(flat.device)),
+                  betas=betas, eps=self.eps, weight_decay=self.weight_decay, decoupled=self.name == "adamw")
+
 
 
 def own_rule(optimizer: torch.optim.Optimizer) -> tuple[str | None, str]:
