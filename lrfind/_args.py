@@ -8,6 +8,8 @@ import math
 import numbers
 from typing import Any, Iterable
 
+from lrfind._errors import FieldError
+
 
 def check_names(function: str, given: Iterable[str], accepted: Iterable[str], *, others: Iterable[str] = (),
                 aliases: dict[str, str] | None = None, takes: str) -> None:
@@ -71,7 +73,7 @@ def check_positive(name: str, value: Any, *, least: float | None = None, then: s
     if number and math.isfinite(value) and (value > 0 if least is None else value >= least):
         return
     kind = "a positive finite number" if least is None else f"a finite number >= {least:g}"
-    raise ValueError(f"{name} must be {kind}, got {value!r}{then}")
+    raise FieldError(name, f"{name} must be {kind}, got {value!r}{then}")
 
 
 # TuneConfig's counts: positive integers (val_size may be None: its default)
@@ -86,6 +88,6 @@ def check_counts(**values: Any) -> None:
     for name, value in values.items():
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1) and not (
                 name == "val_size" and value is None):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise FieldError(name, f"{name} must be a positive integer, got {value!r}")
     if values.get("range_test_iters", 2) < 2:
-        raise ValueError(f"range_test_iters must be at least 2, got {values['range_test_iters']!r}")
+        raise FieldError("range_test_iters", f"range_test_iters must be at least 2, got {values['range_test_iters']!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from lrfind._errors import FieldError
+
 _PATTERN = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?")
 
 
@@ -27,10 +29,10 @@ def timeout_seconds(value: float | str | None) -> float | None:
         try:
             value = parse_duration(value)
         except ValueError as e:
-            raise ValueError(f"timeout {e}") from None
+            raise FieldError("timeout", f"timeout {e}") from None
     if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                   and math.isfinite(value) and value > 0):
-        raise ValueError(f"timeout must be a positive number of seconds or a duration like '10m', got {value!r}")
+        raise FieldError("timeout", f"timeout must be a positive number of seconds or a duration like '10m', got {value!r}")
     return value
 
 

@@ -27,6 +27,16 @@ class Explained(Exception):
     with advice of its own (``find_lr``'s "check that the batches fit the model", say)."""
 
 
+class FieldError(ValueError):
+    """A value given for one field (a config's, a function's argument) is wrong. ``field`` names
+    it, so that the command line names the option the user typed (``--max-grad-norm``) from the
+    error itself, not from its wording. Messages start with the field's name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ExplainedValueError(Explained, ValueError):
     """A ValueError of lrfind's own that already says what to do."""
 

@@ -108,14 +108,13 @@ def schedule_name(typed: str) -> str:
 
 
 def option_message(e: ValueError) -> str:
-    """The library speaks of fields (TuneConfig's, the model's); the user typed options."""
-    text = str(e)
-    for field in ("model", "dataset", "augment", "trials", "epochs", "batch_size", "parallel", "base_lr",
-                  "train_subset", "val_size", "range_test_iters", "range_test_repeats", "heartbeat", "max_peak",
-                  "final_seeds", "weight_decay", "momentum", "max_grad_norm", "timeout", "schedules"):
-        if text.startswith(field + " "):
-            return "--" + field.replace("_", "-") + text[len(field):]
-    return text
+    """The library speaks of fields (TuneConfig's, the model's); the user typed options. The error
+    says which field it is about (``FieldError.field``, or its class's ``field``: ModelError's is
+    the model), and its message starts with that field's name, which becomes the option's."""
+    text, field = str(e), getattr(e, "field", None)
+    if field is None or not text.startswith(field + " "):
+        return text
+    return "--" + field.replace("_", "-") + text[len(field):]
 
 
 def build_model(name: str, seed: int, data):
@@ -263,7 +262,7 @@ run_options = _options(
     click.option("--weight-decay", default=None, type=click.FloatRange(min=0),
                  help="Weight decay: L2 in the gradient for SGD and Adam, decoupled for AdamW. "
                       "Default: torch's, 0 (AdamW: 0.01)."),
-    click.option("--max-grad-norm", default=None, type=click.FloatRange(min=0, min_open=True), metavar="NORM",
+    click.option("--max-grad-norm", default=None, type=float, metavar="NORM",
                  help="Clip the gradients' total norm to NORM before every step (torch's clip_grad_norm_), as "
                       "your training does (without it the loss may blow up at a lower LR than in your run). "
                       "Default: no clipping."),

@@ -79,7 +79,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     try:
         opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
         check_max_grad_norm(max_grad_norm)
-    except ValueError as e:                                    # nan or inf
+    except ValueError as e:                      # before the data is read; find_lr checks Python callers'
         raise UserError(option_message(e)) from None
     dev = resolve_device(device)
     train, val = load_split(dataset, data_dir, dev).holdout(10_000)

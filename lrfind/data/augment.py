@@ -28,6 +28,7 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class AugmentError(ValueError):
+    field = "augment"
     """An augmentation named by the user cannot be loaded or does not keep the images' shape."""
 
 

@@ -8,17 +8,19 @@ from typing import Callable, Iterator
 
 import torch
 
+from lrfind._errors import FieldError
+
 NUM_CLASSES = 10                 # of every built-in data set
 
 
-class DataSizeError(ValueError):
+class DataSizeError(FieldError):
     """A batch larger than the training split that is left (a small data set of the user's)."""
 
 
 def check_batch_fits(batch_size: int, train: "ImageData", val: "ImageData") -> None:
     """Raise DataSizeError unless the training split left after validation holds a batch."""
     if len(train) < batch_size:
-        raise DataSizeError(f"batch_size {batch_size} is more than the {len(train)} training examples left after "
+        raise DataSizeError("batch_size", f"batch_size {batch_size} is more than the {len(train)} training examples left after "
                             f"{len(val)} for validation: lower it")
 
 

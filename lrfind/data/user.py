@@ -43,6 +43,7 @@ READ_BATCH = 1_000             # items collated at a time when a Dataset is read
 
 
 class DataSetError(ValueError):
+    field = "dataset"
     """A data set named by the user cannot be loaded or is not image classification data."""
 
 

@@ -6,6 +6,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from lrfind._errors import FieldError
 from lrfind._args import check_positive, unknown
 from lrfind._duration import timeout_seconds
 from lrfind.study import pruner as _pruner
@@ -45,11 +46,11 @@ class LoopConfig(StudySpec):
             least = 0 if name == "final_seeds" else 1
             if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least):
                 kind = "an integer >= 0" if least == 0 else "a positive integer"
-                raise ValueError(f"{name} must be {kind}, got {value!r}")
+                raise FieldError(name, f"{name} must be {kind}, got {value!r}")
         if self.base_lr is not None:
             check_positive("base_lr", self.base_lr, then=" (find_lr(...).suggested_lr is one)")
         if self.metric not in _study.METRICS:
-            raise ValueError(f"metric must be 'accuracy' (a fraction in [0, 1], higher is better) or 'loss' (lower is "
+            raise FieldError("metric", f"metric must be 'accuracy' (a fraction in [0, 1], higher is better) or 'loss' (lower is "
                              f"better), got {self.metric!r}")
         check_positive("max_peak", self.max_peak, least=1)
         if self.pruner not in _pruner.PRUNERS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from lrfind._errors import FieldError
 from lrfind._output import counted
 from lrfind.engine.optimizer import OptimizerConfig
 from lrfind.schedules import SCHEDULES, Schedule, get_schedule
@@ -36,7 +37,7 @@ class StudySpec:
     def check_out(self) -> None:
         """``out`` names a folder: an empty one would mean the current folder (an unset variable, most often)."""
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
-            raise ValueError(f"out must name the folder for the study and its report, got {self.out!r}")
+            raise FieldError("out", f"out must name the folder for the study and its report, got {self.out!r}")
 
     @property
     def choices(self) -> list[str]:
@@ -50,24 +51,24 @@ class StudySpec:
         """Each schedule named exists (an unknown name lists the choices) and has the run it needs;
         an empty list is a mistake (an unset shell variable, say), not a wish for every schedule."""
         if self.schedules is not None and not self.schedules:
-            raise ValueError("schedules is empty: name the schedules to search (say, cosine,onecycle; "
+            raise FieldError("schedules", "schedules is empty: name the schedules to search (say, cosine,onecycle; "
                              "`lrfind schedules` lists them), or leave it out (None) for every one")
         for name in self.schedules or ():
-            why = self._no_room(get_schedule(name))
-            if why is not None:
-                raise ValueError(why)
+            too_short = self._no_room(get_schedule(name))
+            if too_short is not None:
+                raise too_short
 
-    def _no_room(self, schedule: Schedule) -> str | None:
-        """Why the run is too short for ``schedule``, or None. Its steps are known to ``tune_loop``
-        (``steps_per_epoch``), not to ``tune`` before it reads the data."""
+    def _no_room(self, schedule: Schedule) -> FieldError | None:
+        """Why the run is too short for ``schedule`` (too few epochs, or steps), or None. Its steps
+        are known to ``tune_loop`` (``steps_per_epoch``), not to ``tune`` before it reads the data."""
         name = schedule.name
         if self.epochs < schedule.min_epochs:
-            return (f"epochs {self.epochs} is too few for {name}, which needs {schedule.min_epochs}: "
-                    f"{schedule.min_epochs_why}; train more epochs or leave {name} out")
+            return FieldError("epochs", f"epochs {self.epochs} is too few for {name}, which needs "
+                              f"{schedule.min_epochs}: {schedule.min_epochs_why}; train more epochs or leave {name} out")
         per_epoch = getattr(self, "steps_per_epoch", None)
         if per_epoch is not None and self.epochs * per_epoch < schedule.min_total:
-            return (f"{name} needs a run of at least {schedule.min_total} steps, got "
-                    f"{counted(self.epochs, 'epoch')} of {per_epoch}; train more steps or leave {name} out")
+            return FieldError("schedules", f"{name} needs a run of at least {schedule.min_total} steps, got "
+                              f"{counted(self.epochs, 'epoch')} of {per_epoch}; train more steps or leave {name} out")
         return None
 
     @property

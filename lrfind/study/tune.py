@@ -60,7 +60,7 @@ def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
     elif cfg.val_size < len(data):
         train, val = data.split(cfg.val_size)
     else:
-        raise DataSizeError(f"val_size {cfg.val_size:,} leaves none of the {len(data):,} training examples of "
+        raise DataSizeError("val_size", f"val_size {cfg.val_size:,} leaves none of the {len(data):,} training examples of "
                             f"{cfg.dataset} to train on: give fewer (a sixth, {len(data) // 6:,}, is usual), or "
                             "leave it out for 10,000, at most a sixth of the set")
     if cfg.train_subset is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lrfind._errors import FieldError
 from lrfind._args import COUNTS, check_counts, check_positive, unknown
 from lrfind._device import resolve_device
 from lrfind._duration import timeout_seconds
@@ -78,23 +79,23 @@ class TuneConfig(StudySpec):
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
         check_counts(**{name: getattr(self, name) for name in COUNTS})
         if self.same_init not in (None, True, False):
-            raise ValueError(f"same_init must be True, False or None (the stored study's; False for a new one), "
+            raise FieldError("same_init", f"same_init must be True, False or None (the stored study's; False for a new one), "
                              f"got {self.same_init!r}")
         if self.parallel is not None and not (isinstance(self.parallel, int) and 1 <= self.parallel <= self.trials):
-            raise ValueError(f"parallel must be between 1 and trials={self.trials}, got {self.parallel!r}")
+            raise FieldError("parallel", f"parallel must be between 1 and trials={self.trials}, got {self.parallel!r}")
         if self.base_lr is not None:
             check_positive("base_lr", self.base_lr)
         if self.train_subset is not None and self.train_subset < self.batch_size:
-            raise ValueError(f"train_subset must be at least batch_size={self.batch_size}, got {self.train_subset!r}")
+            raise FieldError("train_subset", f"train_subset must be at least batch_size={self.batch_size}, got {self.train_subset!r}")
         if self.max_peak is not None:
             check_positive("max_peak", self.max_peak, least=1)
         check_max_grad_norm(self.max_grad_norm)
         if self.amp not in (None, "bf16"):
-            raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
+            raise FieldError("amp", f"amp must be None or 'bf16', got {self.amp!r}")
         if not isinstance(self.fold, bool):
-            raise ValueError(f"fold must be True or False, got {self.fold!r}")
+            raise FieldError("fold", f"fold must be True or False, got {self.fold!r}")
         if self.metric is not None and self.metric not in _study.METRICS:
-            raise ValueError(f"metric must be 'accuracy' or 'loss', got {self.metric!r}")
+            raise FieldError("metric", f"metric must be 'accuracy' or 'loss', got {self.metric!r}")
         if self.pruner not in _pruner.PRUNERS:
             raise ValueError(unknown("pruner", self.pruner, _pruner.PRUNERS))
         self.check_schedules()
