@@ -30,7 +30,7 @@ def digits():
     lrfind takes uint8 arrays as pixels: adds the channel, scales them to [0, 1] and standardises
     them with the training set's mean and std.
     """
-    from lrfind.data.builtin import read_idx
+    from lrfind.data import read_idx
 
     raw = Path(os.environ.get("LRFIND_DATA_DIR", "~/.cache/lrfind")).expanduser() / "MNIST" / "raw"
     if not raw.is_dir():

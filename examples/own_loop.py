@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lrfind
-from lrfind.data.builtin import DataNotFoundError
+from lrfind.data import DataNotFoundError
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -29,8 +29,8 @@ from torch import fx, nn
 from torch.func import functional_call, vmap
 from torch.utils import _pytree as pytree
 
-from lrfind.engine.folded_rules import (FUNCTIONS, FUNCTIONS_BY_NAME, METHODS, MODULES, RESHAPES_IN_PLACE, TRIAL,
-    Folded, NotFoldable, Stacked, method)
+from lrfind.engine.folded_rules import FUNCTIONS, FUNCTIONS_BY_NAME, METHODS, MODULES, RESHAPES_IN_PLACE, method
+from lrfind.engine.layouts import TRIAL, Folded, NotFoldable, Stacked
 
 __all__ = ["FoldedForward", "NotFoldable", "Folded", "Stacked"]
 
