@@ -43,7 +43,7 @@ def find_lr_parts(model, loader, device, iters: int) -> dict:
     """One ``find_lr`` with its parts timed: each wrapped, the device synchronised around it."""
     from lrfind.engine import graph as _graph
     from lrfind.rangetest import state as _state
-    from lrfind.rangetest import find as rangetest
+    from lrfind.rangetest import runner
 
     spent: dict[str, float] = collections.defaultdict(float)
     calls: dict[str, int] = collections.defaultdict(int)
@@ -68,10 +68,10 @@ def find_lr_parts(model, loader, device, iters: int) -> dict:
 
     wrap(_state, "take", "snapshot")
     wrap(_state, "restore", "restore")
-    wrap(rangetest, "_sweep_once", "sweep")
+    wrap(runner, "_sweep_once", "sweep")
     wrap(_graph.CapturedStep, "_capture", "capture")
     wrap(_graph.SweepStep, "_step", "eager steps")           # outside a capture: the warm-up steps
-    wrap(rangetest, "_result", "suggestion and result")
+    wrap(runner, "_result", "suggestion and result")
     try:
         with Timer(device) as t:
             result = find_lr(model, loader, num_iter=iters, progress=False, warn=False)
