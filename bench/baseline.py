@@ -14,7 +14,7 @@ import time
 import optuna
 import torch
 
-from common import TorchvisionStyleMNIST, loader, sync
+from bench.common import TorchvisionStyleMNIST, loader, sync
 from lrfind import get_model, get_schedule
 from lrfind.schedules import SCHEDULES
 

@@ -1,7 +1,7 @@
 """The trial engine's step at K trials under its options, and where its GPU time goes.
 
-    python bench/engine_variants.py --k 50
-    python bench/engine_variants.py --device cpu --k 8 --train-images 10000 --out bench/engine_variants_cpu.json
+    python -m bench.engine_variants --k 50
+    python -m bench.engine_variants --device cpu --k 8 --train-images 10000 --out bench/engine_variants_cpu.json
 
 On a GPU, prints ms per trial-epoch for: eager and CUDA graph (float32 and bf16), each with the
 trials folded into the channels (the default) and vmapped whole (``fold=False``), the graph of the former vmap(grad)
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import engine_epoch_seconds  # noqa: E402
+from bench.common import engine_epoch_seconds  # noqa: E402
 
 from lrfind import load_dataset  # noqa: E402
 from lrfind.engine.trials import FusedTrials, TrialSpec  # noqa: E402

@@ -7,14 +7,14 @@
 #
 # 1. tests/test_gpu.py (graph replay, range test from a graph, figures in a child process);
 # 2. bench/run.py, the suite (writes bench/results.json, copied to the output folder);
-#    bench/range_test_profile.py, where the range test's time goes (fixed costs, host against kernels);
+#    experiments/range_test_profile.py, where the range test's time goes (fixed costs, host against kernels);
 # 3. `lrfind -v tune --trials 50` (what the study logs: the figure process's timings, the wait for the figures),
 #    matplotlib's cache folders, and the same study under cProfile (the parent's top functions);
-#    bench/painter.py at K=6 (stage 3's size) and K=50 (the search's);
+#    experiments/painter.py at K=6 (stage 3's size) and K=50 (the search's);
 # 4. bench/engine_variants.py --k 50 (eager, graph, bf16, TF32, channels-last, looped, torch.compile; profile);
 # 5. bench/own_model.py (a user's CNN on 3x32x32 images with flip-crop: engine vs a plain loop);
 # 6. bench/loop_vs_engine.py (the same study through tune and through tune_loop over a plain loop);
-# 7. bench/init_studies.py (whole studies with the same initial weights for every trial, and with a seed each);
+# 7. experiments/init_studies.py (whole studies with the same initial weights for every trial, and with a seed each);
 # 8. bench/quality.py (lrfind tune and the sequential loop, 50 trials each, best retrained 3 times a side: ~7 min).
 # 9. bench/engine_variants.py on the machine's 16 CPU cores (no GPU): whether a CPU with many cores
 #    should train its trials folded into the channels rather than one after another (its default).
@@ -53,18 +53,18 @@ step() {
   archive
 }
 step test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
-step suite python3 bench/run.py
-step range_profile python3 bench/range_test_profile.py --json "$out/range_test_profile.json"
+step suite python3 -m bench.run
+step range_profile python3 -m experiments.range_test_profile --json "$out/range_test_profile.json"
 step tune_verbose python3 -m lrfind -v tune --trials 50 -q --out /tmp/lrfind-tune-verbose
 step tune_profile bash -c 'python3 -c "import matplotlib as m; print(\"matplotlib config\", m.get_configdir(), \"cache\", m.get_cachedir())"
   LRFIND_CLEAN_EXIT=1 python3 -m cProfile -o /tmp/lrfind-tune.prof -m lrfind tune --trials 50 -q --out /tmp/lrfind-tune-profile | tail -n 1
   python3 -c "import pstats; pstats.Stats(\"/tmp/lrfind-tune.prof\").sort_stats(\"cumulative\").print_stats(45)"'
-step painter_k6 python3 bench/painter.py --k 6 --json "$out/painter_k6.json"
-step painter_k50 python3 bench/painter.py --k 50 --json "$out/painter_k50.json"
-step engine_variants python3 bench/engine_variants.py --k 50
-step own_model python3 bench/own_model.py --json "$out/own_model.json"
-step loop_vs_engine python3 bench/loop_vs_engine.py --trials 20 --subset 50000 --json "$out/loop_vs_engine.json"
-step init_studies python3 bench/init_studies.py --studies 6 --json "$out/init_studies.json"
-step quality python3 bench/quality.py --json "$out/quality.json"
-step cpu16 env CUDA_VISIBLE_DEVICES= python3 bench/engine_variants.py --device cpu --k 8 32 --train-images 10000 \
+step painter_k6 python3 -m experiments.painter --k 6 --json "$out/painter_k6.json"
+step painter_k50 python3 -m experiments.painter --k 50 --json "$out/painter_k50.json"
+step engine_variants python3 -m bench.engine_variants --k 50
+step own_model python3 -m bench.own_model --json "$out/own_model.json"
+step loop_vs_engine python3 -m bench.loop_vs_engine --trials 20 --subset 50000 --json "$out/loop_vs_engine.json"
+step init_studies python3 -m experiments.init_studies --studies 6 --json "$out/init_studies.json"
+step quality python3 -m bench.quality --json "$out/quality.json"
+step cpu16 env CUDA_VISIBLE_DEVICES= python3 -m bench.engine_variants --device cpu --k 8 32 --train-images 10000 \
   --rounds 2 --out "$out/engine_variants_cpu16.json"

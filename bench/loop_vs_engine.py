@@ -2,7 +2,7 @@
 ``lrfind.tune_loop`` over a plain training loop, on the same model, data, batch size, epochs, base
 LR, search space and trial count. What the engine buys, and whether the loop finds as much.
 
-    LRFIND_DATA_DIR=../shared/data python bench/loop_vs_engine.py --trials 16 --subset 10000 --device cpu
+    LRFIND_DATA_DIR=../shared/data python -m bench.loop_vs_engine --trials 16 --subset 10000 --device cpu
 
 The loop is a good hand-written one: the data already on the device, batches drawn with a device
 permutation (no DataLoader), torch.optim and torch's scheduler, validation in batches of 1,000.
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lrfind  # noqa: E402
 from lrfind.study import trials as _study  # noqa: E402
 from lrfind._device import resolve_device  # noqa: E402

@@ -1,8 +1,8 @@
 """The engine on a model and data of the kind users bring: examples/own_data.py's CifarNet (conv
 32-64-128 with batch norm, 0.3 M parameters) on CIFAR-shaped 3x32x32 images with flip-crop.
 
-    python bench/own_model.py               # on the GPU machine (bench/gpu_all.sh runs it)
-    python bench/own_model.py --quick       # tiny sizes, anywhere: a smoke test
+    python -m bench.own_model               # on the GPU machine (bench/gpu_all.sh runs it)
+    python -m bench.own_model --quick       # tiny sizes, anywhere: a smoke test
 
 Prints, per epoch of 50,000 images at batch 128: ms per trial-epoch of K trials side by side in
 lrfind's engine (CUDA graph on a GPU), and of one model trained by the loop a user writes over the
@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, engine_epoch_seconds  # noqa: E402
+from bench.common import Timer, engine_epoch_seconds  # noqa: E402
 
 from lrfind.data.augment import flip_crop  # noqa: E402
 from lrfind.data.images import ImageData

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common import Timer, loader
+from bench.common import Timer, loader
 from lrfind import get_model
 
 

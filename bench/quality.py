@@ -1,9 +1,9 @@
 """The quality at equal budget: `lrfind tune` and the sequential Optuna + DataLoader loop, each
 searching the same number of trials and epochs.
 
-    python bench/quality.py --json bench/quality_h100.json     # 50 trials x 3 epochs a side (GPU: ~7 min)
-    python bench/quality.py --studies 3 --device cpu           # three pairs, seeds 0-2 (CPU: ~12 min a pair)
-    python bench/quality.py --trials 2 --epochs 1 --train-subset 2048 --range-test-iters 60   # a smoke run
+    python -m bench.quality --json bench/quality_h100.json     # 50 trials x 3 epochs a side (GPU: ~7 min)
+    python -m bench.quality --studies 3 --device cpu           # three pairs, seeds 0-2 (CPU: ~12 min a pair)
+    python -m bench.quality --trials 2 --epochs 1 --train-subset 2048 --range-test-iters 60   # a smoke run
 
 `bench/run.py` times 3 of the loop's trials and extrapolates; its best of 3 is no match for a
 50-trial search. Here both sides search the same space (lrfind's schedule registry, the constant
@@ -20,15 +20,13 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import sequential_study  # noqa: E402
-from run import accuracy_difference, run_tune  # noqa: E402
+from bench.baseline import sequential_study  # noqa: E402
+from bench.run import accuracy_difference, run_tune  # noqa: E402
 
 
 def one_pair(args, seed: int) -> dict:

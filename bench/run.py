@@ -1,7 +1,7 @@
 """lrfind's benchmark suite: lrfind against what users would otherwise run, in one run, on one device.
 
-    python bench/run.py                 # the full suite, on the GPU machine (writes bench/results.json)
-    python bench/run.py --quick         # a smoke run with tiny sizes, any machine (writes nothing by default)
+    python -m bench.run                 # the full suite, on the GPU machine (writes bench/results.json)
+    python -m bench.run --quick         # a smoke run with tiny sizes, any machine (writes nothing by default)
 
 Measures, on the same model (LeNet), data (MNIST), batch size, epochs and search space:
   1. `lrfind tune --trials 50` (3 epochs) end to end from the shell, against a sequential Optuna +
@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, engine_epoch_seconds  # noqa: E402
+from bench.common import Timer, engine_epoch_seconds  # noqa: E402
 
 from lrfind import find_lr, get_model, load_dataset  # noqa: E402
 
@@ -164,14 +163,14 @@ def main() -> None:
             results["tune_no_fold"] = run_tune(args, Path(tmp) / "tune_no_fold", "--no-fold")
             results["tune_no_fold"].pop("report")
 
-    from baseline import sequential_study
+    from bench.baseline import sequential_study
     base = sequential_study(args.baseline_trials, args.epochs, args.batch_size, tune["base_lr"], device,
                             retrain_seeds=3 if full else 2, train_size=args.train_subset)
     results["baseline"] = base
     baseline_50 = base["seconds_per_trial_epoch"] * args.epochs * 50
 
     ours = range_test_lrfind(args, device)
-    from peer_range_test import torch_lr_finder_range_test
+    from bench.peer_range_test import torch_lr_finder_range_test
     peer = torch_lr_finder_range_test(args.range_iters, args.range_batch, 4, device)
     results["range_test"] = {"lrfind": ours, "torch_lr_finder": peer}
 

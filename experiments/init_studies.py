@@ -1,9 +1,9 @@
 """Which default finds the better schedule over whole studies: every trial from the same initial
 weights (`--same-init`), or each trial from its own seed (`--seed-each`, the default)?
 
-    python bench/init_studies.py --studies 6 --json bench/init_studies_h100.json     # a GPU job
+    python -m experiments.init_studies --studies 6 --json experiments/init_studies_h100.json     # a GPU job
 
-``bench/same_init.py`` measures what the shared start does to one comparison of two trials; this
+``experiments/same_init.py`` measures what the shared start does to one comparison of two trials; this
 runs whole studies, ``--studies`` with each default (study seeds 0, 1, ...; each seed's range test
 and data alike for both), and compares what stage 3 found: the best schedule's test accuracy,
 retrained with 3 seeds, and its gain over the constant LR's. All studies share the base LR of the
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import tune  # noqa: E402
 
 

@@ -1,8 +1,8 @@
 """Figures beside the training: does drawing them slow the loop that feeds the device?
 
-    python bench/painter.py                # on a GPU: an engine epoch, K=6 trials (stage 3's size)
-    python bench/painter.py --k 50         # the search's size
-    python bench/painter.py --emulate      # any machine: a loop that waits 0.5 ms per step
+    python -m experiments.painter                # on a GPU: an engine epoch, K=6 trials (stage 3's size)
+    python -m experiments.painter --k 50         # the search's size
+    python -m experiments.painter --emulate      # any machine: a loop that waits 0.5 ms per step
 
 The report's four figures of a 50-trial study are drawn while a training loop runs: in a thread of
 the same process (lrfind's way before), and in the child process of ``lrfind.study.painter`` (its way
@@ -11,7 +11,7 @@ gets it back from a drawing thread only when the thread's 5 ms slice ends. Print
 alone and beside each, and when loop and figures were both done. Without CUDA (or with
 ``--emulate``) the loop is ``time.sleep(0.0005)`` per step, the GPU's share of a small step.
 
-The study is the tuner's real search loop with made-up accuracies (as in ``bench/storage.py``)
+The study is the tuner's real search loop with made-up accuracies (as in ``experiments/storage.py``)
 and a made-up range-test curve: what is drawn, not what was trained, is what costs here.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import Timer  # noqa: E402
-from storage import instant_training  # noqa: E402
+from bench.common import Timer  # noqa: E402
+from experiments.storage import instant_training  # noqa: E402
 
 from lrfind.study import opening as _opening
 from lrfind.study import storage as _storage

@@ -1,7 +1,7 @@
 """Would the median pruner have cut the trials that finished best? A replay on a study run without pruning.
 
     lrfind tune --trials 50 --pruner none --out runs/nopr        # every trial trained to its end
-    python bench/pruning_replay.py runs/nopr [--epoch 2]
+    python -m experiments.pruning_replay runs/nopr [--epoch 2]
 
 Goes through the trials in the order the study ran them, in its batches of ``--batch`` (8 on a CPU),
 and judges each after ``--epoch`` epochs as the median rule would have: below the median of the
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import optuna
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind.study import storage as _storage
 from lrfind.study import pruner as _pruner  # noqa: E402
 from lrfind.study import trials as _study  # noqa: E402

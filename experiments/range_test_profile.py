@@ -1,8 +1,8 @@
-"""Where the range test's time goes: lrfind's sweep as `bench/run.py` times it (LeNet, MNIST, batch
+"""Where the range test's time goes: lrfind's sweep as `python -m bench.run` times it (LeNet, MNIST, batch
 64, 300 steps, SGD with momentum), cut into its parts.
 
-    python bench/range_test_profile.py                      # on the GPU machine
-    python bench/range_test_profile.py --device cpu --iters 60   # a smoke run anywhere
+    python -m experiments.range_test_profile                      # on the GPU machine
+    python -m experiments.range_test_profile --device cpu --iters 60   # a smoke run anywhere
 
 The goal, 10x torch-lr-finder, was met in 3 of 6 H100 runs, with lrfind at 0.100-0.103 s a sweep
 (0.33 ms a step). What is in that time was never measured. This prints:
@@ -22,15 +22,13 @@ import argparse
 import collections
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, sync  # noqa: E402
+from bench.common import Timer, sync  # noqa: E402
 
 from lrfind import OptimizerConfig, find_lr, get_model, load_dataset  # noqa: E402
 

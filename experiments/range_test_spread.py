@@ -1,6 +1,6 @@
 """How far apart do range tests of the same setup land, one sweep against the median of three?
 
-    python bench/range_test_spread.py --batch-sizes 128,64 --seeds 8 --out bench/range_test_spread_cpu.json
+    python -m experiments.range_test_spread --batch-sizes 128,64 --seeds 8 --out experiments/range_test_spread_cpu.json
 
 For each batch size and each of ``--seeds`` starting seeds s, the model built with seed s sweeps
 ``--repeats`` times (seeds s, s+1, ...; the tuner's stage 1 does this with ``--range-test-repeats``)
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, find_lr, get_model, load_dataset  # noqa: E402
 from lrfind.rangetest.result import describe_sweeps  # noqa: E402
 

@@ -3,7 +3,7 @@ train it on? LeNet trained for one epoch (SGD 0.05, momentum 0.9), then swept wi
 Adam; then one more epoch at each LR of a grid (2 seeds), validation accuracy on the last 10,000
 training images, beside the LR the sweep's reason names.
 
-    python bench/rise_quality.py --out bench/rise_quality_cpu.json      # about 3 minutes on 2 CPU cores
+    python -m experiments.rise_quality --out experiments/rise_quality_cpu.json      # about 3 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, find_lr, get_model, load_dataset  # noqa: E402
 
 GRIDS = {"sgd": [0.001, 0.003, 0.01, 0.02, 0.05, 0.1], "adam": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]}

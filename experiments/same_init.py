@@ -1,7 +1,7 @@
 """How much does the trials' starting point blur a comparison of two schedules? The question behind
 `lrfind tune`'s default of one set of initial weights for every trial (`--same-init`).
 
-    python bench/same_init.py --pairs 12 --out bench/same_init_cpu.json
+    python -m experiments.same_init --pairs 12 --out experiments/same_init_cpu.json
 
 Trains ``--pairs`` pairs of LeNet trials side by side in lrfind's engine (SGD, momentum 0.9,
 batch 128, the same batches in the same order for all): a constant-LR trial and a cosine-decay
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import load_dataset  # noqa: E402
 from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The study's bookkeeping alone: what `lrfind tune` spends in Optuna's storage for 50 trials.
 
-    python bench/storage.py                    # journal file vs SQLite, 50 trials x 3 epochs, batches of 50
-    python bench/storage.py --parallel 16      # as the CPU runs it
+    python -m experiments.storage                    # journal file vs SQLite, 50 trials x 3 epochs, batches of 50
+    python -m experiments.storage --parallel 16      # as the CPU runs it
 
 Runs the tuner's real search loop (`tune_search.search`: ask, suggest, attributes, reports, pruning
 verdicts, tell) with the training replaced by made-up accuracies, so that only the storage and the
@@ -14,12 +14,10 @@ import argparse
 import contextlib
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 
 from lrfind.study import storage as _storage

@@ -1,7 +1,7 @@
 """Does a tuned schedule carry over to a longer run? The best of a study, stretched by load_best.
 
     lrfind tune --trials 16 --epochs 3 --device cpu --no-final --out runs/study
-    python bench/stretch.py runs/study --epochs 3 9 [--seeds 2] [--out stretch.json]
+    python -m experiments.stretch runs/study --epochs 3 9 [--seeds 2] [--out stretch.json]
 
 Trains the study's model on all of MNIST's training images (as stage 3 does), for each number of
 epochs: the best schedule stretched to that run by ``load_best(...).params`` and the constant LR at
@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import load_best, load_dataset  # noqa: E402
 from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Does the suggested LR land near the best? Training at the suggestion and at 3x and 10x above
 and below it (and at every method's suggestion), validation accuracy on the last 10k training images.
 
-    python bench/suggestion_quality.py --model lenet --optimizer sgd --seeds 3
-    python bench/suggestion_quality.py --epochs 3 --schedule cosine --out bench/sq_lenet_sgd_cos3.json
+    python -m experiments.suggestion_quality --model lenet --optimizer sgd --seeds 3
+    python -m experiments.suggestion_quality --epochs 3 --schedule cosine --out bench/sq_lenet_sgd_cos3.json
 
 ``--epochs`` (1) and ``--schedule`` (constant; any registered one with its default parameters,
 e.g. cosine) set the training at each LR: the question is the base LR of a run of that length
@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, find_lr, get_model, get_schedule, load_dataset  # noqa: E402
 from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 

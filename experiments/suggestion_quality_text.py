@@ -3,7 +3,7 @@ training's gradient clipping? The language model of ``examples/own_loop_text.py`
 at norm 1): three sweeps with and without the clipping, then the example's own training loop at a
 constant LR on a grid around the suggestions, scored on the validation loss (lower is better).
 
-    python bench/suggestion_quality_text.py --seeds 2 --out bench/suggestion_quality_cpu_text.json
+    python -m experiments.suggestion_quality_text --seeds 2 --out experiments/suggestion_quality_cpu_text.json
 
 Runs on CPU (about 8 minutes on 2 cores with the defaults) or on CUDA.
 """
@@ -20,10 +20,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "examples"))
 import lrfind  # noqa: E402
-import own_loop_text as text  # noqa: E402
+import examples.own_loop_text as text  # noqa: E402
 
 
 def sweeps(train_loader, vocab: int, num_iter: int, clip: float | None) -> lrfind.RangeTestResult:

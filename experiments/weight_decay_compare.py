@@ -1,7 +1,7 @@
 """Does `lrfind compare` point at the better weight decay? Smith's rule (arXiv:1803.09820): sweep
 once per value; the one whose loss falls lowest, and keeps falling to the highest LR, trains best.
 
-    python bench/weight_decay_compare.py --out bench/weight_decay_compare_cpu.json
+    python -m experiments.weight_decay_compare --out experiments/weight_decay_compare_cpu.json
 
 For each weight decay: a range test (median of 3 sweeps of ``--num-iter`` steps, all at one pace),
 then LeNet trained at that sweep's own
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrfind import OptimizerConfig, compare, find_lr, get_model, load_dataset  # noqa: E402
 from lrfind.engine.trials import TrialSpec, run_trials  # noqa: E402
 

@@ -1,4 +1,6 @@
-"""The GPU benchmarks run rarely (only where a GPU is lent): their --quick modes keep them from rotting."""
+"""The benchmarks (bench/) and the studies behind the defaults (experiments/) run rarely, some only on
+a GPU: small runs of each on the CPU keep them from rotting. They run as modules from the repository
+root (``python -m bench.run``), as their docs say."""
 
 from __future__ import annotations
 
@@ -10,16 +12,19 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench(script: str, *args: str, out: Path, out_flag: str = "--out", data: Path | None = None) -> tuple[dict, str]:
-    """Run ``bench/<script>`` on the CPU (with MNIST from ``data``); its JSON results and its stdout."""
+    """Run ``python -m bench.<script>`` (or ``experiments.<script>``) from the repository root on the CPU
+    (with MNIST from ``data``); its JSON results and its stdout."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     if data is not None:
         env["LRFIND_DATA_DIR"] = str(data)
-    done = subprocess.run([sys.executable, str(BENCH / script), *args, out_flag, str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    module = script.removesuffix(".py")
+    package = "bench" if (ROOT / "bench" / f"{module}.py").is_file() else "experiments"
+    done = subprocess.run([sys.executable, "-m", f"{package}.{module}", *args, out_flag, str(out)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(out.read_text()), done.stdout
 
@@ -133,12 +138,10 @@ def test_pruning_replay_bench_judges_a_study_run_without_pruning(mnist_root, tmp
     assert 0 <= result["pruned_waiting_for_decay"] <= result["pruned_median"] <= 3     # 3 judged, from the 6th
 
 
-def test_the_suites_accuracy_difference_carries_its_standard_error() -> None:
-    import importlib.util
+def test_the_suites_accuracy_difference_carries_its_standard_error(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))          # bench is a package of the repository, not installed
+    from bench import run
 
-    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
     # means 99.0 and 98.5 (pp); each side's variance 1.0 over 3 retrains: s.e. sqrt(1/3 + 1/3)
     diff = run.accuracy_difference([0.98, 0.99, 1.0], [0.975, 0.985, 0.995])
     assert diff["acc_difference_pp"] == pytest.approx(0.5)
@@ -163,16 +166,10 @@ def test_quality_bench_gives_both_sides_the_same_budget_on_the_cpu(mnist_root, t
     assert "difference, lrfind - loop" in stdout
 
 
-def test_quality_bench_summarises_pairs_of_studies() -> None:
-    import importlib.util
+def test_quality_bench_summarises_pairs_of_studies(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench import quality
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
-        quality = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(quality)
-    finally:
-        sys.path.remove(str(BENCH))
     pairs = [{"lrfind": {"best_test_acc": a}, "baseline": {"best_test_acc": b}}
              for a, b in [(0.990, 0.988), (0.989, 0.990), (0.991, 0.987)]]
     s = quality.summary(pairs)

@@ -1,0 +1,101 @@
+"""Is lrfind's verdict on decay honest? Its reported gain against the constant LR, beside the gain
+against the best constant of a grid of LRs trained here, the way stage 3 retrains.
+
+For each study folder (``lrfind tune --out DIR``), the constant LRs of ``--lrs`` are retrained as
+stage 3 retrained the study's best schedule and its constant: the same training images (the
+search's training part and its validation images), the same epochs and batch size, the same seeds
+(``seed``, ``seed + 1``, ...: the initial weights) and batch order (the study's seed), scored once
+on the test set. The grid's best constant is the LR with the highest mean test accuracy over the
+seeds (a run at chance counts as it scored: an LR that diverges now and then is no best). The
+gain against it is the best schedule's test accuracy minus the grid constant's, seed by seed: its
+mean and standard error, beside the study's reported ``final.gain``.
+
+    python bench/verdict.py --lrs 0.0125,0.025,0.05,0.1 --json grid_lenet.json /tmp/m37/after_lenet_s0 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lrfind.data.builtin import load_dataset
+from lrfind.data.images import ImageData
+from lrfind.engine.trials import TrialSpec, run_trials
+from lrfind.study.tune import _data
+from lrfind.study.tune_config import TuneConfig
+
+
+def mean_se(values: list[float]) -> tuple[float | None, float | None]:
+    n = len(values)
+    if not n:
+        return None, None
+    return sum(values) / n, statistics.stdev(values) / math.sqrt(n) if n >= 2 else None
+
+
+def grid(folder: Path, lrs: list[float]) -> dict:
+    """The grid's constants retrained as the study's stage 3 retrained, and the gains against them."""
+    best = json.loads((folder / "best.json").read_text())
+    setup, final = best["setup"], best["final"]
+    seeds = final["best"]["seeds"]
+    cfg = TuneConfig(model=setup["model"], dataset=setup["dataset"], epochs=setup["epochs"],
+                     batch_size=setup["batch_size"], train_subset=setup["train_subset"], val_size=setup["val_size"],
+                     device="cpu", progress=False, seed=seeds[0], out=str(folder))
+    device = torch.device("cpu")
+    train, val = _data(cfg, device)
+    data = ImageData(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.name,
+                     train.classes)
+    test = load_dataset(cfg.dataset, "test", device=device)
+    clock = time.perf_counter()
+    specs = [TrialSpec("constant", {}, seed=s, lr_scale=lr / lrs[0]) for lr in lrs for s in seeds]
+    records = run_trials(cfg.model, specs, data, None, epochs=cfg.epochs, batch_size=cfg.batch_size, base_lr=lrs[0],
+                         optimizer=cfg.optimizer_config, seed=cfg.seed, score_on=test, channels_last=cfg.channels_last)
+    accs = {lr: [r.test_acc for r in records[i * len(seeds):(i + 1) * len(seeds)]] for i, lr in enumerate(lrs)}
+    means = {lr: sum(a or 0.0 for a in v) / len(v) for lr, v in accs.items()}
+    top = max(lrs, key=lambda lr: means[lr])
+    ours = final["best"]["test_acc_per_seed"]
+    gains = [b - c for b, c in zip(ours, accs[top])]
+    g, se = mean_se(gains)
+    reported = final.get("gain")
+    if reported is None:            # a study of an lrfind before the gain was kept: its report's numbers
+        d, d_se = mean_se([b - c for b, c in zip(ours, final["constant"]["test_acc_per_seed"])])
+        reported = {"difference": d, "se": d_se, "pairs": len(ours), "verdict": "(not judged)"}
+    return {"study": str(folder), "model": setup["model"], "seed": seeds[0], "seeds": seeds, "base_lr": best["base_lr"],
+            "best": {"schedule": final["best"]["schedule"], "lr": final["best"]["lr"], "test_acc": final["best"]["test_acc"],
+                     "test_acc_per_seed": ours},
+            "constant": {k: final["constant"].get(k) for k in ("trial", "lr", "test_acc", "test_acc_per_seed", "diverged")},
+            "reported_gain": {k: reported.get(k) for k in ("difference", "se", "pairs", "verdict", "diverged")},
+            "grid": {str(lr): accs[lr] for lr in lrs}, "grid_best_lr": top, "grid_best_test_acc": means[top],
+            "gain_vs_grid_best": {"difference": g, "se": se, "per_seed": gains},
+            "within_one_se": (reported.get("difference") is not None and se is not None
+                              and abs(reported["difference"] - g) <= max(se, reported.get("se") or 0.0)),
+            "grid_seconds": round(time.perf_counter() - clock, 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="study folders (lrfind tune --out)")
+    parser.add_argument("--lrs", required=True, help="the grid's constant LRs, comma-separated")
+    parser.add_argument("--json", type=Path, help="append each folder's record to this JSON list")
+    args = parser.parse_args(argv)
+    lrs = sorted(float(x) for x in args.lrs.split(","))
+    for folder in args.folders:
+        record = grid(folder, lrs)
+        if args.json:
+            done = json.loads(args.json.read_text()) if args.json.is_file() else []
+            args.json.write_text(json.dumps(done + [record], indent=1))
+        r, g = record["reported_gain"], record["gain_vs_grid_best"]
+        pp = lambda x: "-" if x is None else f"{100 * x:+.2f}"      # noqa: E731
+        print(f"{folder}: reported {pp(r['difference'])} ± {pp(r['se'])} pp against the constant at "
+              f"{record['constant']['lr']:.3g}; against the grid's best ({record['grid_best_lr']:.3g}) "
+              f"{pp(g['difference'])} ± {pp(g['se'])} pp; within one s.e.: {record['within_one_se']}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
