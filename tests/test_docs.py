@@ -64,3 +64,13 @@ def test_the_pages_commands_run_as_written(page: Path, mnist_root: Path, tmp_pat
         command = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{page.name}: this {lang} block failed:\n{code}\n{done.stdout[-1500:]}{done.stderr[-3000:]}"
+
+
+def test_the_version_lrfind_reports_is_the_packages() -> None:
+    import lrfind
+
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M)[1]   # no tomllib on 3.10
+    assert lrfind.__version__ == version
+    shown = subprocess.run([sys.executable, "-m", "lrfind", "--version"], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.strip() == f"lrfind, version {version}"
+    assert f"## [{version}]" in (ROOT / "CHANGELOG.md").read_text()
