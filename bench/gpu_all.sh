@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything a GPU session measures, in one call on the GPU machine (after ../shared/bin/gpu-prep
-# here, with .device carried along):
+# Every GPU measurement, in steps of under 10 minutes each, on a machine with a GPU and lrfind
+# installed (or the repository on PYTHONPATH), MNIST where LRFIND_DATA_DIR points:
 #
 #     bash bench/gpu_all.sh                       # every step; logs and results in $OUT/gpu_all.tgz (or ./gpu_out)
 #     bash bench/gpu_all.sh suite painter_k6      # only these steps (a device call lasts 10 minutes at most)
@@ -32,9 +32,12 @@ archive() {
   [[ -n "${OUT:-}" ]] || return 0
   tar czf "$OUT/gpu_all.tgz.part" -C "$out" . && mv "$OUT/gpu_all.tgz.part" "$OUT/gpu_all.tgz"
 }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl || exit 1
-export PYTHONPATH=$PWD:/tmp/site LRFIND_DATA_DIR=$PWD/.device/data PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-# The image forbids bytecode and its torch ships none: give every process one cache to share.
+# On a machine without a package index, wheels and data may be carried in a folder (WHEELS, DATA).
+if [[ -n "${WHEELS:-}" ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
+fi
+export PYTHONPATH=$PWD:/tmp/site LRFIND_DATA_DIR=${DATA:-${LRFIND_DATA_DIR:-$HOME/.cache/lrfind}} PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+# Where an image forbids bytecode and its torch ships none, give every process one cache to share.
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=/tmp/lrfind-bench-pycache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1

@@ -2,7 +2,7 @@
 ``lrfind.tune_loop`` over a plain training loop, on the same model, data, batch size, epochs, base
 LR, search space and trial count. What the engine buys, and whether the loop finds as much.
 
-    LRFIND_DATA_DIR=../shared/data python -m bench.loop_vs_engine --trials 16 --subset 10000 --device cpu
+    python -m bench.loop_vs_engine --trials 16 --subset 10000 --device cpu
 
 The loop is a good hand-written one: the data already on the device, batches drawn with a device
 permutation (no DataLoader), torch.optim and torch's scheduler, validation in batches of 1,000.
