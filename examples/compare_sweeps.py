@@ -1,7 +1,7 @@
 """Several range tests side by side: the seeds' tip "smaller batch sizes are better suited to
 smaller learning rates", measured.
 
-    LRFIND_DATA_DIR=../shared/data python examples/compare_sweeps.py [NUM_ITER]
+    LRFIND_DATA_DIR=~/data python examples/compare_sweeps.py [NUM_ITER]
 
 Sweeps LeNet on MNIST at batch sizes 32, 128 and 512 (the median of 3 sweeps each, all at one
 pace: NUM_ITER steps, 600 by default, with no slower second sweeps, whose extra steps alone would

@@ -1,8 +1,8 @@
 """A range test of one model trained in several processes: DDP, or FSDP2's fully_shard; then, with
 --tune, the decay search over the same distributed training.
 
-    LRFIND_DATA_DIR=../shared/data torchrun --nproc-per-node 2 examples/distributed.py [ddp|fsdp]
-    LRFIND_DATA_DIR=../shared/data torchrun --nproc-per-node 2 examples/distributed.py ddp --tune 8 --subset 12000
+    LRFIND_DATA_DIR=~/data torchrun --nproc-per-node 2 examples/distributed.py [ddp|fsdp]
+    LRFIND_DATA_DIR=~/data torchrun --nproc-per-node 2 examples/distributed.py ddp --tune 8 --subset 12000
 
 Every process calls find_lr on its own shard of MNIST (a DistributedSampler); the losses are
 averaged across the processes at every divergence check, so all of them record the same curve,

@@ -1,7 +1,7 @@
 """A Lightning module: its base LR from find_lr, its decay from tune_loop, each trial a Trainer run.
 
     pip install lightning
-    LRFIND_DATA_DIR=../shared/data python examples/lightning_loop.py runs/lightning --trials 8 --subset 5000
+    LRFIND_DATA_DIR=~/data python examples/lightning_loop.py runs/lightning --trials 8 --subset 5000
 
 find_lr sweeps the module as Lightning trains it (its training_step and the optimizer of its
 configure_optimizers). Each trial of tune_loop then builds the module and a Trainer: the module's

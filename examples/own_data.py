@@ -1,8 +1,8 @@
 """Your own data set in the tuner and the range test: a function that returns it.
 
-    LRFIND_DATA_DIR=../shared/data lrfind range-test --dataset examples/own_data.py:digits
+    LRFIND_DATA_DIR=~/data lrfind range-test --dataset examples/own_data.py:digits
     lrfind tune --dataset examples/own_data.py:cifar10 --model examples/own_data.py:CifarNet --augment flip-crop
-    LRFIND_DATA_DIR=../shared/data python examples/own_data.py       # the same from Python, a quick study
+    LRFIND_DATA_DIR=~/data python examples/own_data.py       # the same from Python, a quick study
     lrfind tune --dataset examples/own_data.py:digit_values --model examples/own_data.py:DigitRegressor   # regression
 
 A data set function takes no arguments and returns the training set, or (train, test): torch

@@ -1,6 +1,6 @@
 """Your own training loop: the base LR from find_lr, the decay from tune_loop, the result on the test set.
 
-    LRFIND_DATA_DIR=../shared/data python examples/own_loop.py runs/loop --trials 12 --subset 5000
+    LRFIND_DATA_DIR=~/data python examples/own_loop.py runs/loop --trials 12 --subset 5000
 
 `lrfind tune` trains its trials in lrfind's own engine. When your training does not fit it (your
 DataLoader, a loss of your own: here label smoothing; a model whose forward takes more than a

@@ -1,6 +1,6 @@
 """find_lr on your own model and your own DataLoader.
 
-    LRFIND_DATA_DIR=../shared/data python examples/own_model.py
+    LRFIND_DATA_DIR=~/data python examples/own_model.py
 
 A small CNN with batch norm, AdamW with two parameter groups, and a plain DataLoader over a
 TensorDataset, as a user's project would have; any iterable of (inputs, targets) batches works,

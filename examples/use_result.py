@@ -1,6 +1,6 @@
 """From a range test to a training run: base LR from find_lr, decay from the schedule registry.
 
-    LRFIND_DATA_DIR=../shared/data python examples/use_result.py [range_test.json]
+    LRFIND_DATA_DIR=~/data python examples/use_result.py [range_test.json]
 
 Reads a saved result (from `lrfind range-test`) or runs a fresh range test, then trains LeNet for
 two epochs with the suggested LR and a cosine decay built as torch's own scheduler.

@@ -1,7 +1,7 @@
 """From a study to your own training run: the schedule `lrfind tune` found, at your run's length.
 
     lrfind tune --trials 8 --train-subset 5000 --device cpu --out runs/quick
-    LRFIND_DATA_DIR=../shared/data python examples/use_tuned.py runs/quick 6
+    LRFIND_DATA_DIR=~/data python examples/use_tuned.py runs/quick 6
 
 Loads runs/quick/best.json and trains LeNet with a plain training loop, through the tuned optimizer
 and torch's own scheduler, for 6 epochs (default: as many as the study tuned on). The study chose
