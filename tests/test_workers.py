@@ -62,7 +62,7 @@ def test_workers_on_one_journal_share_the_trials_without_overshooting(tmp_path, 
     searched = [[n for n, again in r if not again] for r in ran]
     assert len(finished) == TRIALS and sorted(searched[0] + searched[1]) == sorted(t.number for t in finished)
     assert searched[0] and searched[1] and not set(searched[0]) & set(searched[1])   # both worked, never together
-    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+    assert sorted(_study.baseline_scale(t) for t in study.trials if t.user_attrs.get("baseline")) == [0.5, 1.0]
     # each worker's sampler draws for its own trial numbers: no configuration is run twice
     configs = [json.dumps(t.params, sort_keys=True) for t in finished if any(isinstance(v, float) for v in t.params.values())]
     assert len(set(configs)) == len(configs), configs

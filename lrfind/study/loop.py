@@ -79,8 +79,11 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
     choices takes its score without running and does not count towards ``trials``, at most
     ``trials`` such; False: ``seed`` + the trial's number), ``timeout``
     (seconds or "20m": no trial starts after it), ``final_seeds`` (3: after the search, the best
-    schedule and the constant LR run again that many times with seeds the search did not use, and
-    the verdict gives both means and the difference per seed; 0: not), ``progress``.
+    schedule and the best constant LR run again that many times with seeds the search did not use,
+    and the verdict gives both means, the difference per seed and its mean with its standard error,
+    leaving out a run that diverged; 0: not), ``search_constant_lr`` (True: the constant's LR is
+    searched too, 0.2x to 1x ``base_lr``; False: the constant at ``base_lr`` only; None: the stored
+    study's, True for a new one), ``progress``.
 
     Running it again resumes the study: only missing trials run. A trial your function raises in is
     stored as failed and runs again next time; Ctrl-C keeps the finished trials.
@@ -134,6 +137,8 @@ def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: 
         raise ValueError(new)                   # before the storage is made
     with _storage.run_lock(url):
         study = _opening.open_study(cfg, out)     # refuses a stored study of another setup, before any write
+        if cfg.search_constant_lr is None:        # the stored study's
+            cfg = dataclasses.replace(cfg, search_constant_lr=_opening.stored_setup(study, "search_constant_lr"))
         if _opening.stored_base_lr(study) is None:
             if cfg.base_lr is None:
                 raise ValueError(new)

@@ -39,6 +39,7 @@ class LoopConfig(StudySpec):
     progress: bool = True
     same_seed: bool = True                       # trial.seed: the same for every trial, or seed + trial number
     final_seeds: int = 3                         # after the search: best and constant run again with new seeds
+    search_constant_lr: bool | None = None       # the constant's LR searched too (0.2x-1x the base LR): see TuneConfig
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "trials", "heartbeat", "final_seeds"):
@@ -53,6 +54,9 @@ class LoopConfig(StudySpec):
             raise FieldError("metric", f"metric must be 'accuracy' (a fraction in [0, 1], higher is better) or 'loss' (lower is "
                              f"better), got {self.metric!r}")
         check_positive("max_peak", self.max_peak, least=1)
+        if self.search_constant_lr not in (None, True, False):
+            raise FieldError("search_constant_lr", "search_constant_lr must be True, False or None (the stored study's; "
+                             f"True for a new one), got {self.search_constant_lr!r}")
         if self.pruner not in _pruner.PRUNERS:
             raise ValueError(unknown("pruner", self.pruner, _pruner.PRUNERS))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
@@ -72,7 +76,7 @@ class LoopConfig(StudySpec):
         setup = {"model": self.train, "dataset": None, "loop": True, "epochs": self.epochs,
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": None, "optimizer": self.optimizer,
                  "momentum": self.momentum, "max_peak": self.max_peak, "schedules": self.choices,
-                 "metric": self.metric, "same_seed": self.same_seed}
+                 "metric": self.metric, "same_seed": self.same_seed, "search_constant_lr": self.search_constant_lr}
         if self.optimizer_config.weight_decay:
             setup["weight_decay"] = self.optimizer_config.weight_decay
         return setup

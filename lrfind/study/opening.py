@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from lrfind.rangetest.result import RangeTestResult
 
 
-# Setup fields added after studies were stored without them, and the value those studies had.
-SETUP_DEFAULTS = {"metric": "accuracy"}
+# Setup fields added after studies were stored without them, and the value those studies had: a
+# study stored before lrfind searched the constant's LR ran its constant at the base LR.
+SETUP_DEFAULTS = {"metric": "accuracy", "search_constant_lr": False}
 
 # Setup entries that a config leaves as None take the stored study's value, and a new study's here:
-# each trial of a new study starts from weights of its own seed (see TuneConfig.same_init).
-AS_STORED = {"same_init": False}
+# each trial of a new study starts from weights of its own seed (see TuneConfig.same_init), and a
+# new study searches the constant's LR (TuneConfig.search_constant_lr).
+AS_STORED = {"same_init": False, "search_constant_lr": True}
 
 
 def open_study(cfg: StudySpec, out: Path) -> optuna.Study:
@@ -97,8 +99,8 @@ def _left_as(setup: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
 
 
 def stored_setup(study: optuna.Study, key: str) -> Any:
-    """An entry of the setup the study was made with."""
-    return study.user_attrs["lrfind_setup"][key]
+    """An entry of the setup the study was made with (``SETUP_DEFAULTS``' for a study stored before it)."""
+    return _as_now(study.user_attrs["lrfind_setup"])[key]
 
 
 def stored_base_lr(study: optuna.Study) -> float | None:

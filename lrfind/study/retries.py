@@ -34,7 +34,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, counted: boo
                     "trials)", number, trial.user_attrs.get("schedule", "?"), retries)
         study.set_user_attr("given_up", sorted({*study.user_attrs.get("given_up", []), number}))
         return
-    attrs = {"baseline": True} if trial.user_attrs.get("baseline") else {}
+    attrs = {"baseline": trial.user_attrs["baseline"]} if trial.user_attrs.get("baseline") else {}
     study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": number, "retries": retries})
 
 

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 # The constant baseline's choices: the plain constant LR, without a warmup.
 CONSTANT = {"schedule": "constant", "constant.use_warmup": False}
 
+# The plain constant's LR, over the base LR, is searched too (its Optuna parameter ``lr_scale``, on a
+# log scale over LR_SCALES): the range test's LR suits a schedule's peak, and a constant LR run as
+# long as a study's trials does best below it (MNIST, LeNet, 3 epochs: the best of a grid of
+# constants lay at 0.3x-0.55x the base LR). BASELINE_SCALES are the baselines queued first, so
+# that even a small study knows its best constant; a study stored before lrfind searched the
+# constant's LR keeps its one constant at the base LR.
+LR_SCALE = "lr_scale"
+LR_SCALES = (0.2, 1.0)
+BASELINE_SCALES = (1.0, 0.5, 0.25)
+
 # What trials are scored on: the record's per-epoch list, and which way is better.
 METRICS = {"accuracy": ("val_acc", "maximize"), "loss": ("val_loss", "minimize")}
 
@@ -141,16 +151,45 @@ def best(study: optuna.Study, where: Callable[[FrozenTrial], bool] = lambda t: T
     return ranked(study, done)[0] if done else None
 
 
-def constant_baseline(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial of the plain constant LR (no warmup, at the base LR): the baseline
-    every schedule is judged against. A constant LR after a warmup is a schedule like the others."""
+def is_plain_constant(t: FrozenTrial) -> bool:
+    """Whether a trial ran the plain constant LR: no warmup, at the base LR or a fraction of it. A
+    constant LR after a warmup is a schedule like the others."""
     # a run too short for a warmup (fewer than 4 steps) is never asked whether to warm up
-    return best(study, where=lambda t: t.params.get("schedule") == "constant"
-                and not t.params.get("constant.use_warmup", False) and set(t.params) <= set(CONSTANT))
+    return (t.params.get("schedule") == "constant" and not t.params.get("constant.use_warmup", False)
+            and set(t.params) <= {*CONSTANT, LR_SCALE})
+
+
+def constant_baseline(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial of the plain constant LR, whatever its LR: the baseline every schedule
+    is judged against (the best constant LR, not the constant at the base LR, which suits a peak)."""
+    return best(study, where=is_plain_constant)
+
+
+def constants(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials of the plain constant LR, best first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return ranked(study, [t for t in done if is_plain_constant(t) and not is_twin(t)])
+
+
+def baselines(trials: int, searched: bool | None) -> dict[float, dict[str, Any]]:
+    """The constant trials queued before any is asked, by their LR scale: with the constant's LR
+    searched, up to 3 of ``BASELINE_SCALES`` (one per 4 trials asked for, at least the base LR's);
+    else the constant at the base LR alone (a study stored before lrfind searched it)."""
+    if searched is False:
+        return {1.0: dict(CONSTANT)}
+    return {s: {**CONSTANT, LR_SCALE: s} for s in BASELINE_SCALES[:min(len(BASELINE_SCALES), max(1, trials // 4))]}
+
+
+def baseline_scale(t: FrozenTrial) -> float | None:
+    """The LR scale of a queued constant baseline (its ``baseline`` attribute: True for the base
+    LR's, in studies stored before lrfind searched the constant's LR), or None for another trial."""
+    mark = t.user_attrs.get("baseline")
+    return None if not mark else 1.0 if mark is True else float(mark)
 
 
 def peak_lr(study: optuna.Study, trial: FrozenTrial) -> float:
-    """The highest LR of a trial's schedule: the base LR, times its peak scale if it warms up."""
+    """The highest LR of a trial's schedule: the base LR, times its peak scale if it warms up (the
+    plain constant's: its LR scale, at most 1)."""
     return study.user_attrs.get("base_lr", float("nan")) * trial.user_attrs.get("peak_scale", 1.0)
 
 

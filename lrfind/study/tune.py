@@ -3,9 +3,11 @@
 Stage 1 runs a range test on the model and data of the study and fixes the base LR (or takes
 ``base_lr``). Stage 2 asks Optuna for trials in batches of ``parallel``, trains each batch fused on
 one device (``train.run_trials``), reports the validation accuracy after every epoch so that the
-pruner can stop hopeless trials, and tells Optuna how each ended. The constant-LR trial is always
-enqueued first: the report says whether decay helps at all. Stage 3 retrains the best schedule and
-the constant baseline on the whole training set and scores them once on the test set.
+pruner can stop hopeless trials, and tells Optuna how each ended. The constant-LR trials are
+enqueued first, at a few LRs at and below the base LR, and the constant's LR is searched like a
+schedule's parameters: the report says whether decay helps at all, against the best constant LR.
+Stage 3 retrains the best schedule and the best constant on the whole training set and scores them
+once on the test set, seed by seed: decay's gain, its standard error, and any retrain that diverged.
 
 Trials are scored on a validation split carved from the training set; the test set is read only in
 stage 3. The study lives in Optuna's storage (a journal file by default, which several processes
@@ -159,8 +161,9 @@ def _with_metric(cfg: TuneConfig, regression: bool) -> TuneConfig:
 def open_settled(cfg: TuneConfig, out: Path) -> tuple[optuna.Study, TuneConfig]:
     """The study (``opening.open_study``), and the config with what it leaves to the stored study settled."""
     study = _opening.open_study(cfg, out)
-    if cfg.same_init is None:
-        cfg = _settled(cfg, same_init=_opening.stored_setup(study, "same_init"))
+    for name in _opening.AS_STORED:
+        if getattr(cfg, name) is None:
+            cfg = _settled(cfg, **{name: _opening.stored_setup(study, name)})
     return study, cfg
 
 

@@ -55,6 +55,11 @@ class TuneConfig(StudySpec):
     heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
     max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
     final_seeds: int = 3                         # retrains of best and constant in stage 3
+    # True: the plain constant's LR is searched too, 0.2x to 1x the base LR (which suits a schedule's
+    # peak; the best constant LR sits below it), and the verdict judges decay against the best
+    # constant; False: the constant at the base LR only; None: the stored study's (False for one
+    # stored before lrfind searched it), True for a new one
+    search_constant_lr: bool | None = None
     range_test_iters: int = 300                  # steps of each stage-1 sweep from 1e-6 to 1; twice as many
                                                  # when the sweeps disagree (README, "One sweep, or ...")
     range_test_repeats: int = 3                  # stage 1's sweeps, with seeds seed, seed+1, ...: their median LR
@@ -81,6 +86,9 @@ class TuneConfig(StudySpec):
         if self.same_init not in (None, True, False):
             raise FieldError("same_init", f"same_init must be True, False or None (the stored study's; False for a new one), "
                              f"got {self.same_init!r}")
+        if self.search_constant_lr not in (None, True, False):
+            raise FieldError("search_constant_lr", "search_constant_lr must be True, False or None (the stored study's; "
+                             f"True for a new one), got {self.search_constant_lr!r}")
         if self.parallel is not None and not (isinstance(self.parallel, int) and 1 <= self.parallel <= self.trials):
             raise FieldError("parallel", f"parallel must be between 1 and trials={self.trials}, got {self.parallel!r}")
         if self.base_lr is not None:
@@ -119,7 +127,7 @@ class TuneConfig(StudySpec):
     def setup(self) -> dict[str, Any]:
         """What defines the search space and the scores: stored with the study, checked on resume."""
         keys = ("model", "dataset", "epochs", "batch_size", "optimizer", "momentum", "train_subset", "val_size",
-                "same_init", "max_peak", "amp")
+                "same_init", "max_peak", "amp", "search_constant_lr")
         setup = {**{k: getattr(self, k) for k in keys}, "schedules": self.choices, "metric": self.scoring}
         decay = self.optimizer_config.weight_decay
         if decay:                    # no decay is left out: studies from before the option resume

@@ -12,7 +12,7 @@ import threading
 import warnings
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -108,9 +108,11 @@ def ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
-def prepare(study: optuna.Study, single: bool) -> None:
-    """Before asking (under ``claim``): fail and requeue trials whose worker is gone; enqueue the
-    constant baseline once. ``single``: the storage is a SQLite file that ``run_lock`` holds."""
+def prepare(study: optuna.Study, single: bool, baselines: dict[float, dict[str, Any]] | None = None) -> None:
+    """Before asking (under ``claim``): fail and requeue trials whose worker is gone; enqueue each
+    constant baseline once (``baselines``: their choices by LR scale, ``trials.baselines``; by
+    default the constant at the base LR). ``single``: the storage is a SQLite file that ``run_lock``
+    holds."""
     stale: list[FrozenTrial] = []
     if single:
         # run_lock makes this process the only one on the file: a "running" trial was cut off.
@@ -128,11 +130,13 @@ def prepare(study: optuna.Study, single: bool) -> None:
         _retries.fail_and_requeue(study, t, "stale")
     _retries.say_retried(stale, "their workers stopped")
     given_up = set(study.user_attrs.get("given_up", []))
-    if not any(t.user_attrs.get("baseline") and (_study.is_finished(t) or t.state in (TrialState.WAITING,
-                                                                                      TrialState.RUNNING)
-                                                 or _retries.original_number(t) in given_up)
-               for t in study.get_trials(deepcopy=False)):
-        study.enqueue_trial(_study.CONSTANT, user_attrs={"baseline": True})
+    queued = {_study.baseline_scale(t) for t in study.get_trials(deepcopy=False)
+              if _study.is_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING)
+              or _retries.original_number(t) in given_up}
+    for scale, choices in (baselines or {1.0: _study.CONSTANT}).items():
+        if scale not in queued:
+            # the base LR's keeps the mark of studies stored before lrfind searched the constant's LR
+            study.enqueue_trial(choices, user_attrs={"baseline": True if scale == 1.0 else scale})
 
 
 def _worker_alive(worker: str | None) -> bool:
