@@ -81,7 +81,7 @@ def test_a_study_of_a_plain_loop_reports_resumes_and_loads(tmp_path) -> None:
     for n, twin in twins.items():            # same choices, same seed: the same run, scored without running
         assert study.trials[n].params == study.trials[twin].params and study.trials[n].value == study.trials[twin].value
         assert study.trials[n].intermediate_values == study.trials[twin].intermediate_values   # its curve too
-    assert study.trials[0].params == {"schedule": "constant", "constant.use_warmup": False}   # the baseline
+    assert study.trials[0].params == {"schedule": "constant", "constant.use_warmup": False, "lr_scale": 1.0}  # the baseline
     data = json.loads((tmp_path / "best.json").read_text())
     assert data["trials"] == len(study.trials) and data["setup"]["loop"] and data["base_lr_source"] == "given"
     assert {p.name for p in result.files} >= {"best.json", "best_schedule.py", "history.png", "val_acc.png"}
@@ -144,7 +144,11 @@ def test_best_and_constant_run_again_with_new_seeds_for_the_verdict(tmp_path) ->
     text = report.verdict(result.study)
     assert ("validation accuracy over 3 new seeds (mean): 87.00% vs constant 82.00% (+5.00 pp; per seed +5.00, "
             "+5.00, +5.00)") in text
-    assert "verdict: the schedule beat the constant LR on every seed (3)" in text
+    assert ("verdict: decay helps: +5.00 pp ± 0.00 validation accuracy over the best constant LR (0.1), the mean ± "
+            "standard error of 3 paired seeds (a clear gain: more than twice its standard error)") in text
+    gain = json.loads((tmp_path / "best.json").read_text())["final"]["gain"]
+    assert gain["difference"] == pytest.approx(0.05) and gain["se"] == pytest.approx(0) and gain["pairs"] == 3
+    assert gain["verdict"] == "decay helps" and gain["diverged"] == {"best": [], "constant": []}
     assert text in result.summary() and "   0  constant" in result.summary()
     assert result.best.test_acc is None                    # no test set was seen
     n = len(calls)
@@ -160,7 +164,7 @@ def test_best_and_constant_run_again_with_new_seeds_for_the_verdict(tmp_path) ->
 
     text = report.verdict(tune_loop(lucky, **{**kw, "out": str(tmp_path / "lucky")}).study)
     assert "validation accuracy over 3 new seeds (mean): 70.00% vs constant 80.00% (-10.00 pp" in text
-    assert "verdict: the constant LR did as well or better here" in text
+    assert "verdict: the constant LR did better: -10.00 pp ± 0.00 validation accuracy" in text
 
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine_restarts", "plateau"])
@@ -418,8 +422,8 @@ def test_a_scheduler_stepped_per_epoch_or_past_the_run_is_caught(tmp_path) -> No
     with pytest.warns(UserWarning, match="trial 0's scheduler was stepped 21 times"), \
             pytest.raises(ValueError, match=r"scheduler was stepped 17 times, but tune_loop was told of epochs=2 x "
                                             r"steps_per_epoch=8 = 16") as caught:     # trial 0: the constant warns
-        tune_loop(too_long, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=2,
-                  schedules=("onecycle",), out=str(tmp_path / "b"), progress=False)
+        tune_loop(too_long, base_lr=0.1, epochs=2, steps_per_epoch=8, metric="accuracy", trials=3,
+                  schedules=("onecycle",), out=str(tmp_path / "b"), progress=False)   # trial 1: the constant at 0.32x
     assert "Tried to step" in str(caught.value.__cause__)          # torch's own error, kept as the cause
 
 

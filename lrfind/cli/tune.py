@@ -84,7 +84,8 @@ Examples:
                    "now and then lands far from the others. A sweep whose loss fell less than 0.3x as far as "
                    "the deepest is left out.")
 @click.option("--final-seeds", default=3, show_default=True, type=int,
-              help="Stage 3 retrains best and constant this many times each (seeds in pairs) and averages.")
+              help="Stage 3 retrains best and constant this many times each (seeds in pairs): the gain's "
+                   "standard error needs 2 or more.")
 @click.option("--amp", type=Choice(["bf16"]), default=None,
               help="Train the trials under bfloat16 autocast (weights and updates stay float32): about 25% "
                    "faster on an H100 at 50 trials; compare its accuracy with a float32 study before relying on it.")
@@ -113,9 +114,12 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
 
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
     study over the decay type and its parameters; trials are trained side by side on one device
-    and scored on a validation split of the training set, and the constant LR is always trial 0.
-    Stage 3 retrains the best schedule and the constant on the whole training set and scores both
-    once on the test set. Run the same command again to resume: only missing trials are run.
+    and scored on a validation split of the training set. The constant LR is always trial 0, and
+    its LR is searched too (a few queued first at 1x, 0.5x and 0.25x the base LR, which suits a
+    schedule's peak more than a constant run). Stage 3 retrains the best schedule and the best
+    constant on the whole training set and scores both once on the test set: the verdict gives
+    decay's gain seed by seed, its mean and standard error, and names any retrain that diverged.
+    Run the same command again to resume: only missing trials are run.
     """
     try:                          # the plain values, before torch is imported: a typo is told at once
         check_counts(trials=trials, epochs=epochs, batch_size=batch_size, val_size=val_size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,72 @@ def final_of(study: optuna.Study, best: FrozenTrial | None, seeds: int | None = 
     return final
 
 
+def chance_limit(classes: int | None) -> float | None:
+    """The accuracy at or below which a retrain counts as diverged: within 1.5 times chance
+    (1/classes), and at most 5 points above it (two classes: 55%, not 75%). None without classes."""
+    if not classes or classes < 2:
+        return None
+    return min(1.5 / classes, 1 / classes + 0.05)
+
+
+def diverged(loss: float | None, acc: float | None, limit: float | None) -> bool:
+    """Whether a retrain diverged: no finite loss (it ended on NaN or inf), or an accuracy at chance
+    (``limit``: ``chance_limit``)."""
+    return loss is None or not math.isfinite(loss) or (acc is not None and limit is not None and acc <= limit)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and math.isfinite(x)
+
+
+def diverged_seeds(side: dict[str, Any], key: str) -> list[int]:
+    """The seeds of one side of the final comparison (``final["best"]`` or ``["constant"]``) whose
+    run diverged: those it names (``diverged``), and any without a finite score for ``key``."""
+    seeds = side.get("seeds") or []
+    scores = side.get(key + "_per_seed") or []
+    named = set(side.get("diverged") or ())
+    if len(scores) == len(seeds):       # results stored before lrfind named them kept finite scores only
+        named |= {s for s, x in zip(seeds, scores) if not _finite(x)}
+    return sorted(named)
+
+
+def paired_gain(final: dict[str, Any], key: str, better: float) -> dict[str, Any] | None:
+    """What the final runs say about decay: the best schedule minus the constant, seed by seed
+    (seed r of both starts from the same weights), over the seeds where neither diverged; their
+    mean and its standard error (the spread of the differences over the square root of their
+    number; none from fewer than two). ``key``: the score compared (``test_acc``, ``test_loss``,
+    tune_loop's ``score``); ``better``: +1 where a higher score is better, -1 where lower is.
+
+    The rule for the verdict: a gain is clear when the mean is at least twice its standard error
+    away from zero (``"decay helps"``, or ``"constant better"`` below zero); nearer, ``"no clear
+    gain"``; with one pair, ``"no estimate"`` of the noise; with none, ``"no pair"``. None where
+    the constant was the best trial itself, or a side has no scores.
+    """
+    b, c = final.get("best") or {}, final.get("constant") or {}
+    if not b or not c or b.get("trial") == c.get("trial") or b.get(key) is None and c.get(key) is None:
+        return None
+    xs, ys = b.get(key + "_per_seed") or [], c.get(key + "_per_seed") or []
+    seeds = b.get("seeds") if len(b.get("seeds") or []) == len(xs) else list(range(len(xs)))
+    out = {"best": diverged_seeds(b, key), "constant": diverged_seeds(c, key)}
+    left = set(out["best"]) | set(out["constant"])
+    differences = [x - y for s, x, y in zip(seeds, xs, ys) if s not in left and _finite(x) and _finite(y)]
+    n = len(differences)
+    mean = sum(differences) / n if n else None
+    se = statistics.stdev(differences) / math.sqrt(n) if n >= 2 else None
+    if se is not None and se <= 1e-12 * max(map(abs, differences)):
+        se = 0.0                                 # equal differences: no spread, not rounding's
+    if n == 0:
+        says = "no pair"
+    elif se is None:
+        says = "no estimate"
+    elif abs(mean) < 2 * se or mean == 0:
+        says = "no clear gain"
+    else:
+        says = "decay helps" if better * mean > 0 else "constant better"
+    return {"metric": key, "difference": mean, "se": se, "pairs": n, "per_seed": differences, "verdict": says,
+            "diverged": out}
+
+
 def best_json(study: optuna.Study) -> dict[str, Any]:
     """What best.json holds: the best schedule and its scores, the constant's, stage 3's results."""
     best = _study.best(study)
@@ -229,14 +296,23 @@ def best_json(study: optuna.Study) -> dict[str, Any]:
     constant = _study.constant_baseline(study)
     if constant is not None:
         out["constant"] = {"trial": constant.number, "val_acc": _study.val_acc(constant, study),
-                           "val_loss": _study.val_loss(constant)}
+                           "val_loss": _study.val_loss(constant), "lr": _study.peak_lr(study, constant)}
     if final:
-        out["final"] = final
+        gain = paired_gain(final, final_key(study, final), _study.sign(study))
+        out["final"] = {**final, "gain": gain} if gain is not None else final
     if study.user_attrs.get("seconds"):
         out["seconds"] = study.user_attrs["seconds"]                 # stage wall times of the last run
     if study.user_attrs.get("peak_gpu_bytes"):
         out["peak_gpu_bytes"] = study.user_attrs["peak_gpu_bytes"]   # of the last run of this study
     return out
+
+
+def final_key(study: optuna.Study, final: dict[str, Any]) -> str:
+    """The score the final runs are judged on: tune_loop's own (``score``), else test accuracy, or
+    test loss in a study scored on the loss."""
+    if final.get("setup", {}).get("kind") == "seeds":
+        return "score"
+    return "test_loss" if _study.metric_of(study) == "loss" else "test_acc"
 
 
 def _steps_per_epoch(study: optuna.Study) -> int | None:

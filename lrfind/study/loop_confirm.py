@@ -13,15 +13,18 @@ from lrfind._output import progress_bar
 from lrfind.schedules import stored_choices
 from lrfind.study import report
 from lrfind.study import trials as _study
+from lrfind.study.best import paired_gain
 from lrfind.study.loop_config import LoopConfig
 from lrfind.study.loop_trial import LoopTrial, TrialDiverged, Unstudied
 from lrfind.study.space import trial_spec
 
 
 def confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str, Any]:
-    """The search compared schedules at one seed. Run the best schedule and the constant LR again,
-    ``final_seeds`` times each with seeds the search did not use (seed r of both the same), so that
-    the verdict does not rest on one draw. Stored as the study's ``final``, kept while its best
+    """The search compared schedules at one seed. Run the best schedule and the best constant LR
+    again, ``final_seeds`` times each with seeds the search did not use (seed r of both the same),
+    so that the verdict does not rest on one draw: a run whose score is NaN or infinite diverged,
+    and is named and left out of the means and of the gain (``best.paired_gain``: the difference
+    seed by seed, its mean and standard error). Stored as the study's ``final``, kept while its best
     trial stays the best."""
     best, constant = _study.best(study), _study.constant_baseline(study)
     if best is None or not cfg.final_seeds:
@@ -52,9 +55,13 @@ def confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str, 
             finite = [v for v in scores if math.isfinite(v)]
             out[label] = {"trial": t.number, "schedule": spec.schedule, "params": _study.jsonable(spec.params),
                           "lr": base_lr * spec.lr_scale, "seeds": seeds, "score_per_seed": scores,
-                          "score": sum(finite) / len(finite) if finite else None}
+                          "score": sum(finite) / len(finite) if finite else None,
+                          "diverged": [s for s, v in zip(seeds, scores) if not math.isfinite(v)]}
     if "constant" not in out and constant is not None:
         out["constant"] = dict(out["best"])         # the constant itself was the best
     out["setup"] = {"kind": "seeds", "seeds": len(seeds), "metric": cfg.metric}
+    gain = paired_gain(out, "score", _study.sign(study))
+    if gain is not None:
+        out["gain"] = gain
     study.set_user_attr("final", out)
     return out

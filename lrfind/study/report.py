@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lrfind.study import figures as _figures
 from lrfind.study import retries as _retries
 from lrfind.study import trials as _study
-from lrfind.study.best import best_json, final_of, from_study
+from lrfind.study.best import best_json, diverged_seeds, final_of, from_study, paired_gain
 from lrfind._duration import duration_text
 from lrfind._files import write_whole
 from lrfind._output import counted
@@ -158,10 +159,14 @@ def _validation_lines(study: optuna.Study, best: FrozenTrial, constant: FrozenTr
         ([f"{100 * acc:.2f}% validation accuracy"] if acc is not None else [])
     if constant is None:
         return [", ".join(scores) + " (the constant baseline did not complete)"]
+    tried = _study.constants(study)
+    lrs = sorted(_study.peak_lr(study, t) for t in tried)
+    chosen = ([f"constant baseline: trial {constant.number} at LR {_study.peak_lr(study, constant):.3g}, the best of "
+               f"{len(tried)} constant-LR trials (LR {lrs[0]:.3g} to {lrs[-1]:.3g})"] if len(tried) > 1 else [])
     if best.number == constant.number:
-        return ["no schedule beat the constant LR: " + ", ".join(scores)]
-    lines = [f"validation loss {loss_text(best.value)} vs constant {loss_text(constant.value)} "
-             f"({loss_text(best.value - constant.value, signed=True)})"] if loss else []
+        return ["no schedule beat the constant LR: " + ", ".join(scores)] + chosen
+    lines = chosen + ([f"validation loss {loss_text(best.value)} vs constant {loss_text(constant.value)} "
+                       f"({loss_text(best.value - constant.value, signed=True)})"] if loss else [])
     if acc is not None:
         other = _study.val_acc(constant, study)
         lines.append(f"validation accuracy {100 * acc:.2f}% vs constant {100 * other:.2f}% "
@@ -171,7 +176,8 @@ def _validation_lines(study: optuna.Study, best: FrozenTrial, constant: FrozenTr
 
 def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
     """Stage 3's verdict: test accuracy (class labels), and test loss when the study is scored on it;
-    for ``tune_loop``, the best and the constant run again with new seeds, on the study's metric."""
+    for ``tune_loop``, the best and the constant run again with new seeds, on the study's metric.
+    Then the runs that diverged, and the gain from decay with its standard error (``_conclusion``)."""
     b, c = final["best"], final.get("constant", {})
     n = final["setup"].get("seeds", 1)
     accuracy = ("accuracy", 100.0, "{:.2f}%".format, "{:+.2f} pp".format, "{:+.2f}".format)
@@ -192,34 +198,102 @@ def _test_lines(study: optuna.Study, final: dict[str, Any]) -> list[str]:
         if _study.metric_of(study) == "loss":
             kinds.append(("test loss", "test_loss", *loss[1:]))
     lines = []
-    conclusion = _conclusion(study, b, c, kinds[-1][1])
-    for kind, key, scale, value, diff, per_seed in kinds:
-        if b.get(key) is None:
+    key = kinds[-1][1]                                # the score the verdict is on
+    for kind, score, scale, value, diff, per_seed in kinds:
+        if b.get(score) is None:
             continue
-        text = f"{kind}{context}: {value(scale * b[key])}"
+        text = f"{kind}{context}: {value(scale * b[score])}"
         context = ""                                  # said once
-        if c.get(key) is not None and c.get("trial") != b.get("trial"):
-            text += f" vs constant {value(scale * c[key])} ({diff(scale * (b[key] - c[key]))}"
-            pairs = list(zip(b.get(key + "_per_seed", []), c.get(key + "_per_seed", [])))
-            text += (f"; per seed {', '.join(per_seed(scale * (x - y)) for x, y in pairs)})"
+        if c.get(score) is not None and c.get("trial") != b.get("trial"):
+            text += f" vs constant {value(scale * c[score])} ({diff(scale * (b[score] - c[score]))}"
+            pairs = _per_seed(b, c, score, key)
+            text += (f"; per seed {', '.join(d if isinstance(d, str) else per_seed(scale * d) for d in pairs)})"
                      if len(pairs) > 1 else ")")
         lines.append(text)
+    lines += _diverged_lines(study, final, key)
+    conclusion = _conclusion(study, b, c, key)
     return lines + ([conclusion] if conclusion else [])
 
 
+def _per_seed(b: dict[str, Any], c: dict[str, Any], score: str, key: str) -> list[float | str]:
+    """Best minus constant seed by seed, ``"diverged"`` where either run diverged."""
+    left = {*diverged_seeds(b, key), *diverged_seeds(c, key), *diverged_seeds(b, score), *diverged_seeds(c, score)}
+    xs, ys = b.get(score + "_per_seed") or [], c.get(score + "_per_seed") or []
+    seeds = b.get("seeds") if len(b.get("seeds") or []) == len(xs) else [None] * len(xs)
+    return ["diverged" if s in left or x is None or y is None else x - y for s, x, y in zip(seeds, xs, ys)]
+
+
+def _diverged_lines(study: optuna.Study, final: dict[str, Any], key: str) -> list[str]:
+    """A line for each side whose runs diverged: how many, at which LR, and what that means."""
+    lines = []
+    loop = final["setup"].get("kind") == "seeds"
+    chance = final["setup"].get("chance_acc")
+    constant_trial = (final.get("constant") or {}).get("trial")
+    for label in ("best", "constant"):
+        side = final.get(label) or {}
+        if not side or label == "constant" and side.get("trial") == final["best"].get("trial"):
+            continue
+        is_constant = side.get("trial") == constant_trial      # the constant may be the best trial itself
+        out = diverged_seeds(side, key)
+        if not out:
+            continue
+        seeds = side.get("seeds") or []
+        accs = side.get("score_per_seed" if loop else "test_acc_per_seed") or []
+        shown = dict(zip(seeds, accs)) if len(accs) == len(seeds) else {}
+
+        def said(seed: int) -> str:
+            x = shown.get(seed)
+            if x is None or not math.isfinite(x):
+                shown_x = "NaN" if x is None or math.isnan(x) else f"{x:g}"
+                return f"seed {seed}: {'score' if loop else 'loss'} {shown_x}"
+            if loop:
+                return f"seed {seed}: {x:.4g}"
+            return f"seed {seed}: {100 * x:.2f}% test accuracy" + (f", chance {100 * chance:.0f}%" if chance else "")
+
+        who = "the constant LR" if is_constant else f"the schedule ({side.get('schedule', '?')})"
+        at = f"at LR {side['lr']:.3g}" if is_constant else f"peaking at LR {side['lr']:.3g}"
+        runs = "runs with new seeds" if loop else "retrains"
+        lines.append(f"{who} diverged in {len(out)} of {len(seeds) or final['setup'].get('seeds', '?')} {runs} {at} "
+                     f"({'; '.join(map(said, out))}): left out of its mean and of the gain. At this LR some starts "
+                     "blow up and others train: it sits at the edge of what the model trains at, and a lower LR "
+                     "is the safer choice")
+    return lines
+
+
 def _conclusion(study: optuna.Study, b: dict[str, Any], c: dict[str, Any], key: str) -> str | None:
-    """What the final comparison (``key``: the study's metric there) says about the search's pick."""
-    if b.get(key) is None or c.get(key) is None or c.get("trial") == b.get("trial"):
+    """What the final comparison (``key``: the study's metric there) says about decay: the gain seed
+    by seed over the constant, its mean and standard error (``best.paired_gain``: clear when at
+    least twice its standard error from zero)."""
+    if not c or c.get("trial") == b.get("trial"):
         return None
-    better = _study.sign(study)                                          # > 0: the schedule did better
-    gains = [better * (x - y) for x, y in zip(b.get(key + "_per_seed", []), c.get(key + "_per_seed", []))]
-    if better * (b[key] - c[key]) <= 0:
-        return ("verdict: the constant LR did as well or better here, so the schedule's validation lead in the "
-                "search did not hold up; keep the constant LR, or search more trials or epochs")
-    if gains and min(gains) > 0:
-        return f"verdict: the schedule beat the constant LR on every seed ({len(gains)})"
-    return (f"verdict: the schedule is ahead on average but not on every seed ({sum(g > 0 for g in gains)} of "
-            f"{len(gains)}): a small or uncertain gain")
+    gain = paired_gain({"best": b, "constant": c}, key, _study.sign(study))
+    if gain is None:
+        return None
+    accuracy = key == "test_acc" or key == "score" and _study.metric_of(study) == "accuracy"
+    name = {"test_acc": "test accuracy", "test_loss": "test loss"}.get(key, "validation " + _study.metric_of(study))
+    searched = (study.user_attrs.get("lrfind_setup") or {}).get("search_constant_lr")
+    constant = f"the {'best ' if searched else ''}constant LR" + (f" ({c['lr']:.3g})" if c.get("lr") else "")
+    if gain["verdict"] == "no pair":
+        return (f"verdict: no seed where both the schedule and {constant} trained without diverging: no measure of "
+                "the gain from decay")
+    mean, se = gain["difference"], gain["se"]
+    shown = f"{100 * mean:+.2f} pp" if accuracy else loss_text(mean, signed=True)
+    if gain["verdict"] == "no estimate":
+        return (f"verdict: decay gains {shown} {name} over {constant} on 1 paired seed: one seed gives no estimate "
+                "of the noise; retrain over 3 seeds or more to know")
+    shown += f" ± {100 * se:.2f}" if accuracy else f" ± {loss_text(se)}"
+    pairs = (f"the mean ± standard error of {gain['pairs']} paired seeds" if gain["pairs"] == len(b.get("seeds") or ())
+             or not b.get("seeds") else f"the mean ± standard error of the {gain['pairs']} paired seeds where "
+             "neither diverged")
+    if gain["verdict"] == "no clear gain":
+        return (f"verdict: no clear gain from decay: {shown} {name} over {constant}, {pairs} (within twice its "
+                "standard error): the constant LR does as well here")
+    if gain["verdict"] == "constant better":
+        return (f"verdict: the constant LR did better: {shown} {name}, {pairs} (more than twice its standard "
+                f"error): the schedule's validation lead in the search did not hold up; keep {constant}, or "
+                "search more trials or epochs")
+    return (f"verdict: decay helps: {shown} {name} over {constant}, {pairs} (a clear gain: more than twice its "
+            "standard error)")
 
 
 def snippet(study: optuna.Study) -> str | None:

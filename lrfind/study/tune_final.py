@@ -4,6 +4,7 @@ and scored once on the test set."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import optuna
@@ -12,8 +13,10 @@ import torch
 from lrfind._output import progress_bar
 from lrfind.data.builtin import load_dataset
 from lrfind.data.images import ImageData
-from lrfind.engine.trials import TrialSpec, run_trials
+from lrfind.data.losses import is_regression
+from lrfind.engine.trials import TrialRecord, TrialSpec, run_trials
 from lrfind.schedules import get_schedule, stored_choices
+from lrfind.study import best as _best
 from lrfind.study import trials as _study
 from lrfind.study.space import trial_spec
 from lrfind.study.tune_config import TuneConfig
@@ -32,9 +35,14 @@ def retrain(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
     search and in the user's run: then both retrain on the search's training part alone, and it
     steps on the loss of the validation part (a training loss keeps falling where a validation
     loss stalls).
+
+    The constant is the best constant LR of the search (``trials.constant_baseline``), not the
+    constant at the base LR, which suits a schedule's peak and would flatter decay. A retrain that
+    diverged (NaN, or an accuracy at chance) is named, left out of its side's mean, and out of the
+    gain: the difference seed by seed, its mean and standard error (``best.paired_gain``).
     """
     best = _study.best(study)
-    constant = _study.constant_baseline(study)
+    constant = _study.constant_baseline(study)        # the best constant LR of the search
     if best is None:
         log.warning("no trial completed: nothing to retrain")
         return {}
@@ -62,21 +70,40 @@ def retrain(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                              base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed, progress=bar,
                              score_on=test, amp=cfg.amp, augment=cfg.augment_fn, channels_last=cfg.channels_last,
                              fold=cfg.fold, max_grad_norm=cfg.max_grad_norm)
+    limit = _best.chance_limit(None if is_regression(train.labels) else train.classes)
     out: dict[str, Any] = {}
     for i, (label, trial) in enumerate(picked.items()):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]
-        accs = [r.test_acc for r in recs if r.test_acc is not None]    # a NaN retrain has none
-        losses = [r.test_loss for r in recs if r.test_loss is not None]
         spec = replayed[label]
         out[label] = {"trial": trial.number, "schedule": spec.schedule, "params": _study.jsonable(spec.params),
                       "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale,
                       "val_acc": _study.val_acc(trial, study), "val_loss": _study.val_loss(trial),
-                      "test_acc": sum(accs) / len(accs) if accs else None, "test_acc_per_seed": accs,
-                      "test_loss": sum(losses) / len(losses) if losses else None, "test_loss_per_seed": losses,
-                      "seeds": seeds, "failed": sum(r.status == "failed" for r in recs)}
+                      **_scores(recs, seeds, limit)}
     if constant is not None and constant.number == best.number:     # the baseline itself won
         out["constant"] = dict(out["best"])
     out["setup"] = {"train_images": len(data), "test_images": len(test), "steps": total, "seeds": len(seeds)}
     if held is not None:                         # the images plateau's retrain stepped on
         out["setup"]["val_images"] = len(held)
+    if limit is not None:                        # at or below it, a retrain diverged
+        out["setup"]["chance_acc"] = 1 / train.classes
+        out["setup"]["diverged_at_or_below"] = limit
+    gain = _best.paired_gain(out, _best.final_key(study, out), _study.sign(study))
+    if gain is not None:
+        out["gain"] = gain
     return out
+
+
+def _scores(recs: list[TrialRecord], seeds: list[int], limit: float | None) -> dict[str, Any]:
+    """One side's test scores: per seed (None where a retrain ended on NaN), the seeds that
+    diverged (no finite loss, or an accuracy at chance: ``best.diverged``), and the means of the
+    others; a diverged retrain is counted apart, never averaged in."""
+    accs = [r.test_acc if r.status != "failed" else None for r in recs]
+    losses = [r.test_loss if r.status != "failed" and r.test_loss is not None and math.isfinite(r.test_loss)
+              else None for r in recs]
+    out = [s for s, r, loss, acc in zip(seeds, recs, losses, accs)
+           if r.status == "failed" or _best.diverged(loss, acc, limit)]
+    kept_accs = [a for s, a in zip(seeds, accs) if s not in out and a is not None]
+    kept_losses = [x for s, x in zip(seeds, losses) if s not in out and x is not None]
+    return {"test_acc": sum(kept_accs) / len(kept_accs) if kept_accs else None, "test_acc_per_seed": accs,
+            "test_loss": sum(kept_losses) / len(kept_losses) if kept_losses else None, "test_loss_per_seed": losses,
+            "seeds": seeds, "failed": sum(r.status == "failed" for r in recs), "diverged": out}
