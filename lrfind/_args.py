@@ -91,3 +91,12 @@ def check_counts(**values: Any) -> None:
             raise FieldError(name, f"{name} must be a positive integer, got {value!r}")
     if values.get("range_test_iters", 2) < 2:
         raise FieldError("range_test_iters", f"range_test_iters must be at least 2, got {values['range_test_iters']!r}")
+
+
+def check_threads(threads: Any) -> None:
+    """Raise a FieldError unless ``threads`` (CPU threads: ``--threads``, ``threads=``) is None (lrfind
+    decides) or a positive integer. Imports nothing heavy: the command line checks it before torch."""
+    if threads is not None and not (isinstance(threads, numbers.Integral) and not isinstance(threads, bool)
+                                    and threads >= 1):
+        raise FieldError("threads", f"threads must be a positive integer (CPU threads), got {threads!r}; leave "
+                         "it out for lrfind's choice")

@@ -270,6 +270,12 @@ run_options = _options(
                  help="Where to train; auto picks CUDA when available, cuda:N the N-th of several GPUs."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed for weights and batch order."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    click.option("--threads", default=None, type=int, metavar="N",
+                 help="CPU threads of this process (torch's intra-op threads). Default: the physical cores it may "
+                      "use (its CPU affinity), shared out among the workers of the same study running on this "
+                      "host, at least 1 each, so that processes on one machine do not fight over its cores; "
+                      "where OMP_NUM_THREADS or MKL_NUM_THREADS is set, torch's count from it. -v says the "
+                      "choice."),
 )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from lrfind._args import check_threads
 from lrfind.cli.app import main
 from lrfind.cli.options import (PathGiven, UserError, batch_size_option, build_model, creatable_folder,
                                 data_options, figure_file, load_augment, load_split, make_folder, option_message,
@@ -52,7 +53,7 @@ Examples:
 @verbose_option
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
-               device: str, seed: int, quiet: bool, start_lr: float, end_lr: float, num_iter: int, mode: str,
+               device: str, seed: int, quiet: bool, threads: int | None, start_lr: float, end_lr: float, num_iter: int, mode: str,
                repeats: int, val_batches: int | None, amp: str | None, method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
@@ -65,6 +66,10 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
         raise UserError(f"--start-lr {start_lr}: must be positive")
     if not end_lr > start_lr:
         raise UserError(f"--end-lr {end_lr}: must be larger than --start-lr {start_lr}")
+    try:
+        check_threads(threads)
+    except ValueError as e:
+        raise UserError(option_message(e)) from None
     import torch
 
     from lrfind._imports import short_name
@@ -99,7 +104,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     try:
         result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
                          val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
-                         amp=amp,
+                         amp=amp, threads=threads,
                          progress=not quiet, warn=False)     # the summary prints them
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None

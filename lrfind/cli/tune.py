@@ -10,7 +10,7 @@ import click
 from lrfind._clock import process_seconds
 from lrfind._files import write_whole
 from lrfind._output import counted
-from lrfind._args import check_counts, check_positive
+from lrfind._args import check_counts, check_positive, check_threads
 from lrfind._duration import timeout_seconds
 from lrfind.cli.app import main
 from lrfind.cli.options import (Choice, PathGiven, RunError, UserError, batch_size_option, creatable_folder,
@@ -105,7 +105,7 @@ Examples:
 def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, augment: str | None, epochs: int,
                  batch_size: int, optimizer: str, momentum: float, weight_decay: float | None,
                  max_grad_norm: float | None, device: str,
-                 seed: int, quiet: bool, base_lr: float | None, schedules: str | None, parallel: int | None,
+                 seed: int, quiet: bool, threads: int | None, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int | None,
                  metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool | None,
                  range_test_iters: int, range_test_repeats: int, final_seeds: int, amp: str | None, fold: bool,
@@ -128,6 +128,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
         if base_lr is not None:
             check_positive("base_lr", base_lr)
         timeout_seconds(timeout)
+        check_threads(threads)
     except ValueError as e:
         raise UserError(option_message(e)) from None
     import torch
@@ -157,7 +158,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                          max_peak=max_peak,
                          final_seeds=final_seeds, range_test_iters=range_test_iters,
                          range_test_repeats=range_test_repeats, amp=amp, channels_last=channels_last, fold=fold,
-                         timeout=timeout,
+                         timeout=timeout, threads=threads,
                          progress=not quiet)
     except ValueError as e:
         raise UserError(option_message(e)) from None

@@ -32,7 +32,8 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
                on_epoch: Callable[[int, list[TrialRecord], list[int]], set[int]] | None = None,
                progress=None, score_on: ImageData | None = None, amp: str | None = None,
                augment: Callable | None = None, channels_last: bool | None = None,
-               max_grad_norm: float | None = None, fold: bool = True) -> list[TrialRecord]:
+               max_grad_norm: float | None = None, fold: bool = True,
+               on_step: Callable[[], None] | None = None) -> list[TrialRecord]:
     """Train ``specs`` side by side for ``epochs`` epochs and return their records.
 
     ``on_epoch(epoch, records, running)`` is called after each epoch's validation, the last one
@@ -43,6 +44,7 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
     ``amp="bf16"``: forward and backward under bfloat16 autocast. ``augment``: see ``lrfind.data.augment``
     (training batches only). ``channels_last``, ``fold``: see ``FusedTrials``. ``max_grad_norm``: each
     trial's gradient clipped to that total norm before every step, as ``clip_grad_norm_`` does.
+    ``on_step()`` is called after every step (``tune`` looks there whether other workers joined).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -57,6 +59,8 @@ def run_trials(model: str | Callable[[], nn.Module], specs: list[TrialSpec], tra
             engine.step(x, y)
             if progress is not None:
                 progress.update(1)
+            if on_step is not None:
+                on_step()
         engine.end_epoch(val, per_epoch)
         running = [k for k in engine.running if engine.records[k].status == "running"]
         pruned = set(on_epoch(epoch, engine.records, running)) if on_epoch else set()

@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from lrfind._args import check_threads
 from lrfind._errors import FieldError
 from lrfind.engine.optimizer import OptimizerConfig
 from lrfind.engine.update import check_max_grad_norm
@@ -42,6 +43,7 @@ class RangeTestConfig:
     cuda_graph: bool | None = None
     slow_down: bool = True
     warn: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.val_loader is not None:
@@ -53,6 +55,7 @@ class RangeTestConfig:
             raise FieldError("accumulation_steps", f"accumulation_steps must be a positive integer, "
                                                    f"got {self.accumulation_steps!r}")
         check_max_grad_norm(self.max_grad_norm)
+        check_threads(self.threads)
         if self.amp not in (None, *AMP_DTYPES):
             raise FieldError("amp", f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
         if not (isinstance(self.repeats, int) and self.repeats >= 1):

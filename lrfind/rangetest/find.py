@@ -31,7 +31,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
             val_loader: Iterable | None = None,
             val_batches: int | None = None, repeats: int = 1, seed: int | None = None,
             method: str = DEFAULT_METHOD, progress: bool = True, cuda_graph: bool | None = None,
-            slow_down: bool = True, warn: bool = True, **sweep_fields: Any) -> RangeTestResult:
+            slow_down: bool = True, warn: bool = True, threads: int | None = None,
+            **sweep_fields: Any) -> RangeTestResult:
     """Run an LR range test on ``model`` with batches from ``loader`` and suggest a base LR.
 
     Parameters
@@ -81,6 +82,11 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         fresh SGD/Adam/AdamW; a model whose step cannot be captured (``.item()`` in forward, say)
         then runs eagerly, with a warning. ``True`` raises instead, ``False`` never captures.
 
+    threads: the CPU threads the sweeps take (``torch.set_num_threads``), put back afterwards.
+        Default: the physical cores this process may use (its CPU affinity), unless
+        ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or your own ``torch.set_num_threads`` chose
+        already; then that count stays.
+
     A model trained across processes (``DistributedDataParallel``, ``FullyShardedDataParallel``,
     ``fully_shard``): call ``find_lr`` in every process, each with its own batches (a
     ``DistributedSampler``); the losses are averaged across the processes at every divergence
@@ -100,7 +106,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
         sweep=_sweep(sweep, sweep_fields), optimizer=optimizer, loss_fn=loss_fn, step_fn=step_fn,
         accumulation_steps=accumulation_steps, max_grad_norm=max_grad_norm, amp=amp, val_loader=val_loader,
         val_batches=val_batches, repeats=repeats, seed=seed, method=method, progress=progress,
-        cuda_graph=cuda_graph, slow_down=slow_down, warn=warn)
+        cuda_graph=cuda_graph, slow_down=slow_down, warn=warn, threads=threads)
     return range_test(model, loader, config)
 
 

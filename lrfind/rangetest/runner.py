@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrfind import _threads
 from lrfind._errors import warn_at_users_line
 from lrfind._output import progress_bar
 from lrfind.rangetest import state as _state
@@ -37,6 +38,12 @@ def range_test(model: nn.Module, loader: Iterable, config: RangeTestConfig) -> R
         raise ValueError(f"repeats={config.repeats} sweeps the loader {config.repeats} times, but it is a "
                          f"{type(loader).__name__}, used up by one pass; pass something that can be iterated "
                          f"again (a DataLoader, a list of batches) or repeats=1")
+    with _threads.restored():          # lrfind's count of CPU threads, put back after the sweeps
+        _threads.apply(config.threads, what="the range test")
+        return _slowed_if_they_disagree(model, loader, config)
+
+
+def _slowed_if_they_disagree(model: nn.Module, loader: Iterable, config: RangeTestConfig) -> RangeTestResult:
     plan = SweepPlan.of(model, config)
     result = _sweeps(model, loader, config, plan)
     if config.slow_down and result.repeats_disagree:

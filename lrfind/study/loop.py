@@ -35,6 +35,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from lrfind import _threads
 from lrfind._args import check_names
 from lrfind._errors import warn_at_users_line
 from lrfind._imports import callable_name
@@ -135,7 +136,7 @@ def _study_loop(train: Callable[[LoopTrial], Any], cfg: LoopConfig, range_test: 
           "(base_lr=None resumes a stored study at its own)"
     if cfg.base_lr is None and _storage.local_storage(url) and not _storage.local_file(url).is_file():
         raise ValueError(new)                   # before the storage is made
-    with _storage.run_lock(url):
+    with _storage.run_lock(url), _threads.restored():
         study = _opening.open_study(cfg, out)     # refuses a stored study of another setup, before any write
         if cfg.search_constant_lr is None:        # the stored study's
             cfg = dataclasses.replace(cfg, search_constant_lr=_opening.stored_setup(study, "search_constant_lr"))
@@ -211,7 +212,8 @@ def _run(study: optuna.Study, cfg: LoopConfig, train: Callable, single: bool, de
     def describe(trial: optuna.Trial) -> TrialSpec:
         return asked_spec(trial, cfg, cfg.epochs * cfg.steps_per_epoch, cfg.steps_per_epoch, cfg.max_peak)
 
-    _search_loop.search_trials(study, cfg, describe, run, 1, single=single, deadline=deadline)
+    threads = _threads.Keeper(cfg.threads, lambda: _workers.workers_here(study))
+    _search_loop.search_trials(study, cfg, describe, run, 1, single=single, deadline=deadline, threads=threads)
 
 
 def _one(study: optuna.Study, cfg: LoopConfig, train: Callable, trial: optuna.Trial, handed: LoopTrial) -> None:

@@ -6,6 +6,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from lrfind._args import check_threads
 from lrfind._errors import FieldError
 from lrfind._args import check_positive, unknown
 from lrfind._duration import timeout_seconds
@@ -37,6 +38,7 @@ class LoopConfig(StudySpec):
     timeout: float | str | None = None
     heartbeat: int = 10
     progress: bool = True
+    threads: int | None = None                   # CPU threads; None: lrfind's choice (TuneConfig.threads)
     same_seed: bool = True                       # trial.seed: the same for every trial, or seed + trial number
     final_seeds: int = 3                         # after the search: best and constant run again with new seeds
     search_constant_lr: bool | None = None       # the constant's LR searched too (0.2x-1x the base LR): see TuneConfig
@@ -60,6 +62,7 @@ class LoopConfig(StudySpec):
         if self.pruner not in _pruner.PRUNERS:
             raise ValueError(unknown("pruner", self.pruner, _pruner.PRUNERS))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
+        check_threads(self.threads)
         self.check_schedules()
         self.check_out()
         self.optimizer_config                                # checks the optimizer's name and settings

@@ -9,8 +9,10 @@ from typing import Any, Callable
 
 import optuna
 
+from lrfind import _threads
 from lrfind._output import progress_bar
 from lrfind.schedules import stored_choices
+from lrfind.study import workers as _workers
 from lrfind.study import report
 from lrfind.study import trials as _study
 from lrfind.study.best import paired_gain
@@ -32,6 +34,8 @@ def confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str, 
     stored = report.final_of(study, best, seeds=cfg.final_seeds)
     if stored:
         return stored                               # a resumed study whose best is the same
+    # the workers still running trials share the cores; those waiting for this one use none
+    _threads.apply(cfg.threads, lambda: _workers.workers_here(study), "the runs with new seeds")
     total, base_lr = cfg.epochs * cfg.steps_per_epoch, float(study.user_attrs["base_lr"])
     picked = {"best": best} if constant is None or constant.number == best.number else \
         {"best": best, "constant": constant}

@@ -292,8 +292,11 @@ def _conclusion(study: optuna.Study, b: dict[str, Any], c: dict[str, Any], key: 
         return (f"verdict: the constant LR did better: {shown} {name}, {pairs} (more than twice its standard "
                 f"error): the schedule's validation lead in the search did not hold up; keep {constant}, or "
                 "search more trials or epochs")
+    setup = study.user_attrs.get("lrfind_setup")
+    at_base = setup is not None and not setup.get("search_constant_lr")   # a study made before it was searched
     return (f"verdict: decay helps: {shown} {name} over {constant}, {pairs} (a clear gain: more than twice its "
-            "standard error)")
+            "standard error)" + ("; this constant ran at the base LR, which suits a schedule's peak more than a "
+                                 "constant run: against the best constant LR the gain may be smaller" if at_base else ""))
 
 
 def snippet(study: optuna.Study) -> str | None:

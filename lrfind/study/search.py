@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable, Iterator
 
 import optuna
+from lrfind import _threads
 from lrfind.study import retries as _retries
 from lrfind.study import trials as _study
 from lrfind.study import workers as _workers
@@ -23,7 +24,7 @@ now = time.monotonic          # the --timeout clock
 
 def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Trial], TrialSpec],
                   run: Callable[[list[optuna.Trial], list[TrialSpec], Any], int | None], parallel: int, *,
-                  single: bool, deadline: float | None = None) -> None:
+                  single: bool, deadline: float | None = None, threads: _threads.Keeper | None = None) -> None:
     """Ask, run and tell batches of trials until ``cfg.trials`` have run (with ``cfg.same_init``, a
     trial that repeats a finished one, or another of its batch, is its twin, scored as it without
     running: twins do not count, and at most ``cfg.trials`` of them are taken), or until ``deadline`` (of ``now()``)
@@ -54,6 +55,8 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
                 bar.set_postfix_str(_progress_text(study, deadline), refresh=False)
                 bar.refresh()
                 if asked:
+                    if threads is not None:        # the study's workers on this host share its cores
+                        threads.apply()
                     held: list[tuple[optuna.Trial, int]] = []
                     if cfg.same_init:         # from the same weights, a repeat of a trial is the same run
                         asked, specs, held = _untwinned(study, asked, specs)

@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 import torch
 
+from lrfind import _threads
 from lrfind._args import check_names
 from lrfind._device import on_device, resolve_device
 from lrfind.data.augment import check_augment
@@ -73,7 +74,7 @@ def _data(cfg: TuneConfig, device: torch.device) -> tuple[ImageData, ImageData]:
 
 # other spellings of TuneConfig's fields (Optuna's among them)
 _OTHER_NAMES = {"n_trials": "trials", "lr": "base_lr", "timeout_s": "timeout", "n_jobs": "parallel",
-                "storage_url": "storage", "mixed_precision": "amp", "subset": "train_subset"}
+                "storage_url": "storage", "mixed_precision": "amp", "subset": "train_subset", "num_threads": "threads"}
 
 
 def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
@@ -100,7 +101,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     url = cfg.storage or _storage.default_storage(out)
     # Figures are drawn while the device trains: beside a GPU in a process of their own (in a thread
     # they would take the GIL from the loop that feeds the GPU), beside a CPU in a thread.
-    with _storage.run_lock(url), Painter(process=device.type == "cuda") as painter, on_device(device):
+    with _storage.run_lock(url), Painter(process=device.type == "cuda") as painter, on_device(device), \
+            _threads.restored():            # the CPU threads lrfind sets are put back when it returns
         study, cfg = open_settled(cfg, out)   # checks storage, setup and base LR before anything is written
         per_epoch = len(train.loader(cfg.batch_size))
         total = cfg.epochs * per_epoch

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrfind._errors import FieldError
-from lrfind._args import COUNTS, check_counts, check_positive, unknown
+from lrfind._args import COUNTS, check_counts, check_positive, check_threads, unknown
 from lrfind._device import resolve_device
 from lrfind._duration import timeout_seconds
 from lrfind._imports import callable_name
@@ -71,6 +71,10 @@ class TuneConfig(StudySpec):
     metric: str | None = None                    # what trials are scored on: validation "accuracy" or "loss";
                                                  # None: accuracy for class labels, loss for regression targets
     progress: bool = True
+    # CPU threads of this process (torch.set_num_threads); None: its share of the cores it may use,
+    # divided among the study's workers on this host, unless OMP_NUM_THREADS or the user's own
+    # torch.set_num_threads chose already (lrfind._threads)
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if callable(self.model):               # stored, resumed and shared by its name
@@ -83,6 +87,7 @@ class TuneConfig(StudySpec):
             object.__setattr__(self, "augment", callable_name(self.augment, "augment", AugmentError))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
         check_counts(**{name: getattr(self, name) for name in COUNTS})
+        check_threads(self.threads)
         if self.same_init not in (None, True, False):
             raise FieldError("same_init", f"same_init must be True, False or None (the stored study's; False for a new one), "
                              f"got {self.same_init!r}")

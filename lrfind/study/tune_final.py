@@ -10,12 +10,14 @@ from typing import Any
 import optuna
 import torch
 
+from lrfind import _threads
 from lrfind._output import progress_bar
 from lrfind.data.builtin import load_dataset
 from lrfind.data.images import ImageData
 from lrfind.data.losses import is_regression
 from lrfind.engine.trials import TrialRecord, TrialSpec, run_trials
 from lrfind.schedules import get_schedule, stored_choices
+from lrfind.study import workers as _workers
 from lrfind.study import best as _best
 from lrfind.study import trials as _study
 from lrfind.study.space import trial_spec
@@ -57,6 +59,8 @@ def retrain(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
     test = load_dataset(cfg.dataset, "test", root=cfg.data_dir, device=train.images.device)
     per_epoch = len(data.loader(cfg.batch_size))
     total = cfg.epochs * per_epoch
+    # the workers still running trials share the cores; those waiting for this one use none
+    _threads.apply(cfg.threads, lambda: _workers.workers_here(study), "the final retrains")
     # The search space is relative to the run, so replaying a trial's choices rescales its steps.
     replayed = {label: trial_spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, per_epoch, max_peak)
                 for label, t in picked.items()}

@@ -55,7 +55,7 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
     # the median of several sweeps; when they disagree, of as many again at half the pace
     result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=cfg.range_test_iters,
                      repeats=cfg.range_test_repeats, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
-                     progress=cfg.progress, warn=False)
+                     progress=cfg.progress, warn=False, threads=cfg.threads)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     # what `lrfind range-test` records too, so that `lrfind compare` tells two studies' sweeps apart

@@ -9,6 +9,7 @@ import logging
 import optuna
 import torch
 
+from lrfind import _threads
 from lrfind._output import progress_bar
 from lrfind.data.images import ImageData
 from lrfind.engine.trials import TrialRecord, TrialSpec, run_trials
@@ -54,11 +55,13 @@ def search(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDat
            max_peak: float, total: int, per_epoch: int, parallel: int, *, single: bool,
            deadline: float | None = None) -> None:
     """Stage 2: batches of ``parallel`` trials trained fused (``_search_loop.search_trials`` asks and counts)."""
+    threads = _threads.Keeper(cfg.threads, lambda: _workers.workers_here(study))
+
     def run(asked: list[optuna.Trial], specs: list[TrialSpec], bar) -> int | None:
-        return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar)
+        return _run_or_halve(study, cfg, asked, specs, train, val, base_lr, total, bar, threads.tick)
 
     _search_loop.search_trials(study, cfg, lambda trial: asked_spec(trial, cfg, total, per_epoch, max_peak), run,
-                               parallel, single=single, deadline=deadline)
+                               parallel, single=single, deadline=deadline, threads=threads)
 
 
 def _run_or_halve(study, cfg, asked, *args) -> int | None:
@@ -78,7 +81,7 @@ def _run_or_halve(study, cfg, asked, *args) -> int | None:
     return len(asked) // 2
 
 
-def _run_batch(study, cfg, asked, specs, train, val, base_lr, total, bar) -> None:
+def _run_batch(study, cfg, asked, specs, train, val, base_lr, total, bar, on_step=None) -> None:
     told: set[int] = set()
     try:
         steps = progress_bar(total=total, desc=f"{len(asked)} trials, epoch 1/{cfg.epochs}", leave=False,
@@ -98,7 +101,7 @@ def _run_batch(study, cfg, asked, specs, train, val, base_lr, total, bar) -> Non
                                  base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
                                  same_init=cfg.same_init, on_epoch=report, progress=steps, amp=cfg.amp,
                                  channels_last=cfg.channels_last, fold=cfg.fold, max_grad_norm=cfg.max_grad_norm,
-                                 augment=cfg.augment_fn)
+                                 augment=cfg.augment_fn, on_step=on_step)
         for k, (trial, rec) in enumerate(zip(asked, records)):
             _study.tell(study, trial, rec, cfg.scoring)
             told.add(k)

@@ -151,6 +151,22 @@ def _worker_alive(worker: str | None) -> bool:
     return _process_exists(int(pid))
 
 
+def workers_here(study: optuna.Study) -> int:
+    """The workers of the study that share this host's cores now: this one, and every other live
+    process of this host that runs a trial of it (its ``worker`` attribute). A worker that waits for
+    the others, or for the lock, uses no core and is not counted."""
+    host = socket.gethostname()
+    others = set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if not worker or worker == WORKER or worker in others:
+            continue
+        there, _, pid = worker.rpartition(":")
+        if there == host and pid.isdigit() and _process_exists(int(pid)):
+            others.add(worker)
+    return 1 + len(others)
+
+
 def _process_exists(pid: int) -> bool:
     """Whether a process of this machine runs with this id."""
     if os.name == "nt":              # there os.kill(pid, 0) would end the process: ask Windows
