@@ -3,9 +3,9 @@ share a machine do not fight over its cores.
 
 torch starts every process with a thread for each physical core of the machine. Two processes
 that both do so ask for twice the cores there are, and OpenMP's threads, which spin while they
-wait for one another, then burn the cores the other process needs: two workers of one study on a
-2-core machine took several times the wall time, and several times the CPU time, of the same
-work with one thread each. So lrfind decides:
+wait for one another, then burn the cores the other process needs: two workers of one study then
+take several times the wall time, and several times the CPU time, of the same work with one
+thread each. So lrfind decides:
 
 - ``threads`` given (``--threads N``): N threads.
 - Otherwise, where the user chose already, lrfind leaves torch's count alone: ``OMP_NUM_THREADS``

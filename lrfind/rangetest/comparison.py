@@ -4,7 +4,7 @@ Smith's "disciplined approach" (arXiv:1803.09820) chooses weight decay, batch si
 with the range test itself: sweep once for each value and lay the curves over each other; the
 value whose loss falls lowest, and keeps falling up to the highest LR, is the one to train with.
 ``compare`` draws those curves in one plot and tabulates what each sweep says. Measured on
-LeNet (``bench/weight_decay_compare.py``): the lowest losses ranked four weight decays as their
+LeNet (``experiments/weight_decay_compare.py``): the lowest losses ranked four weight decays as their
 validation accuracies did (but for two that tie); the value whose loss kept falling furthest
 trained 0.5 pp worse than none.
 """

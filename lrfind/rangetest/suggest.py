@@ -202,7 +202,7 @@ def _rise(lrs: np.ndarray, smoothed: np.ndarray, noise: float, blown: float | No
     epoch, a tenth of this LR (SGD 0.012, Adam 0.0017) trained a further epoch as well as the best
     of a grid (SGD: 98.10% at 0.01 against 98.19% at 0.003; Adam: 98.26% at 0.001, 98.15% at
     0.003), where a tenth of the divergence stop (0.022, 0.0086) was too high for Adam (97.7%;
-    ``bench/rise_quality.py``)."""
+    ``experiments/rise_quality.py``)."""
     best = np.minimum.accumulate(smoothed)
     above = np.flatnonzero(smoothed > best + 3.0 * max(noise, 1e-12))
     if above.size:

@@ -4,7 +4,7 @@ A figure costs a few hundred milliseconds of matplotlib, all of it Python. Drawn
 training process it holds the GIL in 5 ms slices, and a training loop that gives the GIL up at
 every step (a CUDA-graph replay does, and so does a wait for the GPU) gets it back only when a
 slice ends: while the figures are drawn, each step takes at least 5 ms and the GPU idles between
-steps. ``bench/painter.py`` measures it.
+steps. ``experiments/painter.py`` measures it.
 
 ``Painter(process=True)`` draws in a child Python process instead (``lrfind.study.painter.serve``),
 started at once so that its imports (matplotlib, Optuna, torch) overlap the work before the first

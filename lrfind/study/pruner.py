@@ -21,10 +21,8 @@ class AnnealedFirst(optuna.pruners.BasePruner):
     """``inner``'s verdict, on trials whose LR has annealed: a trial whose schedule will still cut
     its LR by more than ``STILL_FALLING`` times before the end is not pruned yet. Without this, the
     median rule judges a warmup-stable-decay, a late multistep or a one-cycle before its decay, at
-    its worst: in a 50-trial CPU study run without pruning, the median after 2 of 3 epochs would
-    have pruned the trial that finished best and 3 of the top 6 (rank correlation between the two
-    epochs 0.51); with this rule it prunes 14 trials instead of 25, none of the top 8. With Adam:
-    the best and 4 of the top 8 (0.30), and 12 instead of 27 (``bench/pruning_replay.py``)."""
+    its worst, and prunes the schedules that would have finished best; with it, fewer trials are
+    pruned and none of the best (``experiments/pruning_replay.py`` replays whole studies both ways)."""
 
     def __init__(self, inner: optuna.pruners.BasePruner) -> None:
         self.inner = inner

@@ -42,7 +42,7 @@ class TuneConfig(StudySpec):
     study_name: str | None = None
     seed: int = 0
     # True: every trial from the same initial weights (common random numbers: two trials then
-    # differ by their schedules, not their starts; bench/same_init.py), and a trial that repeats a
+    # differ by their schedules, not their starts; experiments/same_init.py), and a trial that repeats a
     # finished one takes its score; False: a seed each; None: the stored study's, False for a new
     # one (whole studies found schedules as good either way: bench/init_studies_*.json)
     same_init: bool | None = None
