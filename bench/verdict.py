@@ -10,7 +10,7 @@ seeds (a run at chance counts as it scored: an LR that diverges now and then is 
 gain against it is the best schedule's test accuracy minus the grid constant's, seed by seed: its
 mean and standard error, beside the study's reported ``final.gain``.
 
-    python bench/verdict.py --lrs 0.0125,0.025,0.05,0.1 --json grid_lenet.json /tmp/m37/after_lenet_s0 ...
+    python -m bench.verdict --lrs 0.0177,0.025,0.035,0.05 --cache grid.json --json records.json DIR [DIR ...]
 """
 
 from __future__ import annotations
@@ -39,24 +39,43 @@ def mean_se(values: list[float]) -> tuple[float | None, float | None]:
     return sum(values) / n, statistics.stdev(values) / math.sqrt(n) if n >= 2 else None
 
 
-def grid(folder: Path, lrs: list[float]) -> dict:
-    """The grid's constants retrained as the study's stage 3 retrained, and the gains against them."""
-    best = json.loads((folder / "best.json").read_text())
-    setup, final = best["setup"], best["final"]
-    seeds = final["best"]["seeds"]
+def train_grid(setup: dict, seeds: list[int], lrs: list[float]) -> dict[float, list[float | None]]:
+    """Test accuracy of each constant LR at each seed, retrained as stage 3 retrains (the loader's
+    batch order from the study's seed, ``seeds[0]``; a NaN run scores None)."""
     cfg = TuneConfig(model=setup["model"], dataset=setup["dataset"], epochs=setup["epochs"],
                      batch_size=setup["batch_size"], train_subset=setup["train_subset"], val_size=setup["val_size"],
-                     device="cpu", progress=False, seed=seeds[0], out=str(folder))
+                     device="cpu", progress=False, seed=seeds[0])
     device = torch.device("cpu")
     train, val = _data(cfg, device)
     data = ImageData(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.name,
                      train.classes)
     test = load_dataset(cfg.dataset, "test", device=device)
-    clock = time.perf_counter()
     specs = [TrialSpec("constant", {}, seed=s, lr_scale=lr / lrs[0]) for lr in lrs for s in seeds]
     records = run_trials(cfg.model, specs, data, None, epochs=cfg.epochs, batch_size=cfg.batch_size, base_lr=lrs[0],
                          optimizer=cfg.optimizer_config, seed=cfg.seed, score_on=test, channels_last=cfg.channels_last)
-    accs = {lr: [r.test_acc for r in records[i * len(seeds):(i + 1) * len(seeds)]] for i, lr in enumerate(lrs)}
+    return {lr: [r.test_acc if r.status != "failed" else None for r in records[i * len(seeds):(i + 1) * len(seeds)]]
+            for i, lr in enumerate(lrs)}
+
+
+def grid(folder: Path, lrs: list[float], cache: Path | None = None) -> dict:
+    """The grid's constants retrained as the study's stage 3 retrained (or taken from ``cache``,
+    which holds them by model, setup and seeds), and the gains against them."""
+    best = json.loads((folder / "best.json").read_text())
+    setup, final = best["setup"], best["final"]
+    seeds = final["best"]["seeds"]
+    key = json.dumps([setup["model"], setup["dataset"], setup["epochs"], setup["batch_size"], setup["train_subset"],
+                      setup["val_size"], seeds])
+    stored = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+    known = {float(lr): v for lr, v in stored.get(key, {}).items()}
+    clock = time.perf_counter()
+    missing = [lr for lr in lrs if lr not in known]
+    if missing:
+        known.update(train_grid(setup, seeds, missing))
+        if cache is not None:
+            stored = json.loads(cache.read_text()) if cache.is_file() else {}
+            stored[key] = {str(lr): v for lr, v in sorted(known.items())}
+            cache.write_text(json.dumps(stored, indent=1))
+    accs = {lr: known[lr] for lr in lrs}
     means = {lr: sum(a or 0.0 for a in v) / len(v) for lr, v in accs.items()}
     top = max(lrs, key=lambda lr: means[lr])
     ours = final["best"]["test_acc_per_seed"]
@@ -83,18 +102,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="study folders (lrfind tune --out)")
     parser.add_argument("--lrs", required=True, help="the grid's constant LRs, comma-separated")
     parser.add_argument("--json", type=Path, help="append each folder's record to this JSON list")
+    parser.add_argument("--cache", type=Path, help="a JSON file of the grid's runs, shared by studies of one seed")
     args = parser.parse_args(argv)
     lrs = sorted(float(x) for x in args.lrs.split(","))
     for folder in args.folders:
-        record = grid(folder, lrs)
+        record = grid(folder, lrs, args.cache)
         if args.json:
             done = json.loads(args.json.read_text()) if args.json.is_file() else []
             args.json.write_text(json.dumps(done + [record], indent=1))
         r, g = record["reported_gain"], record["gain_vs_grid_best"]
         pp = lambda x: "-" if x is None else f"{100 * x:+.2f}"      # noqa: E731
-        print(f"{folder}: reported {pp(r['difference'])} ± {pp(r['se'])} pp against the constant at "
+        se = lambda x: "-" if x is None else f"{100 * x:.2f}"        # noqa: E731
+        print(f"{folder}: reported {pp(r['difference'])} ± {se(r['se'])} pp against the constant at "
               f"{record['constant']['lr']:.3g}; against the grid's best ({record['grid_best_lr']:.3g}) "
-              f"{pp(g['difference'])} ± {pp(g['se'])} pp; within one s.e.: {record['within_one_se']}", flush=True)
+              f"{pp(g['difference'])} ± {se(g['se'])} pp; within one s.e.: {record['within_one_se']}", flush=True)
 
 
 if __name__ == "__main__":
