@@ -251,9 +251,10 @@ def _diverged_lines(study: optuna.Study, final: dict[str, Any], key: str) -> lis
             return f"seed {seed}: {100 * x:.2f}% test accuracy" + (f", chance {100 * chance:.0f}%" if chance else "")
 
         who = "the constant LR" if is_constant else f"the schedule ({side.get('schedule', '?')})"
-        at = f"at LR {side['lr']:.3g}" if is_constant else f"peaking at LR {side['lr']:.3g}"
+        lr = side.get("lr")
+        at = "" if lr is None else f" at LR {lr:.3g}" if is_constant else f" peaking at LR {lr:.3g}"
         runs = "runs with new seeds" if loop else "retrains"
-        lines.append(f"{who} diverged in {len(out)} of {len(seeds) or final['setup'].get('seeds', '?')} {runs} {at} "
+        lines.append(f"{who} diverged in {len(out)} of {len(seeds) or final['setup'].get('seeds', '?')} {runs}{at} "
                      f"({'; '.join(map(said, out))}): left out of its mean and of the gain. At this LR some starts "
                      "blow up and others train: it sits at the edge of what the model trains at, and a lower LR "
                      "is the safer choice")
