@@ -157,7 +157,7 @@ def test_quality_bench_gives_both_sides_the_same_budget_on_the_cpu(mnist_root, t
     (pair,) = result["pairs"]
     ours, theirs = pair["lrfind"], pair["baseline"]
     assert pair["seed"] == 1 and theirs["trials"] == result["trials"] == 2 and theirs["trial_epochs"] <= 2
-    for side in (ours, theirs):
+    for side in (ours, theirs):       # both sides average every retrain, one at chance included
         assert len(side["best_test_acc_per_seed"]) == 2
         assert side["best_test_acc"] == pytest.approx(sum(side["best_test_acc_per_seed"]) / 2)
     assert pair["acc_difference_pp"] == pytest.approx(100 * (ours["best_test_acc"] - theirs["best_test_acc"]), abs=1e-3)
