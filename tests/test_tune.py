@@ -547,7 +547,7 @@ def test_warming_schedules_may_peak_above_the_base_lr(data_env, tmp_path) -> Non
     level = [t.user_attrs["peak_scale"] for t in study.trials
              if t.user_attrs["schedule"] == "constant" and not t.user_attrs["params"].get("warmup")]
     assert level[0] == 1.0                                # the baseline (trial 0) at the base LR ...
-    assert all(0.2 <= s <= 1.0 for s in level)            # ... and a plain constant never above it
+    assert all(0.2 <= s <= 2.0 for s in level)            # ... and a plain constant's LR searched around it
     onecycle = [t.user_attrs["peak_scale"] for t in study.trials if t.user_attrs["schedule"] == "onecycle"]
     assert onecycle and all(1.0 <= s <= 4.0 for s in onecycle) and max(onecycle) > 1.0
     from lrfind.study import report

@@ -115,10 +115,11 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     Stage 1 runs a range test and fixes the base LR (or takes --base-lr). Stage 2 is an Optuna
     study over the decay type and its parameters; trials are trained side by side on one device
     and scored on a validation split of the training set. The constant LR is always trial 0, and
-    its LR is searched too (a few queued first at 1x, 0.5x and 0.25x the base LR, which suits a
-    schedule's peak more than a constant run). Stage 3 retrains the best schedule and the best
-    constant on the whole training set and scores both once on the test set: the verdict gives
-    decay's gain seed by seed, its mean and standard error, and names any retrain that diverged.
+    its LR is searched too, 0.2x to 2x the base LR (which suits a schedule's peak more than a
+    constant run), with 1x, 0.5x and 0.25x queued first. Stage 3 retrains the best schedule and
+    the best constant on the whole training set and scores both once on the test set: the verdict
+    gives decay's gain seed by seed, its mean and standard error, and names any retrain that
+    diverged.
     Run the same command again to resume: only missing trials are run.
     """
     try:                          # the plain values, before torch is imported: a typo is told at once

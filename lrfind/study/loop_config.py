@@ -41,7 +41,7 @@ class LoopConfig(StudySpec):
     threads: int | None = None                   # CPU threads; None: lrfind's choice (TuneConfig.threads)
     same_seed: bool = True                       # trial.seed: the same for every trial, or seed + trial number
     final_seeds: int = 3                         # after the search: best and constant run again with new seeds
-    search_constant_lr: bool | None = None       # the constant's LR searched too (0.2x-1x the base LR): see TuneConfig
+    search_constant_lr: bool | None = None       # the constant's LR searched too (0.2x-2x the base LR): see TuneConfig
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "trials", "heartbeat", "final_seeds"):

@@ -16,7 +16,7 @@ from lrfind.study import trials as _study
 def trial_spec(trial: optuna.trial.BaseTrial, cfg: Any, total: int, per_epoch: int,
                max_peak: float) -> TrialSpec:
     """A trial's schedule, its parameters and, for schedules that warm up, how high it peaks; for
-    the plain constant, its LR below the base LR (``cfg``: a ``TuneConfig`` or a ``LoopConfig``;
+    the plain constant, its LR around the base LR (``cfg``: a ``TuneConfig`` or a ``LoopConfig``;
     its ``search_constant_lr`` False: the constant at the base LR, as studies stored before lrfind
     searched it)."""
     name = trial.suggest_categorical("schedule", cfg.choices)
@@ -26,7 +26,8 @@ def trial_spec(trial: optuna.trial.BaseTrial, cfg: Any, total: int, per_epoch: i
     if schedule.warms_up(params) and max_peak > 1:
         scale = trial.suggest_float("peak_scale", 1.0, max_peak, log=True)
     elif name == "constant" and not schedule.warms_up(params) and cfg.search_constant_lr is not False:
-        scale = trial.suggest_float(_study.LR_SCALE, *_study.LR_SCALES, log=True)
+        low, high = _study.LR_SCALES
+        scale = trial.suggest_float(_study.LR_SCALE, low, max(1.0, min(high, max_peak)), log=True)
     # a retry is the run that was cut short: the same seed, its original trial's number
     seed = cfg.seed if cfg.same_init else \
         cfg.seed + (_retries.original_number(trial) if hasattr(trial, "number") else 0)

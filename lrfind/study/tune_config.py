@@ -55,10 +55,11 @@ class TuneConfig(StudySpec):
     heartbeat: int = 10                          # seconds; a silent worker's trial is failed after 3
     max_peak: float | None = None                # warming schedules' peak / base LR; None: from the range test
     final_seeds: int = 3                         # retrains of best and constant in stage 3
-    # True: the plain constant's LR is searched too, 0.2x to 1x the base LR (which suits a schedule's
-    # peak; the best constant LR sits below it), and the verdict judges decay against the best
-    # constant; False: the constant at the base LR only; None: the stored study's (False for one
-    # stored before lrfind searched it), True for a new one
+    # True: the plain constant's LR is searched too, 0.2x to 2x the base LR (no higher than warming
+    # schedules may peak; the base LR suits a schedule's peak, and where the best constant lies
+    # depends on the run's length), and the verdict judges decay against the best constant; False:
+    # the constant at the base LR only; None: the stored study's (False for one stored before lrfind
+    # searched it), True for a new one
     search_constant_lr: bool | None = None
     range_test_iters: int = 300                  # steps of each stage-1 sweep from 1e-6 to 1; twice as many
                                                  # when the sweeps disagree (README, "One sweep, or ...")
