@@ -83,8 +83,8 @@ def tune_loop(train: Callable[[LoopTrial], float | None], *, base_lr: float | Ra
     schedule and the best constant LR run again that many times with seeds the search did not use,
     and the verdict gives both means, the difference per seed and its mean with its standard error,
     leaving out a run that diverged; 0: not), ``search_constant_lr`` (True: the constant's LR is
-    searched too, 0.2x to 2x ``base_lr`` (at most ``max_peak``); False: the constant at ``base_lr`` only; None: the stored
-    study's, True for a new one), ``progress``.
+    searched too, 0.2x to 2x ``base_lr``, at most ``max_peak``; False: the constant at ``base_lr``
+    only; None: the stored study's, True for a new one), ``progress``.
 
     Running it again resumes the study: only missing trials run. A trial your function raises in is
     stored as failed and runs again next time; Ctrl-C keeps the finished trials.
