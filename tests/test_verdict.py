@@ -47,8 +47,8 @@ def test_the_constant_s_lr_is_searched_and_the_verdict_judges_decay_against_the_
 
     result = tune_loop(train, trials=12, out=str(tmp_path), **LOOP)
     study = result.study
-    assert [t.params.get("lr_scale") for t in study.trials[:3]] == [1.0, 0.5, 0.25]    # the grid, queued first
-    assert [_study.baseline_scale(t) for t in study.trials[:3]] == [1.0, 0.5, 0.25]
+    assert [t.params.get("lr_scale") for t in study.trials[:3]] == [1.0, 0.5, 2.0]    # the grid, queued first
+    assert [_study.baseline_scale(t) for t in study.trials[:3]] == [1.0, 0.5, 2.0]
     plain = _study.constants(study)
     assert all(0.2 <= t.params["lr_scale"] <= 2.0 for t in plain)          # 0.2x-2x, max_peak 3
     constant = _study.constant_baseline(study)

@@ -116,7 +116,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
     study over the decay type and its parameters; trials are trained side by side on one device
     and scored on a validation split of the training set. The constant LR is always trial 0, and
     its LR is searched too, 0.2x to 2x the base LR (which suits a schedule's peak more than a
-    constant run), with 1x, 0.5x and 0.25x queued first. Stage 3 retrains the best schedule and
+    constant run), with 1x, 0.5x and 2x queued first. Stage 3 retrains the best schedule and
     the best constant on the whole training set and scores both once on the test set: the verdict
     gives decay's gain seed by seed, its mean and standard error, and names any retrain that
     diverged.

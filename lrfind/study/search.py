@@ -46,7 +46,8 @@ def search_trials(study: optuna.Study, cfg: Any, describe: Callable[[optuna.Tria
         while True:
             with contextlib.ExitStack() as running:
                 with _workers.claim(study):
-                    _workers.prepare(study, single, _study.baselines(cfg.trials, cfg.search_constant_lr))
+                    _workers.prepare(study, single, _study.baselines(cfg.trials, cfg.search_constant_lr,
+                                                                     study.user_attrs.get("max_peak", 1.0)))
                     runs, twins, in_flight = _study.counts(study)
                     missing = cfg.trials - runs - in_flight if twins < cfg.trials else 0
                     asked, specs = _ask(study, describe, min(parallel, missing))

@@ -26,8 +26,7 @@ def trial_spec(trial: optuna.trial.BaseTrial, cfg: Any, total: int, per_epoch: i
     if schedule.warms_up(params) and max_peak > 1:
         scale = trial.suggest_float("peak_scale", 1.0, max_peak, log=True)
     elif name == "constant" and not schedule.warms_up(params) and cfg.search_constant_lr is not False:
-        low, high = _study.LR_SCALES
-        scale = trial.suggest_float(_study.LR_SCALE, low, max(1.0, min(high, max_peak)), log=True)
+        scale = trial.suggest_float(_study.LR_SCALE, *_study.lr_scales(max_peak), log=True)
     # a retry is the run that was cut short: the same seed, its original trial's number
     seed = cfg.seed if cfg.same_init else \
         cfg.seed + (_retries.original_number(trial) if hasattr(trial, "number") else 0)

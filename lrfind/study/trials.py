@@ -27,11 +27,18 @@ CONSTANT = {"schedule": "constant", "constant.use_warmup": False}
 # puts it. On MNIST, 3 epochs of 50,000 images, the best of a grid of constants lay at 0.3x-0.55x
 # the base LR; 2 epochs of 22,000 (LeNet, an MLP), at 0.9x-1.3x (bench/verdict_cpu.json).
 # BASELINE_SCALES are the baselines queued first, so that even a small study knows its best
-# constant; a study stored before lrfind searched the constant's LR keeps its one constant at the
-# base LR.
+# constant (a factor of 2 each side of the base LR; 2x no higher than the range allows); a study
+# stored before lrfind searched the constant's LR keeps its one constant at the base LR.
 LR_SCALE = "lr_scale"
 LR_SCALES = (0.2, 2.0)
-BASELINE_SCALES = (1.0, 0.5, 0.25)
+BASELINE_SCALES = (1.0, 0.5, 2.0)
+
+
+def lr_scales(max_peak: float) -> tuple[float, float]:
+    """The plain constant's LR scales searched: ``LR_SCALES``, up to the warming schedules' max peak
+    where that is lower (and at least up to the base LR)."""
+    low, high = LR_SCALES
+    return low, max(1.0, min(high, max_peak))
 
 # What trials are scored on: the record's per-epoch list, and which way is better.
 METRICS = {"accuracy": ("val_acc", "maximize"), "loss": ("val_loss", "minimize")}
@@ -173,13 +180,16 @@ def constants(study: optuna.Study) -> list[FrozenTrial]:
     return ranked(study, [t for t in done if is_plain_constant(t) and not is_twin(t)])
 
 
-def baselines(trials: int, searched: bool | None) -> dict[float, dict[str, Any]]:
+def baselines(trials: int, searched: bool | None, max_peak: float) -> dict[float, dict[str, Any]]:
     """The constant trials queued before any is asked, by their LR scale: with the constant's LR
-    searched, up to 3 of ``BASELINE_SCALES`` (one per 4 trials asked for, at least the base LR's);
-    else the constant at the base LR alone (a study stored before lrfind searched it)."""
+    searched, up to 3 of ``BASELINE_SCALES`` (one per 4 trials asked for, at least the base LR's;
+    none above ``lr_scales(max_peak)``); else the constant at the base LR alone (a study stored
+    before lrfind searched it)."""
     if searched is False:
         return {1.0: dict(CONSTANT)}
-    return {s: {**CONSTANT, LR_SCALE: s} for s in BASELINE_SCALES[:min(len(BASELINE_SCALES), max(1, trials // 4))]}
+    high = lr_scales(max_peak)[1]
+    scales = list(dict.fromkeys(min(s, high) for s in BASELINE_SCALES))
+    return {s: {**CONSTANT, LR_SCALE: s} for s in scales[:min(len(scales), max(1, trials // 4))]}
 
 
 def baseline_scale(t: FrozenTrial) -> float | None:

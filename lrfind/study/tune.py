@@ -4,8 +4,8 @@ Stage 1 runs a range test on the model and data of the study and fixes the base 
 ``base_lr``). Stage 2 asks Optuna for trials in batches of ``parallel``, trains each batch fused on
 one device (``train.run_trials``), reports the validation accuracy after every epoch so that the
 pruner can stop hopeless trials, and tells Optuna how each ended. The constant-LR trials are
-enqueued first, at the base LR and below it, and the constant's LR (0.2x to 2x) is searched like
-a schedule's parameters: the report says whether decay helps at all, against the best constant LR.
+enqueued first, at the base LR, half and twice it, and the constant's LR (0.2x to 2x) is searched
+like a schedule's parameters: the report says whether decay helps at all, against the best constant LR.
 Stage 3 retrains the best schedule and the best constant on the whole training set and scores them
 once on the test set, seed by seed: decay's gain, its standard error, and any retrain that diverged.
 
