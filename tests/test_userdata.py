@@ -323,7 +323,8 @@ def test_a_study_on_your_own_data_and_model_runs_and_scores_on_its_test_set(user
     setup = result.study.user_attrs["lrfind_setup"]
     assert setup["data"] == {"train_examples": 600, "test_examples": 120, "shape": [3, 8, 8], "classes": 3}
     assert result.study.best_value > 0.5                       # well above a third: it learnt
-    assert result.final["setup"] == {"train_images": 600, "test_images": 120, "steps": 2 * (600 // 32), "seeds": 1}
+    assert result.final["setup"] == {"train_images": 600, "test_images": 120, "steps": 2 * (600 // 32), "seeds": 1,
+                                     "chance_acc": pytest.approx(1 / 3), "diverged_at_or_below": pytest.approx(0.3833, abs=1e-3)}
     assert result.final["best"]["test_acc"] > 0.5
     assert f"data: {user_file}:train_and_test, 500 training and 100 validation examples of 3x8x8, 3 classes\n" \
         in report.verdict(result.study)
