@@ -270,10 +270,16 @@ def test_a_one_shot_iterator_that_runs_out_is_a_clear_error_and_the_model_is_res
     with pytest.raises(ValueError, match="ran out after 8 batches and cannot be started again: it is a generator"):
         find_lr(model, (b for b in make_data()), num_iter=10, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    # long enough, it sweeps; several repeats would need it again, and say so before they start
+    # long enough, it sweeps; repeats one after another would need it again, and say so before they start
     assert len(find_lr(make_model(), iter(make_data(n_batches=10)), num_iter=10, progress=False).losses) == 10
     with pytest.raises(ValueError, match="repeats=3 sweeps the loader 3 times, but it is a list_iterator"):
+        find_lr(make_model(), iter(make_data()), num_iter=10, repeats=3, fused=False, progress=False)
+    # side by side, one pass takes a batch a sweep at every step: 3 x 10 from 8 batches cannot be had
+    with pytest.raises(ValueError, match="ran out after 8 batches .* the 3 sweeps side by side take 3 batches a step. "
+                                         ".* num_iter <= 2, or fewer repeats"):
         find_lr(make_model(), iter(make_data()), num_iter=10, repeats=3, progress=False)
+    assert len(find_lr(make_model(), iter(make_data(n_batches=30)), num_iter=10, repeats=3, progress=False,
+                       slow_down=False).seed_losses) == 3
 
 
 def test_a_loader_is_started_once_a_sweep_and_no_more() -> None:
@@ -600,7 +606,8 @@ def test_median_index_picks_the_middle_suggestion_and_skips_the_unclear() -> Non
 
 @pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam")])      # lrfind's own step, reset in between
 def test_each_repeat_is_the_run_its_seed_alone_would_give(optimizer) -> None:
-    repeated = find_lr(make_model(), make_data(), optimizer=optimizer, num_iter=20, repeats=2, seed=3, progress=False)
+    repeated = find_lr(make_model(), make_data(), optimizer=optimizer, num_iter=20, repeats=2, seed=3, progress=False,
+                       fused=False)
     alone = find_lr(make_model(), make_data(), optimizer=optimizer, num_iter=20, seed=4, progress=False)
     assert np.array_equal(repeated.seed_losses[1], alone.losses)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from lrfind._args import check_threads
+from lrfind._errors import FieldError
 from lrfind.cli.app import main
 from lrfind.cli.options import (PathGiven, UserError, batch_size_option, build_model, creatable_folder,
                                 data_options, figure_file, load_augment, load_split, make_folder, option_message,
@@ -31,10 +32,16 @@ Examples:
               help="Optimizer steps in the sweep; the data is started again if it runs out.")
 @click.option("--mode", default="exp", show_default=True, type=Choice(["exp", "linear"]),
               help="Space the LRs on a log (exp) or linear scale.")
-@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Repeat with seeds seed, seed+1, ...; report the median suggestion and its spread. A sweep "
-                   "whose loss fell less than 0.3x as far as the deepest is left out. When the rest disagree by "
-                   "more than 3x, or fewer than two are left, sweep as many times again with twice --num-iter.")
+@click.option("--repeats", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Sweep N times and report the median suggestion and its spread. The sweeps run side by side "
+                   "in one pass where the model allows (copies of it, each on batches of its own: on a GPU N "
+                   "sweeps cost about one), else one after another with seeds SEED, SEED+1, ... A sweep whose "
+                   "loss fell less than 0.3x as far as the deepest is left out. When the rest disagree by more "
+                   "than 3x, or fewer than two are left, sweep as many times again with twice --num-iter. "
+                   "[default: 3 side by side on a GPU, 1 elsewhere]")
+@click.option("--fused/--one-after-another", default=None,
+              help="Run the repeats side by side in one pass (an error where they cannot), or one after another. "
+                   "[default: side by side where they can]")
 @click.option("--val-batches", type=click.IntRange(min=1), default=None, metavar="N",
               help="Record the mean loss over N batches of the held-out validation split after every step, "
                    "instead of the training batch's loss: smoother curves, N forward passes more per step "
@@ -54,7 +61,8 @@ Examples:
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
                device: str, seed: int, quiet: bool, threads: int | None, start_lr: float, end_lr: float, num_iter: int, mode: str,
-               repeats: int, val_batches: int | None, amp: str | None, method: str, out: Path) -> None:
+               repeats: int | None, fused: bool | None, val_batches: int | None, amp: str | None, method: str,
+               out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
     Records the loss of every batch, stops when the loss diverges, and writes the curve, every
@@ -66,6 +74,9 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
         raise UserError(f"--start-lr {start_lr}: must be positive")
     if not end_lr > start_lr:
         raise UserError(f"--end-lr {end_lr}: must be larger than --start-lr {start_lr}")
+    if fused and (val_batches is not None or amp):
+        raise UserError(f"--fused: with {'--val-batches' if val_batches is not None else '--amp'} the sweeps run "
+                        f"one after another; leave --fused out")
     try:
         check_threads(threads)
     except ValueError as e:
@@ -102,10 +113,12 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                             f"{len(val_loader)} batches of {batch_size}; give at most {len(val_loader)}")
     make_folder(out)
     try:
-        result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, seed=seed, method=method,
-                         val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
+        result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, fused=fused, seed=seed,
+                         method=method, val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
                          amp=amp, threads=threads,
                          progress=not quiet, warn=False)     # the summary prints them
+    except FieldError as e:               # --fused where the sweeps cannot run side by side
+        raise UserError(option_message(e)) from None
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory(e, batch_size) from None
     except KeyboardInterrupt:

@@ -1,7 +1,6 @@
 """``FusedTrials``: K trials of one model in lockstep on one device, with stacked weights, one
 forward for all (looped, vmapped or folded: ``engine.mode``), and torch.optim's update on the rows."""
 
-
 from __future__ import annotations
 
 import copy
@@ -34,36 +33,31 @@ from lrfind.schedules import get_schedule
 log = logging.getLogger(__name__)
 
 
-
 class FusedTrials:
     """K trials of one model in lockstep. Use ``step`` per batch and ``end_epoch`` per epoch.
 
     ``model`` is a registered model name or a zero-argument factory returning an ``nn.Module``.
     ``amp="bf16"`` runs forward and backward under bfloat16 autocast (weights and the update stay
-    float32). ``cuda_graph`` (default: on for CUDA devices) replays each training step from a CUDA
-    graph: the step is written with in-place updates of fixed tensors only (the step counter, LRs
-    and optimizer state live on the device), so a captured step is the same arithmetic as an eager
-    one. ``vectorize`` (default: on for CUDA devices) computes every trial's forward and gradient in
-    one ``vmap``; off, trial after trial (faster on a CPU, where vmap's grouped convolutions are
-    slow); the optimizer update is fused over all trials either way.
-    By default a model vmap cannot batch (a ``.item()`` in its forward, say) trains trial after
-    trial, with a warning; ``vectorize=True`` lets vmap's error through. ``channels_last`` (default:
-    on for CPU devices) stores the convolution weights channels-last, so that convolutions and
-    pooling run in the NHWC layout, faster on a CPU. The arithmetic is the same, in another order. A model whose forward cannot take such
-    activations (``x.view(n, -1)`` after a convolution; ``flatten`` and ``reshape`` can) keeps the
-    usual layout, found on the first step; with ``channels_last=True`` that is a ``ModelError``.
+    float32). ``cuda_graph`` (default: on for CUDA devices) replays each step from a CUDA graph: the
+    step updates fixed tensors in place only (step counter, LRs and optimizer state live on the
+    device), so a replayed step is the same arithmetic as an eager one. ``vectorize``, ``fold`` and
+    ``channels_last`` ask how the trials' forward runs (``engine.mode``: vmapped, folded into the
+    channels, or trial after trial; convolution weights channels-last), checked on the first batch
+    with a fallback that is said; the optimizer update is fused over all trials either way.
     Parameters the model froze (``requires_grad=False``) stay as they are, as torch.optim leaves them.
-    ``fold`` (vectorized trials only): run the forward with the trials folded into the channels
-    (``lrfind.engine.folded``, its rules in ``lrfind.engine.folded_rules``), which spares the copies vmap makes
-    around every convolution; a model that cannot be traced, or whose folded outputs differ on the
-    first batch from each trial's own forward run alone, is vmapped whole.
+    ``own_batches``: every trial trains on a batch of its own, ``step(x, y)`` with ``x`` (K, B, ...)
+    and ``y`` (K, B, ...), a row per trial still in the batch (looped or vmapped, never folded).
+    ``loss_fn(outputs, targets)``: the loss trained on (default: ``task_loss``). ``lrs``: every
+    trial's LR at every step, (K, total_steps) or (total_steps,) for all, instead of its schedule's
+    (a range test's sweeps). ``step_losses`` holds every trial's loss of the last step, on the device.
     """
 
     def __init__(self, model: str | Callable[[], nn.Module], specs: list[TrialSpec], *, base_lr: float,
                  total_steps: int, steps_per_epoch: int, optimizer: OptimizerConfig = OptimizerConfig(),
                  device: str | torch.device = "cpu", same_init: bool = False,
                  cuda_graph: bool | None = None, amp: str | None = None, vectorize: bool | None = None,
-                 channels_last: bool | None = None, max_grad_norm: float | None = None, fold: bool = True) -> None:
+                 channels_last: bool | None = None, max_grad_norm: float | None = None, fold: bool = True,
+                 own_batches: bool = False, loss_fn: Callable | None = None, lrs: np.ndarray | None = None) -> None:
         if not specs:
             raise ValueError("need at least one trial")
         self.device = torch.device(device)
@@ -72,6 +66,7 @@ class FusedTrials:
         self.schedules = [get_schedule(s.schedule) for s in specs]
         self.base_lr, self.total, self.per_epoch = base_lr, total_steps, steps_per_epoch
         self.opt, self.max_grad_norm = optimizer, max_grad_norm
+        self.own_batches, self.loss_fn = own_batches, loss_fn or task_loss
         for sched, spec in zip(self.schedules, specs):
             sched.validate(total_steps, **spec.params)     # fail before any work
 
@@ -87,7 +82,7 @@ class FusedTrials:
         # The optimizer then updates every tensor of every trial in a handful of kernels.
         self.base = copy.deepcopy(models[0]).to("meta").train()       # trials train; evaluate() switches
         # The mode to try first; ``choose_mode`` checks it on the first batch, before training.
-        self.request = ModeRequest(vectorize=vectorize, fold=fold, channels_last=channels_last)
+        self.request = ModeRequest(vectorize=vectorize, fold=fold and not own_batches, channels_last=channels_last)
         guess = self.request.first_guess(self.device, convolutions=any(v.ndim == 5 for v in params.values()),
                                          foldable=True)
         self._folded = self._folded_forward() if guess.forward == "folded" else None
@@ -107,7 +102,9 @@ class FusedTrials:
         self.alive = torch.ones(len(specs), dtype=torch.bool, device=self.device)
         self.loss_sum = torch.zeros(len(specs), device=self.device)
         self.first_bad = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
-        self.lr_table = lr_table(self.schedules, self.specs, self.base_lr, self.total, self.device)
+        self.step_losses = torch.zeros(len(specs), device=self.device)
+        self.lr_table = lr_table(self.schedules, self.specs, self.base_lr, self.total, self.device) if lrs is None \
+            else torch.tensor(np.broadcast_to(lrs, (len(specs), total_steps)), dtype=torch.float32, device=self.device)
 
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._strict_graph = bool(cuda_graph)        # asked for explicitly: a failed capture raises
@@ -123,7 +120,7 @@ class FusedTrials:
 
     def _loss(self, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
               y: torch.Tensor) -> torch.Tensor:
-        return task_loss(self._logits(p, b, x), y)
+        return self.loss_fn(self._logits(p, b, x), y)
 
     @staticmethod
     def _rows(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]):
@@ -147,9 +144,10 @@ class FusedTrials:
     def _losses(self, p, b, x, y, mode: Mode) -> torch.Tensor:
         """Every trial's loss, (K,): folded into the channels, or vmapped."""
         if mode.forward == "folded":
-            return vmap(task_loss, in_dims=(0, None))(self._folded(p, b, x), y)
+            return vmap(self.loss_fn, in_dims=(0, None))(self._folded(p, b, x), y)
         # randomness="different": each trial draws its own dropout masks, as if trained alone
-        return vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")(p, b, x, y)
+        batch = 0 if self.own_batches else None
+        return vmap(self._loss, in_dims=(0, 0, batch, batch), randomness="different")(p, b, x, y)
 
     def _forward(self, p, b, x) -> torch.Tensor:
         """Every trial's outputs, (K, B, ...)."""
@@ -188,7 +186,8 @@ class FusedTrials:
         would fill a (K, P) gradient with zeros but for its row, K times a step."""
         rows = [row.detach().requires_grad_() for row in self.flat]     # leaves sharing the weights' memory
         with self.autocast:
-            losses = torch.stack([self._loss(self.rows.row_views(row), {name: v[k] for name, v in buffers.items()}, x, y)
+            losses = torch.stack([self._loss(self.rows.row_views(row), {name: v[k] for name, v in buffers.items()},
+                                             *((x[k], y[k]) if self.own_batches else (x, y)))
                                   for k, row in enumerate(rows)])
         grads = torch.autograd.grad(losses.sum(), rows)
         return losses.detach(), torch.stack(grads)
@@ -279,7 +278,6 @@ class FusedTrials:
                 lr = trial_lrs(sched, rec.spec, self.base_lr, self.total, metrics=rec.val_loss or rec.train_loss)
                 self.lr_table[row] = torch.as_tensor(lr, dtype=torch.float32, device=self.device)
 
-
     def current_lrs(self) -> torch.Tensor:
         return self.lr_table[:, min(self.step_count, self.total - 1)]
 
@@ -291,6 +289,9 @@ class FusedTrials:
         # CUDA, batch norm then asks the batched activations their layout, which vmap cannot answer
         # ("NYI: querying is_contiguous inside of vmap"): the trials would train one after another.
         x = x.contiguous()
+        if self.own_batches and (x.shape[0] != self.trials or y.shape[0] != self.trials):
+            raise ValueError(f"own_batches: a batch per trial in the batch, {self.trials}, got {x.shape[0]} inputs "
+                             f"and {y.shape[0]} targets")
         self.choose_mode(x, y)                  # on the first batch, unless run_trials chose already
         if self.cuda_graph:
             self._graph = self._graph or CapturedStep(_weak_step(self), strict=self._strict_graph)
@@ -302,6 +303,7 @@ class FusedTrials:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One step of every trial, in place: safe to capture in a CUDA graph and replay."""
         losses, grad = self._gradients(x, y)
+        self.step_losses.copy_(losses)
         finite = torch.isfinite(losses)
         self.first_bad.copy_(torch.where(self.alive & ~finite, self.step_t, self.first_bad))
         self.alive &= finite
@@ -369,7 +371,7 @@ class FusedTrials:
         self.params = self.rows.views(self.flat)
         self.buffers = self._laid_out({k: v[mask] for k, v in self.buffers.items()})
         self.state = {k: v[mask] for k, v in self.state.items()}
-        for name in ("index", "alive", "loss_sum", "first_bad", "lr_table"):
+        for name in ("index", "alive", "loss_sum", "first_bad", "lr_table", "step_losses"):
             setattr(self, name, getattr(self, name)[mask])
         if self.momentum_table is not None:
             self.momentum_table = self.momentum_table[mask]

@@ -160,10 +160,11 @@ def one_shot(loader: Iterable) -> bool:
 
 
 class Batches:
-    """Endless batches from any iterable: starts it again when it runs out, moves them to the device."""
+    """Endless batches from any iterable: starts it again when it runs out, moves them to the device.
+    ``per_step``: the batches a step of the sweeps takes (several sweeps side by side take one each)."""
 
-    def __init__(self, loader: Iterable, device: torch.device) -> None:
-        self.loader, self.device = loader, device
+    def __init__(self, loader: Iterable, device: torch.device, per_step: int = 1) -> None:
+        self.loader, self.device, self.per_step = loader, device, per_step
         self._it: Iterator | None = None
         self.restarts = self.count = 0
         self.first_size: int | None = None       # examples in the first batch
@@ -189,6 +190,12 @@ class Batches:
         if not self.count:
             return ValueError(f"the loader yields no batches ({type(self.loader).__name__} {self.loader!r:.80})")
         if one_shot(self.loader):
+            if self.per_step > 1:
+                return ValueError(f"the loader ran out after {self.count} batches and cannot be started again: it is "
+                                  f"a {type(self.loader).__name__}, used up by one pass, and the {self.per_step} "
+                                  f"sweeps side by side take {self.per_step} batches a step. Pass something that can "
+                                  f"be iterated again (a DataLoader, a list of batches), or num_iter <= "
+                                  f"{self.count // self.per_step}, or fewer repeats")
             return ValueError(f"the loader ran out after {self.count} batches and cannot be started again: it is "
                               f"a {type(self.loader).__name__}, used up by one pass. Pass something that can be "
                               f"iterated again (a DataLoader, a list of batches) or num_iter <= {self.count}")
@@ -223,3 +230,13 @@ def step_errors(i: int, batch: Any, first_size: int | None = None, model: nn.Mod
         except Exception:               # a kind made from other arguments than a message
             said = next(kind(text) for kind in (RuntimeError, IndexError, ValueError) if isinstance(e, kind))
         raise said from e
+
+
+def start_persistent_workers(loader: Iterable) -> None:
+    """A DataLoader with persistent workers draws one random number more on its first ``iter()``
+    (its workers' base seed) than on the later ones, which reuse them: its first sweep would then
+    take another batch order than the same seed gives any later sweep. Started here, before the
+    seeded sweeps (the RNG is restored afterwards), its order follows the seed alone."""
+    if (isinstance(loader, torch.utils.data.DataLoader) and loader.persistent_workers and loader.num_workers > 0
+            and getattr(loader, "_iterator", False) is None):
+        iter(loader)

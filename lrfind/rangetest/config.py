@@ -36,7 +36,8 @@ class RangeTestConfig:
     amp: str | None = None
     val_loader: Iterable | None = None
     val_batches: int | None = None
-    repeats: int = 1
+    repeats: int | None = 1
+    fused: bool | None = None
     seed: int | None = None
     method: str = DEFAULT_METHOD
     progress: bool = True
@@ -58,8 +59,13 @@ class RangeTestConfig:
         check_threads(self.threads)
         if self.amp not in (None, *AMP_DTYPES):
             raise FieldError("amp", f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
-        if not (isinstance(self.repeats, int) and self.repeats >= 1):
-            raise FieldError("repeats", f"repeats must be a positive integer, got {self.repeats!r}")
+        if not (self.repeats is None or (isinstance(self.repeats, int) and not isinstance(self.repeats, bool)
+                                         and self.repeats >= 1)):
+            raise FieldError("repeats", f"repeats must be a positive integer or None (3 side by side on a GPU where "
+                                        f"they can run so, else 1), got {self.repeats!r}")
+        if self.fused not in (None, True, False):
+            raise FieldError("fused", f"fused must be None (side by side where the repeats can run so), True or "
+                                      f"False, got {self.fused!r}")
         get_method(self.method)                     # an unknown name lists the choices
         if self.val_loader is not None and one_shot(self.val_loader):
             object.__setattr__(self, "val_loader", list(itertools.islice(self.val_loader, self.val_batches)))
@@ -78,6 +84,9 @@ class RangeTestConfig:
         if self.step_fn is not None or self.accumulation_steps > 1 or self.amp or self.val_loader is not None:
             return "a step_fn, accumulation_steps, amp or val_loader is given"
         return ""
+
+    def with_repeats(self, repeats: int) -> RangeTestConfig:
+        return replace(self, repeats=repeats)
 
     def slower(self) -> RangeTestConfig:
         """The same sweeps at half the pace (twice ``num_iter``), which neither slow down again nor warn."""

@@ -29,7 +29,8 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
             loss_fn: Callable | None = None, step_fn: StepFn | None = None, sweep: Sweep | None = None,
             accumulation_steps: int = 1, max_grad_norm: float | None = None, amp: str | None = None,
             val_loader: Iterable | None = None,
-            val_batches: int | None = None, repeats: int = 1, seed: int | None = None,
+            val_batches: int | None = None, repeats: int | None = None, fused: bool | None = None,
+            seed: int | None = None,
             method: str = DEFAULT_METHOD, progress: bool = True, cuda_graph: bool | None = None,
             slow_down: bool = True, warn: bool = True, threads: int | None = None,
             **sweep_fields: Any) -> RangeTestResult:
@@ -62,13 +63,25 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     amp: None, "bf16" or "fp16" (fp16 uses a gradient scaler).
     val_loader, val_batches: record the mean loss over (the first ``val_batches`` of)
         ``val_loader`` after every step instead of the training loss. Slower; smoother curves.
-    repeats, seed: run the test ``repeats`` times with seeds ``seed, seed+1, ...`` (from the same
-        initial weights) and report the median suggestion and its spread; the curve kept in the
-        result is the median repeat's, every repeat's losses are in ``seed_losses``. One sweep can
-        land far from the others (a LeNet on MNIST: 2 sweeps in 24 suggested a tenth of the rest), so
-        ``repeats=3`` is worth its cost where a sweep is cheap. A repeat whose loss fell less than
-        0.3x as far as the deepest one's is left out of the median (``result.shallow``): most often it
-        broke down before it could learn, and its minimum is not the cliff.
+    repeats, seed: run the test ``repeats`` times, from the same initial weights on batches of
+        their own, and report the median suggestion and its spread; the curve kept in the result is
+        the median repeat's, every repeat's losses are in ``seed_losses``. One sweep can land far
+        from the others (a LeNet on MNIST: 2 sweeps in 24 suggested a tenth of the rest). Default
+        (None): 3 on a GPU where they can run side by side (below), else 1; the log says why.
+        A repeat whose loss fell less than 0.3x as far as the deepest one's is left out of the
+        median (``result.shallow``): most often it broke down before it could learn, and its
+        minimum is not the cliff.
+    fused: run the repeats side by side in one pass: ``repeats`` copies of the model trained
+        together by lrfind's trial engine (weights stacked, one step for all, vmapped on a GPU),
+        each on a batch of its own at every step, drawn from one pass over the loader seeded with
+        ``seed``; a sweep that diverges stops, the others go on. On a GPU 3 sweeps cost about one;
+        on a CPU about as much as one after another. Default (None): side by side where they can
+        run so: ``(inputs, targets)`` batches of one size with the default step (no ``step_fn``,
+        accumulation, amp or ``val_loader``), an ``OptimizerConfig`` or a fresh SGD/Adam/AdamW with
+        one parameter group for all trainable parameters, a model in one process, and a loader
+        with at least ``repeats`` batches; else one after another, each with seed ``seed+r`` from
+        the model's weights (the log says why). ``True`` raises where they cannot; ``False``
+        always runs them one after another.
     slow_down: when the repeats that count span more than 3x, or fewer than two are left to agree,
         sweep ``repeats`` times again with twice ``num_iter`` (half the pace) and take those;
         ``result.config["faster_sweeps"]`` keeps the first ones' suggestions. A sweep that climbs too
@@ -105,7 +118,7 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     config = RangeTestConfig(
         sweep=_sweep(sweep, sweep_fields), optimizer=optimizer, loss_fn=loss_fn, step_fn=step_fn,
         accumulation_steps=accumulation_steps, max_grad_norm=max_grad_norm, amp=amp, val_loader=val_loader,
-        val_batches=val_batches, repeats=repeats, seed=seed, method=method, progress=progress,
+        val_batches=val_batches, repeats=repeats, fused=fused, seed=seed, method=method, progress=progress,
         cuda_graph=cuda_graph, slow_down=slow_down, warn=warn, threads=threads)
     return range_test(model, loader, config)
 

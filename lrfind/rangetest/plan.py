@@ -30,7 +30,8 @@ class SweepPlan:
     result. ``shared``: the processes the losses are averaged over (None: one); ``first``: whether
     this process shows the bar and warns. ``use_own``, ``use_graph``: whether lrfind's own step
     runs, and from a CUDA graph. ``checked_loss``, ``default_step``, ``step_fn``: the loss of
-    ``(x, y)`` batches, the default step (a dict batch's loss too), and the step the eager path runs."""
+    ``(x, y)`` batches, the default step (a dict batch's loss too), and the step the eager path runs.
+    ``why_not_own``: why lrfind's own update cannot take the optimizer's steps ("" if it can)."""
 
     device: torch.device
     optimizer: torch.optim.Optimizer | None
@@ -45,6 +46,7 @@ class SweepPlan:
     checked_loss: Callable
     default_step: StepFn
     step_fn: StepFn
+    why_not_own: str
 
     @classmethod
     def of(cls, model: nn.Module, config: RangeTestConfig) -> SweepPlan:
@@ -75,7 +77,8 @@ class SweepPlan:
                    settings=settings, shared=procs if procs is not None and procs.size > 1 else None,
                    first=procs is None or procs.first,      # one bar and one set of warnings, not one a process
                    use_own=use_own, use_graph=use_graph, checked_loss=checked_loss, default_step=default_step,
-                   step_fn=(LightningStep() if lightning else config.step_fn) or default_step)
+                   step_fn=(LightningStep() if lightning else config.step_fn) or default_step,
+                   why_not_own=own_unsupported)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -144,7 +144,8 @@ class RangeTestResult:
         if self.suggested_lr is None and s.lr is not None:
             return "most repeats gave no clear answer"
         if len(self.seed_lrs) > 1:
-            return f"median over {len(self._counted())} seeds of: {s.reason}"
+            over = "sweeps" if self.config.get("fused") else "seeds"      # side by side: each on its own batches
+            return f"median over {len(self._counted())} {over} of: {s.reason}"
         return s.reason
 
     @property
@@ -231,12 +232,19 @@ class RangeTestResult:
         lines.append(f"suggested LR: {lr:.3g} ({self.method}: {self.reason})" if lr is not None
                      else f"suggested LR: none ({self.reason})")
         lines += [f"warning: {w}" for w in self.caveats]
+        if self.config.get("how"):
+            lines.append(f"sweeps: {self.config['how']}")
         if len(self.seed_lrs) > 1 and self.spread is not None:
             seeds = self.config.get("seeds") or []
             median = "the median" if len(self._counted()) % 2 else "the one nearest the median"
-            shown = f" (the curve is seed {seeds[self.curve_index]}'s, {median})" \
-                if self.seed_losses and self.curve_index < len(seeds) and seeds[self.curve_index] is not None else ""
-            lines.append(f"spread over {len(self._counted())} seeds: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"
+            if self.config.get("fused"):          # side by side, the sweeps differ by their batches, not seeds
+                shown = f" (the curve is sweep {self.curve_index + 1}'s, {median})" if self.seed_losses else ""
+                over = "sweeps"
+            else:
+                shown = f" (the curve is seed {seeds[self.curve_index]}'s, {median})" if self.seed_losses and \
+                    self.curve_index < len(seeds) and seeds[self.curve_index] is not None else ""
+                over = "seeds"
+            lines.append(f"spread over {len(self._counted())} {over}: {self.spread[0]:.3g} .. {self.spread[1]:.3g}"
                          f"{shown}")
         if self.shallow:
             lines.append(self.shallow_text())

@@ -7,24 +7,22 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 
 from lrfind import _threads
-from lrfind._errors import warn_at_users_line
+from lrfind._errors import FieldError, warn_at_users_line
 from lrfind._output import progress_bar
 from lrfind.rangetest import state as _state
-from lrfind.rangetest.batches import Batches, one_shot
+from lrfind.rangetest.batches import Batches, one_shot, start_persistent_workers
 from lrfind.rangetest.config import RangeTestConfig
 from lrfind.rangetest.distributed import Processes
 from lrfind.rangetest.plan import SweepPlan
-from lrfind.rangetest.result import (RangeTestResult, RangeTestWarning, describe_sweeps, median_index,
-    shallow_sweeps)
+from lrfind.rangetest.fused import NotFusable, fused_sweeps, fusion_blocker
+from lrfind.rangetest.result import RangeTestResult, RangeTestWarning, describe_sweeps
+from lrfind.rangetest.runs import Divergence, Run, sweeps_result
 from lrfind.rangetest.steps import Step, make_step
 from lrfind.rangetest.sweep import Sweep
 
@@ -32,27 +30,52 @@ log = logging.getLogger(__name__)
 
 
 def range_test(model: nn.Module, loader: Iterable, config: RangeTestConfig) -> RangeTestResult:
-    """``find_lr``'s sweeps, its result and its warnings. With ``slow_down``, repeats that
-    disagree are swept again at half the pace, with the optimizer and steps resolved again."""
-    if config.repeats > 1 and one_shot(loader):
-        raise ValueError(f"repeats={config.repeats} sweeps the loader {config.repeats} times, but it is a "
-                         f"{type(loader).__name__}, used up by one pass; pass something that can be iterated "
-                         f"again (a DataLoader, a list of batches) or repeats=1")
+    """``find_lr``'s sweeps, its result and its warnings: side by side in one pass where they can
+    run so (``fused.fusion_blocker``), else one after another. ``repeats=None`` is 3 side by side
+    on a GPU and 1 elsewhere. With ``slow_down``, repeats that disagree are swept again at half the
+    pace, with the optimizer and steps resolved again."""
     with _threads.restored():          # lrfind's count of CPU threads, put back after the sweeps
         _threads.apply(config.threads, what="the range test")
-        return _slowed_if_they_disagree(model, loader, config)
+        plan = SweepPlan.of(model, config)
+        blocker = fusion_blocker(model, loader, config, plan)
+        repeats, why = _repeats(config, plan, blocker)
+        config = config.with_repeats(repeats)
+        sweeps = _sweeps if blocker or (repeats == 1 and not config.fused) else fused_sweeps
+        if sweeps is _sweeps and repeats > 1:
+            why = f"{repeats} one after another ({blocker})"
+            if one_shot(loader):
+                raise ValueError(f"repeats={repeats} sweeps the loader {repeats} times, but it is a "
+                                 f"{type(loader).__name__}, used up by one pass; pass something that can be "
+                                 f"iterated again (a DataLoader, a list of batches) or repeats=1")
+        if why:
+            log.info("range test: %s", why)
+        result = _slowed_if_they_disagree(model, loader, config, plan, sweeps)
+        result.config.setdefault("how", f"{repeats} side by side in one pass" if result.config["fused"] else why)
+        return result
 
 
-def _slowed_if_they_disagree(model: nn.Module, loader: Iterable, config: RangeTestConfig) -> RangeTestResult:
-    plan = SweepPlan.of(model, config)
-    result = _sweeps(model, loader, config, plan)
+def _repeats(config: RangeTestConfig, plan: SweepPlan, blocker: str) -> tuple[int, str]:
+    """``config.repeats``, or by default 3 side by side on a GPU (about the cost of one), else 1;
+    and why there is one only ("" when asked for)."""
+    if config.repeats is not None:
+        return config.repeats, ""
+    why = blocker or ("" if plan.device.type == "cuda" else
+                      "off a GPU, sweeps side by side cost as much as one after another")
+    if why:
+        return 1, f"1 sweep by default: {why}; repeats=3 gives the median of 3 and their spread"
+    return 3, ""
+
+
+def _slowed_if_they_disagree(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan,
+                             sweeps: Callable[..., RangeTestResult]) -> RangeTestResult:
+    result = _run_sweeps(sweeps, model, loader, config, plan)
     if config.slow_down and result.repeats_disagree:
         sweep = config.sweep
         log.warning("range test: the %d sweeps of %d steps disagree (%s); sweeping again at half the pace, %d steps",
                     config.repeats, sweep.num_iter, describe_sweeps(result.seed_lrs, result.shallow),
                     2 * sweep.num_iter)
         slower = config.slower()
-        slower_result = _sweeps(model, loader, slower, SweepPlan.of(model, slower))
+        slower_result = _run_sweeps(sweeps, model, loader, slower, SweepPlan.of(model, slower))
         slower_result.config["faster_sweeps"] = {"num_iter": sweep.num_iter, "seed_lrs": result.seed_lrs,
                                                  "shallow": result.shallow}
         result = slower_result
@@ -62,16 +85,33 @@ def _slowed_if_they_disagree(model: nn.Module, loader: Iterable, config: RangeTe
     return result
 
 
+def _run_sweeps(sweeps: Callable[..., RangeTestResult], model: nn.Module, loader: Iterable, config: RangeTestConfig,
+                plan: SweepPlan) -> RangeTestResult:
+    """The sweeps side by side; one after another where the batches turn out not to suit that."""
+    if sweeps is _sweeps:
+        return _sweeps(model, loader, config, plan)
+    try:
+        return sweeps(model, loader, config, plan)
+    except NotFusable as e:
+        if config.fused:
+            raise FieldError("fused", f"fused cannot be used here: {e}; leave it out to sweep one after "
+                                      f"another") from None
+        how = f"{config.repeats} one after another ({e})"
+        log.info("range test: %s", how)
+        result = _sweeps(model, loader, config, plan)
+        result.config["how"] = how
+        return result
+
+
 def _sweeps(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan) -> RangeTestResult:
     """Every repeat's sweep, each from the state the model, its optimizer and the RNGs had before
     the first (and restored to it afterwards); their result."""
-    generator = getattr(loader, "generator", None)
-    generator = generator if isinstance(generator, torch.Generator) else None
+    generator = _state.loader_generator(loader)
     snapshot = _state.take(model, plan.optimizer)
     loader_rng = generator.get_state() if generator is not None else None
-    runs: list[_Run] = []
+    runs: list[Run] = []
     try:
-        _start_persistent_workers(loader)
+        start_persistent_workers(loader)
         stepper, step = make_step(model, config, plan)
         with progress_bar(total=config.repeats * config.sweep.num_iter, desc="range test",
                           disable=not (config.progress and plan.first), leave=False, dynamic_ncols=True) as bar:
@@ -80,7 +120,7 @@ def _sweeps(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: S
                     _state.restore(snapshot, plan.optimizer)
                     stepper.reset()
                 if s is not None:
-                    _seed_everything(s, generator)
+                    _state.seed_streams(s, generator)
                 batches = Batches(loader, plan.device)
                 runs.append(_sweep_once(model, batches, step, config.sweep, bar, plan.shared))
                 if batches.restarts:
@@ -89,17 +129,11 @@ def _sweeps(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: S
         _state.restore(snapshot, plan.optimizer)
         if generator is not None:
             generator.set_state(loader_rng)
-    return _result(runs, config, plan, stepper.replayed)
-
-
-@dataclass
-class _Run:
-    losses: np.ndarray
-    stop_reason: str
+    return sweeps_result(runs, config, plan, stepper.replayed)
 
 
 def _sweep_once(model: nn.Module, batches: Batches, step: Step, sweep: Sweep, bar: Any,
-                shared: Processes | None = None) -> _Run:
+                shared: Processes | None = None) -> Run:
     """One sweep: ``step(i, batches, lr)`` at every LR of ``sweep``, until it ends or diverges.
     ``shared``: the model's processes (DDP, FSDP), over which the losses are averaged at every check."""
     lrs = sweep.lrs()
@@ -107,7 +141,7 @@ def _sweep_once(model: nn.Module, batches: Batches, step: Step, sweep: Sweep, ba
     # The per-step losses stay on the device; the host reads them every `check_every` steps and
     # runs the divergence detector over the new ones then (one sync per check, no per-step kernels).
     losses = torch.full((n,), float("nan"), device=batches.device)
-    detector = _Divergence(sweep.ema_beta, sweep.diverge_factor)
+    detector = Divergence(sweep.ema_beta, sweep.diverge_factor)
     checked = 0
     model.train()
     for i in range(n):
@@ -122,66 +156,8 @@ def _sweep_once(model: nn.Module, batches: Batches, step: Step, sweep: Sweep, ba
                 return _stopped(losses, checked + stop, new[stop])
             checked = i + 1
             bar.set_postfix(lr=f"{lrs[i]:.2e}", loss=f"{new[-1]:.4g}", refresh=False)
-    return _Run(losses.cpu().numpy(), "completed")
+    return Run(losses.cpu().numpy(), "completed")
 
 
-def _stopped(losses: torch.Tensor, j: int, value: float) -> _Run:
-    return _Run(losses[: j + 1].cpu().numpy(), "diverged" if math.isfinite(value) else "loss became NaN/Inf")
-
-
-class _Divergence:
-    """The divergence rule of ``Sweep``, fed the losses in chunks: a bias-corrected EMA, its best
-    value so far, and a stop where the EMA exceeds the best by ``(factor - 1) * |best|`` or a loss
-    is not finite."""
-
-    def __init__(self, beta: float, factor: float) -> None:
-        self.beta, self.grow = beta, factor - 1.0
-        self.ema, self.best, self.count = 0.0, math.inf, 0
-
-    def first_stop(self, losses: np.ndarray) -> int | None:
-        for j, value in enumerate(losses.astype(np.float64)):
-            if not math.isfinite(value):
-                return j
-            self.count += 1
-            self.ema = self.beta * self.ema + (1 - self.beta) * value
-            smoothed = self.ema / (1 - self.beta ** self.count)
-            self.best = min(self.best, smoothed)
-            if smoothed > self.best + self.grow * abs(self.best):
-                return j
-        return None
-
-
-def _start_persistent_workers(loader: Iterable) -> None:
-    """A DataLoader with persistent workers draws one random number more on its first ``iter()``
-    (its workers' base seed) than on the later ones, which reuse them: its first sweep would then
-    take another batch order than the same seed gives any later sweep. Started here, before the
-    seeded sweeps (the RNG is restored afterwards), its order follows the seed alone."""
-    if (isinstance(loader, torch.utils.data.DataLoader) and loader.persistent_workers and loader.num_workers > 0
-            and getattr(loader, "_iterator", False) is None):
-        iter(loader)
-
-
-def _seed_everything(seed: int, generator: torch.Generator | None) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if generator is not None:
-        generator.manual_seed(seed)
-
-
-def _result(runs: list[_Run], config: RangeTestConfig, plan: SweepPlan, replayed: bool) -> RangeTestResult:
-    sweep, method = config.sweep, config.method
-    lrs = sweep.lrs()
-    seed_lrs = [RangeTestResult(lrs[: r.losses.size], r.losses, method=method).suggestions[method].lr for r in runs]
-    shallow = set(shallow_sweeps([r.losses for r in runs])) if len(runs) > 1 else set()
-    # the curve that agrees with the median suggestion, which leaves out the shallow sweeps
-    shown = median_index([None if i in shallow else lr for i, lr in enumerate(seed_lrs)])
-    run = runs[shown]
-    return RangeTestResult(
-        lrs=lrs[: run.losses.size], losses=run.losses, stop_reason=run.stop_reason,
-        num_iter=sweep.num_iter, method=method, group_ratios=plan.ratios, seed_lrs=seed_lrs,
-        seed_losses=[r.losses for r in runs] if len(runs) > 1 else [], curve_index=shown,
-        config={**asdict(sweep), "accumulation_steps": config.accumulation_steps, "amp": config.amp,
-                "validation_loss": config.val_loader is not None, "seeds": config.seeds,
-                "max_grad_norm": config.max_grad_norm, **plan.settings, "cuda_graph": replayed},
-    )
+def _stopped(losses: torch.Tensor, j: int, value: float) -> Run:
+    return Run(losses[: j + 1].cpu().numpy(), "diverged" if math.isfinite(value) else "loss became NaN/Inf")

@@ -64,6 +64,49 @@ def take(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> Snapshot:
     )
 
 
+@dataclass
+class Streams:
+    """The RNG streams a sweep draws from: Python's, NumPy's, torch's (CPU and CUDA), and a loader's
+    own generator (None: it has none)."""
+
+    python: Any
+    numpy: Any
+    torch: torch.Tensor
+    cuda: list[torch.Tensor] | None
+    loader: torch.Tensor | None
+
+
+def take_streams(generator: torch.Generator | None) -> Streams:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return Streams(random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda,
+                   generator.get_state() if generator is not None else None)
+
+
+def restore_streams(streams: Streams, generator: torch.Generator | None) -> None:
+    random.setstate(streams.python)
+    np.random.set_state(streams.numpy)
+    torch.set_rng_state(streams.torch)
+    if streams.cuda is not None:
+        torch.cuda.set_rng_state_all(streams.cuda)
+    if generator is not None and streams.loader is not None:
+        generator.set_state(streams.loader)
+
+
+def seed_streams(seed: int, generator: torch.Generator | None) -> None:
+    """Every stream a sweep draws from, seeded with ``seed``: its batch order, augmentation, dropout."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if generator is not None:
+        generator.manual_seed(seed)
+
+
+def loader_generator(loader: Any) -> torch.Generator | None:
+    """The generator that shuffles ``loader``'s batches, if it has its own."""
+    generator = getattr(loader, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
 def restore(snapshot: Snapshot, optimizer: torch.optim.Optimizer | None) -> None:
     """Put everything recorded by ``take`` back, bit for bit, in place (tensor identities kept)."""
     with torch.no_grad():

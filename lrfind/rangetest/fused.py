@@ -1,0 +1,205 @@
+"""A range test's repeats side by side: ``fused_sweeps`` trains K copies of the model in one pass
+of the trial engine (``engine.fused.FusedTrials``: the copies' weights stacked, one step for all,
+each copy at the sweep's LR of the step). Every copy starts from the model's weights, as the
+repeats one after another do, and trains on batches of its own: each step takes K batches from
+one stream of the loader's batches, seeded with the first repeat's seed. A sweep that diverges
+leaves the pass at the next check; the others go on until every sweep has stopped or reached
+``end_lr``. ``fusion_blocker`` says why a set of repeats must run one after another instead."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrfind._errors import FieldError
+from lrfind._output import progress_bar
+from lrfind.engine.fused import FusedTrials
+from lrfind.engine.optimizer import OptimizerConfig
+from lrfind.engine.records import TrialSpec
+from lrfind.rangetest import state as _state
+from lrfind.rangetest.batches import Batches, start_persistent_workers
+from lrfind.rangetest.config import RangeTestConfig
+from lrfind.rangetest.plan import SweepPlan
+from lrfind.rangetest.result import RangeTestResult
+from lrfind.rangetest.runs import Divergence, Run, sweeps_result
+
+log = logging.getLogger(__name__)
+
+
+class NotFusable(Exception):
+    """The batches are not ``(inputs, targets)`` tensors of one size that the copies can each take."""
+
+
+def fusion_blocker(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan) -> str:
+    """Why the repeats of ``config`` run one after another rather than side by side ("" if they can
+    run side by side). A loader with fewer batches than the sweeps take in one step is an error
+    when ``fused=True`` asked for the pass, and a reason otherwise."""
+    if config.fused is False:
+        return "fused=False"
+    reason = plan.why_not_own or _optimizer_blocker(model, plan)
+    if not reason and config.repeats is not None and _too_short(loader, config.repeats):
+        reason = (f"the loader has {len(loader)} batches, fewer than the {config.repeats} sweeps side by side take "
+                  f"in one step (a batch each)")
+        if config.fused:
+            raise FieldError("fused", f"fused: {reason}: give the loader more batches (a smaller batch_size), or "
+                                      f"fewer repeats, or fused=False to sweep one after another")
+    if reason and config.fused:
+        raise FieldError("fused", f"fused cannot be used here: {reason}; leave it out to sweep one after another")
+    return reason
+
+
+def _optimizer_blocker(model: nn.Module, plan: SweepPlan) -> str:
+    if len(plan.groups) > 1:
+        return (f"the optimizer has {len(plan.groups)} parameter groups, and the copies side by side train at one "
+                f"LR each")
+    held = {id(p) for p in plan.groups[0]["params"]}
+    if any(p.requires_grad and id(p) not in held for p in model.parameters()):
+        return "the optimizer trains only some of the model's trainable parameters"
+    return ""
+
+
+def _too_short(loader: Iterable, repeats: int) -> bool:
+    try:
+        return 0 < len(loader) < repeats
+    except TypeError:                      # an iterable without a length: found out as the pass draws
+        return False
+
+
+def fused_sweeps(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan) -> RangeTestResult:
+    """``config.repeats`` sweeps in one pass of copies of ``model`` (which itself is not trained);
+    their result. The RNG streams (and the loader's generator) are put back afterwards. Raises
+    ``NotFusable`` before the first step for batches the copies cannot each take."""
+    generator = _state.loader_generator(loader)
+    streams = _state.take_streams(generator)
+    try:
+        start_persistent_workers(loader)
+        if config.seeds[0] is not None:
+            _state.seed_streams(config.seeds[0], generator)
+        runs, replayed = _pass(model, loader, config, plan)
+    finally:
+        _state.restore_streams(streams, generator)
+    return sweeps_result(runs, config, plan, replayed, fused=True)
+
+
+def optimizer_config(plan: SweepPlan) -> OptimizerConfig:
+    """The ``OptimizerConfig`` of the plan's one parameter group: the update its own step applies."""
+    g = plan.groups[0]
+    if plan.rule == "sgd":
+        return OptimizerConfig("sgd", momentum=float(g.get("momentum", 0.0)), nesterov=bool(g.get("nesterov")),
+                               weight_decay=float(g.get("weight_decay", 0.0)))
+    return OptimizerConfig(plan.rule, betas=tuple(float(b) for b in g["betas"]), eps=float(g["eps"]),
+                           weight_decay=float(g.get("weight_decay", 0.0)))
+
+
+def _engine(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -> FusedTrials:
+    n = config.sweep.num_iter
+    try:
+        return FusedTrials(lambda: copy.deepcopy(model), [TrialSpec("constant", {}, seed=0)] * config.repeats,
+                           base_lr=1.0, total_steps=n, steps_per_epoch=n, optimizer=optimizer_config(plan),
+                           device=plan.device, cuda_graph=config.cuda_graph, max_grad_norm=config.max_grad_norm,
+                           own_batches=True, loss_fn=plan.checked_loss, lrs=config.sweep.lrs())
+    except torch.cuda.OutOfMemoryError:
+        raise ValueError(f"repeats={config.repeats}: {config.repeats} copies of the model side by side do not fit "
+                         f"in GPU memory; at most {_most_that_fit(model, config, plan)} do: pass that many repeats, "
+                         f"or fused=False to sweep one after another") from None
+
+
+def _most_that_fit(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -> int:
+    """The most copies of ``model`` whose stacked weights and optimizer state fit, halving from ``repeats``."""
+    k = config.repeats // 2
+    while k > 1:
+        torch.cuda.empty_cache()
+        try:
+            _engine(model, config.with_repeats(k), plan)
+            return k
+        except ValueError:
+            k //= 2
+    return 1
+
+
+def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan) -> tuple[list[Run], bool]:
+    """Every sweep's losses, up to where it stopped, and whether the steps were replayed from a CUDA graph."""
+    sweep, k = config.sweep, config.repeats
+    n = sweep.num_iter
+    draw = _Draw(Batches(loader, plan.device, per_step=k))
+    x, y = draw(k)                     # before the engine, so that batches it cannot take are said first
+    engine = _engine(model, config, plan)
+    losses = torch.full((k, n), float("nan"), device=plan.device)      # read by the host at every check
+    detectors = [Divergence(sweep.ema_beta, sweep.diverge_factor) for _ in range(k)]
+    stops: dict[int, tuple[int, str]] = {}
+    lrs = sweep.lrs()
+    checked = 0
+    with progress_bar(total=n, desc=f"range test, {k} sweeps side by side",
+                      disable=not (config.progress and plan.first), leave=False, dynamic_ncols=True) as bar:
+        for i in range(n):
+            if i:
+                x, y = draw(engine.trials)
+            try:
+                engine.step(x, y)
+            except torch.cuda.OutOfMemoryError:
+                raise ValueError(f"repeats={k}: {k} copies of the model side by side ran out of GPU memory at step "
+                                 f"{i + 1}; pass fewer repeats, or fused=False to sweep one after another") from None
+            losses[engine.index, i] = engine.step_losses
+            bar.update(1)
+            if (i + 1) % sweep.check_every and i < n - 1:
+                continue
+            new = losses[engine.index, checked: i + 1].cpu().numpy()        # the host-device sync point
+            keep = [_goes_on(detectors[s], new[row], checked, stops, s) for row, s in enumerate(engine.running)]
+            if not any(keep):                   # every sweep has stopped (the engine keeps no empty batch)
+                break
+            engine.keep(keep)
+            checked = i + 1
+            bar.set_postfix(lr=f"{lrs[i]:.2e}", sweeps=engine.trials, refresh=False)
+    if draw.batches.restarts:
+        log.info("the loader ran out and was started again %d time(s)", draw.batches.restarts)
+    if draw.skipped:
+        log.info("%d batch(es) of another size than the first (%d examples) were left out", draw.skipped, draw.size)
+    host = losses.cpu().numpy()
+    return [_run(host[s], stops.get(s)) for s in range(k)], engine.cuda_graph
+
+
+def _run(losses: np.ndarray, stop: tuple[int, str] | None) -> Run:
+    return Run(losses, "completed") if stop is None else Run(losses[: stop[0] + 1], stop[1])
+
+
+def _goes_on(detector: Divergence, new: np.ndarray, checked: int, stops: dict[int, tuple[int, str]], s: int) -> bool:
+    """Feed sweep ``s``'s new losses to its detector; record where it stopped. Whether it goes on."""
+    j = detector.first_stop(new)
+    if j is None:
+        return True
+    stops[s] = (checked + j, "diverged" if math.isfinite(new[j]) else "loss became NaN/Inf")
+    return False
+
+
+class _Draw:
+    """A batch for each copy still sweeping, stacked: ``(inputs, targets)`` of shape (K, B, ...).
+    Batches of another size than the first (a loader's short last batch) are left out."""
+
+    def __init__(self, batches: Batches) -> None:
+        self.batches, self.size, self.skipped = batches, None, 0
+
+    def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        while len(xs) < k:
+            x, y = _pair(next(self.batches))
+            self.size = self.size or len(x)
+            if len(x) != self.size:
+                self.skipped += 1
+                continue
+            xs.append(x)
+            ys.append(y)
+        return torch.stack(xs), torch.stack(ys)
+
+
+def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, Mapping) or not (isinstance(batch, Sequence) and len(batch) == 2
+                                          and all(isinstance(t, torch.Tensor) for t in batch)):
+        raise NotFusable(f"the batches are not (inputs, targets) tensors but {type(batch).__name__}s")
+    return batch[0], batch[1]

@@ -1,0 +1,187 @@
+"""A range test's repeats side by side in one pass (``find_lr(..., repeats=K)``): copies of the
+model, each on batches of its own, give the curves the same model swept alone on those batches
+gives; a diverging sweep leaves while the others go on; the model and the RNGs are left as they
+were; and where the sweeps cannot run side by side, they run one after another and say why."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lrfind import OptimizerConfig, find_lr
+
+
+def make_data(n_batches: int = 12, batch: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(10, 3, generator=g)
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(batch, 10, generator=g)
+        out.append((x, (x @ w).argmax(1)))
+    return out
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    # batch norm: buffers each copy keeps for itself; no dropout, whose draws follow the trial order
+    return nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 3))
+
+
+QUIET = dict(progress=False, warn=False, slow_down=False)
+
+
+def stream_of(data: list, k: int, repeats: int, steps: int) -> list:
+    """The batches sweep ``k`` of ``repeats`` takes from a list read in order: one in ``repeats``."""
+    return [data[(i * repeats + k) % len(data)] for i in range(steps)]
+
+
+@pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam", weight_decay=1e-4),
+                                       "torch-sgd"], ids=["sgd-default", "adam", "torch-sgd"])
+def test_each_sweep_side_by_side_is_the_model_swept_alone_on_its_batches(optimizer, caplog) -> None:
+    model, data = make_model(), make_data()
+    before = copy.deepcopy(model.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.5) if optimizer == "torch-sgd" else optimizer
+    rng = torch.get_rng_state()
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        fused = find_lr(model, data, optimizer=opt, repeats=3, num_iter=30, end_lr=0.1, **QUIET)
+    assert fused.config["fused"] is True and fused.config["how"] == "3 side by side in one pass"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())     # the model is not trained
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert len(fused.seed_losses) == 3
+    for k, curve in enumerate(fused.seed_losses):
+        alone_model = make_model()
+        alone_opt = torch.optim.SGD(alone_model.parameters(), lr=1e-6, momentum=0.5) \
+            if optimizer == "torch-sgd" else optimizer
+        alone = find_lr(alone_model, stream_of(data, k, 3, 30), optimizer=alone_opt, num_iter=30, end_lr=0.1,
+                        fused=False, **QUIET)
+        np.testing.assert_allclose(curve, alone.losses, rtol=1e-4, atol=1e-5)
+    for k, lr in enumerate(fused.seed_lrs):       # each sweep's suggestion is its own curve's
+        assert lr is None or min(fused.lrs[0], 1e-6) <= lr <= 0.1
+    assert "spread over 3 sweeps" in fused.summary() and "sweeps: 3 side by side in one pass" in fused.summary()
+
+
+def test_a_diverging_sweep_leaves_while_the_others_go_on() -> None:
+    data = make_data(n_batches=100)
+    data[1] = (torch.full_like(data[1][0], float("nan")), data[1][1])     # the second sweep's first batch
+    result = find_lr(make_model(), data, repeats=3, num_iter=40, end_lr=0.01, **QUIET)
+    lengths = [c.size for c in result.seed_losses]
+    assert lengths[1] < 40 and lengths[0] == lengths[2] == 40
+    assert np.isfinite(result.seed_losses[0]).all() and np.isfinite(result.seed_losses[2]).all()
+
+
+def test_the_pass_ends_when_every_sweep_has_diverged() -> None:
+    result = find_lr(make_model(), make_data(), repeats=3, num_iter=200, end_lr=1e4, **QUIET)
+    assert all(c.size < 200 for c in result.seed_losses) and result.stop_reason != "completed"
+
+
+def test_the_same_seed_gives_the_same_sweeps_and_another_seed_other_batches() -> None:
+    data = make_data(n_batches=64)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.cat([x for x, _ in data]),
+                                                                        torch.cat([y for _, y in data])),
+                                         batch_size=16, shuffle=True)
+    a, b, c = (find_lr(make_model(), loader, repeats=2, seed=s, num_iter=20, **QUIET) for s in (1, 1, 2))
+    for x, y in zip(a.seed_losses, b.seed_losses):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.seed_losses[0], c.seed_losses[0])
+
+
+def test_a_short_last_batch_is_left_out_and_said(caplog) -> None:
+    x, y = torch.randn(100, 10), torch.randint(0, 3, (100,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)   # 32, 32, 32, 4
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        result = find_lr(make_model(), loader, repeats=3, num_iter=6, **QUIET)
+    assert result.config["fused"] and "batch(es) of another size than the first (32 examples) were left out" \
+        in caplog.text
+
+
+def cannot(kind: str):
+    """find_lr arguments with which the sweeps cannot run side by side, and the reason said."""
+    model = make_model()
+    if kind == "groups":
+        opt = torch.optim.SGD([{"params": model[0].parameters()}, {"params": list(model[1].parameters()) +
+                               list(model[3].parameters()), "lr": 0.1}], lr=0.01)
+        return model, make_data(), dict(optimizer=opt), "the optimizer has 2 parameter groups"
+    if kind == "step_fn":
+        return model, make_data(), dict(step_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])), \
+            "a step_fn, accumulation_steps, amp or val_loader is given"
+    if kind == "dicts":
+        return model, [{"x": x, "y": y} for x, y in make_data()], \
+            dict(step_fn=None, loss_fn=None), "the batches are not (inputs, targets) tensors but dicts"
+    if kind == "short":
+        return model, make_data(n_batches=2), {}, "the loader has 2 batches, fewer than the 3 sweeps"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["groups", "step_fn", "short"])
+def test_where_they_cannot_run_side_by_side_they_run_one_after_another_and_say_why(kind, caplog) -> None:
+    model, data, kw, why = cannot(kind)
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        result = find_lr(model, data, repeats=3, num_iter=8, **kw, **QUIET)
+    assert result.config["fused"] is False and why in result.config["how"] and why in caplog.text
+    assert len(result.seed_losses) == 3
+    model, data, kw, why = cannot(kind)
+    with pytest.raises(ValueError, match=f"fused.*{why}") as e:
+        find_lr(model, data, repeats=3, num_iter=8, fused=True, **kw, **QUIET)
+    assert "\n" not in str(e.value)
+
+
+def test_dict_batches_sweep_one_after_another(caplog) -> None:
+    class OnDicts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = make_model()
+
+        def forward(self, x, y=None):
+            out = self.net(x)
+            return type("Out", (), {"loss": nn.functional.cross_entropy(out, y)})()
+
+    with caplog.at_level(logging.INFO, logger="lrfind"):
+        result = find_lr(OnDicts(), [{"x": x, "y": y} for x, y in make_data()], repeats=2, num_iter=6, **QUIET)
+    assert result.config["fused"] is False and "not (inputs, targets) tensors" in result.config["how"]
+
+
+def test_one_sweep_by_default_off_a_gpu_and_why() -> None:
+    result = find_lr(make_model(), make_data(), num_iter=8, **QUIET)
+    assert len(result.seed_losses) == 0 and "1 sweep by default: off a GPU" in result.config["how"]
+    assert "repeats=3 gives the median of 3" in result.summary()
+
+
+@pytest.mark.parametrize("bad, match", [({"repeats": 0}, "repeats must be a positive integer"),
+                                        ({"repeats": 1.5}, "repeats must be a positive integer"),
+                                        ({"repeats": "3"}, "repeats must be a positive integer"),
+                                        ({"repeats": True}, "repeats must be a positive integer"),
+                                        ({"fused": "yes"}, "fused must be None")])
+def test_bad_repeats_or_fused_is_a_one_line_error(bad, match) -> None:
+    with pytest.raises(ValueError, match=match) as e:
+        find_lr(make_model(), make_data(), **bad)
+    assert "\n" not in str(e.value)
+
+
+def test_a_one_shot_iterator_feeds_the_sweeps_side_by_side_when_long_enough() -> None:
+    result = find_lr(make_model(), iter(make_data(n_batches=30)), repeats=3, num_iter=10, **QUIET)
+    assert result.config["fused"] and [c.size for c in result.seed_losses] == [10, 10, 10]
+
+
+@pytest.mark.parametrize("search_steps, iters, repeats, want", [
+    (50 * 3 * 390, None, None, (3, 300, True)),          # a full study: 3 sweeps, and 3 slower ones if they disagree
+    (8 * 1 * 39, None, None, (1, 124, False)),           # a quick one: one sweep, 40% of its 312 steps
+    (16 * 2 * 94, None, None, (3, 300, False)),          # in between: 3 sweeps, no slower ones
+    (16 * 1 * 94, None, None, (3, 200, False)),          # shorter: 3 shorter sweeps
+    (8 * 1 * 39, 300, None, (1, 300, False)),            # what the user set is kept
+    (8 * 1 * 39, None, 3, (3, 100, False)),
+    (8 * 1 * 39, 200, 2, (2, 200, False)),
+])
+def test_stage_1_takes_a_bounded_share_of_a_short_study(search_steps, iters, repeats, want) -> None:
+    from lrfind.study.tune_lr import sweeps_for
+
+    sweeps = sweeps_for(search_steps, iters, repeats)
+    assert (sweeps.repeats, sweeps.num_iter, sweeps.slow_down) == want
+    if iters is None and repeats is None:
+        spent = sweeps.repeats * sweeps.num_iter * (3 if sweeps.slow_down else 1)
+        assert spent <= max(0.4 * search_steps, 100)
+    assert bool(sweeps.note) != sweeps.slow_down
