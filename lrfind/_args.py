@@ -76,9 +76,10 @@ def check_positive(name: str, value: Any, *, least: float | None = None, then: s
     raise FieldError(name, f"{name} must be {kind}, got {value!r}{then}")
 
 
-# TuneConfig's counts: positive integers (val_size may be None: its default)
+# TuneConfig's counts: positive integers (those of OPTIONAL_COUNTS may be None: their default)
 COUNTS = ("trials", "epochs", "batch_size", "val_size", "range_test_iters", "range_test_repeats", "heartbeat",
           "final_seeds")
+OPTIONAL_COUNTS = ("val_size", "range_test_iters", "range_test_repeats")
 
 
 def check_counts(**values: Any) -> None:
@@ -87,9 +88,9 @@ def check_counts(**values: Any) -> None:
     Imports nothing heavy: the command line checks these before it imports torch."""
     for name, value in values.items():
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1) and not (
-                name == "val_size" and value is None):
+                name in OPTIONAL_COUNTS and value is None):
             raise FieldError(name, f"{name} must be a positive integer, got {value!r}")
-    if values.get("range_test_iters", 2) < 2:
+    if (values.get("range_test_iters") or 2) < 2:
         raise FieldError("range_test_iters", f"range_test_iters must be at least 2, got {values['range_test_iters']!r}")
 
 

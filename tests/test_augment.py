@@ -125,8 +125,8 @@ def test_a_study_augments_every_training_batch_and_no_validation_one(mnist_root,
     CALLS.clear()
     result = tune(augment=counted, out=str(tmp_path), **QUICK)
     assert result.study.user_attrs["lrfind_setup"]["augment"] == "test_augment:counted"
-    repeats = json.loads((tmp_path / "range_test.json").read_text())["seed_losses"]
-    sweep = sum(len(losses) for losses in repeats)             # the range test's 3 sweeps, each up to its stop
+    stage_1 = json.loads((tmp_path / "range_test.json").read_text())
+    sweep = sum(len(losses) for losses in stage_1["seed_losses"] or [stage_1["losses"]])   # each up to its stop
     steps = result.study.user_attrs["steps"]                   # of a trial: 2 epochs of 3 batches
     final = result.final["setup"]["steps"]                     # of the retrains, on train + validation
     # the check on two images, then the range test, the batch of 2 trials and stage 3

@@ -318,6 +318,21 @@ class Linear784(torch.nn.Module):
         return self.fc(x.flatten(1))
 
 
+BUILT: list[int] = []
+
+
+def counted_model() -> torch.nn.Module:
+    BUILT.append(1)
+    return Linear784()
+
+
+def test_a_tune_config_is_a_value_that_runs_none_of_the_users_code() -> None:
+    rng = torch.get_rng_state()
+    cfg = TuneConfig(model=counted_model, device="cuda:7", augment="flip-crop")
+    assert not BUILT and torch.equal(torch.get_rng_state(), rng)       # the factory is named, not called
+    assert cfg.model == "test_tune:counted_model" and cfg.device == "cuda:7"
+
+
 def test_tune_takes_a_model_class_and_stores_it_by_name(data_env, tmp_path) -> None:
     result = tune(model=Linear784, trials=2, parallel=2, out=str(tmp_path), **QUICK)
     assert result.study.user_attrs["lrfind_setup"]["model"] == "test_tune:Linear784"
@@ -992,8 +1007,9 @@ def test_a_stage_1_that_swept_again_at_half_the_pace_says_so_in_the_report(data_
                                config={"faster_sweeps": {"num_iter": num_iter, "seed_lrs": [0.006, 0.05, 0.06]}})
 
     monkeypatch.setattr(tune_lr, "find_lr", fake_find_lr)
-    result = tune(trials=1, parallel=1, out=str(tmp_path), **{**QUICK, "base_lr": None, "range_test_iters": 100})
-    assert calls == [(100, 3)]                                      # the median of 3 sweeps by default
+    result = tune(trials=1, parallel=1, out=str(tmp_path), **{**QUICK, "base_lr": None, "range_test_iters": 100,
+                                                              "range_test_repeats": 3})
+    assert calls == [(100, 3)]                                      # the median of 3 sweeps, as asked
     assert result.base_lr == 0.035 and result.study.user_attrs["range_test"]["num_iter"] == 200
     assert ("the median of 3 sweeps' suggestions 0.03, 0.035, 0.04 at 200 steps each; at 100 steps they disagreed "
             "(0.006, 0.05, 0.06), so it swept again at half the pace") in result.summary()

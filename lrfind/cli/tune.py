@@ -76,13 +76,15 @@ Examples:
               help="Start every trial from the same initial weights, so that two trials differ by their schedules "
                    "alone (a trial that repeats a finished one then takes its score), or each from weights of its "
                    "own seed. Default: the stored study's; a seed each for a new study.")
-@click.option("--range-test-iters", default=300, show_default=True, type=int,
+@click.option("--range-test-iters", default=None, type=int, metavar="N",
               help="Steps of each stage-1 sweep, from LR 1e-6 to 1; when the sweeps disagree by more than 3x, "
-                   "stage 1 sweeps again with twice as many.")
-@click.option("--range-test-repeats", default=3, show_default=True, type=int, metavar="N",
-              help="Stage 1 sweeps N times (seeds SEED, SEED+1, ...) and takes the median suggestion: one sweep "
-                   "now and then lands far from the others. A sweep whose loss fell less than 0.3x as far as "
-                   "the deepest is left out.")
+                   "stage 1 sweeps again with twice as many. [default: 300, fewer (down to 100) where the "
+                   "sweeps would take more than 30% of a short study]")
+@click.option("--range-test-repeats", default=None, type=int, metavar="N",
+              help="Stage 1 sweeps N times, side by side where the model allows (on a GPU for about the cost of "
+                   "one), and takes the median suggestion: one sweep now and then lands far from the others. A "
+                   "sweep whose loss fell less than 0.3x as far as the deepest is left out. [default: 3, fewer "
+                   "where they would take more than 30% of a short study]")
 @click.option("--final-seeds", default=3, show_default=True, type=int,
               help="Stage 3 retrains best and constant this many times each (seeds in pairs): the gain's "
                    "standard error needs 2 or more.")
@@ -108,7 +110,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
                  seed: int, quiet: bool, threads: int | None, base_lr: float | None, schedules: str | None, parallel: int | None,
                  storage: str | None, study_name: str | None, out: Path, train_subset: int | None, val_size: int | None,
                  metric: str | None, pruner: str, heartbeat: int, max_peak: float | None, same_init: bool | None,
-                 range_test_iters: int, range_test_repeats: int, final_seeds: int, amp: str | None, fold: bool,
+                 range_test_iters: int | None, range_test_repeats: int | None, final_seeds: int, amp: str | None, fold: bool,
                  channels_last: bool | None, timeout: str | None, no_final: bool) -> None:
     """Find the best LR decay for a model: LR first, decay second.
 

@@ -5,6 +5,7 @@ test, whose LR all use."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -52,10 +53,14 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
                 painter: Painter) -> RangeTestResult:
     """Stage 1's sweeps, written to ``out``; raises ``NoBaseLRError`` when they give no clear LR."""
     loader = train.loader(cfg.batch_size, seed=cfg.seed, augment=cfg.augment_fn)
-    # the median of several sweeps; when they disagree, of as many again at half the pace
-    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=cfg.range_test_iters,
-                     repeats=cfg.range_test_repeats, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
-                     progress=cfg.progress, warn=False, threads=cfg.threads)
+    sweeps = sweeps_for(cfg.trials * cfg.epochs * len(loader), cfg.range_test_iters, cfg.range_test_repeats)
+    if sweeps.note:
+        log.info("range test: %s", sweeps.note)
+    # the median of several sweeps (side by side where they can be); when they disagree, of as many
+    # again at half the pace where the study's budget allows
+    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=sweeps.num_iter,
+                     repeats=sweeps.repeats, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
+                     progress=cfg.progress, warn=False, threads=cfg.threads, slow_down=sweeps.slow_down)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     # what `lrfind range-test` records too, so that `lrfind compare` tells two studies' sweeps apart
@@ -70,6 +75,46 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
         raise NoBaseLRError(f"the range test gave no clear base LR ({result.reason}); see {out / 'range_test.png'} "
                          "and pass --base-lr")
     return result
+
+
+# Stage 1 by default: 3 sweeps of 300 steps, and 3 of 600 again when they disagree. A study whose
+# search is short gets fewer: the sweeps take at most SHARE of the search's model steps (trials x
+# epochs x steps per epoch; a sweep's step costs about one trial's, side by side or not), which
+# keeps the range test under 30% of the study (its evaluations and start-up come on top).
+ITERS, REPEATS, MIN_ITERS, SHARE = 300, 3, 100, 0.4
+
+
+@dataclass(frozen=True)
+class Sweeps:
+    """How stage 1 sweeps: ``repeats`` sweeps of ``num_iter`` steps, swept again at half the pace
+    when they disagree (``slow_down``); ``note``: how they were sized to the study ("" if not)."""
+
+    repeats: int
+    num_iter: int
+    slow_down: bool
+    note: str = ""
+
+
+def sweeps_for(search_steps: int, iters: int | None = None, repeats: int | None = None) -> Sweeps:
+    """Stage 1's sweeps for a search of ``search_steps`` model steps (trials x epochs x steps per
+    epoch): ``iters`` and ``repeats`` where given; by default 3 of 300 steps, slowed down when they
+    disagree, where that fits in the budget (``SHARE`` of the search's steps); else without the
+    slower sweeps (a disagreement is reported), then fewer steps (down to ``MIN_ITERS``), then fewer
+    sweeps (down to one). What the user set is kept; the rest is sized around it."""
+    budget = int(SHARE * search_steps)
+    n, k = iters or ITERS, repeats or REPEATS
+    if 3 * k * n <= budget:                                  # the sweeps and the slower ones
+        return Sweeps(k, n, slow_down=True)
+    if iters is None and repeats is None and k * MIN_ITERS > budget:
+        k = max(1, budget // MIN_ITERS)
+    if iters is None:
+        n = max(MIN_ITERS, min(ITERS, budget // k))
+    if repeats is None:
+        k = max(1, min(k, budget // n))
+    return Sweeps(k, n, slow_down=False,
+                  note=f"{k} sweep{'s' * (k > 1)} of {n} steps, not swept again slower if they disagree: the "
+                       f"search takes {search_steps:,} model steps, and stage 1 at most {SHARE:.0%} as many "
+                       f"(--range-test-iters and --range-test-repeats set them)")
 
 
 def _max_peak(cfg: TuneConfig, study: optuna.Study, base_lr: float) -> float:
