@@ -307,11 +307,13 @@ def test_a_pil_image_item_suggests_to_tensor(user_file) -> None:
         load_dataset(f"{user_file}:pil", "train")
 
 
-def test_an_unknown_data_set_name_lists_the_choices() -> None:
+def test_an_unknown_data_set_name_lists_the_choices(tmp_path) -> None:
+    TuneConfig(dataset="cifar")           # a value: the data set is looked for when the study starts
     with pytest.raises(ValueError, match="choose from fashion-mnist, mnist, or name your own as module:function"):
-        TuneConfig(dataset="cifar")
+        tune(dataset="cifar", out=str(tmp_path / "a"))
     with pytest.raises(DataSetError, match="dataset nowhere/data.py:f: no file"):
-        TuneConfig(dataset="nowhere/data.py:f")
+        tune(dataset="nowhere/data.py:f", out=str(tmp_path / "b"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 QUICK = dict(trials=2, parallel=2, epochs=2, batch_size=32, device="cpu", progress=False, base_lr=0.05, seed=0,
@@ -397,10 +399,11 @@ def test_data_given_as_it_is_runs_a_study_that_the_same_data_resumes(tmp_path) -
     assert TuneConfig(dataset=TensorDataset(x, y), model=BlobNetHere, **QUICK).dataset == name   # same tensors
 
 
-def test_data_given_elsewhere_or_malformed_is_one_clear_error() -> None:
+def test_data_given_elsewhere_or_malformed_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(DataSetError, match="dataset given:0123456789abcdef: data given as a value lives in the "
                                            "process it was given to"):
-        TuneConfig(dataset="given:0123456789abcdef")
+        tune(dataset="given:0123456789abcdef", out=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
     x, y = small_blobs()
     with pytest.raises(DataSetError, match="dataset given: its training labels are torch.bool"):
         TuneConfig(dataset=(x, y > 0))

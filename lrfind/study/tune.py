@@ -33,7 +33,7 @@ from lrfind import _threads
 from lrfind._args import check_names
 from lrfind._device import on_device, resolve_device
 from lrfind.data.augment import check_augment
-from lrfind.data.builtin import load_dataset
+from lrfind.data.builtin import check_dataset, load_dataset
 from lrfind.data.images import DataSizeError, ImageData, check_batch_fits
 from lrfind.data.losses import is_regression
 from lrfind.data.user import DataSetError
@@ -89,6 +89,8 @@ def tune(config: TuneConfig | None = None, **fields: Any) -> TuneResult:
     cfg = config or TuneConfig(**fields)
     clock = time.perf_counter()
     deadline = _search_loop.now() + cfg.timeout if cfg.timeout else None      # no batch of trials starts after it
+    check_dataset(cfg.dataset)                # an unknown name, a missing file: before anything is loaded
+    cfg.augment_fn                            # a built-in augmentation's name, or the user's function
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train, val = _data(cfg, device)           # a missing data set fails before the storage is touched

@@ -1,4 +1,5 @@
-"""``TuneConfig``: everything a study of ``tune`` is made of, checked as it is made."""
+"""``TuneConfig``: everything a study of ``tune`` is made of, a value checked as it is made (its
+fields' types and ranges; the model, data and device they name are found when ``tune`` starts)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from typing import Any
 
 from lrfind._errors import FieldError
 from lrfind._args import COUNTS, check_counts, check_positive, check_threads, unknown
-from lrfind._device import resolve_device
 from lrfind._duration import timeout_seconds
 from lrfind._imports import callable_name
 from lrfind.data.augment import Augment, AugmentError, get_augment
-from lrfind.data.builtin import check_dataset, is_user_dataset
+from lrfind.data.builtin import is_user_dataset
 from lrfind.data.user import dataset_name, describe as describe_dataset, given_name
 from lrfind.engine.update import check_max_grad_norm
 from lrfind.models import get_model, is_builtin, model_name
@@ -61,9 +61,10 @@ class TuneConfig(StudySpec):
     # the constant at the base LR only; None: the stored study's (False for one stored before lrfind
     # searched it), True for a new one
     search_constant_lr: bool | None = None
-    range_test_iters: int = 300                  # steps of each stage-1 sweep from 1e-6 to 1; twice as many
-                                                 # when the sweeps disagree (README, "One sweep, or ...")
-    range_test_repeats: int = 3                  # stage 1's sweeps, with seeds seed, seed+1, ...: their median LR
+    # stage 1's sweeps from 1e-6 to 1: steps of each (twice as many when they disagree) and how many
+    # (their median LR); None: 300 and 3, fewer for a study whose search is short (tune_lr.sweeps_for)
+    range_test_iters: int | None = None
+    range_test_repeats: int | None = None
     amp: str | None = None                       # "bf16": trials' forward/backward under bfloat16 autocast
     channels_last: bool | None = None            # convolution weights channels-last; None: on a CPU only
     fold: bool = True                            # vectorized trials (a GPU's) folded into the channels, not vmapped
@@ -115,10 +116,8 @@ class TuneConfig(StudySpec):
         self.check_schedules()
         self.check_out()
         self.optimizer_config                # checks the optimizer's name, momentum and weight decay
-        get_model(self.model)
-        check_dataset(self.dataset)
-        self.augment_fn                      # a built-in augmentation's name, or the user's function
-        resolve_device(self.device)
+        # A value: the model, the data set, the augmentation and the device are found by ``tune`` as
+        # it starts (the user's code runs there, once), not here.
 
     @property
     def scoring(self) -> str:
