@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=None, help="train on the first N images (an epoch's length)")
     ap.add_argument("--rounds", type=int, default=3, help="CPU: times each variant is timed, in turn")
     ap.add_argument("--model", default="lenet", help="a built-in model or file.py:function, for MNIST's 1x28x28")
+    ap.add_argument("--quick", action="store_true",
+                    help="GPU: folded against vmapped whole, float32 and bf16, from a graph only (no profile)")
     ap.add_argument("--out", default=None, help="JSON file to write")
     args = ap.parse_args()
     model = args.model
@@ -106,6 +108,20 @@ def main() -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
             print(f"wrote {args.out}")
+        return
+    if args.quick:
+        result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "model": model,
+                  "train_images": len(train), "batch_size": args.batch_size, "by_k": {}}
+        for k in args.k:
+            rows = result["by_k"][str(k)] = {
+                "graph": epoch_ms(k, loader, device, model),
+                "graph, vmapped whole (fold=False)": epoch_ms(k, loader, device, model, fold=False),
+                "graph + bf16": epoch_ms(k, loader, device, model, amp="bf16"),
+                "graph + bf16, vmapped whole (fold=False)": epoch_ms(k, loader, device, model, amp="bf16", fold=False)}
+            for name, ms in rows.items():
+                print(f"K={k:<4} {name:<40} {ms:7.1f} ms per trial-epoch")
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
         return
     for k in args.k:
         rows = {"eager": epoch_ms(k, loader, device, model, cuda_graph=False),

@@ -6,6 +6,8 @@
 #     bash bench/gpu_all.sh suite painter_k6      # only these steps (a device call lasts 10 minutes at most)
 #
 # 1. tests/test_gpu.py (graph replay, range test from a graph, figures in a child process);
+#    bench/fused_sweeps.py (K = 1, 3, 8 range-test sweeps side by side against one after another and
+#    torch-lr-finder's one sweep); the engine at K=50, folded against vmapped, float32 and bf16, graphs;
 # 2. bench/run.py, the suite (writes bench/results.json, copied to the output folder);
 #    experiments/range_test_profile.py, where the range test's time goes (fixed costs, host against kernels);
 # 3. `lrfind -v tune --trials 50` (what the study logs: the figure process's timings, the wait for the figures),
@@ -32,7 +34,10 @@ archive() {
   [[ -n "${OUT:-}" ]] || return 0
   tar czf "$OUT/gpu_all.tgz.part" -C "$out" . && mv "$OUT/gpu_all.tgz.part" "$OUT/gpu_all.tgz"
 }
-# On a machine without a package index, wheels and data may be carried in a folder (WHEELS, DATA).
+# On a machine without a package index, wheels and data may be carried in a folder (WHEELS, DATA);
+# by default those `../shared/bin/gpu-prep` puts in .device/, where it did.
+[[ -z "${WHEELS:-}" && -d .device/whl ]] && WHEELS=.device/whl
+[[ -z "${DATA:-}" && -d .device/data ]] && DATA=$PWD/.device/data
 if [[ -n "${WHEELS:-}" ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
 fi
@@ -56,6 +61,8 @@ step() {
   archive
 }
 step test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step fused_sweeps python3 -m bench.fused_sweeps --device cuda --num-iter 300 --out "$out/fused_sweeps_gpu.json"
+step engine_k50 python3 -m bench.engine_variants --k 50 --quick --out "$out/engine_k50.json"
 step suite python3 -m bench.run
 step range_profile python3 -m experiments.range_test_profile --json "$out/range_test_profile.json"
 step tune_verbose python3 -m lrfind -v tune --trials 50 -q --out /tmp/lrfind-tune-verbose

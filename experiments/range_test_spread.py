@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--start-lr", type=float, default=1e-6)
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--one-after-another", action="store_true",
+                    help="the repeats one after another (seeds s, s+1, ...), not side by side in one pass")
     ap.add_argument("--out", default=None, help="JSON file to write")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -67,13 +69,15 @@ def main() -> None:
     if args.train_subset:
         train = train.subset(args.train_subset)
     result = {"what": " ".join(sys.argv), "model": args.model, "optimizer": args.optimizer, "device": str(device),
-              "num_iter": args.num_iter, "start_lr": args.start_lr, "repeats": args.repeats, "train_images": len(train), "by_batch_size": {}}
+              "num_iter": args.num_iter, "start_lr": args.start_lr, "repeats": args.repeats, "train_images": len(train), "by_batch_size": {},
+              "fused": not args.one_after_another}
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         runs, clock = [], time.perf_counter()
         for s in range(args.seeds):
             model = get_model(args.model, seed=s).to(device)
             r = find_lr(model, train.loader(bs, seed=s), optimizer=OptimizerConfig(args.optimizer),
                         num_iter=args.num_iter, start_lr=args.start_lr, repeats=args.repeats, seed=s,
+                        fused=False if args.one_after_another else None,
                         slow_down=False, progress=False, warn=False)        # this pace's sweeps, as they are
             falls = r.seed_falls
             found = [lr for lr in r.seed_lrs if lr is not None]

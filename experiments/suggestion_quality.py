@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--grid", default="", help="extra comma-separated LRs to train at")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--schedule", default="constant", help="decay of the training at each LR (default parameters)")
+    ap.add_argument("--one-after-another", action="store_true",
+                    help="the range test's repeats one after another, not side by side in one pass")
     ap.add_argument("--out", default=str(Path(__file__).with_name("suggestion_quality.json")))
     args = ap.parse_args()
 
@@ -56,7 +58,8 @@ def main() -> None:
     t0 = time.perf_counter()
     model = get_model(args.model, seed=0).to(args.device)
     result = find_lr(model, train.loader(args.batch_size, seed=0), optimizer=OptimizerConfig(args.optimizer),
-                     num_iter=args.num_iter, repeats=args.seeds, seed=0, progress=False)
+                     num_iter=args.num_iter, repeats=args.seeds, seed=0, progress=False,
+                     fused=False if args.one_after_another else None)
     lr = result.suggested_lr
     print(result.summary())
     if lr is None:
@@ -76,7 +79,7 @@ def main() -> None:
     out = {"model": args.model, "optimizer": args.optimizer, "batch_size": args.batch_size, "epochs": args.epochs,
            "schedule": args.schedule,
            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-           "suggested_lr": lr, "spread": result.spread, "suggestions": {k: v.lr for k, v in result.suggestions.items()},
+           "fused": bool(result.config.get("fused")), "suggested_lr": lr, "spread": result.spread, "suggestions": {k: v.lr for k, v in result.suggestions.items()},
            "rows": rows, "seconds": time.perf_counter() - t0}
     Path(args.out).write_text(json.dumps(out, indent=2))
 
