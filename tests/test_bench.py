@@ -186,3 +186,12 @@ def test_range_test_profile_runs_small_on_the_cpu(mnist_root, tmp_path) -> None:
     assert parts["iterations"] == 30 and parts["calls"]["eager steps"] == 30 and not parts["replayed_from_a_graph"]
     assert parts["ms"]["sweep"] >= parts["ms"]["eager steps"] > 0 and result["per_step"]["sweep_step_ms"] > 0
     assert "find_lr, 30 steps at batch 64 on cpu" in stdout
+
+
+def test_fused_sweeps_bench_compares_side_by_side_with_one_after_another(mnist_root, tmp_path) -> None:
+    result, stdout = bench("fused_sweeps.py", "--device", "cpu", "--ks", "1,2", "--num-iter", "10", "--rounds", "1",
+                           "--train-subset", "1000", out=tmp_path / "fused.json", data=mnist_root)
+    assert [row["k"] for row in result["rows"]] == [1, 2]
+    assert all(row["fused"]["fused"] and not row["sequential"]["fused"] for row in result["rows"])
+    assert result["rows"][1]["fused"]["steps"] == result["rows"][1]["sequential"]["steps"] == 20
+    assert "one after another / side by side" in stdout and result["command"].startswith("python -m bench.fused_sweeps")
