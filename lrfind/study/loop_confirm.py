@@ -11,14 +11,12 @@ import optuna
 
 from lrfind import _threads
 from lrfind._output import progress_bar
-from lrfind.schedules import stored_choices
 from lrfind.study import workers as _workers
+from lrfind.study import final as _final
 from lrfind.study import report
 from lrfind.study import trials as _study
-from lrfind.study.best import paired_gain
 from lrfind.study.loop_config import LoopConfig
 from lrfind.study.loop_trial import LoopTrial, TrialDiverged, Unstudied
-from lrfind.study.space import trial_spec
 
 
 def confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str, Any]:
@@ -28,25 +26,22 @@ def confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str, 
     and is named and left out of the means and of the gain (``best.paired_gain``: the difference
     seed by seed, its mean and standard error). Stored as the study's ``final``, kept while its best
     trial stays the best."""
-    best, constant = _study.best(study), _study.constant_baseline(study)
-    if best is None or not cfg.final_seeds:
+    picked = _final.picked(study)
+    if not picked or not cfg.final_seeds:
         return {}
-    stored = report.final_of(study, best, seeds=cfg.final_seeds)
+    stored = report.final_of(study, picked["best"], seeds=cfg.final_seeds)
     if stored:
         return stored                               # a resumed study whose best is the same
     # the workers still running trials share the cores; those waiting for this one use none
     _threads.apply(cfg.threads, lambda: _workers.workers_here(study), "the runs with new seeds")
     total, base_lr = cfg.epochs * cfg.steps_per_epoch, float(study.user_attrs["base_lr"])
-    picked = {"best": best} if constant is None or constant.number == best.number else \
-        {"best": best, "constant": constant}
     seeds = [cfg.seed + 1 + r for r in range(cfg.final_seeds)]
     out: dict[str, Any] = {}
     bar = progress_bar(total=len(picked) * len(seeds), desc="best and constant with new seeds", unit="run",
                        leave=False, disable=not cfg.progress, dynamic_ncols=True)
     with bar:
         for label, t in picked.items():
-            spec = trial_spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, cfg.steps_per_epoch,
-                              cfg.max_peak)
+            spec = _final.replayed(t, cfg, total, cfg.steps_per_epoch, cfg.max_peak)
             scores = []
             for seed in seeds:
                 handed = LoopTrial(Unstudied(t.number), dataclasses.replace(spec, seed=seed), cfg, base_lr)
@@ -61,11 +56,7 @@ def confirm(study: optuna.Study, cfg: LoopConfig, train: Callable) -> dict[str, 
                           "lr": base_lr * spec.lr_scale, "seeds": seeds, "score_per_seed": scores,
                           "score": sum(finite) / len(finite) if finite else None,
                           "diverged": [s for s, v in zip(seeds, scores) if not math.isfinite(v)]}
-    if "constant" not in out and constant is not None:
-        out["constant"] = dict(out["best"])         # the constant itself was the best
     out["setup"] = {"kind": "seeds", "seeds": len(seeds), "metric": cfg.metric}
-    gain = paired_gain(out, "score", _study.sign(study))
-    if gain is not None:
-        out["gain"] = gain
+    out = _final.compared(study, out, "score")
     study.set_user_attr("final", out)
     return out

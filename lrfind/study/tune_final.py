@@ -16,11 +16,11 @@ from lrfind.data.builtin import load_dataset
 from lrfind.data.images import ImageData
 from lrfind.data.losses import is_regression
 from lrfind.engine.trials import TrialRecord, TrialSpec, run_trials
-from lrfind.schedules import get_schedule, stored_choices
+from lrfind.schedules import get_schedule
 from lrfind.study import workers as _workers
 from lrfind.study import best as _best
+from lrfind.study import final as _final
 from lrfind.study import trials as _study
-from lrfind.study.space import trial_spec
 from lrfind.study.tune_config import TuneConfig
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,10 @@ def retrain(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
     diverged (NaN, or an accuracy at chance) is named, left out of its side's mean, and out of the
     gain: the difference seed by seed, its mean and standard error (``best.paired_gain``).
     """
-    best = _study.best(study)
-    constant = _study.constant_baseline(study)        # the best constant LR of the search
-    if best is None:
+    picked = _final.picked(study)            # the best, and the best constant LR of the search
+    if not picked:
         log.warning("no trial completed: nothing to retrain")
         return {}
-    picked = {"best": best}
-    if constant is not None and constant.number != best.number:
-        picked["constant"] = constant
     follows_val = any(get_schedule(t.params["schedule"]).needs_metric for t in picked.values())
     # else the whole training set: the trials' train part and their validation images
     data, held = (train, val) if follows_val else (
@@ -61,9 +57,7 @@ def retrain(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
     total = cfg.epochs * per_epoch
     # the workers still running trials share the cores; those waiting for this one use none
     _threads.apply(cfg.threads, lambda: _workers.workers_here(study), "the final retrains")
-    # The search space is relative to the run, so replaying a trial's choices rescales its steps.
-    replayed = {label: trial_spec(optuna.trial.FixedTrial(stored_choices(t.params)), cfg, total, per_epoch, max_peak)
-                for label, t in picked.items()}
+    replayed = {label: _final.replayed(t, cfg, total, per_epoch, max_peak) for label, t in picked.items()}
     seeds = [cfg.seed + r for r in range(cfg.final_seeds)]
     specs = [TrialSpec(s.schedule, s.params, seed=seed, lr_scale=s.lr_scale) for s in replayed.values() for seed in seeds]
     on = "training part" if held else "full training set"
@@ -83,18 +77,13 @@ def retrain(study: optuna.Study, cfg: TuneConfig, train: ImageData, val: ImageDa
                       "peak_scale": spec.lr_scale, "lr": base_lr * spec.lr_scale,
                       "val_acc": _study.val_acc(trial, study), "val_loss": _study.val_loss(trial),
                       **_scores(recs, seeds, limit)}
-    if constant is not None and constant.number == best.number:     # the baseline itself won
-        out["constant"] = dict(out["best"])
     out["setup"] = {"train_images": len(data), "test_images": len(test), "steps": total, "seeds": len(seeds)}
     if held is not None:                         # the images plateau's retrain stepped on
         out["setup"]["val_images"] = len(held)
     if limit is not None:                        # at or below it, a retrain diverged
         out["setup"]["chance_acc"] = 1 / train.classes
         out["setup"]["diverged_at_or_below"] = limit
-    gain = _best.paired_gain(out, _best.final_key(study, out), _study.sign(study))
-    if gain is not None:
-        out["gain"] = gain
-    return out
+    return _final.compared(study, out, _best.final_key(study, out))
 
 
 def _scores(recs: list[TrialRecord], seeds: list[int], limit: float | None) -> dict[str, Any]:
