@@ -185,3 +185,20 @@ def test_stage_1_takes_a_bounded_share_of_a_short_study(search_steps, iters, rep
         spent = sweeps.repeats * sweeps.num_iter * (3 if sweeps.slow_down else 1)
         assert spent <= max(0.4 * search_steps, 100)
     assert bool(sweeps.note) != sweeps.slow_down
+
+
+def test_more_copies_than_fit_in_memory_is_an_error_that_says_how_many_do(monkeypatch) -> None:
+    from lrfind.rangetest import fused
+
+    class FitsTwo(fused.FusedTrials):           # a device whose memory holds two copies of the model
+        def __init__(self, model, specs, **kw) -> None:
+            if len(specs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            super().__init__(model, specs, **kw)
+
+    monkeypatch.setattr(fused, "FusedTrials", FitsTwo)
+    with pytest.raises(ValueError, match=r"repeats 8: 8 copies of the model side by side do not fit in GPU memory; "
+                                         r"at most 2 do: pass that many repeats, or sweep one after another") as e:
+        find_lr(make_model(), make_data(), repeats=8, num_iter=8, **QUIET)
+    assert "\n" not in str(e.value)
+    assert len(find_lr(make_model(), make_data(), repeats=2, num_iter=8, **QUIET).seed_losses) == 2

@@ -44,8 +44,9 @@ def fusion_blocker(model: nn.Module, loader: Iterable, config: RangeTestConfig, 
     if config.fused is False:
         return "fused=False"
     reason = plan.why_not_own or _optimizer_blocker(model, plan)
-    if not reason and config.repeats is not None and _too_short(loader, config.repeats):
-        reason = (f"the loader has {len(loader)} batches, fewer than the {config.repeats} sweeps side by side take "
+    repeats = config.repeats or 3                 # None: 3 where they can run side by side
+    if not reason and _too_short(loader, repeats):
+        reason = (f"the loader has {len(loader)} batches, fewer than the {repeats} sweeps side by side take "
                   f"in one step (a batch each)")
         if config.fused:
             raise FieldError("fused", f"fused: {reason}: give the loader more batches (a smaller batch_size), or "
@@ -99,16 +100,21 @@ def optimizer_config(plan: SweepPlan) -> OptimizerConfig:
 
 
 def _engine(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -> FusedTrials:
-    n = config.sweep.num_iter
     try:
-        return FusedTrials(lambda: copy.deepcopy(model), [TrialSpec("constant", {}, seed=0)] * config.repeats,
-                           base_lr=1.0, total_steps=n, steps_per_epoch=n, optimizer=optimizer_config(plan),
-                           device=plan.device, cuda_graph=config.cuda_graph, max_grad_norm=config.max_grad_norm,
-                           own_batches=True, loss_fn=plan.checked_loss, lrs=config.sweep.lrs())
+        return _build(model, config, plan, config.repeats)
     except torch.cuda.OutOfMemoryError:
-        raise ValueError(f"repeats={config.repeats}: {config.repeats} copies of the model side by side do not fit "
-                         f"in GPU memory; at most {_most_that_fit(model, config, plan)} do: pass that many repeats, "
-                         f"or fused=False to sweep one after another") from None
+        raise FieldError("repeats", f"repeats {config.repeats}: {config.repeats} copies of the model side by side do "
+                                    f"not fit in GPU memory; at most {_most_that_fit(model, config, plan)} do: pass "
+                                    f"that many repeats, or sweep one after another (fused=False, "
+                                    f"--one-after-another)") from None
+
+
+def _build(model: nn.Module, config: RangeTestConfig, plan: SweepPlan, k: int) -> FusedTrials:
+    n = config.sweep.num_iter
+    return FusedTrials(lambda: copy.deepcopy(model), [TrialSpec("constant", {}, seed=0)] * k, base_lr=1.0,
+                       total_steps=n, steps_per_epoch=n, optimizer=optimizer_config(plan), device=plan.device,
+                       cuda_graph=config.cuda_graph, max_grad_norm=config.max_grad_norm, own_batches=True,
+                       loss_fn=plan.checked_loss, lrs=config.sweep.lrs())
 
 
 def _most_that_fit(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -> int:
@@ -117,9 +123,9 @@ def _most_that_fit(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -
     while k > 1:
         torch.cuda.empty_cache()
         try:
-            _engine(model, config.with_repeats(k), plan)
+            _build(model, config, plan, k)          # built and let go: only whether it fits counts
             return k
-        except ValueError:
+        except torch.cuda.OutOfMemoryError:
             k //= 2
     return 1
 
@@ -144,8 +150,9 @@ def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: Swe
             try:
                 engine.step(x, y)
             except torch.cuda.OutOfMemoryError:
-                raise ValueError(f"repeats={k}: {k} copies of the model side by side ran out of GPU memory at step "
-                                 f"{i + 1}; pass fewer repeats, or fused=False to sweep one after another") from None
+                raise FieldError("repeats", f"repeats {k}: {k} copies of the model side by side ran out of GPU memory "
+                                            f"at step {i + 1}; pass fewer repeats, or sweep one after another "
+                                            f"(fused=False, --one-after-another)") from None
             losses[engine.index, i] = engine.step_losses
             bar.update(1)
             if (i + 1) % sweep.check_every and i < n - 1:
