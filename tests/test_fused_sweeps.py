@@ -1,7 +1,8 @@
 """A range test's repeats side by side in one pass (``find_lr(..., repeats=K)``): copies of the
-model, each on batches of its own, give the curves the same model swept alone on those batches
-gives; a diverging sweep leaves while the others go on; the model and the RNGs are left as they
-were; and where the sweeps cannot run side by side, they run one after another and say why."""
+model, each reading the loader as the repeat one after another with its seed reads it, give the
+curves those repeats give (a list of batches, which no seed reorders, is dealt out in turn); a
+diverging sweep leaves while the others go on; the model and the RNGs are left as they were; and
+where the sweeps cannot run side by side, they run one after another and say why."""
 
 from __future__ import annotations
 
@@ -35,6 +36,24 @@ def make_model() -> nn.Module:
 QUIET = dict(progress=False, warn=False, slow_down=False)
 
 
+def shuffled(data: list, batch: int = 16) -> torch.utils.data.DataLoader:
+    x, y = torch.cat([x for x, _ in data]), torch.cat([y for _, y in data])
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True)
+
+
+@pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam", weight_decay=1e-4)], ids=["sgd-default", "adam"])
+def test_sweeps_side_by_side_are_the_repeats_one_after_another(optimizer) -> None:
+    data = make_data(n_batches=40)
+    kw = dict(optimizer=optimizer, repeats=3, seed=5, num_iter=30, end_lr=0.1, **QUIET)
+    fused = find_lr(make_model(), shuffled(data), **kw)
+    alone = find_lr(make_model(), shuffled(data), fused=False, **kw)
+    assert fused.config["fused"] is True and alone.config["fused"] is False
+    for a, b in zip(fused.seed_losses, alone.seed_losses):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert fused.seed_lrs == pytest.approx(alone.seed_lrs, rel=1e-2)
+    assert not np.allclose(fused.seed_losses[0], fused.seed_losses[1])       # each its own batch order
+
+
 def stream_of(data: list, k: int, repeats: int, steps: int) -> list:
     """The batches sweep ``k`` of ``repeats`` takes from a list read in order: one in ``repeats``."""
     return [data[(i * repeats + k) % len(data)] for i in range(steps)]
@@ -42,7 +61,7 @@ def stream_of(data: list, k: int, repeats: int, steps: int) -> list:
 
 @pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam", weight_decay=1e-4),
                                        "torch-sgd"], ids=["sgd-default", "adam", "torch-sgd"])
-def test_each_sweep_side_by_side_is_the_model_swept_alone_on_its_batches(optimizer, caplog) -> None:
+def test_a_list_of_batches_is_dealt_to_the_sweeps_in_turn(optimizer, caplog) -> None:
     model, data = make_model(), make_data()
     before = copy.deepcopy(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.5) if optimizer == "torch-sgd" else optimizer

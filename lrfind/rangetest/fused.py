@@ -1,10 +1,12 @@
 """A range test's repeats side by side: ``fused_sweeps`` trains K copies of the model in one pass
 of the trial engine (``engine.fused.FusedTrials``: the copies' weights stacked, one step for all,
-each copy at the sweep's LR of the step). Every copy starts from the model's weights, as the
-repeats one after another do, and trains on batches of its own: each step takes K batches from
-one stream of the loader's batches, seeded with the first repeat's seed. A sweep that diverges
-leaves the pass at the next check; the others go on until every sweep has stopped or reached
-``end_lr``. ``fusion_blocker`` says why a set of repeats must run one after another instead."""
+each copy at the sweep's LR of the step). Every copy starts from the model's weights and takes its
+batches in the order the repeat one after another with its seed takes them (the loader iterated
+once per copy, its shuffling seeded with ``seed + r``), so that each sweep is the one that repeat
+would be. A loader whose order no seed moves (a list of batches, an iterator) is read once instead,
+a batch to each copy in turn. A sweep that diverges leaves the pass at the next check; the others
+go on until every sweep has stopped or reached ``end_lr``. ``fusion_blocker`` says why a set of
+repeats must run one after another instead."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from lrfind.engine.fused import FusedTrials
 from lrfind.engine.optimizer import OptimizerConfig
 from lrfind.engine.records import TrialSpec
 from lrfind.rangetest import state as _state
-from lrfind.rangetest.batches import Batches, start_persistent_workers
+from lrfind.rangetest.batches import Batches, one_shot, start_persistent_workers
 from lrfind.rangetest.config import RangeTestConfig
 from lrfind.rangetest.plan import SweepPlan
 from lrfind.rangetest.result import RangeTestResult
@@ -81,9 +83,7 @@ def fused_sweeps(model: nn.Module, loader: Iterable, config: RangeTestConfig, pl
     streams = _state.take_streams(generator)
     try:
         start_persistent_workers(loader)
-        if config.seeds[0] is not None:
-            _state.seed_streams(config.seeds[0], generator)
-        runs, replayed = _pass(model, loader, config, plan)
+        runs, replayed = _pass(model, loader, config, plan, generator)
     finally:
         _state.restore_streams(streams, generator)
     return sweeps_result(runs, config, plan, replayed, fused=True)
@@ -130,12 +130,13 @@ def _most_that_fit(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -
     return 1
 
 
-def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan) -> tuple[list[Run], bool]:
+def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan,
+          generator: torch.Generator | None) -> tuple[list[Run], bool]:
     """Every sweep's losses, up to where it stopped, and whether the steps were replayed from a CUDA graph."""
     sweep, k = config.sweep, config.repeats
     n = sweep.num_iter
-    draw = _Draw(Batches(loader, plan.device, per_step=k))
-    x, y = draw(k)                     # before the engine, so that batches it cannot take are said first
+    draw = _Draw(loader, plan.device, config.seeds, generator)
+    x, y = draw.first                   # before the engine, so that batches it cannot take are said first
     engine = _engine(model, config, plan)
     losses = torch.full((k, n), float("nan"), device=plan.device)      # read by the host at every check
     detectors = [Divergence(sweep.ema_beta, sweep.diverge_factor) for _ in range(k)]
@@ -146,7 +147,7 @@ def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: Swe
                       disable=not (config.progress and plan.first), leave=False, dynamic_ncols=True) as bar:
         for i in range(n):
             if i:
-                x, y = draw(engine.trials)
+                x, y = draw(engine.running)
             try:
                 engine.step(x, y)
             except torch.cuda.OutOfMemoryError:
@@ -164,8 +165,8 @@ def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: Swe
             engine.keep(keep)
             checked = i + 1
             bar.set_postfix(lr=f"{lrs[i]:.2e}", sweeps=engine.trials, refresh=False)
-    if draw.batches.restarts:
-        log.info("the loader ran out and was started again %d time(s)", draw.batches.restarts)
+    if draw.restarts:
+        log.info("the loader ran out and was started again %d time(s)", draw.restarts)
     if draw.skipped:
         log.info("%d batch(es) of another size than the first (%d examples) were left out", draw.skipped, draw.size)
     host = losses.cpu().numpy()
@@ -186,23 +187,59 @@ def _goes_on(detector: Divergence, new: np.ndarray, checked: int, stops: dict[in
 
 
 class _Draw:
-    """A batch for each copy still sweeping, stacked: ``(inputs, targets)`` of shape (K, B, ...).
-    Batches of another size than the first (a loader's short last batch) are left out."""
+    """A batch for each sweep still going, stacked: ``(inputs, targets)`` of shape (K, B, ...).
+    Sweep r reads the loader in the order seed ``seeds[r]`` gives it (as the repeat one after
+    another with that seed reads it); a loader whose order no seed moves (a list, an iterator, a
+    DataLoader whose persistent workers serve one iterator) is read once, a batch to each sweep in
+    turn. Batches of another size than the first (a loader's short last batch) are left out."""
 
-    def __init__(self, batches: Batches) -> None:
-        self.batches, self.size, self.skipped = batches, None, 0
+    def __init__(self, loader: Iterable, device: torch.device, seeds: list[int | None],
+                 generator: torch.Generator | None) -> None:
+        self.size, self.skipped = None, 0
+        own = []
+        for seed in seeds:
+            if seed is not None:
+                _state.seed_streams(seed, generator)
+            own.append(Batches(loader, device))
+            own[-1].first = _pair(next(own[-1]))       # its order is drawn as it starts
+        firsts = [b.first for b in own]
+        one_iterator = len({id(b._it) for b in own}) < len(own)
+        if len(own) > 1 and (one_iterator or all(torch.equal(f[0], firsts[0][0]) for f in firsts[1:])):
+            if one_shot(loader) or one_iterator:      # the first batches came from one stream, in turn
+                self.sources = [own[0]] * len(own)
+                own[0].count += len(own) - 1
+            else:                                       # the same order for every seed: one stream
+                if seeds[0] is not None:
+                    _state.seed_streams(seeds[0], generator)
+                shared = Batches(loader, device, per_step=len(own))
+                self.sources = [shared] * len(own)
+                firsts = [_pair(next(shared)) for _ in own]
+            self.sources[0].per_step = len(own)
+        else:
+            self.sources = own
+        self.size = len(firsts[0][0])
+        self.first = self._stacked(firsts)
 
-    def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        while len(xs) < k:
-            x, y = _pair(next(self.batches))
-            self.size = self.size or len(x)
-            if len(x) != self.size:
-                self.skipped += 1
-                continue
-            xs.append(x)
-            ys.append(y)
-        return torch.stack(xs), torch.stack(ys)
+    @property
+    def restarts(self) -> int:
+        return sum(b.restarts for b in {id(b): b for b in self.sources}.values())
+
+    def __call__(self, running: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of every sweep in ``running`` (their indices), in that order."""
+        return self._stacked([self._next(self.sources[r]) for r in running])
+
+    def _next(self, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            x, y = _pair(next(batches))
+            if len(x) == self.size:
+                return x, y
+            self.skipped += 1
+
+    def _stacked(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        sizes = {len(x) for x, _ in pairs}
+        if len(sizes) > 1:                # a first batch shorter than another's: the loader's own sizes vary
+            raise NotFusable(f"the first batches differ in size ({', '.join(map(str, sorted(sizes)))} examples)")
+        return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
 
 def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
