@@ -12,9 +12,9 @@ mean and standard error, beside the study's reported ``final.gain``. Picked on t
 scored on, the grid's best is flattered by its luck; so the gain is also given against the grid's
 best picked for each seed on the other seeds' runs (``gain_vs_grid_best_held_out``).
 
-    python -m bench.verdict --lrs 0.0177,0.025,0.035,0.05,0.07,0.1 --cache grid.json --json records.json \
+    python -m experiments.verdict --lrs 0.0177,0.025,0.035,0.05,0.07,0.1 --cache grid.json --json records.json \
         --label after DIR [DIR ...]
-    python -m bench.verdict --summary records.json ... > summary.json
+    python -m experiments.verdict --summary records.json ... > summary.json
 """
 
 from __future__ import annotations
