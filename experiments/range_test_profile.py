@@ -69,7 +69,7 @@ def find_lr_parts(model, loader, device, iters: int) -> dict:
     wrap(runner, "_sweep_once", "sweep")
     wrap(_graph.CapturedStep, "_capture", "capture")
     wrap(_graph.SweepStep, "_step", "eager steps")           # outside a capture: the warm-up steps
-    wrap(runner, "_result", "suggestion and result")
+    wrap(runner, "sweeps_result", "suggestion and result")     # as the runner calls it
     try:
         with Timer(device) as t:
             result = find_lr(model, loader, num_iter=iters, progress=False, warn=False)

@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 
 from lrfind._args import unknown
+from lrfind._errors import FieldError
 from lrfind._names import DEVICE_NAMES, ONE_GPU
 
 NO_FLOAT64 = {"mps"}        # device types without double-precision tensors
@@ -18,17 +19,17 @@ def resolve_device(name: str) -> torch.device:
     ``CUDA_VISIBLE_DEVICES``). Asking for a GPU where there is none is an error."""
     one = ONE_GPU.fullmatch(name) if isinstance(name, str) else None
     if name not in DEVICE_NAMES and one is None:
-        raise ValueError(unknown("device", name, (*DEVICE_NAMES, "cuda:N"), aliases={"gpu": "cuda"}))
+        raise FieldError("device", unknown("device", name, (*DEVICE_NAMES, "cuda:N"), aliases={"gpu": "cuda"}))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device(name)
     if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} is not available here; use 'cpu' or 'auto'")
+        raise FieldError("device", f"device {name!r} is not available here; use 'cpu' or 'auto'")
     count = torch.cuda.device_count()
     if one is not None and int(one[1]) >= count:
         gpus = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-        raise ValueError(f"device {name!r} is not here: this machine has {count} GPU{'s' if count > 1 else ''} "
+        raise FieldError("device", f"device {name!r} is not here: this machine has {count} GPU{'s' if count > 1 else ''} "
                          f"({gpus}, numbered after CUDA_VISIBLE_DEVICES)")
     return torch.device(name)
 

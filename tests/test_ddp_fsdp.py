@@ -95,9 +95,10 @@ def _run(tmp_path, kind: str) -> list[dict]:
 
 def _one_process(**extra) -> list[float]:
     """The same sweep by one process on both processes' batches side by side: what the gradients
-    reduced across the two processes amount to (equal batch sizes: the mean of their means)."""
+    reduced across the two processes amount to (equal batch sizes: the mean of their means). Its
+    repeats one after another, as a distributed model's always run."""
     both = [(torch.cat([x0, x1]), torch.cat([y0, y1])) for (x0, y0), (x1, y1) in zip(_batches(0), _batches(1))]
-    return [float(x) for x in find_lr(_net(), both, **SWEEP, warn=False, **extra).losses]
+    return [float(x) for x in find_lr(_net(), both, **SWEEP, warn=False, fused=False, **extra).losses]
 
 
 OLD_FSDP2 = pytest.mark.skipif(not fully_shard_is_public(),

@@ -64,7 +64,8 @@ def test_cli_study_end_to_end_with_range_test_and_final(data_env, tmp_path, monk
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
         "tune", "--trials", "4", "--epochs", "2", "--parallel", "2", "--train-subset", "256", "--batch-size", "64",
-        "--device", "cpu", "-q", "--out", str(out), "--range-test-iters", "100", "--range-test-repeats", "2"],
+        "--val-size", "500", "--device", "cpu", "-q", "--out", str(out), "--range-test-iters", "100",
+        "--range-test-repeats", "2"],
         catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "finished trials" in result.output and "base LR" in result.output and "test accuracy" in result.output
@@ -836,7 +837,7 @@ def test_a_study_does_not_import_torch_dynamo(mnist_root, tmp_path) -> None:
     imports torch._dynamo: 1.4 s on a 2-core CPU). tests/test_gpu.py checks the same on CUDA."""
     assert dynamo_modules_after(f"""
 from lrfind import tune
-tune(trials=2, epochs=1, parallel=2, batch_size=64, train_subset=512, device="cpu", progress=False,
+tune(trials=2, epochs=1, parallel=2, batch_size=64, train_subset=512, val_size=200, device="cpu", progress=False,
      data_dir={str(mnist_root)!r}, out={str(tmp_path / "run")!r}, range_test_iters=50, final_seeds=1)
 """) == []
 

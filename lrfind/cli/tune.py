@@ -12,6 +12,7 @@ from lrfind._files import write_whole
 from lrfind._output import counted
 from lrfind._args import check_counts, check_positive, check_threads
 from lrfind._duration import timeout_seconds
+from lrfind._errors import FieldError
 from lrfind.cli.app import main
 from lrfind.cli.options import (Choice, PathGiven, RunError, UserError, batch_size_option, creatable_folder,
     data_options, option_message, out_of_memory, run_options, schedule_name, verbose_option)
@@ -172,7 +173,7 @@ def tune_command(trials: int, model: str, dataset: str, data_dir: Path | None, a
         raise UserError(str(e)) from None
     except (StudyError, DataNotFoundError, CorruptDataError, NoBaseLRError) as e:
         raise RunError(str(e)) from None
-    except (ModelError, DataSetError, AugmentError, DataSizeError) as e:
+    except (ModelError, DataSetError, AugmentError, DataSizeError, FieldError) as e:
         raise UserError(option_message(e)) from None
     except TuneInterrupted as e:
         click.echo(str(e), err=True)
