@@ -32,6 +32,39 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> Path:
     return path
 
 
+def run_script(argv: list[str], *, module: str | None = None, cwd: Path, env: dict[str, str]) -> str:
+    """Run a script (``argv[0]``) or a module as ``python`` would, in this process: a fresh
+    interpreter would spend seconds importing torch. Its stdout; an exit other than 0 fails. The
+    arguments, environment, working folder, import path and torch's thread count are put back."""
+    import contextlib
+    import io
+    import runpy
+    import sys
+
+    saved = sys.argv, dict(os.environ), os.getcwd(), list(sys.path), torch.get_num_threads()
+    printed = io.StringIO()
+    sys.argv = list(argv)
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.path.insert(0, str(REPO) if module else str(Path(argv[0]).parent))
+    try:
+        with contextlib.redirect_stdout(printed):
+            if module:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:
+        assert e.code in (None, 0), f"{argv[0]} exited with {e.code!r}: {printed.getvalue()[-2000:]}"
+    finally:
+        sys.argv = saved[0]
+        os.environ.clear()
+        os.environ.update(saved[1])
+        os.chdir(saved[2])
+        sys.path[:] = saved[3]
+        torch.set_num_threads(saved[4])
+    return printed.getvalue()
+
+
 def user_file(folder: Path, name: str, source: str) -> Path:
     """``source`` written to ``folder/name``: a file of the user's, named as ``path/to/file.py:function``."""
     path = folder / name

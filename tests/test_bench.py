@@ -1,32 +1,29 @@
 """The benchmarks (bench/) and the studies behind the defaults (experiments/) run rarely, some only on
-a GPU: small runs of each on the CPU keep them from rotting. They run as modules from the repository
-root (``python -m bench.run``), as their docs say."""
+a GPU: small runs of each on the CPU keep them from rotting. Each runs as its module would from the
+repository root (``python -m bench.run``), as their docs say, in this process."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench(script: str, *args: str, out: Path, out_flag: str = "--out", data: Path | None = None) -> tuple[dict, str]:
-    """Run ``python -m bench.<script>`` (or ``experiments.<script>``) from the repository root on the CPU
-    (with MNIST from ``data``); its JSON results and its stdout."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    if data is not None:
-        env["LRFIND_DATA_DIR"] = str(data)
+    """Run ``bench.<script>`` (or ``experiments.<script>``) as ``python -m`` runs it from the
+    repository root (in this process: ``run_script``), with MNIST from ``data``; its JSON results
+    and its stdout."""
     module = script.removesuffix(".py")
     package = "bench" if (ROOT / "bench" / f"{module}.py").is_file() else "experiments"
-    done = subprocess.run([sys.executable, "-m", f"{package}.{module}", *args, out_flag, str(out)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(out.read_text()), done.stdout
+    env = {"LRFIND_DATA_DIR": str(data)} if data is not None else {}
+    printed = run_script([str(ROOT / package / f"{module}.py"), *args, out_flag, str(out)],
+                         module=f"{package}.{module}", cwd=ROOT, env=env)
+    return json.loads(out.read_text()), printed
 
 
 def test_own_model_bench_runs_quick_on_the_cpu(tmp_path) -> None:

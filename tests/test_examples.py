@@ -7,15 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import run_script
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def run(script: str, *args: str, cwd: Path, data: Path) -> str:
-    env = {**os.environ, "LRFIND_DATA_DIR": str(data), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+    """``python examples/SCRIPT ARGS`` in ``cwd`` (in this process: ``run_script``); its stdout."""
+    return run_script([str(EXAMPLES / script), *args], cwd=cwd, env={"LRFIND_DATA_DIR": str(data), "MPLBACKEND": "Agg"})
 
 
 def test_own_model_then_use_result(mnist_root, tmp_path) -> None:
