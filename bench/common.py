@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrfind.data.builtin import default_root, read_idx  # noqa: E402
+from lrfind.data import read_idx
 
 
 class TorchvisionStyleMNIST(torch.utils.data.Dataset):
@@ -24,7 +24,7 @@ class TorchvisionStyleMNIST(torch.utils.data.Dataset):
         from torchvision import transforms
 
         stem = "train" if split == "train" else "t10k"
-        raw = Path(os.environ.get("LRFIND_DATA_DIR") or default_root()) / "MNIST" / "raw"
+        raw = Path(os.environ.get("LRFIND_DATA_DIR") or Path.home() / ".cache" / "lrfind").expanduser() / "MNIST" / "raw"
         self.images = torch.from_numpy(read_idx(raw / f"{stem}-images-idx3-ubyte.gz").copy())
         self.labels = torch.from_numpy(read_idx(raw / f"{stem}-labels-idx1-ubyte.gz").astype(np.int64))
         self.indices = indices if indices is not None else range(len(self.labels))

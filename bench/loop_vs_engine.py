@@ -20,8 +20,6 @@ import torch
 
 import lrfind  # noqa: E402
 from lrfind.study import trials as _study  # noqa: E402
-from lrfind._device import resolve_device  # noqa: E402
-from lrfind.data.losses import task_loss  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +32,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     train, val = lrfind.load_dataset("mnist", device=device).holdout(10_000)
     train = train.subset(args.subset)
     per_epoch = args.subset // args.batch_size
@@ -59,7 +58,7 @@ def main() -> None:
                 for i in range(per_epoch):
                     idx = order[i * args.batch_size:(i + 1) * args.batch_size]
                     optimizer.zero_grad(set_to_none=True)
-                    task_loss(model(train.images[idx]), train.labels[idx]).backward()
+                    torch.nn.functional.cross_entropy(model(train.images[idx]), train.labels[idx]).backward()
                     optimizer.step()
                     scheduler.step()
                 acc, loss = _evaluate(model, val)

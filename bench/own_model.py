@@ -21,8 +21,8 @@ import torch
 
 from bench.common import Timer, engine_epoch_seconds  # noqa: E402
 
-from lrfind.data.augment import flip_crop  # noqa: E402
-from lrfind.data.images import ImageData
+from lrfind import get_augment
+from lrfind.data import ImageData
 from lrfind.models import get_model  # noqa: E402
 
 MODEL = str(Path(__file__).resolve().parents[1] / "examples" / "own_data.py") + ":CifarNet"
@@ -59,7 +59,7 @@ def main() -> None:
     n, ks = (1024, [1, 2]) if args.quick else (50_000, args.k)
     g = torch.Generator().manual_seed(0)
     data = ImageData(torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(10, (n,), generator=g).to(device))
-    loader = data.loader(128, seed=0, augment=flip_crop)
+    loader = data.loader(128, seed=0, augment=get_augment("flip-crop"))
 
     plain = plain_epoch_seconds(loader, device)
     rows = {"plain torch loop, 1 model": 1000 * plain}
