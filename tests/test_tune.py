@@ -384,31 +384,34 @@ def test_config_lists_constant_first_and_once() -> None:
     assert cfg.choices == ["constant", "cosine", "step"]
 
 
+def seeds_of_runs(study: optuna.Study) -> list[list[int]]:
+    """The initial weights' seeds of the trials that trained, batch by batch (a trial that took a
+    twin's score trained in none)."""
+    batches: dict[int, list[int]] = {}
+    for t in study.trials:
+        if "batch" in t.user_attrs:
+            batches.setdefault(t.user_attrs["batch"], []).append(t.user_attrs["seed"])
+    return [batches[b] for b in sorted(batches)]
+
+
 def test_trials_start_from_a_seed_each_or_the_same_weights_and_a_stored_study_keeps_its_choice(
-        data_env, tmp_path, monkeypatch) -> None:
+        data_env, tmp_path) -> None:
     """A new study gives each trial its own seed unless told --same-init; resumed, a study keeps
     what it was made with, and another choice named is refused."""
-    seen = []
-
-    def spy(model, specs, *args, **kwargs):
-        seen.append((kwargs["same_init"], [s.seed for s in specs]))
-        return run_trials(model, specs, *args, **kwargs)
-
-    run_trials = tune_search.run_trials
-    monkeypatch.setattr(tune_search, "run_trials", spy)
     tune(trials=3, parallel=3, out=str(tmp_path / "new"), **QUICK)
-    assert seen == [(False, [0, 1, 2])] and load(tmp_path / "new").user_attrs["lrfind_setup"]["same_init"] is False
-    seen.clear()
+    new = load(tmp_path / "new")
+    assert seeds_of_runs(new) == [[0, 1, 2]] and new.user_attrs["lrfind_setup"]["same_init"] is False
     tune(trials=2, parallel=2, out=str(tmp_path / "same"), same_init=True, **QUICK)
     tune(trials=4, parallel=2, out=str(tmp_path / "same"), **QUICK)              # resumed: the same weights still
-    assert [s for s in seen if s[1]] and all(s == (True, [0] * len(s[1])) for s in seen)
+    seen = seeds_of_runs(load(tmp_path / "same"))
+    assert len(seen) >= 2 and all(set(batch) == {0} for batch in seen)
     args = ["tune", "--trials", "6", "--epochs", "2", "--batch-size", "64", "--train-subset", "256", "--base-lr", "0.05",
             "--no-final", "--device", "cpu", "-q", "--out", str(tmp_path / "same")]
     result = CliRunner().invoke(main, [*args, "--seed-each"])
     assert result.exit_code == 1 and "same_init True there, False here" in result.output
     result = CliRunner().invoke(main, [*args, "--same-init"])
     assert result.exit_code == 0, result.output
-    assert seen[-1][0] is True and set(seen[-1][1]) == {0}
+    assert set(seeds_of_runs(load(tmp_path / "same"))[-1]) == {0}
     with pytest.raises(ValueError, match="same_init must be True, False or None"):
         TuneConfig(same_init="yes")
 
@@ -425,20 +428,13 @@ def test_an_empty_out_is_refused_not_taken_for_the_current_folder(out) -> None:
 
 @pytest.mark.parametrize("same_init", [True, False], ids=["same-init", "seed-each"])
 def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_score_without_running(
-        data_env, tmp_path, monkeypatch, same_init) -> None:
-    ran = []
-
-    def spy(model, specs, *args, **kwargs):
-        ran.append(len(specs))
-        return run_trials(model, specs, *args, **kwargs)
-
-    run_trials = tune_search.run_trials
-    monkeypatch.setattr(tune_search, "run_trials", spy)
+        data_env, tmp_path, same_init) -> None:
     study = tune(trials=2, parallel=2, out=str(tmp_path), same_init=same_init, **QUICK).study
     for _ in range(2):
         study.enqueue_trial(study.trials[0].params)           # as a sampler that picks the constant again
     again = tune(trials=3, parallel=3, out=str(tmp_path), **QUICK).study
     twins = {t.number: t.user_attrs["duplicate_of"] for t in again.trials if "duplicate_of" in t.user_attrs}
+    ran = [len(batch) for batch in seeds_of_runs(again)]
     if same_init:                                  # scored as trial 0, and the study goes on to a third run
         assert twins == {2: 0, 3: 0} and ran == [2, 1] and len(_study.finished(again)) == 5
         assert again.trials[2].value == again.trials[0].value
@@ -448,24 +444,16 @@ def test_a_trial_that_repeats_a_finished_one_from_the_same_weights_takes_its_sco
         assert twins == {} and ran == [2, 1] and len(_study.finished(again)) == 3     # the other still waits
 
 
-def test_repeats_within_one_batch_from_the_same_weights_run_once(data_env, tmp_path, monkeypatch) -> None:
+def test_repeats_within_one_batch_from_the_same_weights_run_once(data_env, tmp_path) -> None:
     """A fresh study's random first batch may draw one schedule (the constant, whose only choice is its warmup)
     several times: with the same weights, the second and later draws wait for the first and take its score."""
-    ran = []
-
-    def spy(model, specs, *args, **kwargs):
-        ran.append([s.schedule for s in specs])
-        return run_trials(model, specs, *args, **kwargs)
-
-    run_trials = tune_search.run_trials
-    monkeypatch.setattr(tune_search, "run_trials", spy)
     study = tune(trials=1, parallel=1, out=str(tmp_path), same_init=True, **QUICK).study
     cosine = {"schedule": "cosine", "cosine.use_warmup": False, "cosine.min_factor": 0.1}
     for _ in range(2):
         study.enqueue_trial(cosine)
     again = tune(trials=4, parallel=3, out=str(tmp_path), **QUICK).study
     twins = {t.number: t.user_attrs["duplicate_of"] for t in again.trials if "duplicate_of" in t.user_attrs}
-    assert twins[2] == 1 and [len(r) for r in ran] == [1, 2, 1]           # trials 1 and 3 ran, not 2
+    assert twins[2] == 1 and [len(r) for r in seeds_of_runs(again)] == [1, 2, 1]     # trials 1 and 3 ran, not 2
     assert again.trials[2].state == again.trials[1].state and again.trials[2].value == again.trials[1].value
     assert _study.counts(again)[:2] == (4, len(twins))     # (the sampler may draw the constant again)
 

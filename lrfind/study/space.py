@@ -35,8 +35,9 @@ def trial_spec(trial: optuna.trial.BaseTrial, cfg: Any, total: int, per_epoch: i
 
 def asked_spec(trial: optuna.Trial, cfg: Any, total: int, per_epoch: int, max_peak: float) -> TrialSpec:
     """An asked trial's spec (``trial_spec``), recorded with it for the report: schedule, parameters in
-    steps, peak scale."""
+    steps, peak scale, and the seed of its initial weights."""
     spec = trial_spec(trial, cfg, total, per_epoch, max_peak)
+    trial.set_user_attr("seed", spec.seed)
     trial.set_user_attr("schedule", spec.schedule)
     trial.set_user_attr("params", _study.jsonable(spec.params))
     trial.set_user_attr("peak_scale", spec.lr_scale)

@@ -96,6 +96,8 @@ def _run_batch(study, cfg, asked, specs, train, val, base_lr, total, bar, on_ste
             verdicts = _pruner.should_prune(study, [asked[k] for k in running])
             return {k for k, prune in zip(running, verdicts) if prune}
 
+        for trial in asked:                         # the trials it trained beside: those of its batch
+            trial.set_user_attr("batch", asked[0].number)
         with steps:
             records = run_trials(cfg.model, specs, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  base_lr=base_lr, optimizer=cfg.optimizer_config, seed=cfg.seed,
