@@ -35,7 +35,7 @@ archive() {
   tar czf "$OUT/gpu_all.tgz.part" -C "$out" . && mv "$OUT/gpu_all.tgz.part" "$OUT/gpu_all.tgz"
 }
 # On a machine without a package index, wheels and data may be carried in a folder (WHEELS, DATA);
-# by default those `../shared/bin/gpu-prep` puts in .device/, where it did.
+# by default those in .device/ (whl/ and data/), where a preparing step put them.
 [[ -z "${WHEELS:-}" && -d .device/whl ]] && WHEELS=.device/whl
 [[ -z "${DATA:-}" && -d .device/data ]] && DATA=$PWD/.device/data
 if [[ -n "${WHEELS:-}" ]]; then

@@ -4,7 +4,8 @@
 #   the engine at K=50, folded against vmapped whole (float32, bf16, from a graph); the peer suite
 #   (bench/run.py: `lrfind tune --trials 50` against the sequential Optuna loop).
 # Each step gets at most the seconds given, so the call returns what finished. After
-# `../shared/bin/gpu-prep` (wheels and data in .device/), from the repository root:
+# putting the wheels and the data in .device/ (whl/, data/) on a machine without a package index,
+# from the repository root:
 #
 #     bash bench/gpu_check.sh            # logs and JSON in $OUT/gpu_all.tgz (or ./gpu_out)
 set -uo pipefail

@@ -65,6 +65,18 @@ def run_script(argv: list[str], *, module: str | None = None, cwd: Path, env: di
     return printed.getvalue()
 
 
+def toy_batches(n_batches: int = 8, batch: int = 16, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` batches of a toy task a small model learns in a few steps: 10 features, 3 classes,
+    the label the largest of three fixed linear scores."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(10, 3, generator=g)
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(batch, 10, generator=g)
+        out.append((x, (x @ w).argmax(1)))
+    return out
+
+
 def user_file(folder: Path, name: str, source: str) -> Path:
     """``source`` written to ``folder/name``: a file of the user's, named as ``path/to/file.py:function``."""
     path = folder / name

@@ -14,17 +14,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import toy_batches
 from lrfind import OptimizerConfig, find_lr
 
 
 def make_data(n_batches: int = 12, batch: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(10, 3, generator=g)
-    out = []
-    for _ in range(n_batches):
-        x = torch.randn(batch, 10, generator=g)
-        out.append((x, (x @ w).argmax(1)))
-    return out
+    return toy_batches(n_batches, batch)
 
 
 def make_model() -> nn.Module:

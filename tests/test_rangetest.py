@@ -14,18 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import dynamo_modules_after
+from conftest import dynamo_modules_after, toy_batches
 from lrfind import OptimizerConfig, RangeTestResult, RangeTestWarning, Sweep, find_lr
 
 
-def make_data(n_batches: int = 8, batch: int = 16, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(10, 3, generator=g)
-    out = []
-    for _ in range(n_batches):
-        x = torch.randn(batch, 10, generator=g)
-        out.append((x, (x @ w).argmax(1)))
-    return out
+make_data = toy_batches
 
 
 def make_model() -> nn.Module:
