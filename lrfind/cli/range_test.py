@@ -60,15 +60,14 @@ Examples:
 @verbose_option
 def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | None, batch_size: int,
                optimizer: str, momentum: float, weight_decay: float | None, max_grad_norm: float | None,
-               device: str, seed: int, quiet: bool, threads: int | None, start_lr: float, end_lr: float, num_iter: int, mode: str,
-               repeats: int | None, fused: bool | None, val_batches: int | None, amp: str | None, method: str,
-               out: Path) -> None:
+               device: str, seed: int, quiet: bool, threads: int | None, start_lr: float, end_lr: float, num_iter: int,
+               mode: str, repeats: int | None, fused: bool | None, val_batches: int | None, amp: str | None,
+               method: str, out: Path) -> None:
     """Sweep the LR from START_LR to END_LR while training and suggest a base LR.
 
     Records the loss of every batch, stops when the loss diverges, and writes the curve, every
     suggestion method's answer and a plot into --out. The model is trained on the training split
-    without its last 10,000 images (a sixth of smaller sets), which `lrfind tune`
-    keeps for validation.
+    without its last 10,000 images (a sixth of smaller sets), which `lrfind tune` keeps for validation.
     """
     if not start_lr > 0:                       # before torch is imported: a typo is told at once
         raise UserError(f"--start-lr {start_lr}: must be positive")

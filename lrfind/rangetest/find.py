@@ -28,10 +28,9 @@ from lrfind.rangetest.sweep import Sweep
 def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimizer | OptimizerConfig | None = None,
             loss_fn: Callable | None = None, step_fn: StepFn | None = None, sweep: Sweep | None = None,
             accumulation_steps: int = 1, max_grad_norm: float | None = None, amp: str | None = None,
-            val_loader: Iterable | None = None,
-            val_batches: int | None = None, repeats: int | None = None, fused: bool | None = None,
-            seed: int | None = None,
-            method: str = DEFAULT_METHOD, progress: bool = True, cuda_graph: bool | None = None,
+            val_loader: Iterable | None = None, val_batches: int | None = None, repeats: int | None = None,
+            fused: bool | None = None, seed: int | None = None, method: str = DEFAULT_METHOD,
+            progress: bool = True, cuda_graph: bool | None = None,
             slow_down: bool = True, warn: bool = True, threads: int | None = None,
             **sweep_fields: Any) -> RangeTestResult:
     """Run an LR range test on ``model`` with batches from ``loader`` and suggest a base LR.
@@ -60,53 +59,38 @@ def find_lr(model: nn.Module, loader: Iterable, *, optimizer: torch.optim.Optimi
     max_grad_norm: clip the gradients' total norm to this before every step
         (``torch.nn.utils.clip_grad_norm_``), as your training does: without the clipping your
         training has, the sweep's loss may blow up at a lower LR than your run's. None: no clipping.
-    amp: None, "bf16" or "fp16" (fp16 uses a gradient scaler).
+    amp: None, "bf16" or "fp16" (fp16 uses a gradient scaler). method: the suggestion reported as
+        ``suggested_lr``; every method's is in ``suggestions``.
     val_loader, val_batches: record the mean loss over (the first ``val_batches`` of)
         ``val_loader`` after every step instead of the training loss. Slower; smoother curves.
-    repeats, seed: run the test ``repeats`` times, from the same initial weights on batches of
-        their own, and report the median suggestion and its spread; the curve kept in the result is
-        the median repeat's, every repeat's losses are in ``seed_losses``. One sweep can land far
-        from the others (a LeNet on MNIST: 2 sweeps in 24 suggested a tenth of the rest). Default
-        (None): 3 on a GPU where they can run side by side (below), else 1; the log says why.
-        A repeat whose loss fell less than 0.3x as far as the deepest one's is left out of the
-        median (``result.shallow``): most often it broke down before it could learn, and its
-        minimum is not the cliff.
-    fused: run the repeats side by side in one pass: ``repeats`` copies of the model trained
-        together by lrfind's trial engine (weights stacked, one step for all, vmapped on a GPU),
-        each on a batch of its own at every step, drawn from one pass over the loader seeded with
-        ``seed``; a sweep that diverges stops, the others go on. On a GPU 3 sweeps cost about one;
-        on a CPU about as much as one after another. Default (None): side by side where they can
-        run so: ``(inputs, targets)`` batches of one size with the default step (no ``step_fn``,
-        accumulation, amp or ``val_loader``), an ``OptimizerConfig`` or a fresh SGD/Adam/AdamW with
-        one parameter group for all trainable parameters, a model in one process, and a loader
-        with at least ``repeats`` batches; else one after another, each with seed ``seed+r`` from
-        the model's weights (the log says why). ``True`` raises where they cannot; ``False``
-        always runs them one after another.
+    repeats, seed, fused: the median of ``repeats`` sweeps and their spread (every sweep's losses
+        in ``seed_losses``); one sweep can land far from the others. Default ``repeats=None``: 3 on
+        a GPU where they can run side by side, else 1 (the result's ``config["how"]`` says why). Side
+        by side (``fused=None``, where they can; ``True`` raises where they cannot; ``False``: one
+        after another), they are copies of the model trained in one pass of lrfind's trial engine,
+        each reading the loader in the order seed ``seed + r`` gives (a list is dealt out in turn):
+        on a GPU 3 cost about one. They can with ``(inputs, targets)`` batches, the default step, one
+        parameter group of a fresh SGD/Adam/AdamW or an ``OptimizerConfig``, and one process (see
+        the docs' "Several sweeps in one pass"). A repeat whose loss fell less than 0.3x as far as
+        the deepest one's is left out of the median (``result.shallow``).
     slow_down: when the repeats that count span more than 3x, or fewer than two are left to agree,
         sweep ``repeats`` times again with twice ``num_iter`` (half the pace) and take those;
         ``result.config["faster_sweeps"]`` keeps the first ones' suggestions. A sweep that climbs too
-        fast for the model breaks down now and then (LeNet with SGD at 300 steps: 2 of 24 on MNIST, 5
-        of 24 on 5,000 images; at 600 none of 40); a slower one suggests a lower LR, so it is used only
-        when the fast ones disagree.
-    method: the suggestion reported as ``suggested_lr``; every method's is in ``suggestions``.
-    cuda_graph: replay each step (forward, backward, update) from a CUDA graph, about 10x faster
-        for small models. Default: on where it applies: a CUDA model, ``(x, y)`` batches with the
-        default step, no accumulation, amp or validation loss, and an ``OptimizerConfig`` or a
-        fresh SGD/Adam/AdamW; a model whose step cannot be captured (``.item()`` in forward, say)
+        fast breaks down now and then; a slower one suggests a lower LR, so it runs only then.
+    cuda_graph: replay each step (forward, backward, update) from a CUDA graph, much faster for
+        small models. Default: where it applies (a CUDA model, the default step on ``(x, y)``
+        batches, an ``OptimizerConfig`` or a fresh SGD/Adam/AdamW); a step that cannot be captured
         then runs eagerly, with a warning. ``True`` raises instead, ``False`` never captures.
-
     threads: the CPU threads the sweeps take (``torch.set_num_threads``), put back afterwards.
-        Default: the physical cores this process may use (its CPU affinity), unless
-        ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or your own ``torch.set_num_threads`` chose
-        already; then that count stays.
+        Default: the physical cores this process may use, unless ``OMP_NUM_THREADS``,
+        ``MKL_NUM_THREADS`` or your own ``torch.set_num_threads`` chose already.
 
     A model trained across processes (``DistributedDataParallel``, ``FullyShardedDataParallel``,
     ``fully_shard``): call ``find_lr`` in every process, each with its own batches (a
     ``DistributedSampler``); the losses are averaged across the processes at every divergence
-    check, so all record the same curve, stop at the same step and suggest the same LR (a process
-    that stopped alone would leave the others waiting in a collective). It steps through a torch
-    optimizer (one is made from an ``OptimizerConfig``), never from a CUDA graph; clipping and
-    fp16's gradient scaler agree across the shards.
+    check, so all record the same curve, stop at the same step and suggest the same LR. It steps
+    through a torch optimizer (one is made from an ``OptimizerConfig``), never from a CUDA graph;
+    clipping and fp16's gradient scaler agree across the shards.
 
     The model, buffers, gradients, optimizer and RNG states are restored afterwards, bit for bit,
     also when an exception is raised. Nothing is written to disk. A result that needs a second look
