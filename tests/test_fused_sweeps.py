@@ -216,3 +216,36 @@ def test_more_copies_than_fit_in_memory_is_an_error_that_says_how_many_do(monkey
         find_lr(make_model(), make_data(), repeats=8, num_iter=8, **QUIET)
     assert "\n" not in str(e.value)
     assert len(find_lr(make_model(), make_data(), repeats=2, num_iter=8, **QUIET).seed_losses) == 2
+
+
+@pytest.mark.parametrize("vectorize", [False, True], ids=["looped", "vmapped"])
+def test_the_engine_trains_each_trial_on_its_own_batch_as_if_alone(vectorize) -> None:
+    """The engine's ``own_batches`` (a GPU vmaps it, a CPU loops): trial k's step on batch k is the
+    step of the same model trained alone on that batch."""
+    from lrfind.engine.fused import FusedTrials
+    from lrfind.engine.records import TrialSpec
+
+    data = make_data(n_batches=6)
+    k, steps = 2, 3
+    lrs = np.full(steps + 1, 0.1)
+    engine = FusedTrials(make_model, [TrialSpec("constant", {}, seed=0)] * k, base_lr=1.0, total_steps=steps + 1,
+                         steps_per_epoch=steps + 1, optimizer=OptimizerConfig("sgd", momentum=0.9), vectorize=vectorize,
+                         own_batches=True, lrs=lrs)
+    losses = []
+    for i in range(steps):
+        batch = data[i * k:(i + 1) * k]
+        engine.step(torch.stack([x for x, _ in batch]), torch.stack([y for _, y in batch]))
+        losses.append(engine.step_losses.clone())
+    assert engine.mode.forward == ("vmapped" if vectorize else "looped")
+    for trial in range(k):
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for i in range(steps):
+            x, y = data[i * k + trial]
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            assert losses[i][trial].item() == pytest.approx(loss.item(), rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="a batch per trial in the batch, 2, got 3 inputs"):
+        engine.step(torch.stack([x for x, _ in data[:3]]), torch.stack([y for _, y in data[:3]]))

@@ -151,12 +151,29 @@ def test_range_test_from_a_graph_equals_the_eager_sweep(make) -> None:
     for graph in (True, False):
         model = get_model("lenet", seed=0).to(CUDA)
         results[graph] = find_lr(model, data, optimizer=make(model.parameters()), num_iter=60, end_lr=0.3,
-                                 cuda_graph=graph, progress=False)
+                                 cuda_graph=graph, repeats=1, progress=False)
     assert results[True].config["cuda_graph"] and not results[False].config["cuda_graph"]
     n = min(len(results[True].losses), len(results[False].losses))
     assert n > 30
     np.testing.assert_allclose(results[True].losses[:30], results[False].losses[:30], rtol=1e-4)
     assert results[True].suggested_lr == pytest.approx(results[False].suggested_lr, rel=0.05)
+
+
+def test_sweeps_side_by_side_on_cuda_are_the_repeats_one_after_another() -> None:
+    """The default on a GPU: 3 copies vmapped in one pass (from a CUDA graph), each reading the
+    loader as the repeat with its seed does, give the curves of the repeats one after another."""
+    from lrfind.data import ImageData
+
+    x = torch.cat([x for x, _ in batches(60, size=64)]).to(CUDA)
+    y = torch.cat([y for _, y in batches(60, size=64)]).to(CUDA)
+    kw = dict(num_iter=60, end_lr=0.3, seed=0, slow_down=False, progress=False, warn=False)
+    side = find_lr(get_model("lenet", seed=0).to(CUDA), ImageData(x, y).loader(64, seed=0), **kw)   # the defaults
+    alone = find_lr(get_model("lenet", seed=0).to(CUDA), ImageData(x, y).loader(64, seed=0), repeats=3, fused=False,
+                    **kw)
+    assert side.config["how"] == "3 side by side in one pass" and side.config["cuda_graph"]
+    assert len(side.seed_losses) == len(alone.seed_losses) == 3
+    for a, b in zip(side.seed_losses, alone.seed_losses):
+        np.testing.assert_allclose(a[:30], b[:30], rtol=1e-3)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
