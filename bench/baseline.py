@@ -15,8 +15,7 @@ import optuna
 import torch
 
 from bench.common import TorchvisionStyleMNIST, loader, sync
-from lrfind import get_model, get_schedule
-from lrfind.schedules import SCHEDULES
+from lrfind import SCHEDULES, get_model, get_schedule
 
 
 def _evaluate(model, data, device) -> tuple[float, float]:

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 import lrfind  # noqa: E402
-from lrfind.study import trials as _study  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +45,7 @@ def main() -> None:
         start = time.perf_counter()
         engine = lrfind.tune(train_subset=args.subset, batch_size=args.batch_size, final=False, device=str(device),
                              out=f"{tmp}/engine", **common)
-        results["engine"] = _summary(engine.study, time.perf_counter() - start, args)
+        results["engine"] = _summary(engine.study, Path(tmp) / "engine", time.perf_counter() - start)
 
         def train_fn(trial: lrfind.LoopTrial) -> float:
             model = lrfind.get_model("lenet", seed=trial.seed).to(device)
@@ -68,7 +67,7 @@ def main() -> None:
         start = time.perf_counter()
         loop = lrfind.tune_loop(train_fn, steps_per_epoch=per_epoch, metric="accuracy", out=f"{tmp}/loop",
                                 same_seed=False, final_seeds=0, **common)     # the engine's side: final=False
-        results["loop"] = _summary(loop.study, time.perf_counter() - start, args)
+        results["loop"] = _summary(loop.study, Path(tmp) / "loop", time.perf_counter() - start)
 
     results["loop_over_engine_seconds"] = results["loop"]["seconds"] / results["engine"]["seconds"]
     for side in ("engine", "loop"):
@@ -95,16 +94,17 @@ def _evaluate(model: torch.nn.Module, data) -> tuple[float, float]:
     return correct / len(data), loss / len(data)
 
 
-def _summary(study, seconds: float, args) -> dict:
+def _summary(study, out: Path, seconds: float) -> dict:
+    """A side's time and what it found: the study's trials (Optuna's) and its ``best.json``."""
     trials = study.trials
     epochs_run = sum(t.user_attrs.get("epochs_run", 0) for t in trials)
-    best, constant = _study.best(study), _study.constant_baseline(study)
+    best = json.loads((out / "best.json").read_text())
     states = [t.state.name for t in trials]
     return {"seconds": round(seconds, 2), "trial_epochs_run": epochs_run,
             "ms_per_trial_epoch": round(1000 * seconds / max(1, epochs_run), 1),
             "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
-            "best_schedule": best.user_attrs["schedule"], "best_val_acc": _study.val_acc(best, study),
-            "constant_val_acc": _study.val_acc(constant, study) if constant else None}
+            "best_schedule": best.get("schedule"), "best_val_acc": best.get("val_acc"),
+            "constant_val_acc": (best.get("constant") or {}).get("val_acc")}
 
 
 if __name__ == "__main__":

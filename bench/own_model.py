@@ -21,9 +21,8 @@ import torch
 
 from bench.common import Timer, engine_epoch_seconds  # noqa: E402
 
-from lrfind import get_augment
+from lrfind import get_augment, get_model
 from lrfind.data import ImageData
-from lrfind.models import get_model  # noqa: E402
 
 MODEL = str(Path(__file__).resolve().parents[1] / "examples" / "own_data.py") + ":CifarNet"
 
@@ -72,11 +71,7 @@ def main() -> None:
               "ms_per_trial_epoch": {name: round(ms, 1) for name, ms in rows.items()},
               "speedup_vs_plain": {f"K={k}": round(plain * 1000 / rows[f"lrfind engine, K={k}"], 2) for k in ks}}
     if device.type == "cuda":
-        from lrfind.study.tune_config import TuneConfig
-        from lrfind.study.tune_search import auto_parallel
-
         result["peak_gib"] = {f"K={k}": round(v, 2) for k, v in peaks.items()}
-        result["tune_parallel"] = auto_parallel(TuneConfig(model=MODEL, trials=256, device="cuda"), device, data)
     for name, ms in rows.items():
         print(f"{name:<28} {ms:9.1f} ms per trial-epoch")
     print(json.dumps({k: v for k, v in result.items() if k != "ms_per_trial_epoch"}))
