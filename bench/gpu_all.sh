@@ -38,7 +38,7 @@ archive() {
 # by default those in .device/ (whl/ and data/), where a preparing step put them.
 [[ -z "${WHEELS:-}" && -d .device/whl ]] && WHEELS=.device/whl
 [[ -z "${DATA:-}" && -d .device/data ]] && DATA=$PWD/.device/data
-if [[ -n "${WHEELS:-}" ]]; then
+if [[ -n "${WHEELS:-}" && ! -d /tmp/site/optuna ]]; then        # once per machine
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
 fi
 export PYTHONPATH=$PWD:/tmp/site LRFIND_DATA_DIR=${DATA:-${LRFIND_DATA_DIR:-$HOME/.cache/lrfind}} PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -53,7 +53,7 @@ step() {
   [[ "$wanted" == "  " || "$wanted" == *" $name "* ]] || return 0
   echo "== $name: $*"
   local start=$SECONDS
-  "$@" > "$out/$name.log" 2>&1
+  timeout "${STEP_SECONDS:-0}" "$@" > "$out/$name.log" 2>&1       # STEP_SECONDS: a step's limit (0: none)
   local rc=$?
   echo "   exit $rc after $((SECONDS - start)) s; last lines:"
   tail -n 25 "$out/$name.log" | sed 's/^/   /'

@@ -10,7 +10,7 @@
 #     bash bench/gpu_check.sh            # logs and JSON in $OUT/gpu_all.tgz (or ./gpu_out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-timeout 100 bash bench/gpu_all.sh test_gpu
-timeout 120 bash bench/gpu_all.sh fused_sweeps
-timeout 90 bash bench/gpu_all.sh engine_k50
-timeout 200 bash bench/gpu_all.sh suite
+STEP_SECONDS=100 bash bench/gpu_all.sh test_gpu
+STEP_SECONDS=120 bash bench/gpu_all.sh fused_sweeps
+STEP_SECONDS=90 bash bench/gpu_all.sh engine_k50
+STEP_SECONDS=200 bash bench/gpu_all.sh suite
