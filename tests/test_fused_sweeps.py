@@ -249,3 +249,21 @@ def test_the_engine_trains_each_trial_on_its_own_batch_as_if_alone(vectorize) ->
             assert losses[i][trial].item() == pytest.approx(loss.item(), rel=1e-5, abs=1e-6)
     with pytest.raises(ValueError, match="a batch per trial in the batch, 2, got 3 inputs"):
         engine.step(torch.stack([x for x, _ in data[:3]]), torch.stack([y for _, y in data[:3]]))
+
+
+def test_a_study_sweeps_one_after_another_where_its_copies_do_not_fit(monkeypatch, mnist_root, tmp_path) -> None:
+    from lrfind import tune
+    from lrfind.rangetest import fused
+
+    class FitsTwo(fused.FusedTrials):
+        def __init__(self, model, specs, **kw) -> None:
+            if len(specs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            super().__init__(model, specs, **kw)
+
+    monkeypatch.setattr(fused, "FusedTrials", FitsTwo)
+    result = tune(trials=1, epochs=1, batch_size=64, train_subset=256, val_size=100, device="cpu", progress=False,
+                  range_test_iters=30, range_test_repeats=3, final=False, data_dir=str(mnist_root),
+                  out=str(tmp_path))
+    stage_1 = result.study.user_attrs["range_test"]
+    assert len(stage_1["seed_lrs"]) == 3 and stage_1["how"].startswith("3 one after another (fused=False)")

@@ -176,6 +176,24 @@ def test_sweeps_side_by_side_on_cuda_are_the_repeats_one_after_another() -> None
         np.testing.assert_allclose(a[:30], b[:30], rtol=1e-3)
 
 
+def test_the_default_sweeps_once_where_three_copies_do_not_fit(monkeypatch) -> None:
+    from lrfind.rangetest import fused
+
+    class FitsTwo(fused.FusedTrials):
+        def __init__(self, model, specs, **kw) -> None:
+            if len(specs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            super().__init__(model, specs, **kw)
+
+    monkeypatch.setattr(fused, "FusedTrials", FitsTwo)
+    model = get_model("lenet", seed=0).to(CUDA)
+    result = find_lr(model, on_cuda(batches(40, size=32)), num_iter=40, progress=False, warn=False)
+    assert result.config["how"] == "1 sweep by default: 3 copies of the model do not fit in GPU memory side by side"
+    with pytest.raises(ValueError, match="repeats 3: 3 copies of the model side by side do not fit in GPU memory; "
+                                         "at most 2 do"):
+        find_lr(model, on_cuda(batches(40, size=32)), num_iter=40, repeats=3, progress=False)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_a_model_on_another_gpu_than_the_current_one_replays_its_own_graph() -> None:
     """A capture on the current GPU's stream would record nothing of a model on another GPU (its

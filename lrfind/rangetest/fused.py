@@ -39,6 +39,10 @@ class NotFusable(Exception):
     """The batches are not ``(inputs, targets)`` tensors of one size that the copies can each take."""
 
 
+class TooManyCopies(FieldError):
+    """The copies side by side do not fit in GPU memory (``repeats``'s error, which says how many do)."""
+
+
 def fusion_blocker(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan) -> str:
     """Why the repeats of ``config`` run one after another rather than side by side ("" if they can
     run side by side). A loader with fewer batches than the sweeps take in one step is an error
@@ -103,7 +107,7 @@ def _engine(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -> Fused
     try:
         return _build(model, config, plan, config.repeats)
     except torch.cuda.OutOfMemoryError:
-        raise FieldError("repeats", f"repeats {config.repeats}: {config.repeats} copies of the model side by side do "
+        raise TooManyCopies("repeats", f"repeats {config.repeats}: {config.repeats} copies of the model side by side do "
                                     f"not fit in GPU memory; at most {_most_that_fit(model, config, plan)} do: pass "
                                     f"that many repeats, or sweep one after another (fused=False, "
                                     f"--one-after-another)") from None
@@ -151,7 +155,7 @@ def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: Swe
             try:
                 engine.step(x, y)
             except torch.cuda.OutOfMemoryError:
-                raise FieldError("repeats", f"repeats {k}: {k} copies of the model side by side ran out of GPU memory "
+                raise TooManyCopies("repeats", f"repeats {k}: {k} copies of the model side by side ran out of GPU memory "
                                             f"at step {i + 1}; pass fewer repeats, or sweep one after another "
                                             f"(fused=False, --one-after-another)") from None
             losses[engine.index, i] = engine.step_losses

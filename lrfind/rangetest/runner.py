@@ -20,7 +20,7 @@ from lrfind.rangetest.batches import Batches, one_shot, start_persistent_workers
 from lrfind.rangetest.config import RangeTestConfig
 from lrfind.rangetest.distributed import Processes
 from lrfind.rangetest.plan import SweepPlan
-from lrfind.rangetest.fused import NotFusable, fused_sweeps, fusion_blocker
+from lrfind.rangetest.fused import NotFusable, TooManyCopies, fused_sweeps, fusion_blocker
 from lrfind.rangetest.result import RangeTestResult, RangeTestWarning, describe_sweeps
 from lrfind.rangetest.runs import Divergence, Run, sweeps_result
 from lrfind.rangetest.steps import Step, make_step
@@ -39,7 +39,7 @@ def range_test(model: nn.Module, loader: Iterable, config: RangeTestConfig) -> R
         plan = SweepPlan.of(model, config)
         blocker = fusion_blocker(model, loader, config, plan)
         repeats, why = _repeats(config, plan, blocker)
-        config = config.with_repeats(repeats)
+        asked, config = config.repeats is not None, config.with_repeats(repeats)
         sweeps = _sweeps if blocker or (repeats == 1 and not config.fused) else fused_sweeps
         if sweeps is _sweeps and repeats > 1:
             why = f"{repeats} one after another ({blocker})"
@@ -49,7 +49,15 @@ def range_test(model: nn.Module, loader: Iterable, config: RangeTestConfig) -> R
                                  f"iterated again (a DataLoader, a list of batches) or repeats=1")
         if why:
             log.info("range test: %s", why)
-        result = _slowed_if_they_disagree(model, loader, config, plan, sweeps)
+        try:
+            result = _slowed_if_they_disagree(model, loader, config, plan, sweeps)
+        except TooManyCopies:
+            if asked:                           # the user's count: the error says how many fit
+                raise
+            why = f"1 sweep by default: {repeats} copies of the model do not fit in GPU memory side by side"
+            log.info("range test: %s", why)
+            config = config.with_repeats(1)
+            result = _slowed_if_they_disagree(model, loader, config, plan, _sweeps)
         result.config.setdefault("how", f"{repeats} side by side in one pass" if result.config["fused"] else why)
         return result
 

@@ -14,6 +14,7 @@ import torch
 from lrfind.data.images import ImageData
 from lrfind.data.losses import task_loss
 from lrfind.rangetest.find import find_lr
+from lrfind.rangetest.fused import TooManyCopies
 from lrfind.rangetest.result import RangeTestResult
 from lrfind.study import opening as _opening
 from lrfind.study import report
@@ -58,9 +59,15 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
         log.info("range test: %s", sweeps.note)
     # the median of several sweeps (side by side where they can be); when they disagree, of as many
     # again at half the pace where the study's budget allows
-    result = find_lr(model, loader, optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=sweeps.num_iter,
-                     repeats=sweeps.repeats, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
-                     progress=cfg.progress, warn=False, threads=cfg.threads, slow_down=sweeps.slow_down)
+    kw = dict(optimizer=cfg.optimizer_config, loss_fn=task_loss, num_iter=sweeps.num_iter, repeats=sweeps.repeats,
+              seed=cfg.seed, max_grad_norm=cfg.max_grad_norm, progress=cfg.progress, warn=False, threads=cfg.threads,
+              slow_down=sweeps.slow_down)
+    try:
+        result = find_lr(model, loader, **kw)
+    except TooManyCopies:                 # copies of a large model side by side: the sweeps one after another
+        log.info("range test: %d copies of the model do not fit in GPU memory side by side; they sweep one "
+                 "after another", sweeps.repeats)
+        result = find_lr(model, loader, fused=False, **kw)
     for text in result.warnings:                      # one log line each
         log.warning("range test: %s", text)
     # what `lrfind range-test` records too, so that `lrfind compare` tells two studies' sweeps apart
