@@ -267,3 +267,13 @@ def test_a_study_sweeps_one_after_another_where_its_copies_do_not_fit(monkeypatc
                   out=str(tmp_path))
     stage_1 = result.study.user_attrs["range_test"]
     assert len(stage_1["seed_lrs"]) == 3 and stage_1["how"].startswith("3 one after another (fused=False)")
+
+
+def test_a_short_study_says_how_its_range_test_was_sized(mnist_root, tmp_path) -> None:
+    from lrfind import tune
+
+    result = tune(trials=2, epochs=1, batch_size=64, train_subset=256, val_size=100, device="cpu", progress=False,
+                  final=False, data_dir=str(mnist_root), out=str(tmp_path))
+    assert result.study.user_attrs["range_test"]["num_iter"] == 100
+    assert ("base LR {:.3g} (range test; the search takes 8 model steps and stage 1 at most 40% as many: 1 sweep of "
+            "100 steps, none again slower if they disagree".format(result.base_lr)) in result.summary()

@@ -119,4 +119,5 @@ def store_base_lr(study: optuna.Study, base_lr: float, range_test: "RangeTestRes
             "suggested_lr": range_test.suggested_lr, "falling_range": range_test.falling_range,
             "stop_reason": range_test.stop_reason, "seed_lrs": range_test.seed_lrs, "shallow": range_test.shallow,
             "num_iter": range_test.num_iter, "faster_sweeps": range_test.config.get("faster_sweeps"),
-            "how": range_test.config.get("how"), "warnings": range_test.warnings})
+            "how": range_test.config.get("how"), "sized": range_test.config.get("sized"),
+            "warnings": range_test.warnings})

@@ -87,6 +87,8 @@ def top_table(study: optuna.Study, n: int = 10) -> str:
 def _base_lr_source(source: str, range_test: dict[str, Any]) -> str:
     """Where the base LR came from; for a repeated range test, over how many sweeps and their spread."""
     found = [lr for lr in range_test.get("seed_lrs") or [] if lr is not None]
+    if source == "range test" and range_test.get("sized") and len(range_test.get("seed_lrs") or []) < 2:
+        return f"range test; {range_test['sized']}"
     if source != "range test" or len(range_test.get("seed_lrs") or []) < 2 or not found:
         return source
     shallow = set(range_test.get("shallow") or [])

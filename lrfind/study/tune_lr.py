@@ -72,6 +72,8 @@ def _range_test(cfg: TuneConfig, model: torch.nn.Module, train: ImageData, out: 
         log.warning("range test: %s", text)
     # what `lrfind range-test` records too, so that `lrfind compare` tells two studies' sweeps apart
     # (the config holds the model, data set and augmentation by name: see TuneConfig.__post_init__)
+    if sweeps.note:                                   # fewer or shorter sweeps than a long study's
+        result.config["sized"] = sweeps.note
     result.config.update(model=cfg.model, dataset=cfg.dataset, augment=cfg.augment, train_examples=len(train),
                          batch_size=cfg.batch_size)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,8 +121,8 @@ def sweeps_for(search_steps: int, iters: int | None = None, repeats: int | None 
     if repeats is None:
         k = max(1, min(k, budget // n))
     return Sweeps(k, n, slow_down=False,
-                  note=f"{k} sweep{'s' * (k > 1)} of {n} steps, not swept again slower if they disagree: the "
-                       f"search takes {search_steps:,} model steps, and stage 1 at most {SHARE:.0%} as many "
+                  note=f"the search takes {search_steps:,} model steps and stage 1 at most {SHARE:.0%} as many: "
+                       f"{k} sweep{'s' * (k > 1)} of {n} steps, none again slower if they disagree "
                        f"(--range-test-iters and --range-test-repeats set them)")
 
 
