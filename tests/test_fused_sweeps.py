@@ -162,7 +162,7 @@ def test_dict_batches_sweep_one_after_another(caplog) -> None:
 def test_one_sweep_by_default_off_a_gpu_and_why() -> None:
     result = find_lr(make_model(), make_data(), num_iter=8, **QUIET)
     assert len(result.seed_losses) == 0 and "1 sweep by default: off a GPU" in result.config["how"]
-    assert "repeats=3 gives the median of 3" in result.summary()
+    assert "3 repeats give the median of 3" in result.summary()
 
 
 @pytest.mark.parametrize("bad, match", [({"repeats": 0}, "repeats must be a positive integer"),

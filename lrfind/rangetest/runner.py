@@ -70,7 +70,7 @@ def _repeats(config: RangeTestConfig, plan: SweepPlan, blocker: str) -> tuple[in
     why = blocker or ("" if plan.device.type == "cuda" else
                       "off a GPU, sweeps side by side cost as much as one after another")
     if why:
-        return 1, f"1 sweep by default: {why}; repeats=3 gives the median of 3 and their spread"
+        return 1, f"1 sweep by default: {why}; 3 repeats give the median of 3 and their spread"
     return 3, ""
 
 
