@@ -254,9 +254,9 @@ def _out_of_memory(*args, **kwargs):
 
 
 def test_range_test_out_of_gpu_memory_is_one_line_that_says_what_to_lower(run, monkeypatch, tmp_path) -> None:
-    import lrfind.rangetest.find
+    import lrfind.rangetest.runner
 
-    monkeypatch.setattr(lrfind.rangetest.find, "find_lr", _out_of_memory)
+    monkeypatch.setattr(lrfind.rangetest.runner, "range_test", _out_of_memory)      # the sweeps the command runs
     result = run("range-test", "--device", "cpu", "-q", "--batch-size", "512", "--out", str(tmp_path))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert ("out of GPU memory with one model at --batch-size 512 (CUDA out of memory): lower --batch-size "
@@ -334,13 +334,13 @@ def test_verbose_log_lines_say_when_on_the_clock_of_the_closing_time_line(mnist_
 
 def test_ctrl_c_exits_130_with_a_line_that_says_what_was_kept(run, monkeypatch, tmp_path) -> None:
     """click's own answer to Ctrl-C is 'Aborted!' and exit code 1."""
-    from lrfind.rangetest import find as rangetest
+    from lrfind.rangetest import runner
     from lrfind.study import tune as tuner
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rangetest, "find_lr", ctrl_c)
+    monkeypatch.setattr(runner, "range_test", ctrl_c)
     result = run("range-test", "--device", "cpu", "-q", "--out", str(tmp_path / "rt"))
     assert result.exit_code == 130 and f"interrupted: nothing was written to {tmp_path / 'rt'}" in result.output
     monkeypatch.setattr(tuner, "_data", ctrl_c)                  # before the study began

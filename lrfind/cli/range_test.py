@@ -1,7 +1,9 @@
-"""``lrfind range-test`` and ``lrfind compare``: thin click commands over ``find_lr`` and ``compare``."""
+"""``lrfind range-test`` and ``lrfind compare``: thin click commands over ``find_lr``'s config and
+sweeps (``RangeTestConfig``, which checks each option once, before the data is read) and ``compare``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -83,18 +85,20 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
     import torch
 
     from lrfind._imports import short_name
-    from lrfind.engine.update import check_max_grad_norm
     from lrfind.data.images import DataSizeError, check_batch_fits, data_line
     from lrfind.data.losses import is_regression, task_loss
     from lrfind.engine.optimizer import OptimizerConfig
-    from lrfind.rangetest.find import find_lr
+    from lrfind.rangetest.config import RangeTestConfig
+    from lrfind.rangetest.runner import range_test as sweeps_of
     from lrfind.rangetest.sweep import Sweep
 
-    sweep = Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
-    try:
+    try:    # find_lr's config, checked once, before the data is read (the validation loader joins it later)
         opt = OptimizerConfig.of(optimizer, momentum=momentum, weight_decay=weight_decay)
-        check_max_grad_norm(max_grad_norm)
-    except ValueError as e:                      # before the data is read; find_lr checks Python callers'
+        config = RangeTestConfig(sweep=Sweep(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode),
+                                 optimizer=opt, loss_fn=task_loss, max_grad_norm=max_grad_norm, amp=amp,
+                                 val_batches=val_batches, repeats=repeats, fused=fused, seed=seed, method=method,
+                                 progress=not quiet, warn=False, threads=threads)   # the summary prints the warnings
+    except ValueError as e:
         raise UserError(option_message(e)) from None
     dev = resolve_device(device)
     train, val = load_split(dataset, data_dir, dev).holdout(10_000)
@@ -112,10 +116,7 @@ def range_test(model: str, dataset: str, data_dir: Path | None, augment: str | N
                             f"{len(val_loader)} batches of {batch_size}; give at most {len(val_loader)}")
     make_folder(out)
     try:
-        result = find_lr(net, loader, optimizer=opt, sweep=sweep, repeats=repeats, fused=fused, seed=seed,
-                         method=method, val_loader=val_loader, val_batches=val_batches, loss_fn=task_loss, max_grad_norm=max_grad_norm,
-                         amp=amp, threads=threads,
-                         progress=not quiet, warn=False)     # the summary prints them
+        result = sweeps_of(net, loader, replace(config, val_loader=val_loader) if val_loader else config)
     except FieldError as e:               # --fused where the sweeps cannot run side by side
         raise UserError(option_message(e)) from None
     except torch.cuda.OutOfMemoryError as e:
