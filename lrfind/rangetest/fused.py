@@ -107,10 +107,10 @@ def _engine(model: nn.Module, config: RangeTestConfig, plan: SweepPlan) -> Fused
     try:
         return _build(model, config, plan, config.repeats)
     except torch.cuda.OutOfMemoryError:
-        raise TooManyCopies("repeats", f"repeats {config.repeats}: {config.repeats} copies of the model side by side do "
-                                    f"not fit in GPU memory; at most {_most_that_fit(model, config, plan)} do: pass "
-                                    f"that many repeats, or sweep one after another (fused=False, "
-                                    f"--one-after-another)") from None
+        k, fit = config.repeats, _most_that_fit(model, config, plan)
+        raise TooManyCopies("repeats", f"repeats {k}: {k} copies of the model side by side do not fit in GPU "
+                                       f"memory; at most {fit} do: pass that many repeats, or sweep one after another "
+                                       f"(fused=False, --one-after-another)") from None
 
 
 def _build(model: nn.Module, config: RangeTestConfig, plan: SweepPlan, k: int) -> FusedTrials:
@@ -155,9 +155,9 @@ def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: Swe
             try:
                 engine.step(x, y)
             except torch.cuda.OutOfMemoryError:
-                raise TooManyCopies("repeats", f"repeats {k}: {k} copies of the model side by side ran out of GPU memory "
-                                            f"at step {i + 1}; pass fewer repeats, or sweep one after another "
-                                            f"(fused=False, --one-after-another)") from None
+                raise TooManyCopies("repeats", f"repeats {k}: {k} copies of the model side by side ran out of GPU "
+                                               f"memory at step {i + 1}; pass fewer repeats, or sweep one after "
+                                               f"another (fused=False, --one-after-another)") from None
             losses[engine.index, i] = engine.step_losses
             bar.update(1)
             if (i + 1) % sweep.check_every and i < n - 1:
