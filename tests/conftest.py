@@ -77,6 +77,20 @@ def toy_batches(n_batches: int = 8, batch: int = 16, seed: int = 0) -> list[tupl
     return out
 
 
+def copies_fit(monkeypatch, most: int) -> None:
+    """A GPU whose memory holds ``most`` copies of the model side by side in a range test: building
+    the sweeps' engine with more raises CUDA's out-of-memory error."""
+    from lrfind.rangetest import fused
+
+    class Fits(fused.FusedTrials):
+        def __init__(self, model, specs, **kw) -> None:
+            if len(specs) > most:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            super().__init__(model, specs, **kw)
+
+    monkeypatch.setattr(fused, "FusedTrials", Fits)
+
+
 def user_file(folder: Path, name: str, source: str) -> Path:
     """``source`` written to ``folder/name``: a file of the user's, named as ``path/to/file.py:function``."""
     path = folder / name

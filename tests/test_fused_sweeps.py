@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import toy_batches
+from conftest import copies_fit, toy_batches
 from lrfind import OptimizerConfig, find_lr
 
 
@@ -202,15 +202,7 @@ def test_stage_1_takes_a_bounded_share_of_a_short_study(search_steps, iters, rep
 
 
 def test_more_copies_than_fit_in_memory_is_an_error_that_says_how_many_do(monkeypatch) -> None:
-    from lrfind.rangetest import fused
-
-    class FitsTwo(fused.FusedTrials):           # a device whose memory holds two copies of the model
-        def __init__(self, model, specs, **kw) -> None:
-            if len(specs) > 2:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-            super().__init__(model, specs, **kw)
-
-    monkeypatch.setattr(fused, "FusedTrials", FitsTwo)
+    copies_fit(monkeypatch, 2)                  # a GPU whose memory holds two copies of the model
     with pytest.raises(ValueError, match=r"repeats 8: 8 copies of the model side by side do not fit in GPU memory; "
                                          r"at most 2 do: pass that many repeats, or sweep one after another") as e:
         find_lr(make_model(), make_data(), repeats=8, num_iter=8, **QUIET)
@@ -253,15 +245,8 @@ def test_the_engine_trains_each_trial_on_its_own_batch_as_if_alone(vectorize) ->
 
 def test_a_study_sweeps_one_after_another_where_its_copies_do_not_fit(monkeypatch, mnist_root, tmp_path) -> None:
     from lrfind import tune
-    from lrfind.rangetest import fused
 
-    class FitsTwo(fused.FusedTrials):
-        def __init__(self, model, specs, **kw) -> None:
-            if len(specs) > 2:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-            super().__init__(model, specs, **kw)
-
-    monkeypatch.setattr(fused, "FusedTrials", FitsTwo)
+    copies_fit(monkeypatch, 2)                  # a GPU whose memory holds two copies of the model
     result = tune(trials=1, epochs=1, batch_size=64, train_subset=256, val_size=100, device="cpu", progress=False,
                   range_test_iters=30, range_test_repeats=3, final=False, data_dir=str(mnist_root),
                   out=str(tmp_path))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import dynamo_modules_after, fully_shard, vmap_imports_dynamo
+from conftest import copies_fit, dynamo_modules_after, fully_shard, vmap_imports_dynamo
 from lrfind import find_lr, get_model
 from lrfind.study import trials as _study
 from lrfind._device import exact_float32
@@ -177,15 +177,7 @@ def test_sweeps_side_by_side_on_cuda_are_the_repeats_one_after_another() -> None
 
 
 def test_the_default_sweeps_once_where_three_copies_do_not_fit(monkeypatch) -> None:
-    from lrfind.rangetest import fused
-
-    class FitsTwo(fused.FusedTrials):
-        def __init__(self, model, specs, **kw) -> None:
-            if len(specs) > 2:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-            super().__init__(model, specs, **kw)
-
-    monkeypatch.setattr(fused, "FusedTrials", FitsTwo)
+    copies_fit(monkeypatch, 2)                  # a GPU whose memory holds two copies of the model
     model = get_model("lenet", seed=0).to(CUDA)
     result = find_lr(model, on_cuda(batches(40, size=32)), num_iter=40, progress=False, warn=False)
     assert result.config["how"] == "1 sweep by default: 3 copies of the model do not fit in GPU memory side by side"
