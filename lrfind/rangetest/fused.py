@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Iterable
 
@@ -34,6 +33,8 @@ from lrfind.rangetest.runs import Divergence, Run, sweeps_result
 
 log = logging.getLogger(__name__)
 
+SIDE_BY_SIDE = 3        # the sweeps of the default on a GPU, where they run side by side for about one's cost
+
 
 class NotFusable(Exception):
     """The batches are not ``(inputs, targets)`` tensors of one size that the copies can each take."""
@@ -50,7 +51,7 @@ def fusion_blocker(model: nn.Module, loader: Iterable, config: RangeTestConfig, 
     if config.fused is False:
         return "fused=False"
     reason = plan.why_not_own or _optimizer_blocker(model, plan)
-    repeats = config.repeats or 3                 # None: 3 where they can run side by side
+    repeats = config.repeats or SIDE_BY_SIDE
     if not reason and _too_short(loader, repeats):
         reason = (f"the loader has {len(loader)} batches, fewer than the {repeats} sweeps side by side take "
                   f"in one step (a batch each)")
@@ -144,7 +145,7 @@ def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: Swe
     engine = _engine(model, config, plan)
     losses = torch.full((k, n), float("nan"), device=plan.device)      # read by the host at every check
     detectors = [Divergence(sweep.ema_beta, sweep.diverge_factor) for _ in range(k)]
-    stops: dict[int, tuple[int, str]] = {}
+    stops: dict[int, int] = {}                                          # sweep -> the step it stopped at
     lrs = sweep.lrs()
     checked = 0
     with progress_bar(total=n, desc=f"range test, {k} sweeps side by side",
@@ -174,20 +175,15 @@ def _pass(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: Swe
     if draw.skipped:
         log.info("%d batch(es) of another size than the first (%d examples) were left out", draw.skipped, draw.size)
     host = losses.cpu().numpy()
-    return [_run(host[s], stops.get(s)) for s in range(k)], engine.cuda_graph
+    return [Run.ended(host[s], stops.get(s)) for s in range(k)], engine.cuda_graph
 
 
-def _run(losses: np.ndarray, stop: tuple[int, str] | None) -> Run:
-    return Run(losses, "completed") if stop is None else Run(losses[: stop[0] + 1], stop[1])
-
-
-def _goes_on(detector: Divergence, new: np.ndarray, checked: int, stops: dict[int, tuple[int, str]], s: int) -> bool:
+def _goes_on(detector: Divergence, new: np.ndarray, checked: int, stops: dict[int, int], s: int) -> bool:
     """Feed sweep ``s``'s new losses to its detector; record where it stopped. Whether it goes on."""
     j = detector.first_stop(new)
-    if j is None:
-        return True
-    stops[s] = (checked + j, "diverged" if math.isfinite(new[j]) else "loss became NaN/Inf")
-    return False
+    if j is not None:
+        stops[s] = checked + j
+    return j is None
 
 
 class _Draw:

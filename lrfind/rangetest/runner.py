@@ -6,7 +6,6 @@ many times again at half the pace and takes those."""
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Callable, Iterable
 
 import torch
@@ -20,7 +19,7 @@ from lrfind.rangetest.batches import Batches, one_shot, start_persistent_workers
 from lrfind.rangetest.config import RangeTestConfig
 from lrfind.rangetest.distributed import Processes
 from lrfind.rangetest.plan import SweepPlan
-from lrfind.rangetest.fused import NotFusable, TooManyCopies, fused_sweeps, fusion_blocker
+from lrfind.rangetest.fused import SIDE_BY_SIDE, NotFusable, TooManyCopies, fused_sweeps, fusion_blocker
 from lrfind.rangetest.result import RangeTestResult, RangeTestWarning, describe_sweeps
 from lrfind.rangetest.runs import Divergence, Run, sweeps_result
 from lrfind.rangetest.steps import Step, make_step
@@ -71,7 +70,7 @@ def _repeats(config: RangeTestConfig, plan: SweepPlan, blocker: str) -> tuple[in
                       "off a GPU, sweeps side by side cost as much as one after another")
     if why:
         return 1, f"1 sweep by default: {why}; 3 repeats give the median of 3 and their spread"
-    return 3, ""
+    return SIDE_BY_SIDE, ""
 
 
 def _slowed_if_they_disagree(model: nn.Module, loader: Iterable, config: RangeTestConfig, plan: SweepPlan,
@@ -161,11 +160,7 @@ def _sweep_once(model: nn.Module, batches: Batches, step: Step, sweep: Sweep, ba
             new = losses[checked: i + 1].cpu().numpy()      # this is the host-device sync point
             stop = detector.first_stop(new)
             if stop is not None:
-                return _stopped(losses, checked + stop, new[stop])
+                return Run.ended(losses.cpu().numpy(), checked + stop)
             checked = i + 1
             bar.set_postfix(lr=f"{lrs[i]:.2e}", loss=f"{new[-1]:.4g}", refresh=False)
-    return Run(losses.cpu().numpy(), "completed")
-
-
-def _stopped(losses: torch.Tensor, j: int, value: float) -> Run:
-    return Run(losses[: j + 1].cpu().numpy(), "diverged" if math.isfinite(value) else "loss became NaN/Inf")
+    return Run.ended(losses.cpu().numpy(), None)

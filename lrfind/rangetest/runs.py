@@ -20,6 +20,14 @@ class Run:
     losses: np.ndarray
     stop_reason: str
 
+    @classmethod
+    def ended(cls, losses: np.ndarray, stop: int | None) -> Run:
+        """A sweep's run from its recorded losses: whole where it never stopped (``stop`` None), else
+        up to its stop, which diverged or hit a loss that is not finite."""
+        if stop is None:
+            return cls(losses, "completed")
+        return cls(losses[: stop + 1], "diverged" if math.isfinite(losses[stop]) else "loss became NaN/Inf")
+
 
 class Divergence:
     """The divergence rule of ``Sweep``, fed the losses in chunks: a bias-corrected EMA, its best
